@@ -1,0 +1,54 @@
+/**
+ * One error type for the whole product. Every failure a user or operator can cause carries a stable `code`
+ * (tests assert the code, not the message); the message names the bad value and says what to do.
+ */
+export const ERROR_CODES = {
+  // configuration and command line
+  CONFIG_INVALID: 'a configuration value (flag, environment variable or config file) failed validation',
+  BACKEND_UNKNOWN: 'an unknown backend name was requested',
+  BACKEND_UNAVAILABLE: 'the requested backend package is not installed or failed to load',
+  // data
+  IDX_CORRUPT: 'an IDX file has a bad magic number, header, or length',
+  IDX_MISMATCH: 'image and label files disagree (count or shape)',
+  DATA_NOT_FOUND: 'a data file is missing',
+  // models and checkpoints
+  MODEL_UNKNOWN: 'an unknown model name was requested',
+  LAYER_UNKNOWN: 'a layer name does not exist in the model',
+  CHECKPOINT_INVALID: 'a checkpoint directory is missing files or is inconsistent',
+  // training numerics
+  NON_FINITE_GRADIENT: 'a gradient or loss became NaN or infinite',
+  // distributed protocol
+  FRAME_MALFORMED: 'a network frame could not be decoded or failed validation',
+  FRAME_STALE: 'a network frame belongs to an older generation or step',
+  FRAME_DUPLICATE: 'a network frame arrived twice',
+  FRAME_UNEXPECTED: 'a well-formed frame arrived where the protocol does not allow it',
+  HANDSHAKE_MISMATCH: 'a worker and the coordinator disagree on protocol, model, or parameter shapes',
+  PEER_TIMEOUT: 'a peer did not answer before its deadline',
+  PEER_LOST: 'a peer left the run',
+  REPLICA_DIVERGED: 'worker replicas no longer hold identical weights',
+  // serving
+  BAD_REQUEST: 'an HTTP request body is malformed',
+  PAYLOAD_TOO_LARGE: 'an HTTP request body is too large',
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export class MnistDdpError extends Error {
+  readonly code: ErrorCode;
+  readonly details: Readonly<Record<string, unknown>>;
+
+  constructor(code: ErrorCode, message: string, details: Record<string, unknown> = {}, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'MnistDdpError';
+    this.code = code;
+    this.details = Object.freeze({ ...details });
+  }
+
+  toJSON(): { code: ErrorCode; message: string; details: Readonly<Record<string, unknown>> } {
+    return { code: this.code, message: this.message, details: this.details };
+  }
+}
+
+export function isMnistDdpError(err: unknown, code?: ErrorCode): err is MnistDdpError {
+  return err instanceof MnistDdpError && (code === undefined || err.code === code);
+}

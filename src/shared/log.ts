@@ -1,0 +1,22 @@
+import pino, { type Logger } from 'pino';
+
+export type { Logger };
+
+/**
+ * The process-wide root logger. Components take a child (`rootLogger.child({ component: 'ring' })`).
+ * Logs go to stderr so that stdout stays clean for `--json` results. Level comes from config (MNIST_DDP_LOG_LEVEL).
+ */
+let root: Logger | undefined;
+
+export function rootLogger(): Logger {
+  if (!root) root = pino({ level: process.env.MNIST_DDP_LOG_LEVEL ?? 'info', base: { pid: process.pid } }, pino.destination(2));
+  return root;
+}
+
+export function setRootLogger(logger: Logger): void {
+  root = logger;
+}
+
+export function componentLogger(component: string, bindings: Record<string, unknown> = {}): Logger {
+  return rootLogger().child({ component, ...bindings });
+}
