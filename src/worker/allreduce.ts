@@ -1,0 +1,39 @@
+/**
+ * Gradient all-reduce between the workers of one run. The step code calls the same interface in every mode:
+ * `LocalReducer` for a single process, `RingAllReducer` (ring-allreduce.ts) over ZeroMQ for several.
+ */
+export interface AllReduceOptions {
+  /** Overrides the reducer's inactivity deadline for this call. */
+  timeoutMs?: number;
+}
+
+export interface AllReducer {
+  readonly rank: number;
+  readonly worldSize: number;
+  /**
+   * Element-wise SUM over all ranks, in place: resolves with `buf` itself holding the sum (the trainer divides by
+   * the total sample count). Every rank must call it with the same `step` and the same `buf.length`; steps must
+   * increase from call to call. The caller must not read or write `buf` until the promise settles; after a
+   * rejection its contents are unspecified.
+   */
+  allReduce(buf: Float32Array, step: number, opts?: AllReduceOptions): Promise<Float32Array>;
+  /** Releases sockets; a pending allReduce rejects. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** World size 1: the sum over one rank is the buffer itself. */
+export class LocalReducer implements AllReducer {
+  readonly rank = 0;
+  readonly worldSize = 1;
+
+  allReduce(buf: Float32Array): Promise<Float32Array> {
+    return Promise.resolve(buf);
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+export { RingAllReducer, openRingInbox } from './ring-allreduce.js';
+export type { RingConfig, RingInbox, RejectReason } from './ring-allreduce.js';

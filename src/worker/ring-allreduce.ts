@@ -1,0 +1,448 @@
+import * as zmq from 'zeromq';
+import { z } from 'zod';
+import { decode, encode } from '../shared/codec.js';
+import { MnistDdpError, type ErrorCode } from '../shared/errors.js';
+import { componentLogger, type Logger } from '../shared/log.js';
+import { PROTOCOL_VERSION, isRingChunk, isRingHello, messageProblem, type RingChunk, type RingHello, type RingPhase } from '../shared/protocol.js';
+import type { AllReduceOptions, AllReducer } from './allreduce.js';
+import { chunkBounds, framesPerAllReduce, receiveStep, ringLayout, type RingLayout } from './ring-topology.js';
+
+/**
+ * 256 KiB chunks: measured on 2-rank tcp loopback (bench/allreduce.ts), 8 MiB all-reduce p50 was best at
+ * 256 KiB–512 KiB; 1 MiB+ chunks leave the receiver idle while the first chunk is in flight, and chunks under
+ * 128 KiB pay per-message overhead. Small buffers (the 133 KiB cnn gradient) are one chunk per segment anyway.
+ */
+export const DEFAULT_CHUNK_BYTES = 256 * 1024;
+/** Bounds queued frames per socket; one all-reduce keeps at most ~2 buffers' worth of chunks in flight. */
+const HIGH_WATER_MARK = 10_000;
+/** Frames for a step this rank has not started yet are kept (the left neighbour may be one step ahead). */
+const MAX_STASHED_FRAMES = 100_000;
+
+const endpoint = z.string().regex(/^(tcp|ipc|inproc):\/\/.+/, 'expected a ZeroMQ endpoint such as tcp://10.0.0.5:6001 or ipc:///tmp/ring-0');
+const ringConfigSchema = z
+  .object({
+    rank: z.number().int().nonnegative(),
+    worldSize: z.number().int().min(1).max(65_536),
+    generation: z.number().int().nonnegative(),
+    /** Endpoint each rank's inbox binds, indexed by rank; rank r pushes to peers[(r + 1) % worldSize]. */
+    peers: z.array(endpoint),
+    /** Deadline for silence from the left neighbour during an all-reduce. */
+    timeoutMs: z.number().int().positive(),
+    /** Deadline for the start-up barrier; defaults to timeoutMs. */
+    readyTimeoutMs: z.number().int().positive().optional(),
+    chunkBytes: z.number().int().min(4).multipleOf(4).optional(),
+    /** Where this rank's inbox binds when it differs from peers[rank] (e.g. tcp://0.0.0.0:6001). */
+    bindAddress: endpoint.optional(),
+    /** How long close() lets already-queued frames reach the right neighbour before dropping them. */
+    closeLingerMs: z.number().int().nonnegative().optional(),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    if (c.rank >= c.worldSize) ctx.addIssue({ code: 'custom', path: ['rank'], message: `is ${c.rank}, must be below worldSize ${c.worldSize}` });
+    if (c.peers.length !== c.worldSize)
+      ctx.addIssue({ code: 'custom', path: ['peers'], message: `has ${c.peers.length} endpoints, expected one per rank (${c.worldSize})` });
+  });
+
+export type RingConfig = z.input<typeof ringConfigSchema>;
+
+export type RejectReason = 'malformed' | 'stale' | 'duplicate' | 'unexpected';
+const REJECT_CODES: { readonly [R in RejectReason]: ErrorCode } = {
+  malformed: 'FRAME_MALFORMED',
+  stale: 'FRAME_STALE',
+  duplicate: 'FRAME_DUPLICATE',
+  unexpected: 'FRAME_UNEXPECTED',
+};
+
+/** A bound PULL socket. Bind to `tcp://host:*` to let the OS pick a port; `endpoint` is the address to advertise. */
+export interface RingInbox {
+  readonly endpoint: string;
+  readonly socket: zmq.Pull;
+}
+
+export async function openRingInbox(bindAddress: string): Promise<RingInbox> {
+  const socket = new zmq.Pull({ receiveHighWaterMark: HIGH_WATER_MARK, linger: 0 });
+  try {
+    await socket.bind(bindAddress);
+  } catch (err) {
+    socket.close();
+    throw err;
+  }
+  return { endpoint: socket.lastEndpoint ?? bindAddress, socket };
+}
+
+export interface RingReducerOptions {
+  logger?: Logger;
+  /** Use an inbox opened beforehand (e.g. to advertise an OS-chosen port); the reducer takes ownership. */
+  inbox?: RingInbox;
+  /** Called for every rejected frame, after it was counted. */
+  onRejectedFrame?: (err: MnistDdpError) => void;
+}
+
+interface Operation {
+  readonly step: number;
+  readonly buf: Float32Array;
+  readonly layout: RingLayout;
+  /** One flag per (phase, chunk): reduce-scatter chunks first, then all-gather. */
+  readonly received: Uint8Array;
+  remaining: number;
+  readonly timeoutMs: number;
+  readonly timer: NodeJS.Timeout;
+  readonly resolve: (buf: Float32Array) => void;
+  readonly reject: (err: Error) => void;
+}
+
+/**
+ * Bandwidth-optimal ring all-reduce (reduce-scatter, then all-gather; N-1 ring steps each) over ZeroMQ PUSH/PULL.
+ * Each segment travels in chunks that are forwarded as soon as they arrive, so sending, receiving and reducing
+ * overlap. Every rank ends with bit-identical sums (each segment is reduced once along the ring, then copied).
+ */
+export class RingAllReducer implements AllReducer {
+  readonly rank: number;
+  readonly worldSize: number;
+  readonly generation: number;
+  /** Frames refused so far, by reason. Rejected frames never touch a reduction. */
+  readonly rejectedFrames: Record<RejectReason, number> = { malformed: 0, stale: 0, duplicate: 0, unexpected: 0 };
+
+  private readonly config: z.output<typeof ringConfigSchema>;
+  private readonly left: number;
+  private readonly right: number;
+  private readonly chunkFloats: number;
+  private readonly pull: zmq.Pull;
+  private readonly push: zmq.Push;
+  private readonly log: Logger;
+  private readonly onRejectedFrame: ((err: MnistDdpError) => void) | undefined;
+  private readonly sendQueue: Buffer[] = [];
+  private pumping = false;
+  private onDrained: (() => void) | undefined;
+  private readonly heardFrom = new Set<number>();
+  private readyWaiter: { resolve: () => void; reject: (err: Error) => void } | undefined;
+  private op: Operation | undefined;
+  private lastStep = -1;
+  private stash: RingChunk[] = [];
+  private layoutCache: RingLayout | undefined;
+  private closed = false;
+
+  /** Binds this rank's inbox, connects to the right neighbour and waits until every rank's hello went round. */
+  static async connect(config: RingConfig, options: RingReducerOptions = {}): Promise<RingAllReducer> {
+    const parsed = ringConfigSchema.safeParse(config);
+    if (!parsed.success) {
+      options.inbox?.socket.close();
+      const issue = parsed.error.issues[0];
+      throw new MnistDdpError('CONFIG_INVALID', `ring config '${issue?.path.join('.') ?? ''}' ${issue?.message ?? 'is invalid'}`, {
+        issues: parsed.error.issues,
+      });
+    }
+    const c = parsed.data;
+    const inbox = options.inbox ?? (await openRingInbox(c.bindAddress ?? c.peers[c.rank] ?? ''));
+    const reducer = new RingAllReducer(c, inbox, options);
+    try {
+      await reducer.ready();
+    } catch (err) {
+      await reducer.close();
+      throw err;
+    }
+    return reducer;
+  }
+
+  private constructor(config: z.output<typeof ringConfigSchema>, inbox: RingInbox, options: RingReducerOptions) {
+    this.config = config;
+    this.rank = config.rank;
+    this.worldSize = config.worldSize;
+    this.generation = config.generation;
+    this.left = (config.rank - 1 + config.worldSize) % config.worldSize;
+    this.right = (config.rank + 1) % config.worldSize;
+    this.chunkFloats = (config.chunkBytes ?? DEFAULT_CHUNK_BYTES) / 4;
+    this.log = options.logger ?? componentLogger('ring', { rank: config.rank, generation: config.generation });
+    this.onRejectedFrame = options.onRejectedFrame;
+    this.pull = inbox.socket;
+    this.push = new zmq.Push({ sendHighWaterMark: HIGH_WATER_MARK, linger: 0 });
+    if (config.worldSize > 1) this.push.connect(config.peers[this.right] ?? '');
+    void this.receiveLoop();
+  }
+
+  private ready(): Promise<void> {
+    if (this.worldSize === 1) return Promise.resolve();
+    const timeoutMs = this.config.readyTimeoutMs ?? this.config.timeoutMs;
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        const missing = [...Array(this.worldSize).keys()].filter((r) => r !== this.rank && !this.heardFrom.has(r));
+        // A hello from rank o reaches this rank through every rank between them, so the nearest silent rank on the
+        // left is the one that is down (or unreachable); the others are merely behind it.
+        const nearest = this.nearestMissingOnLeft(missing);
+        reject(
+          new MnistDdpError(
+            'PEER_TIMEOUT',
+            `rank ${this.rank} waited ${timeoutMs} ms for the ring of ${this.worldSize} (generation ${this.generation}) to form and never heard from rank(s) ${missing.join(', ')}; ` +
+              `rank ${nearest} (${this.config.peers[nearest] ?? '?'}) is the nearest silent rank on the left: check that it runs and that its inbox is reachable`,
+            { missingRank: nearest, missingRanks: missing, rank: this.rank, timeoutMs },
+          ),
+        );
+      }, timeoutMs);
+      this.readyWaiter = {
+        resolve: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+        reject: (err) => {
+          clearTimeout(timer);
+          reject(err);
+        },
+      };
+      this.send({ type: 'ring-hello', protocolVersion: PROTOCOL_VERSION, generation: this.generation, worldSize: this.worldSize, rank: this.rank, origin: this.rank });
+    });
+  }
+
+  private nearestMissingOnLeft(missing: readonly number[]): number {
+    for (let d = 1; d < this.worldSize; d++) {
+      const r = (this.rank - d + this.worldSize) % this.worldSize;
+      if (missing.includes(r)) return r;
+    }
+    return this.left;
+  }
+
+  allReduce(buf: Float32Array, step: number, opts: AllReduceOptions = {}): Promise<Float32Array> {
+    if (this.closed) return Promise.reject(new MnistDdpError('PEER_LOST', `rank ${this.rank}: allReduce called after close()`, { rank: this.rank }));
+    if (this.op) throw new Error(`rank ${this.rank}: allReduce(step ${step}) called while step ${this.op.step} is still running`);
+    if (!Number.isSafeInteger(step) || step <= this.lastStep) throw new RangeError(`rank ${this.rank}: step ${step} must be an integer above the previous step ${this.lastStep}`);
+    this.lastStep = step;
+    if (this.worldSize === 1 || buf.length === 0) return Promise.resolve(buf);
+
+    const layout = this.layoutFor(buf.length);
+    const timeoutMs = opts.timeoutMs ?? this.config.timeoutMs;
+    return new Promise<Float32Array>((resolve, reject) => {
+      const op: Operation = {
+        step,
+        buf,
+        layout,
+        received: new Uint8Array(2 * layout.totalChunks),
+        remaining: framesPerAllReduce(layout, this.rank),
+        timeoutMs,
+        timer: setTimeout(() => this.onTimeout(op), timeoutMs),
+        resolve,
+        reject,
+      };
+      this.op = op;
+      const own = this.rank;
+      for (let chunk = 0; chunk < (layout.chunksInSegment[own] ?? 0); chunk++) this.sendChunk(op, 'reduce-scatter', own, chunk);
+
+      const stashed = this.stash;
+      this.stash = [];
+      for (const frame of stashed) {
+        if (frame.step === step) this.applyChunk(op, frame);
+        else if (frame.step < step) this.reject('stale', `step ${frame.step} frame from rank ${frame.rank} was stashed but this rank moved on to step ${step}`, frame);
+        else this.stash.push(frame);
+      }
+      if (op.remaining === 0) this.finish(op);
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.readyWaiter?.reject(new MnistDdpError('PEER_LOST', `rank ${this.rank}: ring closed before it was ready`, { rank: this.rank }));
+    if (this.op) this.fail(this.op, new MnistDdpError('PEER_LOST', `rank ${this.rank}: ring closed during step ${this.op.step}`, { rank: this.rank, step: this.op.step }));
+    const lingerMs = this.config.closeLingerMs ?? 500;
+    // The last frames of the last step may still be queued here or in ZeroMQ; without them the right neighbour
+    // would time out. Give them a bounded time, then drop them (linger) so close() never hangs on a dead peer.
+    if (this.pumping && lingerMs > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, lingerMs);
+        this.onDrained = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+    this.push.linger = lingerMs;
+    this.push.close();
+    this.pull.close();
+  }
+
+  private layoutFor(length: number): RingLayout {
+    if (this.layoutCache?.length !== length) this.layoutCache = ringLayout(length, this.worldSize, this.chunkFloats);
+    return this.layoutCache;
+  }
+
+  private send(message: RingHello | RingChunk): void {
+    this.sendQueue.push(encode(message));
+    if (!this.pumping) void this.pump();
+  }
+
+  /** ZeroMQ allows one pending send per socket, so frames leave through this single serial pump. */
+  private async pump(): Promise<void> {
+    this.pumping = true;
+    try {
+      for (let frame = this.sendQueue.shift(); frame !== undefined; frame = this.sendQueue.shift()) await this.push.send(frame);
+    } catch (err) {
+      this.sendQueue.length = 0;
+      if (!this.closed && this.op) this.fail(this.op, new MnistDdpError('PEER_LOST', `rank ${this.rank} could not send to rank ${this.right}: ${(err as Error).message}`, { missingRank: this.right }, { cause: err }));
+    } finally {
+      this.pumping = false;
+      this.onDrained?.();
+    }
+  }
+
+  private sendChunk(op: Operation, phase: RingPhase, segment: number, chunk: number): void {
+    const [start, end] = chunkBounds(op.layout, segment, chunk);
+    // encode copies the floats into a fresh frame: ZeroMQ sends without copying and may still read the frame after
+    // allReduce resolved and the caller reused `buf`; it also never forwards received memory (breaks over ipc).
+    this.send({ type: 'ring-chunk', generation: this.generation, step: op.step, rank: this.rank, phase, segment, chunk, data: op.buf.subarray(start, end) });
+  }
+
+  private async receiveLoop(): Promise<void> {
+    for (;;) {
+      let parts: Buffer[];
+      try {
+        parts = await this.pull.receive();
+      } catch (err) {
+        if (this.closed) return;
+        const lost = new MnistDdpError('PEER_LOST', `rank ${this.rank} can no longer receive: ${(err as Error).message}`, { rank: this.rank }, { cause: err });
+        this.readyWaiter?.reject(lost);
+        if (this.op) this.fail(this.op, lost);
+        return;
+      }
+      this.onFrame(parts);
+    }
+  }
+
+  private onFrame(parts: Buffer[]): void {
+    const bytes = parts[0];
+    if (parts.length !== 1 || bytes === undefined) return this.reject('malformed', `frame has ${parts.length} parts, expected 1`);
+    let message: unknown;
+    try {
+      message = decode(bytes);
+    } catch (err) {
+      return this.reject('malformed', (err as Error).message);
+    }
+    if (isRingChunk(message)) return this.onChunk(message);
+    if (isRingHello(message)) return this.onHello(message);
+    return this.reject('malformed', messageProblem(message) ?? 'not a data-plane message');
+  }
+
+  private onChunk(frame: RingChunk): void {
+    if (!this.checkOrigin(frame)) return;
+    const op = this.op;
+    if (op && frame.step === op.step) return this.applyChunk(op, frame);
+    if (frame.step <= this.lastStep) return this.reject('stale', `frame for step ${frame.step} arrived after this rank reached step ${this.lastStep}`, frame);
+    if (this.stash.length >= MAX_STASHED_FRAMES) return this.reject('unexpected', `too many frames for future steps (step ${frame.step})`, frame);
+    this.stash.push(frame);
+  }
+
+  private checkOrigin(frame: RingChunk | RingHello): boolean {
+    if (frame.generation < this.generation) {
+      this.reject('stale', `frame from generation ${frame.generation}, this ring is generation ${this.generation}`, frame);
+      return false;
+    }
+    if (frame.generation > this.generation) {
+      this.reject('unexpected', `frame from generation ${frame.generation} is newer than this ring's generation ${this.generation}; this rank must rejoin`, frame);
+      return false;
+    }
+    if (frame.rank !== this.left) {
+      this.reject('unexpected', `frame from rank ${frame.rank}, only the left neighbour rank ${this.left} sends to rank ${this.rank}`, frame);
+      return false;
+    }
+    return true;
+  }
+
+  private applyChunk(op: Operation, frame: RingChunk): void {
+    const { layout } = op;
+    const N = this.worldSize;
+    const { segment, chunk, phase } = frame;
+    const t = segment < N ? receiveStep(phase, this.rank, segment, N) : -1;
+    if (t < 0) return this.reject('unexpected', `rank ${this.rank} never receives segment ${segment} in ${phase}`, frame);
+    if (chunk >= (layout.chunksInSegment[segment] ?? 0)) return this.reject('unexpected', `segment ${segment} has ${layout.chunksInSegment[segment] ?? 0} chunks, got chunk ${chunk}`, frame);
+    const [start, end] = chunkBounds(layout, segment, chunk);
+    if (frame.data.length !== end - start) {
+      return this.reject('unexpected', `chunk ${segment}/${chunk} has ${frame.data.length} floats, expected ${end - start} (do all ranks reduce ${layout.length} floats?)`, frame);
+    }
+    const flag = (phase === 'reduce-scatter' ? 0 : layout.totalChunks) + (layout.firstChunkOf[segment] ?? 0) + chunk;
+    if (op.received[flag] === 1) return this.reject('duplicate', `chunk ${segment}/${chunk} of ${phase} arrived twice`, frame);
+    op.received[flag] = 1;
+    op.remaining--;
+    op.timer.refresh();
+
+    const target = op.buf.subarray(start, end);
+    const data = frame.data;
+    if (phase === 'reduce-scatter') {
+      for (let i = 0; i < target.length; i++) target[i] = (target[i] as number) + (data[i] as number);
+      this.sendChunk(op, t < N - 2 ? 'reduce-scatter' : 'all-gather', segment, chunk);
+    } else {
+      target.set(data);
+      if (t < N - 2) this.sendChunk(op, 'all-gather', segment, chunk);
+    }
+    if (op.remaining === 0) this.finish(op);
+  }
+
+  private finish(op: Operation): void {
+    clearTimeout(op.timer);
+    this.op = undefined;
+    op.resolve(op.buf);
+  }
+
+  private fail(op: Operation, err: Error): void {
+    clearTimeout(op.timer);
+    if (this.op === op) this.op = undefined;
+    op.reject(err);
+  }
+
+  private onTimeout(op: Operation): void {
+    const missing = this.firstMissing(op);
+    const where = missing ? `chunk ${missing.chunk} of segment ${missing.segment} (${missing.phase})` : 'the end of the step';
+    this.fail(
+      op,
+      new MnistDdpError(
+        'PEER_TIMEOUT',
+        `rank ${this.rank} waited ${op.timeoutMs} ms for rank ${this.left} (left neighbour, ${this.config.peers[this.left] ?? '?'}) at step ${op.step}, ${where}; ` +
+          `${op.remaining} frame(s) missing. Rank ${this.left} is dead, stalled, or itself waiting on its own left neighbour.`,
+        { missingRank: this.left, rank: this.rank, step: op.step, timeoutMs: op.timeoutMs, missingFrames: op.remaining, ...missing },
+      ),
+    );
+  }
+
+  private firstMissing(op: Operation): { phase: RingPhase; segment: number; chunk: number } | undefined {
+    const N = this.worldSize;
+    for (const phase of ['reduce-scatter', 'all-gather'] as const) {
+      for (let t = 0; t < N - 1; t++) {
+        const segment = (((phase === 'reduce-scatter' ? this.rank - t - 1 : this.rank - t) % N) + N) % N;
+        const chunks = op.layout.chunksInSegment[segment] ?? 0;
+        for (let chunk = 0; chunk < chunks; chunk++) {
+          const flag = (phase === 'reduce-scatter' ? 0 : op.layout.totalChunks) + (op.layout.firstChunkOf[segment] ?? 0) + chunk;
+          if (op.received[flag] !== 1) return { phase, segment, chunk };
+        }
+      }
+    }
+    return undefined;
+  }
+
+  private onHello(hello: RingHello): void {
+    if (hello.protocolVersion !== PROTOCOL_VERSION || hello.worldSize !== this.worldSize) {
+      const err = new MnistDdpError(
+        'HANDSHAKE_MISMATCH',
+        `rank ${hello.origin} speaks protocol ${hello.protocolVersion} with world size ${hello.worldSize}; rank ${this.rank} speaks protocol ${PROTOCOL_VERSION} with world size ${this.worldSize}. Run the same mnist-ddp version and membership everywhere`,
+        { theirs: { protocolVersion: hello.protocolVersion, worldSize: hello.worldSize, rank: hello.origin }, ours: { protocolVersion: PROTOCOL_VERSION, worldSize: this.worldSize, rank: this.rank } },
+      );
+      this.reject('unexpected', err.message, hello);
+      this.readyWaiter?.reject(err);
+      return;
+    }
+    if (!this.checkOrigin(hello)) return;
+    if (hello.origin === this.rank || hello.origin >= this.worldSize) return this.reject('unexpected', `hello with origin ${hello.origin}`, hello);
+    if (this.heardFrom.has(hello.origin)) return this.reject('duplicate', `second hello from rank ${hello.origin}`, hello);
+    this.heardFrom.add(hello.origin);
+    if (this.right !== hello.origin) this.send({ ...hello, rank: this.rank });
+    if (this.heardFrom.size === this.worldSize - 1) {
+      this.readyWaiter?.resolve();
+      this.log.debug({ peers: this.config.peers }, 'ring ready');
+    }
+  }
+
+  private reject(reason: RejectReason, message: string, frame?: { type: string; rank: number; generation: number; step?: number }): void {
+    this.rejectedFrames[reason]++;
+    const err = new MnistDdpError(REJECT_CODES[reason], `rank ${this.rank} rejected a frame: ${message}`, {
+      reason,
+      ...(frame && { type: frame.type, from: frame.rank, generation: frame.generation, step: frame.step }),
+    });
+    this.log.warn({ err: err.toJSON() }, 'frame rejected');
+    this.onRejectedFrame?.(err);
+  }
+}
