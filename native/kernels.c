@@ -1,0 +1,206 @@
+/*
+ * mnist-ddp training glue kernels, WebAssembly SIMD128.
+ *
+ * This module imports tfjs-backend-wasm's linear memory and works in place on tensor buffers (pointers are the
+ * tensors' byte offsets). It therefore owns no memory of its own: no static data, no stack frames (every function
+ * is a leaf working on scalars and v128 values), and no libc — memcpy/memset lower to bulk-memory instructions.
+ * scripts/build-wasm.sh checks the linked module for data segments before embedding it.
+ *
+ * The GEMMs stay in XNNPACK (tfjs-backend-wasm); this file holds the memory-bound passes around them, which ran at
+ * 2–5 ns per element as JavaScript loops on this machine.
+ */
+#include <wasm_simd128.h>
+
+#define EXPORT(name) __attribute__((export_name(#name))) __attribute__((visibility("default")))
+
+typedef struct {
+  int batch, in_h, in_w, in_c, out_h, out_w, k_h, k_w, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left;
+} conv_geometry;
+
+/* Geometry arrives as 14 int32 in memory (one pointer) so that signatures stay short. */
+static inline conv_geometry load_geometry(const int* g) {
+  conv_geometry c = {g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], g[9], g[10], g[11], g[12], g[13]};
+  return c;
+}
+
+static inline void add_run(float* restrict dst, const float* restrict src, int n) {
+  int i = 0;
+  for (; i + 4 <= n; i += 4) {
+    wasm_v128_store(dst + i, wasm_f32x4_add(wasm_v128_load(dst + i), wasm_v128_load(src + i)));
+  }
+  for (; i < n; i++) dst[i] += src[i];
+}
+
+/* col[P, KH*KW*C] <- x[B, H, W, C]; P = B*OH*OW rows in (b, oh, ow) order, columns in (kh, kw, c) order. */
+EXPORT(im2col) void im2col(const float* x, float* col, const int* geometry) {
+  const conv_geometry g = load_geometry(geometry);
+  const int row_run = g.k_w * g.in_c;
+  float* o = col;
+  for (int b = 0; b < g.batch; b++) {
+    for (int oh = 0; oh < g.out_h; oh++) {
+      const int ih0 = oh * g.stride_h - g.pad_top;
+      for (int ow = 0; ow < g.out_w; ow++) {
+        const int iw0 = ow * g.stride_w - g.pad_left;
+        const int contiguous = g.dil_w == 1 && iw0 >= 0 && iw0 + g.k_w <= g.in_w;
+        for (int kh = 0; kh < g.k_h; kh++) {
+          const int ih = ih0 + kh * g.dil_h;
+          if (ih < 0 || ih >= g.in_h) {
+            __builtin_memset(o, 0, (unsigned)row_run * sizeof(float));
+            o += row_run;
+            continue;
+          }
+          const float* row = x + (long)(b * g.in_h + ih) * g.in_w * g.in_c;
+          if (contiguous) {
+            __builtin_memcpy(o, row + iw0 * g.in_c, (unsigned)row_run * sizeof(float));
+            o += row_run;
+            continue;
+          }
+          for (int kw = 0; kw < g.k_w; kw++) {
+            const int iw = iw0 + kw * g.dil_w;
+            if (iw < 0 || iw >= g.in_w) __builtin_memset(o, 0, (unsigned)g.in_c * sizeof(float));
+            else __builtin_memcpy(o, row + iw * g.in_c, (unsigned)g.in_c * sizeof(float));
+            o += g.in_c;
+          }
+        }
+      }
+    }
+  }
+}
+
+/* dx[B, H, W, C] <- sum over taps of col[P, KH*KW*C]: the adjoint of im2col. dx is zeroed here. */
+EXPORT(col2im) void col2im(const float* col, float* dx, const int* geometry) {
+  const conv_geometry g = load_geometry(geometry);
+  const int row_run = g.k_w * g.in_c;
+  __builtin_memset(dx, 0, (unsigned)(g.batch * g.in_h * g.in_w * g.in_c) * sizeof(float));
+  const float* o = col;
+  for (int b = 0; b < g.batch; b++) {
+    for (int oh = 0; oh < g.out_h; oh++) {
+      const int ih0 = oh * g.stride_h - g.pad_top;
+      for (int ow = 0; ow < g.out_w; ow++) {
+        const int iw0 = ow * g.stride_w - g.pad_left;
+        const int contiguous = g.dil_w == 1 && iw0 >= 0 && iw0 + g.k_w <= g.in_w;
+        for (int kh = 0; kh < g.k_h; kh++) {
+          const int ih = ih0 + kh * g.dil_h;
+          if (ih < 0 || ih >= g.in_h) {
+            o += row_run;
+            continue;
+          }
+          float* row = dx + (long)(b * g.in_h + ih) * g.in_w * g.in_c;
+          if (contiguous) {
+            add_run(row + iw0 * g.in_c, o, row_run);
+            o += row_run;
+            continue;
+          }
+          for (int kw = 0; kw < g.k_w; kw++) {
+            const int iw = iw0 + kw * g.dil_w;
+            if (iw >= 0 && iw < g.in_w) add_run(row + iw * g.in_c, o, g.in_c);
+            o += g.in_c;
+          }
+        }
+      }
+    }
+  }
+}
+
+/*
+ * MaxPoolGrad: each output gradient goes to the first maximum of its window in row-major order (the cpu
+ * backend's tie rule; ties are common after ReLU). Four channels per v128: running maxima and their flat indices
+ * stay in registers. Pool geometry uses the conv_geometry layout with k_* as the window and dil_* unused.
+ */
+EXPORT(max_pool_grad) void max_pool_grad(const float* x, const float* dy, float* dx, const int* geometry) {
+  const conv_geometry g = load_geometry(geometry);
+  const int c = g.in_c;
+  const int c4 = c & ~3;
+  __builtin_memset(dx, 0, (unsigned)(g.batch * g.in_h * g.in_w * c) * sizeof(float));
+  const v128_t lane = wasm_i32x4_make(0, 1, 2, 3);
+  const float* grad = dy;
+  for (int b = 0; b < g.batch; b++) {
+    for (int oh = 0; oh < g.out_h; oh++) {
+      const int h0 = oh * g.stride_h - g.pad_top;
+      const int h_start = h0 < 0 ? 0 : h0;
+      const int h_end = h0 + g.k_h > g.in_h ? g.in_h : h0 + g.k_h;
+      for (int ow = 0; ow < g.out_w; ow++, grad += c) {
+        const int w0 = ow * g.stride_w - g.pad_left;
+        const int w_start = w0 < 0 ? 0 : w0;
+        const int w_end = w0 + g.k_w > g.in_w ? g.in_w : w0 + g.k_w;
+        for (int ch = 0; ch < c4; ch += 4) {
+          v128_t best = wasm_f32x4_splat(0.0f);
+          v128_t where = wasm_i32x4_splat(-1);
+          for (int h = h_start; h < h_end; h++) {
+            for (int w = w_start; w < w_end; w++) {
+              const int at = ((b * g.in_h + h) * g.in_w + w) * c + ch;
+              const v128_t v = wasm_v128_load(x + at);
+              const v128_t take = wasm_v128_or(wasm_f32x4_gt(v, best), wasm_i32x4_eq(where, wasm_i32x4_splat(-1)));
+              best = wasm_v128_bitselect(v, best, take);
+              where = wasm_v128_bitselect(wasm_i32x4_add(wasm_i32x4_splat(at), lane), where, take);
+            }
+          }
+          const int i0 = wasm_i32x4_extract_lane(where, 0), i1 = wasm_i32x4_extract_lane(where, 1);
+          const int i2 = wasm_i32x4_extract_lane(where, 2), i3 = wasm_i32x4_extract_lane(where, 3);
+          if (i0 >= 0) dx[i0] += grad[ch];
+          if (i1 >= 0) dx[i1] += grad[ch + 1];
+          if (i2 >= 0) dx[i2] += grad[ch + 2];
+          if (i3 >= 0) dx[i3] += grad[ch + 3];
+        }
+        for (int ch = c4; ch < c; ch++) {
+          float best = 0.0f;
+          int where = -1;
+          for (int h = h_start; h < h_end; h++) {
+            for (int w = w_start; w < w_end; w++) {
+              const int at = ((b * g.in_h + h) * g.in_w + w) * c + ch;
+              if (where < 0 || x[at] > best) { best = x[at]; where = at; }
+            }
+          }
+          if (where >= 0) dx[where] += grad[ch];
+        }
+      }
+    }
+  }
+}
+
+/*
+ * out[C] <- column sums of x[rows, C] (the bias gradient). Blocks of 8 channels; float32 partial sums over 64 rows
+ * are folded into float64 totals, so the error does not grow with the batch.
+ */
+EXPORT(sum_rows) void sum_rows(const float* x, float* out, int rows, int c) {
+  int c0 = 0;
+  for (; c0 + 8 <= c; c0 += 8) {
+    v128_t t0 = wasm_f64x2_splat(0), t1 = wasm_f64x2_splat(0), t2 = wasm_f64x2_splat(0), t3 = wasm_f64x2_splat(0);
+    for (int r0 = 0; r0 < rows; r0 += 64) {
+      const int r1 = r0 + 64 < rows ? r0 + 64 : rows;
+      v128_t p0 = wasm_f32x4_splat(0), p1 = wasm_f32x4_splat(0);
+      for (int r = r0; r < r1; r++) {
+        p0 = wasm_f32x4_add(p0, wasm_v128_load(x + (long)r * c + c0));
+        p1 = wasm_f32x4_add(p1, wasm_v128_load(x + (long)r * c + c0 + 4));
+      }
+      t0 = wasm_f64x2_add(t0, wasm_f64x2_promote_low_f32x4(p0));
+      t1 = wasm_f64x2_add(t1, wasm_f64x2_promote_low_f32x4(wasm_i32x4_shuffle(p0, p0, 2, 3, 0, 1)));
+      t2 = wasm_f64x2_add(t2, wasm_f64x2_promote_low_f32x4(p1));
+      t3 = wasm_f64x2_add(t3, wasm_f64x2_promote_low_f32x4(wasm_i32x4_shuffle(p1, p1, 2, 3, 0, 1)));
+    }
+    out[c0 + 0] = (float)wasm_f64x2_extract_lane(t0, 0);
+    out[c0 + 1] = (float)wasm_f64x2_extract_lane(t0, 1);
+    out[c0 + 2] = (float)wasm_f64x2_extract_lane(t1, 0);
+    out[c0 + 3] = (float)wasm_f64x2_extract_lane(t1, 1);
+    out[c0 + 4] = (float)wasm_f64x2_extract_lane(t2, 0);
+    out[c0 + 5] = (float)wasm_f64x2_extract_lane(t2, 1);
+    out[c0 + 6] = (float)wasm_f64x2_extract_lane(t3, 0);
+    out[c0 + 7] = (float)wasm_f64x2_extract_lane(t3, 1);
+  }
+  for (; c0 < c; c0++) {
+    double total = 0;
+    for (int r = 0; r < rows; r++) total += x[(long)r * c + c0];
+    out[c0] = (float)total;
+  }
+}
+
+/* out[i] <- dy[i] where y[i] > 0, else 0: the ReLU gradient in one pass (tfjs runs Step, Cast and Multiply). */
+EXPORT(relu_grad) void relu_grad(const float* dy, const float* y, float* out, int n) {
+  int i = 0;
+  const v128_t zero = wasm_f32x4_splat(0);
+  for (; i + 4 <= n; i += 4) {
+    const v128_t keep = wasm_f32x4_gt(wasm_v128_load(y + i), zero);
+    wasm_v128_store(out + i, wasm_v128_and(wasm_v128_load(dy + i), keep));
+  }
+  for (; i < n; i++) out[i] = y[i] > 0 ? dy[i] : 0.0f;
+}

@@ -1,0 +1,86 @@
+import type { TensorInfo } from '@tensorflow/tfjs';
+import type { WasmBackend } from './heap.js';
+import type { ConvGeometry } from './geometry.js';
+import { KERNELS_WASM_BASE64 } from './kernels.generated.js';
+
+/**
+ * Our WebAssembly SIMD kernels (native/kernels.c), instantiated on tfjs-backend-wasm's own linear memory so they
+ * read and write tensors in place. Pointers are the tensors' byte offsets in that memory.
+ */
+interface NativeExports {
+  im2col(x: number, col: number, geometry: number): void;
+  col2im(col: number, dx: number, geometry: number): void;
+  max_pool_grad(x: number, dy: number, dx: number, geometry: number): void;
+  sum_rows(x: number, out: number, rows: number, channels: number): void;
+  relu_grad(dy: number, y: number, out: number, n: number): void;
+}
+
+interface WasmModuleInternals {
+  asm?: { memory?: WebAssembly.Memory };
+  _malloc?: (bytes: number) => number;
+  HEAP32: Int32Array;
+}
+
+export class NativeKernels {
+  private readonly exports: NativeExports;
+  private readonly geometryPtr: number;
+
+  constructor(private readonly backend: WasmBackend) {
+    const module = backend.wasm as unknown as WasmModuleInternals;
+    const memory = module.asm?.memory;
+    if (!(memory instanceof WebAssembly.Memory) || typeof module._malloc !== 'function') {
+      throw new Error('mnist-ddp wasm kernels: tfjs-backend-wasm does not expose its memory (asm.memory, _malloc)');
+    }
+    const instance = new WebAssembly.Instance(new WebAssembly.Module(Buffer.from(KERNELS_WASM_BASE64, 'base64')), {
+      env: { memory },
+    });
+    this.exports = instance.exports as unknown as NativeExports;
+    // 14 int32 of geometry, written before each call; allocated once from tfjs's heap so we never own memory.
+    this.geometryPtr = module._malloc(16 * 4);
+  }
+
+  private ptr(info: TensorInfo): number {
+    const entry = this.backend.dataIdMap.get(info.dataId);
+    if (!entry) throw new Error('mnist-ddp wasm kernels: tensor is not on the wasm backend');
+    return entry.memoryOffset;
+  }
+
+  private geometry(g: ConvGeometry): number {
+    const heap = (this.backend.wasm as unknown as WasmModuleInternals).HEAP32;
+    heap.set([g.batch, g.inH, g.inW, g.inC, g.outH, g.outW, g.kH, g.kW, g.strideH, g.strideW, g.dilH, g.dilW, g.padTop, g.padLeft], this.geometryPtr >> 2);
+    return this.geometryPtr;
+  }
+
+  im2col(x: TensorInfo, col: TensorInfo, g: ConvGeometry): void {
+    this.exports.im2col(this.ptr(x), this.ptr(col), this.geometry(g));
+  }
+
+  /** Overwrites dx (no need to zero it). */
+  col2im(col: TensorInfo, dx: TensorInfo, g: ConvGeometry): void {
+    this.exports.col2im(this.ptr(col), this.ptr(dx), this.geometry(g));
+  }
+
+  /** Overwrites dx. `g` describes the pool: k* is the window, stride/pad as the pool's. */
+  maxPoolGrad(x: TensorInfo, dy: TensorInfo, dx: TensorInfo, g: ConvGeometry): void {
+    this.exports.max_pool_grad(this.ptr(x), this.ptr(dy), this.ptr(dx), this.geometry(g));
+  }
+
+  sumRows(x: TensorInfo, out: TensorInfo, rows: number, channels: number): void {
+    this.exports.sum_rows(this.ptr(x), this.ptr(out), rows, channels);
+  }
+
+  reluGrad(dy: TensorInfo, y: TensorInfo, out: TensorInfo, n: number): void {
+    this.exports.relu_grad(this.ptr(dy), this.ptr(y), this.ptr(out), n);
+  }
+}
+
+const instances = new WeakMap<WasmBackend, NativeKernels>();
+
+export function nativeKernels(backend: WasmBackend): NativeKernels {
+  let k = instances.get(backend);
+  if (!k) {
+    k = new NativeKernels(backend);
+    instances.set(backend, k);
+  }
+  return k;
+}

@@ -1,0 +1,33 @@
+import { getKernel, registerGradient, registerKernel, unregisterKernel, type KernelConfig } from '@tensorflow/tfjs';
+import { conv2dBackpropFilterConfig } from './conv2d_backprop_filter.js';
+import { conv2dBackpropInputConfig } from './conv2d_backprop_input.js';
+import { conv2dGradConfig } from './conv2d_grad.js';
+import { FAST_PATHS } from './fast_paths.js';
+import { maxPoolGradConfig } from './max_pool_grad.js';
+import { reluGradConfig, reluGradKernelConfig } from './relu_grad.js';
+
+/** The training kernels mnist-ddp adds to, or replaces in, tfjs-backend-wasm. */
+export const WASM_TRAINING_KERNELS: readonly KernelConfig[] = [
+  conv2dBackpropFilterConfig, conv2dBackpropInputConfig, maxPoolGradConfig, reluGradKernelConfig,
+];
+
+let registered = false;
+
+function replaceKernel(config: KernelConfig): void {
+  if (getKernel(config.kernelName, config.backendName)) unregisterKernel(config.kernelName, config.backendName);
+  registerKernel(config);
+}
+
+/** Idempotent. Call once the wasm backend is registered, before the first training step. */
+export function registerWasmTrainingKernels(): void {
+  if (registered) return;
+  for (const config of WASM_TRAINING_KERNELS) replaceKernel(config);
+  for (const { kernelName, wrap } of FAST_PATHS) {
+    const stock = getKernel(kernelName, 'wasm');
+    if (!stock) throw new Error(`mnist-ddp wasm kernels: tfjs-backend-wasm has no ${kernelName} kernel to wrap`);
+    replaceKernel({ ...stock, kernelFunc: wrap(stock.kernelFunc) });
+  }
+  registerGradient(conv2dGradConfig);
+  registerGradient(reluGradConfig);
+  registered = true;
+}
