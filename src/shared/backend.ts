@@ -1,0 +1,122 @@
+import { existsSync, readdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import * as tf from '@tensorflow/tfjs';
+import { MnistDdpError } from './errors.js';
+import type { Logger } from './log.js';
+import { registerWasmTrainingKernels } from './wasm/register.js';
+
+export const BACKEND_NAMES = ['auto', 'tensorflow', 'wasm', 'cpu'] as const;
+export type BackendChoice = (typeof BACKEND_NAMES)[number];
+
+export interface BackendSelection {
+  /** tfjs backend name now active: 'tensorflow', 'wasm' or 'cpu'. */
+  backend: string;
+  /** npm package that provides it. */
+  provider: string;
+  reason: string;
+}
+
+const require = createRequire(import.meta.url);
+
+const TENSORFLOW_INSTALL_HINT =
+  'Install it with `npm install @tensorflow/tfjs-node` (CPU) or `npm install @tensorflow/tfjs-node-gpu` (GPU). ' +
+  'Both download libtensorflow during install, so they need network access; the GPU build also needs CUDA 11.2 ' +
+  'and cuDNN 8.1. Without them, use --backend wasm (the default under auto).';
+
+export function parseBackendChoice(name: string): BackendChoice {
+  if ((BACKEND_NAMES as readonly string[]).includes(name)) return name as BackendChoice;
+  throw new MnistDdpError('BACKEND_UNKNOWN', `unknown backend '${name}'; valid backends: ${BACKEND_NAMES.join(', ')}`, {
+    backend: name, valid: [...BACKEND_NAMES],
+  });
+}
+
+function gpuVisible(): boolean {
+  try {
+    return existsSync('/proc/driver/nvidia/gpus') && readdirSync('/proc/driver/nvidia/gpus').length > 0;
+  } catch {
+    return false;
+  }
+}
+
+/** Loads a tfjs-node package if it is installed and its native binding loads; returns why not otherwise. */
+function tryNative(pkg: string): { ok: true } | { ok: false; why: string } {
+  try {
+    require.resolve(pkg);
+  } catch {
+    return { ok: false, why: `${pkg} is not installed` };
+  }
+  try {
+    require(pkg);
+    return { ok: true };
+  } catch (err) {
+    return { ok: false, why: `${pkg} failed to load (${(err as Error).message.split('\n')[0]})` };
+  }
+}
+
+async function activate(name: string): Promise<void> {
+  if (!(await tf.setBackend(name))) throw new Error(`tf.setBackend('${name}') returned false`);
+  await tf.ready();
+}
+
+async function activateWasm(): Promise<void> {
+  await import('@tensorflow/tfjs-backend-wasm');
+  await activate('wasm');
+  registerWasmTrainingKernels();
+}
+
+/**
+ * Chooses and activates the tfjs backend. `auto` tries, in order: tfjs-node-gpu when it loads and a GPU is visible,
+ * tfjs-node, wasm with our training kernels, then cpu. Logs one line naming the choice and why.
+ */
+export async function initBackend(choice: BackendChoice, log?: Logger): Promise<BackendSelection> {
+  const selection = await select(choice);
+  log?.info({ backend: selection.backend, provider: selection.provider }, `backend: ${selection.backend} (${selection.reason})`);
+  return selection;
+}
+
+async function select(choice: BackendChoice): Promise<BackendSelection> {
+  switch (choice) {
+    case 'cpu':
+      await activate('cpu');
+      return { backend: 'cpu', provider: '@tensorflow/tfjs-backend-cpu', reason: 'requested with --backend cpu (reference backend, slow)' };
+    case 'wasm':
+      await activateWasm();
+      return { backend: 'wasm', provider: '@tensorflow/tfjs-backend-wasm', reason: 'requested; XNNPACK + mnist-ddp training kernels' };
+    case 'tensorflow': {
+      const gpu = gpuVisible() ? tryNative('@tensorflow/tfjs-node-gpu') : { ok: false as const, why: 'no GPU visible' };
+      const native = gpu.ok ? gpu : tryNative('@tensorflow/tfjs-node');
+      if (!native.ok) {
+        throw new MnistDdpError('BACKEND_UNAVAILABLE', `--backend tensorflow: ${native.why}. ${TENSORFLOW_INSTALL_HINT}`, { backend: 'tensorflow' });
+      }
+      await activate('tensorflow');
+      return { backend: 'tensorflow', provider: gpu.ok ? '@tensorflow/tfjs-node-gpu' : '@tensorflow/tfjs-node', reason: 'requested with --backend tensorflow' };
+    }
+    case 'auto': {
+      const skipped: string[] = [];
+      if (gpuVisible()) {
+        const gpu = tryNative('@tensorflow/tfjs-node-gpu');
+        if (gpu.ok) {
+          await activate('tensorflow');
+          return { backend: 'tensorflow', provider: '@tensorflow/tfjs-node-gpu', reason: 'auto: GPU visible and tfjs-node-gpu loaded' };
+        }
+        skipped.push(gpu.why);
+      } else {
+        skipped.push('no GPU visible');
+      }
+      const cpuNative = tryNative('@tensorflow/tfjs-node');
+      if (cpuNative.ok) {
+        await activate('tensorflow');
+        return { backend: 'tensorflow', provider: '@tensorflow/tfjs-node', reason: `auto: tfjs-node loaded (${skipped.join('; ')})` };
+      }
+      skipped.push(cpuNative.why);
+      try {
+        await activateWasm();
+        return { backend: 'wasm', provider: '@tensorflow/tfjs-backend-wasm', reason: `auto: ${skipped.join('; ')}; using wasm with mnist-ddp training kernels` };
+      } catch (err) {
+        skipped.push(`wasm failed (${(err as Error).message})`);
+      }
+      await activate('cpu');
+      return { backend: 'cpu', provider: '@tensorflow/tfjs-backend-cpu', reason: `auto: ${skipped.join('; ')}; falling back to cpu` };
+    }
+  }
+}

@@ -1,0 +1,102 @@
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { MnistDdpError } from './errors.js';
+
+/**
+ * The standard TF.js Layers format on disk: `model.json` (topology + weights manifest) and `weights.bin`, the layout
+ * `tf.loadLayersModel` reads over HTTP in a browser. tfjs's own `file://` handler lives in tfjs-node, which cannot be
+ * installed here, so we write and read the same files ourselves.
+ */
+export const MODEL_JSON = 'model.json';
+export const WEIGHTS_BIN = 'weights.bin';
+
+/** Write-to-temp, fsync, rename: a crash leaves either the old file or the new one, never a torn one. */
+export function writeFileAtomic(path: string, data: string | Uint8Array): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  const fd = openSync(tmp, 'w');
+  try {
+    const bytes = typeof data === 'string' ? Buffer.from(data) : data;
+    let off = 0;
+    while (off < bytes.length) off += writeSync(fd, bytes, off, bytes.length - off);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
+}
+
+function concatBuffers(data: ArrayBuffer | ArrayBuffer[]): Uint8Array {
+  const parts = Array.isArray(data) ? data : [data];
+  return Buffer.concat(parts.map((p) => new Uint8Array(p)));
+}
+
+export interface ModelArtifactsOnDisk {
+  modelTopology: object;
+  weightSpecs: tf.io.WeightsManifestEntry[];
+  weightData: ArrayBuffer;
+}
+
+/** Serialises a model's topology and weights without touching the disk. */
+export async function modelArtifacts(model: tf.LayersModel): Promise<ModelArtifactsOnDisk> {
+  let captured: tf.io.ModelArtifacts | undefined;
+  await model.save(tf.io.withSaveHandler(async (artifacts) => {
+    captured = artifacts;
+    return { modelArtifactsInfo: { dateSaved: new Date(), modelTopologyType: 'JSON' } };
+  }));
+  if (!captured?.modelTopology || !captured.weightSpecs || !captured.weightData) throw new Error('model.save produced no artifacts');
+  const bytes = concatBuffers(captured.weightData as ArrayBuffer | ArrayBuffer[]);
+  return {
+    modelTopology: captured.modelTopology as object,
+    weightSpecs: captured.weightSpecs,
+    weightData: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer,
+  };
+}
+
+export function writeModelFiles(dir: string, artifacts: ModelArtifactsOnDisk, extra: { weightSpecs?: tf.io.WeightsManifestEntry[] } = {}): void {
+  mkdirSync(dir, { recursive: true });
+  writeFileAtomic(join(dir, WEIGHTS_BIN), new Uint8Array(artifacts.weightData));
+  const modelJson = {
+    format: 'layers-model',
+    generatedBy: `TensorFlow.js tfjs-layers v${tf.version_layers}`,
+    convertedBy: 'mnist-ddp',
+    modelTopology: artifacts.modelTopology,
+    weightsManifest: [{ paths: [`./${WEIGHTS_BIN}`], weights: extra.weightSpecs ?? artifacts.weightSpecs }],
+  };
+  writeFileAtomic(join(dir, MODEL_JSON), JSON.stringify(modelJson));
+}
+
+export async function saveModelDir(model: tf.LayersModel, dir: string): Promise<void> {
+  writeModelFiles(dir, await modelArtifacts(model));
+}
+
+/** Loads a directory written by saveModelDir (or any single-shard TF.js Layers model). */
+export async function loadModelDir(dir: string): Promise<tf.LayersModel> {
+  const jsonPath = join(dir, MODEL_JSON);
+  if (!existsSync(jsonPath)) {
+    throw new MnistDdpError('CHECKPOINT_INVALID', `no ${MODEL_JSON} in ${dir}; pass a run's checkpoint directory (e.g. runs/<id>/checkpoint)`, { dir });
+  }
+  let parsed: { modelTopology?: object; weightsManifest?: Array<{ paths: string[]; weights: tf.io.WeightsManifestEntry[] }> };
+  try {
+    parsed = JSON.parse(readFileSync(jsonPath, 'utf8'));
+  } catch (err) {
+    throw new MnistDdpError('CHECKPOINT_INVALID', `${jsonPath} is not valid JSON: ${(err as Error).message}`, { file: jsonPath });
+  }
+  const manifest = parsed.weightsManifest;
+  if (!parsed.modelTopology || !Array.isArray(manifest) || manifest.length === 0) {
+    throw new MnistDdpError('CHECKPOINT_INVALID', `${jsonPath} lacks modelTopology or weightsManifest`, { file: jsonPath });
+  }
+  const weightSpecs = manifest.flatMap((group) => group.weights);
+  const chunks = manifest.flatMap((group) => group.paths.map((p) => {
+    const file = join(dir, p);
+    if (!existsSync(file)) throw new MnistDdpError('CHECKPOINT_INVALID', `weights file ${file} named in ${jsonPath} is missing`, { file });
+    return readFileSync(file);
+  }));
+  const bytes = Buffer.concat(chunks);
+  const weightData = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
+  try {
+    return await tf.loadLayersModel(tf.io.fromMemory({ modelTopology: parsed.modelTopology, weightSpecs, weightData }));
+  } catch (err) {
+    throw new MnistDdpError('CHECKPOINT_INVALID', `cannot load the model in ${dir}: ${(err as Error).message}`, { dir }, { cause: err });
+  }
+}
