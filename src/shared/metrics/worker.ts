@@ -1,0 +1,109 @@
+import { Counter, Gauge, Histogram, collectDefaultMetrics, type Registry } from 'prom-client';
+import { ALLREDUCE_SECONDS_BUCKETS, STEP_SECONDS_BUCKETS } from './buckets.js';
+import { METRIC_PREFIX, REJECT_REASONS, STEP_PHASES, type RejectReason, type StepPhase } from './labels.js';
+
+export interface WorkerMetricsOptions {
+  /** Current ring rank; exported as the `rank` label on every series of this registry. */
+  rank?: number;
+  /** Register prom-client's process metrics (CPU, memory, event loop lag). Default true. */
+  defaultMetrics?: boolean;
+}
+
+export interface WorkerMetrics {
+  readonly registry: Registry;
+  readonly samplesProcessed: Counter;
+  readonly samplesPerSecond: Gauge;
+  readonly stepDuration: Histogram<'phase'>;
+  readonly loss: Gauge;
+  readonly learningRate: Gauge;
+  readonly epoch: Gauge;
+  readonly epochProgress: Gauge;
+  readonly allReduceBytes: Counter;
+  readonly allReduceDuration: Histogram;
+  readonly rejectedFrames: Counter<'reason'>;
+  observeStepPhase(phase: StepPhase, seconds: number): void;
+  rejectFrame(reason: RejectReason): void;
+  /**
+   * Ranks change when membership changes. Relabels every series of the registry at the next scrape (prom-client
+   * applies default labels at serialisation), so counters continue under the new rank.
+   */
+  setRank(rank: number): void;
+}
+
+/**
+ * Creates every worker metric on `registry` (never the global default registry). Call once per registry:
+ * prom-client throws if a name is registered twice.
+ */
+export function createWorkerMetrics(registry: Registry, options: WorkerMetricsOptions = {}): WorkerMetrics {
+  const registers = [registry];
+  const p = METRIC_PREFIX;
+  if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry });
+
+  const samplesProcessed = new Counter({
+    name: `${p}samples_processed_total`,
+    help: 'Training samples this worker has run forward/backward on.',
+    registers,
+  });
+  const samplesPerSecond = new Gauge({
+    name: `${p}samples_per_second`,
+    help: 'Training throughput of this worker over its most recent steps.',
+    registers,
+  });
+  const stepDuration = new Histogram({
+    name: `${p}step_duration_seconds`,
+    help: 'Wall time of one training step phase (compute = forward/backward, allreduce, apply = optimizer update).',
+    labelNames: ['phase'] as const,
+    buckets: [...STEP_SECONDS_BUCKETS],
+    registers,
+  });
+  const loss = new Gauge({ name: `${p}loss`, help: 'Training loss of the most recent local batch.', registers });
+  const learningRate = new Gauge({ name: `${p}learning_rate`, help: 'Current optimizer learning rate.', registers });
+  const epoch = new Gauge({ name: `${p}epoch`, help: 'Current epoch number (0-based).', registers });
+  const epochProgress = new Gauge({
+    name: `${p}epoch_progress`,
+    help: 'Fraction of the current epoch this worker has finished (0..1).',
+    registers,
+  });
+  const allReduceBytes = new Counter({
+    name: `${p}allreduce_bytes_total`,
+    help: 'Bytes this worker sent during gradient all-reduce.',
+    registers,
+  });
+  const allReduceDuration = new Histogram({
+    name: `${p}allreduce_duration_seconds`,
+    help: 'Wall time of one gradient all-reduce as seen by this worker.',
+    buckets: [...ALLREDUCE_SECONDS_BUCKETS],
+    registers,
+  });
+  const rejectedFrames = new Counter({
+    name: `${p}rejected_frames_total`,
+    help: 'Frames dropped by this worker, by reason.',
+    labelNames: ['reason'] as const,
+    registers,
+  });
+
+  // Export every label value from the start: a dashboard series that appears only after the first event has no
+  // rate() until its second sample, and absent series make "by reason" panels look broken.
+  for (const phase of STEP_PHASES) stepDuration.zero({ phase });
+  for (const reason of REJECT_REASONS) rejectedFrames.inc({ reason }, 0);
+
+  const setRank = (rank: number): void => registry.setDefaultLabels({ rank: String(rank) });
+  if (options.rank !== undefined) setRank(options.rank);
+
+  return {
+    registry,
+    samplesProcessed,
+    samplesPerSecond,
+    stepDuration,
+    loss,
+    learningRate,
+    epoch,
+    epochProgress,
+    allReduceBytes,
+    allReduceDuration,
+    rejectedFrames,
+    observeStepPhase: (phase, seconds) => stepDuration.observe({ phase }, seconds),
+    rejectFrame: (reason) => rejectedFrames.inc({ reason }),
+    setRank,
+  };
+}
