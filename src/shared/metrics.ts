@@ -10,3 +10,4 @@ export {
 } from './metrics/coordinator.js';
 export { startMetricsServer, type MetricsServer, type MetricsServerOptions } from './metrics/server.js';
 export { instanceIndexFromEnv, metricsPortFor } from './metrics/instance.js';
+export { registerProcessMetrics } from './metrics/process.js';

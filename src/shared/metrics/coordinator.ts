@@ -1,4 +1,5 @@
-import { Counter, Gauge, collectDefaultMetrics, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { registerProcessMetrics } from './process.js';
 import { METRIC_PREFIX, REJECT_REASONS, type RejectReason } from './labels.js';
 
 export interface CoordinatorMetricsOptions {
@@ -45,7 +46,7 @@ export function createCoordinatorMetrics(
 ): CoordinatorMetrics {
   const registers = [registry];
   const p = METRIC_PREFIX;
-  if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry });
+  if (options.defaultMetrics !== false) registerProcessMetrics(registry);
 
   const workers = new Gauge({ name: `${p}workers`, help: 'Workers in the current membership.', registers });
   const generation = new Gauge({

@@ -1,4 +1,5 @@
-import { Counter, Gauge, Histogram, collectDefaultMetrics, type Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { registerProcessMetrics } from './process.js';
 import { ALLREDUCE_SECONDS_BUCKETS, STEP_SECONDS_BUCKETS } from './buckets.js';
 import { METRIC_PREFIX, REJECT_REASONS, STEP_PHASES, type RejectReason, type StepPhase } from './labels.js';
 
@@ -37,7 +38,7 @@ export interface WorkerMetrics {
 export function createWorkerMetrics(registry: Registry, options: WorkerMetricsOptions = {}): WorkerMetrics {
   const registers = [registry];
   const p = METRIC_PREFIX;
-  if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry });
+  if (options.defaultMetrics !== false) registerProcessMetrics(registry);
 
   const samplesProcessed = new Counter({
     name: `${p}samples_processed_total`,

@@ -1,0 +1,252 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Registry } from 'prom-client';
+import { afterEach, describe, expect, it } from 'vitest';
+import { writeScrapeTargets } from '../../src/coordinator/targets-file.js';
+import { isMnistDdpError } from '../../src/shared/errors.js';
+import {
+  createCoordinatorMetrics,
+  createWorkerMetrics,
+  instanceIndexFromEnv,
+  metricsPortFor,
+  startMetricsServer,
+  type MetricsServer,
+} from '../../src/shared/metrics.js';
+
+const HAS_PROMTOOL = spawnSync('promtool', ['--version']).status === 0;
+if (!HAS_PROMTOOL) console.warn('[metrics.test] promtool not found on PATH: skipping `promtool check metrics` (apt-get install prometheus)');
+
+interface Response {
+  status: number;
+  contentType: string | undefined;
+  body: string;
+}
+
+function get(port: number, path: string): Promise<Response> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path, method: 'GET', timeout: 5_000 }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () =>
+        resolve({ status: res.statusCode ?? 0, contentType: res.headers['content-type'], body: Buffer.concat(chunks).toString('utf8') }),
+      );
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`GET ${path} timed out`)));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** Value of the sample `name{labels}` in a text exposition, independent of label order; undefined if absent. */
+function sampleValue(body: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  const want = Object.entries(labels)
+    .map(([k, v]) => `${k}="${v}"`)
+    .sort()
+    .join(',');
+  for (const line of body.split('\n')) {
+    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!match || match[1] !== name) continue;
+    const got = (match[2] ?? '').split(',').filter(Boolean).sort().join(',');
+    if (got === want) return Number(match[3]);
+  }
+  return undefined;
+}
+
+function promtoolCheckMetrics(body: string): Promise<{ code: number | null; output: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('promtool', ['check', 'metrics'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (c: Buffer) => (output += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (output += c.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, output });
+    });
+    child.stdin.end(body);
+  });
+}
+
+function exerciseWorker(registry: Registry): void {
+  const m = createWorkerMetrics(registry, { rank: 1 });
+  m.samplesProcessed.inc(640);
+  m.samplesPerSecond.set(1234.5);
+  m.observeStepPhase('compute', 0.012);
+  m.observeStepPhase('allreduce', 0.003);
+  m.observeStepPhase('apply', 0.0015);
+  m.loss.set(0.42);
+  m.learningRate.set(0.01);
+  m.epoch.set(2);
+  m.epochProgress.set(0.25);
+  m.allReduceBytes.inc(4 * 110_000);
+  m.allReduceDuration.observe(0.0021);
+  m.rejectFrame('stale');
+}
+
+function exerciseCoordinator(registry: Registry): ReturnType<typeof createCoordinatorMetrics> {
+  const m = createCoordinatorMetrics(registry);
+  m.workers.set(2);
+  m.generation.set(3);
+  m.epoch.set(2);
+  m.epochProgress.set(0.25);
+  m.learningRate.set(0.01);
+  m.validationAccuracy.set(0.981);
+  m.validationLoss.set(0.06);
+  m.reportWorker(0, { samplesPerSecond: 1000, stepSeconds: 0.06, loss: 0.4 });
+  m.reportWorker(1, { samplesPerSecond: 1100, stepSeconds: 0.055, loss: 0.44 });
+  m.rejectFrame('duplicate');
+  return m;
+}
+
+describe('metrics server (real HTTP)', () => {
+  const servers: MetricsServer[] = [];
+  afterEach(async () => {
+    await Promise.all(servers.splice(0).map((s) => s.close()));
+  });
+
+  for (const role of ['worker', 'coordinator'] as const) {
+    it(`${role}: exposition passes promtool and a scrape answers in < 50 ms (median of 20)`, async () => {
+      const registry = new Registry();
+      if (role === 'worker') exerciseWorker(registry);
+      else exerciseCoordinator(registry);
+      const server = await startMetricsServer({ registry, host: '127.0.0.1', port: 0 });
+      servers.push(server);
+      expect(server.port).toBeGreaterThan(0);
+
+      const first = await get(server.port, '/metrics');
+      expect(first.status).toBe(200);
+      expect(first.contentType).toBe(registry.contentType);
+      expect(first.body).toContain('process_cpu_user_seconds_total');
+      if (role === 'worker') {
+        const rank = { rank: '1' };
+        expect(sampleValue(first.body, 'mnistddp_samples_processed_total', rank)).toBe(640);
+        expect(sampleValue(first.body, 'mnistddp_step_duration_seconds_count', { ...rank, phase: 'allreduce' })).toBe(1);
+        expect(sampleValue(first.body, 'mnistddp_step_duration_seconds_bucket', { ...rank, phase: 'allreduce', le: '0.005' })).toBe(1);
+        expect(sampleValue(first.body, 'mnistddp_step_duration_seconds_count', { ...rank, phase: 'apply' })).toBe(1);
+        expect(sampleValue(first.body, 'mnistddp_rejected_frames_total', { ...rank, reason: 'malformed' })).toBe(0);
+        expect(sampleValue(first.body, 'mnistddp_rejected_frames_total', { ...rank, reason: 'stale' })).toBe(1);
+        expect(sampleValue(first.body, 'mnistddp_allreduce_duration_seconds_count', rank)).toBe(1);
+      } else {
+        expect(sampleValue(first.body, 'mnistddp_cluster_samples_per_second')).toBe(2100);
+        expect(sampleValue(first.body, 'mnistddp_worker_samples_per_second', { worker: '1' })).toBe(1100);
+        expect(sampleValue(first.body, 'mnistddp_membership_generation')).toBe(3);
+        expect(sampleValue(first.body, 'mnistddp_rejected_frames_total', { reason: 'duplicate' })).toBe(1);
+      }
+
+      if (HAS_PROMTOOL) {
+        const check = await promtoolCheckMetrics(first.body);
+        expect(check.output, check.output).toBe('');
+        expect(check.code, check.output).toBe(0);
+      }
+
+      const latencies: number[] = [];
+      for (let i = 0; i < 20; i++) {
+        const t0 = performance.now();
+        const res = await get(server.port, '/metrics');
+        latencies.push(performance.now() - t0);
+        expect(res.status).toBe(200);
+      }
+      latencies.sort((a, b) => a - b);
+      const median = ((latencies[9] ?? 0) + (latencies[10] ?? 0)) / 2;
+      expect(median, `scrape latencies (ms): ${latencies.map((l) => l.toFixed(1)).join(' ')}`).toBeLessThan(50);
+    });
+  }
+
+  it('serves /healthz, 404s other paths, 405s other methods', async () => {
+    const server = await startMetricsServer({ registry: new Registry(), host: '127.0.0.1', port: 0 });
+    servers.push(server);
+    const health = await get(server.port, '/healthz');
+    expect(health.status).toBe(200);
+    expect(health.body).toBe('ok\n');
+    expect((await get(server.port, '/')).status).toBe(404);
+    expect((await get(server.port, '/metrics/extra')).status).toBe(404);
+    const post = await new Promise<number>((resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port: server.port, path: '/metrics', method: 'POST' }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    expect(post).toBe(405);
+  });
+
+  it('rejects a port that is already bound with CONFIG_INVALID naming the port', async () => {
+    const server = await startMetricsServer({ registry: new Registry(), host: '127.0.0.1', port: 0 });
+    servers.push(server);
+    const err = await startMetricsServer({ registry: new Registry(), host: '127.0.0.1', port: server.port }).catch((e: unknown) => e);
+    expect(isMnistDdpError(err, 'CONFIG_INVALID')).toBe(true);
+    expect(String((err as Error).message)).toContain(String(server.port));
+  });
+
+  it('close() resolves even with a kept-alive client connection', async () => {
+    const server = await startMetricsServer({ registry: new Registry(), host: '127.0.0.1', port: 0 });
+    await get(server.port, '/healthz');
+    await expect(server.close()).resolves.toBeUndefined();
+  });
+});
+
+describe('metric factories', () => {
+  it('register only on the registry passed in', () => {
+    const a = new Registry();
+    exerciseWorker(a);
+    const b = new Registry();
+    exerciseCoordinator(b);
+    expect(a.getSingleMetric('mnistddp_workers')).toBeUndefined();
+    expect(b.getSingleMetric('mnistddp_allreduce_bytes_total')).toBeUndefined();
+  });
+
+  it('setRank relabels at the next scrape; removeWorker drops a rank and recomputes cluster throughput', async () => {
+    const w = new Registry();
+    const wm = createWorkerMetrics(w, { rank: 0, defaultMetrics: false });
+    wm.samplesProcessed.inc(5);
+    wm.setRank(3);
+    expect(sampleValue(await w.metrics(), 'mnistddp_samples_processed_total', { rank: '3' })).toBe(5);
+
+    const c = new Registry();
+    const cm = exerciseCoordinator(c);
+    cm.removeWorker(0);
+    const text = await c.metrics();
+    expect(text).not.toContain('worker="0"');
+    expect(sampleValue(text, 'mnistddp_cluster_samples_per_second')).toBe(1100);
+  });
+});
+
+describe('pm2 instance index and metrics port', () => {
+  it('reads NODE_APP_INSTANCE, defaults to 0 outside pm2, rejects garbage', () => {
+    expect(instanceIndexFromEnv({})).toBe(0);
+    expect(instanceIndexFromEnv({ NODE_APP_INSTANCE: '2', pm_id: '7' })).toBe(2);
+    expect(instanceIndexFromEnv({ WORKER_INDEX: '1' }, 'WORKER_INDEX')).toBe(1);
+    expect(() => instanceIndexFromEnv({ NODE_APP_INSTANCE: 'x' })).toThrow(/NODE_APP_INSTANCE/);
+  });
+  it('offsets the base port; 0 stays ephemeral; overflow is a config error', () => {
+    expect(metricsPortFor(9401, 0)).toBe(9401);
+    expect(metricsPortFor(9401, 2)).toBe(9403);
+    expect(metricsPortFor(0, 2)).toBe(0);
+    expect(() => metricsPortFor(65535, 1)).toThrow(/MNIST_DDP_METRICS_PORT/);
+  });
+});
+
+describe('writeScrapeTargets', () => {
+  it('writes file_sd JSON atomically, leaving no temp files', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'mnistddp-sd-'));
+    try {
+      const path = join(dir, 'targets', 'mnist-ddp.json');
+      await writeScrapeTargets(path, [
+        { host: '127.0.0.1', port: 9400, labels: { role: 'coordinator' } },
+        { host: '::1', port: 9401, labels: { role: 'worker', rank: '0' } },
+      ]);
+      await writeScrapeTargets(path, [{ host: '127.0.0.1', port: 9400, labels: { role: 'coordinator' } }]);
+      expect(JSON.parse(await readFile(path, 'utf8'))).toEqual([{ targets: ['127.0.0.1:9400'], labels: { role: 'coordinator' } }]);
+      expect(await readdir(join(dir, 'targets'))).toEqual(['mnist-ddp.json']);
+      await expect(writeScrapeTargets(path, [{ host: 'h', port: 1, labels: { __bad: 'x' } }])).rejects.toThrow(/__bad/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
