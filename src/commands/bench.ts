@@ -1,0 +1,91 @@
+import * as tf from '@tensorflow/tfjs';
+import { initBackend } from '../shared/backend.js';
+import type { BenchConfig } from '../shared/config.js';
+import { componentLogger } from '../shared/log.js';
+import { gatherBatch, loadMnist } from '../shared/mnist.js';
+import { Rng } from '../shared/rng.js';
+import { LocalReducer } from '../worker/allreduce.js';
+import { Replica } from '../worker/replica.js';
+import { TrainStep } from '../worker/step.js';
+
+export interface BenchResult {
+  backend: string;
+  model: string;
+  batchSize: number;
+  workers: number;
+  steps: number;
+  samplesPerSec: number;
+  /** samples/s of each timed window; the headline figure is their median. */
+  windows: number[];
+  stepMsP50: number;
+  computeMsP50: number;
+  applyMsP50: number;
+  numTensorsDrift: number;
+}
+
+export function median(values: number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+/**
+ * Training throughput of one process on real MNIST batches: warm-up steps, then `windows` timed windows of
+ * steps/windows steps each; samples/s is the median over windows (robust to a noisy neighbour on the machine).
+ */
+export async function runTrainingBench(config: BenchConfig): Promise<BenchResult> {
+  const log = componentLogger('bench');
+  const selection = await initBackend(config.backend, log);
+  const data = loadMnist();
+  const replica = new Replica({ model: config.model, seed: config.seed, optimizer: { name: config.optimizer, momentum: 0.9, weightDecay: 0 } });
+  const step = new TrainStep(replica, new LocalReducer());
+  const rng = new Rng(config.seed);
+  const perm = rng.permutation(data.train.count);
+  let cursor = 0;
+  const nextBatch = () => {
+    if (cursor + config.batchSize > perm.length) cursor = 0;
+    const ids = perm.subarray(cursor, cursor + config.batchSize);
+    cursor += config.batchSize;
+    return gatherBatch(data.train.images, data.train.labels, ids);
+  };
+  let stepId = 0;
+  for (let i = 0; i < config.warmup; i++) await step.run(nextBatch(), stepId++, 0.01);
+  const tensorsBefore = tf.memory().numTensors;
+  const perWindow = Math.max(1, Math.floor(config.steps / config.windows));
+  const windows: number[] = [];
+  const stepMs: number[] = [];
+  const computeMs: number[] = [];
+  const applyMs: number[] = [];
+  for (let w = 0; w < config.windows; w++) {
+    const t0 = performance.now();
+    for (let i = 0; i < perWindow; i++) {
+      const s0 = performance.now();
+      const outcome = await step.run(nextBatch(), stepId++, 0.01);
+      stepMs.push(performance.now() - s0);
+      computeMs.push(outcome.computeMs);
+      applyMs.push(outcome.applyMs);
+    }
+    windows.push((perWindow * config.batchSize * 1000) / (performance.now() - t0));
+  }
+  return {
+    backend: selection.backend,
+    model: config.model,
+    batchSize: config.batchSize,
+    workers: 1,
+    steps: perWindow * config.windows,
+    samplesPerSec: Math.round(median(windows) * 10) / 10,
+    windows: windows.map((v) => Math.round(v * 10) / 10),
+    stepMsP50: Math.round(median(stepMs) * 100) / 100,
+    computeMsP50: Math.round(median(computeMs) * 100) / 100,
+    applyMsP50: Math.round(median(applyMs) * 100) / 100,
+    numTensorsDrift: tf.memory().numTensors - tensorsBefore,
+  };
+}
+
+export function formatBench(r: BenchResult): string {
+  return [
+    `mnist-ddp bench: ${r.model}, batch ${r.batchSize}, backend ${r.backend}, ${r.workers} worker(s), ${r.steps} timed steps`,
+    `  samples/s (median of ${r.windows.length} windows): ${r.samplesPerSec}   [${r.windows.join(', ')}]`,
+    `  step p50 ${r.stepMsP50} ms (compute ${r.computeMsP50} ms, apply ${r.applyMsP50} ms); tensor drift ${r.numTensorsDrift}`,
+  ].join('\n');
+}

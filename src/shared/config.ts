@@ -1,0 +1,122 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { BACKEND_NAMES } from './backend.js';
+import { MnistDdpError } from './errors.js';
+import { MODEL_NAMES } from './models.js';
+import { OPTIMIZER_NAMES } from './optimizers.js';
+import { SCHEDULE_NAMES } from './lr-schedule.js';
+
+/**
+ * The one place that reads the environment. Every process builds one frozen config from, in order of precedence:
+ * command-line flags, MNIST_DDP_* environment variables, an optional JSON config file (--config), and the defaults
+ * in the schemas below. Validation names the offending key and where it came from.
+ */
+const int = (min: number) => z.coerce.number().int().min(min);
+const num = () => z.coerce.number().finite();
+const bool = z.preprocess((v) => (typeof v === 'string' ? !['0', 'false', 'no', 'off', ''].includes(v.toLowerCase()) : v), z.boolean());
+const list = z.preprocess((v) => (typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : v), z.array(z.string().min(1)));
+
+export const trainConfigSchema = z.object({
+  model: z.enum(MODEL_NAMES).default('cnn'),
+  epochs: int(1).default(2),
+  batchSize: int(1).max(65536).default(64),
+  optimizer: z.enum(OPTIMIZER_NAMES).default('sgd'),
+  lr: num().positive().default(0.05),
+  momentum: num().min(0).max(1).default(0.9),
+  weightDecay: num().min(0).default(0),
+  schedule: z.enum(SCHEDULE_NAMES).default('cosine'),
+  gamma: num().positive().default(0.1),
+  stepEpochs: int(1).default(1),
+  minLrFactor: num().min(0).max(1).default(0.01),
+  warmupSteps: int(0).default(100),
+  seed: int(0).default(42),
+  validationSize: int(0).default(5000),
+  augment: bool.default(false),
+  classes: z.string().optional(),
+  labelFraction: num().gt(0).max(1).default(1),
+  dataDir: z.string().optional(),
+  backend: z.enum(BACKEND_NAMES).default('auto'),
+  runDir: z.string().optional(),
+  resume: z.string().optional(),
+  from: z.string().optional(),
+  freeze: list.default([]),
+  freezeUntil: z.string().optional(),
+  newHead: bool.default(false),
+  maxSteps: int(0).optional(),
+  trainSubset: int(1).optional(),
+  workers: int(0).max(64).default(0),
+  debug: bool.default(false),
+  json: bool.default(false),
+  report: bool.default(true),
+});
+export type TrainConfig = Readonly<z.infer<typeof trainConfigSchema>>;
+
+export const TRAIN_KEYS = Object.keys(trainConfigSchema.shape) as Array<keyof z.infer<typeof trainConfigSchema>>;
+
+export function envName(key: string): string {
+  return `MNIST_DDP_${key.replace(/([A-Z])/g, '_$1').toUpperCase()}`;
+}
+
+function flagName(key: string): string {
+  return `--${key.replace(/([A-Z])/g, '-$1').toLowerCase()}`;
+}
+
+/** Reads MNIST_DDP_<KEY> for every key of a schema; `env` is injectable for tests. */
+export function fromEnv(keys: readonly string[], env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const key of keys) {
+    const value = env[envName(key)];
+    if (value !== undefined) out[key] = value;
+  }
+  return out;
+}
+
+export function fromConfigFile(path: string | undefined): Record<string, unknown> {
+  if (!path) return {};
+  if (!existsSync(path)) throw new MnistDdpError('CONFIG_INVALID', `config file ${path} does not exist`, { key: 'config', file: path });
+  try {
+    const parsed: unknown = JSON.parse(readFileSync(path, 'utf8'));
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('expected a JSON object');
+    return parsed as Record<string, unknown>;
+  } catch (err) {
+    throw new MnistDdpError('CONFIG_INVALID', `config file ${path} is not a JSON object: ${(err as Error).message}`, { key: 'config', file: path });
+  }
+}
+
+/**
+ * Merges the sources and validates. Unknown keys in a config file are errors (a typo must not be silently
+ * ignored). Throws CONFIG_INVALID naming the key, its flag and environment variable, and the bad value.
+ */
+export function resolveConfig<S extends z.ZodObject<z.ZodRawShape>>(
+  schema: S,
+  sources: { flags?: Record<string, unknown>; env?: Record<string, unknown>; file?: Record<string, unknown> },
+): Readonly<z.infer<S>> {
+  const keys = Object.keys(schema.shape);
+  for (const key of Object.keys(sources.file ?? {})) {
+    if (!keys.includes(key)) throw new MnistDdpError('CONFIG_INVALID', `unknown key '${key}' in config file; known keys: ${keys.join(', ')}`, { key });
+  }
+  const defined = (o: Record<string, unknown> = {}): Record<string, unknown> => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined));
+  const merged = { ...defined(sources.file), ...defined(sources.env), ...defined(sources.flags) };
+  const result = schema.safeParse(merged);
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    const key = String(issue.path[0] ?? '');
+    const origin = key in defined(sources.flags) ? flagName(key) : key in defined(sources.env) ? envName(key) : 'config file';
+    throw new MnistDdpError('CONFIG_INVALID', `invalid ${key} (${origin}) = ${JSON.stringify(merged[key])}: ${issue.message}`, { key, value: merged[key], origin });
+  }
+  return Object.freeze(result.data);
+}
+
+export const benchConfigSchema = z.object({
+  model: z.enum(MODEL_NAMES).default('cnn'),
+  batchSize: int(1).max(65536).default(64),
+  steps: int(4).default(60),
+  warmup: int(0).default(5),
+  windows: int(1).default(5),
+  backend: z.enum(BACKEND_NAMES).default('auto'),
+  optimizer: z.enum(OPTIMIZER_NAMES).default('sgd'),
+  workers: int(0).max(64).default(0),
+  seed: int(0).default(1),
+  json: bool.default(false),
+});
+export type BenchConfig = Readonly<z.infer<typeof benchConfigSchema>>;
