@@ -1,0 +1,69 @@
+/**
+ * pm2 ecosystem for mnist-ddp: one coordinator and N data-parallel workers on this machine.
+ *
+ *   npx pm2 start ecosystem.config.js     # start (MNIST_DDP_WORKERS=4 npx pm2 start … for 4 workers)
+ *   npx pm2 scale worker 3                # add/remove workers; the coordinator bumps the membership generation
+ *   npx pm2 logs | npx pm2 ls | npx pm2 delete all
+ *
+ * Environment read here when pm2 loads this file (defaults in brackets) and passed to the apps:
+ *   MNIST_DDP_WORKERS                   number of worker processes [2]
+ *   MNIST_DDP_COORDINATOR               coordinator control-plane address workers connect to [tcp://127.0.0.1:5555]
+ *   MNIST_DDP_METRICS_HOST              interface the /metrics servers bind [127.0.0.1]
+ *   MNIST_DDP_COORDINATOR_METRICS_PORT  coordinator /metrics port [9400]
+ *   MNIST_DDP_METRICS_PORT              workers' /metrics base port; worker i listens on base + i [9401]
+ *                                       (i = NODE_APP_INSTANCE, which pm2 sets to 0..N-1 and reuses after scale)
+ *   MNIST_DDP_TARGETS_FILE              Prometheus file_sd file the coordinator keeps up to date
+ *                                       [runs/prometheus/targets/mnist-ddp.json]
+ *   MNIST_DDP_LOG_LEVEL                 pino level [info]
+ * Logs go to pm2's log files ($PM2_HOME/logs/<app>-out-<id>.log / -error-<id>.log).
+ *
+ * Why ESM with a named `apps` export: package.json has "type": "module", so Node parses this .js file as ESM, and
+ * pm2 6 loads ecosystem files with plain `require()` (lib/Common.js parseConfig) and never `import()`.
+ * That works only through Node's require(esm) (on by default from Node 20.19 / 22.12), which hands pm2 the module
+ * namespace object; pm2 reads `.apps` from it and does not unwrap `.default`, so `apps` must be a named export.
+ * `module.exports` would throw "module is not defined in ES module scope". No top-level await: require(esm)
+ * rejects async modules (ERR_REQUIRE_ASYNC_MODULE). On older Node, use a copy named ecosystem.config.cjs.
+ */
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = dirname(fileURLToPath(import.meta.url));
+const env = process.env;
+
+function positiveInt(name, fallback) {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < 1) throw new Error(`${name}=${JSON.stringify(raw)} must be a positive integer`);
+  return value;
+}
+
+const workers = positiveInt('MNIST_DDP_WORKERS', 2);
+
+const shared = {
+  MNIST_DDP_COORDINATOR: env.MNIST_DDP_COORDINATOR ?? 'tcp://127.0.0.1:5555',
+  MNIST_DDP_METRICS_HOST: env.MNIST_DDP_METRICS_HOST ?? '127.0.0.1',
+  MNIST_DDP_COORDINATOR_METRICS_PORT: String(positiveInt('MNIST_DDP_COORDINATOR_METRICS_PORT', 9400)),
+  MNIST_DDP_METRICS_PORT: String(positiveInt('MNIST_DDP_METRICS_PORT', 9401)),
+  MNIST_DDP_TARGETS_FILE: resolve(root, env.MNIST_DDP_TARGETS_FILE ?? 'runs/prometheus/targets/mnist-ddp.json'),
+  MNIST_DDP_LOG_LEVEL: env.MNIST_DDP_LOG_LEVEL ?? 'info',
+};
+
+const common = {
+  cwd: root,
+  script: 'bin/mnist-ddp.js',
+  exec_mode: 'fork',
+  autorestart: true,
+  // A crashing worker rejoins as a new generation; back off so a config error does not spin the CPU.
+  exp_backoff_restart_delay: 500,
+  max_restarts: 20,
+  // SIGINT first so a process can leave the ring cleanly (finish the step, tell the coordinator), then SIGKILL.
+  kill_timeout: 10_000,
+  merge_logs: false,
+  env: shared,
+};
+
+export const apps = [
+  { ...common, name: 'coordinator', args: 'coordinator', instances: 1 },
+  { ...common, name: 'worker', args: 'worker', instances: workers },
+];
