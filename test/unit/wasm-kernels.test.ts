@@ -1,0 +1,142 @@
+import * as tf from '@tensorflow/tfjs';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { initBackend } from '../../src/shared/backend.js';
+import { convForward, convGradFilter, convGradInput, outDims, relError, seededValues, type RefConv } from '../helpers/conv-reference.js';
+
+// Issue #2: training kernels for the wasm backend must match the cpu backend within 1e-4 relative error and pass a
+// finite-difference check, for every conv2d attribute tfjs-layers uses.
+
+async function on<T>(backend: 'cpu' | 'wasm', fn: () => T | Promise<T>): Promise<T> {
+  await tf.setBackend(backend);
+  return fn();
+}
+
+function runKernel(name: string, inputs: Record<string, Float32Array>, shapes: Record<string, number[]>, attrs: object): Float32Array {
+  return tf.tidy(() => {
+    const tensors = Object.fromEntries(Object.entries(inputs).map(([k, v]) => [k, tf.tensor(v, shapes[k])]));
+    return (tf.engine().runKernel(name, tensors, attrs as tf.NamedAttrMap) as tf.Tensor).dataSync() as Float32Array;
+  });
+}
+
+const GRID: RefConv[] = [];
+for (const [h, w, cin, cout, kh, kw] of [[12, 12, 1, 8, 3, 3], [9, 11, 5, 6, 3, 3], [10, 10, 4, 3, 5, 5], [8, 7, 3, 4, 1, 1], [13, 13, 32, 64, 3, 3]] as const) {
+  for (const [sh, sw] of [[1, 1], [2, 2], [2, 1]] as const) {
+    for (const pad of ['valid', 'same'] as const) {
+      for (const [dh, dw] of [[1, 1], [2, 2]] as const) {
+        if ((sh > 1 || sw > 1) && (dh > 1 || dw > 1)) continue; // tfjs forbids strides > 1 together with dilations > 1
+        const c: RefConv = { b: cin === 32 ? 4 : 3, h, w, cin, cout, kh, kw, sh, sw, dh, dw, pad };
+        const { oh, ow } = outDims(c);
+        if (oh > 0 && ow > 0) GRID.push(c);
+      }
+    }
+  }
+}
+
+const label = (c: RefConv) => `x ${c.b}x${c.h}x${c.w}x${c.cin}, filter ${c.kh}x${c.kw}x${c.cin}x${c.cout}, strides ${c.sh},${c.sw}, ${c.pad}, dilations ${c.dh},${c.dw}`;
+
+describe('wasm training kernels', () => {
+  beforeAll(async () => {
+    await initBackend('wasm');
+  });
+
+  describe.each(GRID.map((c) => [label(c), c] as const))('%s', (_name, c) => {
+    const { oh, ow } = outDims(c);
+    const x = seededValues(c.b * c.h * c.w * c.cin, 1);
+    const w = seededValues(c.kh * c.kw * c.cin * c.cout, 2);
+    const dy = seededValues(c.b * oh * ow * c.cout, 3);
+    const xShape = [c.b, c.h, c.w, c.cin];
+    const wShape = [c.kh, c.kw, c.cin, c.cout];
+    const dyShape = [c.b, oh, ow, c.cout];
+    const common = { strides: [c.sh, c.sw], pad: c.pad, dataFormat: 'NHWC', dilations: [c.dh, c.dw] };
+    const dilated = c.dh > 1 || c.dw > 1;
+
+    it('Conv2DBackpropFilter matches the reference within 1e-4', async () => {
+      const got = await on('wasm', () => runKernel('Conv2DBackpropFilter', { x, dy }, { x: xShape, dy: dyShape }, { ...common, filterShape: wShape }));
+      expect(relError(got, convGradFilter(c, x, dy))).toBeLessThan(1e-4);
+      if (!dilated) {
+        const cpu = await on('cpu', () => runKernel('Conv2DBackpropFilter', { x, dy }, { x: xShape, dy: dyShape }, { ...common, filterShape: wShape }));
+        expect(relError(got, cpu)).toBeLessThan(1e-4);
+      }
+    });
+
+    it('Conv2DBackpropInput matches the reference within 1e-4', async () => {
+      const got = await on('wasm', () => runKernel('Conv2DBackpropInput', { dy, filter: w }, { dy: dyShape, filter: wShape }, { ...common, inputShape: xShape }));
+      expect(relError(got, convGradInput(c, w, dy))).toBeLessThan(1e-4);
+      if (!dilated) {
+        const cpu = await on('cpu', () => runKernel('Conv2DBackpropInput', { dy, filter: w }, { dy: dyShape, filter: wShape }, { ...common, inputShape: xShape }));
+        expect(relError(got, cpu)).toBeLessThan(1e-4);
+      }
+    });
+
+    it('tf.grads through conv2d on wasm equals the reference gradients', async () => {
+      const [gx, gw] = await on('wasm', () => tf.tidy(() => {
+        const f = (xt: tf.Tensor, wt: tf.Tensor) => tf.sum(tf.mul(tf.conv2d(xt as tf.Tensor4D, wt as tf.Tensor4D, [c.sh, c.sw], c.pad, 'NHWC', [c.dh, c.dw]), tf.tensor(dy, dyShape)));
+        return tf.grads(f)([tf.tensor(x, xShape), tf.tensor(w, wShape)]).map((g) => g.dataSync());
+      }));
+      expect(relError(gx!, convGradInput(c, w, dy))).toBeLessThan(1e-4);
+      expect(relError(gw!, convGradFilter(c, x, dy))).toBeLessThan(1e-4);
+    });
+  });
+
+  it.each([
+    { name: 'strided, same, 3x3 on 7x7x3', c: { b: 2, h: 7, w: 7, cin: 3, cout: 4, kh: 3, kw: 3, sh: 2, sw: 2, dh: 1, dw: 1, pad: 'same' } as RefConv },
+    { name: 'dilated, valid, 3x3 on 9x8x2', c: { b: 2, h: 9, w: 8, cin: 2, cout: 3, kh: 3, kw: 3, sh: 1, sw: 1, dh: 2, dw: 2, pad: 'valid' } as RefConv },
+  ])('passes a finite-difference check ($name)', async ({ c }) => {
+    const { oh, ow } = outDims(c);
+    const x = seededValues(c.b * c.h * c.w * c.cin, 11);
+    const w = seededValues(c.kh * c.kw * c.cin * c.cout, 12);
+    const r = seededValues(c.b * oh * ow * c.cout, 13);
+    const loss = (xv: ArrayLike<number>, wv: ArrayLike<number>) => convForward(c, xv, wv).reduce((s, v, i) => s + v * r[i]!, 0);
+    const common = { strides: [c.sh, c.sw], pad: c.pad, dataFormat: 'NHWC', dilations: [c.dh, c.dw] };
+    const gw = await on('wasm', () => runKernel('Conv2DBackpropFilter', { x, dy: r }, { x: [c.b, c.h, c.w, c.cin], dy: [c.b, oh, ow, c.cout] }, { ...common, filterShape: [c.kh, c.kw, c.cin, c.cout] }));
+    const gx = await on('wasm', () => runKernel('Conv2DBackpropInput', { dy: r, filter: w }, { dy: [c.b, oh, ow, c.cout], filter: [c.kh, c.kw, c.cin, c.cout] }, { ...common, inputShape: [c.b, c.h, c.w, c.cin] }));
+    const eps = 1e-3;
+    const fd = (v: Float32Array, i: number, f: (p: Float64Array) => number) => {
+      const p = Float64Array.from(v); p[i] = v[i]! + eps; const up = f(p); p[i] = v[i]! - eps; return (up - f(p)) / (2 * eps);
+    };
+    for (let i = 0; i < w.length; i += Math.max(1, Math.floor(w.length / 17))) {
+      expect(Math.abs(fd(w, i, (p) => loss(x, p)) - gw[i]!)).toBeLessThan(1e-3 * Math.max(1, Math.abs(gw[i]!)));
+    }
+    for (let i = 0; i < x.length; i += Math.max(1, Math.floor(x.length / 23))) {
+      expect(Math.abs(fd(x, i, (p) => loss(p, w)) - gx[i]!)).toBeLessThan(1e-3 * Math.max(1, Math.abs(gx[i]!)));
+    }
+  });
+
+  it.each([
+    { filterSize: [2, 2], strides: [2, 2], pad: 'valid', shape: [3, 26, 26, 32] },
+    { filterSize: [3, 3], strides: [2, 2], pad: 'same', shape: [2, 9, 9, 5] },
+    { filterSize: [3, 3], strides: [1, 1], pad: 'same', shape: [2, 6, 7, 3] },
+    { filterSize: [2, 2], strides: [2, 2], pad: 'valid', shape: [2, 11, 11, 64] },
+  ])('MaxPoolGrad matches cpu (window $filterSize, strides $strides, $pad, input $shape)', async ({ filterSize, strides, pad, shape }) => {
+    // ReLU-like inputs: many exact ties at zero, where the first-maximum rule matters.
+    const x = seededValues(shape.reduce((a, b) => a * b), 21).map((v) => Math.max(0, v));
+    const run = () => tf.tidy(() => {
+      const xt = tf.tensor4d(x, shape as [number, number, number, number]);
+      return tf.grad((t: tf.Tensor) => tf.sum(tf.mul(tf.maxPool(t as tf.Tensor4D, filterSize as [number, number], strides as [number, number], pad as 'same'), tf.range(1, 1 + tf.maxPool(xt, filterSize as [number, number], strides as [number, number], pad as 'same').size).reshape(tf.maxPool(xt, filterSize as [number, number], strides as [number, number], pad as 'same').shape))))(xt).dataSync();
+    });
+    const got = await on('wasm', run);
+    const cpu = await on('cpu', run);
+    expect(relError(got, cpu)).toBeLessThan(1e-6);
+  });
+
+  it('bias gradients (Sum over all but the last axis), ReLU gradients and transposed dense GEMMs match cpu', async () => {
+    const x = seededValues(4 * 26 * 26 * 32, 31);
+    const a = seededValues(64 * 1600, 32);
+    const b = seededValues(64 * 10, 33);
+    const run = () => tf.tidy(() => {
+      const xt = tf.tensor4d(x, [4, 26, 26, 32]);
+      const sum = tf.sum(xt, [0, 1, 2]).dataSync();
+      const sumKeep = tf.sum(xt, [0, 1, 2], true).dataSync();
+      const relu = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(tf.relu(t), xt)))(xt.mul(-1).add(0.1)).dataSync();
+      const at = tf.tensor2d(a, [64, 1600]);
+      const bt = tf.tensor2d(b, [64, 10]);
+      const ta = tf.matMul(at, bt, true, false).dataSync();
+      const tb = tf.matMul(bt, at.slice([0, 0], [10, 1600]), false, false).dataSync();
+      const tbT = tf.matMul(bt, tf.tensor2d(a.subarray(0, 1600 * 10), [1600, 10]), false, true).dataSync();
+      return [sum, sumKeep, relu, ta, tb, tbT];
+    });
+    const got = await on('wasm', run);
+    const cpu = await on('cpu', run);
+    got.forEach((g, i) => expect(relError(g, cpu[i]!), `output ${i}`).toBeLessThan(1e-4));
+  });
+});
