@@ -6,6 +6,7 @@ import {
   createWorkerMetrics,
   startMetricsServer,
   type MetricsServer,
+  type WorkerMetrics,
 } from '../../src/shared/metrics.js';
 
 export interface MetricsFixture {
@@ -26,7 +27,7 @@ export async function startMetricsFixture(workers = 2, tickMs = 100): Promise<Me
   servers.push(await startMetricsServer({ registry: coordinator.registry, host: '127.0.0.1', port: 0 }));
   targets.push({ host: '127.0.0.1', port: servers[0]!.port, labels: { role: 'coordinator' } });
 
-  const workerMetrics = [];
+  const workerMetrics: WorkerMetrics[] = [];
   for (let rank = 0; rank < workers; rank++) {
     const metrics = createWorkerMetrics(new Registry(), { rank });
     const server = await startMetricsServer({ registry: metrics.registry, host: '127.0.0.1', port: 0 });
