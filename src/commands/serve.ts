@@ -1,0 +1,79 @@
+import type { AddressInfo } from 'node:net';
+import * as tf from '@tensorflow/tfjs';
+import { initBackend, type BackendChoice } from '../shared/backend.js';
+import { componentLogger } from '../shared/log.js';
+import { loadModelDir, modelArtifacts, WEIGHTS_BIN } from '../shared/model-io.js';
+import { loadPreprocess, loadStaticAssets } from '../serve/assets.js';
+import { createPredictServer } from '../serve/http.js';
+
+export interface ServeOptions {
+  /** A TF.js Layers model directory: a training checkpoint or an `export` output (quantised weights are fine). */
+  checkpoint: string;
+  /** 0 picks a free port. */
+  port?: number;
+  host?: string;
+  backend?: BackendChoice;
+}
+
+export interface RunningServer {
+  /** http://host:port/ with the bound port. */
+  url: string;
+  port: number;
+  /** Stops accepting connections, ends idle ones and releases the model. */
+  close(): Promise<void>;
+}
+
+export interface CommandIo {
+  stdout: (s: string) => void;
+}
+
+const log = componentLogger('serve');
+
+/**
+ * Serves the drawing page and POST /predict (see src/serve/http.ts). The page runs the model in the browser from
+ * /model/model.json, which is the checkpoint re-serialised as float32, so page and server use identical weights.
+ */
+export async function runServe(opts: ServeOptions, io: CommandIo): Promise<RunningServer> {
+  await initBackend(opts.backend ?? 'auto', log);
+  const model = await loadModelDir(opts.checkpoint);
+  const artifacts = await modelArtifacts(model);
+  const modelJson = JSON.stringify({
+    format: 'layers-model',
+    generatedBy: `TensorFlow.js tfjs-layers v${tf.version_layers}`,
+    convertedBy: 'mnist-ddp serve',
+    modelTopology: artifacts.modelTopology,
+    weightsManifest: [{ paths: [`./${WEIGHTS_BIN}`], weights: artifacts.weightSpecs }],
+  });
+  const server = createPredictServer({
+    model,
+    webModel: { modelJson, weightsBin: Buffer.from(artifacts.weightData) },
+    assets: loadStaticAssets(),
+    preprocess: await loadPreprocess(),
+    log,
+  });
+  const host = opts.host ?? '0.0.0.0';
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port ?? 8080, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  const shownHost = host === '0.0.0.0' || host === '::' ? 'localhost' : host.includes(':') ? `[${host}]` : host;
+  const url = `http://${shownHost}:${port}/`;
+  io.stdout(`serving ${opts.checkpoint} at ${url} (draw a digit there; POST /predict for the API)\n`);
+  log.info({ url, checkpoint: opts.checkpoint }, 'serving');
+  return {
+    url,
+    port,
+    close: () => new Promise<void>((resolve, reject) => {
+      server.close((err) => {
+        model.dispose();
+        if (err) reject(err);
+        else resolve();
+      });
+      server.closeIdleConnections();
+    }),
+  };
+}
