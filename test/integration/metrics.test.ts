@@ -110,7 +110,7 @@ describe('metrics server (real HTTP)', () => {
   });
 
   for (const role of ['worker', 'coordinator'] as const) {
-    it(`${role}: exposition passes promtool and a scrape answers in < 50 ms (median of 20)`, async () => {
+    it(`${role}: serves its metrics and answers a scrape in < 50 ms (median of 20)`, async () => {
       const registry = new Registry();
       if (role === 'worker') exerciseWorker(registry);
       else exerciseCoordinator(registry);
@@ -138,11 +138,6 @@ describe('metrics server (real HTTP)', () => {
         expect(sampleValue(first.body, 'mnistddp_rejected_frames_total', { reason: 'duplicate' })).toBe(1);
       }
 
-      if (HAS_PROMTOOL) {
-        const check = await promtoolCheckMetrics(first.body);
-        expect(check.output, check.output).toBe('');
-        expect(check.code, check.output).toBe(0);
-      }
 
       const latencies: number[] = [];
       for (let i = 0; i < 20; i++) {
@@ -154,6 +149,20 @@ describe('metrics server (real HTTP)', () => {
       latencies.sort((a, b) => a - b);
       const median = ((latencies[9] ?? 0) + (latencies[10] ?? 0)) / 2;
       expect(median, `scrape latencies (ms): ${latencies.map((l) => l.toFixed(1)).join(' ')}`).toBeLessThan(50);
+    });
+  }
+
+  for (const role of ['worker', 'coordinator'] as const) {
+    it.skipIf(!HAS_PROMTOOL)(`${role}: scraped exposition passes \`promtool check metrics\` (skipped if promtool is absent)`, async () => {
+      const registry = new Registry();
+      if (role === 'worker') exerciseWorker(registry);
+      else exerciseCoordinator(registry);
+      const server = await startMetricsServer({ registry, host: '127.0.0.1', port: 0 });
+      servers.push(server);
+      const { body } = await get(server.port, '/metrics');
+      const check = await promtoolCheckMetrics(body);
+      expect(check.output, check.output).toBe('');
+      expect(check.code, check.output).toBe(0);
     });
   }
 
