@@ -58,6 +58,13 @@ function segment(from, to) {
   ctx.lineCap = 'round';
   ctx.lineJoin = 'round';
   ctx.beginPath();
+  if (from.x === to.x && from.y === to.y) {
+    // A zero-length line draws nothing in some browsers: a tap draws a dot the width of the pen.
+    ctx.fillStyle = '#fff';
+    ctx.arc(from.x, from.y, PEN_WIDTH / 2, 0, 2 * Math.PI);
+    ctx.fill();
+    return;
+  }
   ctx.moveTo(from.x, from.y);
   ctx.lineTo(to.x, to.y);
   ctx.stroke();
