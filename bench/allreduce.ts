@@ -1,0 +1,160 @@
+/**
+ * All-reduce benchmark: 2 ranks as 2 separate processes over tcp loopback.
+ *   npx tsx bench/allreduce.ts [--json] [--chunk-kib 256] [--no-gloo]
+ * Reports p50/p90 of the ring all-reduce at the cnn gradient size (34 826 floats, 133 KiB) and 8 MiB, the raw
+ * ZeroMQ bandwidth between the same two processes (8 MiB ping-pong), and PyTorch gloo at the same sizes.
+ */
+import { fork, spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import * as zmq from 'zeromq';
+import { openRingInbox, RingAllReducer } from '../src/worker/ring-allreduce.js';
+
+const SIZES = [
+  { name: '133 KiB', floats: 34_826, warmup: 50, iterations: 400 },
+  { name: '8 MiB', floats: (8 * 1024 * 1024) / 4, warmup: 10, iterations: 60 },
+] as const;
+const RAW_BYTES = 8 * 1024 * 1024;
+const RAW_ROUND_TRIPS = 30;
+
+type ParentToChild = { kind: 'peers'; peers: string[]; rawPeers: string[] };
+type ChildToParent =
+  | { kind: 'endpoints'; rank: number; ring: string; raw: string }
+  | { kind: 'result'; rank: number; timings: Record<string, number[]>; rawRoundTripMs: number[] };
+
+function percentile(sorted: readonly number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] ?? NaN;
+}
+
+function summarize(samples: readonly number[]): { p50: number; p90: number } {
+  const sorted = [...samples].sort((a, b) => a - b);
+  return { p50: percentile(sorted, 0.5), p90: percentile(sorted, 0.9) };
+}
+
+async function child(rank: number, chunkBytes: number | undefined): Promise<void> {
+  const send = (m: ChildToParent): void => void process.send?.(m);
+  const inbox = await openRingInbox('tcp://127.0.0.1:*');
+  const rawPull = new zmq.Pull({ linger: 0 });
+  await rawPull.bind('tcp://127.0.0.1:*');
+  const peersMessage = new Promise<ParentToChild>((resolve) => process.once('message', (m) => resolve(m as ParentToChild)));
+  send({ kind: 'endpoints', rank, ring: inbox.endpoint, raw: rawPull.lastEndpoint ?? '' });
+  const { peers, rawPeers } = await peersMessage;
+
+  const ring = await RingAllReducer.connect(
+    { rank, worldSize: 2, generation: 1, peers, timeoutMs: 30_000, ...(chunkBytes !== undefined && { chunkBytes }) },
+    { inbox },
+  );
+  const timings: Record<string, number[]> = {};
+  let step = 0;
+  for (const size of SIZES) {
+    const buf = new Float32Array(size.floats).fill(rank + 1);
+    const samples: number[] = [];
+    for (let i = 0; i < size.warmup + size.iterations; i++) {
+      const t0 = performance.now();
+      await ring.allReduce(buf, ++step);
+      if (i >= size.warmup) samples.push(performance.now() - t0);
+    }
+    if (buf[0] !== 3 && size.warmup + size.iterations === 1) throw new Error('wrong sum');
+    timings[size.name] = samples;
+  }
+
+  // Raw ZeroMQ: one 8 MiB message each way between the same two processes, fresh buffers (no forwarding).
+  // Linger so the last reply is not dropped when this side closes right after sending it.
+  const rawPush = new zmq.Push({ linger: 2000 });
+  rawPush.connect(rawPeers[1 - rank] ?? '');
+  const payload = Buffer.alloc(RAW_BYTES, rank);
+  const rawRoundTripMs: number[] = [];
+  for (let i = 0; i < RAW_ROUND_TRIPS + 3; i++) {
+    if (rank === 0) {
+      const t0 = performance.now();
+      await rawPush.send(payload);
+      await rawPull.receive();
+      if (i >= 3) rawRoundTripMs.push(performance.now() - t0);
+    } else {
+      await rawPull.receive();
+      await rawPush.send(payload);
+    }
+  }
+  send({ kind: 'result', rank, timings, rawRoundTripMs });
+  await ring.close();
+  rawPush.close();
+  rawPull.close();
+}
+
+function runGloo(): Record<string, number> | undefined {
+  const script = fileURLToPath(new URL('./gloo_allreduce.py', import.meta.url));
+  const args = [script, ...SIZES.map((s) => `${s.name}=${s.floats}`)];
+  const result = spawnSync('/usr/bin/python3', args, { encoding: 'utf8', timeout: 300_000 });
+  if (result.status !== 0) {
+    process.stderr.write(`gloo benchmark failed (status ${result.status}):\n${result.stderr}\n`);
+    return undefined;
+  }
+  const lastLine = result.stdout.trim().split('\n').at(-1) ?? '{}';
+  return JSON.parse(lastLine) as Record<string, number>;
+}
+
+async function parent(): Promise<void> {
+  const json = process.argv.includes('--json');
+  const chunkArg = process.argv.indexOf('--chunk-kib');
+  const chunkKib = chunkArg > 0 ? Number(process.argv[chunkArg + 1]) : undefined;
+  const self = fileURLToPath(import.meta.url);
+  const children = [0, 1].map((rank) =>
+    fork(self, ['--child', String(rank), ...(chunkKib !== undefined ? ['--chunk-bytes', String(chunkKib * 1024)] : [])], {
+      execArgv: ['--import', 'tsx'],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    }),
+  );
+  const endpoints = await Promise.all(children.map((c) => new Promise<ChildToParent>((resolve) => c.once('message', (m) => resolve(m as ChildToParent)))));
+  const ring: string[] = [];
+  const raw: string[] = [];
+  for (const e of endpoints) if (e.kind === 'endpoints') [ring[e.rank], raw[e.rank]] = [e.ring, e.raw];
+  const results = children.map((c) => new Promise<ChildToParent>((resolve) => c.once('message', (m) => resolve(m as ChildToParent))));
+  for (const c of children) c.send({ kind: 'peers', peers: ring, rawPeers: raw } satisfies ParentToChild);
+  const [r0, r1] = await Promise.all(results);
+  await Promise.all(children.map((c) => new Promise((resolve) => c.once('exit', resolve))));
+  if (r0?.kind !== 'result' || r1?.kind !== 'result') throw new Error('children did not report results');
+
+  const raw8 = summarize(r0.rawRoundTripMs);
+  const rawBandwidth = (2 * RAW_BYTES) / (raw8.p50 / 1000); // bytes/s moved by one ping-pong
+  const gloo = process.argv.includes('--no-gloo') ? undefined : runGloo();
+  const rows = SIZES.map((size) => {
+    // A step ends when the slower rank ends: take the per-iteration maximum over both ranks.
+    const a = r0.timings[size.name] ?? [];
+    const b = r1.timings[size.name] ?? [];
+    const stats = summarize(a.map((t, i) => Math.max(t, b[i] ?? t)));
+    const bytes = size.floats * 4;
+    const algBandwidth = bytes / (stats.p50 / 1000);
+    const glooP50 = gloo?.[size.name];
+    return {
+      size: size.name,
+      floats: size.floats,
+      p50Ms: stats.p50,
+      p90Ms: stats.p90,
+      algBandwidthGBs: algBandwidth / 1e9,
+      // A 2-rank ring moves the whole buffer once each way per rank, like one raw ping-pong of the same size.
+      fractionOfRawZmq: algBandwidth / rawBandwidth,
+      glooP50Ms: glooP50,
+      ringOverGloo: glooP50 !== undefined ? stats.p50 / glooP50 : undefined,
+    };
+  });
+  const report = { chunkKib: chunkKib ?? 256, rawZmq8MiB: { roundTripP50Ms: raw8.p50, roundTripP90Ms: raw8.p90, bandwidthGBs: rawBandwidth / 1e9 }, allReduce: rows };
+  if (json) {
+    process.stdout.write(`${JSON.stringify(report)}\n`);
+    return;
+  }
+  const f = (x: number | undefined, d = 2): string => (x === undefined ? '-' : x.toFixed(d));
+  process.stdout.write(`raw ZeroMQ tcp loopback, 8 MiB ping-pong: p50 ${f(raw8.p50)} ms, p90 ${f(raw8.p90)} ms → ${f(rawBandwidth / 1e9)} GB/s\n`);
+  process.stdout.write('size      ring p50  ring p90  algbw GB/s  of raw  gloo p50  ring/gloo\n');
+  for (const r of rows) {
+    process.stdout.write(
+      `${r.size.padEnd(9)} ${f(r.p50Ms).padStart(8)}  ${f(r.p90Ms).padStart(8)}  ${f(r.algBandwidthGBs).padStart(10)}  ${f(r.fractionOfRawZmq).padStart(6)}  ${f(r.glooP50Ms).padStart(8)}  ${f(r.ringOverGloo).padStart(9)}\n`,
+    );
+  }
+}
+
+const childFlag = process.argv.indexOf('--child');
+if (childFlag > 0) {
+  const chunkFlag = process.argv.indexOf('--chunk-bytes');
+  await child(Number(process.argv[childFlag + 1]), chunkFlag > 0 ? Number(process.argv[chunkFlag + 1]) : undefined);
+} else {
+  await parent();
+}

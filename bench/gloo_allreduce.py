@@ -1,0 +1,64 @@
+"""PyTorch gloo all_reduce baseline: 2 processes x 1 thread, rendezvous over tcp://127.0.0.1.
+
+    /usr/bin/python3 bench/gloo_allreduce.py "133 KiB=34826" "8 MiB=2097152"
+
+Prints one JSON line on stdout: {name: p50 milliseconds}.
+"""
+import json
+import os
+import socket
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def worker(rank: int, port: int, sizes: list, queue) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    result = {}
+    for name, floats in sizes:
+        t = torch.full((floats,), float(rank + 1), dtype=torch.float32)
+        warmup, iterations = (10, 60) if floats * 4 > (1 << 20) else (50, 400)
+        samples = []
+        for i in range(warmup + iterations):
+            dist.barrier()
+            t0 = time.perf_counter()
+            dist.all_reduce(t)
+            if i >= warmup:
+                samples.append((time.perf_counter() - t0) * 1000)
+        samples.sort()
+        result[name] = samples[len(samples) // 2]
+    if rank == 0:
+        queue.put(result)
+    dist.destroy_process_group()
+
+
+def main() -> None:
+    sizes = []
+    for arg in sys.argv[1:] or ["133 KiB=34826", "8 MiB=2097152"]:
+        name, floats = arg.rsplit("=", 1)
+        sizes.append((name, int(floats)))
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = free_port()
+    procs = [ctx.Process(target=worker, args=(rank, port, sizes, queue)) for rank in range(2)]
+    for p in procs:
+        p.start()
+    result = queue.get(timeout=600)
+    for p in procs:
+        p.join()
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

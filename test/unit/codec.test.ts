@@ -1,0 +1,87 @@
+import { describe, expect, it } from 'vitest';
+import { decode, encode } from '../../src/shared/codec.js';
+import { isMnistDdpError } from '../../src/shared/errors.js';
+
+function bits(a: Float32Array): Uint32Array {
+  return new Uint32Array(a.buffer, a.byteOffset, a.length);
+}
+
+/** Copies `bytes` to `offset` bytes into a fresh ArrayBuffer, so the frame starts at a chosen alignment. */
+function at(bytes: Uint8Array, offset: number): Uint8Array {
+  const out = new Uint8Array(bytes.length + offset);
+  out.set(bytes, offset);
+  return out.subarray(offset);
+}
+
+function floatsFromBits(...words: number[]): Float32Array {
+  return new Float32Array(new Uint32Array(words).buffer);
+}
+
+describe('codec', () => {
+  it('round-trips plain values', () => {
+    const value = { type: 'x', n: 3, f: -1.5, s: 'héllo', list: [1, 'a', null, true], nested: { a: { b: 2 ** 40 } } };
+    expect(decode(encode(value))).toEqual(value);
+  });
+
+  it.each([0, 1, 2, 3, 5, 1000, 65_537])('round-trips a Float32Array of %i floats bit for bit at every alignment', (length) => {
+    const data = new Float32Array(length).map((_, i) => Math.fround(Math.sin(i) * 1e3));
+    const encoded = encode({ data });
+    for (const offset of [0, 1, 2, 3, 4, 8]) {
+      const decoded = decode(at(encoded, offset));
+      expect(decoded).toMatchObject({ data: expect.any(Float32Array) });
+      const got = (decoded as { data: Float32Array }).data;
+      expect(got.length).toBe(length);
+      expect(Buffer.compare(Buffer.from(got.buffer, got.byteOffset, got.byteLength), Buffer.from(data.buffer))).toBe(0);
+    }
+  });
+
+  it('preserves NaN payloads, signed zeros, infinities and subnormals', () => {
+    const special = floatsFromBits(0x7fc00000, 0x7fc00001, 0xffc00000, 0x7f800001, 0x80000000, 0x00000000, 0x7f800000, 0xff800000, 0x00000001, 0x807fffff);
+    const got = (decode(encode({ special })) as { special: Float32Array }).special;
+    expect(Array.from(bits(got))).toEqual(Array.from(bits(special)));
+  });
+
+  it('views the floats in place when the frame is 4-byte aligned and copies when it is not', () => {
+    const data = new Float32Array([1, 2, 3, 4]);
+    const aligned = at(encode({ data }), 0);
+    const view = (decode(aligned) as { data: Float32Array }).data;
+    expect(view.buffer).toBe(aligned.buffer);
+
+    const unaligned = at(encode({ data }), 1);
+    const copy = (decode(unaligned) as { data: Float32Array }).data;
+    expect(copy.buffer).not.toBe(unaligned.buffer);
+    expect(copy.byteOffset % 4).toBe(0);
+    expect(Array.from(copy)).toEqual([1, 2, 3, 4]);
+  });
+
+  it('aligns every tensor of a message with several', () => {
+    const value = { a: new Float32Array([1]), s: 'xyz', b: new Float32Array([2, 3]), list: [new Float32Array(7).fill(4)] };
+    const encoded = at(encode(value), 0);
+    const got = decode(encoded) as typeof value;
+    expect(got).toEqual(value);
+    for (const f of [got.a, got.b, got.list[0]]) expect(f?.buffer).toBe(encoded.buffer);
+  });
+
+  it('keeps earlier encoded frames intact after later encodes (they may still be queued for sending)', () => {
+    const first = encode({ data: new Float32Array(100_000).fill(1) });
+    const snapshot = Buffer.from(first);
+    for (let i = 0; i < 50; i++) encode({ data: new Float32Array(100_000).fill(i) });
+    expect(Buffer.compare(first, snapshot)).toBe(0);
+  });
+
+  it.each([
+    ['garbage', Buffer.from([0xc1, 0xff, 0x00])],
+    ['truncated', encode({ data: new Float32Array(10) }).subarray(0, 20)],
+    ['bad pad byte', Buffer.from([0xc9, 0, 0, 0, 8, 0x46, 9, 0, 0, 0, 1, 2, 3, 4])],
+    ['length not a multiple of 4', Buffer.from([0xc9, 0, 0, 0, 6, 0x46, 0, 0, 0, 0, 1, 2])],
+    ['empty', Buffer.alloc(0)],
+  ])('rejects %s input with FRAME_MALFORMED', (_name, bytes) => {
+    let caught: unknown;
+    try {
+      decode(bytes);
+    } catch (err) {
+      caught = err;
+    }
+    expect(isMnistDdpError(caught, 'FRAME_MALFORMED')).toBe(true);
+  });
+});

@@ -1,0 +1,85 @@
+import { describe, expect, expectTypeOf, it } from 'vitest';
+import { decode, encode } from '../../src/shared/codec.js';
+import {
+  isMessage,
+  isMessageOf,
+  isRingChunk,
+  isRingHello,
+  messageProblem,
+  PROTOCOL_VERSION,
+  type NarrowMessage,
+  type RingChunk,
+  type RingHello,
+} from '../../src/shared/protocol.js';
+
+const chunk: RingChunk = {
+  type: 'ring-chunk',
+  generation: 2,
+  step: 7,
+  rank: 1,
+  phase: 'reduce-scatter',
+  segment: 0,
+  chunk: 3,
+  data: new Float32Array([1, 2]),
+};
+const hello: RingHello = { type: 'ring-hello', protocolVersion: PROTOCOL_VERSION, generation: 2, worldSize: 3, rank: 1, origin: 0 };
+
+describe('protocol guards', () => {
+  it('accept valid messages, also after a trip through the codec', () => {
+    expect(isRingChunk(chunk)).toBe(true);
+    expect(isRingHello(hello)).toBe(true);
+    expect(isMessage(decode(encode(chunk)))).toBe(true);
+    expect(isRingChunk(decode(encode(chunk)))).toBe(true);
+    expect(isRingHello(decode(encode(hello)))).toBe(true);
+    expect(messageProblem(chunk)).toBeUndefined();
+  });
+
+  it('do not confuse message types', () => {
+    expect(isRingHello(chunk)).toBe(false);
+    expect(isRingChunk(hello)).toBe(false);
+    expect(isMessageOf('ring-hello', hello)).toBe(true);
+  });
+
+  it.each([
+    ['generation', -1],
+    ['generation', 1.5],
+    ['step', '7'],
+    ['step', Number.NaN],
+    ['rank', 70_000],
+    ['segment', -3],
+    ['chunk', null],
+    ['chunk', 2 ** 60],
+    ['phase', 'scatter'],
+    ['phase', 1],
+    ['data', [1, 2]],
+    ['data', new Float64Array(2)],
+    ['data', undefined],
+  ])('reject ring-chunk with %s = %s and name the field', (field, value) => {
+    const bad = { ...chunk, [field]: value };
+    expect(isRingChunk(bad)).toBe(false);
+    expect(isMessage(bad)).toBe(false);
+    expect(messageProblem(bad)).toContain(`'${field}'`);
+  });
+
+  it.each([['protocolVersion', 'one'], ['worldSize', 0.5], ['origin', -1], ['rank', undefined]])('reject ring-hello with %s = %s', (field, value) => {
+    const bad = { ...hello, [field]: value };
+    expect(isRingHello(bad)).toBe(false);
+    expect(messageProblem(bad)).toContain(`'${field}'`);
+  });
+
+  it.each([null, undefined, 3, 'ring-chunk', [chunk], new Float32Array(3), {}, { type: 'nope' }, { type: '__proto__' }, { type: 'toString' }])(
+    'reject non-messages (%s)',
+    (x) => {
+      expect(isMessage(x)).toBe(false);
+      expect(isRingChunk(x)).toBe(false);
+      expect(typeof messageProblem(x)).toBe('string');
+    },
+  );
+
+  it('narrow by type', () => {
+    expectTypeOf<NarrowMessage<'ring-chunk'>>().toEqualTypeOf<RingChunk>();
+    expectTypeOf<NarrowMessage<'ring-hello'>>().toEqualTypeOf<RingHello>();
+    const x: unknown = decode(encode(chunk));
+    if (isRingChunk(x)) expectTypeOf(x.data).toEqualTypeOf<Float32Array>();
+  });
+});
