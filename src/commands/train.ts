@@ -1,0 +1,121 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { readCheckpoint, writeCheckpoint, type TrainingPosition } from '../coordinator/checkpoints.js';
+import { runTraining, type WorkerGroup } from '../coordinator/driver.js';
+import { HistoryWriter } from '../coordinator/history.js';
+import { LocalWorkerGroup } from '../coordinator/local-group.js';
+import { createProgress } from '../coordinator/progress.js';
+import { initBackend } from '../shared/backend.js';
+import { trainConfigSchema, type TrainConfig } from '../shared/config.js';
+import { planDataset, type DatasetPlan } from '../shared/dataset-plan.js';
+import { evaluationReport, formatEvaluation } from '../shared/evaluation.js';
+import { componentLogger } from '../shared/log.js';
+import { LocalReducer } from '../worker/allreduce.js';
+import { Replica } from '../worker/replica.js';
+import { WorkerCore } from '../worker/worker-core.js';
+
+export interface TrainSummary {
+  testAccuracy: number;
+  macroF1: number;
+  epochs: number;
+  samplesPerSec: number;
+  wallSeconds: number;
+  checkpoint: string;
+  runDir: string;
+  stoppedEarly: boolean;
+}
+
+export interface Io {
+  stdout(s: string): void;
+}
+
+/** Keys a resumed run takes from the new invocation; everything else (what defines the run) comes from the checkpoint. */
+const OPERATIONAL_KEYS = ['epochs', 'maxSteps', 'backend', 'workers', 'debug', 'json', 'report', 'runDir', 'resume'] as const;
+
+export function defaultRunDir(model: string): string {
+  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
+  return join('runs', `${stamp}-${model}`);
+}
+
+export interface PreparedRun {
+  config: TrainConfig;
+  replica: Replica;
+  start: TrainingPosition;
+  runDir: string;
+}
+
+/** Builds the replica and start position: fresh, or restored exactly from --resume. */
+export async function prepareRun(config: TrainConfig): Promise<PreparedRun> {
+  if (!config.resume) {
+    const replica = new Replica({ model: config.model, seed: config.seed, optimizer: { name: config.optimizer, momentum: config.momentum, weightDecay: config.weightDecay } });
+    return { config, replica, start: { epoch: 0, cursor: 0, globalStep: 0 }, runDir: config.runDir ?? defaultRunDir(config.model) };
+  }
+  const loaded = await readCheckpoint(config.resume);
+  const operational = Object.fromEntries(OPERATIONAL_KEYS.map((k) => [k, config[k]]).filter(([, v]) => v !== undefined));
+  const merged = Object.freeze(trainConfigSchema.parse({ ...loaded.state.config, ...operational }));
+  const replica = new Replica({ model: loaded.model, seed: merged.seed, optimizer: { name: merged.optimizer, momentum: merged.momentum, weightDecay: merged.weightDecay } });
+  replica.optimizer.load(loaded.optimizer);
+  const { epoch, cursor, globalStep } = loaded.state;
+  return { config: merged, replica, start: { epoch, cursor, globalStep }, runDir: config.runDir ?? dirname(resolve(config.resume)) };
+}
+
+/**
+ * `mnist-ddp train`: data → model → training → evaluation → checkpoint, with the coordinator's loop driving a
+ * worker group (one in-process worker here; worker processes with --workers N, see commands/train-distributed.ts).
+ */
+export async function runTrain(input: TrainConfig, io: Io, makeGroup?: (run: PreparedRun, plan: DatasetPlan) => Promise<WorkerGroup>): Promise<TrainSummary> {
+  const log = componentLogger('train');
+  const t0 = performance.now();
+  await initBackend(input.backend, log);
+  const run = await prepareRun(input);
+  const { config, replica, start, runDir } = run;
+  mkdirSync(runDir, { recursive: true });
+  const plan = planDataset(config);
+  writeFileSync(join(runDir, 'config.json'), JSON.stringify({ ...config, dataDir: plan.data.dataDir }, null, 2));
+  log.info({ runDir, model: config.model, train: plan.train.length, validation: plan.validation.length, test: plan.test.length, start }, 'run prepared');
+
+  const group = makeGroup
+    ? await makeGroup(run, plan)
+    : new LocalWorkerGroup(new WorkerCore(replica, plan, { seed: config.seed, batchSize: config.batchSize, augment: config.augment }, new LocalReducer()));
+  const checkpointDir = join(runDir, 'checkpoint');
+  const history = new HistoryWriter(join(runDir, 'history.jsonl'));
+  const progress = createProgress({ tty: Boolean(process.stderr.isTTY) && !config.json, totalSamples: config.epochs * plan.train.length, log });
+  let outcome;
+  try {
+    outcome = await runTraining(config, group, plan, start, {
+      onStep: (e) => { history.step(e); progress.step(e); },
+      onEpoch: (e) => { history.epoch(e); progress.epoch(e); },
+      checkpoint: async (position) => {
+        const snapshot = await group.snapshot();
+        replica.setParams(snapshot.params, snapshot.synced.length > 0 ? snapshot.synced : undefined);
+        await writeCheckpoint(checkpointDir, replica.model, snapshot.optimizer, {
+          model: config.model, ...position, config: { ...config }, rng: { seed: config.seed, scheme: 'stateless: deriveSeed(seed, epoch, step, rank) per step' },
+          layoutChecksum: replica.layout.checksum, weightsDigest: replica.digest(),
+        });
+      },
+    });
+  } finally {
+    progress.stop();
+  }
+
+  const counts = await group.evaluate('test', 36);
+  await group.close();
+  const report = evaluationReport(counts.confusion, counts.lossSum);
+  writeFileSync(join(runDir, 'eval.json'), JSON.stringify({ ...report, misclassified: counts.mistakes }, null, 2));
+  if (!config.json) io.stdout(formatEvaluation(report, 'test'));
+  const summary: TrainSummary = {
+    testAccuracy: report.accuracy, macroF1: report.macroF1, epochs: outcome.position.epoch,
+    samplesPerSec: Math.round(outcome.samplesPerSec * 10) / 10, wallSeconds: Math.round((performance.now() - t0) / 100) / 10,
+    checkpoint: checkpointDir, runDir, stoppedEarly: outcome.stoppedEarly,
+  };
+  if (config.report) {
+    try {
+      const { runReport } = await import('./report.js');
+      await runReport({ run: runDir }, { stdout: () => {} });
+    } catch (err) {
+      log.warn({ err: (err as Error).message }, 'could not write report.html');
+    }
+  }
+  io.stdout(config.json ? JSON.stringify(summary) : `\ntrained ${config.model} for ${summary.epochs} epoch(s) in ${summary.wallSeconds} s at ${summary.samplesPerSec} samples/s; checkpoint: ${checkpointDir}`);
+  return summary;
+}
