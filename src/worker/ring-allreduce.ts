@@ -100,6 +100,8 @@ export class RingAllReducer implements AllReducer {
   readonly rank: number;
   readonly worldSize: number;
   readonly generation: number;
+  /** Where this rank's inbox is bound (the address the left neighbour pushes to). */
+  readonly endpoint: string;
   /** Frames refused so far, by reason. Rejected frames never touch a reduction. */
   readonly rejectedFrames: Record<RejectReason, number> = { malformed: 0, stale: 0, duplicate: 0, unexpected: 0 };
 
@@ -155,6 +157,7 @@ export class RingAllReducer implements AllReducer {
     this.log = options.logger ?? componentLogger('ring', { rank: config.rank, generation: config.generation });
     this.onRejectedFrame = options.onRejectedFrame;
     this.pull = inbox.socket;
+    this.endpoint = inbox.endpoint;
     this.push = new zmq.Push({ sendHighWaterMark: HIGH_WATER_MARK, linger: 0 });
     if (config.worldSize > 1) this.push.connect(config.peers[this.right] ?? '');
     void this.receiveLoop();

@@ -1,0 +1,195 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import * as zmq from 'zeromq';
+import { encode } from '../../src/shared/codec.js';
+import { isMnistDdpError, type MnistDdpError } from '../../src/shared/errors.js';
+import { PROTOCOL_VERSION, type RingChunk } from '../../src/shared/protocol.js';
+import { LocalReducer } from '../../src/worker/allreduce.js';
+import { RingAllReducer, openRingInbox, type RingInbox } from '../../src/worker/ring-allreduce.js';
+import { chunkBounds, ringLayout } from '../../src/worker/ring-topology.js';
+import { connectRing, openInboxes, randomFloats, type Transport } from '../helpers/ring.js';
+
+const reducers: RingAllReducer[] = [];
+const sockets: zmq.Socket[] = [];
+const inboxes: RingInbox[] = [];
+const children: ChildProcess[] = [];
+
+afterEach(async () => {
+  await Promise.all(reducers.splice(0).map((r) => r.close()));
+  for (const s of sockets.splice(0)) s.close();
+  for (const i of inboxes.splice(0)) if (!i.socket.closed) i.socket.close();
+  for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL');
+});
+
+/**
+ * Checks every rank's result against the float64 sum. Float32 summation of N terms in any order is off by at most
+ * (N - 1) roundings of partial sums bounded by sum|x|, plus the rounding of the result: N * 2^-24 * sum|x|.
+ */
+function expectExactSum(inputs: readonly Float32Array[], results: readonly Float32Array[]): void {
+  const n = inputs.length;
+  const length = inputs[0]?.length ?? 0;
+  let worst = 0;
+  for (let i = 0; i < length; i++) {
+    let sum = 0;
+    let magnitude = 0;
+    for (const input of inputs) {
+      sum += input[i] ?? 0;
+      magnitude += Math.abs(input[i] ?? 0);
+    }
+    const tolerance = n * 2 ** -24 * magnitude;
+    const error = Math.abs((results[0]?.[i] ?? Number.NaN) - sum) - tolerance;
+    if (!(error <= 0)) worst = Math.max(worst, Number.isNaN(error) ? Infinity : error);
+  }
+  expect(worst).toBe(0);
+  const reference = results[0];
+  // Every rank must hold bit-identical sums, or the replicas drift apart.
+  for (const r of results) expect(Buffer.compare(Buffer.from(r.buffer, r.byteOffset, r.byteLength), Buffer.from(reference!.buffer, reference!.byteOffset, reference!.byteLength))).toBe(0);
+}
+
+async function allReduceRing(ring: RingAllReducer[], length: number, step: number, seed: number): Promise<void> {
+  const inputs = ring.map((_, rank) => randomFloats(length, seed + rank));
+  const buffers = inputs.map((x) => x.slice());
+  const results = await Promise.all(ring.map((r, rank) => r.allReduce(buffers[rank]!, step)));
+  results.forEach((result, rank) => expect(result).toBe(buffers[rank]));
+  expectExactSum(inputs, results);
+}
+
+describe.each<Transport>(['tcp', 'ipc'])('ring all-reduce over %s', (transport) => {
+  it.each([2, 3, 4])('sums exactly across %i ranks for awkward and large sizes', async (n) => {
+    const chunkFloats = 1024;
+    const ring = await connectRing(transport, n, reducers, { chunkBytes: chunkFloats * 4 });
+    const sizes = [1, n - 1, n + 1, 1000, n * chunkFloats - 1, n * chunkFloats * 3 + 7, 1_048_576 + 3];
+    let step = 0;
+    for (const length of sizes) await allReduceRing(ring, length, ++step, 17 * length);
+  });
+
+  it('sums a multi-MiB buffer with the default chunk size, several steps in a row', async () => {
+    const ring = await connectRing(transport, 3, reducers);
+    for (let step = 1; step <= 3; step++) await allReduceRing(ring, 1_500_007, step, step * 31);
+  });
+});
+
+describe('ring all-reduce robustness', () => {
+  const chunkOf = (length: number, segment: number, data: Float32Array, overrides: Partial<RingChunk>): RingChunk => {
+    const [start, end] = chunkBounds(ringLayout(length, 2, 1 << 16), segment, 0);
+    return { type: 'ring-chunk', generation: 1, step: 1, rank: 1, phase: 'reduce-scatter', segment, chunk: 0, data: data.slice(start, end), ...overrides };
+  };
+
+  it.each<Transport>(['tcp', 'ipc'])('counts malformed, stale, duplicate and unexpected frames over %s and still reduces correctly', async (transport) => {
+    const ring = await connectRing(transport, 2, reducers);
+    const [rank0, rank1] = ring as [RingAllReducer, RingAllReducer];
+    const intruder = new zmq.Push({ linger: 0 });
+    sockets.push(intruder);
+    intruder.connect(rank0.endpoint);
+
+    const length = 1001;
+    const input1 = randomFloats(length, 2);
+    await intruder.send(Buffer.from('definitely not msgpack'));
+    await intruder.send(encode({ type: 'ring-chunk', step: 'one' }));
+    await intruder.send(encode({ hello: 'world' }));
+    await intruder.send(encode(chunkOf(length, 1, input1, { generation: 0 })));
+    await intruder.send(encode(chunkOf(length, 1, input1, { generation: 9 })));
+    await intruder.send(encode(chunkOf(length, 1, input1, { rank: 0 })));
+    await intruder.send([Buffer.from('a'), Buffer.from('b')]);
+    await intruder.send(encode({ type: 'ring-hello', protocolVersion: PROTOCOL_VERSION, generation: 0, worldSize: 2, rank: 1, origin: 1 }));
+    await vi.waitFor(() => expect(rank0.rejectedFrames).toEqual({ malformed: 4, stale: 2, duplicate: 0, unexpected: 2 }), { timeout: 5000 });
+
+    // Step 1: rank 0 alone receives an exact copy of rank 1's first frame (so the sum stays right) and then the
+    // real one, which must be refused as a duplicate; a chunk with a wrong length and one outside the layout too.
+    const input0 = randomFloats(length, 1);
+    const buf0 = input0.slice();
+    const buf1 = input1.slice();
+    const pending0 = rank0.allReduce(buf0, 1);
+    await intruder.send(encode(chunkOf(length, 1, input1, {})));
+    await intruder.send(encode(chunkOf(length, 1, input1, { data: new Float32Array(3) })));
+    await intruder.send(encode(chunkOf(length, 1, input1, { segment: 7 })));
+    await vi.waitFor(() => expect(rank0.rejectedFrames.unexpected).toBe(4), { timeout: 5000 });
+    const [r0, r1] = await Promise.all([pending0, rank1.allReduce(buf1, 1)]);
+    expect(rank0.rejectedFrames.duplicate).toBe(1);
+    expectExactSum([input0, input1], [r0, r1]);
+
+    // A replay of a finished step is stale and does not disturb the next one.
+    await intruder.send(encode(chunkOf(length, 1, input1, {})));
+    await vi.waitFor(() => expect(rank0.rejectedFrames.stale).toBe(3), { timeout: 5000 });
+    await allReduceRing(ring, length, 2, 99);
+    expect(rank0.rejectedFrames).toEqual({ malformed: 4, stale: 3, duplicate: 1, unexpected: 4 });
+    expect(rank1.rejectedFrames).toEqual({ malformed: 0, stale: 0, duplicate: 0, unexpected: 0 });
+  });
+
+  it('reports PEER_TIMEOUT naming the dead left neighbour within the deadline', async () => {
+    const ring = await connectRing('tcp', 3, reducers);
+    await ring[0]!.close();
+    const started = performance.now();
+    const error = await ring[1]!.allReduce(new Float32Array(5000), 1, { timeoutMs: 400 }).catch((err: unknown) => err);
+    const elapsed = performance.now() - started;
+    expect(isMnistDdpError(error, 'PEER_TIMEOUT')).toBe(true);
+    expect((error as MnistDdpError).details.missingRank).toBe(0);
+    expect((error as MnistDdpError).message).toMatch(/rank 1 waited 400 ms for rank 0 \(left neighbour/);
+    expect(elapsed).toBeGreaterThanOrEqual(390);
+    expect(elapsed).toBeLessThan(2000);
+  });
+
+  it('fails the start-up barrier with PEER_TIMEOUT naming a rank that never starts', async () => {
+    const [inbox0, inbox1] = (await openInboxes('tcp', 2)) as [RingInbox, RingInbox];
+    inboxes.push(inbox1);
+    const error = await RingAllReducer.connect(
+      { rank: 0, worldSize: 2, generation: 1, peers: [inbox0.endpoint, inbox1.endpoint], timeoutMs: 300 },
+      { inbox: inbox0 },
+    ).catch((err: unknown) => err);
+    expect(isMnistDdpError(error, 'PEER_TIMEOUT')).toBe(true);
+    expect((error as MnistDdpError).details.missingRank).toBe(1);
+  });
+
+  it('rejects an invalid configuration naming the key', async () => {
+    const error = await RingAllReducer.connect({ rank: 2, worldSize: 2, generation: 0, peers: ['tcp://127.0.0.1:1', 'tcp://127.0.0.1:2'], timeoutMs: 100 }).catch(
+      (err: unknown) => err,
+    );
+    expect(isMnistDdpError(error, 'CONFIG_INVALID')).toBe(true);
+    expect((error as Error).message).toContain("'rank'");
+  });
+
+  it('LocalReducer returns the buffer unchanged', async () => {
+    const reducer = new LocalReducer();
+    const buf = new Float32Array([1, 2, 3]);
+    expect(await reducer.allReduce(buf)).toBe(buf);
+    expect(Array.from(buf)).toEqual([1, 2, 3]);
+    await reducer.close();
+  });
+});
+
+describe('ring all-reduce across processes', () => {
+  it('3 ranks as child processes agree on the exact sum', async () => {
+    const fixture = fileURLToPath(new URL('../helpers/ring-rank.ts', import.meta.url));
+    const worldSize = 3;
+    const length = 300_001;
+    const steps = 2;
+    const procs = [0, 1, 2].map((rank) => {
+      const child = spawn(process.execPath, ['--import', 'tsx', fixture, String(rank), String(worldSize), String(length), String(steps)], {
+        stdio: ['pipe', 'pipe', 'inherit'],
+      });
+      children.push(child);
+      return { child, lines: createInterface({ input: child.stdout! })[Symbol.asyncIterator]() };
+    });
+    const withDeadline = <T>(p: Promise<T>, what: string): Promise<T> =>
+      Promise.race([p, new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), 60_000).unref())]);
+    const endpoints = await withDeadline(
+      Promise.all(procs.map(async (p) => (JSON.parse((await p.lines.next()).value as string) as { endpoint: string }).endpoint)),
+      'child endpoints',
+    );
+    for (const p of procs) p.child.stdin!.write(`${JSON.stringify(endpoints)}\n`);
+    const outputs = await withDeadline(
+      Promise.all(procs.map(async (p) => (JSON.parse((await p.lines.next()).value as string) as { results: string[] }).results)),
+      'child results',
+    );
+    for (let step = 1; step <= steps; step++) {
+      const inputs = [0, 1, 2].map((rank) => randomFloats(length, rank + 1 + 100 * step));
+      const results = outputs.map((o) => {
+        const bytes = Buffer.from(o[step - 1] ?? '', 'base64');
+        return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+      });
+      expectExactSum(inputs, results);
+    }
+  });
+});
