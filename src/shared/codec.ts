@@ -54,19 +54,24 @@ const float32Extension: InPlaceExtension = {
     if (pad === undefined || pad > 3 || payload.length < PAD_SLOT_BYTES || (payload.length - PAD_SLOT_BYTES) % 4 !== 0) {
       throw new Error(`malformed Float32Array extension (pad ${String(pad)}, ${payload.length} bytes)`);
     }
-    const length = (payload.length - PAD_SLOT_BYTES) / 4;
-    const dataAt = payload.byteOffset + 1 + pad;
-    // A Float32Array view must start at a multiple of 4 bytes in its ArrayBuffer (the constructor throws otherwise),
-    // so when the receiver's buffer puts the floats at an unaligned address (ZeroMQ hands out message memory at any
-    // offset) the bytes have to be copied into fresh, aligned memory. Aligned: view in place, zero copy — the
-    // result then aliases the input buffer, which the caller must keep unchanged while it uses the floats.
-    if (dataAt % 4 === 0) return new Float32Array(payload.buffer, dataAt, length);
-    const copy = new Float32Array(length);
-    new Uint8Array(copy.buffer).set(payload.subarray(1 + pad, 1 + pad + length * 4));
-    return copy;
+    return float32View(payload.subarray(1 + pad, payload.length - (3 - pad)));
   },
 };
 addExtension(float32Extension as unknown as Parameters<typeof addExtension>[0]);
+
+/**
+ * The floats in `bytes` (length a multiple of 4, little-endian). A Float32Array view must start at a multiple of 4
+ * bytes in its ArrayBuffer (the constructor throws otherwise), so when the bytes sit at an unaligned address
+ * (ZeroMQ hands out message memory at any offset) they have to be copied into fresh, aligned memory. Aligned: a
+ * view in place, zero copy — it aliases `bytes`, which must stay unchanged while the floats are in use.
+ */
+export function float32View(bytes: Uint8Array): Float32Array {
+  const length = bytes.length >> 2;
+  if (bytes.byteOffset % 4 === 0) return new Float32Array(bytes.buffer, bytes.byteOffset, length);
+  const copy = new Float32Array(length);
+  new Uint8Array(copy.buffer).set(bytes.subarray(0, length * 4));
+  return copy;
+}
 
 const packr = new Packr({ useRecords: false });
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
@@ -91,4 +96,29 @@ export function decode(bytes: Uint8Array): unknown {
       byteLength: bytes.length,
     }, { cause: err });
   }
+}
+
+/**
+ * Two-part frame for bulk tensors: part 0 is the message without `data` (MessagePack), part 1 is `data`'s raw bytes
+ * as a view, not a copy — ZeroMQ then sends them without any copy, so the sender must leave that memory unchanged
+ * until ZeroMQ is done with it (see ring-allreduce.ts for how the ring guarantees that).
+ */
+export function encodeWithPayload<M extends { data: Float32Array }>(message: M): [Buffer, Buffer] {
+  const { data, ...header } = message;
+  return [packr.pack(header), Buffer.from(data.buffer, data.byteOffset, data.byteLength)];
+}
+
+/**
+ * Decodes a one-part frame (`encode`) or a two-part frame (`encodeWithPayload`) to `unknown`, for a type guard.
+ * Throws FRAME_MALFORMED.
+ */
+export function decodeParts(parts: readonly Uint8Array[]): unknown {
+  const [first, second] = parts;
+  if (first === undefined || parts.length > 2) throw new MnistDdpError('FRAME_MALFORMED', `frame has ${parts.length} parts, expected 1 or 2`, { parts: parts.length });
+  const header = decode(first);
+  if (second === undefined) return header;
+  if (typeof header !== 'object' || header === null || Array.isArray(header) || second.length % 4 !== 0) {
+    throw new MnistDdpError('FRAME_MALFORMED', `two-part frame needs a map header and a payload of whole floats (got ${second.length} bytes)`, {});
+  }
+  return { ...header, data: float32View(second) };
 }

@@ -1,6 +1,6 @@
 import * as zmq from 'zeromq';
 import { z } from 'zod';
-import { decode, encode } from '../shared/codec.js';
+import { decodeParts, encode, encodeWithPayload } from '../shared/codec.js';
 import { MnistDdpError, type ErrorCode } from '../shared/errors.js';
 import { componentLogger, type Logger } from '../shared/log.js';
 import { PROTOCOL_VERSION, isRingChunk, isRingHello, messageProblem, type RingChunk, type RingHello, type RingPhase } from '../shared/protocol.js';
@@ -85,6 +85,7 @@ interface Operation {
   /** One flag per (phase, chunk): reduce-scatter chunks first, then all-gather. */
   readonly received: Uint8Array;
   remaining: number;
+  readonly staging: Float32Array;
   readonly timeoutMs: number;
   readonly timer: NodeJS.Timeout;
   readonly resolve: (buf: Float32Array) => void;
@@ -113,7 +114,10 @@ export class RingAllReducer implements AllReducer {
   private readonly push: zmq.Push;
   private readonly log: Logger;
   private readonly onRejectedFrame: ((err: MnistDdpError) => void) | undefined;
-  private readonly sendQueue: Buffer[] = [];
+  private readonly sendQueue: (Buffer | Buffer[])[] = [];
+  /** All-gather frames are sent from these, alternating by step; see sendChunk. */
+  private staging: [Float32Array, Float32Array] = [new Float32Array(0), new Float32Array(0)];
+  private stagingTurn = 0;
   private pumping = false;
   private onDrained: (() => void) | undefined;
   private readonly heardFrom = new Set<number>();
@@ -219,6 +223,7 @@ export class RingAllReducer implements AllReducer {
         layout,
         received: new Uint8Array(2 * layout.totalChunks),
         remaining: framesPerAllReduce(layout, this.rank),
+        staging: this.stagingFor(buf.length),
         timeoutMs,
         timer: setTimeout(() => this.onTimeout(op), timeoutMs),
         resolve,
@@ -261,13 +266,26 @@ export class RingAllReducer implements AllReducer {
     this.pull.close();
   }
 
+  private stagingFor(length: number): Float32Array {
+    this.stagingTurn ^= 1;
+    const current = this.staging[this.stagingTurn];
+    if (current !== undefined && current.length === length) return current;
+    const fresh = new Float32Array(length);
+    this.staging[this.stagingTurn] = fresh;
+    return fresh;
+  }
+
   private layoutFor(length: number): RingLayout {
     if (this.layoutCache?.length !== length) this.layoutCache = ringLayout(length, this.worldSize, this.chunkFloats);
     return this.layoutCache;
   }
 
-  private send(message: RingHello | RingChunk): void {
-    this.sendQueue.push(encode(message));
+  private send(message: RingHello): void {
+    this.enqueue(encode(message));
+  }
+
+  private enqueue(frame: Buffer | Buffer[]): void {
+    this.sendQueue.push(frame);
     if (!this.pumping) void this.pump();
   }
 
@@ -287,9 +305,19 @@ export class RingAllReducer implements AllReducer {
 
   private sendChunk(op: Operation, phase: RingPhase, segment: number, chunk: number): void {
     const [start, end] = chunkBounds(op.layout, segment, chunk);
-    // encode copies the floats into a fresh frame: ZeroMQ sends without copying and may still read the frame after
-    // allReduce resolved and the caller reused `buf`; it also never forwards received memory (breaks over ipc).
-    this.send({ type: 'ring-chunk', generation: this.generation, step: op.step, rank: this.rank, phase, segment, chunk, data: op.buf.subarray(start, end) });
+    // Frames go out without a copy (encodeWithPayload), so their memory must not change until ZeroMQ wrote them.
+    // Reduce-scatter frames are views of `buf`: each such segment comes back fully reduced in the all-gather, which
+    // proves the right neighbour received it before this rank overwrites it or resolves. All-gather frames are not
+    // confirmed before allReduce resolves and the caller may reuse `buf`, so they are copied to a staging buffer;
+    // it is reused two steps later, when the next step's frames (queued behind these on the same connection) have
+    // come back round the ring. Received memory is never sent on (over ipc that breaks ZeroMQ).
+    let data = op.buf.subarray(start, end);
+    if (phase === 'all-gather') {
+      const staging = op.staging;
+      staging.set(data, start);
+      data = staging.subarray(start, end);
+    }
+    this.enqueue(encodeWithPayload({ type: 'ring-chunk', generation: this.generation, step: op.step, rank: this.rank, phase, segment, chunk, data }));
   }
 
   private async receiveLoop(): Promise<void> {
@@ -309,11 +337,9 @@ export class RingAllReducer implements AllReducer {
   }
 
   private onFrame(parts: Buffer[]): void {
-    const bytes = parts[0];
-    if (parts.length !== 1 || bytes === undefined) return this.reject('malformed', `frame has ${parts.length} parts, expected 1`);
     let message: unknown;
     try {
-      message = decode(bytes);
+      message = decodeParts(parts);
     } catch (err) {
       return this.reject('malformed', (err as Error).message);
     }
@@ -384,6 +410,8 @@ export class RingAllReducer implements AllReducer {
 
   private fail(op: Operation, err: Error): void {
     clearTimeout(op.timer);
+    // Frames of a failed step may sit in ZeroMQ indefinitely: never write into their staging memory again.
+    this.staging = [new Float32Array(0), new Float32Array(0)];
     if (this.op === op) this.op = undefined;
     op.reject(err);
   }
