@@ -7,6 +7,7 @@ import { componentLogger } from '../shared/log.js';
 import { IMAGE_PIXELS, gatherBatch, loadMnist, type MnistSplit } from '../shared/mnist.js';
 import { MODEL_JSON, WEIGHTS_BIN, loadModelDir, modelArtifacts, writeModelFiles } from '../shared/model-io.js';
 import { QUANTIZE_DTYPES, quantizeWeights, type QuantizeDtype } from '../shared/quantize.js';
+import type { Io } from './train.js';
 
 export interface ExportOptions {
   /** A TF.js Layers checkpoint directory (model.json + weights.bin). */
@@ -37,10 +38,6 @@ export interface ExportResult {
   exported: ExportVariant;
   /** Test images whose predicted class differs between float32 and the export. */
   changedPredictions: number;
-}
-
-export interface CommandIo {
-  stdout: (s: string) => void;
 }
 
 const log = componentLogger('export');
@@ -76,7 +73,7 @@ function fileSize(path: string): number {
  * checkpoint, optionally with quantised weights, then evaluates the float32 checkpoint and the export as written
  * (re-read from disk through tfjs's own weight decoding) on the test split.
  */
-export async function runExport(opts: ExportOptions, io: CommandIo): Promise<ExportResult> {
+export async function runExport(opts: ExportOptions, io: Io): Promise<ExportResult> {
   if (opts.quantize !== undefined && !(QUANTIZE_DTYPES as readonly string[]).includes(opts.quantize)) {
     throw new MnistDdpError('CONFIG_INVALID', `--quantize must be one of ${QUANTIZE_DTYPES.join(', ')}, got '${String(opts.quantize)}'`, {
       key: 'quantize', value: opts.quantize,

@@ -7,6 +7,7 @@ import { componentLogger } from '../shared/log.js';
 import { IMAGE_PIXELS, loadMnist } from '../shared/mnist.js';
 import { writeFileAtomic } from '../shared/model-io.js';
 import { renderReportHtml, type EpochRecord, type EvalResult, type ReportData, type StepRecord } from '../shared/report-html.js';
+import type { Io } from './train.js';
 
 export interface ReportOptions {
   /** A run directory with history.jsonl and/or eval.json (and optionally config.json with dataDir). */
@@ -15,10 +16,6 @@ export interface ReportOptions {
   out?: string;
   /** How many misclassified digits to show, most confident first. */
   misclassified?: number;
-}
-
-export interface CommandIo {
-  stdout: (s: string) => void;
 }
 
 export interface ReportResult {
@@ -108,7 +105,7 @@ export function digitDataUri(images: Uint8Array, index: number): string {
 }
 
 /** Writes one self-contained report.html for a run directory (see src/shared/report-html.ts). */
-export async function runReport(opts: ReportOptions, io: CommandIo): Promise<ReportResult> {
+export async function runReport(opts: ReportOptions, io: Io): Promise<ReportResult> {
   const runDir = resolve(opts.run);
   const historyFile = join(runDir, 'history.jsonl');
   const evalFile = join(runDir, 'eval.json');

@@ -5,6 +5,7 @@ import { componentLogger } from '../shared/log.js';
 import { loadModelDir, modelArtifacts, WEIGHTS_BIN } from '../shared/model-io.js';
 import { loadPreprocess, loadStaticAssets } from '../serve/assets.js';
 import { createPredictServer } from '../serve/http.js';
+import type { Io } from './train.js';
 
 export interface ServeOptions {
   /** A TF.js Layers model directory: a training checkpoint or an `export` output (quantised weights are fine). */
@@ -23,17 +24,13 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-export interface CommandIo {
-  stdout: (s: string) => void;
-}
-
 const log = componentLogger('serve');
 
 /**
  * Serves the drawing page and POST /predict (see src/serve/http.ts). The page runs the model in the browser from
  * /model/model.json, which is the checkpoint re-serialised as float32, so page and server use identical weights.
  */
-export async function runServe(opts: ServeOptions, io: CommandIo): Promise<RunningServer> {
+export async function runServe(opts: ServeOptions, io: Io): Promise<RunningServer> {
   await initBackend(opts.backend ?? 'auto', log);
   const model = await loadModelDir(opts.checkpoint);
   const artifacts = await modelArtifacts(model);

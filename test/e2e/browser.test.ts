@@ -57,7 +57,7 @@ async function drawDigit(page: Page, image: Uint8Array): Promise<number> {
       const y = box.y + (row + 0.5) * CELL;
       await page.mouse.move(box.x + (start + 0.5) * CELL, y);
       await page.mouse.down();
-      await page.mouse.move(box.x + (col - 0.5) * CELL, y, { steps: Math.max(1, col - 1 - start) });
+      await page.mouse.move(box.x + (col - 0.5) * CELL, y, { steps: 1 });
       await page.mouse.up();
       strokes++;
     }
