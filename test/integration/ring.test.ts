@@ -7,7 +7,7 @@ import { encode } from '../../src/shared/codec.js';
 import { isMnistDdpError, type MnistDdpError } from '../../src/shared/errors.js';
 import { PROTOCOL_VERSION, type RingChunk } from '../../src/shared/protocol.js';
 import { LocalReducer } from '../../src/worker/allreduce.js';
-import { RingAllReducer, openRingInbox, type RingInbox } from '../../src/worker/ring-allreduce.js';
+import { RingAllReducer, type RingInbox } from '../../src/worker/ring-allreduce.js';
 import { chunkBounds, ringLayout } from '../../src/worker/ring-topology.js';
 import { connectRing, openInboxes, randomFloats, type Transport } from '../helpers/ring.js';
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decode, encode } from '../../src/shared/codec.js';
+import { decode, decodeParts, encode, encodeWithPayload } from '../../src/shared/codec.js';
 import { isMnistDdpError } from '../../src/shared/errors.js';
 
 function bits(a: Float32Array): Uint32Array {
@@ -83,5 +83,35 @@ describe('codec', () => {
       caught = err;
     }
     expect(isMnistDdpError(caught, 'FRAME_MALFORMED')).toBe(true);
+  });
+});
+
+describe('two-part frames', () => {
+  it('send the floats as a view, not a copy, and decode to the same message', () => {
+    const buf = new Float32Array([0, 1, 2, 3, 4, 5]);
+    const data = buf.subarray(2, 5);
+    const [header, payload] = encodeWithPayload({ type: 'ring-chunk', step: 3, data });
+    expect(payload.buffer).toBe(buf.buffer);
+    expect(payload.byteOffset).toBe(8);
+    const decoded = decodeParts([header, payload]);
+    expect(decoded).toEqual({ type: 'ring-chunk', step: 3, data: new Float32Array([2, 3, 4]) });
+  });
+
+  it('copy an unaligned payload and view an aligned one', () => {
+    const [header, payload] = encodeWithPayload({ data: new Float32Array([7, 8]) });
+    const aligned = decodeParts([header, at(payload, 0)]) as { data: Float32Array };
+    const unaligned = decodeParts([header, at(payload, 3)]) as { data: Float32Array };
+    expect(Array.from(aligned.data)).toEqual([7, 8]);
+    expect(Array.from(unaligned.data)).toEqual([7, 8]);
+    expect(unaligned.data.byteOffset % 4).toBe(0);
+  });
+
+  it.each([
+    ['three parts', [encode({}), Buffer.alloc(4), Buffer.alloc(4)]],
+    ['no parts', []],
+    ['a payload of partial floats', [encode({}), Buffer.alloc(5)]],
+    ['a non-map header', [encode([1, 2]), Buffer.alloc(4)]],
+  ])('reject %s with FRAME_MALFORMED', (_name, parts) => {
+    expect(() => decodeParts(parts)).toThrow(expect.objectContaining({ code: 'FRAME_MALFORMED' }));
   });
 });
