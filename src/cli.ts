@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import { MnistDdpError, isMnistDdpError } from './shared/errors.js';
-import { benchConfigSchema, fromConfigFile, fromEnv, resolveConfig, trainConfigSchema, TRAIN_KEYS, type TrainConfig } from './shared/config.js';
+import { benchConfigSchema, workerConfigSchema, fromConfigFile, fromEnv, resolveConfig, trainConfigSchema, TRAIN_KEYS, type TrainConfig } from './shared/config.js';
 
 /**
  * `mnist-ddp` command line. Each subcommand turns its flags into a validated, frozen config (shared/config.ts) and
@@ -86,6 +86,25 @@ addTrainOptions(program.command('train').description('train a model on MNIST and
     } else {
       await runTrain(config, { stdout });
     }
+  });
+
+program
+  .command('worker')
+  .description('a training worker: needs only the coordinator address; the run config arrives from the coordinator')
+  .option('--coordinator <endpoint>', 'coordinator control endpoint, e.g. tcp://10.0.0.5:5555 (default tcp://127.0.0.1:5555)')
+  .option('--bind-host <host>', 'interface for the ring inbox (default 0.0.0.0)')
+  .option('--advertise-host <host>', 'address other workers dial to reach this one (default: loopback for a local coordinator, else the first external IPv4)')
+  .option('--ring-timeout-ms <n>', 'all-reduce deadline for a silent neighbour (default 10000)')
+  .option('--coordinator-timeout-ms <n>', 'exit when the coordinator is silent this long (default 120000)')
+  .option('--backend <name>', 'auto | tensorflow | wasm | cpu')
+  .option('--data-dir <dir>', 'MNIST-layout IDX files on this machine')
+  .option('--metrics-host <host>', 'interface for /metrics (default 0.0.0.0)')
+  .option('--metrics-port <n>', 'base port for /metrics; + the pm2 instance number (default 0 = ephemeral)')
+  .option('--no-metrics', 'do not serve /metrics')
+  .action(async (_opts, cmd: Command) => {
+    const config = resolveConfig(workerConfigSchema, { flags: flagsOf(cmd), env: fromEnv(Object.keys(workerConfigSchema.shape)) });
+    const { runWorker } = await import('./worker/main.js');
+    process.exitCode = await runWorker(config);
   });
 
 program

@@ -1,4 +1,5 @@
 import type { TrainConfig } from '../shared/config.js';
+import { isMnistDdpError } from '../shared/errors.js';
 import type { DatasetPlan } from '../shared/dataset-plan.js';
 import { evaluationReport, type EvaluationReport } from '../shared/evaluation.js';
 import { learningRate } from '../shared/lr-schedule.js';
@@ -26,6 +27,10 @@ export interface WorkerGroup {
   evaluate(split: EvalSplit, mistakes?: number): Promise<EvaluationCounts>;
   snapshot(): Promise<ReplicaSnapshot>;
   close(): Promise<void>;
+  /** Step boundary: admit joiners, release leavers (elastic groups). */
+  beforeStep?(): Promise<void>;
+  /** After a recoverable failure of `step`: re-form and restore a state that has not applied it. */
+  recover?(step: number): Promise<void>;
 }
 
 export interface StepEvent {
@@ -81,10 +86,22 @@ export async function runTraining(config: TrainConfig, group: WorkerGroup, plan:
         stoppedEarly = true;
         break training;
       }
+      await group.beforeStep?.();
       const count = stepCount(epochSize, cursor, group.worldSize, config.batchSize);
       const lr = learningRate(config, epoch + cursor / epochSize, config.epochs, globalStep);
       const stepStart = performance.now();
-      const result = await group.runStep({ epoch, step: globalStep, cursor, count, lr });
+      let result: StepResult;
+      try {
+        result = await group.runStep({ epoch, step: globalStep, cursor, count, lr });
+      } catch (err) {
+        // An elastic group survives a lost worker: it re-forms and the same step (same cursor) runs again, so no
+        // sample is dropped or counted twice.
+        if (group.recover && isMnistDdpError(err) && err.details.recoverable === true) {
+          await group.recover(globalStep);
+          continue;
+        }
+        throw err;
+      }
       const stepMs = performance.now() - stepStart;
       cursor += count;
       globalStep++;

@@ -120,3 +120,24 @@ export const benchConfigSchema = z.object({
   json: bool.default(false),
 });
 export type BenchConfig = Readonly<z.infer<typeof benchConfigSchema>>;
+
+const endpointString = z.string().regex(/^(tcp:\/\/[^:]+:\d+|ipc:\/\/.+)$/, 'expected tcp://HOST:PORT or ipc://PATH');
+
+/** A worker process: it needs only the coordinator's address; the run's config arrives in the welcome message. */
+export const workerConfigSchema = z.object({
+  coordinator: endpointString.default('tcp://127.0.0.1:5555'),
+  /** Interface the ring inbox binds (port chosen by the OS). */
+  bindHost: z.string().min(1).default('0.0.0.0'),
+  /** Address other workers use to reach this one; default: loopback when the coordinator is local, else this host's first external IPv4. */
+  advertiseHost: z.string().min(1).optional(),
+  ringTimeoutMs: int(100).default(10_000),
+  /** Exit (instead of hanging) when the coordinator is silent this long. */
+  coordinatorTimeoutMs: int(1000).default(120_000),
+  backend: z.enum(BACKEND_NAMES).default('auto'),
+  dataDir: z.string().optional(),
+  metricsHost: z.string().min(1).default('0.0.0.0'),
+  /** Base port for /metrics; a worker serves on base + its pm2 instance number. 0 = an ephemeral port. */
+  metricsPort: int(0).max(65535).default(0),
+  metrics: bool.default(true),
+});
+export type WorkerConfig = Readonly<z.infer<typeof workerConfigSchema>>;

@@ -9,7 +9,7 @@ export type { Logger };
 let root: Logger | undefined;
 
 export function rootLogger(): Logger {
-  if (!root) root = pino({ level: process.env.MNIST_DDP_LOG_LEVEL ?? 'info', base: { pid: process.pid } }, pino.destination(2));
+  if (!root) root = pino({ level: process.env.MNIST_DDP_LOG_LEVEL ?? 'info', base: { pid: process.pid } }, pino.destination({ fd: 2, sync: true }));
   return root;
 }
 

@@ -1,0 +1,90 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { ControlServer } from '../coordinator/control-server.js';
+import type { WorkerGroup } from '../coordinator/driver.js';
+import { RemoteWorkerGroup, type RemoteGroupOptions } from '../coordinator/remote-group.js';
+import type { TrainConfig } from '../shared/config.js';
+import type { DatasetPlan } from '../shared/dataset-plan.js';
+import { componentLogger, type Logger } from '../shared/log.js';
+import type { PreparedRun } from './train.js';
+
+const BIN = fileURLToPath(new URL('../../bin/mnist-ddp.js', import.meta.url));
+
+export interface CoordinatorOptions {
+  /** ROUTER address; `tcp://0.0.0.0:5555` for workers on other machines. */
+  bind: string;
+  elastic: boolean;
+  joinTimeoutMs: number;
+  stepTimeoutMs: number;
+  heartbeatTimeoutMs: number;
+  digestEvery: number;
+  onMembershipChange?: RemoteGroupOptions['onMembershipChange'];
+}
+
+export const DEFAULT_COORDINATOR_OPTIONS: CoordinatorOptions = {
+  bind: 'tcp://127.0.0.1:*', elastic: false, joinTimeoutMs: 120_000, stepTimeoutMs: 60_000, heartbeatTimeoutMs: 5_000, digestEvery: 50,
+};
+
+/** Binds the control socket, waits for `workers` to join, forms the ring and hands every replica the same state. */
+export async function startRemoteGroup(run: PreparedRun, workers: number, o: CoordinatorOptions, log: Logger, onBound?: (endpoint: string) => void): Promise<RemoteWorkerGroup> {
+  const server = await ControlServer.bind(o.bind, log);
+  log.info({ endpoint: server.endpoint }, `coordinator listening on ${server.endpoint}; waiting for ${workers} worker(s)`);
+  onBound?.(server.endpoint);
+  const group = new RemoteWorkerGroup(server, {
+    config: { ...run.config }, model: run.config.model, layout: run.replica.layout, requestTimeoutMs: 30_000,
+    stepTimeoutMs: o.stepTimeoutMs, heartbeatTimeoutMs: o.heartbeatTimeoutMs, digestEvery: o.digestEvery, elastic: o.elastic, log,
+    ...(o.onMembershipChange ? { onMembershipChange: o.onMembershipChange } : {}),
+  });
+  const { replica } = run;
+  try {
+    await group.start(workers, o.joinTimeoutMs, { params: replica.params, synced: replica.syncedBuffers(), optimizer: replica.optimizer.state() }, run.start.globalStep - 1);
+  } catch (err) {
+    await group.close('start-up failed');
+    throw err;
+  }
+  return group;
+}
+
+/**
+ * `mnist-ddp train --workers N`: the coordinator runs in this process and N workers as child processes on this
+ * machine. Workers log warnings and errors to this terminal; the coordinator shows the one progress bar.
+ */
+export function distributedGroupFactory(config: TrainConfig, options: Partial<CoordinatorOptions> = {}): (run: PreparedRun, plan: DatasetPlan) => Promise<WorkerGroup> {
+  return async (run) => {
+    const log = componentLogger('coordinator');
+    const o = { ...DEFAULT_COORDINATOR_OPTIONS, ...options };
+    const children: ChildProcess[] = [];
+    const spawnWorkers = (endpoint: string): void => {
+      for (let i = 0; i < config.workers; i++) {
+        const child = spawn(process.execPath, [BIN, 'worker', '--coordinator', endpoint, '--backend', config.backend, '--metrics-port', '0'], {
+          stdio: ['ignore', 'ignore', 'inherit'],
+          env: { ...process.env, MNIST_DDP_LOG_LEVEL: process.env.MNIST_DDP_LOG_LEVEL ?? 'warn', NODE_APP_INSTANCE: String(i) },
+        });
+        child.on('exit', (code, signal) => {
+          if (code !== 0) log.warn({ worker: i, code, signal }, `worker process ${i} exited with ${signal ?? `code ${code}`}`);
+        });
+        children.push(child);
+      }
+    };
+    let group: RemoteWorkerGroup;
+    try {
+      group = await startRemoteGroup(run, config.workers, o, log, spawnWorkers);
+    } catch (err) {
+      for (const c of children) c.kill('SIGKILL');
+      throw err;
+    }
+    const close = group.close.bind(group);
+    group.close = async (reason?: string) => {
+      await close(reason);
+      await Promise.all(children.map((c) => new Promise<void>((resolve) => {
+        if (c.exitCode !== null || c.signalCode !== null) return resolve();
+        const timer = setTimeout(() => c.kill('SIGKILL'), 10_000);
+        c.once('exit', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      })));
+    };
+    return group;
+  };
+}

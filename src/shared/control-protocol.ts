@@ -1,0 +1,113 @@
+import { z } from 'zod';
+import { PROTOCOL_VERSION } from './protocol.js';
+
+/**
+ * Control plane between the coordinator (ZeroMQ ROUTER) and its workers (DEALER): membership, ring formation,
+ * step orders, evaluation and state transfer. Gradients never travel here; they go round the ring (protocol.ts).
+ *
+ * Frames are msgpackr maps (codec.ts); decode gives `unknown`, and `parseControl` is the only way in: a zod
+ * discriminated union on `type`, so a frame is either a fully typed message or a coded FRAME_MALFORMED error.
+ */
+export { PROTOCOL_VERSION };
+
+const uint = z.number().int().nonnegative();
+const f32 = z.custom<Float32Array>((v) => v instanceof Float32Array, 'expected a Float32Array');
+const finite = z.number().finite();
+
+const optimizerState = { optimizerName: z.enum(['sgd', 'adam']), optimizerStep: uint, slots: z.array(f32) };
+
+// worker → coordinator. A worker knows only the coordinator's address: it says hello, receives the run's config
+// in `welcome`, builds its replica, and then joins with what it built so the coordinator can compare layouts.
+export const helloMessage = z.object({
+  type: z.literal('hello'),
+  protocolVersion: uint,
+  host: z.string(),
+  pid: uint,
+  instance: uint,
+  metricsPort: uint,
+});
+export const joinMessage = z.object({
+  type: z.literal('join'),
+  workerId: uint,
+  model: z.string(),
+  layoutChecksum: z.string(),
+  shapes: z.array(z.string()),
+});
+export const inboxMessage = z.object({ type: z.literal('inbox'), generation: uint, endpoint: z.string().regex(/^(tcp|ipc):\/\/.+/) });
+export const ringReadyMessage = z.object({ type: z.literal('ring-ready'), generation: uint });
+export const stepDoneMessage = z.object({
+  type: z.literal('step-done'),
+  generation: uint,
+  step: uint,
+  rank: uint,
+  loss: z.number(),
+  globalCount: uint,
+  localCount: uint,
+  computeMs: finite,
+  allReduceMs: finite,
+  applyMs: finite,
+  digest: z.string().optional(),
+});
+export const evaluationMessage = z.object({
+  type: z.literal('evaluation'),
+  requestId: uint,
+  rank: uint,
+  confusion: z.array(uint),
+  lossSum: finite,
+  count: uint,
+  mistakes: z.array(z.object({ index: uint, label: uint, predicted: uint, confidence: finite })),
+});
+export const snapshotMessage = z.object({ type: z.literal('snapshot'), requestId: uint, appliedStep: z.number().int(), params: f32, synced: f32, ...optimizerState });
+export const workerErrorMessage = z.object({
+  type: z.literal('worker-error'),
+  generation: uint,
+  step: z.number().int(),
+  code: z.string(),
+  message: z.string(),
+  missingRank: uint.optional(),
+});
+export const leaveMessage = z.object({ type: z.literal('leave'), reason: z.string() });
+/** Sent every second between steps; the coordinator declares a worker gone when it stays silent. */
+export const heartbeatMessage = z.object({ type: z.literal('heartbeat'), workerId: uint });
+
+// coordinator → worker
+export const welcomeMessage = z.object({ type: z.literal('welcome'), protocolVersion: uint, workerId: uint, config: z.record(z.string(), z.unknown()) });
+/** Sent once the coordinator accepted a join; the worker waits for open-inbox / ring / load-state. */
+export const admittedMessage = z.object({ type: z.literal('admitted'), workerId: uint });
+export const rejectMessage = z.object({ type: z.literal('reject'), code: z.string(), message: z.string() });
+export const openInboxMessage = z.object({ type: z.literal('open-inbox'), generation: uint });
+export const ringMessage = z.object({ type: z.literal('ring'), generation: uint, rank: uint, worldSize: uint, peers: z.array(z.string()) });
+export const loadStateMessage = z.object({ type: z.literal('load-state'), generation: uint, appliedStep: z.number().int(), params: f32, synced: f32, ...optimizerState });
+export const stepMessage = z.object({
+  type: z.literal('step'),
+  generation: uint,
+  epoch: uint,
+  step: uint,
+  cursor: uint,
+  count: uint,
+  lr: finite,
+  digest: z.boolean(),
+});
+export const evaluateMessage = z.object({ type: z.literal('evaluate'), requestId: uint, split: z.enum(['validation', 'test']), mistakes: uint });
+export const snapshotRequestMessage = z.object({ type: z.literal('snapshot-request'), requestId: uint });
+export const stopMessage = z.object({ type: z.literal('stop'), reason: z.string() });
+
+export const workerToCoordinator = z.discriminatedUnion('type', [
+  helloMessage, joinMessage, inboxMessage, ringReadyMessage, stepDoneMessage, evaluationMessage, snapshotMessage, workerErrorMessage, leaveMessage, heartbeatMessage,
+]);
+export const coordinatorToWorker = z.discriminatedUnion('type', [
+  welcomeMessage, admittedMessage, rejectMessage, openInboxMessage, ringMessage, loadStateMessage, stepMessage, evaluateMessage, snapshotRequestMessage, stopMessage,
+]);
+
+export type WorkerMessage = z.infer<typeof workerToCoordinator>;
+export type CoordinatorMessage = z.infer<typeof coordinatorToWorker>;
+export type NarrowWorkerMessage<K extends WorkerMessage['type']> = Extract<WorkerMessage, { type: K }>;
+export type NarrowCoordinatorMessage<K extends CoordinatorMessage['type']> = Extract<CoordinatorMessage, { type: K }>;
+
+/** Validates a decoded frame; returns the message or a sentence naming the first bad field. */
+export function parseControl<S extends z.ZodTypeAny>(schema: S, frame: unknown): { ok: true; message: z.infer<S> } | { ok: false; problem: string } {
+  const result = schema.safeParse(frame);
+  if (result.success) return { ok: true, message: result.data };
+  const issue = result.error.issues[0]!;
+  return { ok: false, problem: `${issue.path.join('.') || 'frame'}: ${issue.message}` };
+}

@@ -1,0 +1,86 @@
+import * as zmq from 'zeromq';
+import { decode, encode } from '../shared/codec.js';
+import { coordinatorToWorker, parseControl, type CoordinatorMessage, type WorkerMessage } from '../shared/control-protocol.js';
+import { MnistDdpError } from '../shared/errors.js';
+import type { Logger } from '../shared/log.js';
+import { SerialSender } from '../shared/serial-sender.js';
+
+/**
+ * A worker's DEALER connection to the coordinator. Inbound frames are validated; malformed ones are counted and
+ * dropped. `next` waits for the next message with a deadline, so a silent coordinator never hangs a worker.
+ */
+export class ControlClient {
+  rejected = 0;
+  private readonly queue: CoordinatorMessage[] = [];
+  private wake: (() => void) | undefined;
+  private readonly sender: SerialSender<Buffer>;
+  private closed = false;
+
+  private constructor(private readonly dealer: zmq.Dealer, readonly coordinator: string, private readonly log: Logger) {
+    this.sender = new SerialSender((frame) => this.dealer.send(frame));
+    void this.receiveLoop();
+  }
+
+  static connect(coordinator: string, log: Logger): ControlClient {
+    const dealer = new zmq.Dealer({ linger: 0, sendHighWaterMark: 10_000, receiveHighWaterMark: 10_000 });
+    dealer.connect(coordinator);
+    return new ControlClient(dealer, coordinator, log);
+  }
+
+  send(message: WorkerMessage): Promise<void> {
+    return this.sender.send(encode(message));
+  }
+
+  async next(timeoutMs: number): Promise<CoordinatorMessage> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.queue.length === 0) {
+      if (this.closed) throw new MnistDdpError('PEER_LOST', 'control connection closed', {});
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new MnistDdpError('PEER_TIMEOUT', `no message from the coordinator at ${this.coordinator} for ${timeoutMs} ms; is it running and reachable?`, { coordinator: this.coordinator });
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.wake = undefined;
+    }
+    return this.queue.shift()!;
+  }
+
+  private async receiveLoop(): Promise<void> {
+    try {
+      for await (const frames of this.dealer) {
+        const body = frames[frames.length - 1];
+        let decoded: unknown;
+        try {
+          decoded = body ? decode(body) : undefined;
+        } catch (err) {
+          this.rejected++;
+          this.log.warn({ problem: (err as Error).message }, 'rejected an undecodable control frame');
+          continue;
+        }
+        const parsed = parseControl(coordinatorToWorker, decoded);
+        if (!parsed.ok) {
+          this.rejected++;
+          this.log.warn({ problem: parsed.problem }, `rejected a control frame: ${parsed.problem}`);
+          continue;
+        }
+        this.queue.push(parsed.message);
+        this.wake?.();
+      }
+    } catch (err) {
+      if (!this.closed) this.log.error({ err: (err as Error).message }, 'control connection failed');
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.dealer.close();
+    this.wake?.();
+  }
+}

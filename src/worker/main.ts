@@ -1,0 +1,168 @@
+import { hostname, networkInterfaces } from 'node:os';
+import { Registry } from 'prom-client';
+import { initBackend } from '../shared/backend.js';
+import { trainConfigSchema, type WorkerConfig } from '../shared/config.js';
+import { PROTOCOL_VERSION, type NarrowCoordinatorMessage } from '../shared/control-protocol.js';
+import { planDataset } from '../shared/dataset-plan.js';
+import { isMnistDdpError } from '../shared/errors.js';
+import { componentLogger } from '../shared/log.js';
+import { createWorkerMetrics, instanceIndexFromEnv, metricsPortFor, startMetricsServer, type WorkerMetrics } from '../shared/metrics.js';
+import { describeLayout } from '../shared/param-layout.js';
+import { LocalReducer, openRingInbox, RingAllReducer, type AllReducer } from './allreduce.js';
+import { ControlClient } from './control-client.js';
+import { Replica } from './replica.js';
+import { recordStep } from './step-metrics.js';
+import { WorkerCore } from './worker-core.js';
+
+function defaultAdvertiseHost(coordinator: string): string {
+  const host = /^tcp:\/\/([^:/]+):/.exec(coordinator)?.[1];
+  if (!host || host === '127.0.0.1' || host === 'localhost') return '127.0.0.1';
+  for (const list of Object.values(networkInterfaces())) {
+    for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
+  }
+  return hostname();
+}
+
+/** Rewrites the inbox's bound address (e.g. tcp://0.0.0.0:41234) into the one peers should dial. */
+function advertised(endpoint: string, host: string): string {
+  return endpoint.replace(/^tcp:\/\/[^:]+:/, `tcp://${host}:`);
+}
+
+/**
+ * `mnist-ddp worker`: connects to the coordinator, receives the run's config, builds its replica and data plan,
+ * then serves the coordinator's orders until told to stop. SIGINT/SIGTERM (pm2 scale-down, Ctrl-C) make it leave
+ * gracefully: it announces the departure and keeps serving until the coordinator has re-formed the ring without it.
+ * Returns the process exit code.
+ */
+export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  const instance = instanceIndexFromEnv(env);
+  let log = componentLogger('worker', { instance });
+  await initBackend(cfg.backend, log);
+  const registry = new Registry();
+  const metrics: WorkerMetrics | undefined = cfg.metrics ? createWorkerMetrics(registry) : undefined;
+  const metricsServer = cfg.metrics ? await startMetricsServer({ registry, host: cfg.metricsHost, port: metricsPortFor(cfg.metricsPort, instance), log }) : undefined;
+  const client = ControlClient.connect(cfg.coordinator, log);
+  const advertiseHost = cfg.advertiseHost ?? defaultAdvertiseHost(cfg.coordinator);
+  let leaving = false;
+  const onSignal = (signal: string): void => {
+    if (leaving) return;
+    leaving = true;
+    log.info({ signal }, 'leaving the run at the next step boundary');
+    void client.send({ type: 'leave', reason: signal }).catch(() => undefined);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  let heartbeat: NodeJS.Timeout | undefined;
+  let reducer: AllReducer = new LocalReducer();
+  try {
+    await client.send({ type: 'hello', protocolVersion: PROTOCOL_VERSION, host: hostname(), pid: process.pid, instance, metricsPort: metricsServer?.port ?? 0 });
+    const welcome = await client.next(cfg.coordinatorTimeoutMs);
+    if (welcome.type === 'reject') return fail(log, welcome);
+    if (welcome.type !== 'welcome') throw new Error(`expected welcome, got ${welcome.type}`);
+    const workerId = welcome.workerId;
+    log = log.child({ worker: workerId });
+    const config = trainConfigSchema.parse({ ...welcome.config, ...(cfg.dataDir ? { dataDir: cfg.dataDir } : {}) });
+    const replica = new Replica({ model: config.model, seed: config.seed, freeze: config.freeze, optimizer: { name: config.optimizer, momentum: config.momentum, weightDecay: config.weightDecay } });
+    const plan = planDataset(config);
+    const core = new WorkerCore(replica, plan, { seed: config.seed, batchSize: config.batchSize, augment: config.augment }, reducer);
+    await client.send({ type: 'join', workerId, model: config.model, layoutChecksum: replica.layout.checksum, shapes: describeLayout(replica.layout) });
+    heartbeat = setInterval(() => void client.send({ type: 'heartbeat', workerId }).catch(() => undefined), 1000);
+    let appliedStep = -1;
+    let generation = -1;
+    let inbox: Awaited<ReturnType<typeof openRingInbox>> | undefined;
+    for (;;) {
+      const m = await client.next(cfg.coordinatorTimeoutMs);
+      switch (m.type) {
+        case 'admitted':
+          log.info('admitted; waiting for the ring');
+          break;
+        case 'reject':
+          return fail(log, m);
+        case 'open-inbox':
+          inbox?.socket.close();
+          inbox = await openRingInbox(`tcp://${cfg.bindHost}:*`);
+          await client.send({ type: 'inbox', generation: m.generation, endpoint: advertised(inbox.endpoint, advertiseHost) });
+          break;
+        case 'ring': {
+          const previous = reducer;
+          if (m.worldSize === 1) {
+            inbox?.socket.close();
+            reducer = new LocalReducer();
+          } else {
+            reducer = await RingAllReducer.connect(
+              { rank: m.rank, worldSize: m.worldSize, generation: m.generation, peers: m.peers, timeoutMs: cfg.ringTimeoutMs },
+              { inbox, logger: log, onRejectedFrame: (err) => metrics?.rejectFrame(rejectReasonOf(err.code)) },
+            );
+          }
+          inbox = undefined;
+          await previous.close();
+          core.setReducer(reducer);
+          generation = m.generation;
+          metrics?.setRank(m.rank);
+          log.info({ rank: m.rank, worldSize: m.worldSize, generation }, 'joined the ring');
+          await client.send({ type: 'ring-ready', generation });
+          break;
+        }
+        case 'load-state':
+          core.restore({ params: m.params, synced: m.synced, optimizer: { name: m.optimizerName, step: m.optimizerStep, slots: m.slots } });
+          appliedStep = m.appliedStep;
+          break;
+        case 'step': {
+          try {
+            const report = await core.runStep(m);
+            appliedStep = m.step;
+            if (metrics) recordStep(metrics, report, m, plan.train.length, replica.layout.bufferLength * 4, core.worldSize);
+            await client.send({ type: 'step-done', generation: m.generation, ...report, step: m.step, ...(m.digest ? { digest: replica.digest() } : {}) });
+          } catch (err) {
+            const e = err as Error & { code?: string; details?: { missingRank?: number } };
+            log.error({ step: m.step, code: e.code, err: e.message }, `step ${m.step} failed: ${e.message}`);
+            await client.send({
+              type: 'worker-error', generation: m.generation, step: m.step, code: e.code ?? 'INTERNAL', message: e.message,
+              ...(typeof e.details?.missingRank === 'number' ? { missingRank: e.details.missingRank } : {}),
+            });
+          }
+          break;
+        }
+        case 'evaluate': {
+          const counts = core.evaluate(m.split, m.mistakes);
+          await client.send({ type: 'evaluation', requestId: m.requestId, rank: core.rank, confusion: Array.from(counts.confusion), lossSum: counts.lossSum, count: counts.count, mistakes: counts.mistakes });
+          break;
+        }
+        case 'snapshot-request': {
+          const s = core.snapshot();
+          await client.send({ type: 'snapshot', requestId: m.requestId, appliedStep, params: s.params, synced: s.synced, optimizerName: s.optimizer.name, optimizerStep: s.optimizer.step, slots: s.optimizer.slots });
+          break;
+        }
+        case 'stop':
+          log.info({ reason: m.reason }, `stopping: ${m.reason}`);
+          return 0;
+        case 'welcome':
+          log.warn('ignoring a second welcome');
+          break;
+      }
+    }
+  } catch (err) {
+    if (isMnistDdpError(err)) {
+      log.error({ code: err.code }, err.message);
+      return 1;
+    }
+    throw err;
+  } finally {
+    if (heartbeat) clearInterval(heartbeat);
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await reducer.close().catch(() => undefined);
+    client.close();
+    await metricsServer?.close();
+  }
+}
+
+function fail(log: ReturnType<typeof componentLogger>, m: NarrowCoordinatorMessage<'reject'>): number {
+  log.error({ code: m.code }, `the coordinator rejected this worker: ${m.message}`);
+  process.stderr.write(`mnist-ddp worker: error [${m.code}]: ${m.message}\n`);
+  return 1;
+}
+
+function rejectReasonOf(code: string): 'malformed' | 'stale' | 'duplicate' | 'unexpected' {
+  return code === 'FRAME_STALE' ? 'stale' : code === 'FRAME_DUPLICATE' ? 'duplicate' : code === 'FRAME_MALFORMED' ? 'malformed' : 'unexpected';
+}
