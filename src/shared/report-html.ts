@@ -61,7 +61,7 @@ export function niceTicks(lo: number, hi: number, count = 5): number[] {
   if (!(hi > lo)) return [lo];
   const raw = (hi - lo) / count;
   const mag = 10 ** Math.floor(Math.log10(raw));
-  const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw) ?? 10 * mag;
+  const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw) ?? 10 * mag;
   const ticks: number[] = [];
   for (let t = Math.ceil(lo / step) * step; t <= hi + step * 1e-9; t += step) ticks.push(Number(t.toPrecision(12)));
   return ticks;
@@ -71,6 +71,16 @@ function fmt(v: number): string {
   const a = Math.abs(v);
   if (a !== 0 && (a < 1e-3 || a >= 1e5)) return v.toExponential(1);
   return Number(v.toPrecision(3)).toString();
+}
+
+/** Tick labels with as many decimals as the tick spacing needs, so neighbouring labels never look equal. */
+function tickLabels(ticks: number[]): string[] {
+  if (ticks.length < 2) return ticks.map(fmt);
+  const step = Math.abs(ticks[1]! - ticks[0]!);
+  const a = Math.max(...ticks.map(Math.abs));
+  if (step < 1e-3 || a >= 1e5) return ticks.map((t) => (t === 0 ? '0' : t.toExponential(1)));
+  const decimals = Math.max(0, -Math.floor(Math.log10(step) + 1e-9));
+  return ticks.map((t) => t.toFixed(decimals));
 }
 
 interface Series { name: string; color: string; points: Point[]; dots?: boolean }
@@ -99,16 +109,20 @@ export function lineChart(id: string, title: string, series: Series[], xLabel: s
   parts.push(`<svg class="chart" data-chart="${id}" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" role="img" aria-label="${escapeHtml(title)}">`);
   parts.push(`<rect x="0" y="0" width="${width}" height="${height}" fill="#fff"/>`);
   parts.push(`<text x="12" y="20" class="title">${escapeHtml(title)}</text>`);
-  for (const t of niceTicks(y0, y1)) {
-    const y = sy(t).toFixed(1);
+  const yTicks = niceTicks(y0, y1);
+  tickLabels(yTicks).forEach((label, i) => {
+    const y = sy(yTicks[i]!).toFixed(1);
     parts.push(`<line x1="${m.left}" x2="${width - m.right}" y1="${y}" y2="${y}" class="grid"/>`);
-    parts.push(`<text x="${m.left - 6}" y="${y}" dy="0.32em" text-anchor="end" class="tick">${fmt(t)}</text>`);
-  }
-  for (const t of niceTicks(x0, x1)) {
-    const x = sx(t).toFixed(1);
+    parts.push(`<text x="${m.left - 6}" y="${y}" dy="0.32em" text-anchor="end" class="tick">${label}</text>`);
+  });
+  // Steps and epochs are whole numbers: no ticks between them.
+  const integerX = all.every(([x]) => Number.isInteger(x));
+  const xTicks = niceTicks(x0, x1).filter((t) => !integerX || Number.isInteger(t));
+  tickLabels(xTicks).forEach((label, i) => {
+    const x = sx(xTicks[i]!).toFixed(1);
     parts.push(`<line x1="${x}" x2="${x}" y1="${m.top + ph}" y2="${m.top + ph + 4}" class="axis"/>`);
-    parts.push(`<text x="${x}" y="${m.top + ph + 16}" text-anchor="middle" class="tick">${fmt(t)}</text>`);
-  }
+    parts.push(`<text x="${x}" y="${m.top + ph + 16}" text-anchor="middle" class="tick">${label}</text>`);
+  });
   parts.push(`<line x1="${m.left}" x2="${width - m.right}" y1="${m.top + ph}" y2="${m.top + ph}" class="axis"/>`);
   parts.push(`<line x1="${m.left}" x2="${m.left}" y1="${m.top}" y2="${m.top + ph}" class="axis"/>`);
   parts.push(`<text x="${m.left + pw / 2}" y="${height - 6}" text-anchor="middle" class="label">${escapeHtml(xLabel)}</text>`);
