@@ -8,9 +8,10 @@ import type { AllReduceOptions, AllReducer } from './allreduce.js';
 import { chunkBounds, framesPerAllReduce, receiveStep, ringLayout, type RingLayout } from './ring-topology.js';
 
 /**
- * 256 KiB chunks: measured on 2-rank tcp loopback (bench/allreduce.ts), 8 MiB all-reduce p50 was best at
- * 256 KiB–512 KiB; 1 MiB+ chunks leave the receiver idle while the first chunk is in flight, and chunks under
- * 128 KiB pay per-message overhead. Small buffers (the 133 KiB cnn gradient) are one chunk per segment anyway.
+ * 256 KiB chunks: small enough that an 8 MiB buffer gives 16 chunks per 2-rank segment, so the first chunk is
+ * reduced and forwarded while the rest are still in flight; large enough that per-frame cost (one promise, one
+ * ZeroMQ message) stays negligible. On 2-rank tcp loopback (bench/allreduce.ts, loaded 2-core machine) 128 KiB–1 MiB
+ * measured within noise of each other; 64 KiB was slower. The 133 KiB cnn gradient is one chunk per segment.
  */
 export const DEFAULT_CHUNK_BYTES = 256 * 1024;
 /** Bounds queued frames per socket; one all-reduce keeps at most ~2 buffers' worth of chunks in flight. */
