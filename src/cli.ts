@@ -33,6 +33,12 @@ program
   .action(async (_opts, cmd: Command) => {
     const { config: file, ...flags } = flagsOf(cmd) as { config?: string };
     const config = resolveConfig(benchConfigSchema, { flags, env: fromEnv(Object.keys(benchConfigSchema.shape)), file: fromConfigFile(file) });
+    if (config.workers >= 2) {
+      const { runDistributedBench, formatDistributedBench } = await import('./commands/bench-distributed.js');
+      const result = await runDistributedBench(config);
+      stdout(config.json ? JSON.stringify(result) : formatDistributedBench(result));
+      return;
+    }
     const { runTrainingBench, formatBench } = await import('./commands/bench.js');
     const result = await runTrainingBench(config);
     stdout(config.json ? JSON.stringify(result) : formatBench(result));

@@ -46,45 +46,51 @@ export async function startRemoteGroup(run: PreparedRun, workers: number, o: Coo
 }
 
 /**
+ * Starts a coordinator for `run` and `workers` local `mnist-ddp worker` child processes that join it. The returned
+ * group's close() stops the workers and waits for the child processes to exit (SIGKILL after 10 s).
+ * Workers log warnings and errors to this terminal.
+ */
+export async function startLocalWorkerGroup(run: PreparedRun, workers: number, backend: string, options: Partial<CoordinatorOptions> = {}, log: Logger = componentLogger('coordinator')): Promise<RemoteWorkerGroup> {
+  const o = { ...DEFAULT_COORDINATOR_OPTIONS, ...options };
+  const children: ChildProcess[] = [];
+  const spawnWorkers = (endpoint: string): void => {
+    for (let i = 0; i < workers; i++) {
+      const child = spawn(process.execPath, [BIN, 'worker', '--coordinator', endpoint, '--backend', backend, '--metrics-port', '0'], {
+        stdio: ['ignore', 'ignore', 'inherit'],
+        env: { ...process.env, MNIST_DDP_LOG_LEVEL: process.env.MNIST_DDP_LOG_LEVEL ?? 'warn', NODE_APP_INSTANCE: String(i) },
+      });
+      child.on('exit', (code, signal) => {
+        if (code !== 0) log.warn({ worker: i, code, signal }, `worker process ${i} exited with ${signal ?? `code ${code}`}`);
+      });
+      children.push(child);
+    }
+  };
+  let group: RemoteWorkerGroup;
+  try {
+    group = await startRemoteGroup(run, workers, o, log, spawnWorkers);
+  } catch (err) {
+    for (const c of children) c.kill('SIGKILL');
+    throw err;
+  }
+  const close = group.close.bind(group);
+  group.close = async (reason?: string) => {
+    await close(reason);
+    await Promise.all(children.map((c) => new Promise<void>((resolve) => {
+      if (c.exitCode !== null || c.signalCode !== null) return resolve();
+      const timer = setTimeout(() => c.kill('SIGKILL'), 10_000);
+      c.once('exit', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    })));
+  };
+  return group;
+}
+
+/**
  * `mnist-ddp train --workers N`: the coordinator runs in this process and N workers as child processes on this
- * machine. Workers log warnings and errors to this terminal; the coordinator shows the one progress bar.
+ * machine; the coordinator shows the one progress bar.
  */
 export function distributedGroupFactory(config: TrainConfig, options: Partial<CoordinatorOptions> = {}): (run: PreparedRun, plan: DatasetPlan) => Promise<WorkerGroup> {
-  return async (run) => {
-    const log = componentLogger('coordinator');
-    const o = { ...DEFAULT_COORDINATOR_OPTIONS, ...options };
-    const children: ChildProcess[] = [];
-    const spawnWorkers = (endpoint: string): void => {
-      for (let i = 0; i < config.workers; i++) {
-        const child = spawn(process.execPath, [BIN, 'worker', '--coordinator', endpoint, '--backend', config.backend, '--metrics-port', '0'], {
-          stdio: ['ignore', 'ignore', 'inherit'],
-          env: { ...process.env, MNIST_DDP_LOG_LEVEL: process.env.MNIST_DDP_LOG_LEVEL ?? 'warn', NODE_APP_INSTANCE: String(i) },
-        });
-        child.on('exit', (code, signal) => {
-          if (code !== 0) log.warn({ worker: i, code, signal }, `worker process ${i} exited with ${signal ?? `code ${code}`}`);
-        });
-        children.push(child);
-      }
-    };
-    let group: RemoteWorkerGroup;
-    try {
-      group = await startRemoteGroup(run, config.workers, o, log, spawnWorkers);
-    } catch (err) {
-      for (const c of children) c.kill('SIGKILL');
-      throw err;
-    }
-    const close = group.close.bind(group);
-    group.close = async (reason?: string) => {
-      await close(reason);
-      await Promise.all(children.map((c) => new Promise<void>((resolve) => {
-        if (c.exitCode !== null || c.signalCode !== null) return resolve();
-        const timer = setTimeout(() => c.kill('SIGKILL'), 10_000);
-        c.once('exit', () => {
-          clearTimeout(timer);
-          resolve();
-        });
-      })));
-    };
-    return group;
-  };
+  return (run) => startLocalWorkerGroup(run, config.workers, config.backend, options);
 }
