@@ -81,6 +81,8 @@ export async function runTrain(input: TrainConfig, io: Io, makeGroup?: (run: Pre
   const history = new HistoryWriter(join(runDir, 'history.jsonl'));
   const progress = createProgress({ tty: Boolean(process.stderr.isTTY) && !config.json, totalSamples: config.epochs * plan.train.length, log });
   let outcome;
+  let counts;
+  let failure: unknown;
   try {
     outcome = await runTraining(config, group, plan, start, {
       onStep: (e) => { history.step(e); progress.step(e); },
@@ -94,12 +96,15 @@ export async function runTrain(input: TrainConfig, io: Io, makeGroup?: (run: Pre
         });
       },
     });
+    counts = await group.evaluate('test', 36);
+  } catch (err) {
+    failure = err;
+    throw err;
   } finally {
     progress.stop();
+    // Always release the workers (and child processes): a failed run must end, not hang on open sockets.
+    await group.close(failure ? `the run failed: ${(failure as Error).message}` : 'training finished').catch(() => undefined);
   }
-
-  const counts = await group.evaluate('test', 36);
-  await group.close();
   const report = evaluationReport(counts.confusion, counts.lossSum);
   writeFileSync(join(runDir, 'eval.json'), JSON.stringify({ ...report, misclassified: counts.mistakes }, null, 2));
   if (!config.json) io.stdout(formatEvaluation(report, 'test'));

@@ -26,7 +26,7 @@ export interface WorkerGroup {
   /** Exact counts summed over ranks. */
   evaluate(split: EvalSplit, mistakes?: number): Promise<EvaluationCounts>;
   snapshot(): Promise<ReplicaSnapshot>;
-  close(): Promise<void>;
+  close(reason?: string): Promise<void>;
   /** Step boundary: admit joiners, release leavers (elastic groups). */
   beforeStep?(): Promise<void>;
   /** After a recoverable failure of `step`: re-form and restore a state that has not applied it. */

@@ -1,5 +1,5 @@
 import { NUM_CLASSES } from '../shared/mnist.js';
-import { PROTOCOL_VERSION, type NarrowWorkerMessage, type WorkerMessage } from '../shared/control-protocol.js';
+import { PROTOCOL_VERSION, type CoordinatorMessage, type NarrowWorkerMessage, type WorkerMessage } from '../shared/control-protocol.js';
 import { MnistDdpError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import { describeLayout, type ParamLayout } from '../shared/param-layout.js';
@@ -178,14 +178,25 @@ export class RemoteWorkerGroup implements WorkerGroup {
     const members = this.members.beginGeneration();
     const generation = this.members.generation;
     if (members.length === 0) throw new MnistDdpError('PEER_LOST', `generation ${generation}: no workers left to train with`, {});
-    await Promise.all(members.map((w) => this.server.send(w.peer, { type: 'open-inbox', generation })));
-    const inboxes = await this.collect('inbox', members, this.o.requestTimeoutMs, `generation ${generation} ring set-up`, (m) => m.generation === generation);
+    const inboxReplies = this.collect('inbox', members, this.o.requestTimeoutMs, `generation ${generation} ring set-up`, (m) => m.generation === generation);
+    await this.broadcast(members, () => ({ type: 'open-inbox', generation }), inboxReplies);
+    const inboxes = await inboxReplies;
     const peers = members.map((w) => inboxes.get(w.id)!.endpoint);
-    await Promise.all(members.map((w) => this.server.send(w.peer, { type: 'ring', generation, rank: w.rank, worldSize: members.length, peers })));
-    await this.collect('ring-ready', members, this.o.requestTimeoutMs, `generation ${generation} ring barrier`, (m) => m.generation === generation);
+    const ready = this.collect('ring-ready', members, this.o.requestTimeoutMs, `generation ${generation} ring barrier`, (m) => m.generation === generation);
+    await this.broadcast(members, (w) => ({ type: 'ring', generation, rank: w.rank, worldSize: members.length, peers }), ready);
+    await ready;
     this.members.activate(members);
     this.o.log.info({ generation, workers: members.map((w) => ({ rank: w.rank, worker: w.id, host: w.host })), peers }, `ring formed: ${members.length} worker(s), generation ${generation}`);
     this.o.onMembershipChange?.(members, generation);
+  }
+
+  /**
+   * Sends one message per worker. Callers register the reply collector first and pass it here, so a reply can never
+   * arrive before anyone waits for it; a failed send settles that collector's rejection handling.
+   */
+  private async broadcast(workers: readonly WorkerRecord[], message: (w: WorkerRecord) => CoordinatorMessage, replies?: Promise<unknown>): Promise<void> {
+    replies?.catch(() => undefined);
+    await Promise.all(workers.map((w) => this.server.send(w.peer, message(w))));
   }
 
   private async loadState(workers: readonly WorkerRecord[], s: ReplicaSnapshot, appliedStep: number): Promise<void> {
@@ -221,8 +232,9 @@ export class RemoteWorkerGroup implements WorkerGroup {
     const generation = this.generation;
     const workers = [...this.members.active];
     const digest = this.o.digestEvery > 0 && plan.step % this.o.digestEvery === 0;
-    await Promise.all(workers.map((w) => this.server.send(w.peer, { type: 'step', generation, ...plan, digest })));
-    const replies = await this.collect('step-done', workers, this.o.stepTimeoutMs, `step ${plan.step}`, (m) => m.generation === generation && m.step === plan.step);
+    const done = this.collect('step-done', workers, this.o.stepTimeoutMs, `step ${plan.step}`, (m) => m.generation === generation && m.step === plan.step);
+    await this.broadcast(workers, () => ({ type: 'step', generation, ...plan, digest }), done);
+    const replies = await done;
     const reports: StepReport[] = workers.map((w) => {
       const r = replies.get(w.id)!;
       return { rank: r.rank, loss: r.loss, globalCount: r.globalCount, localCount: r.localCount, computeMs: r.computeMs, allReduceMs: r.allReduceMs, applyMs: r.applyMs };
@@ -268,8 +280,9 @@ export class RemoteWorkerGroup implements WorkerGroup {
 
   private async snapshotFrom(w: WorkerRecord): Promise<{ snapshot: ReplicaSnapshot; appliedStep: number }> {
     const requestId = ++this.requestIds;
-    await this.server.send(w.peer, { type: 'snapshot-request', requestId });
-    const reply = (await this.collect('snapshot', [w], this.o.requestTimeoutMs, `snapshot from rank ${w.rank}`, (m) => m.requestId === requestId)).get(w.id)!;
+    const replies = this.collect('snapshot', [w], this.o.requestTimeoutMs, `snapshot from rank ${w.rank}`, (m) => m.requestId === requestId);
+    await this.broadcast([w], () => ({ type: 'snapshot-request', requestId }), replies);
+    const reply = (await replies).get(w.id)!;
     return {
       appliedStep: reply.appliedStep,
       snapshot: { params: reply.params, synced: reply.synced, optimizer: { name: reply.optimizerName, step: reply.optimizerStep, slots: reply.slots } },
@@ -283,8 +296,9 @@ export class RemoteWorkerGroup implements WorkerGroup {
   async evaluate(split: EvalSplit, mistakes = 0): Promise<EvaluationCounts> {
     const requestId = ++this.requestIds;
     const workers = [...this.members.active];
-    await Promise.all(workers.map((w) => this.server.send(w.peer, { type: 'evaluate', requestId, split, mistakes })));
-    const replies = await this.collect('evaluation', workers, this.o.requestTimeoutMs * 4, `${split} evaluation`, (m) => m.requestId === requestId);
+    const pending = this.collect('evaluation', workers, this.o.requestTimeoutMs * 4, `${split} evaluation`, (m) => m.requestId === requestId);
+    await this.broadcast(workers, () => ({ type: 'evaluate', requestId, split, mistakes }), pending);
+    const replies = await pending;
     const confusion = new Int32Array(NUM_CLASSES * NUM_CLASSES);
     let lossSum = 0;
     let count = 0;

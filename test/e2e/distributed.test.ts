@@ -13,7 +13,7 @@ const tmp = () => mkdtempSync(join(tmpdir(), 'mnist-ddp-e2e-'));
 
 describe('distributed training (real processes)', () => {
   it('2 workers × batch 64 reach the single-process accuracy (batch 128) within 0.3 %', async () => {
-    const common = ['--train-subset', '6000', '--epochs', '1', '--validation-size', '1000', '--seed', '3', '--backend', 'wasm', '--json', '--no-report'];
+    const common = ['--train-subset', '8000', '--epochs', '1', '--warmup-steps', '0', '--validation-size', '1000', '--seed', '3', '--backend', 'wasm', '--json', '--no-report'];
     const single = await runCli(['train', ...common, '--batch-size', '128', '--run-dir', tmp()]);
     expect(single.code, single.stderr).toBe(0);
     const ddp = await runCli(['train', ...common, '--batch-size', '64', '--workers', '2', '--run-dir', tmp()]);
