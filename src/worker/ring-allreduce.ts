@@ -5,6 +5,7 @@ import { MnistDdpError, type ErrorCode } from '../shared/errors.js';
 import { componentLogger, type Logger } from '../shared/log.js';
 import { PROTOCOL_VERSION, isRingChunk, isRingHello, messageProblem, type RingChunk, type RingHello, type RingPhase } from '../shared/protocol.js';
 import type { AllReduceOptions, AllReducer } from './allreduce.js';
+import { sumInto } from './sum-into.js';
 import { chunkBounds, framesPerAllReduce, receiveStep, ringLayout, type RingLayout } from './ring-topology.js';
 
 /**
@@ -394,7 +395,7 @@ export class RingAllReducer implements AllReducer {
     const target = op.buf.subarray(start, end);
     const data = frame.data;
     if (phase === 'reduce-scatter') {
-      for (let i = 0; i < target.length; i++) target[i] = (target[i] as number) + (data[i] as number);
+      sumInto(target, data);
       this.sendChunk(op, t < N - 2 ? 'reduce-scatter' : 'all-gather', segment, chunk);
     } else {
       target.set(data);
@@ -478,3 +479,4 @@ export class RingAllReducer implements AllReducer {
     this.onRejectedFrame?.(err);
   }
 }
+
