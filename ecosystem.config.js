@@ -47,7 +47,18 @@ const shared = {
   MNIST_DDP_METRICS_PORT: String(positiveInt('MNIST_DDP_METRICS_PORT', 9401)),
   MNIST_DDP_TARGETS_FILE: resolve(root, env.MNIST_DDP_TARGETS_FILE ?? 'runs/prometheus/targets/mnist-ddp.json'),
   MNIST_DDP_LOG_LEVEL: env.MNIST_DDP_LOG_LEVEL ?? 'info',
+  // pm2 keeps these processes up: the coordinator idles after its run, workers wait for the next run.
+  MNIST_DDP_EXIT_WHEN_DONE: 'false',
+  MNIST_DDP_STAY_ALIVE: 'true',
+  MNIST_DDP_MIN_WORKERS: String(workers),
 };
+// The coordinator listens on every interface at the port workers are given.
+shared.MNIST_DDP_BIND = env.MNIST_DDP_BIND ?? `tcp://0.0.0.0:${/:(\d+)$/.exec(shared.MNIST_DDP_COORDINATOR)?.[1] ?? '5555'}`;
+
+// Every other MNIST_DDP_* setting of the shell that runs `pm2 start` (model, epochs, batch size, …) reaches the apps.
+for (const [key, value] of Object.entries(env)) {
+  if (key.startsWith('MNIST_DDP_') && !(key in shared) && value !== undefined) shared[key] = value;
+}
 
 const common = {
   cwd: root,

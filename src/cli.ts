@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import { MnistDdpError, isMnistDdpError } from './shared/errors.js';
-import { benchConfigSchema, workerConfigSchema, fromConfigFile, fromEnv, resolveConfig, trainConfigSchema, TRAIN_KEYS, type TrainConfig } from './shared/config.js';
+import { benchConfigSchema, coordinatorConfigSchema, workerConfigSchema, fromConfigFile, fromEnv, resolveConfig, trainConfigSchema, TRAIN_KEYS, type TrainConfig } from './shared/config.js';
 
 /**
  * `mnist-ddp` command line. Each subcommand turns its flags into a validated, frozen config (shared/config.ts) and
@@ -8,8 +8,10 @@ import { benchConfigSchema, workerConfigSchema, fromConfigFile, fromEnv, resolve
  */
 const stdout = (s: string): void => void process.stdout.write(`${s}\n`);
 
+/** Only flags given on the command line: commander's implicit defaults (e.g. `true` for --no-x) must not mask env or file. */
 function flagsOf(cmd: Command): Record<string, unknown> {
-  return cmd.opts();
+  const opts = cmd.opts();
+  return Object.fromEntries(Object.entries(opts).filter(([key]) => cmd.getOptionValueSource(key) === 'cli'));
 }
 
 const program = new Command('mnist-ddp')
@@ -110,7 +112,34 @@ program
   .action(async (_opts, cmd: Command) => {
     const config = resolveConfig(workerConfigSchema, { flags: flagsOf(cmd), env: fromEnv(Object.keys(workerConfigSchema.shape)) });
     const { runWorker } = await import('./worker/main.js');
-    process.exitCode = await runWorker(config);
+    let signalled = false;
+    process.once('SIGINT', () => (signalled = true));
+    process.once('SIGTERM', () => (signalled = true));
+    for (;;) {
+      process.exitCode = await runWorker(config);
+      // A signal means "leave" (pm2 scale-down, Ctrl-C): never re-join after it.
+      if (!config.stayAlive || signalled) break;
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+    }
+  });
+
+addTrainOptions(program.command('coordinator').description('the control plane for independently started workers (pm2, other machines); elastic'))
+  .option('--bind <endpoint>', 'control socket, e.g. tcp://0.0.0.0:5555 (default)')
+  .option('--min-workers <n>', 'workers to wait for before the first step (default 2)')
+  .option('--join-timeout-ms <n>', 'how long to wait for them (default 600000)')
+  .option('--step-timeout-ms <n>', 'deadline for every worker to finish a step (default 60000)')
+  .option('--heartbeat-timeout-ms <n>', 'a silent worker is declared gone after this (default 5000)')
+  .option('--digest-every <n>', 'compare replica weight digests every n steps (default 50; 0 = never)')
+  .option('--no-elastic', 'fail the run when a worker is lost instead of re-forming the ring')
+  .option('--metrics-host <host>', 'interface for /metrics (default 0.0.0.0)')
+  .option('--coordinator-metrics-port <n>', 'port for /metrics (default 9400)')
+  .option('--targets-file <file>', 'Prometheus file_sd targets file to keep current')
+  .option('--no-exit-when-done', 'keep serving /metrics after the run (pm2)')
+  .action(async (_opts, cmd: Command) => {
+    const { config: file, ...flags } = flagsOf(cmd) as { config?: string };
+    const config = resolveConfig(coordinatorConfigSchema, { flags, env: fromEnv(Object.keys(coordinatorConfigSchema.shape)), file: fromConfigFile(file) });
+    const { runCoordinator } = await import('./coordinator/main.js');
+    await runCoordinator(config, { stdout });
   });
 
 program
@@ -124,6 +153,55 @@ program
   .action(async (opts: { checkpoint: string; dataDir?: string; classes?: string; backend?: string; json?: boolean }) => {
     const { runEval } = await import('./commands/eval.js');
     await runEval(opts, { stdout });
+  });
+
+program
+  .command('export')
+  .description('write the TF.js web format (model.json + weights.bin) for tf.loadLayersModel, optionally quantised')
+  .requiredOption('--checkpoint <dir>', 'checkpoint directory')
+  .requiredOption('--out <dir>', 'output directory')
+  .option('--quantize <dtype>', 'uint8 | float16 (manifest quantisation fields)')
+  .option('--data-dir <dir>', 'MNIST-layout IDX files for the accuracy check')
+  .option('--backend <name>', 'auto | tensorflow | wasm | cpu')
+  .option('--json', 'print one JSON line')
+  .action(async (opts: { checkpoint: string; out: string; quantize?: string; dataDir?: string; backend?: string; json?: boolean }) => {
+    const { runExport } = await import('./commands/export.js');
+    const { QUANTIZE_DTYPES } = await import('./shared/quantize.js');
+    const { parseBackendChoice } = await import('./shared/backend.js');
+    if (opts.quantize !== undefined && !(QUANTIZE_DTYPES as readonly string[]).includes(opts.quantize)) {
+      throw new MnistDdpError('CONFIG_INVALID', `invalid quantize (--quantize) = ${JSON.stringify(opts.quantize)}: expected one of ${QUANTIZE_DTYPES.join(', ')}`, { key: 'quantize' });
+    }
+    await runExport({ ...opts, quantize: opts.quantize as (typeof QUANTIZE_DTYPES)[number] | undefined, backend: parseBackendChoice(opts.backend ?? 'auto') }, { stdout });
+  });
+
+program
+  .command('serve')
+  .description('serve the handwritten-digit web app and POST /predict for a checkpoint')
+  .requiredOption('--checkpoint <dir>', 'checkpoint directory')
+  .option('--port <n>', 'TCP port (default 8080; 0 = any free port)', '8080')
+  .option('--host <host>', 'interface (default 0.0.0.0)', '0.0.0.0')
+  .option('--backend <name>', 'auto | tensorflow | wasm | cpu')
+  .action(async (opts: { checkpoint: string; port: string; host: string; backend?: string }) => {
+    const port = Number(opts.port);
+    if (!Number.isInteger(port) || port < 0 || port > 65535) {
+      throw new MnistDdpError('CONFIG_INVALID', `invalid port (--port) = ${JSON.stringify(opts.port)}: expected an integer in 0..65535`, { key: 'port' });
+    }
+    const { runServe } = await import('./commands/serve.js');
+    const { parseBackendChoice } = await import('./shared/backend.js');
+    const server = await runServe({ checkpoint: opts.checkpoint, port, host: opts.host, backend: parseBackendChoice(opts.backend ?? 'auto') }, { stdout });
+    const shutdown = (): void => void server.close().then(() => process.exit(0));
+    process.once('SIGINT', shutdown);
+    process.once('SIGTERM', shutdown);
+  });
+
+program
+  .command('report')
+  .description('write a self-contained report.html from a run directory (curves, confusion heat map, misclassified digits)')
+  .requiredOption('--run <dir>', 'run directory (history.jsonl, eval.json)')
+  .option('--out <file>', 'output file (default <run>/report.html)')
+  .action(async (opts: { run: string; out?: string }) => {
+    const { runReport } = await import('./commands/report.js');
+    await runReport(opts, { stdout });
   });
 
 program

@@ -1,7 +1,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { readCheckpoint, writeCheckpoint, type TrainingPosition } from '../coordinator/checkpoints.js';
-import { runTraining, type WorkerGroup } from '../coordinator/driver.js';
+import { runTraining, type TrainEvents, type WorkerGroup } from '../coordinator/driver.js';
 import { HistoryWriter } from '../coordinator/history.js';
 import { LocalWorkerGroup } from '../coordinator/local-group.js';
 import { createProgress } from '../coordinator/progress.js';
@@ -63,7 +63,9 @@ export async function prepareRun(config: TrainConfig): Promise<PreparedRun> {
  * `mnist-ddp train`: data → model → training → evaluation → checkpoint, with the coordinator's loop driving a
  * worker group (one in-process worker here; worker processes with --workers N, see commands/train-distributed.ts).
  */
-export async function runTrain(input: TrainConfig, io: Io, makeGroup?: (run: PreparedRun, plan: DatasetPlan) => Promise<WorkerGroup>): Promise<TrainSummary> {
+export async function runTrain(
+  input: TrainConfig, io: Io, makeGroup?: (run: PreparedRun, plan: DatasetPlan) => Promise<WorkerGroup>, observers: Pick<TrainEvents, 'onStep' | 'onEpoch'> = {},
+): Promise<TrainSummary> {
   const log = componentLogger('train');
   const t0 = performance.now();
   await initBackend(input.backend, log);
@@ -85,8 +87,8 @@ export async function runTrain(input: TrainConfig, io: Io, makeGroup?: (run: Pre
   let failure: unknown;
   try {
     outcome = await runTraining(config, group, plan, start, {
-      onStep: (e) => { history.step(e); progress.step(e); },
-      onEpoch: (e) => { history.epoch(e); progress.epoch(e); },
+      onStep: (e) => { history.step(e); progress.step(e); observers.onStep?.(e); },
+      onEpoch: (e) => { history.epoch(e); progress.epoch(e); observers.onEpoch?.(e); },
       checkpoint: async (position) => {
         const snapshot = await group.snapshot();
         replica.setParams(snapshot.params, snapshot.synced.length > 0 ? snapshot.synced : undefined);

@@ -15,7 +15,10 @@ export class HistoryWriter {
   }
 
   step(e: StepEvent): void {
-    this.append({ type: 'step', step: e.step, epoch: e.epoch, loss: e.loss, lr: e.lr, samplesPerSec: e.samplesPerSec, workers: e.worldSize, time: Date.now() - this.t0 });
+    this.append({
+      type: 'step', step: e.step, epoch: e.epoch, loss: e.loss, lr: e.lr, samplesPerSec: e.samplesPerSec, workers: e.worldSize, generation: e.generation,
+      cursor: e.cursor - e.globalCount, count: e.globalCount, time: Date.now() - this.t0,
+    });
   }
 
   epoch(e: EpochEvent): void {

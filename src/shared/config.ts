@@ -139,5 +139,26 @@ export const workerConfigSchema = z.object({
   /** Base port for /metrics; a worker serves on base + its pm2 instance number. 0 = an ephemeral port. */
   metricsPort: int(0).max(65535).default(0),
   metrics: bool.default(true),
+  /** After a run ends (or the coordinator is away), say hello again instead of exiting: for pm2-managed workers. */
+  stayAlive: bool.default(false),
 });
 export type WorkerConfig = Readonly<z.infer<typeof workerConfigSchema>>;
+
+/** `mnist-ddp coordinator`: a run's config plus where to listen and how to operate under pm2. */
+export const coordinatorConfigSchema = trainConfigSchema.extend({
+  /** ROUTER address workers connect to (they are given tcp://THIS-HOST:5555). */
+  bind: endpointString.or(z.string().regex(/^tcp:\/\/\*:\d+$/)).default('tcp://0.0.0.0:5555'),
+  /** Workers to wait for before the first step; more may join later (elastic). */
+  minWorkers: int(1).default(2),
+  joinTimeoutMs: int(1000).default(600_000),
+  stepTimeoutMs: int(1000).default(60_000),
+  heartbeatTimeoutMs: int(500).default(5_000),
+  digestEvery: int(0).default(50),
+  elastic: bool.default(true),
+  metricsHost: z.string().min(1).default('0.0.0.0'),
+  coordinatorMetricsPort: int(0).max(65535).default(9400),
+  targetsFile: z.string().optional(),
+  /** After the run: exit (true) or keep serving /metrics and refusing late joiners (false, for pm2). */
+  exitWhenDone: bool.default(true),
+});
+export type CoordinatorConfig = Readonly<z.infer<typeof coordinatorConfigSchema>>;

@@ -55,7 +55,7 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
   let heartbeat: NodeJS.Timeout | undefined;
   let reducer: AllReducer = new LocalReducer();
   try {
-    await client.send({ type: 'hello', protocolVersion: PROTOCOL_VERSION, host: hostname(), pid: process.pid, instance, metricsPort: metricsServer?.port ?? 0 });
+    await client.send({ type: 'hello', protocolVersion: PROTOCOL_VERSION, host: advertiseHost, pid: process.pid, instance, metricsPort: metricsServer?.port ?? 0 });
     const welcome = await client.next(cfg.coordinatorTimeoutMs);
     if (welcome.type === 'reject') return fail(log, welcome);
     if (welcome.type !== 'welcome') throw new Error(`expected welcome, got ${welcome.type}`);

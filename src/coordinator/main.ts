@@ -1,0 +1,69 @@
+import { hostname } from 'node:os';
+import { Registry } from 'prom-client';
+import { runTrain, type Io, type TrainSummary } from '../commands/train.js';
+import { startRemoteGroup } from '../commands/train-distributed.js';
+import type { CoordinatorConfig } from '../shared/config.js';
+import { componentLogger } from '../shared/log.js';
+import { createCoordinatorMetrics, startMetricsServer } from '../shared/metrics.js';
+import { writeScrapeTargets } from './targets-file.js';
+import type { WorkerRecord } from './membership.js';
+
+function hostOf(endpoint: string): string {
+  return /^tcp:\/\/([^:/]+):/.exec(endpoint)?.[1] ?? '127.0.0.1';
+}
+
+/**
+ * `mnist-ddp coordinator`: the control plane of a run whose workers are started independently (pm2, or by hand on
+ * other machines). Elastic by default: workers may join or leave at any step boundary. Serves /metrics (cluster
+ * view) and keeps a Prometheus file_sd targets file listing itself and the active workers.
+ */
+export async function runCoordinator(config: CoordinatorConfig, io: Io): Promise<TrainSummary> {
+  const log = componentLogger('coordinator');
+  const registry = new Registry();
+  const metrics = createCoordinatorMetrics(registry);
+  const metricsServer = await startMetricsServer({ registry, host: config.metricsHost, port: config.coordinatorMetricsPort, log });
+  const selfHost = config.metricsHost === '0.0.0.0' ? '127.0.0.1' : config.metricsHost;
+  const publishTargets = async (active: readonly WorkerRecord[]): Promise<void> => {
+    if (!config.targetsFile) return;
+    await writeScrapeTargets(config.targetsFile, [
+      { host: selfHost, port: metricsServer.port, labels: { role: 'coordinator', instance_name: hostname() } },
+      ...active.filter((w) => w.metricsPort > 0).map((w) => ({ host: w.host, port: w.metricsPort, labels: { role: 'worker', rank: String(w.rank) } })),
+    ]);
+  };
+  await publishTargets([]);
+  try {
+    return await runTrain({ ...config, workers: config.minWorkers }, io, async (run) => {
+      const group = await startRemoteGroup(run, config.minWorkers, {
+        bind: config.bind, elastic: config.elastic, joinTimeoutMs: config.joinTimeoutMs, stepTimeoutMs: config.stepTimeoutMs,
+        heartbeatTimeoutMs: config.heartbeatTimeoutMs, digestEvery: config.digestEvery,
+        onMembershipChange: (active, generation) => {
+          metrics.workers.set(active.length);
+          metrics.generation.set(generation);
+          metrics.clearWorkers();
+          void publishTargets(active).catch((err: Error) => log.warn({ err: err.message }, 'could not write the Prometheus targets file'));
+        },
+      }, log);
+      log.info({ host: hostOf(config.bind) }, 'training started');
+      return group;
+    }, {
+      onStep: (e) => {
+        metrics.epoch.set(e.epoch);
+        metrics.epochProgress.set(e.cursor / e.epochSize);
+        metrics.learningRate.set(e.lr);
+        for (const r of e.reports) {
+          const seconds = (r.computeMs + r.allReduceMs + r.applyMs) / 1000;
+          metrics.reportWorker(r.rank, { samplesPerSecond: seconds > 0 ? r.localCount / seconds : 0, stepSeconds: seconds, loss: r.loss });
+        }
+      },
+      onEpoch: (e) => {
+        if (e.validation) {
+          metrics.validationAccuracy.set(e.validation.accuracy);
+          metrics.validationLoss.set(e.validation.loss);
+        }
+      },
+    });
+  } finally {
+    if (config.exitWhenDone) await metricsServer.close();
+    else log.info('run finished; serving /metrics until stopped (pm2 stop coordinator)');
+  }
+}
