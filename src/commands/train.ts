@@ -51,7 +51,9 @@ export async function prepareRun(config: TrainConfig): Promise<PreparedRun> {
     return { config, replica, start: { epoch: 0, cursor: 0, globalStep: 0 }, runDir: config.runDir ?? defaultRunDir(config.model) };
   }
   const loaded = await readCheckpoint(config.resume);
-  const operational = Object.fromEntries(OPERATIONAL_KEYS.map((k) => [k, config[k]]).filter(([, v]) => v !== undefined));
+  // All operational keys come from this invocation, unset ones included: a --max-steps that stopped the saved run
+  // must not stop the resumed one before its first step.
+  const operational = Object.fromEntries(OPERATIONAL_KEYS.map((k) => [k, config[k]]));
   const merged = Object.freeze(trainConfigSchema.parse({ ...loaded.state.config, ...operational }));
   const replica = new Replica({ model: loaded.model, seed: merged.seed, optimizer: { name: merged.optimizer, momentum: merged.momentum, weightDecay: merged.weightDecay } });
   replica.optimizer.load(loaded.optimizer);
