@@ -70,6 +70,19 @@ export async function saveModelDir(model: tf.LayersModel, dir: string): Promise<
   writeModelFiles(dir, await modelArtifacts(model));
 }
 
+const VALUE_BYTES: Record<string, number> = { float32: 4, int32: 4, bool: 1, complex64: 8, uint8: 1, uint16: 2, float16: 2 };
+
+/** Bytes the weight specs occupy (quantised entries at their stored width); undefined when a dtype has no fixed size. */
+function manifestByteLength(specs: tf.io.WeightsManifestEntry[]): number | undefined {
+  let total = 0;
+  for (const spec of specs) {
+    const width = VALUE_BYTES[spec.quantization?.dtype ?? spec.dtype];
+    if (width === undefined) return undefined;
+    total += spec.shape.reduce((a, b) => a * b, 1) * width;
+  }
+  return total;
+}
+
 /** Loads a directory written by saveModelDir (or any single-shard TF.js Layers model). */
 export async function loadModelDir(dir: string): Promise<tf.LayersModel> {
   const jsonPath = join(dir, MODEL_JSON);
@@ -93,6 +106,11 @@ export async function loadModelDir(dir: string): Promise<tf.LayersModel> {
     return readFileSync(file);
   }));
   const bytes = Buffer.concat(chunks);
+  const expected = manifestByteLength(weightSpecs);
+  if (expected !== undefined && bytes.byteLength !== expected) {
+    const files = manifest.flatMap((group) => group.paths.map((p) => join(dir, p))).join(', ');
+    throw new MnistDdpError('CHECKPOINT_INVALID', `${files} holds ${bytes.byteLength} bytes; the manifest in ${jsonPath} describes ${expected} (truncated or from another model)`, { file: files });
+  }
   const weightData = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
   try {
     return await tf.loadLayersModel(tf.io.fromMemory({ modelTopology: parsed.modelTopology, weightSpecs, weightData }));
