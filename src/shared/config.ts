@@ -102,6 +102,10 @@ export function resolveConfig<S extends z.ZodObject<z.ZodRawShape>>(
     const issue = result.error.issues[0]!;
     const key = String(issue.path[0] ?? '');
     const origin = key in defined(sources.flags) ? flagName(key) : key in defined(sources.env) ? envName(key) : 'config file';
+    // Same code as eval/export/serve's --backend (parseBackendChoice): an unknown backend is not a generic bad value.
+    if (key === 'backend' && issue.code === 'invalid_enum_value') {
+      throw new MnistDdpError('BACKEND_UNKNOWN', `unknown backend ${JSON.stringify(merged[key])} (${origin}); valid backends: ${BACKEND_NAMES.join(', ')}`, { key, backend: merged[key], valid: [...BACKEND_NAMES], origin });
+    }
     throw new MnistDdpError('CONFIG_INVALID', `invalid ${key} (${origin}) = ${JSON.stringify(merged[key])}: ${issue.message}`, { key, value: merged[key], origin });
   }
   return Object.freeze(result.data);
