@@ -142,6 +142,51 @@ addTrainOptions(program.command('coordinator').description('the control plane fo
     await runCoordinator(config, { stdout });
   });
 
+addTrainOptions(program.command('finetune').description('fine-tune a pretrained checkpoint: freeze layers, new head, class subsets, few labels'))
+  .requiredOption('--from <dir>', 'pretrained checkpoint directory')
+  .option('--freeze <layers>', 'comma-separated layer names to keep fixed (e.g. conv1,conv2)')
+  .option('--freeze-until <layer>', 'freeze every layer up to and including this one')
+  .option('--new-head', 're-initialise the head layer')
+  .action(async (_opts, cmd: Command) => {
+    const config = trainConfigFrom(cmd);
+    const { runTrain } = await import('./commands/train.js');
+    if (config.workers > 0) {
+      const { distributedGroupFactory } = await import('./commands/train-distributed.js');
+      await runTrain(config, { stdout }, distributedGroupFactory(config));
+    } else {
+      await runTrain(config, { stdout });
+    }
+  });
+
+const experiment = program.command('experiment').description('end-to-end studies');
+experiment
+  .command('transfer')
+  .description('pretrain on 0-4; fine-tune on 10 % of 5-9 (frozen features / from scratch / full, lr ÷10); compare')
+  .option('--workers <n>', 'worker processes per arm (0 = single process)', '0')
+  .option('--backend <name>', 'auto | tensorflow | wasm | cpu', 'auto')
+  .option('--seed <n>', 'seed', '42')
+  .option('--pretrain-epochs <n>', 'epochs on 0-4', '2')
+  .option('--finetune-epochs <n>', 'epochs for the 5-9 arms', '10')
+  .option('--label-fraction <x>', 'fraction of 5-9 training labels', '0.1')
+  .option('--lr <x>', 'learning rate (the full arm uses a tenth)', '0.05')
+  .option('--run-dir <dir>', 'parent directory of the arms\' runs')
+  .option('--json', 'end with one JSON line: {"arms": [{name, testAccuracy, wallSeconds}, ...]}')
+  .action(async (opts: Record<string, string | boolean | undefined>) => {
+    const { z } = await import('zod');
+    const schema = z.object({
+      workers: z.coerce.number().int().min(0), backend: z.enum(['auto', 'tensorflow', 'wasm', 'cpu']), seed: z.coerce.number().int().min(0),
+      pretrainEpochs: z.coerce.number().int().min(1), finetuneEpochs: z.coerce.number().int().min(1),
+      labelFraction: z.coerce.number().gt(0).max(1), lr: z.coerce.number().positive(), runDir: z.string().optional(), json: z.boolean().default(false),
+    });
+    const parsed = schema.safeParse(opts);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      throw new MnistDdpError('CONFIG_INVALID', `invalid ${String(issue.path[0])} = ${JSON.stringify(opts[String(issue.path[0])])}: ${issue.message}`, { key: issue.path[0] });
+    }
+    const { runTransferExperiment } = await import('./commands/experiment-transfer.js');
+    await runTransferExperiment(parsed.data, { stdout });
+  });
+
 program
   .command('eval')
   .description('evaluate a checkpoint on the MNIST test set: accuracy, per-class precision/recall/F1, confusion matrix')

@@ -37,7 +37,7 @@ export async function startRemoteGroup(run: PreparedRun, workers: number, o: Coo
   });
   const { replica } = run;
   try {
-    await group.start(workers, o.joinTimeoutMs, { params: replica.params, synced: replica.syncedBuffers(), optimizer: replica.optimizer.state() }, run.start.globalStep - 1);
+    await group.start(workers, o.joinTimeoutMs, { weights: replica.allWeights(), optimizer: replica.optimizer.state() }, run.start.globalStep - 1);
   } catch (err) {
     await group.close('start-up failed');
     throw err;

@@ -6,7 +6,11 @@ import { HistoryWriter } from '../coordinator/history.js';
 import { LocalWorkerGroup } from '../coordinator/local-group.js';
 import { createProgress } from '../coordinator/progress.js';
 import { initBackend } from '../shared/backend.js';
+import * as tf from '@tensorflow/tfjs';
 import { trainConfigSchema, type TrainConfig } from '../shared/config.js';
+import { MnistDdpError } from '../shared/errors.js';
+import { isModelName } from '../shared/models.js';
+import { loadModelDir } from '../shared/model-io.js';
 import { planDataset, type DatasetPlan } from '../shared/dataset-plan.js';
 import { evaluationReport, formatEvaluation } from '../shared/evaluation.js';
 import { componentLogger } from '../shared/log.js';
@@ -46,8 +50,9 @@ export interface PreparedRun {
 
 /** Builds the replica and start position: fresh, or restored exactly from --resume. */
 export async function prepareRun(config: TrainConfig): Promise<PreparedRun> {
+  if (config.from && !config.resume) return prepareFinetune(config);
   if (!config.resume) {
-    const replica = new Replica({ model: config.model, seed: config.seed, optimizer: { name: config.optimizer, momentum: config.momentum, weightDecay: config.weightDecay } });
+    const replica = new Replica({ model: config.model, seed: config.seed, freeze: config.freeze, optimizer: { name: config.optimizer, momentum: config.momentum, weightDecay: config.weightDecay } });
     return { config, replica, start: { epoch: 0, cursor: 0, globalStep: 0 }, runDir: config.runDir ?? defaultRunDir(config.model) };
   }
   const loaded = await readCheckpoint(config.resume);
@@ -59,6 +64,37 @@ export async function prepareRun(config: TrainConfig): Promise<PreparedRun> {
   replica.optimizer.load(loaded.optimizer);
   const { epoch, cursor, globalStep } = loaded.state;
   return { config: merged, replica, start: { epoch, cursor, globalStep }, runDir: config.runDir ?? dirname(resolve(config.resume)) };
+}
+
+/**
+ * Fine-tuning: start from a pretrained checkpoint's weights, optionally with a freshly initialised `head`, and freeze
+ * layers by name (--freeze a,b) or everything up to and including a layer (--freeze-until conv2). The resolved
+ * freeze list goes into the run's config, so distributed workers build the same trainable layout; frozen weights
+ * reach them with the initial state.
+ */
+async function prepareFinetune(config: TrainConfig): Promise<PreparedRun> {
+  const pretrained = await loadModelDir(config.from!);
+  const model = isModelName(pretrained.name) ? pretrained.name : config.model;
+  const layerNames = pretrained.layers.map((l) => l.name);
+  const freeze = new Set(config.freeze);
+  if (config.freezeUntil) {
+    const until = layerNames.indexOf(config.freezeUntil);
+    if (until < 0) {
+      throw new MnistDdpError('LAYER_UNKNOWN', `--freeze-until ${config.freezeUntil}: model '${pretrained.name}' has layers ${layerNames.join(', ')}`, { layer: config.freezeUntil });
+    }
+    for (const name of layerNames.slice(0, until + 1)) if (pretrained.getLayer(name).weights.length > 0) freeze.add(name);
+  }
+  if (config.newHead) {
+    const head = pretrained.getLayer('head');
+    // getWeights() returns the live variables: read their shapes, never dispose them.
+    const [kernel, bias] = head.getWeights();
+    const fresh = [tf.initializers.glorotUniform({ seed: config.seed }).apply(kernel!.shape), tf.zeros(bias!.shape)];
+    head.setWeights(fresh);
+    tf.dispose(fresh);
+  }
+  const merged: TrainConfig = Object.freeze({ ...config, model: model as TrainConfig['model'], freeze: [...freeze], freezeUntil: undefined });
+  const replica = new Replica({ model: pretrained, seed: merged.seed, freeze: merged.freeze, optimizer: { name: merged.optimizer, momentum: merged.momentum, weightDecay: merged.weightDecay } });
+  return { config: merged, replica, start: { epoch: 0, cursor: 0, globalStep: 0 }, runDir: config.runDir ?? defaultRunDir(`${model}-finetune`) };
 }
 
 /**
@@ -93,7 +129,7 @@ export async function runTrain(
       onEpoch: (e) => { history.epoch(e); progress.epoch(e); observers.onEpoch?.(e); },
       checkpoint: async (position) => {
         const snapshot = await group.snapshot();
-        replica.setParams(snapshot.params, snapshot.synced.length > 0 ? snapshot.synced : undefined);
+        replica.setAllWeights(snapshot.weights);
         await writeCheckpoint(checkpointDir, replica.model, snapshot.optimizer, {
           model: config.model, ...position, config: { ...config }, rng: { seed: config.seed, scheme: 'stateless: deriveSeed(seed, epoch, step, rank) per step' },
           layoutChecksum: replica.layout.checksum, weightsDigest: replica.digest(),

@@ -201,7 +201,7 @@ export class RemoteWorkerGroup implements WorkerGroup {
 
   private async loadState(workers: readonly WorkerRecord[], s: ReplicaSnapshot, appliedStep: number): Promise<void> {
     await Promise.all(workers.map((w) => this.server.send(w.peer, {
-      type: 'load-state', generation: this.generation, appliedStep, params: s.params, synced: s.synced,
+      type: 'load-state', generation: this.generation, appliedStep, weights: s.weights,
       optimizerName: s.optimizer.name, optimizerStep: s.optimizer.step, slots: s.optimizer.slots,
     })));
   }
@@ -285,7 +285,7 @@ export class RemoteWorkerGroup implements WorkerGroup {
     const reply = (await replies).get(w.id)!;
     return {
       appliedStep: reply.appliedStep,
-      snapshot: { params: reply.params, synced: reply.synced, optimizer: { name: reply.optimizerName, step: reply.optimizerStep, slots: reply.slots } },
+      snapshot: { weights: reply.weights, optimizer: { name: reply.optimizerName, step: reply.optimizerStep, slots: reply.slots } },
     };
   }
 

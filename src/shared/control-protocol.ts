@@ -57,7 +57,7 @@ export const evaluationMessage = z.object({
   count: uint,
   mistakes: z.array(z.object({ index: uint, label: uint, predicted: uint, confidence: finite })),
 });
-export const snapshotMessage = z.object({ type: z.literal('snapshot'), requestId: uint, appliedStep: z.number().int(), params: f32, synced: f32, ...optimizerState });
+export const snapshotMessage = z.object({ type: z.literal('snapshot'), requestId: uint, appliedStep: z.number().int(), weights: f32, ...optimizerState });
 export const workerErrorMessage = z.object({
   type: z.literal('worker-error'),
   generation: uint,
@@ -77,7 +77,7 @@ export const admittedMessage = z.object({ type: z.literal('admitted'), workerId:
 export const rejectMessage = z.object({ type: z.literal('reject'), code: z.string(), message: z.string() });
 export const openInboxMessage = z.object({ type: z.literal('open-inbox'), generation: uint });
 export const ringMessage = z.object({ type: z.literal('ring'), generation: uint, rank: uint, worldSize: uint, peers: z.array(z.string()) });
-export const loadStateMessage = z.object({ type: z.literal('load-state'), generation: uint, appliedStep: z.number().int(), params: f32, synced: f32, ...optimizerState });
+export const loadStateMessage = z.object({ type: z.literal('load-state'), generation: uint, appliedStep: z.number().int(), weights: f32, ...optimizerState });
 export const stepMessage = z.object({
   type: z.literal('step'),
   generation: uint,

@@ -104,7 +104,7 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
           break;
         }
         case 'load-state':
-          core.restore({ params: m.params, synced: m.synced, optimizer: { name: m.optimizerName, step: m.optimizerStep, slots: m.slots } });
+          core.restore({ weights: m.weights, optimizer: { name: m.optimizerName, step: m.optimizerStep, slots: m.slots } });
           appliedStep = m.appliedStep;
           break;
         case 'step': {
@@ -130,7 +130,7 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
         }
         case 'snapshot-request': {
           const s = core.snapshot();
-          await client.send({ type: 'snapshot', requestId: m.requestId, appliedStep, params: s.params, synced: s.synced, optimizerName: s.optimizer.name, optimizerStep: s.optimizer.step, slots: s.optimizer.slots });
+          await client.send({ type: 'snapshot', requestId: m.requestId, appliedStep, weights: s.weights, optimizerName: s.optimizer.name, optimizerStep: s.optimizer.step, slots: s.optimizer.slots });
           break;
         }
         case 'stop':

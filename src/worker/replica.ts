@@ -74,12 +74,34 @@ export class Replica {
     return out;
   }
 
-  setParams(params: Float32Array, synced?: Float32Array): void {
-    if (params.length !== this.params.length) {
-      throw new MnistDdpError('HANDSHAKE_MISMATCH', `received ${params.length} parameters; this replica has ${this.params.length}`);
+  /** Every model weight, in model.weights order: what a joining replica or a checkpoint needs (frozen layers too). */
+  allWeights(): Float32Array {
+    const values = this.model.weights.map((w) => w.read().dataSync() as Float32Array);
+    const out = new Float32Array(values.reduce((n, v) => n + v.length, 0));
+    let offset = 0;
+    for (const v of values) {
+      out.set(v, offset);
+      offset += v.length;
     }
-    this.params.set(params);
-    this.writeParams(synced);
+    return out;
+  }
+
+  setAllWeights(weights: Float32Array): void {
+    const expected = this.model.weights.reduce((n, w) => n + w.shape.reduce<number>((a, b) => a * (b ?? 1), 1), 0);
+    if (weights.length !== expected) {
+      throw new MnistDdpError('HANDSHAKE_MISMATCH', `received ${weights.length} weight values; model '${this.model.name}' has ${expected}`);
+    }
+    let offset = 0;
+    const tensors = this.model.weights.map((w) => {
+      const shape = w.shape.map((d) => d ?? 1);
+      const size = shape.reduce((a, b) => a * b, 1);
+      const t = tf.tensor(weights.subarray(offset, offset + size), shape);
+      offset += size;
+      return t;
+    });
+    this.model.setWeights(tensors);
+    tf.dispose(tensors);
+    this.readParams();
   }
 
   digest(): string {

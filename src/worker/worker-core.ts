@@ -32,8 +32,8 @@ export interface StepReport {
 }
 
 export interface ReplicaSnapshot {
-  params: Float32Array;
-  synced: Float32Array;
+  /** Every model weight (trainable, frozen and batch-norm statistics) in model.weights order. */
+  weights: Float32Array;
   optimizer: OptimizerState;
 }
 
@@ -114,11 +114,11 @@ export class WorkerCore {
   }
 
   snapshot(): ReplicaSnapshot {
-    return { params: this.replica.params.slice(), synced: this.replica.syncedBuffers(), optimizer: this.replica.optimizer.state() };
+    return { weights: this.replica.allWeights(), optimizer: this.replica.optimizer.state() };
   }
 
   restore(s: ReplicaSnapshot): void {
-    this.replica.setParams(s.params, s.synced.length > 0 ? s.synced : undefined);
+    this.replica.setAllWeights(s.weights);
     this.replica.optimizer.load(s.optimizer);
   }
 }
