@@ -83,18 +83,21 @@ export function trainConfigFrom(cmd: Command, overrides: Record<string, unknown>
   return resolveConfig(trainConfigSchema, { flags: { ...flags, ...overrides }, env: fromEnv(TRAIN_KEYS), file: fromConfigFile(file) });
 }
 
+/** train and finetune: one process (also --debug), or a coordinator here with --workers N child processes. */
+async function trainAction(_opts: unknown, cmd: Command): Promise<void> {
+  const config = trainConfigFrom(cmd);
+  const { runTrain } = await import('./commands/train.js');
+  if (config.workers > 0 && !config.debug) {
+    const { distributedGroupFactory } = await import('./commands/train-distributed.js');
+    await runTrain(config, { stdout }, distributedGroupFactory(config));
+  } else {
+    await runTrain(config, { stdout });
+  }
+}
+
 addTrainOptions(program.command('train').description('train a model on MNIST and print the evaluation report'))
   .option('--debug', 'single-node debug mode: coordinator and one worker in one process, same step code, no sockets')
-  .action(async (_opts, cmd: Command) => {
-    const config = trainConfigFrom(cmd);
-    const { runTrain } = await import('./commands/train.js');
-    if (config.workers > 0 && !config.debug) {
-      const { distributedGroupFactory } = await import('./commands/train-distributed.js');
-      await runTrain(config, { stdout }, distributedGroupFactory(config));
-    } else {
-      await runTrain(config, { stdout });
-    }
-  });
+  .action(trainAction);
 
 program
   .command('worker')
@@ -147,16 +150,7 @@ addTrainOptions(program.command('finetune').description('fine-tune a pretrained 
   .option('--freeze <layers>', 'comma-separated layer names to keep fixed (e.g. conv1,conv2)')
   .option('--freeze-until <layer>', 'freeze every layer up to and including this one')
   .option('--new-head', 're-initialise the head layer')
-  .action(async (_opts, cmd: Command) => {
-    const config = trainConfigFrom(cmd);
-    const { runTrain } = await import('./commands/train.js');
-    if (config.workers > 0) {
-      const { distributedGroupFactory } = await import('./commands/train-distributed.js');
-      await runTrain(config, { stdout }, distributedGroupFactory(config));
-    } else {
-      await runTrain(config, { stdout });
-    }
-  });
+  .action(trainAction);
 
 const experiment = program.command('experiment').description('end-to-end studies');
 experiment
