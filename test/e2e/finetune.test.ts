@@ -2,7 +2,6 @@ import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/shared/backend.js';
 import { planDataset } from '../../src/shared/dataset-plan.js';
@@ -63,14 +62,14 @@ describe('fine-tuning', () => {
     expect(replica.layout.paramCount).toBe(1600 * 10 + 10);
     const lengths: number[] = [];
     const inner = new LocalReducer();
-    const recording: AllReducer = { rank: 0, worldSize: 1, allReduce: (buf, step) => { lengths.push(buf.length); return inner.allReduce(buf, step); }, close: () => inner.close() };
+    const recording: AllReducer = { rank: 0, worldSize: 1, allReduce: (buf) => { lengths.push(buf.length); return inner.allReduce(buf); }, close: () => inner.close() };
     const plan = planDataset({ seed: 1, validationSize: 0, labelFraction: 1, classes: '5-9' });
     const step = new TrainStep(replica, recording);
     const convBefore = model.getLayer('conv2').getWeights()[0]!.dataSync().slice();
     await step.run(gatherBatch(plan.data.train.images, plan.data.train.labels, plan.train.subarray(0, 32)), 0, 0.1);
     expect(lengths).toEqual([16010 + 2]);
     expect(Buffer.compare(Buffer.from(model.getLayer('conv2').getWeights()[0]!.dataSync().buffer), Buffer.from(convBefore.buffer))).toBe(0);
-    tf.dispose(model);
+    model.dispose();
   });
 
   it('selects class subsets and class-balanced label fractions exactly', () => {
