@@ -11,7 +11,6 @@
 import { createRequire } from 'node:module';
 import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { flag, median, runJson } from './common.js';
 
 const steps = flag('steps', '100');
