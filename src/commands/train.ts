@@ -7,7 +7,7 @@ import { LocalWorkerGroup } from '../coordinator/local-group.js';
 import { createProgress } from '../coordinator/progress.js';
 import { initBackend } from '../shared/backend.js';
 import * as tf from '@tensorflow/tfjs';
-import { trainConfigSchema, type TrainConfig } from '../shared/config.js';
+import { isExplicit, trainConfigSchema, type TrainConfig } from '../shared/config.js';
 import { MnistDdpError } from '../shared/errors.js';
 import { isModelName } from '../shared/models.js';
 import { loadModelDir } from '../shared/model-io.js';
@@ -56,11 +56,13 @@ export async function prepareRun(config: TrainConfig): Promise<PreparedRun> {
     return { config, replica, start: { epoch: 0, cursor: 0, globalStep: 0 }, runDir: config.runDir ?? defaultRunDir(config.model) };
   }
   const loaded = await readCheckpoint(config.resume);
-  // All operational keys come from this invocation, unset ones included: a --max-steps that stopped the saved run
-  // must not stop the resumed one before its first step.
-  const operational = Object.fromEntries(OPERATIONAL_KEYS.map((k) => [k, config[k]]));
+  // Operational keys come from this invocation, unset ones included: a --max-steps that stopped the saved run
+  // must not stop the resumed one. --epochs is the exception: without the flag the saved run's total stands (the
+  // schema default would silently shorten a longer run and change its learning-rate schedule).
+  const operational: Record<string, unknown> = Object.fromEntries(OPERATIONAL_KEYS.map((k) => [k, config[k]]));
+  if (!isExplicit(config, 'epochs')) delete operational.epochs;
   const merged = Object.freeze(trainConfigSchema.parse({ ...loaded.state.config, ...operational }));
-  const replica = new Replica({ model: loaded.model, seed: merged.seed, optimizer: { name: merged.optimizer, momentum: merged.momentum, weightDecay: merged.weightDecay } });
+  const replica = new Replica({ model: loaded.model, seed: merged.seed, freeze: merged.freeze, optimizer: { name: merged.optimizer, momentum: merged.momentum, weightDecay: merged.weightDecay } });
   replica.optimizer.load(loaded.optimizer);
   const { epoch, cursor, globalStep } = loaded.state;
   return { config: merged, replica, start: { epoch, cursor, globalStep }, runDir: config.runDir ?? dirname(resolve(config.resume)) };

@@ -83,6 +83,13 @@ export function fromConfigFile(path: string | undefined): Record<string, unknown
   }
 }
 
+/** Keys each resolved config got from a flag, the environment or a file (not from a schema default). */
+const explicitKeys = new WeakMap<object, ReadonlySet<string>>();
+
+export function isExplicit(config: object, key: string): boolean {
+  return explicitKeys.get(config)?.has(key) ?? false;
+}
+
 /**
  * Merges the sources and validates. Unknown keys in a config file are errors (a typo must not be silently
  * ignored). Throws CONFIG_INVALID naming the key, its flag and environment variable, and the bad value.
@@ -108,7 +115,9 @@ export function resolveConfig<S extends z.ZodObject<z.ZodRawShape>>(
     }
     throw new MnistDdpError('CONFIG_INVALID', `invalid ${key} (${origin}) = ${JSON.stringify(merged[key])}: ${issue.message}`, { key, value: merged[key], origin });
   }
-  return Object.freeze(result.data);
+  const config = Object.freeze(result.data);
+  explicitKeys.set(config, new Set(Object.keys(merged)));
+  return config;
 }
 
 export const benchConfigSchema = z.object({

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { benchConfigSchema, envName, fromConfigFile, fromEnv, resolveConfig, trainConfigSchema, TRAIN_KEYS } from '../../src/shared/config.js';
+import { benchConfigSchema, envName, fromConfigFile, fromEnv, isExplicit, resolveConfig, trainConfigSchema, TRAIN_KEYS } from '../../src/shared/config.js';
 import { isMnistDdpError, type MnistDdpError } from '../../src/shared/errors.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mnist-ddp-config-'));
@@ -154,5 +154,16 @@ describe('fromConfigFile', () => {
       expect(err.message).toContain(path);
       expect(err.details).toMatchObject({ key: 'config' });
     }
+  });
+});
+
+describe('explicit keys', () => {
+  it('tells a value given by flag, environment or file from a schema default (resume keeps the saved --epochs)', () => {
+    const defaulted = resolveConfig(trainConfigSchema, {});
+    expect(defaulted.epochs).toBe(2);
+    expect(isExplicit(defaulted, 'epochs')).toBe(false);
+    expect(isExplicit(resolveConfig(trainConfigSchema, { flags: { epochs: '5' } }), 'epochs')).toBe(true);
+    expect(isExplicit(resolveConfig(trainConfigSchema, { env: { epochs: '5' } }), 'epochs')).toBe(true);
+    expect(isExplicit(resolveConfig(trainConfigSchema, { file: { epochs: 5 } }), 'epochs')).toBe(true);
   });
 });

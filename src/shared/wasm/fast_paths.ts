@@ -1,7 +1,7 @@
 import {
   BatchMatMul, Sum, util,
   type BatchMatMulAttrs, type KernelConfig, type KernelFunc, type NamedAttrMap, type NamedTensorInfoMap,
-  type SumAttrs, type TensorInfo,
+  type SumAttrs,
 } from '@tensorflow/tfjs';
 import { gemm } from './gemm.js';
 import { assertWasmBackend } from './heap.js';
