@@ -159,7 +159,8 @@ experiment
   .option('--workers <n>', 'worker processes per arm (0 = single process)', '0')
   .option('--backend <name>', 'auto | tensorflow | wasm | cpu', 'auto')
   .option('--seed <n>', 'seed', '42')
-  .option('--pretrain-epochs <n>', 'epochs on 0-4', '2')
+  .option('--pretrain-epochs <n>', 'epochs on 0-4', '3')
+  .option('--no-pretrain-augment', 'pretrain without shifts and rotations (the features transfer worse)')
   .option('--finetune-epochs <n>', 'epochs for the 5-9 arms', '10')
   .option('--label-fraction <x>', 'fraction of 5-9 training labels', '0.1')
   .option('--lr <x>', 'learning rate (the full arm uses a tenth)', '0.05')
@@ -169,7 +170,7 @@ experiment
     const { z } = await import('zod');
     const schema = z.object({
       workers: z.coerce.number().int().min(0), backend: z.enum(['auto', 'tensorflow', 'wasm', 'cpu']), seed: z.coerce.number().int().min(0),
-      pretrainEpochs: z.coerce.number().int().min(1), finetuneEpochs: z.coerce.number().int().min(1),
+      pretrainEpochs: z.coerce.number().int().min(1), pretrainAugment: z.boolean().default(true), finetuneEpochs: z.coerce.number().int().min(1),
       labelFraction: z.coerce.number().gt(0).max(1), lr: z.coerce.number().positive(), runDir: z.string().optional(), json: z.boolean().default(false),
     });
     const parsed = schema.safeParse(opts);

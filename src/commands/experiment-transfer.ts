@@ -20,6 +20,8 @@ export interface TransferOptions {
   backend: TrainConfig['backend'];
   seed: number;
   pretrainEpochs: number;
+  /** Augment the 0-4 pretraining (shifts, rotations): it measurably makes the features transfer better. */
+  pretrainAugment: boolean;
   finetuneEpochs: number;
   labelFraction: number;
   lr: number;
@@ -28,7 +30,7 @@ export interface TransferOptions {
 
 /**
  * The classic MNIST transfer study, end to end:
- *   pretrain  `cnn` on digits 0-4 (all labels);
+ *   pretrain  `cnn` on digits 0-4 (all labels, augmented by default);
  *   frozen    5-9 with 10 % of the labels: convolutional layers frozen, new head;
  *   scratch   the same model and labels from random initialisation;
  *   full      5-9, nothing frozen, new head, learning rate 10× lower.
@@ -54,7 +56,7 @@ export async function runTransferExperiment(o: TransferOptions, io: Io): Promise
     return arm;
   };
   if (!o.json) io.stdout(`${'arm'.padEnd(9)} ${'test acc'.padStart(7)}  ${'wall'.padStart(9)}  what`);
-  const pretrain = await run('pretrain', 'cnn on digits 0-4, all labels (test: 0-4)', { model: 'cnn', classes: '0-4', epochs: o.pretrainEpochs, lr: o.lr });
+  const pretrain = await run('pretrain', `cnn on digits 0-4, all labels${o.pretrainAugment ? ', augmented' : ''} (test: 0-4)`, { model: 'cnn', classes: '0-4', epochs: o.pretrainEpochs, augment: o.pretrainAugment, lr: o.lr });
   const fewLabels = { classes: '5-9', labelFraction: o.labelFraction, epochs: o.finetuneEpochs, warmupSteps: 0 };
   const from = join(pretrain.runDir, 'checkpoint');
   await run('frozen', `5-9, ${o.labelFraction * 100}% labels, conv layers frozen, new head`, { ...fewLabels, from, freezeUntil: 'pool2', newHead: true, lr: o.lr });
