@@ -63,6 +63,9 @@ export async function runCoordinator(config: CoordinatorConfig, io: Io): Promise
       },
     });
   } finally {
+    // The run is over: per-worker gauges and cluster throughput left at their last values would show an idle
+    // cluster (pm2 keeps this process serving) as still training.
+    metrics.clearWorkers();
     if (config.exitWhenDone) await metricsServer.close();
     else log.info('run finished; serving /metrics until stopped (pm2 stop coordinator)');
   }
