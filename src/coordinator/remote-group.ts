@@ -1,6 +1,6 @@
 import { NUM_CLASSES } from '../shared/mnist.js';
 import { PROTOCOL_VERSION, type CoordinatorMessage, type NarrowWorkerMessage, type WorkerMessage } from '../shared/control-protocol.js';
-import { MnistDdpError } from '../shared/errors.js';
+import { isErrorCode, MnistDdpError, type ErrorCode } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
 import { describeLayout, type ParamLayout } from '../shared/param-layout.js';
 import type { EvaluationCounts, Mistake } from '../worker/replica.js';
@@ -131,9 +131,10 @@ export class RemoteWorkerGroup implements WorkerGroup {
           const w = workers.find((x) => x.peer === peer);
           if (!w) return false;
           if (m.type === 'worker-error') {
-            finish(new MnistDdpError(m.code === 'PEER_TIMEOUT' || m.code === 'PEER_LOST' ? 'PEER_LOST' : 'FRAME_UNEXPECTED',
+            const code: ErrorCode = m.code === 'PEER_TIMEOUT' || m.code === 'PEER_LOST' ? 'PEER_LOST' : isErrorCode(m.code) ? m.code : 'FRAME_UNEXPECTED';
+            finish(new MnistDdpError(code,
               `${what}: rank ${w.rank} reported ${m.code}: ${m.message}`,
-              { rank: w.rank, workerCode: m.code, missingRanks: m.missingRank !== undefined ? [m.missingRank] : [], recoverable: this.o.elastic }));
+              { rank: w.rank, workerCode: m.code, missingRanks: m.missingRank !== undefined ? [m.missingRank] : [], recoverable: this.o.elastic && code === 'PEER_LOST' }));
             return true;
           }
           if (m.type !== type || got.has(w.id) || !match(m as NarrowWorkerMessage<K>)) return false;

@@ -49,6 +49,10 @@ export class MnistDdpError extends Error {
   }
 }
 
+export function isErrorCode(code: string): code is ErrorCode {
+  return Object.prototype.hasOwnProperty.call(ERROR_CODES, code);
+}
+
 export function isMnistDdpError(err: unknown, code?: ErrorCode): err is MnistDdpError {
   return err instanceof MnistDdpError && (code === undefined || err.code === code);
 }

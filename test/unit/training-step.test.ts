@@ -66,4 +66,18 @@ describe('training on the wasm backend', () => {
     expect(tf.memory().numTensors).toBe(before);
     expect(tf.memory().numBytes).toBe(bytesBefore);
   });
+
+  it('refuses a non-finite gradient with NON_FINITE_GRADIENT naming the weight, and applies nothing', async () => {
+    await tf.setBackend('wasm');
+    const replica = new Replica({ model: 'cnn', seed: 3, optimizer: { name: 'sgd', momentum: 0.9, weightDecay: 0 } });
+    const before = replica.params.slice();
+    const digest = replica.digest();
+    const reduced = new Float32Array(replica.layout.bufferLength);
+    reduced[replica.layout.countIndex] = 4;
+    reduced[replica.layout.trainable[2]!.offset + 5] = Number.NaN;
+    expect(() => replica.applyReduced(reduced, 0.1, 7)).toThrowError(expect.objectContaining({ code: 'NON_FINITE_GRADIENT', message: expect.stringContaining(replica.layout.trainable[2]!.name) }));
+    expect(replica.digest()).toBe(digest);
+    expect(replica.params).toEqual(before);
+    expect(replica.optimizer.state().step).toBe(0);
+  });
 });
