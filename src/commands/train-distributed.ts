@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { ControlServer } from '../coordinator/control-server.js';
+import { ControlServer, type ControlRejectReason } from '../coordinator/control-server.js';
 import type { WorkerGroup } from '../coordinator/driver.js';
 import { RemoteWorkerGroup, type RemoteGroupOptions } from '../coordinator/remote-group.js';
 import type { TrainConfig } from '../shared/config.js';
@@ -19,6 +19,8 @@ export interface CoordinatorOptions {
   heartbeatTimeoutMs: number;
   digestEvery: number;
   onMembershipChange?: RemoteGroupOptions['onMembershipChange'];
+  /** Called for every control frame the coordinator drops; feeds mnistddp_rejected_frames_total. */
+  onRejectedFrame?: (reason: ControlRejectReason) => void;
 }
 
 export const DEFAULT_COORDINATOR_OPTIONS: CoordinatorOptions = {
@@ -27,7 +29,7 @@ export const DEFAULT_COORDINATOR_OPTIONS: CoordinatorOptions = {
 
 /** Binds the control socket, waits for `workers` to join, forms the ring and hands every replica the same state. */
 export async function startRemoteGroup(run: PreparedRun, workers: number, o: CoordinatorOptions, log: Logger, onBound?: (endpoint: string) => void): Promise<RemoteWorkerGroup> {
-  const server = await ControlServer.bind(o.bind, log);
+  const server = await ControlServer.bind(o.bind, log, o.onRejectedFrame);
   log.info({ endpoint: server.endpoint }, `coordinator listening on ${server.endpoint}; waiting for ${workers} worker(s)`);
   onBound?.(server.endpoint);
   const group = new RemoteWorkerGroup(server, {

@@ -36,6 +36,7 @@ export async function runCoordinator(config: CoordinatorConfig, io: Io): Promise
       const group = await startRemoteGroup(run, config.minWorkers, {
         bind: config.bind, elastic: config.elastic, joinTimeoutMs: config.joinTimeoutMs, stepTimeoutMs: config.stepTimeoutMs,
         heartbeatTimeoutMs: config.heartbeatTimeoutMs, digestEvery: config.digestEvery,
+        onRejectedFrame: (reason) => metrics.rejectFrame(reason),
         onMembershipChange: (active, generation) => {
           metrics.workers.set(active.length);
           metrics.generation.set(generation);

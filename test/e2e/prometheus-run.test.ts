@@ -293,7 +293,7 @@ describe.skipIf(!HAS_PROMETHEUS)('Grafana dashboard on a real run: coordinator +
   // metrics.rejectFrame, so the coordinator's mnistddp_rejected_frames_total stays 0. Enable with the fix:
   // CoordinatorOptions.onRejectedFrame → ControlServer.bind(o.bind, log, o.onRejectedFrame), and in main.ts
   // `onRejectedFrame: (reason) => metrics.rejectFrame(reason)`. Verified to pass with that change.
-  it.skip('a malformed control frame sent to the coordinator shows on the "Rejected frames by reason" panel', async () => {
+  it('a malformed control frame sent to the coordinator shows on the "Rejected frames by reason" panel', async () => {
     const dealer = new zmq.Dealer({ linger: 0 });
     try {
       dealer.connect(control);
