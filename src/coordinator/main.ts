@@ -4,7 +4,7 @@ import { runTrain, type Io, type TrainSummary } from '../commands/train.js';
 import { startRemoteGroup } from '../commands/train-distributed.js';
 import type { CoordinatorConfig } from '../shared/config.js';
 import { componentLogger } from '../shared/log.js';
-import { createCoordinatorMetrics, startMetricsServer } from '../shared/metrics.js';
+import { createCoordinatorMetrics, startThreadedMetricsServer } from '../shared/metrics.js';
 import { writeScrapeTargets } from './targets-file.js';
 import type { WorkerRecord } from './membership.js';
 
@@ -21,7 +21,8 @@ export async function runCoordinator(config: CoordinatorConfig, io: Io): Promise
   const log = componentLogger('coordinator');
   const registry = new Registry();
   const metrics = createCoordinatorMetrics(registry);
-  const metricsServer = await startMetricsServer({ registry, host: config.metricsHost, port: config.coordinatorMetricsPort, log });
+  // Own thread: checkpoint writes (fsync) and evaluation merges block this event loop for up to ~200 ms.
+  const metricsServer = await startThreadedMetricsServer({ registry, host: config.metricsHost, port: config.coordinatorMetricsPort, log });
   const selfHost = config.metricsHost === '0.0.0.0' ? '127.0.0.1' : config.metricsHost;
   const publishTargets = async (active: readonly WorkerRecord[]): Promise<void> => {
     if (!config.targetsFile) return;
@@ -55,12 +56,14 @@ export async function runCoordinator(config: CoordinatorConfig, io: Io): Promise
           const seconds = (r.computeMs + r.allReduceMs + r.applyMs) / 1000;
           metrics.reportWorker(r.rank, { samplesPerSecond: seconds > 0 ? r.localCount / seconds : 0, stepSeconds: seconds, loss: r.loss });
         }
+        metricsServer.publish();
       },
       onEpoch: (e) => {
         if (e.validation) {
           metrics.validationAccuracy.set(e.validation.accuracy);
           metrics.validationLoss.set(e.validation.loss);
         }
+        metricsServer.publish();
       },
     });
   } finally {

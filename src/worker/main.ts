@@ -6,7 +6,7 @@ import { PROTOCOL_VERSION, type NarrowCoordinatorMessage } from '../shared/contr
 import { planDataset } from '../shared/dataset-plan.js';
 import { isMnistDdpError } from '../shared/errors.js';
 import { componentLogger } from '../shared/log.js';
-import { createWorkerMetrics, instanceIndexFromEnv, metricsPortFor, startMetricsServer, type WorkerMetrics } from '../shared/metrics.js';
+import { createWorkerMetrics, instanceIndexFromEnv, metricsPortFor, startThreadedMetricsServer, type WorkerMetrics } from '../shared/metrics.js';
 import { describeLayout } from '../shared/param-layout.js';
 import { LocalReducer, openRingInbox, RingAllReducer, type AllReducer } from './allreduce.js';
 import { ControlClient } from './control-client.js';
@@ -40,7 +40,7 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
   await initBackend(cfg.backend, log);
   const registry = new Registry();
   const metrics: WorkerMetrics | undefined = cfg.metrics ? createWorkerMetrics(registry) : undefined;
-  const metricsServer = cfg.metrics ? await startMetricsServer({ registry, host: cfg.metricsHost, port: metricsPortFor(cfg.metricsPort, instance), log }) : undefined;
+  const metricsServer = cfg.metrics ? await startThreadedMetricsServer({ registry, host: cfg.metricsHost, port: metricsPortFor(cfg.metricsPort, instance), log }) : undefined;
   const client = ControlClient.connect(cfg.coordinator, log);
   const advertiseHost = cfg.advertiseHost ?? defaultAdvertiseHost(cfg.coordinator);
   let leaving = false;
@@ -111,7 +111,10 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
           try {
             const report = await core.runStep(m);
             appliedStep = m.step;
-            if (metrics) recordStep(metrics, report, m, plan.train.length, replica.layout.bufferLength * 4, core.worldSize);
+            if (metrics) {
+              recordStep(metrics, report, m, plan.train.length, replica.layout.bufferLength * 4, core.worldSize);
+              metricsServer?.publish();
+            }
             await client.send({ type: 'step-done', generation: m.generation, ...report, step: m.step, ...(m.digest ? { digest: replica.digest() } : {}) });
           } catch (err) {
             const e = err as Error & { code?: string; details?: { missingRank?: number } };

@@ -1,0 +1,83 @@
+import { Worker } from 'node:worker_threads';
+import type { Registry } from 'prom-client';
+import { MnistDdpError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { MetricsServer, MetricsServerOptions } from './server.js';
+
+/**
+ * /metrics for a training worker. A training step is one synchronous ~100 ms block of tfjs work, and an HTTP server
+ * on the main event loop answers a scrape only after it (measured: p50 ≈ 110 ms, p99 ≈ 560 ms during training).
+ * Here the HTTP server runs in its own thread and answers at once with the latest body, which the main thread
+ * serialises after each step (`publish`, at most every `minIntervalMs`) and once a second when idle. A scrape
+ * therefore sees the state at the last step boundary.
+ */
+const THREAD_SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads');
+const { createServer } = require('node:http');
+let body = '# no metrics published yet\\n';
+let contentType = 'text/plain; version=0.0.4; charset=utf-8';
+parentPort.on('message', (m) => { if (m.type === 'body') { body = m.body; contentType = m.contentType; } else if (m.type === 'close') server.close(() => process.exit(0)); });
+const server = createServer((req, res) => {
+  const path = (req.url || '/').split('?', 1)[0];
+  if (path !== '/metrics' && path !== '/healthz') return res.writeHead(404, { 'content-type': 'text/plain; charset=utf-8' }).end('not found\\n');
+  if (req.method !== 'GET' && req.method !== 'HEAD') return res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain; charset=utf-8' }).end('method not allowed\\n');
+  if (path === '/healthz') return res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8' }).end('ok\\n');
+  res.writeHead(200, { 'content-type': contentType, 'content-length': Buffer.byteLength(body) });
+  res.end(req.method === 'HEAD' ? undefined : body);
+});
+server.keepAliveTimeout = 5000;
+server.on('error', (err) => parentPort.postMessage({ type: 'error', code: err.code, message: err.message }));
+server.listen(workerData.port, workerData.host, () => parentPort.postMessage({ type: 'listening', port: server.address().port }));
+`;
+
+export interface PublishingMetricsServer extends MetricsServer {
+  /** Serialises the registry for the server thread; cheap to call after every step (rate-limited). */
+  publish(): void;
+}
+
+export async function startThreadedMetricsServer(options: MetricsServerOptions & { minIntervalMs?: number }): Promise<PublishingMetricsServer> {
+  const { registry, host, log } = options;
+  const minIntervalMs = options.minIntervalMs ?? 250;
+  const thread = new Worker(THREAD_SOURCE, { eval: true, workerData: { host, port: options.port } });
+  thread.unref();
+  const port = await new Promise<number>((resolve, reject) => {
+    thread.once('message', (m: { type: string; port?: number; code?: string; message?: string }) => {
+      if (m.type === 'listening') return resolve(m.port!);
+      reject(new MnistDdpError('CONFIG_INVALID', `metrics server cannot listen on ${host}:${options.port} (${m.code ?? m.message}); choose another port (MNIST_DDP_METRICS_PORT)`, { key: 'metricsPort', host, port: options.port }));
+    });
+    thread.once('error', reject);
+  }).catch(async (err: unknown) => {
+    await thread.terminate();
+    throw err;
+  });
+  let last = 0;
+  let pending = false;
+  const send = async (r: Registry): Promise<void> => {
+    pending = true;
+    try {
+      thread.postMessage({ type: 'body', body: await r.metrics(), contentType: r.contentType });
+    } catch (err) {
+      log?.warn({ err: (err as Error).message }, 'could not serialise metrics');
+    } finally {
+      pending = false;
+    }
+  };
+  const publish = (): void => {
+    const now = Date.now();
+    if (pending || now - last < minIntervalMs) return;
+    last = now;
+    void send(registry);
+  };
+  const idle = setInterval(publish, 1000);
+  idle.unref();
+  publish();
+  log?.info({ host, port }, 'metrics server listening (own thread)');
+  return {
+    port,
+    publish,
+    async close() {
+      clearInterval(idle);
+      await thread.terminate();
+    },
+  };
+}
