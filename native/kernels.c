@@ -204,3 +204,21 @@ EXPORT(relu_grad) void relu_grad(const float* dy, const float* y, float* out, in
   }
   for (; i < n; i++) out[i] = y[i] > 0 ? dy[i] : 0.0f;
 }
+
+/*
+ * out[C, R] <- in[R, C], in 16x16 tiles so both the reads and the writes of a tile stay in cache. tfjs-backend-wasm's
+ * Transpose took 112 ms on the 50176x288 column matrix of `cnn-large`'s second convolution (14.4 M floats).
+ */
+EXPORT(transpose_2d) void transpose_2d(const float* in, float* out, int rows, int cols) {
+  const int tile = 16;
+  for (int r0 = 0; r0 < rows; r0 += tile) {
+    const int r1 = r0 + tile < rows ? r0 + tile : rows;
+    for (int c0 = 0; c0 < cols; c0 += tile) {
+      const int c1 = c0 + tile < cols ? c0 + tile : cols;
+      for (int c = c0; c < c1; c++) {
+        float* dst = out + (long)c * rows;
+        for (int r = r0; r < r1; r++) dst[r] = in[(long)r * cols + c];
+      }
+    }
+  }
+}

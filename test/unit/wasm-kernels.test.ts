@@ -119,7 +119,7 @@ describe('wasm training kernels', () => {
     expect(relError(got, cpu)).toBeLessThan(1e-6);
   });
 
-  it('bias gradients (Sum over all but the last axis), ReLU gradients and transposed dense GEMMs match cpu', async () => {
+  it('bias gradients (Sum over all but the last axis), ReLU gradients, transposed dense GEMMs and Tile match cpu', async () => {
     const x = seededValues(4 * 26 * 26 * 32, 31);
     const a = seededValues(64 * 1600, 32);
     const b = seededValues(64 * 10, 33);
@@ -133,7 +133,12 @@ describe('wasm training kernels', () => {
       const ta = tf.matMul(at, bt, true, false).dataSync();
       const tb = tf.matMul(bt, at.slice([0, 0], [10, 1600]), false, false).dataSync();
       const tbT = tf.matMul(bt, tf.tensor2d(a.subarray(0, 1600 * 10), [1600, 10]), false, true).dataSync();
-      return [sum, sumKeep, relu, ta, tb, tbT];
+      // Tile: the block-repeat fast path (batch-norm gradients), and shapes that must take the stock kernel.
+      const channel = tf.tensor4d(x.subarray(0, 32), [1, 1, 1, 32]);
+      const tiled = tf.tile(channel, [4, 26, 26, 1]).dataSync();
+      const tiledOdd = tf.tile(tf.tensor2d(x.subarray(0, 6), [1, 6]), [7, 1]).dataSync();
+      const tiledInner = tf.tile(tf.tensor2d(x.subarray(0, 6), [2, 3]), [2, 3]).dataSync();
+      return [sum, sumKeep, relu, ta, tb, tbT, tiled, tiledOdd, tiledInner];
     });
     const got = await on('wasm', run);
     const cpu = await on('cpu', run);

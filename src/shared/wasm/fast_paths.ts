@@ -1,10 +1,10 @@
 import {
-  BatchMatMul, Sum, util,
-  type BatchMatMulAttrs, type KernelConfig, type KernelFunc, type NamedAttrMap, type NamedTensorInfoMap,
+  BatchMatMul, Sum, Tile, util,
+  type BatchMatMulAttrs, type TileAttrs, type KernelConfig, type KernelFunc, type NamedAttrMap, type NamedTensorInfoMap,
   type SumAttrs,
 } from '@tensorflow/tfjs';
 import { gemm } from './gemm.js';
-import { assertWasmBackend } from './heap.js';
+import { assertWasmBackend, f32 } from './heap.js';
 import { nativeKernels } from './native.js';
 import { transpose2d } from './transpose.js';
 
@@ -64,9 +64,35 @@ export function batchMatMulFastPath(stock: KernelFunc): KernelFunc {
   }) as KernelFunc;
 }
 
+/**
+ * Tile that only repeats the whole input block: every repeated axis lies before every axis the input actually
+ * spans (e.g. [1,1,1,C] tiled by [B,H,W,1], which batch-norm's gradient does for every normalised activation).
+ * The output is the input repeated back to back, filled by doubling copies (memmove speed). The stock kernel took
+ * ~165 ms per call on a [64,28,28,32] output, about 70 % of a `cnn-large` step.
+ */
+export function tileFastPath(stock: KernelFunc): KernelFunc {
+  return ((args: KernelArgs) => {
+    const x = args.inputs.x!;
+    const { reps } = args.attrs as unknown as TileAttrs;
+    const firstSpanned = x.shape.findIndex((d) => d > 1);
+    const lastRepeated = reps.reduce((last, r, i) => (r > 1 ? i : last), -1);
+    const blockRepeat = x.dtype === 'float32' && reps.length === x.shape.length && (firstSpanned === -1 || lastRepeated < firstSpanned);
+    if (!blockRepeat) return stock(args as never);
+    const { backend } = args;
+    assertWasmBackend(backend);
+    const out = backend.makeOutput(x.shape.map((d, i) => d * reps[i]!), 'float32');
+    const dst = f32(backend, out);
+    const block = util.sizeFromShape(x.shape);
+    dst.set(f32(backend, x));
+    for (let filled = block; filled < dst.length; filled *= 2) dst.copyWithin(filled, 0, Math.min(filled, dst.length - filled));
+    return out;
+  }) as KernelFunc;
+}
+
 export const FAST_PATHS: ReadonlyArray<{ kernelName: string; wrap: (stock: KernelFunc) => KernelFunc }> = [
   { kernelName: Sum, wrap: sumFastPath },
   { kernelName: BatchMatMul, wrap: batchMatMulFastPath },
+  { kernelName: Tile, wrap: tileFastPath },
 ];
 
 export type { KernelConfig };

@@ -13,6 +13,7 @@ interface NativeExports {
   max_pool_grad(x: number, dy: number, dx: number, geometry: number): void;
   sum_rows(x: number, out: number, rows: number, channels: number): void;
   relu_grad(dy: number, y: number, out: number, n: number): void;
+  transpose_2d(input: number, out: number, rows: number, cols: number): void;
 }
 
 interface WasmModuleInternals {
@@ -67,6 +68,11 @@ export class NativeKernels {
 
   sumRows(x: TensorInfo, out: TensorInfo, rows: number, channels: number): void {
     this.exports.sum_rows(this.ptr(x), this.ptr(out), rows, channels);
+  }
+
+  /** out[cols, rows] <- a[rows, cols]; `a` may be a view of any tensor of rows·cols elements. */
+  transpose2d(a: TensorInfo, out: TensorInfo, rows: number, cols: number): void {
+    this.exports.transpose_2d(this.ptr(a), this.ptr(out), rows, cols);
   }
 
   reluGrad(dy: TensorInfo, y: TensorInfo, out: TensorInfo, n: number): void {
