@@ -54,6 +54,8 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
   process.on('SIGTERM', onSignal);
   let heartbeat: NodeJS.Timeout | undefined;
   let reducer: AllReducer = new LocalReducer();
+  // Opened on open-inbox, handed to the ring on `ring`; closed here if the run ends in between.
+  let inbox: Awaited<ReturnType<typeof openRingInbox>> | undefined;
   try {
     await client.send({ type: 'hello', protocolVersion: PROTOCOL_VERSION, host: advertiseHost, pid: process.pid, instance, metricsPort: metricsServer?.port ?? 0 });
     const welcome = await client.next(cfg.coordinatorTimeoutMs);
@@ -69,7 +71,6 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
     heartbeat = setInterval(() => void client.send({ type: 'heartbeat', workerId }).catch(() => undefined), 1000);
     let appliedStep = -1;
     let generation = -1;
-    let inbox: Awaited<ReturnType<typeof openRingInbox>> | undefined;
     for (;;) {
       const m = await client.next(cfg.coordinatorTimeoutMs);
       switch (m.type) {
@@ -154,6 +155,7 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
     if (heartbeat) clearInterval(heartbeat);
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    inbox?.socket.close();
     await reducer.close().catch(() => undefined);
     client.close();
     await metricsServer?.close();
