@@ -1,8 +1,8 @@
 import { initBackend } from '../shared/backend.js';
 import { trainConfigSchema, type BenchConfig } from '../shared/config.js';
+import { runTraining } from '../coordinator/driver.js';
 import { planDataset } from '../shared/dataset-plan.js';
 import { componentLogger } from '../shared/log.js';
-import { stepCount } from '../shared/shard-plan.js';
 import type { StepReport } from '../worker/worker-core.js';
 import { median } from './bench.js';
 import { startLocalWorkerGroup } from './train-distributed.js';
@@ -18,7 +18,7 @@ export interface DistributedBenchResult {
   /** Global samples/s: median over windows of (samples of all workers / window wall time). */
   samplesPerSec: number;
   windows: number[];
-  /** Coordinator's view of one step: order sent → every rank's step-done received. */
+  /** Coordinator's view of one step: time between two step completions (orders are pipelined). */
   stepMsP50: number;
   /** Median over every rank's step reports. */
   computeMsP50: number;
@@ -32,68 +32,56 @@ export interface DistributedBenchResult {
 const round = (x: number, digits: number): number => Math.round(x * 10 ** digits) / 10 ** digits;
 
 /**
- * `mnist-ddp bench --workers N`: a coordinator in this process drives N local worker processes through the same
- * WorkerGroup interface as training (one ring all-reduce per step), warm-up steps first, then `windows` timed
- * windows. Constant lr 0.01 and no digests, so the figure is the training step and nothing else.
+ * `mnist-ddp bench --workers N`: the training driver itself (pipelined step orders, one ring all-reduce per step)
+ * drives N local worker processes; warm-up steps first, then `windows` timed windows measured between step
+ * completions. Constant lr 0.01 and no digests, so the figure is the training step and nothing else.
  */
 export async function runDistributedBench(bench: BenchConfig): Promise<DistributedBenchResult> {
   const log = componentLogger('bench');
   const selection = await initBackend(bench.backend, log);
+  const perWindow = Math.max(1, Math.floor(bench.steps / bench.windows));
   const config = Object.freeze(trainConfigSchema.parse({
     model: bench.model, batchSize: bench.batchSize, optimizer: bench.optimizer, seed: bench.seed, backend: bench.backend,
-    workers: bench.workers, validationSize: 0, report: false,
+    workers: bench.workers, validationSize: 0, report: false, schedule: 'constant', lr: 0.01, warmupSteps: 0,
+    epochs: 1_000_000, maxSteps: bench.warmup + perWindow * bench.windows,
   }));
   const run = await prepareRun(config);
-  const epochSize = planDataset(config).train.length;
   const group = await startLocalWorkerGroup(run, bench.workers, bench.backend, { digestEvery: 0 }, componentLogger('coordinator'));
+  const done: Array<{ at: number; count: number; stepMs: number; reports: StepReport[] }> = [];
   try {
-    let epoch = 0;
-    let cursor = 0;
-    let step = 0;
-    const next = async (): Promise<{ count: number; reports: StepReport[] }> => {
-      if (cursor >= epochSize) [epoch, cursor] = [epoch + 1, 0];
-      const count = stepCount(epochSize, cursor, group.worldSize, config.batchSize);
-      const result = await group.runStep({ epoch, step, cursor, count, lr: 0.01 });
-      cursor += count;
-      step++;
-      return { count, reports: result.reports };
-    };
-    for (let i = 0; i < bench.warmup; i++) await next();
-    const perWindow = Math.max(1, Math.floor(bench.steps / bench.windows));
-    const windows: number[] = [];
-    const stepMs: number[] = [];
-    const reports: StepReport[] = [];
-    const allReduceMin: number[] = [];
-    for (let w = 0; w < bench.windows; w++) {
-      let samples = 0;
-      const t0 = performance.now();
-      for (let i = 0; i < perWindow; i++) {
-        const s0 = performance.now();
-        const r = await next();
-        stepMs.push(performance.now() - s0);
-        samples += r.count;
-        reports.push(...r.reports);
-        allReduceMin.push(Math.min(...r.reports.map((x) => x.allReduceMs)));
-      }
-      windows.push((samples * 1000) / (performance.now() - t0));
-    }
-    return {
-      backend: selection.backend,
-      model: config.model,
-      batchSize: config.batchSize,
-      workers: group.worldSize,
-      steps: perWindow * bench.windows,
-      samplesPerSec: round(median(windows), 1),
-      windows: windows.map((v) => round(v, 1)),
-      stepMsP50: round(median(stepMs), 2),
-      computeMsP50: round(median(reports.map((r) => r.computeMs)), 2),
-      applyMsP50: round(median(reports.map((r) => r.applyMs)), 2),
-      allReduceMsP50: round(median(reports.map((r) => r.allReduceMs)), 2),
-      allReduceMinMsP50: round(median(allReduceMin), 2),
-    };
+    let last = performance.now();
+    await runTraining(config, group, planDataset(config), { epoch: 0, cursor: 0, globalStep: 0 }, {
+      onStep: (e) => {
+        const at = performance.now();
+        done.push({ at, count: e.globalCount, stepMs: at - last, reports: e.reports });
+        last = at;
+      },
+    });
   } finally {
     await group.close('bench finished');
   }
+  const timed = done.slice(bench.warmup);
+  const windows: number[] = [];
+  for (let w = 0; w < bench.windows; w++) {
+    const slice = timed.slice(w * perWindow, (w + 1) * perWindow);
+    const startAt = (w * perWindow === 0 ? done[bench.warmup - 1]?.at : timed[w * perWindow - 1]?.at) ?? slice[0]!.at - slice[0]!.stepMs;
+    windows.push((slice.reduce((n, s) => n + s.count, 0) * 1000) / (slice[slice.length - 1]!.at - startAt));
+  }
+  const reports = timed.flatMap((s) => s.reports);
+  return {
+    backend: selection.backend,
+    model: config.model,
+    batchSize: config.batchSize,
+    workers: group.worldSize,
+    steps: timed.length,
+    samplesPerSec: round(median(windows), 1),
+    windows: windows.map((v) => round(v, 1)),
+    stepMsP50: round(median(timed.map((s) => s.stepMs)), 2),
+    computeMsP50: round(median(reports.map((r) => r.computeMs)), 2),
+    applyMsP50: round(median(reports.map((r) => r.applyMs)), 2),
+    allReduceMsP50: round(median(reports.map((r) => r.allReduceMs)), 2),
+    allReduceMinMsP50: round(median(timed.map((s) => Math.min(...s.reports.map((x) => x.allReduceMs)))), 2),
+  };
 }
 
 export function formatDistributedBench(r: DistributedBenchResult): string {

@@ -1,5 +1,5 @@
 import type { TrainConfig } from '../shared/config.js';
-import { isMnistDdpError } from '../shared/errors.js';
+import { isMnistDdpError, MnistDdpError } from '../shared/errors.js';
 import type { DatasetPlan } from '../shared/dataset-plan.js';
 import { evaluationReport, type EvaluationReport } from '../shared/evaluation.js';
 import { learningRate } from '../shared/lr-schedule.js';
@@ -22,15 +22,26 @@ export interface WorkerGroup {
   /** Ranks taking part in the next step (may change between steps in an elastic run). */
   readonly worldSize: number;
   readonly generation: number;
-  runStep(plan: Omit<StepPlan, 'generation'>): Promise<StepResult>;
+  /**
+   * Orders one step. The driver may order the next steps before this one settles (up to pipelineDepth in flight);
+   * results settle in order.
+   */
+  runStep(plan: StepOrder): Promise<StepResult>;
+  /** Step orders the group accepts in flight; 1 (the default) means strictly one at a time. */
+  readonly pipelineDepth?: number;
   /** Exact counts summed over ranks. */
   evaluate(split: EvalSplit, mistakes?: number): Promise<EvaluationCounts>;
   snapshot(): Promise<ReplicaSnapshot>;
   close(reason?: string): Promise<void>;
   /** Step boundary: admit joiners, release leavers (elastic groups). */
   beforeStep?(): Promise<void>;
-  /** After a recoverable failure of `step`: re-form and restore a state that has not applied it. */
-  recover?(step: number): Promise<void>;
+  /** True when beforeStep has work to do (joiners or leavers); the driver drains the pipeline first. */
+  membershipChangePending?(): boolean;
+  /**
+   * After a recoverable failure of `step` (every order in flight has settled): re-form and restore one survivor's
+   * state everywhere. Returns the last step that state has applied; the driver orders the steps after it again.
+   */
+  recover?(step: number): Promise<number>;
 }
 
 export interface StepEvent {
@@ -71,47 +82,96 @@ export interface TrainOutcome {
   stoppedEarly: boolean;
 }
 
+type StepOrder = Omit<StepPlan, 'generation'>;
+
+interface InFlight {
+  order: StepOrder;
+  result: Promise<StepResult>;
+}
+
+/**
+ * The training loop. Step orders are pipelined: while the group works on step k the order for step k+1 is already
+ * queued at every worker (up to `group.pipelineDepth` orders in flight), so no worker idles through the
+ * coordinator's round trip between two steps. Orders carry everything a step needs (epoch, cursor, count, lr), so
+ * they can be planned ahead; results are committed strictly in order. The pipeline drains at epoch ends (evaluation
+ * and checkpoints see a quiet group) and before membership changes.
+ */
 export async function runTraining(config: TrainConfig, group: WorkerGroup, plan: DatasetPlan, start: TrainingPosition, events: TrainEvents = {}): Promise<TrainOutcome> {
   const epochSize = plan.train.length;
+  const depth = Math.max(1, group.pipelineDepth ?? 1);
   let { epoch, cursor, globalStep } = start;
   let samples = 0;
   let stoppedEarly = false;
   const t0 = performance.now();
   const totalSamples = config.epochs * epochSize;
+  const atStepLimit = (step: number): boolean => config.maxSteps !== undefined && step >= config.maxSteps;
   training: for (; epoch < config.epochs; epoch++, cursor = 0) {
     const epochStart = performance.now();
     let epochSamples = 0;
-    while (cursor < epochSize) {
-      if (config.maxSteps !== undefined && globalStep >= config.maxSteps) {
-        stoppedEarly = true;
-        break training;
+    let lastDone = performance.now();
+    const commit = (order: StepOrder, result: StepResult | undefined): void => {
+      const now = performance.now();
+      cursor += order.count;
+      globalStep++;
+      samples += order.count;
+      epochSamples += order.count;
+      events.onStep?.({
+        // A step a lost worker took its reports with (applied everywhere before the failure) has no known loss.
+        epoch, step: globalStep, cursor, epochSize, loss: result?.loss ?? NaN, lr: order.lr, globalCount: order.count,
+        samplesPerSec: (order.count * 1000) / (now - lastDone), worldSize: group.worldSize, generation: group.generation,
+        reports: result?.reports ?? [], progress: (epoch * epochSize + cursor) / totalSamples,
+      });
+      lastDone = now;
+    };
+    const inFlight: InFlight[] = [];
+    // Where the next order starts: ahead of the committed (cursor, globalStep) by the orders in flight.
+    let planCursor = cursor;
+    let planStep = globalStep;
+    for (;;) {
+      while (inFlight.length < depth && planCursor < epochSize && !atStepLimit(planStep)) {
+        if (group.membershipChangePending?.() ?? false) {
+          if (inFlight.length > 0) break;
+          await group.beforeStep?.();
+        }
+        const count = stepCount(epochSize, planCursor, group.worldSize, config.batchSize);
+        const lr = learningRate(config, epoch + planCursor / epochSize, config.epochs, planStep);
+        const order = { epoch, step: planStep, cursor: planCursor, count, lr };
+        const result = group.runStep(order);
+        result.catch(() => undefined);
+        inFlight.push({ order, result });
+        planCursor += count;
+        planStep++;
       }
-      await group.beforeStep?.();
-      const count = stepCount(epochSize, cursor, group.worldSize, config.batchSize);
-      const lr = learningRate(config, epoch + cursor / epochSize, config.epochs, globalStep);
-      const stepStart = performance.now();
+      const head = inFlight.shift();
+      if (!head) {
+        if (atStepLimit(globalStep) && cursor < epochSize) {
+          stoppedEarly = true;
+          break training;
+        }
+        break;
+      }
       let result: StepResult;
       try {
-        result = await group.runStep({ epoch, step: globalStep, cursor, count, lr });
+        result = await head.result;
       } catch (err) {
-        // An elastic group survives a lost worker: it re-forms and the same step (same cursor) runs again, so no
-        // sample is dropped or counted twice.
+        // An elastic group survives a lost worker: once every order in flight has settled it re-forms and restores a
+        // survivor's state; the steps that state has not applied are ordered again (same cursors), so no sample is
+        // dropped or counted twice.
         if (group.recover && isMnistDdpError(err) && err.details.recoverable === true) {
-          await group.recover(globalStep);
+          await Promise.allSettled(inFlight.map((f) => f.result));
+          const applied = await group.recover(head.order.step);
+          if (applied < globalStep - 1) {
+            throw new MnistDdpError('REPLICA_DIVERGED', `recovering step ${head.order.step}: the restored state has applied only step ${applied}, before the committed step ${globalStep - 1}`, { applied, committed: globalStep - 1 });
+          }
+          for (const f of [head, ...inFlight]) if (f.order.step <= applied) commit(f.order, undefined);
+          inFlight.length = 0;
+          planCursor = cursor;
+          planStep = globalStep;
           continue;
         }
         throw err;
       }
-      const stepMs = performance.now() - stepStart;
-      cursor += count;
-      globalStep++;
-      samples += count;
-      epochSamples += count;
-      events.onStep?.({
-        epoch, step: globalStep, cursor, epochSize, loss: result.loss, lr, globalCount: result.globalCount,
-        samplesPerSec: (count * 1000) / stepMs, worldSize: group.worldSize, generation: group.generation,
-        reports: result.reports, progress: (epoch * epochSize + cursor) / totalSamples,
-      });
+      commit(head.order, result);
     }
     const wallMs = performance.now() - epochStart;
     const counts = plan.validation.length > 0 ? await group.evaluate('validation') : null;

@@ -30,6 +30,8 @@ export interface RemoteGroupOptions {
 
 interface Waiter {
   accept(peer: string, message: WorkerMessage): boolean;
+  /** Settles the wait with `err` (the group is closing). */
+  abort(err: Error): void;
 }
 
 /**
@@ -46,6 +48,9 @@ export class RemoteWorkerGroup implements WorkerGroup {
   constructor(private readonly server: ControlServer, private readonly o: RemoteGroupOptions) {
     server.onMessage((peer, message) => this.dispatch(peer, message));
   }
+
+  /** Two step orders in flight: every worker has its next order queued before it finishes the current step. */
+  readonly pipelineDepth = 2;
 
   get worldSize(): number {
     return this.members.active.length;
@@ -104,16 +109,23 @@ export class RemoteWorkerGroup implements WorkerGroup {
         return;
       default:
         for (const waiter of this.waiters) if (waiter.accept(peer, m)) return;
+        if (m.type === 'worker-error' && worker) {
+          // The other ranks' reports of a step that already failed (and the orders queued behind it): nothing waits.
+          this.o.log.info({ worker: worker.id, step: m.step, generation: m.generation, code: m.code }, `late report from rank ${worker.rank}: step ${m.step} ${m.code}`);
+          return;
+        }
         this.server.reject('unexpected', peer, `${m.type} from ${worker ? `worker ${worker.id}` : 'an unknown peer'} matches no pending request`);
     }
   }
 
   /**
-   * Waits for one `type` reply from each of `workers`. A worker-error from one of them fails fast; silence fails at
-   * the deadline, naming the missing ranks, after a warning at half of it (the stall inspector).
+   * Waits for one `type` reply from each of `workers`. A worker-error from one of them that `matchError` claims (a
+   * step's failure) fails fast; silence fails at the deadline, naming the missing ranks, after a warning at half of
+   * it (the stall inspector).
    */
   private collect<K extends WorkerMessage['type']>(
     type: K, workers: readonly WorkerRecord[], timeoutMs: number, what: string, match: (m: NarrowWorkerMessage<K>) => boolean = () => true,
+    matchError: (m: NarrowWorkerMessage<'worker-error'>) => boolean = () => false,
   ): Promise<Map<number, NarrowWorkerMessage<K>>> {
     return new Promise((resolve, reject) => {
       const got = new Map<number, NarrowWorkerMessage<K>>();
@@ -131,6 +143,7 @@ export class RemoteWorkerGroup implements WorkerGroup {
           const w = workers.find((x) => x.peer === peer);
           if (!w) return false;
           if (m.type === 'worker-error') {
+            if (!matchError(m)) return false;
             const code: ErrorCode = m.code === 'PEER_TIMEOUT' || m.code === 'PEER_LOST' ? 'PEER_LOST' : isErrorCode(m.code) ? m.code : 'FRAME_UNEXPECTED';
             finish(new MnistDdpError(code,
               `${what}: rank ${w.rank} reported ${m.code}: ${m.message}`,
@@ -142,6 +155,7 @@ export class RemoteWorkerGroup implements WorkerGroup {
           if (pending().length === 0) finish();
           return true;
         },
+        abort: (err) => finish(err),
       };
       const warn = setTimeout(() => this.o.log.warn({ missing: pending().map((w) => w.rank) }, `${what}: still waiting after ${timeoutMs / 2} ms for ${names(pending())}`), timeoutMs / 2);
       const fail = setTimeout(() => {
@@ -214,6 +228,10 @@ export class RemoteWorkerGroup implements WorkerGroup {
     await this.loadState(this.members.active, initial, appliedStep);
   }
 
+  membershipChangePending(): boolean {
+    return this.members.admitted.some((w) => w.status === 'admitted') || this.members.active.some((w) => w.leaving);
+  }
+
   /** At a step boundary: admit joiners and release leavers by re-forming the ring; joiners get the current state. */
   async beforeStep(): Promise<void> {
     const joiners = this.members.admitted.filter((w) => w.status === 'admitted');
@@ -233,7 +251,7 @@ export class RemoteWorkerGroup implements WorkerGroup {
     const generation = this.generation;
     const workers = [...this.members.active];
     const digest = this.o.digestEvery > 0 && plan.step % this.o.digestEvery === 0;
-    const done = this.collect('step-done', workers, this.o.stepTimeoutMs, `step ${plan.step}`, (m) => m.generation === generation && m.step === plan.step);
+    const done = this.collect('step-done', workers, this.o.stepTimeoutMs, `step ${plan.step}`, (m) => m.generation === generation && m.step === plan.step, (e) => e.generation === generation && e.step === plan.step);
     await this.broadcast(workers, () => ({ type: 'step', generation, ...plan, digest }), done);
     const replies = await done;
     const reports: StepReport[] = workers.map((w) => {
@@ -259,7 +277,7 @@ export class RemoteWorkerGroup implements WorkerGroup {
    * After a failed step in an elastic run: drop the workers that went silent, take the state of a survivor that has
    * NOT applied the failed step (so the step is redone, and no sample counts twice), re-form, and load that state.
    */
-  async recover(failedStep: number): Promise<void> {
+  async recover(failedStep: number): Promise<number> {
     const deadline = Date.now() + this.o.heartbeatTimeoutMs;
     while (Date.now() < deadline) {
       if (this.members.active.some((w) => Date.now() - w.lastSeen > this.o.heartbeatTimeoutMs / 2)) break;
@@ -277,6 +295,7 @@ export class RemoteWorkerGroup implements WorkerGroup {
     this.o.log.warn({ failedStep, survivors: survivors.length, restartFrom: base.appliedStep }, `recovering step ${failedStep} with ${survivors.length} worker(s)`);
     await this.formRing();
     await this.loadState(this.members.active, base.snapshot, base.appliedStep);
+    return base.appliedStep;
   }
 
   private async snapshotFrom(w: WorkerRecord): Promise<{ snapshot: ReplicaSnapshot; appliedStep: number }> {
@@ -315,6 +334,8 @@ export class RemoteWorkerGroup implements WorkerGroup {
   }
 
   async close(reason = 'training finished'): Promise<void> {
+    // Orders still in flight (a failed run leaves the next step's order pending) end here, not at their deadlines.
+    for (const waiter of [...this.waiters]) waiter.abort(new MnistDdpError('STEP_ABORTED', `the coordinator closed the group: ${reason}`));
     await Promise.all(this.members.all.filter((w) => w.status !== 'gone').map((w) => this.server.send(w.peer, { type: 'stop', reason }).catch(() => undefined)));
     this.server.close();
   }

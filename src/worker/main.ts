@@ -71,6 +71,7 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
     heartbeat = setInterval(() => void client.send({ type: 'heartbeat', workerId }).catch(() => undefined), 1000);
     let appliedStep = -1;
     let generation = -1;
+    let failedGeneration = -1;
     for (;;) {
       const m = await client.next(cfg.coordinatorTimeoutMs);
       switch (m.type) {
@@ -109,6 +110,12 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
           appliedStep = m.appliedStep;
           break;
         case 'step': {
+          // The coordinator queues the next order before this one is done; after a failed step, the orders queued
+          // behind it in the same generation are answered at once instead of run against a broken ring.
+          if (m.generation === failedGeneration) {
+            await client.send({ type: 'worker-error', generation: m.generation, step: m.step, code: 'STEP_ABORTED', message: `step ${m.step} not run: an earlier step of generation ${m.generation} failed on this worker` });
+            break;
+          }
           try {
             const report = await core.runStep(m);
             appliedStep = m.step;
@@ -119,6 +126,7 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
             await client.send({ type: 'step-done', generation: m.generation, ...report, step: m.step, ...(m.digest ? { digest: replica.digest() } : {}) });
           } catch (err) {
             const e = err as Error & { code?: string; details?: { missingRank?: number } };
+            failedGeneration = m.generation;
             log.error({ step: m.step, code: e.code, err: e.message }, `step ${m.step} failed: ${e.message}`);
             await client.send({
               type: 'worker-error', generation: m.generation, step: m.step, code: e.code ?? 'INTERNAL', message: e.message,

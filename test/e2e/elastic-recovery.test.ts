@@ -1,0 +1,90 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { BIN } from '../helpers/cli.js';
+
+// Issue #5's elastic run against the harshest leave: a worker is SIGKILLed mid-epoch (no goodbye). The survivors'
+// ring times out, the coordinator drops the silent rank, re-forms the ring with the rest, restores a survivor's
+// state and orders the unfinished steps again — with step orders pipelined, so an order queued behind the failed
+// one must be dropped, not run twice. The run must finish with every sample used exactly once.
+
+const dir = mkdtempSync(join(tmpdir(), 'mnist-ddp-elastic-'));
+const runDir = join(dir, 'run');
+const TRAIN_SAMPLES = 12_000;
+const children: ChildProcess[] = [];
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
+}
+
+function start(args: string[], env: NodeJS.ProcessEnv = {}): { child: ChildProcess; stderr: () => string } {
+  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, MNIST_DDP_LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  children.push(child);
+  return { child, stderr: () => stderr };
+}
+
+interface StepRecord { type: string; step: number; cursor: number; count: number; workers: number; generation: number }
+
+function steps(): StepRecord[] {
+  const file = join(runDir, 'history.jsonl');
+  if (!existsSync(file)) return [];
+  return readFileSync(file, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as StepRecord).filter((r) => r.type === 'step');
+}
+
+afterAll(() => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+});
+
+describe('elastic run, worker killed', () => {
+  it('re-forms the ring without a SIGKILLed worker, redoes its step, and uses every sample exactly once', async () => {
+    const [control, metrics] = await Promise.all([freePort(), freePort()]);
+    const coordinator = start([
+      'coordinator', '--bind', `tcp://127.0.0.1:${control}`, '--min-workers', '3', '--coordinator-metrics-port', String(metrics),
+      '--heartbeat-timeout-ms', '2000', '--train-subset', String(TRAIN_SAMPLES), '--epochs', '1', '--validation-size', '1000',
+      '--backend', 'wasm', '--no-report', '--run-dir', runDir,
+    ]);
+    const workers = [0, 1, 2].map(() => start(['worker', '--coordinator', `tcp://127.0.0.1:${control}`, '--backend', 'wasm', '--ring-timeout-ms', '2000', '--no-metrics']));
+    const exited = new Promise<number | null>((resolve) => coordinator.child.on('exit', (code) => resolve(code)));
+
+    const deadline = Date.now() + 60_000;
+    while (steps().filter((s) => s.workers === 3).length < 10) {
+      if (Date.now() > deadline) throw new Error(`no training with 3 workers within 60 s\n${coordinator.stderr().slice(-2000)}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    workers[1]!.child.kill('SIGKILL');
+    const code = await Promise.race([exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 150_000))]);
+    expect(code, coordinator.stderr().slice(-3000)).toBe(0);
+
+    const all = steps();
+    const before = all.filter((s) => s.workers === 3);
+    const after = all.filter((s) => s.workers === 2);
+    expect(before.length).toBeGreaterThanOrEqual(10);
+    expect(after.length).toBeGreaterThan(0);
+    expect(Math.min(...after.map((s) => s.generation))).toBeGreaterThan(Math.max(...before.map((s) => s.generation)));
+    // Exactly once: the committed steps tile [0, TRAIN_SAMPLES) of the epoch order, numbered without gaps.
+    let expected = 0;
+    all.forEach((s, i) => {
+      expect(s.step, 'step numbers').toBe(i + 1);
+      expect(s.cursor, `step ${s.step}`).toBe(expected);
+      expected += s.count;
+    });
+    expect(expected).toBe(TRAIN_SAMPLES);
+    const evaluation = JSON.parse(readFileSync(join(runDir, 'eval.json'), 'utf8')) as { count: number; accuracy: number };
+    expect(evaluation.count).toBe(10_000);
+    expect(evaluation.accuracy).toBeGreaterThan(0.85);
+    // Worker ids follow hello order, not spawn order: exactly one worker is reported gone.
+    expect(coordinator.stderr().match(/rank \d \(worker \d\) is gone/g)).toHaveLength(1);
+  }, 240_000);
+});
