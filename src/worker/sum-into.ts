@@ -4,7 +4,8 @@
  * to equal a float32 add) and WebAssembly, so the sums are bit-identical to the plain JS loop.
  *
  * Why: on 256 KiB chunks (2-core machine, loaded) the JS loop took 0.12–0.20 ms p50 and this 0.04–0.055 ms,
- * copies into and out of the module's memory included; the 8 MiB 2-rank all-reduce adds 16 such chunks per rank.
+ * copies into and out of the module's memory included. Those copies are most of the cost, so the ring keeps its
+ * all-gather staging inside the module's memory (SumArena.region) and the add writes each completed sum there.
  *
  * The module is add.c below, built with
  *   clang --target=wasm32 -O3 -msimd128 -nostdlib -ffreestanding -fno-ident -Wl,--no-entry -Wl,--import-memory \
@@ -20,19 +21,59 @@ const ADD_WASM_BASE64 =
   'AGFzbQEAAAABBwFgA39/fwACDwEDZW52Bm1lbW9yeQIAAQMCAQAEBQFwAQEBBgcBfwFBgAgLBwsBB2FkZF9mMzIAAArrAwHoAwEJf0EAIQMCQCACQRBIDQBBACEEQQAhBQNAIAAgBGoiBiAG/QAAACABIARqIgf9AAAA/eQB/QsAACAGQTBqIgMgA/0AAAAgB0Ewav0AAAD95AH9CwAAIAZBIGoiAyAD/QAAACAHQSBq/QAAAP3kAf0LAAAgBkEQaiIGIAb9AAAAIAdBEGr9AAAA/eQB/QsAACAEQcAAaiEEIAVBIGohBiAFQRBqIgMhBSAGIAJMDQALCwJAIAMgAk4NAAJAIAIgA2siCEEESQ0AIAhBfHEiCUF8aiIGQQJ2QQFqIgRBAXEhCgJAAkAgBg0AQQAhBwwBCyAEQf7///8HcSEFIAEgA0ECdCIGaiEEIAAgBmohBkEAIQcDQCAGIAT9AAIAIAb9AAIA/eQB/QsCACAGQRBqIgsgBEEQav0AAgAgC/0AAgD95AH9CwIAIARBIGohBCAGQSBqIQYgB0EIaiEHIAVBfmoiBQ0ACwsCQCAKRQ0AIAAgAyAHakECdCIGaiIEIAEgBmr9AAIAIAT9AAIA/eQB/QsCAAsgCCAJRg0BIAMgCWohAwsgAiADayEHIAEgA0ECdCIGaiEEIAAgBmohBgNAIAYgBCoCACAGKgIAkjgCACAEQQRqIQQgBkEEaiEGIAdBf2oiBw0ACwsL';
 
 const PAGE_BYTES = 65_536;
-const memory = new WebAssembly.Memory({ initial: 1 });
-const addF32 = new WebAssembly.Instance(new WebAssembly.Module(Buffer.from(ADD_WASM_BASE64, 'base64')), { env: { memory } }).exports
-  .add_f32 as (dst: number, src: number, n: number) => void;
+/**
+ * Sums run through the scratch in blocks of this many floats: two blocks (256 KiB) stay in L2 between copying in,
+ * adding and copying out, whatever the chunk size.
+ */
+const BLOCK_FLOATS = 32 * 1024;
+const addModule = new WebAssembly.Module(Buffer.from(ADD_WASM_BASE64, 'base64'));
 
-/** target += source (same length). Synchronous; the module's memory is scratch space reused by every call. */
-export function sumInto(target: Float32Array, source: Float32Array): void {
-  const n = target.length;
-  if (source.length !== n) throw new RangeError(`sumInto: lengths differ (${n} vs ${source.length})`);
-  const bytes = 8 * n;
-  if (memory.buffer.byteLength < bytes) memory.grow(Math.ceil((bytes - memory.buffer.byteLength) / PAGE_BYTES));
-  const scratch = new Float32Array(memory.buffer, 0, 2 * n);
-  scratch.set(target, 0);
-  scratch.set(source, n);
-  addF32(0, 4 * n, n);
-  target.set(scratch.subarray(0, n));
+type AddF32 = (dst: number, src: number, n: number) => void;
+
+/**
+ * A WebAssembly memory with a region of `regionFloats` floats that the caller owns (the ring sends its all-gather
+ * frames from it) followed by the scratch the SIMD add works in. Summing with the output in the region leaves the
+ * sum where it is sent from, so it is not copied there afterwards.
+ *
+ * The memory never grows: growing would move it while ZeroMQ may still be sending from the region. Its size is
+ * fixed at construction (the region plus 256 KiB; at most 4 GiB in wasm32).
+ */
+export class SumArena {
+  readonly region: Float32Array;
+  private readonly memory: WebAssembly.Memory;
+  private readonly addF32: AddF32;
+  /** Byte offsets of the two scratch blocks: the running sum and the addend. */
+  private readonly sumAt: number;
+  private readonly addendAt: number;
+
+  constructor(regionFloats: number) {
+    const regionBytes = 4 * regionFloats;
+    this.sumAt = regionBytes;
+    this.addendAt = regionBytes + 4 * BLOCK_FLOATS;
+    this.memory = new WebAssembly.Memory({ initial: Math.ceil((this.addendAt + 4 * BLOCK_FLOATS) / PAGE_BYTES) });
+    this.addF32 = new WebAssembly.Instance(addModule, { env: { memory: this.memory } }).exports.add_f32 as AddF32;
+    this.region = new Float32Array(this.memory.buffer, 0, regionFloats);
+  }
+
+  /**
+   * target += source, elementwise (same lengths). With `out` (a view into `region`, target's length) the sum is
+   * also left in `out`; without it, it goes through the scratch. Synchronous.
+   */
+  sumInto(target: Float32Array, source: Float32Array, out?: Float32Array): void {
+    const n = target.length;
+    if (source.length !== n) throw new RangeError(`sumInto: lengths differ (${n} vs ${source.length})`);
+    if (out !== undefined && (out.buffer !== this.memory.buffer || out.length !== n)) {
+      throw new RangeError(`sumInto: out must be a view of this arena's region with ${n} floats`);
+    }
+    const memory = this.memory.buffer;
+    for (let from = 0; from < n; from += BLOCK_FLOATS) {
+      const to = Math.min(n, from + BLOCK_FLOATS);
+      const sum = out ? out.subarray(from, to) : new Float32Array(memory, this.sumAt, to - from);
+      const addend = new Float32Array(memory, this.addendAt, to - from);
+      sum.set(target.subarray(from, to));
+      addend.set(source.subarray(from, to));
+      this.addF32(sum.byteOffset, this.addendAt, to - from);
+      target.set(sum, from);
+    }
+  }
 }

@@ -1,0 +1,60 @@
+import { describe, expect, it } from 'vitest';
+import { SumArena } from '../../src/worker/sum-into.js';
+import { randomFloats } from '../helpers/ring.js';
+
+function bits(a: Float32Array): Uint32Array {
+  return new Uint32Array(a.buffer, a.byteOffset, a.length);
+}
+
+function expectSameBits(actual: Float32Array, expected: Float32Array): void {
+  expect(actual.length).toBe(expected.length);
+  expect(Buffer.compare(Buffer.from(actual.buffer, actual.byteOffset, actual.byteLength), Buffer.from(expected.buffer, expected.byteOffset, expected.byteLength))).toBe(0);
+}
+
+/** The reference: a float32 add per element, as the plain JS loop does it. */
+function plainSum(a: Float32Array, b: Float32Array): Float32Array {
+  const out = new Float32Array(a.length);
+  for (let i = 0; i < a.length; i++) out[i] = (a[i] ?? 0) + (b[i] ?? 0);
+  return out;
+}
+
+describe('SumArena (ring reduce-scatter add)', () => {
+  // Lengths below, at and above the 32 Ki-float block, with SIMD tails of every size.
+  const lengths = [0, 1, 3, 15, 16, 17, 1000, 32 * 1024, 32 * 1024 + 5, 100_003];
+
+  it.each(lengths)('adds %i floats bit-identically to the JS loop, through the scratch and into the region', (n) => {
+    const target = randomFloats(n, n + 1);
+    const source = randomFloats(n, n + 2);
+    const expected = plainSum(target, source);
+    const arena = new SumArena(n + 8);
+
+    const viaScratch = target.slice();
+    arena.sumInto(viaScratch, source);
+    expectSameBits(viaScratch, expected);
+
+    const viaRegion = target.slice();
+    const out = arena.region.subarray(8, 8 + n);
+    arena.sumInto(viaRegion, source, out);
+    expectSameBits(viaRegion, expected);
+    expectSameBits(out, expected);
+  });
+
+  it('keeps NaN, infinities, signed zeros and subnormals as float32 addition does', () => {
+    const words = [0x7fc00001, 0x7f800000, 0xff800000, 0x80000000, 0x00000001, 0x007fffff, 0x3f800000, 0x7f7fffff];
+    const target = new Float32Array(new Uint32Array(words).buffer);
+    const source = new Float32Array(new Uint32Array([0, 0x7f800000, 0x3f800000, 0x80000000, 0x00000001, 0x00000001, 0x33800000, 0x7f7fffff]).buffer);
+    const expected = plainSum(target, source);
+    const arena = new SumArena(words.length);
+    const sum = target.slice();
+    arena.sumInto(sum, source, arena.region);
+    // NaN payloads may differ between the two; every other result must match bit for bit.
+    sum.forEach((x, i) => (Number.isNaN(x) ? expect(expected[i]).toBeNaN() : expect(bits(sum)[i]).toBe(bits(expected)[i])));
+  });
+
+  it('refuses an output outside its region and mismatched lengths', () => {
+    const arena = new SumArena(16);
+    expect(() => arena.sumInto(new Float32Array(4), new Float32Array(4), new Float32Array(4))).toThrow(RangeError);
+    expect(() => arena.sumInto(new Float32Array(4), new Float32Array(4), arena.region.subarray(0, 3))).toThrow(RangeError);
+    expect(() => arena.sumInto(new Float32Array(4), new Float32Array(5))).toThrow(RangeError);
+  });
+});
