@@ -67,6 +67,111 @@ EXPORT(im2col) void im2col(const float* x, float* col, const int* geometry) {
   }
 }
 
+/* Where position p's receptive field row (kh, kw) starts in x, or 0 when the tap falls in the padding. */
+static inline const float* tap_source(const float* x, const conv_geometry* g, int p, int kh, int kw) {
+  const int ow = p % g->out_w, rest = p / g->out_w;
+  const int oh = rest % g->out_h, b = rest / g->out_h;
+  const int ih = oh * g->stride_h - g->pad_top + kh * g->dil_h;
+  const int iw = ow * g->stride_w - g->pad_left + kw * g->dil_w;
+  if (ih < 0 || ih >= g->in_h || iw < 0 || iw >= g->in_w) return 0;
+  return x + ((long)(b * g->in_h + ih) * g->in_w + iw) * g->in_c;
+}
+
+/*
+ * colT[KH*KW*C, P] <- x[B, H, W, C]: im2col's transpose, written directly. The filter gradient needs col(x)ᵀ as the
+ * left GEMM operand; building col and transposing it moved the 8.9 MB matrix three times (3.8 ms on `cnn`'s second
+ * layer). Here four positions at a time are gathered and turned into columns with 4x4 register transposes.
+ */
+EXPORT(im2col_t) void im2col_t(const float* x, float* col_t, const int* geometry) {
+  const conv_geometry g = load_geometry(geometry);
+  const int p_total = g.batch * g.out_h * g.out_w;
+  const v128_t zero = wasm_f32x4_splat(0.0f);
+  int p = 0;
+  for (; p + 4 <= p_total && g.in_c % 4 == 0; p += 4) {
+    for (int kh = 0; kh < g.k_h; kh++) {
+      for (int kw = 0; kw < g.k_w; kw++) {
+        const float* src[4];
+        for (int j = 0; j < 4; j++) src[j] = tap_source(x, &g, p + j, kh, kw);
+        float* dst = col_t + (long)((kh * g.k_w + kw) * g.in_c) * p_total + p;
+        for (int c = 0; c < g.in_c; c += 4, dst += 4L * p_total) {
+          const v128_t a = src[0] ? wasm_v128_load(src[0] + c) : zero, b = src[1] ? wasm_v128_load(src[1] + c) : zero;
+          const v128_t cc = src[2] ? wasm_v128_load(src[2] + c) : zero, d = src[3] ? wasm_v128_load(src[3] + c) : zero;
+          const v128_t ab_lo = wasm_i32x4_shuffle(a, b, 0, 4, 1, 5), ab_hi = wasm_i32x4_shuffle(a, b, 2, 6, 3, 7);
+          const v128_t cd_lo = wasm_i32x4_shuffle(cc, d, 0, 4, 1, 5), cd_hi = wasm_i32x4_shuffle(cc, d, 2, 6, 3, 7);
+          wasm_v128_store(dst, wasm_i32x4_shuffle(ab_lo, cd_lo, 0, 1, 4, 5));
+          wasm_v128_store(dst + p_total, wasm_i32x4_shuffle(ab_lo, cd_lo, 2, 3, 6, 7));
+          wasm_v128_store(dst + 2L * p_total, wasm_i32x4_shuffle(ab_hi, cd_hi, 0, 1, 4, 5));
+          wasm_v128_store(dst + 3L * p_total, wasm_i32x4_shuffle(ab_hi, cd_hi, 2, 3, 6, 7));
+        }
+      }
+    }
+  }
+  for (; p < p_total; p++) {
+    for (int kh = 0; kh < g.k_h; kh++) {
+      for (int kw = 0; kw < g.k_w; kw++) {
+        const float* src = tap_source(x, &g, p, kh, kw);
+        float* dst = col_t + (long)((kh * g.k_w + kw) * g.in_c) * p_total + p;
+        for (int c = 0; c < g.in_c; c++) dst[(long)c * p_total] = src ? src[c] : 0.0f;
+      }
+    }
+  }
+}
+
+/*
+ * dW[KH, KW, C, Cout] <- sum over positions of x(tap) * dy: the filter gradient computed directly, for layers with
+ * few taps (first layers, C = 1). There the GEMM formulation is a poor shape (K = 9) that first needs col(x), dyᵀ
+ * and an XNNPACK packing of col on every call (6.7 ms on `cnn`'s first layer for 12.5 M multiply-adds). Here each
+ * output row's dy (OW x Cout floats) stays in L1 while every tap accumulates into its 4-vector slices of dW.
+ */
+EXPORT(filter_grad_direct) void filter_grad_direct(const float* x, const float* dy, float* dw, int out_c, const int* geometry) {
+  const conv_geometry g = load_geometry(geometry);
+  const int taps = g.k_h * g.k_w * g.in_c;
+  __builtin_memset(dw, 0, (unsigned)(taps * out_c) * sizeof(float));
+  const int vec_c = out_c & ~15;
+  for (int b = 0; b < g.batch; b++) {
+    for (int oh = 0; oh < g.out_h; oh++) {
+      const float* dy_row = dy + (long)(b * g.out_h + oh) * g.out_w * out_c;
+      for (int kh = 0; kh < g.k_h; kh++) {
+        const int ih = oh * g.stride_h - g.pad_top + kh * g.dil_h;
+        if (ih < 0 || ih >= g.in_h) continue;
+        const float* x_row = x + (long)(b * g.in_h + ih) * g.in_w * g.in_c;
+        for (int kw = 0; kw < g.k_w; kw++) {
+          /* Output columns whose tap lands inside the input row. */
+          const int shift = kw * g.dil_w - g.pad_left;
+          int ow0 = 0, ow1 = g.out_w;
+          while (ow0 < ow1 && ow0 * g.stride_w + shift < 0) ow0++;
+          while (ow1 > ow0 && (ow1 - 1) * g.stride_w + shift >= g.in_w) ow1--;
+          for (int c = 0; c < g.in_c; c++) {
+            float* acc = dw + (long)((kh * g.k_w + kw) * g.in_c + c) * out_c;
+            const float* xs = x_row + c;
+            for (int co = 0; co < vec_c; co += 16) {
+              v128_t a0 = wasm_v128_load(acc + co), a1 = wasm_v128_load(acc + co + 4);
+              v128_t a2 = wasm_v128_load(acc + co + 8), a3 = wasm_v128_load(acc + co + 12);
+              for (int ow = ow0; ow < ow1; ow++) {
+                const v128_t xv = wasm_f32x4_splat(xs[(long)(ow * g.stride_w + shift) * g.in_c]);
+                const float* d = dy_row + (long)ow * out_c + co;
+                a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(xv, wasm_v128_load(d)));
+                a1 = wasm_f32x4_add(a1, wasm_f32x4_mul(xv, wasm_v128_load(d + 4)));
+                a2 = wasm_f32x4_add(a2, wasm_f32x4_mul(xv, wasm_v128_load(d + 8)));
+                a3 = wasm_f32x4_add(a3, wasm_f32x4_mul(xv, wasm_v128_load(d + 12)));
+              }
+              wasm_v128_store(acc + co, a0);
+              wasm_v128_store(acc + co + 4, a1);
+              wasm_v128_store(acc + co + 8, a2);
+              wasm_v128_store(acc + co + 12, a3);
+            }
+            for (int co = vec_c; co < out_c; co++) {
+              float a = acc[co];
+              for (int ow = ow0; ow < ow1; ow++) a += xs[(long)(ow * g.stride_w + shift) * g.in_c] * dy_row[(long)ow * out_c + co];
+              acc[co] = a;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 /* dx[B, H, W, C] <- sum over taps of col[P, KH*KW*C]: the adjoint of im2col. dx is zeroed here. */
 EXPORT(col2im) void col2im(const float* col, float* dx, const int* geometry) {
   const conv_geometry g = load_geometry(geometry);
@@ -205,9 +310,23 @@ EXPORT(relu_grad) void relu_grad(const float* dy, const float* y, float* out, in
   for (; i < n; i++) out[i] = y[i] > 0 ? dy[i] : 0.0f;
 }
 
+/* Transposes the 4x4 block at in (row stride in_stride) into out (row stride out_stride) in registers. */
+static inline void transpose_4x4(const float* in, int in_stride, float* out, int out_stride) {
+  const v128_t a = wasm_v128_load(in), b = wasm_v128_load(in + in_stride);
+  const v128_t c = wasm_v128_load(in + 2 * in_stride), d = wasm_v128_load(in + 3 * in_stride);
+  const v128_t ab_lo = wasm_i32x4_shuffle(a, b, 0, 4, 1, 5), ab_hi = wasm_i32x4_shuffle(a, b, 2, 6, 3, 7);
+  const v128_t cd_lo = wasm_i32x4_shuffle(c, d, 0, 4, 1, 5), cd_hi = wasm_i32x4_shuffle(c, d, 2, 6, 3, 7);
+  wasm_v128_store(out, wasm_i32x4_shuffle(ab_lo, cd_lo, 0, 1, 4, 5));
+  wasm_v128_store(out + out_stride, wasm_i32x4_shuffle(ab_lo, cd_lo, 2, 3, 6, 7));
+  wasm_v128_store(out + 2 * out_stride, wasm_i32x4_shuffle(ab_hi, cd_hi, 0, 1, 4, 5));
+  wasm_v128_store(out + 3 * out_stride, wasm_i32x4_shuffle(ab_hi, cd_hi, 2, 3, 6, 7));
+}
+
 /*
- * out[C, R] <- in[R, C], in 16x16 tiles so both the reads and the writes of a tile stay in cache. tfjs-backend-wasm's
- * Transpose took 112 ms on the 50176x288 column matrix of `cnn-large`'s second convolution (14.4 M floats).
+ * out[C, R] <- in[R, C], in 16x16 tiles so both the reads and the writes of a tile stay in cache; full tiles move
+ * as 4x4 register blocks. tfjs-backend-wasm's Transpose took 112 ms on the 50176x288 column matrix of `cnn-large`'s
+ * second convolution (14.4 M floats); the scalar tiled loop took 3.6 ms on `cnn`'s 7744x288, the 4x4 blocks about
+ * a third of that.
  */
 EXPORT(transpose_2d) void transpose_2d(const float* in, float* out, int rows, int cols) {
   const int tile = 16;
@@ -215,6 +334,12 @@ EXPORT(transpose_2d) void transpose_2d(const float* in, float* out, int rows, in
     const int r1 = r0 + tile < rows ? r0 + tile : rows;
     for (int c0 = 0; c0 < cols; c0 += tile) {
       const int c1 = c0 + tile < cols ? c0 + tile : cols;
+      if (r1 - r0 == tile && c1 - c0 == tile) {
+        for (int r = r0; r < r1; r += 4) {
+          for (int c = c0; c < c1; c += 4) transpose_4x4(in + (long)r * cols + c, cols, out + (long)c * rows + r, rows);
+        }
+        continue;
+      }
       for (int c = c0; c < c1; c++) {
         float* dst = out + (long)c * rows;
         for (int r = r0; r < r1; r++) dst[r] = in[(long)r * cols + c];

@@ -22,6 +22,12 @@ function smallCnn(seed: number): tf.Sequential {
   return m;
 }
 
+/**
+ * The steps are synchronous (the local reducer resolves at once), so a long loop would starve vitest's RPC with the
+ * main process (the cpu-backend curve takes a minute on a loaded machine: "Timeout calling onTaskUpdate").
+ */
+const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
 async function lossCurve(backend: 'cpu' | 'wasm', steps: number): Promise<number[]> {
   await tf.setBackend(backend);
   const data = loadMnist();
@@ -31,6 +37,7 @@ async function lossCurve(backend: 'cpu' | 'wasm', steps: number): Promise<number
   for (let s = 0; s < steps; s++) {
     const ids = Array.from({ length: 32 }, (_, i) => (s * 32 + i) % 2000);
     losses.push((await step.run(gatherBatch(data.train.images, data.train.labels, ids), s, 0.05)).loss);
+    await yieldToEventLoop();
   }
   return losses;
 }
@@ -62,7 +69,10 @@ describe('training on the wasm backend', () => {
     await step.run(batch(0), 0, 1e-3);
     const before = tf.memory().numTensors;
     const bytesBefore = tf.memory().numBytes;
-    for (let s = 1; s <= 100; s++) await step.run(batch(s), s, 1e-3);
+    for (let s = 1; s <= 100; s++) {
+      await step.run(batch(s), s, 1e-3);
+      await yieldToEventLoop();
+    }
     expect(tf.memory().numTensors).toBe(before);
     expect(tf.memory().numBytes).toBe(bytesBefore);
   });

@@ -9,6 +9,8 @@ import { KERNELS_WASM_BASE64 } from './kernels.generated.js';
  */
 interface NativeExports {
   im2col(x: number, col: number, geometry: number): void;
+  im2col_t(x: number, colT: number, geometry: number): void;
+  filter_grad_direct(x: number, dy: number, dw: number, outC: number, geometry: number): void;
   col2im(col: number, dx: number, geometry: number): void;
   max_pool_grad(x: number, dy: number, dx: number, geometry: number): void;
   sum_rows(x: number, out: number, rows: number, channels: number): void;
@@ -54,6 +56,16 @@ export class NativeKernels {
 
   im2col(x: TensorInfo, col: TensorInfo, g: ConvGeometry): void {
     this.exports.im2col(this.ptr(x), this.ptr(col), this.geometry(g));
+  }
+
+  /** colT[KH·KW·C, P]: im2col's transpose, without building col. */
+  im2colTransposed(x: TensorInfo, colT: TensorInfo, g: ConvGeometry): void {
+    this.exports.im2col_t(this.ptr(x), this.ptr(colT), this.geometry(g));
+  }
+
+  /** dW[KH, KW, C, Cout] computed without a GEMM (for layers with few taps); overwrites dw. */
+  filterGradDirect(x: TensorInfo, dy: TensorInfo, dw: TensorInfo, g: ConvGeometry): void {
+    this.exports.filter_grad_direct(this.ptr(x), this.ptr(dy), this.ptr(dw), g.outC, this.geometry(g));
   }
 
   /** Overwrites dx (no need to zero it). */
