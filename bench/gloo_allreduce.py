@@ -2,7 +2,8 @@
 
     /usr/bin/python3 bench/gloo_allreduce.py "133 KiB=34826" "8 MiB=2097152"
 
-Prints one JSON line on stdout: {name: p50 milliseconds}.
+Prints one JSON line on stdout: {name: [rank 0 samples, rank 1 samples]}, milliseconds per timed iteration (each
+after a barrier), in iteration order so that the caller can take the slower rank per iteration.
 """
 import json
 import os
@@ -35,10 +36,8 @@ def worker(rank: int, port: int, sizes: list, queue) -> None:
             dist.all_reduce(t)
             if i >= warmup:
                 samples.append((time.perf_counter() - t0) * 1000)
-        samples.sort()
-        result[name] = samples[len(samples) // 2]
-    if rank == 0:
-        queue.put(result)
+        result[name] = samples
+    queue.put((rank, result))
     dist.destroy_process_group()
 
 
@@ -54,10 +53,10 @@ def main() -> None:
     procs = [ctx.Process(target=worker, args=(rank, port, sizes, queue)) for rank in range(2)]
     for p in procs:
         p.start()
-    result = queue.get(timeout=600)
+    by_rank = dict(queue.get(timeout=600) for _ in procs)
     for p in procs:
         p.join()
-    print(json.dumps(result))
+    print(json.dumps({name: [by_rank[0][name], by_rank[1][name]] for name, _ in sizes}))
 
 
 if __name__ == "__main__":
