@@ -9,9 +9,8 @@
  * Needs a build (`npx tsc -p tsconfig.build.json`): worker processes run bin/mnist-ddp.js.
  */
 import { createRequire } from 'node:module';
-import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
-import { flag, median, runJson } from './common.js';
+import { flag, freePort, median, runJson } from './common.js';
 
 const steps = flag('steps', '100');
 const batch = flag('batch-size', '64');
@@ -24,17 +23,6 @@ interface OursResult {
   allReduceMsP50: number;
   allReduceMinMsP50: number;
   stepMsP50: number;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
 }
 
 const rounds = Number(flag('rounds', '3'));

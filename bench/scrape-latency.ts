@@ -12,11 +12,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
-import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { flag, median, ROOT } from './common.js';
+import { flag, freePort, freePortRange, median, ROOT } from './common.js';
 
 const BIN = join(ROOT, 'bin', 'mnist-ddp.js');
 
@@ -24,31 +23,6 @@ export function quantile(values: readonly number[], q: number): number {
   const s = [...values].sort((a, b) => a - b);
   if (s.length === 0) return Number.NaN;
   return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))]!;
-}
-
-function listenOn(port: number): Promise<ReturnType<typeof createServer> | undefined> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.once('error', () => resolve(undefined));
-    server.listen(port, '127.0.0.1', () => resolve(server));
-  });
-}
-
-/** A free port p with p+1..p+extra free too (worker i serves on base + NODE_APP_INSTANCE, as under pm2). */
-export async function freePorts(extra = 0): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const first = await listenOn(0);
-    if (!first) continue;
-    const base = (first.address() as AddressInfo).port;
-    const held = [first];
-    for (let i = 1; i <= extra && held.length === i; i++) {
-      const next = base + i <= 65535 ? await listenOn(base + i) : undefined;
-      if (next) held.push(next);
-    }
-    await Promise.all(held.map((s) => new Promise<void>((r) => s.close(() => r()))));
-    if (held.length === extra + 1) return base;
-  }
-  throw new Error(`no run of ${extra + 1} free ports found`);
 }
 
 /** One GET on a fresh connection (as Prometheus' first scrape; it then keeps the connection alive). */
@@ -87,7 +61,7 @@ export interface RealRun {
  */
 export async function startRealRun(o: { workers: number; metrics: boolean; trainSubset: number; maxSteps: number; seed?: number }): Promise<RealRun> {
   const dir = mkdtempSync(join(tmpdir(), 'mnistddp-bench-metrics-'));
-  const [control, coordinatorMetricsPort, workerBase] = [await freePorts(), await freePorts(), await freePorts(o.workers - 1)];
+  const [control, coordinatorMetricsPort, workerBase] = [await freePort(), await freePort(), await freePortRange(o.workers)];
   const env = { ...process.env, MNIST_DDP_LOG_LEVEL: 'warn' };
   const children: ChildProcess[] = [];
   let stdout = '';

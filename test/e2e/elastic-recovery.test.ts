@@ -1,10 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BIN } from '../helpers/cli.js';
+import { expectEverySampleOnce, readSteps, type StepRecord } from '../helpers/history.js';
+import { freePort } from '../helpers/net.js';
+import { until } from '../helpers/poll.js';
 
 // Issue #5's elastic run against the harshest leave: a worker is SIGKILLed mid-epoch (no goodbye). The survivors'
 // ring times out, the coordinator drops the silent rank, re-forms the ring with the rest, restores a survivor's
@@ -16,17 +18,6 @@ const runDir = join(dir, 'run');
 const TRAIN_SAMPLES = 12_000;
 const children: ChildProcess[] = [];
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
-
 function start(args: string[], env: NodeJS.ProcessEnv = {}): { child: ChildProcess; stderr: () => string } {
   const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, MNIST_DDP_LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
@@ -35,13 +26,7 @@ function start(args: string[], env: NodeJS.ProcessEnv = {}): { child: ChildProce
   return { child, stderr: () => stderr };
 }
 
-interface StepRecord { type: string; step: number; cursor: number; count: number; workers: number; generation: number }
-
-function steps(): StepRecord[] {
-  const file = join(runDir, 'history.jsonl');
-  if (!existsSync(file)) return [];
-  return readFileSync(file, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as StepRecord).filter((r) => r.type === 'step');
-}
+const steps = (): StepRecord[] => readSteps(runDir);
 
 afterAll(() => {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
@@ -58,11 +43,7 @@ describe('elastic run, worker killed', () => {
     const workers = [0, 1, 2].map(() => start(['worker', '--coordinator', `tcp://127.0.0.1:${control}`, '--backend', 'wasm', '--ring-timeout-ms', '2000', '--no-metrics']));
     const exited = new Promise<number | null>((resolve) => coordinator.child.on('exit', (code) => resolve(code)));
 
-    const deadline = Date.now() + 60_000;
-    while (steps().filter((s) => s.workers === 3).length < 10) {
-      if (Date.now() > deadline) throw new Error(`no training with 3 workers within 60 s\n${coordinator.stderr().slice(-2000)}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await until('10 steps with 3 workers', () => (steps().filter((s) => s.workers === 3).length >= 10 ? true : undefined), 60_000, () => `\n${coordinator.stderr().slice(-2000)}`);
     workers[1]!.child.kill('SIGKILL');
     const code = await Promise.race([exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 150_000))]);
     expect(code, coordinator.stderr().slice(-3000)).toBe(0);
@@ -74,13 +55,8 @@ describe('elastic run, worker killed', () => {
     expect(after.length).toBeGreaterThan(0);
     expect(Math.min(...after.map((s) => s.generation))).toBeGreaterThan(Math.max(...before.map((s) => s.generation)));
     // Exactly once: the committed steps tile [0, TRAIN_SAMPLES) of the epoch order, numbered without gaps.
-    let expected = 0;
-    all.forEach((s, i) => {
-      expect(s.step, 'step numbers').toBe(i + 1);
-      expect(s.cursor, `step ${s.step}`).toBe(expected);
-      expected += s.count;
-    });
-    expect(expected).toBe(TRAIN_SAMPLES);
+    expect(all.map((s) => s.step), 'step numbers').toEqual(all.map((_, i) => i + 1));
+    expectEverySampleOnce(all, TRAIN_SAMPLES);
     const evaluation = JSON.parse(readFileSync(join(runDir, 'eval.json'), 'utf8')) as { count: number; accuracy: number };
     expect(evaluation.count).toBe(10_000);
     expect(evaluation.accuracy).toBeGreaterThan(0.85);

@@ -1,14 +1,14 @@
-import { execFile } from 'node:child_process';
 import { copyFile, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePortRange } from '../helpers/net.js';
+import { runPm2, stopPm2 } from '../helpers/pm2.js';
+import { until } from '../helpers/poll.js';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
-const PM2_BIN = join(REPO, 'node_modules', 'pm2', 'bin', 'pm2');
 
 interface Pm2Process {
   name: string;
@@ -29,34 +29,12 @@ let env: NodeJS.ProcessEnv = {};
 let coordinatorPort = 0;
 let workerBasePort = 0;
 
-function pm2(...args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(process.execPath, [PM2_BIN, ...args], { cwd: dir, env, timeout: 60_000 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`pm2 ${args.join(' ')} failed: ${err.message}\n${stdout}\n${stderr}`));
-      else resolve(stdout);
-    });
-  });
-}
+const pm2 = (...args: string[]): Promise<string> => runPm2({ cwd: dir, env }, ...args);
 
 async function jlist(): Promise<Pm2Process[]> {
   // jlist prints one JSON array; pm2 may print daemon notices before it.
   const out = await pm2('jlist');
   return JSON.parse(out.slice(out.indexOf('['))) as Pm2Process[];
-}
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, deadlineMs = 30_000): Promise<T> {
-  const end = Date.now() + deadlineMs;
-  let last: unknown;
-  while (Date.now() < end) {
-    try {
-      const value = await probe();
-      if (value !== undefined) return value;
-    } catch (err) {
-      last = err;
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`timed out after ${deadlineMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
 }
 
 function health(port: number): Promise<Health> {
@@ -76,25 +54,6 @@ function health(port: number): Promise<Health> {
     req.on('error', reject);
     req.end();
   });
-}
-
-function canBind(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.once('error', () => resolve(false));
-    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
-  });
-}
-
-/** First port p in a random high range such that p..p+count-1 are all bindable now. */
-async function freePortRange(count: number): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 30_000);
-    let ok = true;
-    for (let i = 0; i < count && ok; i++) ok = await canBind(base + i);
-    if (ok) return base;
-  }
-  throw new Error('no free port range found');
 }
 
 async function onlineWorkers(expected: number): Promise<Pm2Process[] | undefined> {
@@ -126,8 +85,7 @@ describe('pm2 ecosystem.config.js (ESM, verbatim) with placeholder processes', (
 
   afterAll(async () => {
     if (!dir) return;
-    await pm2('delete', 'all').catch(() => undefined);
-    await pm2('kill').catch(() => undefined);
+    await stopPm2({ cwd: dir, env });
     await rm(dir, { recursive: true, force: true });
   });
 

@@ -1,12 +1,13 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as zmq from 'zeromq';
 import { BIN } from '../helpers/cli.js';
+import { freePort, freePortRange } from '../helpers/net.js';
+import { StopPolling, until } from '../helpers/poll.js';
 
 // Metrics issue ("every Grafana panel shows data on a real run"): a real coordinator and two real worker processes
 // train for ~30-40 s while a real Prometheus finds them through the file_sd targets file the coordinator writes.
@@ -66,50 +67,6 @@ async function dashboardQueries(): Promise<Array<{ panel: string; expr: string }
   };
   visit(dashboard.panels);
   return out;
-}
-
-function listenOn(port: number): Promise<ReturnType<typeof createServer> | undefined> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.once('error', () => resolve(undefined));
-    server.listen(port, '127.0.0.1', () => resolve(server));
-  });
-}
-
-/** A free port p with p+1..p+extra free too (worker i serves on base + NODE_APP_INSTANCE, as under pm2). */
-async function freePorts(extra = 0): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const first = await listenOn(0);
-    if (!first) continue;
-    const base = (first.address() as AddressInfo).port;
-    const held = [first];
-    for (let i = 1; i <= extra && held.length === i; i++) {
-      const next = base + i <= 65535 ? await listenOn(base + i) : undefined;
-      if (next) held.push(next);
-    }
-    await Promise.all(held.map((s) => new Promise<void>((r) => s.close(() => r()))));
-    if (held.length === extra + 1) return base;
-  }
-  throw new Error(`no run of ${extra + 1} free ports found`);
-}
-
-/** Thrown from a probe to stop polling at once (a bad query, a process gone), instead of retrying to the deadline. */
-class Fatal extends Error {}
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, deadlineMs: number, describeLast: () => string = () => ''): Promise<T> {
-  const end = Date.now() + deadlineMs;
-  let last: unknown;
-  while (Date.now() < end) {
-    try {
-      const value = await probe();
-      if (value !== undefined) return value;
-    } catch (err) {
-      if (err instanceof Fatal) throw new Error(`${err.message}${describeLast()}`);
-      last = err;
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`timed out after ${deadlineMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}${describeLast()}`);
 }
 
 interface Proc {
@@ -179,7 +136,7 @@ describe.skipIf(!HAS_PROMETHEUS)('Grafana dashboard on a real run: coordinator +
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'mnistddp-prom-run-'));
     targetsFile = join(dir, 'targets', 'mnist-ddp.json');
-    const [promPort, controlPort, coordinatorMetricsPort, workerMetricsBase] = [await freePorts(), await freePorts(), await freePorts(), await freePorts(1)];
+    const [promPort, controlPort, coordinatorMetricsPort, workerMetricsBase] = [await freePort(), await freePort(), await freePort(), await freePortRange(2)];
 
     // deploy/prometheus.yml's job and file_sd layout, 1 s scrapes, pointed at the file the coordinator writes.
     await writeFile(
@@ -225,7 +182,7 @@ describe.skipIf(!HAS_PROMETHEUS)('Grafana dashboard on a real run: coordinator +
     await until(
       'the coordinator and both workers up in Prometheus',
       async () => {
-        for (const p of procs) if (p.child.exitCode !== null) throw new Fatal(`${p.name} exited early (${p.child.exitCode})`);
+        for (const p of procs) if (p.child.exitCode !== null) throw new StopPolling(`${p.name} exited early (${p.child.exitCode})`);
         lastTargets = (await promApi<{ data: { activeTargets: PromTarget[] } }>('/api/v1/targets')).data.activeTargets;
         const up = lastTargets.filter((t) => t.health === 'up');
         const roles = up.map((t) => t.labels.role).sort();
@@ -272,10 +229,10 @@ describe.skipIf(!HAS_PROMETHEUS)('Grafana dashboard on a real run: coordinator +
     await until(
       'every dashboard query to return data',
       async () => {
-        if (coordinator && coordinator.child.exitCode !== null) throw new Fatal('the run ended before every panel had data');
+        if (coordinator && coordinator.child.exitCode !== null) throw new StopPolling('the run ended before every panel had data');
         for (const [expr, q] of pending) {
           const body = await promApi<QueryResponse>(`/api/v1/query?query=${encodeURIComponent(expr)}`);
-          if (body.status !== 'success') throw new Fatal(`invalid PromQL in panel "${q.panel}": ${expr}\n${body.error}`);
+          if (body.status !== 'success') throw new StopPolling(`invalid PromQL in panel "${q.panel}": ${expr}\n${body.error}`);
           const result = body.data?.result ?? [];
           lastResult.set(expr, JSON.stringify(result).slice(0, 400));
           if (hasLiveData(expr, result.map((r) => Number(r.value[1])))) pending.delete(expr);
@@ -301,7 +258,7 @@ describe.skipIf(!HAS_PROMETHEUS)('Grafana dashboard on a real run: coordinator +
       const query = 'sum by (reason) (mnistddp_rejected_frames_total{role="coordinator",reason="malformed"})';
       let last = '';
       await until('the coordinator to count the malformed frame', async () => {
-        if (coordinator && coordinator.child.exitCode !== null) throw new Fatal('the run ended first');
+        if (coordinator && coordinator.child.exitCode !== null) throw new StopPolling('the run ended first');
         const body = await promApi<QueryResponse>(`/api/v1/query?query=${encodeURIComponent(query)}`);
         last = JSON.stringify(body.data?.result ?? []);
         return Number(body.data?.result[0]?.value[1] ?? 0) >= 1 ? true : undefined;
