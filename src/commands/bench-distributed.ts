@@ -4,25 +4,15 @@ import { runTraining } from '../coordinator/driver.js';
 import { planDataset } from '../shared/dataset-plan.js';
 import { componentLogger } from '../shared/log.js';
 import type { StepReport } from '../worker/worker-core.js';
-import { median } from './bench.js';
+import { median, type ThroughputResult } from './bench.js';
 import { startLocalWorkerGroup } from './train-distributed.js';
 import { prepareRun } from './train.js';
 
-export interface DistributedBenchResult {
-  backend: string;
-  model: string;
-  /** Per worker; a step's global batch is workers × batchSize. */
-  batchSize: number;
-  workers: number;
-  steps: number;
-  /** Global samples/s: median over windows of (samples of all workers / window wall time). */
-  samplesPerSec: number;
-  windows: number[];
-  /** Coordinator's view of one step: time between two step completions (orders are pipelined). */
-  stepMsP50: number;
-  /** Median over every rank's step reports. */
-  computeMsP50: number;
-  applyMsP50: number;
+/**
+ * stepMsP50 is the coordinator's view of one step: the time between two step completions (orders are pipelined).
+ * computeMsP50 and applyMsP50 are medians over every rank's step reports.
+ */
+export interface DistributedBenchResult extends ThroughputResult {
   /** Median over every rank's step reports; includes waiting for the slowest rank's gradients. */
   allReduceMsP50: number;
   /** Median over steps of the fastest rank's all-reduce (the rank that finished computing last waits least). */

@@ -8,18 +8,26 @@ import { LocalReducer } from '../worker/allreduce.js';
 import { Replica } from '../worker/replica.js';
 import { TrainStep } from '../worker/step.js';
 
-export interface BenchResult {
+/** What both benches report: `bench` (one process) and `bench --workers N` (bench-distributed.ts). */
+export interface ThroughputResult {
   backend: string;
   model: string;
+  /** Per worker; a step's global batch is workers × batchSize. */
   batchSize: number;
   workers: number;
+  /** Timed steps, warm-up excluded. */
   steps: number;
+  /** Median of `windows`. */
   samplesPerSec: number;
-  /** samples/s of each timed window; the headline figure is their median. */
+  /** samples/s of each timed window (all workers together); the headline figure is their median. */
   windows: number[];
   stepMsP50: number;
   computeMsP50: number;
   applyMsP50: number;
+}
+
+export interface BenchResult extends ThroughputResult {
+  /** tf.memory().numTensors after the timed steps minus before: a leak per step shows here. */
   numTensorsDrift: number;
 }
 
