@@ -8,7 +8,11 @@ export {
   type CoordinatorMetricsOptions,
   type WorkerReport,
 } from './metrics/coordinator.js';
-export { startMetricsServer, type MetricsServer, type MetricsServerOptions } from './metrics/server.js';
-export { startThreadedMetricsServer, type PublishingMetricsServer } from './metrics/threaded-server.js';
+export {
+  startThreadedMetricsServer,
+  type MetricsServer,
+  type MetricsServerOptions,
+  type PublishingMetricsServer,
+} from './metrics/threaded-server.js';
 export { instanceIndexFromEnv, metricsPortFor } from './metrics/instance.js';
 export { registerProcessMetrics } from './metrics/process.js';

@@ -12,9 +12,10 @@ import {
   createWorkerMetrics,
   instanceIndexFromEnv,
   metricsPortFor,
-  startMetricsServer,
+  startThreadedMetricsServer,
   type MetricsServer,
 } from '../../src/shared/metrics.js';
+import { until } from '../helpers/poll.js';
 
 const HAS_PROMTOOL = spawnSync('promtool', ['--version']).status === 0;
 if (!HAS_PROMTOOL) console.warn('[metrics.test] promtool not found on PATH: skipping `promtool check metrics` (apt-get install prometheus)');
@@ -103,19 +104,28 @@ function exerciseCoordinator(registry: Registry): ReturnType<typeof createCoordi
   return m;
 }
 
+// The server the processes ship with (startThreadedMetricsServer); test/integration/threaded-metrics.test.ts covers
+// what is particular to its thread (publishing, a scrape while the main thread is blocked).
 describe('metrics server (real HTTP)', () => {
   const servers: MetricsServer[] = [];
   afterEach(async () => {
     await Promise.all(servers.splice(0).map((s) => s.close()));
   });
 
+  /** Starts a server on `registry`; resolves once its thread serves the registry's body, not the placeholder before the first publish. */
+  async function serve(registry: Registry): Promise<MetricsServer> {
+    const server = await startThreadedMetricsServer({ registry, host: '127.0.0.1', port: 0 });
+    servers.push(server);
+    await until('the first published body', async () => ((await get(server.port, '/metrics')).body.includes('# HELP') ? true : undefined), 5_000);
+    return server;
+  }
+
   for (const role of ['worker', 'coordinator'] as const) {
     it(`${role}: serves its metrics and answers a scrape in < 50 ms (median of 20)`, async () => {
       const registry = new Registry();
       if (role === 'worker') exerciseWorker(registry);
       else exerciseCoordinator(registry);
-      const server = await startMetricsServer({ registry, host: '127.0.0.1', port: 0 });
-      servers.push(server);
+      const server = await serve(registry);
       expect(server.port).toBeGreaterThan(0);
 
       const first = await get(server.port, '/metrics');
@@ -157,8 +167,7 @@ describe('metrics server (real HTTP)', () => {
       const registry = new Registry();
       if (role === 'worker') exerciseWorker(registry);
       else exerciseCoordinator(registry);
-      const server = await startMetricsServer({ registry, host: '127.0.0.1', port: 0 });
-      servers.push(server);
+      const server = await serve(registry);
       const { body } = await get(server.port, '/metrics');
       const check = await promtoolCheckMetrics(body);
       expect(check.output, check.output).toBe('');
@@ -167,7 +176,7 @@ describe('metrics server (real HTTP)', () => {
   }
 
   it('serves /healthz, 404s other paths, 405s other methods', async () => {
-    const server = await startMetricsServer({ registry: new Registry(), host: '127.0.0.1', port: 0 });
+    const server = await startThreadedMetricsServer({ registry: new Registry(), host: '127.0.0.1', port: 0 });
     servers.push(server);
     const health = await get(server.port, '/healthz');
     expect(health.status).toBe(200);
@@ -186,15 +195,15 @@ describe('metrics server (real HTTP)', () => {
   });
 
   it('rejects a port that is already bound with CONFIG_INVALID naming the port', async () => {
-    const server = await startMetricsServer({ registry: new Registry(), host: '127.0.0.1', port: 0 });
+    const server = await startThreadedMetricsServer({ registry: new Registry(), host: '127.0.0.1', port: 0 });
     servers.push(server);
-    const err = await startMetricsServer({ registry: new Registry(), host: '127.0.0.1', port: server.port }).catch((e: unknown) => e);
+    const err = await startThreadedMetricsServer({ registry: new Registry(), host: '127.0.0.1', port: server.port }).catch((e: unknown) => e);
     expect(isMnistDdpError(err, 'CONFIG_INVALID')).toBe(true);
     expect(String((err as Error).message)).toContain(String(server.port));
   });
 
   it('close() resolves even with a kept-alive client connection', async () => {
-    const server = await startMetricsServer({ registry: new Registry(), host: '127.0.0.1', port: 0 });
+    const server = await startThreadedMetricsServer({ registry: new Registry(), host: '127.0.0.1', port: 0 });
     await get(server.port, '/healthz');
     await expect(server.close()).resolves.toBeUndefined();
   });

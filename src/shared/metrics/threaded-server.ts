@@ -2,7 +2,6 @@ import { Worker } from 'node:worker_threads';
 import type { Registry } from 'prom-client';
 import { MnistDdpError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { MetricsServer, MetricsServerOptions } from './server.js';
 
 /**
  * /metrics for a training worker. A training step is one synchronous ~100 ms block of tfjs work, and an HTTP server
@@ -30,11 +29,31 @@ server.on('error', (err) => parentPort.postMessage({ type: 'error', code: err.co
 server.listen(workerData.port, workerData.host, () => parentPort.postMessage({ type: 'listening', port: server.address().port }));
 `;
 
+export interface MetricsServerOptions {
+  registry: Registry;
+  /** Interface to bind; use 127.0.0.1 unless Prometheus scrapes from another host. */
+  host: string;
+  /** 0 picks a free ephemeral port; read the bound one from the result. */
+  port: number;
+  log?: Logger;
+}
+
+export interface MetricsServer {
+  readonly port: number;
+  /** Stops the server thread, dropping keep-alive connections with it. */
+  close(): Promise<void>;
+}
+
 export interface PublishingMetricsServer extends MetricsServer {
   /** Serialises the registry for the server thread; cheap to call after every step (rate-limited). */
   publish(): void;
 }
 
+/**
+ * Serves `GET /metrics` (Prometheus text format, the last published body) and `GET /healthz` ("ok") from its own
+ * thread, 404 for any other path, 405 for other methods. Resolves once listening; rejects with CONFIG_INVALID if
+ * the port cannot be bound.
+ */
 export async function startThreadedMetricsServer(options: MetricsServerOptions & { minIntervalMs?: number }): Promise<PublishingMetricsServer> {
   const { registry, host, log } = options;
   const minIntervalMs = options.minIntervalMs ?? 250;
