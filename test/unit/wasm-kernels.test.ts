@@ -119,7 +119,7 @@ describe('wasm training kernels', () => {
     expect(relError(got, cpu)).toBeLessThan(1e-6);
   });
 
-  it('bias gradients (Sum over all but the last axis), ReLU gradients, transposed dense GEMMs and Tile match cpu', async () => {
+  it('bias adds, bias gradients (Sum over all but the last axis), ReLU gradients, transposed dense GEMMs and Tile match cpu', async () => {
     const x = seededValues(4 * 26 * 26 * 32, 31);
     const a = seededValues(64 * 1600, 32);
     const b = seededValues(64 * 10, 33);
@@ -138,7 +138,13 @@ describe('wasm training kernels', () => {
       const tiled = tf.tile(channel, [4, 26, 26, 1]).dataSync();
       const tiledOdd = tf.tile(tf.tensor2d(x.subarray(0, 6), [1, 6]), [7, 1]).dataSync();
       const tiledInner = tf.tile(tf.tensor2d(x.subarray(0, 6), [2, 3]), [2, 3]).dataSync();
-      return [sum, sumKeep, relu, ta, tb, tbT, tiled, tiledOdd, tiledInner];
+      // Bias add: [1,1,1,C] as tfjs-layers adds it, a rank-1 bias first, an odd channel count, and a non-bias
+      // broadcast that must take the stock kernel.
+      const biased = tf.add(xt, tf.tensor4d(b.subarray(0, 32), [1, 1, 1, 32])).dataSync();
+      const biasFirst = tf.add(tf.tensor1d(b.subarray(0, 32)), xt).dataSync();
+      const biasOdd = tf.add(tf.tensor2d(x.subarray(0, 35), [5, 7]), tf.tensor1d(b.subarray(0, 7))).dataSync();
+      const notBias = tf.add(xt, tf.tensor4d(b.subarray(0, 26), [1, 1, 26, 1])).dataSync();
+      return [sum, sumKeep, relu, ta, tb, tbT, tiled, tiledOdd, tiledInner, biased, biasFirst, biasOdd, notBias];
     });
     const got = await on('wasm', run);
     const cpu = await on('cpu', run);

@@ -14,6 +14,7 @@ interface NativeExports {
   col2im(col: number, dx: number, geometry: number): void;
   max_pool_grad(x: number, dy: number, dx: number, geometry: number): void;
   sum_rows(x: number, out: number, rows: number, channels: number): void;
+  add_bias(x: number, bias: number, out: number, rows: number, channels: number): void;
   relu_grad(dy: number, y: number, out: number, n: number): void;
   transpose_2d(input: number, out: number, rows: number, cols: number): void;
 }
@@ -76,6 +77,11 @@ export class NativeKernels {
   /** Overwrites dx. `g` describes the pool: k* is the window, stride/pad as the pool's. */
   maxPoolGrad(x: TensorInfo, dy: TensorInfo, dx: TensorInfo, g: ConvGeometry): void {
     this.exports.max_pool_grad(this.ptr(x), this.ptr(dy), this.ptr(dx), this.geometry(g));
+  }
+
+  /** out[rows, channels] <- x + bias[channels]; `out` may be `x`. */
+  addBias(x: TensorInfo, bias: TensorInfo, out: TensorInfo, rows: number, channels: number): void {
+    this.exports.add_bias(this.ptr(x), this.ptr(bias), this.ptr(out), rows, channels);
   }
 
   sumRows(x: TensorInfo, out: TensorInfo, rows: number, channels: number): void {
