@@ -17,6 +17,8 @@ export interface DistributedBenchResult extends ThroughputResult {
   allReduceMsP50: number;
   /** Median over steps of the fastest rank's all-reduce (the rank that finished computing last waits least). */
   allReduceMinMsP50: number;
+  /** Median over steps of the slowest rank's compute: a step cannot end before it (the straggler). */
+  computeMaxMsP50: number;
 }
 
 const round = (x: number, digits: number): number => Math.round(x * 10 ** digits) / 10 ** digits;
@@ -71,6 +73,7 @@ export async function runDistributedBench(bench: BenchConfig): Promise<Distribut
     applyMsP50: round(median(reports.map((r) => r.applyMs)), 2),
     allReduceMsP50: round(median(reports.map((r) => r.allReduceMs)), 2),
     allReduceMinMsP50: round(median(timed.map((s) => Math.min(...s.reports.map((x) => x.allReduceMs)))), 2),
+    computeMaxMsP50: round(median(timed.map((s) => Math.max(...s.reports.map((x) => x.computeMs)))), 2),
   };
 }
 
@@ -78,6 +81,6 @@ export function formatDistributedBench(r: DistributedBenchResult): string {
   return [
     `mnist-ddp bench: ${r.model}, batch ${r.batchSize} per worker, backend ${r.backend}, ${r.workers} worker process(es), ${r.steps} timed steps`,
     `  samples/s (global, median of ${r.windows.length} windows): ${r.samplesPerSec}   [${r.windows.join(', ')}]`,
-    `  step p50 ${r.stepMsP50} ms (compute ${r.computeMsP50} ms, all-reduce ${r.allReduceMsP50} ms [fastest rank ${r.allReduceMinMsP50} ms], apply ${r.applyMsP50} ms)`,
+    `  step p50 ${r.stepMsP50} ms (compute ${r.computeMsP50} ms, slowest rank ${r.computeMaxMsP50} ms, all-reduce ${r.allReduceMsP50} ms [fastest rank ${r.allReduceMinMsP50} ms], apply ${r.applyMsP50} ms)`,
   ].join('\n');
 }

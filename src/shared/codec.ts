@@ -98,27 +98,58 @@ export function decode(bytes: Uint8Array): unknown {
   }
 }
 
+const NIL = 0xc0;
+/** The ext32 header of a split frame's floats: 0xc9, u32 payload length, type, pad count 0. */
+const SPLIT_EXT_BYTES = EXT_HEADER_BYTES + 1;
+/** Closes the extension payload of a split frame (pad count 0 leaves 3 trailing bytes, see the layout above). */
+const SPLIT_TAIL = Buffer.alloc(PAD_SLOT_BYTES - 1);
+
 /**
- * Two-part frame for bulk tensors: part 0 is the message without `data` (MessagePack), part 1 is `data`'s raw bytes
- * as a view, not a copy — ZeroMQ then sends them without any copy, so the sender must leave that memory unchanged
- * until ZeroMQ is done with it (see ring-allreduce.ts for how the ring guarantees that).
+ * A frame for bulk tensors, split so that ZeroMQ sends and receives the floats without a copy. The three parts,
+ * concatenated, are exactly one MessagePack document, the same one `encode` would write for the message (with the
+ * Float32Array `data` encoded by the extension above, pad 0):
+ *   part 0: the map with every field, `data` last, up to and including the extension header and pad count;
+ *   part 1: `data`'s bytes, as a view of the caller's memory (not a copy);
+ *   part 2: the extension's 3 closing bytes.
+ * So any MessagePack reader decodes the concatenation. The sender must leave `data` unchanged until ZeroMQ is done
+ * with it (see ring-allreduce.ts for how the ring guarantees that).
  */
-export function encodeWithPayload<M extends { data: Float32Array }>(message: M): [Buffer, Buffer] {
+export function encodeWithPayload<M extends { data: Float32Array }>(message: M): [Buffer, Buffer, Buffer] {
   const { data, ...header } = message;
-  return [packr.pack(header), Buffer.from(data.buffer, data.byteOffset, data.byteLength)];
+  const packed = packr.pack({ ...header, data: null });
+  if (packed[packed.length - 1] !== NIL) throw new Error('codec: expected the map to end with data: nil');
+  const head = Buffer.allocUnsafe(packed.length - 1 + SPLIT_EXT_BYTES);
+  packed.copy(head, 0, 0, packed.length - 1);
+  const at = packed.length - 1;
+  head[at] = 0xc9;
+  head.writeUInt32BE(PAD_SLOT_BYTES + data.byteLength, at + 1);
+  head[at + 5] = FLOAT32_EXT_TYPE;
+  head[at + 6] = 0;
+  return [head, Buffer.from(data.buffer, data.byteOffset, data.byteLength), SPLIT_TAIL];
 }
 
 /**
- * Decodes a one-part frame (`encode`) or a two-part frame (`encodeWithPayload`) to `unknown`, for a type guard.
- * Throws FRAME_MALFORMED.
+ * Decodes a one-part frame (`encode`) or a split frame (`encodeWithPayload`) to `unknown`, for a type guard. A split
+ * frame's map is decoded with nil in place of its extension (a copy of a few dozen header bytes), and `data` views
+ * part 1 in place when aligned. Throws FRAME_MALFORMED.
  */
 export function decodeParts(parts: readonly Uint8Array[]): unknown {
-  const [first, second] = parts;
-  if (first === undefined || parts.length > 2) throw new MnistDdpError('FRAME_MALFORMED', `frame has ${parts.length} parts, expected 1 or 2`, { parts: parts.length });
-  const header = decode(first);
-  if (second === undefined) return header;
-  if (typeof header !== 'object' || header === null || Array.isArray(header) || second.length % 4 !== 0) {
-    throw new MnistDdpError('FRAME_MALFORMED', `two-part frame needs a map header and a payload of whole floats (got ${second.length} bytes)`, {});
+  if (parts.length === 1) return decode(parts[0]!);
+  const [head, payload, tail] = parts;
+  if (parts.length !== 3 || !head || !payload || !tail) {
+    throw new MnistDdpError('FRAME_MALFORMED', `frame has ${parts.length} parts, expected 1 or 3`, { parts: parts.length });
   }
-  return { ...header, data: float32View(second) };
+  const at = head.length - SPLIT_EXT_BYTES;
+  const announced = at >= 0 && head[at] === 0xc9 ? new DataView(head.buffer, head.byteOffset + at + 1, 4).getUint32(0) : -1;
+  if (announced !== PAD_SLOT_BYTES + payload.length || head[at + 5] !== FLOAT32_EXT_TYPE || head[at + 6] !== 0 || payload.length % 4 !== 0 || tail.length !== SPLIT_TAIL.length) {
+    throw new MnistDdpError('FRAME_MALFORMED', `split frame: part 0 must end with a Float32Array extension header announcing part 1 (${payload.length} bytes, whole floats) and part 2 must close it (${tail.length} bytes)`, {});
+  }
+  const headerBytes = Buffer.allocUnsafe(at + 1);
+  headerBytes.set(head.subarray(0, at));
+  headerBytes[at] = NIL;
+  const header = decode(headerBytes);
+  if (typeof header !== 'object' || header === null || Array.isArray(header) || (header as { data?: unknown }).data !== null) {
+    throw new MnistDdpError('FRAME_MALFORMED', 'split frame: part 0 must be a map whose last field is data', {});
+  }
+  return { ...header, data: float32View(payload) };
 }

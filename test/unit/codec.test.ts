@@ -86,32 +86,52 @@ describe('codec', () => {
   });
 });
 
-describe('two-part frames', () => {
+describe('split frames (one MessagePack document in three ZeroMQ parts)', () => {
   it('send the floats as a view, not a copy, and decode to the same message', () => {
     const buf = new Float32Array([0, 1, 2, 3, 4, 5]);
     const data = buf.subarray(2, 5);
-    const [header, payload] = encodeWithPayload({ type: 'ring-chunk', step: 3, data });
-    expect(payload.buffer).toBe(buf.buffer);
-    expect(payload.byteOffset).toBe(8);
-    const decoded = decodeParts([header, payload]);
+    const parts = encodeWithPayload({ type: 'ring-chunk', step: 3, data });
+    expect(parts[1].buffer).toBe(buf.buffer);
+    expect(parts[1].byteOffset).toBe(8);
+    const decoded = decodeParts(parts);
     expect(decoded).toEqual({ type: 'ring-chunk', step: 3, data: new Float32Array([2, 3, 4]) });
   });
 
+  it('concatenate to a MessagePack document that a plain decode (and any reader) reads as the same message', () => {
+    const message = { type: 'ring-chunk', generation: 2, step: 9, rank: 1, chunk: 4, data: new Float32Array([1.5, -2, 3e-8]) };
+    const whole = Buffer.concat(encodeWithPayload(message));
+    expect(decode(whole)).toEqual(message);
+    // Plain MessagePack: a map of 6 keys (msgpackr writes map16: 0xde 0x0006), the floats inside an ext32 (0xc9).
+    expect([...whole.subarray(0, 3)]).toEqual([0xde, 0x00, 0x06]);
+    expect(whole.indexOf(0xc9)).toBeGreaterThan(0);
+  });
+
   it('copy an unaligned payload and view an aligned one', () => {
-    const [header, payload] = encodeWithPayload({ data: new Float32Array([7, 8]) });
-    const aligned = decodeParts([header, at(payload, 0)]) as { data: Float32Array };
-    const unaligned = decodeParts([header, at(payload, 3)]) as { data: Float32Array };
+    const [head, payload, tail] = encodeWithPayload({ data: new Float32Array([7, 8]) });
+    const aligned = decodeParts([head, at(payload, 0), tail]) as { data: Float32Array };
+    const unaligned = decodeParts([head, at(payload, 3), tail]) as { data: Float32Array };
     expect(Array.from(aligned.data)).toEqual([7, 8]);
     expect(Array.from(unaligned.data)).toEqual([7, 8]);
     expect(unaligned.data.byteOffset % 4).toBe(0);
   });
 
+  const [head, payload, tail] = encodeWithPayload({ step: 1, data: new Float32Array([1, 2]) });
+  /** `head` with its extension header announcing a payload of `bytes` bytes. */
+  const announcing = (h: Buffer, bytes: number): Buffer => {
+    const copy = Buffer.from(h);
+    copy.writeUInt32BE(bytes + 4, copy.length - 6);
+    return copy;
+  };
   it.each([
-    ['three parts', [encode({}), Buffer.alloc(4), Buffer.alloc(4)]],
+    ['two parts', [head, payload]],
+    ['four parts', [head, payload, tail, tail]],
     ['no parts', []],
-    ['a payload of partial floats', [encode({}), Buffer.alloc(5)]],
-    ['a non-map header', [encode([1, 2]), Buffer.alloc(4)]],
+    ['a payload longer than announced', [head, Buffer.alloc(12), tail]],
+    ['a payload of partial floats', [announcing(head, 5), Buffer.alloc(5), tail]],
+    ['a missing closing part', [head, payload, Buffer.alloc(0)]],
+    ['a header that is not a split map', [encode({ step: 1 }), payload, tail]],
+    ['a non-map header', [Buffer.concat([encode([1, 2]).subarray(0, 2), head.subarray(head.length - 7)]), payload, tail]],
   ])('reject %s with FRAME_MALFORMED', (_name, parts) => {
-    expect(() => decodeParts(parts)).toThrow(expect.objectContaining({ code: 'FRAME_MALFORMED' }));
+    expect(() => decodeParts(parts as Uint8Array[])).toThrow(expect.objectContaining({ code: 'FRAME_MALFORMED' }));
   });
 });
