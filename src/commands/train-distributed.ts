@@ -23,6 +23,13 @@ export interface CoordinatorOptions {
   onRejectedFrame?: (reason: ControlRejectReason) => void;
 }
 
+/**
+ * Deadline for a reply to a request (ring set-up, snapshot, evaluation ×4). After a lost peer a survivor may first
+ * have to wait out its ring timeout on the order queued behind the failed step, so worker ring timeouts are capped
+ * below this (MAX_RING_TIMEOUT_MS in config.ts).
+ */
+export const REQUEST_TIMEOUT_MS = 30_000;
+
 export const DEFAULT_COORDINATOR_OPTIONS: CoordinatorOptions = {
   bind: 'tcp://127.0.0.1:*', elastic: false, joinTimeoutMs: 120_000, stepTimeoutMs: 60_000, heartbeatTimeoutMs: 5_000, digestEvery: 50,
 };
@@ -33,7 +40,7 @@ export async function startRemoteGroup(run: PreparedRun, workers: number, o: Coo
   log.info({ endpoint: server.endpoint }, `coordinator listening on ${server.endpoint}; waiting for ${workers} worker(s)`);
   onBound?.(server.endpoint);
   const group = new RemoteWorkerGroup(server, {
-    config: { ...run.config }, model: run.config.model, layout: run.replica.layout, requestTimeoutMs: 30_000,
+    config: { ...run.config }, model: run.config.model, layout: run.replica.layout, requestTimeoutMs: REQUEST_TIMEOUT_MS,
     stepTimeoutMs: o.stepTimeoutMs, heartbeatTimeoutMs: o.heartbeatTimeoutMs, digestEvery: o.digestEvery, elastic: o.elastic, log,
     ...(o.onMembershipChange ? { onMembershipChange: o.onMembershipChange } : {}),
   });

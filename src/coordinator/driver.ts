@@ -87,6 +87,9 @@ type StepOrder = Omit<StepPlan, 'generation'>;
 interface InFlight {
   order: StepOrder;
   result: Promise<StepResult>;
+  /** The world the step ran in (recorded when ordered: a recovery may commit it after the world changed). */
+  worldSize: number;
+  generation: number;
 }
 
 /**
@@ -109,7 +112,7 @@ export async function runTraining(config: TrainConfig, group: WorkerGroup, plan:
     const epochStart = performance.now();
     let epochSamples = 0;
     let lastDone = performance.now();
-    const commit = (order: StepOrder, result: StepResult | undefined): void => {
+    const commit = ({ order, worldSize, generation }: InFlight, result: StepResult | undefined): void => {
       const now = performance.now();
       cursor += order.count;
       globalStep++;
@@ -118,7 +121,7 @@ export async function runTraining(config: TrainConfig, group: WorkerGroup, plan:
       events.onStep?.({
         // A step a lost worker took its reports with (applied everywhere before the failure) has no known loss.
         epoch, step: globalStep, cursor, epochSize, loss: result?.loss ?? NaN, lr: order.lr, globalCount: order.count,
-        samplesPerSec: (order.count * 1000) / (now - lastDone), worldSize: group.worldSize, generation: group.generation,
+        samplesPerSec: (order.count * 1000) / (now - lastDone), worldSize, generation,
         reports: result?.reports ?? [], progress: (epoch * epochSize + cursor) / totalSamples,
       });
       lastDone = now;
@@ -129,7 +132,8 @@ export async function runTraining(config: TrainConfig, group: WorkerGroup, plan:
     let planStep = globalStep;
     for (;;) {
       while (inFlight.length < depth && planCursor < epochSize && !atStepLimit(planStep)) {
-        if (group.membershipChangePending?.() ?? false) {
+        // A group that can change membership but cannot say when is drained before every step.
+        if (group.membershipChangePending?.() ?? group.beforeStep !== undefined) {
           if (inFlight.length > 0) break;
           await group.beforeStep?.();
         }
@@ -138,7 +142,7 @@ export async function runTraining(config: TrainConfig, group: WorkerGroup, plan:
         const order = { epoch, step: planStep, cursor: planCursor, count, lr };
         const result = group.runStep(order);
         result.catch(() => undefined);
-        inFlight.push({ order, result });
+        inFlight.push({ order, result, worldSize: group.worldSize, generation: group.generation });
         planCursor += count;
         planStep++;
       }
@@ -163,7 +167,10 @@ export async function runTraining(config: TrainConfig, group: WorkerGroup, plan:
           if (applied < globalStep - 1) {
             throw new MnistDdpError('REPLICA_DIVERGED', `recovering step ${head.order.step}: the restored state has applied only step ${applied}, before the committed step ${globalStep - 1}`, { applied, committed: globalStep - 1 });
           }
-          for (const f of [head, ...inFlight]) if (f.order.step <= applied) commit(f.order, undefined);
+          if (applied > (inFlight.at(-1) ?? head).order.step) {
+            throw new MnistDdpError('REPLICA_DIVERGED', `recovering step ${head.order.step}: the restored state claims step ${applied}, which was never ordered`, { applied });
+          }
+          for (const f of [head, ...inFlight]) if (f.order.step <= applied) commit(f, undefined);
           inFlight.length = 0;
           planCursor = cursor;
           planStep = globalStep;
@@ -171,7 +178,7 @@ export async function runTraining(config: TrainConfig, group: WorkerGroup, plan:
         }
         throw err;
       }
-      commit(head.order, result);
+      commit(head, result);
     }
     const wallMs = performance.now() - epochStart;
     const counts = plan.validation.length > 0 ? await group.evaluate('validation') : null;

@@ -28,6 +28,16 @@ export interface RemoteGroupOptions {
   onMembershipChange?: (active: readonly WorkerRecord[], generation: number) => void;
 }
 
+interface CollectOptions {
+  /** A step's failure: the worker-errors this wait claims (others fall through to the next waiter). */
+  matchError?: (m: NarrowWorkerMessage<'worker-error'>) => boolean;
+  /**
+   * Start the deadline (and the stall warning) only once this settles. A step order queued behind another one is
+   * timed from when the workers can start it, not from when it was queued.
+   */
+  armAfter?: Promise<unknown>;
+}
+
 interface Waiter {
   accept(peer: string, message: WorkerMessage): boolean;
   /** Settles the wait with `err` (the group is closing). */
@@ -44,6 +54,10 @@ export class RemoteWorkerGroup implements WorkerGroup {
   private readonly waiters = new Set<Waiter>();
   private requestIds = 0;
   private admittedListeners: Array<() => void> = [];
+  /** Settles when the last ordered step has (the next order's deadline starts then). */
+  private previousStep: Promise<unknown> | undefined;
+  /** Highest step number ordered so far: replies about steps up to it that nobody waits for are late, not unexpected. */
+  private highestOrdered = -1;
 
   constructor(private readonly server: ControlServer, private readonly o: RemoteGroupOptions) {
     server.onMessage((peer, message) => this.dispatch(peer, message));
@@ -109,9 +123,11 @@ export class RemoteWorkerGroup implements WorkerGroup {
         return;
       default:
         for (const waiter of this.waiters) if (waiter.accept(peer, m)) return;
-        if (m.type === 'worker-error' && worker) {
-          // The other ranks' reports of a step that already failed (and the orders queued behind it): nothing waits.
-          this.o.log.info({ worker: worker.id, step: m.step, generation: m.generation, code: m.code }, `late report from rank ${worker.rank}: step ${m.step} ${m.code}`);
+        if ((m.type === 'worker-error' || m.type === 'step-done') && worker && m.generation <= this.generation && m.step <= this.highestOrdered) {
+          // Reports about a step that already failed (another rank's, or of the order queued behind it): nothing
+          // waits for them any more. Anything about a step never ordered is rejected below.
+          this.o.log.info({ worker: worker.id, step: m.step, generation: m.generation, ...(m.type === 'worker-error' ? { code: m.code } : {}) },
+            `late report from rank ${worker.rank}: step ${m.step} ${m.type === 'worker-error' ? m.code : 'done'}`);
           return;
         }
         this.server.reject('unexpected', peer, `${m.type} from ${worker ? `worker ${worker.id}` : 'an unknown peer'} matches no pending request`);
@@ -125,13 +141,14 @@ export class RemoteWorkerGroup implements WorkerGroup {
    */
   private collect<K extends WorkerMessage['type']>(
     type: K, workers: readonly WorkerRecord[], timeoutMs: number, what: string, match: (m: NarrowWorkerMessage<K>) => boolean = () => true,
-    matchError: (m: NarrowWorkerMessage<'worker-error'>) => boolean = () => false,
+    options: CollectOptions = {},
   ): Promise<Map<number, NarrowWorkerMessage<K>>> {
+    const matchError = options.matchError ?? (() => false);
     return new Promise((resolve, reject) => {
       const got = new Map<number, NarrowWorkerMessage<K>>();
       const pending = (): WorkerRecord[] => workers.filter((w) => !got.has(w.id));
       const names = (ws: WorkerRecord[]): string => ws.map((w) => `rank ${w.rank} (worker ${w.id}, ${w.host} pid ${w.pid})`).join(', ');
-      const finish = (err?: Error): void => {
+      let finish = (err?: Error): void => {
         clearTimeout(warn);
         clearTimeout(fail);
         this.waiters.delete(waiter);
@@ -157,14 +174,27 @@ export class RemoteWorkerGroup implements WorkerGroup {
         },
         abort: (err) => finish(err),
       };
-      const warn = setTimeout(() => this.o.log.warn({ missing: pending().map((w) => w.rank) }, `${what}: still waiting after ${timeoutMs / 2} ms for ${names(pending())}`), timeoutMs / 2);
-      const fail = setTimeout(() => {
-        const missing = pending();
-        finish(new MnistDdpError('PEER_TIMEOUT', `${what}: no reply within ${timeoutMs} ms from ${names(missing)}`,
-          { missingRanks: missing.map((w) => w.rank), recoverable: this.o.elastic }));
-      }, timeoutMs);
+      let warn: NodeJS.Timeout | undefined;
+      let fail: NodeJS.Timeout | undefined;
+      let settled = false;
+      const arm = (): void => {
+        if (settled) return;
+        warn = setTimeout(() => this.o.log.warn({ missing: pending().map((w) => w.rank) }, `${what}: still waiting after ${timeoutMs / 2} ms for ${names(pending())}`), timeoutMs / 2);
+        fail = setTimeout(() => {
+          const missing = pending();
+          finish(new MnistDdpError('PEER_TIMEOUT', `${what}: no reply within ${timeoutMs} ms from ${names(missing)}`,
+            { missingRanks: missing.map((w) => w.rank), recoverable: this.o.elastic }));
+        }, timeoutMs);
+      };
+      const done = finish;
+      finish = (err?: Error): void => {
+        settled = true;
+        done(err);
+      };
       this.waiters.add(waiter);
       if (workers.length === 0) finish();
+      else if (options.armAfter) void options.armAfter.then(arm, arm);
+      else arm();
     });
   }
 
@@ -251,7 +281,12 @@ export class RemoteWorkerGroup implements WorkerGroup {
     const generation = this.generation;
     const workers = [...this.members.active];
     const digest = this.o.digestEvery > 0 && plan.step % this.o.digestEvery === 0;
-    const done = this.collect('step-done', workers, this.o.stepTimeoutMs, `step ${plan.step}`, (m) => m.generation === generation && m.step === plan.step, (e) => e.generation === generation && e.step === plan.step);
+    const done = this.collect('step-done', workers, this.o.stepTimeoutMs, `step ${plan.step}`, (m) => m.generation === generation && m.step === plan.step, {
+      matchError: (e) => e.generation === generation && e.step === plan.step,
+      armAfter: this.previousStep,
+    });
+    this.previousStep = done.catch(() => undefined);
+    this.highestOrdered = Math.max(this.highestOrdered, plan.step);
     await this.broadcast(workers, () => ({ type: 'step', generation, ...plan, digest }), done);
     const replies = await done;
     const reports: StepReport[] = workers.map((w) => {
@@ -274,8 +309,9 @@ export class RemoteWorkerGroup implements WorkerGroup {
   }
 
   /**
-   * After a failed step in an elastic run: drop the workers that went silent, take the state of a survivor that has
-   * NOT applied the failed step (so the step is redone, and no sample counts twice), re-form, and load that state.
+   * After a failed step in an elastic run: drop the workers that went silent, take the state of the survivor that
+   * has applied the fewest steps (normally not the failed one; if every survivor applied it, the driver commits it
+   * instead of redoing it), re-form, load that state everywhere and return the last step it has applied.
    */
   async recover(failedStep: number): Promise<number> {
     const deadline = Date.now() + this.o.heartbeatTimeoutMs;
@@ -335,7 +371,7 @@ export class RemoteWorkerGroup implements WorkerGroup {
 
   async close(reason = 'training finished'): Promise<void> {
     // Orders still in flight (a failed run leaves the next step's order pending) end here, not at their deadlines.
-    for (const waiter of [...this.waiters]) waiter.abort(new MnistDdpError('STEP_ABORTED', `the coordinator closed the group: ${reason}`));
+    for (const waiter of [...this.waiters]) waiter.abort(new MnistDdpError('GROUP_CLOSED', `the coordinator closed the group: ${reason}`));
     await Promise.all(this.members.all.filter((w) => w.status !== 'gone').map((w) => this.server.send(w.peer, { type: 'stop', reason }).catch(() => undefined)));
     this.server.close();
   }

@@ -103,11 +103,13 @@ const NIL = 0xc0;
 const SPLIT_EXT_BYTES = EXT_HEADER_BYTES + 1;
 /** Closes the extension payload of a split frame (pad count 0 leaves 3 trailing bytes, see the layout above). */
 const SPLIT_TAIL = Buffer.alloc(PAD_SLOT_BYTES - 1);
+/** The key `data` as MessagePack writes it (fixstr of 4 bytes): a split frame's extension must be its value. */
+const DATA_KEY = Buffer.from([0xa4, 0x64, 0x61, 0x74, 0x61]);
 
 /**
  * A frame for bulk tensors, split so that ZeroMQ sends and receives the floats without a copy. The three parts,
- * concatenated, are exactly one MessagePack document, the same one `encode` would write for the message (with the
- * Float32Array `data` encoded by the extension above, pad 0):
+ * concatenated, are one MessagePack document that decodes to the message (like `encode`'s, but with pad 0 in the
+ * Float32Array extension: alignment comes from part 1 being its own ZeroMQ message):
  *   part 0: the map with every field, `data` last, up to and including the extension header and pad count;
  *   part 1: `data`'s bytes, as a view of the caller's memory (not a copy);
  *   part 2: the extension's 3 closing bytes.
@@ -141,8 +143,10 @@ export function decodeParts(parts: readonly Uint8Array[]): unknown {
   }
   const at = head.length - SPLIT_EXT_BYTES;
   const announced = at >= 0 && head[at] === 0xc9 ? new DataView(head.buffer, head.byteOffset + at + 1, 4).getUint32(0) : -1;
-  if (announced !== PAD_SLOT_BYTES + payload.length || head[at + 5] !== FLOAT32_EXT_TYPE || head[at + 6] !== 0 || payload.length % 4 !== 0 || tail.length !== SPLIT_TAIL.length) {
-    throw new MnistDdpError('FRAME_MALFORMED', `split frame: part 0 must end with a Float32Array extension header announcing part 1 (${payload.length} bytes, whole floats) and part 2 must close it (${tail.length} bytes)`, {});
+  const keyed = at >= DATA_KEY.length && DATA_KEY.equals(head.subarray(at - DATA_KEY.length, at));
+  if (!keyed || announced !== PAD_SLOT_BYTES + payload.length || head[at + 5] !== FLOAT32_EXT_TYPE || head[at + 6] !== 0 || payload.length % 4 !== 0 ||
+    tail.length !== SPLIT_TAIL.length || tail.some((b) => b !== 0)) {
+    throw new MnistDdpError('FRAME_MALFORMED', `split frame: part 0 must end with the key data and a Float32Array extension header announcing part 1 (${payload.length} bytes, whole floats), and part 2 must close it (${tail.length} zero bytes expected 3)`, {});
   }
   const headerBytes = Buffer.allocUnsafe(at + 1);
   headerBytes.set(head.subarray(0, at));

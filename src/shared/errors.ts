@@ -27,6 +27,7 @@ export const ERROR_CODES = {
   PEER_LOST: 'a peer left the run',
   REPLICA_DIVERGED: 'worker replicas no longer hold identical weights',
   STEP_ABORTED: 'a queued step order was dropped because an earlier step of the same generation failed',
+  GROUP_CLOSED: 'the coordinator closed the worker group while a request was pending',
   // serving
   BAD_REQUEST: 'an HTTP request body is malformed',
   PAYLOAD_TOO_LARGE: 'an HTTP request body is too large',

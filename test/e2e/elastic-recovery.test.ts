@@ -57,6 +57,11 @@ describe('elastic run, worker killed', () => {
     // Exactly once: the committed steps tile [0, TRAIN_SAMPLES) of the epoch order, numbered without gaps.
     expect(all.map((s) => s.step), 'step numbers').toEqual(all.map((_, i) => i + 1));
     expectEverySampleOnce(all, TRAIN_SAMPLES);
+    // What the replicas applied, not only what the coordinator recorded: the optimiser counts its updates, so a step
+    // applied twice (or lost) in the recovery shows up as a different count in the final checkpoint.
+    const state = JSON.parse(readFileSync(join(runDir, 'checkpoint', 'state.json'), 'utf8')) as { globalStep: number; optimizer: { step: number } };
+    expect(state.globalStep).toBe(all.length);
+    expect(state.optimizer.step).toBe(all.length);
     const evaluation = JSON.parse(readFileSync(join(runDir, 'eval.json'), 'utf8')) as { count: number; accuracy: number };
     expect(evaluation.count).toBe(10_000);
     expect(evaluation.accuracy).toBeGreaterThan(0.85);

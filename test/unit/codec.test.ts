@@ -101,9 +101,12 @@ describe('split frames (one MessagePack document in three ZeroMQ parts)', () => 
     const message = { type: 'ring-chunk', generation: 2, step: 9, rank: 1, chunk: 4, data: new Float32Array([1.5, -2, 3e-8]) };
     const whole = Buffer.concat(encodeWithPayload(message));
     expect(decode(whole)).toEqual(message);
-    // Plain MessagePack: a map of 6 keys (msgpackr writes map16: 0xde 0x0006), the floats inside an ext32 (0xc9).
+    // Plain MessagePack: a map of 6 keys (msgpackr writes map16: 0xde 0x0006), the last key `data` (fixstr a4) with
+    // the floats inside an ext32 (0xc9, length, type 0x46, pad 0) that ends the document.
     expect([...whole.subarray(0, 3)]).toEqual([0xde, 0x00, 0x06]);
-    expect(whole.indexOf(0xc9)).toBeGreaterThan(0);
+    const ext = whole.length - 3 - 12 - 7;
+    expect([...whole.subarray(ext - 5, ext)]).toEqual([0xa4, 0x64, 0x61, 0x74, 0x61]);
+    expect([...whole.subarray(ext, ext + 7)]).toEqual([0xc9, 0, 0, 0, 16, 0x46, 0]);
   });
 
   it('copy an unaligned payload and view an aligned one', () => {
@@ -130,6 +133,8 @@ describe('split frames (one MessagePack document in three ZeroMQ parts)', () => 
     ['a payload of partial floats', [announcing(head, 5), Buffer.alloc(5), tail]],
     ['a missing closing part', [head, payload, Buffer.alloc(0)]],
     ['a header that is not a split map', [encode({ step: 1 }), payload, tail]],
+    ['an extension that is not the value of data', [Buffer.concat([encode({ data: null, step: 1 }).subarray(0, -1), head.subarray(head.length - 7)]), payload, tail]],
+    ['a closing part that is not zeros', [head, payload, Buffer.from([0, 1, 0])]],
     ['a non-map header', [Buffer.concat([encode([1, 2]).subarray(0, 2), head.subarray(head.length - 7)]), payload, tail]],
   ])('reject %s with FRAME_MALFORMED', (_name, parts) => {
     expect(() => decodeParts(parts as Uint8Array[])).toThrow(expect.objectContaining({ code: 'FRAME_MALFORMED' }));

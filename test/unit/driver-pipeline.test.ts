@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { runTraining, type StepEvent, type StepResult, type WorkerGroup } from '../../src/coordinator/driver.js';
+import { runTraining, type StepEvent, type StepResult, type TrainOutcome, type WorkerGroup } from '../../src/coordinator/driver.js';
 import { trainConfigSchema } from '../../src/shared/config.js';
 import type { DatasetPlan } from '../../src/shared/dataset-plan.js';
 import { MnistDdpError } from '../../src/shared/errors.js';
@@ -7,9 +7,19 @@ import type { StepPlan } from '../../src/worker/worker-core.js';
 
 // The driver's scheduling, on a scripted WorkerGroup (the driver is the unit under test; real worker groups are
 // covered by the e2e tests): how many orders are in flight, when the pipeline drains, and which steps are ordered
-// again after a recoverable failure.
+// again after a recoverable failure. The group simulates a replica: it records which orders were applied, so
+// "exactly once" is checked against what was applied, not against the driver's own bookkeeping.
 
 type Order = Omit<StepPlan, 'generation'>;
+
+interface Script {
+  /** This step's order fails in generation 1 (a lost peer) without being applied... */
+  failStep?: number;
+  /** ...or after being applied on every survivor (the peer died after the all-reduce). */
+  appliedBeforeFailing?: boolean;
+  /** A failure that is not recoverable. */
+  fatal?: boolean;
+}
 
 class ScriptedGroup implements WorkerGroup {
   worldSize = 2;
@@ -17,27 +27,35 @@ class ScriptedGroup implements WorkerGroup {
   inFlight = 0;
   maxInFlight = 0;
   orders: Order[] = [];
+  /** Every order the simulated replica applied, in order. */
+  applied: Order[] = [];
   changePending = false;
   boundaries = 0;
-  private pending: Array<{ order: Order; settle: () => void }> = [];
+  private brokenGeneration = -1;
+  private pending: Array<() => void> = [];
 
-  constructor(readonly pipelineDepth: number, private readonly script: { failStep?: number; applied?: number } = {}) {}
+  constructor(readonly pipelineDepth: number, private readonly script: Script = {}) {}
 
   runStep(order: Order): Promise<StepResult> {
     this.orders.push(order);
     this.inFlight++;
     this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+    const generation = this.generation;
     return new Promise((resolve, reject) => {
-      this.pending.push({
-        order,
-        settle: () => {
-          this.inFlight--;
-          if (order.step === this.script.failStep && this.generation === 1) reject(new MnistDdpError('PEER_LOST', 'rank 1 vanished', { recoverable: true }));
-          else resolve({ loss: 1 / (order.step + 1), globalCount: order.count, reports: [] });
-        },
+      this.pending.push(() => {
+        this.inFlight--;
+        // Like a worker: orders queued behind a failed step of the same generation are dropped, not run.
+        if (generation === this.brokenGeneration) return reject(new MnistDdpError('STEP_ABORTED', `step ${order.step} dropped`));
+        if (order.step === this.script.failStep && generation === 1) {
+          this.brokenGeneration = generation;
+          if (this.script.appliedBeforeFailing) this.applied.push(order);
+          return reject(new MnistDdpError('PEER_LOST', 'rank 1 vanished', { recoverable: !this.script.fatal }));
+        }
+        this.applied.push(order);
+        resolve({ loss: 1 / (order.step + 1), globalCount: order.count, reports: [] });
       });
       // Settle asynchronously, oldest first, like workers finishing steps in order.
-      setTimeout(() => this.pending.shift()?.settle(), 1);
+      setTimeout(() => this.pending.shift()?.(), 1);
     });
   }
 
@@ -51,11 +69,11 @@ class ScriptedGroup implements WorkerGroup {
     this.changePending = false;
   }
 
-  async recover(step: number): Promise<number> {
+  async recover(): Promise<number> {
     expect(this.inFlight).toBe(0);
     this.generation = 2;
     this.worldSize = 1;
-    return this.script.applied ?? step - 1;
+    return this.applied.at(-1)?.step ?? -1;
   }
 
   async evaluate(): Promise<never> {
@@ -71,31 +89,36 @@ class ScriptedGroup implements WorkerGroup {
 
 const plan = (train: number): DatasetPlan => ({ train: new Int32Array(train), validation: new Int32Array(0), test: new Int32Array(0) }) as unknown as DatasetPlan;
 const config = trainConfigSchema.parse({ epochs: 2, batchSize: 10, validationSize: 0, warmupSteps: 0, schedule: 'constant' });
+/** 5 steps per epoch with 2 ranks × batch 10, 10 with 1 rank. */
+const TRAIN = 100;
 
-async function run(group: ScriptedGroup, train = 100): Promise<StepEvent[]> {
+async function run(group: ScriptedGroup, overrides: Partial<typeof config> = {}): Promise<{ events: StepEvent[]; outcome: TrainOutcome }> {
   const events: StepEvent[] = [];
-  await runTraining(config, group, plan(train), { epoch: 0, cursor: 0, globalStep: 0 }, { onStep: (e) => events.push(e) });
-  return events;
+  const outcome = await runTraining({ ...config, ...overrides }, group, plan(TRAIN), { epoch: 0, cursor: 0, globalStep: 0 }, { onStep: (e) => events.push(e) });
+  return { events, outcome };
 }
 
-/** Committed steps must tile each epoch [0, train) in order, numbered 1, 2, 3, … */
-function expectExactlyOnce(events: StepEvent[], train: number): void {
-  let cursor = 0;
-  events.forEach((e, i) => {
-    expect(e.step).toBe(i + 1);
-    cursor = cursor === train ? 0 : cursor;
-    expect(e.cursor - e.globalCount).toBe(cursor);
-    cursor = e.cursor;
-  });
-  expect(events.reduce((n, e) => n + e.globalCount, 0)).toBe(config.epochs * train);
+/** What the replica applied tiles every epoch [0, TRAIN) in order, once; the committed events say the same. */
+function expectAppliedExactlyOnce(group: ScriptedGroup, events: StepEvent[], epochs = config.epochs): void {
+  for (let epoch = 0; epoch < epochs; epoch++) {
+    let cursor = 0;
+    for (const o of group.applied.filter((a) => a.epoch === epoch)) {
+      expect(o.cursor, `epoch ${epoch} step ${o.step}`).toBe(cursor);
+      cursor += o.count;
+    }
+    expect(cursor, `epoch ${epoch}`).toBe(TRAIN);
+  }
+  expect(group.applied.map((o) => o.step)).toEqual(group.applied.map((_, i) => i));
+  expect(events.map((e) => e.step)).toEqual(group.applied.map((o) => o.step + 1));
+  expect(events.map((e) => e.cursor - e.globalCount)).toEqual(group.applied.map((o) => o.cursor));
 }
 
 describe('training driver: pipelined step orders', () => {
-  it('keeps up to pipelineDepth orders in flight and commits every step once, in order', async () => {
+  it('keeps up to pipelineDepth orders in flight and applies every step once, in order', async () => {
     const group = new ScriptedGroup(2);
-    const events = await run(group);
+    const { events } = await run(group);
     expect(group.maxInFlight).toBe(2);
-    expectExactlyOnce(events, 100);
+    expectAppliedExactlyOnce(group, events);
     expect(events.map((e) => e.loss)).toEqual(events.map((e) => 1 / e.step));
   });
 
@@ -108,39 +131,51 @@ describe('training driver: pipelined step orders', () => {
   it('drains the pipeline before a membership change', async () => {
     const group = new ScriptedGroup(2);
     const events: StepEvent[] = [];
-    await runTraining(config, group, plan(100), { epoch: 0, cursor: 0, globalStep: 0 }, {
+    await runTraining(config, group, plan(TRAIN), { epoch: 0, cursor: 0, globalStep: 0 }, {
       onStep: (e) => {
         events.push(e);
         if (e.step === 3) group.changePending = true;
       },
     });
     expect(group.boundaries).toBe(1);
-    expectExactlyOnce(events, 100);
+    expectAppliedExactlyOnce(group, events);
   });
 
-  it('after a recoverable failure, re-orders the failed step and the one queued behind it from the same cursors', async () => {
-    const group = new ScriptedGroup(2, { failStep: 4 });
-    const events = await run(group);
-    expectExactlyOnce(events, 100);
-    const failed = group.orders.filter((o) => o.step === 4);
-    expect(failed).toHaveLength(2);
-    expect(failed[1]!.cursor).toBe(failed[0]!.cursor);
-    // Whatever was queued behind the failed step is ordered again too: each step's last order starts where the
-    // previous step's last order ended.
-    const last = new Map(group.orders.map((o) => [o.step, o]));
-    for (let step = 1; step < last.size; step++) {
-      const prev = last.get(step - 1)!;
-      if (last.get(step)!.epoch === prev.epoch) expect(last.get(step)!.cursor).toBe(prev.cursor + prev.count);
-    }
-    // Steps after the recovery run in the re-formed (1-rank) world.
-    expect(events.find((e) => e.step === 5)!.worldSize).toBe(1);
+  it('stops at maxSteps with nothing in flight and a resumable position', async () => {
+    const group = new ScriptedGroup(2);
+    const { events, outcome } = await run(group, { maxSteps: 7 });
+    expect(group.orders).toHaveLength(7);
+    expect(events).toHaveLength(7);
+    expect(outcome.stoppedEarly).toBe(true);
+    expect(outcome.position).toEqual({ epoch: 1, cursor: 40, globalStep: 7 });
   });
 
-  it('commits a failed step that every survivor had already applied, without ordering it again', async () => {
-    const group = new ScriptedGroup(2, { failStep: 4, applied: 4 });
-    const events = await run(group);
-    expectExactlyOnce(events, 100);
-    expect(group.orders.filter((o) => o.step === 4)).toHaveLength(1);
-    expect(Number.isNaN(events.find((e) => e.step === 5)!.loss)).toBe(true);
+  it('after a lost peer, re-orders the failed step and the one queued behind it, each applied once', async () => {
+    const group = new ScriptedGroup(2, { failStep: 2 });
+    const { events } = await run(group);
+    expectAppliedExactlyOnce(group, events);
+    const steps2and3 = group.orders.filter((o) => o.step === 2 || o.step === 3);
+    expect(steps2and3.map((o) => o.step)).toEqual([2, 3, 2, 3]);
+    expect(steps2and3[2]!.cursor).toBe(steps2and3[0]!.cursor);
+    // Steps are recorded in the world they ran in: the re-formed, 1-rank generation 2 after the failure.
+    expect(events.slice(0, 2).every((e) => e.worldSize === 2 && e.generation === 1)).toBe(true);
+    expect(events.slice(2).every((e) => e.worldSize === 1 && e.generation === 2)).toBe(true);
+  });
+
+  it('commits a failed step that every survivor had already applied, recorded in the world it ran in, without redoing it', async () => {
+    const group = new ScriptedGroup(2, { failStep: 2, appliedBeforeFailing: true });
+    const { events } = await run(group);
+    expectAppliedExactlyOnce(group, events);
+    expect(group.orders.filter((o) => o.step === 2)).toHaveLength(1);
+    const committed = events.find((e) => e.step === 3)!;
+    expect(Number.isNaN(committed.loss)).toBe(true);
+    expect([committed.worldSize, committed.generation]).toEqual([2, 1]);
+  });
+
+  it('fails the run on a fatal error with an order still in flight (and leaves no unhandled rejection)', async () => {
+    const group = new ScriptedGroup(2, { failStep: 2, fatal: true });
+    await expect(run(group)).rejects.toMatchObject({ code: 'PEER_LOST' });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(group.inFlight).toBe(0);
   });
 });
