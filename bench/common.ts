@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { fileURLToPath } from 'node:url';
 
@@ -9,6 +9,20 @@ export function runJson<T>(cmd: string, args: string[], env: NodeJS.ProcessEnv =
   const out = execFileSync(cmd, args, { cwd: ROOT, encoding: 'utf8', env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'ignore'] });
   const last = out.trim().split('\n').pop() ?? '';
   return JSON.parse(last) as T;
+}
+
+/** runJson without blocking: several commands can run at the same time. */
+export function runJsonAsync<T>(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<T> {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { cwd: ROOT, encoding: 'utf8', env: { ...process.env, ...env }, maxBuffer: 64 << 20 }, (err, stdout) => {
+      if (err) return reject(err);
+      try {
+        resolve(JSON.parse(stdout.trim().split('\n').pop() ?? '') as T);
+      } catch (parseErr) {
+        reject(parseErr as Error);
+      }
+    });
+  });
 }
 
 export function median(values: number[]): number {
