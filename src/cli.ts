@@ -105,7 +105,7 @@ program
   .option('--coordinator <endpoint>', 'coordinator control endpoint, e.g. tcp://10.0.0.5:5555 (default tcp://127.0.0.1:5555)')
   .option('--bind-host <host>', 'interface for the ring inbox (default 0.0.0.0)')
   .option('--advertise-host <host>', 'address other workers dial to reach this one (default: loopback for a local coordinator, else the first external IPv4)')
-  .option('--ring-timeout-ms <n>', 'all-reduce deadline for a silent neighbour (default 10000)')
+  .option('--ring-timeout-ms <n>', 'all-reduce deadline for a silent neighbour (default 10000, at most 20000)')
   .option('--coordinator-timeout-ms <n>', 'exit when the coordinator is silent this long (default 120000)')
   .option('--backend <name>', 'auto | tensorflow | wasm | cpu')
   .option('--data-dir <dir>', 'MNIST-layout IDX files on this machine')
