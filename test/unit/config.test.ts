@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { benchConfigSchema, envName, fromConfigFile, fromEnv, isExplicit, resolveConfig, trainConfigSchema, TRAIN_KEYS } from '../../src/shared/config.js';
+import { benchConfigSchema, envName, fromConfigFile, fromEnv, isExplicit, resolveConfig, trainConfigSchema, TRAIN_KEYS, workerConfigSchema } from '../../src/shared/config.js';
 import { isMnistDdpError, type MnistDdpError } from '../../src/shared/errors.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mnist-ddp-config-'));
@@ -121,6 +121,14 @@ describe('resolveConfig rejects bad values with CONFIG_INVALID naming the key an
     expect(err.message).toContain('--model');
     expect(err.message).toContain('resnet');
     for (const name of ['mlp', 'lenet', 'cnn', 'cnn-large']) expect(err.message).toContain(name);
+  });
+
+  it('a worker ring timeout above 20 s is CONFIG_INVALID (survivors must answer the coordinator during recovery)', () => {
+    const err = rejection(() => resolveConfig(workerConfigSchema, { flags: { ringTimeoutMs: '30000' } }));
+    expect(err.code).toBe('CONFIG_INVALID');
+    expect(err.message).toContain('--ring-timeout-ms');
+    expect(err.message).toContain('20000');
+    expect(resolveConfig(workerConfigSchema, { flags: { ringTimeoutMs: '20000' } }).ringTimeoutMs).toBe(20_000);
   });
 
   it('an unknown backend is BACKEND_UNKNOWN, from a flag or the environment', () => {
