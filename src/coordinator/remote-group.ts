@@ -148,7 +148,11 @@ export class RemoteWorkerGroup implements WorkerGroup {
       const got = new Map<number, NarrowWorkerMessage<K>>();
       const pending = (): WorkerRecord[] => workers.filter((w) => !got.has(w.id));
       const names = (ws: WorkerRecord[]): string => ws.map((w) => `rank ${w.rank} (worker ${w.id}, ${w.host} pid ${w.pid})`).join(', ');
-      let finish = (err?: Error): void => {
+      let warn: NodeJS.Timeout | undefined;
+      let fail: NodeJS.Timeout | undefined;
+      let settled = false;
+      const finish = (err?: Error): void => {
+        settled = true;
         clearTimeout(warn);
         clearTimeout(fail);
         this.waiters.delete(waiter);
@@ -174,9 +178,7 @@ export class RemoteWorkerGroup implements WorkerGroup {
         },
         abort: (err) => finish(err),
       };
-      let warn: NodeJS.Timeout | undefined;
-      let fail: NodeJS.Timeout | undefined;
-      let settled = false;
+      /** Starts the deadline; a wait that already settled (or a closed group) has none to start. */
       const arm = (): void => {
         if (settled) return;
         warn = setTimeout(() => this.o.log.warn({ missing: pending().map((w) => w.rank) }, `${what}: still waiting after ${timeoutMs / 2} ms for ${names(pending())}`), timeoutMs / 2);
@@ -185,11 +187,6 @@ export class RemoteWorkerGroup implements WorkerGroup {
           finish(new MnistDdpError('PEER_TIMEOUT', `${what}: no reply within ${timeoutMs} ms from ${names(missing)}`,
             { missingRanks: missing.map((w) => w.rank), recoverable: this.o.elastic }));
         }, timeoutMs);
-      };
-      const done = finish;
-      finish = (err?: Error): void => {
-        settled = true;
-        done(err);
       };
       this.waiters.add(waiter);
       if (workers.length === 0) finish();
