@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { ControlServer, type ControlRejectReason } from '../coordinator/control-server.js';
 import type { WorkerGroup } from '../coordinator/driver.js';
 import { RemoteWorkerGroup, type RemoteGroupOptions } from '../coordinator/remote-group.js';
-import type { TrainConfig } from '../shared/config.js';
+import { REQUEST_TIMEOUT_MS, type TrainConfig } from '../shared/config.js';
 import type { DatasetPlan } from '../shared/dataset-plan.js';
 import { componentLogger, type Logger } from '../shared/log.js';
 import type { PreparedRun } from './train.js';
@@ -22,13 +22,6 @@ export interface CoordinatorOptions {
   /** Called for every control frame the coordinator drops; feeds mnistddp_rejected_frames_total. */
   onRejectedFrame?: (reason: ControlRejectReason) => void;
 }
-
-/**
- * Deadline for a reply to a request (ring set-up, snapshot, evaluation ×4). After a lost peer a survivor may first
- * have to wait out its ring timeout on the order queued behind the failed step, so worker ring timeouts are capped
- * below this (MAX_RING_TIMEOUT_MS in config.ts).
- */
-export const REQUEST_TIMEOUT_MS = 30_000;
 
 export const DEFAULT_COORDINATOR_OPTIONS: CoordinatorOptions = {
   bind: 'tcp://127.0.0.1:*', elastic: false, joinTimeoutMs: 120_000, stepTimeoutMs: 60_000, heartbeatTimeoutMs: 5_000, digestEvery: 50,

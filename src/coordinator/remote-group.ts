@@ -1,6 +1,7 @@
 import { NUM_CLASSES } from '../shared/mnist.js';
 import { PROTOCOL_VERSION, type CoordinatorMessage, type NarrowWorkerMessage, type WorkerMessage } from '../shared/control-protocol.js';
 import { isErrorCode, MnistDdpError, type ErrorCode } from '../shared/errors.js';
+import { addConfusion } from '../shared/evaluation.js';
 import type { Logger } from '../shared/log.js';
 import { describeLayout, type ParamLayout } from '../shared/param-layout.js';
 import type { EvaluationCounts, Mistake } from '../worker/replica.js';
@@ -357,7 +358,7 @@ export class RemoteWorkerGroup implements WorkerGroup {
     let count = 0;
     const all: Mistake[] = [];
     for (const r of replies.values()) {
-      r.confusion.forEach((v, i) => (confusion[i]! += v));
+      addConfusion(confusion, r.confusion);
       lossSum += r.lossSum;
       count += r.count;
       all.push(...r.mistakes);

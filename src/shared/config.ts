@@ -136,17 +136,22 @@ export type BenchConfig = Readonly<z.infer<typeof benchConfigSchema>>;
 
 const endpointString = z.string().regex(/^(tcp:\/\/[^:]+:\d+|ipc:\/\/.+)$/, 'expected tcp://HOST:PORT or ipc://PATH');
 
-/** A worker process: it needs only the coordinator's address; the run's config arrives in the welcome message. */
-/** A survivor may wait out its ring timeout before answering the coordinator's requests (30 s) during recovery. */
-export const MAX_RING_TIMEOUT_MS = 20_000;
+/**
+ * The coordinator's deadline for a reply to a request (ring set-up, snapshot; evaluation gets 4×). After a lost peer
+ * a survivor may first have to wait out its ring timeout on the order queued behind the failed step, so worker ring
+ * timeouts stay below it.
+ */
+export const REQUEST_TIMEOUT_MS = 30_000;
+export const MAX_RING_TIMEOUT_MS = (2 * REQUEST_TIMEOUT_MS) / 3;
 
+/** A worker process: it needs only the coordinator's address; the run's config arrives in the welcome message. */
 export const workerConfigSchema = z.object({
   coordinator: endpointString.default('tcp://127.0.0.1:5555'),
   /** Interface the ring inbox binds (port chosen by the OS). */
   bindHost: z.string().min(1).default('0.0.0.0'),
   /** Address other workers use to reach this one; default: loopback when the coordinator is local, else this host's first external IPv4. */
   advertiseHost: z.string().min(1).optional(),
-  ringTimeoutMs: int(100).max(MAX_RING_TIMEOUT_MS, `at most ${MAX_RING_TIMEOUT_MS} ms: after a lost peer, survivors must answer the coordinator's 30 s requests`).default(10_000),
+  ringTimeoutMs: int(100).max(MAX_RING_TIMEOUT_MS, `at most ${MAX_RING_TIMEOUT_MS} ms: after a lost peer, survivors must answer the coordinator's ${REQUEST_TIMEOUT_MS / 1000} s requests`).default(10_000),
   /** Exit (instead of hanging) when the coordinator is silent this long. */
   coordinatorTimeoutMs: int(1000).default(120_000),
   backend: z.enum(BACKEND_NAMES).default('auto'),

@@ -99,11 +99,6 @@ export function loadMnist(options: { dataDir?: string } = {}): MnistDataset {
   return dataset;
 }
 
-/** Drops memoised datasets (tests, or a long-lived process switching directories). */
-export function clearMnistCache(): void {
-  memo.clear();
-}
-
 export interface Batch {
   /** size × pixels normalised floats. */
   x: Float32Array;
@@ -245,9 +240,4 @@ export function parseClassSpec(spec: string, numClasses: number = NUM_CLASSES): 
     }
   }
   return [...classes].sort((a, b) => a - b);
-}
-
-/** A debug helper, not the hot path: normalises one pixel byte. */
-export function normalisePixel(value: number): number {
-  return (value / 255 - MNIST_MEAN) / MNIST_STD;
 }

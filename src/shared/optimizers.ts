@@ -1,11 +1,11 @@
-import { z } from 'zod';
 import { MnistDdpError } from './errors.js';
 
 /**
  * Optimisers over the flat parameter buffer (see param-layout.ts). They run once per step on the all-reduced,
  * averaged gradient, as one fused loop, which is also what makes their state trivial to checkpoint and to hand to
  * a worker that joins mid-run. Semantics follow PyTorch: SGD momentum `v = μv + g; p -= lr·v` (tfjs's
- * MomentumOptimizer is the same), Adam with bias correction.
+ * MomentumOptimizer is the same), Adam with bias correction; for both, weight decay is PyTorch's `weight_decay`
+ * (L2: `g += λ·p` before the update).
  */
 export const OPTIMIZER_NAMES = ['sgd', 'adam'] as const;
 export type OptimizerName = (typeof OPTIMIZER_NAMES)[number];
@@ -63,19 +63,19 @@ export class Adam implements FlatOptimizer {
   private v: Float32Array;
   private steps = 0;
 
-  constructor(size: number, private readonly beta1 = 0.9, private readonly beta2 = 0.999, private readonly epsilon = 1e-8) {
+  constructor(size: number, private readonly weightDecay = 0, private readonly beta1 = 0.9, private readonly beta2 = 0.999, private readonly epsilon = 1e-8) {
     this.m = new Float32Array(size);
     this.v = new Float32Array(size);
   }
 
   apply(params: Float32Array, grads: Float32Array, lr: number): void {
     this.steps++;
-    const { beta1: b1, beta2: b2, epsilon: eps, m, v } = this;
+    const { beta1: b1, beta2: b2, epsilon: eps, weightDecay: wd, m, v } = this;
     const c1 = 1 - b1 ** this.steps;
     const c2 = 1 - b2 ** this.steps;
     const stepSize = lr / c1;
     for (let i = 0; i < params.length; i++) {
-      const g = grads[i]!;
+      const g = grads[i]! + wd * params[i]!;
       const mi = b1 * m[i]! + (1 - b1) * g;
       const vi = b2 * v[i]! + (1 - b2) * g * g;
       m[i] = mi;
@@ -104,13 +104,17 @@ function checkState(state: OptimizerState, name: OptimizerName, slots: number, s
   }
 }
 
-export const optimizerConfigSchema = z.object({
-  name: z.enum(OPTIMIZER_NAMES).default('sgd'),
-  momentum: z.number().min(0).max(1).default(0.9),
-  weightDecay: z.number().min(0).default(0),
-});
-export type OptimizerConfig = z.infer<typeof optimizerConfigSchema>;
+export interface OptimizerConfig {
+  name: OptimizerName;
+  momentum: number;
+  weightDecay: number;
+}
+
+/** The optimiser part of a run's config (TrainConfig's `optimizer`, `momentum`, `weightDecay`). */
+export function optimizerConfigOf(c: { optimizer: OptimizerName; momentum: number; weightDecay: number }): OptimizerConfig {
+  return { name: c.optimizer, momentum: c.momentum, weightDecay: c.weightDecay };
+}
 
 export function createOptimizer(config: OptimizerConfig, size: number): FlatOptimizer {
-  return config.name === 'adam' ? new Adam(size) : new SgdMomentum(size, config.momentum, config.weightDecay);
+  return config.name === 'adam' ? new Adam(size, config.weightDecay) : new SgdMomentum(size, config.momentum, config.weightDecay);
 }

@@ -10,6 +10,7 @@ import { createWorkerMetrics, instanceIndexFromEnv, metricsPortFor, startThreade
 import { describeLayout } from '../shared/param-layout.js';
 import { LocalReducer, openRingInbox, RingAllReducer, type AllReducer } from './allreduce.js';
 import { ControlClient } from './control-client.js';
+import { optimizerConfigOf } from '../shared/optimizers.js';
 import { Replica } from './replica.js';
 import { recordStep } from './step-metrics.js';
 import { WorkerCore } from './worker-core.js';
@@ -64,7 +65,7 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
     const workerId = welcome.workerId;
     log = log.child({ worker: workerId });
     const config = trainConfigSchema.parse({ ...welcome.config, ...(cfg.dataDir ? { dataDir: cfg.dataDir } : {}) });
-    const replica = new Replica({ model: config.model, seed: config.seed, freeze: config.freeze, optimizer: { name: config.optimizer, momentum: config.momentum, weightDecay: config.weightDecay } });
+    const replica = new Replica({ model: config.model, seed: config.seed, freeze: config.freeze, optimizer: optimizerConfigOf(config) });
     const plan = planDataset(config);
     const core = new WorkerCore(replica, plan, { seed: config.seed, batchSize: config.batchSize, augment: config.augment }, reducer);
     await client.send({ type: 'join', workerId, model: config.model, layoutChecksum: replica.layout.checksum, shapes: describeLayout(replica.layout) });
