@@ -31,6 +31,12 @@ static inline void add_run(float* restrict dst, const float* restrict src, int n
   for (; i < n; i++) dst[i] += src[i];
 }
 
+/*
+ * dst[i] += src[i] for i < n: the ring all-reduce's reduce-scatter add (src/worker/sum-into.ts), which runs this
+ * module on a WebAssembly.Memory of its own rather than on tfjs's.
+ */
+EXPORT(add_f32) void add_f32(float* restrict dst, const float* restrict src, int n) { add_run(dst, src, n); }
+
 /* col[P, KH*KW*C] <- x[B, H, W, C]; P = B*OH*OW rows in (b, oh, ow) order, columns in (kh, kw, c) order. */
 EXPORT(im2col) void im2col(const float* x, float* col, const int* geometry) {
   const conv_geometry g = load_geometry(geometry);

@@ -1,3 +1,5 @@
+import { kernelsModule } from '../shared/wasm/kernels_module.js';
+
 /**
  * target[i] += source[i] for the ring's reduce-scatter, with WebAssembly SIMD (f32x4.add). IEEE-754 float32
  * addition is exact-rounded in both JS (double add, then rounding to float32: double has enough precision for that
@@ -7,18 +9,9 @@
  * copies into and out of the module's memory included. Those copies are most of the cost, so the ring keeps its
  * all-gather staging inside the module's memory (SumArena.region) and the add writes each completed sum there.
  *
- * The module is add.c below, built with
- *   clang --target=wasm32 -O3 -msimd128 -nostdlib -ffreestanding -fno-ident -Wl,--no-entry -Wl,--import-memory \
- *     -Wl,--strip-all -Wl,-z,stack-size=0 -o add.wasm add.c
- *   #include <wasm_simd128.h>
- *   __attribute__((export_name("add_f32"))) void add_f32(float *restrict dst, const float *restrict src, int n) {
- *     int i = 0;
- *     for (; i + 16 <= n; i += 16) { four wasm_v128_load/wasm_f32x4_add/wasm_v128_store of dst+i+4k, src+i+4k }
- *     for (; i < n; i++) dst[i] += src[i];
- *   }
+ * The add is add_f32 of native/kernels.c (the module the wasm training kernels use), instantiated here on a
+ * memory of its own.
  */
-const ADD_WASM_BASE64 =
-  'AGFzbQEAAAABBwFgA39/fwACDwEDZW52Bm1lbW9yeQIAAQMCAQAEBQFwAQEBBgcBfwFBgAgLBwsBB2FkZF9mMzIAAArrAwHoAwEJf0EAIQMCQCACQRBIDQBBACEEQQAhBQNAIAAgBGoiBiAG/QAAACABIARqIgf9AAAA/eQB/QsAACAGQTBqIgMgA/0AAAAgB0Ewav0AAAD95AH9CwAAIAZBIGoiAyAD/QAAACAHQSBq/QAAAP3kAf0LAAAgBkEQaiIGIAb9AAAAIAdBEGr9AAAA/eQB/QsAACAEQcAAaiEEIAVBIGohBiAFQRBqIgMhBSAGIAJMDQALCwJAIAMgAk4NAAJAIAIgA2siCEEESQ0AIAhBfHEiCUF8aiIGQQJ2QQFqIgRBAXEhCgJAAkAgBg0AQQAhBwwBCyAEQf7///8HcSEFIAEgA0ECdCIGaiEEIAAgBmohBkEAIQcDQCAGIAT9AAIAIAb9AAIA/eQB/QsCACAGQRBqIgsgBEEQav0AAgAgC/0AAgD95AH9CwIAIARBIGohBCAGQSBqIQYgB0EIaiEHIAVBfmoiBQ0ACwsCQCAKRQ0AIAAgAyAHakECdCIGaiIEIAEgBmr9AAIAIAT9AAIA/eQB/QsCAAsgCCAJRg0BIAMgCWohAwsgAiADayEHIAEgA0ECdCIGaiEEIAAgBmohBgNAIAYgBCoCACAGKgIAkjgCACAEQQRqIQQgBkEEaiEGIAdBf2oiBw0ACwsL';
 
 const PAGE_BYTES = 65_536;
 /**
@@ -26,7 +19,6 @@ const PAGE_BYTES = 65_536;
  * adding and copying out, whatever the chunk size.
  */
 const BLOCK_FLOATS = 32 * 1024;
-const addModule = new WebAssembly.Module(Buffer.from(ADD_WASM_BASE64, 'base64'));
 
 type AddF32 = (dst: number, src: number, n: number) => void;
 
@@ -51,7 +43,7 @@ export class SumArena {
     this.sumAt = regionBytes;
     this.addendAt = regionBytes + 4 * BLOCK_FLOATS;
     this.memory = new WebAssembly.Memory({ initial: Math.ceil((this.addendAt + 4 * BLOCK_FLOATS) / PAGE_BYTES) });
-    this.addF32 = new WebAssembly.Instance(addModule, { env: { memory: this.memory } }).exports.add_f32 as AddF32;
+    this.addF32 = new WebAssembly.Instance(kernelsModule(), { env: { memory: this.memory } }).exports.add_f32 as AddF32;
     this.region = new Float32Array(this.memory.buffer, 0, regionFloats);
   }
 

@@ -1,7 +1,7 @@
 import type { TensorInfo } from '@tensorflow/tfjs';
 import type { WasmBackend } from './heap.js';
 import type { ConvGeometry } from './geometry.js';
-import { KERNELS_WASM_BASE64 } from './kernels.generated.js';
+import { kernelsModule } from './kernels_module.js';
 
 /**
  * Our WebAssembly SIMD kernels (native/kernels.c), instantiated on tfjs-backend-wasm's own linear memory so they
@@ -35,9 +35,7 @@ export class NativeKernels {
     if (!(memory instanceof WebAssembly.Memory) || typeof module._malloc !== 'function') {
       throw new Error('mnist-ddp wasm kernels: tfjs-backend-wasm does not expose its memory (asm.memory, _malloc)');
     }
-    const instance = new WebAssembly.Instance(new WebAssembly.Module(Buffer.from(KERNELS_WASM_BASE64, 'base64')), {
-      env: { memory },
-    });
+    const instance = new WebAssembly.Instance(kernelsModule(), { env: { memory } });
     this.exports = instance.exports as unknown as NativeExports;
     // 14 int32 of geometry, written before each call; allocated once from tfjs's heap so we never own memory.
     this.geometryPtr = module._malloc(16 * 4);
