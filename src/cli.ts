@@ -46,9 +46,12 @@ program
     stdout(config.json ? JSON.stringify(result) : formatBench(result));
   });
 
-/** Flags shared by train, finetune and coordinator: every key of the train config schema. */
-function addTrainOptions(cmd: Command): Command {
-  return cmd
+/**
+ * The train-config flags shared by train, finetune and coordinator (command-specific ones such as --debug, --from
+ * and --freeze are added per command). The coordinator gets no --workers: it waits for --min-workers instead.
+ */
+function addTrainOptions(cmd: Command, { workers = true }: { workers?: boolean } = {}): Command {
+  cmd
     .option('--model <name>', 'mlp | lenet | cnn | cnn-large (default cnn)')
     .option('--epochs <n>', 'epochs (default 2)')
     .option('--batch-size <n>', 'batch size per worker (default 64)')
@@ -71,8 +74,9 @@ function addTrainOptions(cmd: Command): Command {
     .option('--backend <name>', 'auto | tensorflow | wasm | cpu (default auto)')
     .option('--run-dir <dir>', 'where history, checkpoints and reports go (default runs/<time>-<model>)')
     .option('--resume <dir>', 'continue exactly from a checkpoint directory')
-    .option('--max-steps <n>', 'stop (with a resumable checkpoint) after this many global steps')
-    .option('--workers <n>', 'worker processes; 0 = single process (default 0)')
+    .option('--max-steps <n>', 'stop (with a resumable checkpoint) after this many global steps');
+  if (workers) cmd.option('--workers <n>', 'worker processes; 0 = single process (default 0)');
+  return cmd
     .option('--no-report', 'do not write report.html at the end')
     .option('--json', 'end with one JSON line of results')
     .addOption(new Option('--config <file>', 'JSON config file (keys as in the flags, camelCase)'));
@@ -126,7 +130,7 @@ program
     }
   });
 
-addTrainOptions(program.command('coordinator').description('the control plane for independently started workers (pm2, other machines); elastic'))
+addTrainOptions(program.command('coordinator').description('the control plane for independently started workers (pm2, other machines); elastic'), { workers: false })
   .option('--bind <endpoint>', 'control socket, e.g. tcp://0.0.0.0:5555 (default)')
   .option('--min-workers <n>', 'workers to wait for before the first step (default 2)')
   .option('--join-timeout-ms <n>', 'how long to wait for them (default 600000)')
