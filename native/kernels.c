@@ -73,14 +73,34 @@ EXPORT(im2col) void im2col(const float* x, float* col, const int* geometry) {
   }
 }
 
-/* Where position p's receptive field row (kh, kw) starts in x, or 0 when the tap falls in the padding. */
-static inline const float* tap_source(const float* x, const conv_geometry* g, int p, int kh, int kw) {
+/* Output position p's window: its image in x and the input coordinate of tap (0, 0), which may lie in the padding. */
+typedef struct {
+  const float* image;
+  int ih0, iw0;
+} window_origin;
+
+static inline window_origin window_of(const float* x, const conv_geometry* g, int p) {
   const int ow = p % g->out_w, rest = p / g->out_w;
   const int oh = rest % g->out_h, b = rest / g->out_h;
-  const int ih = oh * g->stride_h - g->pad_top + kh * g->dil_h;
-  const int iw = ow * g->stride_w - g->pad_left + kw * g->dil_w;
+  const window_origin o = {x + (long)b * g->in_h * g->in_w * g->in_c, oh * g->stride_h - g->pad_top, ow * g->stride_w - g->pad_left};
+  return o;
+}
+
+/* Where the window's tap (kh, kw) starts in x, or 0 when it falls in the padding. */
+static inline const float* tap_source(window_origin o, const conv_geometry* g, int kh, int kw) {
+  const int ih = o.ih0 + kh * g->dil_h, iw = o.iw0 + kw * g->dil_w;
   if (ih < 0 || ih >= g->in_h || iw < 0 || iw >= g->in_w) return 0;
-  return x + ((long)(b * g->in_h + ih) * g->in_w + iw) * g->in_c;
+  return o.image + ((long)ih * g->in_w + iw) * g->in_c;
+}
+
+/* Stores the transpose of the 4x4 block whose rows are a, b, c, d: column j of the block goes to out + j * stride. */
+static inline void store_transposed(v128_t a, v128_t b, v128_t c, v128_t d, float* out, long stride) {
+  const v128_t ab_lo = wasm_i32x4_shuffle(a, b, 0, 4, 1, 5), ab_hi = wasm_i32x4_shuffle(a, b, 2, 6, 3, 7);
+  const v128_t cd_lo = wasm_i32x4_shuffle(c, d, 0, 4, 1, 5), cd_hi = wasm_i32x4_shuffle(c, d, 2, 6, 3, 7);
+  wasm_v128_store(out, wasm_i32x4_shuffle(ab_lo, cd_lo, 0, 1, 4, 5));
+  wasm_v128_store(out + stride, wasm_i32x4_shuffle(ab_lo, cd_lo, 2, 3, 6, 7));
+  wasm_v128_store(out + 2 * stride, wasm_i32x4_shuffle(ab_hi, cd_hi, 0, 1, 4, 5));
+  wasm_v128_store(out + 3 * stride, wasm_i32x4_shuffle(ab_hi, cd_hi, 2, 3, 6, 7));
 }
 
 /*
@@ -94,28 +114,27 @@ EXPORT(im2col_t) void im2col_t(const float* x, float* col_t, const int* geometry
   const v128_t zero = wasm_f32x4_splat(0.0f);
   int p = 0;
   for (; p + 4 <= p_total && g.in_c % 4 == 0; p += 4) {
+    const window_origin w0 = window_of(x, &g, p), w1 = window_of(x, &g, p + 1);
+    const window_origin w2 = window_of(x, &g, p + 2), w3 = window_of(x, &g, p + 3);
     for (int kh = 0; kh < g.k_h; kh++) {
       for (int kw = 0; kw < g.k_w; kw++) {
-        const float* src[4];
-        for (int j = 0; j < 4; j++) src[j] = tap_source(x, &g, p + j, kh, kw);
+        const float* s0 = tap_source(w0, &g, kh, kw);
+        const float* s1 = tap_source(w1, &g, kh, kw);
+        const float* s2 = tap_source(w2, &g, kh, kw);
+        const float* s3 = tap_source(w3, &g, kh, kw);
         float* dst = col_t + (long)((kh * g.k_w + kw) * g.in_c) * p_total + p;
         for (int c = 0; c < g.in_c; c += 4, dst += 4L * p_total) {
-          const v128_t a = src[0] ? wasm_v128_load(src[0] + c) : zero, b = src[1] ? wasm_v128_load(src[1] + c) : zero;
-          const v128_t cc = src[2] ? wasm_v128_load(src[2] + c) : zero, d = src[3] ? wasm_v128_load(src[3] + c) : zero;
-          const v128_t ab_lo = wasm_i32x4_shuffle(a, b, 0, 4, 1, 5), ab_hi = wasm_i32x4_shuffle(a, b, 2, 6, 3, 7);
-          const v128_t cd_lo = wasm_i32x4_shuffle(cc, d, 0, 4, 1, 5), cd_hi = wasm_i32x4_shuffle(cc, d, 2, 6, 3, 7);
-          wasm_v128_store(dst, wasm_i32x4_shuffle(ab_lo, cd_lo, 0, 1, 4, 5));
-          wasm_v128_store(dst + p_total, wasm_i32x4_shuffle(ab_lo, cd_lo, 2, 3, 6, 7));
-          wasm_v128_store(dst + 2L * p_total, wasm_i32x4_shuffle(ab_hi, cd_hi, 0, 1, 4, 5));
-          wasm_v128_store(dst + 3L * p_total, wasm_i32x4_shuffle(ab_hi, cd_hi, 2, 3, 6, 7));
+          store_transposed(s0 ? wasm_v128_load(s0 + c) : zero, s1 ? wasm_v128_load(s1 + c) : zero,
+                           s2 ? wasm_v128_load(s2 + c) : zero, s3 ? wasm_v128_load(s3 + c) : zero, dst, p_total);
         }
       }
     }
   }
   for (; p < p_total; p++) {
+    const window_origin w = window_of(x, &g, p);
     for (int kh = 0; kh < g.k_h; kh++) {
       for (int kw = 0; kw < g.k_w; kw++) {
-        const float* src = tap_source(x, &g, p, kh, kw);
+        const float* src = tap_source(w, &g, kh, kw);
         float* dst = col_t + (long)((kh * g.k_w + kw) * g.in_c) * p_total + p;
         for (int c = 0; c < g.in_c; c++) dst[(long)c * p_total] = src ? src[c] : 0.0f;
       }
@@ -334,14 +353,8 @@ EXPORT(relu_grad) void relu_grad(const float* dy, const float* y, float* out, in
 
 /* Transposes the 4x4 block at in (row stride in_stride) into out (row stride out_stride) in registers. */
 static inline void transpose_4x4(const float* in, int in_stride, float* out, int out_stride) {
-  const v128_t a = wasm_v128_load(in), b = wasm_v128_load(in + in_stride);
-  const v128_t c = wasm_v128_load(in + 2 * in_stride), d = wasm_v128_load(in + 3 * in_stride);
-  const v128_t ab_lo = wasm_i32x4_shuffle(a, b, 0, 4, 1, 5), ab_hi = wasm_i32x4_shuffle(a, b, 2, 6, 3, 7);
-  const v128_t cd_lo = wasm_i32x4_shuffle(c, d, 0, 4, 1, 5), cd_hi = wasm_i32x4_shuffle(c, d, 2, 6, 3, 7);
-  wasm_v128_store(out, wasm_i32x4_shuffle(ab_lo, cd_lo, 0, 1, 4, 5));
-  wasm_v128_store(out + out_stride, wasm_i32x4_shuffle(ab_lo, cd_lo, 2, 3, 6, 7));
-  wasm_v128_store(out + 2 * out_stride, wasm_i32x4_shuffle(ab_hi, cd_hi, 0, 1, 4, 5));
-  wasm_v128_store(out + 3 * out_stride, wasm_i32x4_shuffle(ab_hi, cd_hi, 2, 3, 6, 7));
+  store_transposed(wasm_v128_load(in), wasm_v128_load(in + in_stride), wasm_v128_load(in + 2 * in_stride),
+                   wasm_v128_load(in + 3 * in_stride), out, out_stride);
 }
 
 /*
