@@ -63,12 +63,5 @@ export function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return num / den;
 }
 
-export function seededValues(n: number, seed: number): Float32Array {
-  let s = seed >>> 0 || 1;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
-    out[i] = (s / 0xffffffff) * 2 - 1;
-  }
-  return out;
-}
+/** The kernel tests' inputs: test/helpers/random.ts's generator in [-1, 1) (once a copy here that divided by 2³² − 1). */
+export { randomFloats as seededValues } from './random.js';

@@ -6,7 +6,7 @@
  */
 import { createInterface } from 'node:readline';
 import { openRingInbox, RingAllReducer } from '../../src/worker/ring-allreduce.js';
-import { randomFloats } from './ring.js';
+import { randomFloats } from './random.js';
 
 const [rank, worldSize, length, steps] = process.argv.slice(2).map(Number) as [number, number, number, number];
 const inbox = await openRingInbox('tcp://127.0.0.1:*');

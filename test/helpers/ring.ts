@@ -34,15 +34,5 @@ export async function connectRing(
   return reducers;
 }
 
-/** Deterministic pseudo-random floats in [-1, 1), seeded so failures reproduce. */
-export function randomFloats(length: number, seed: number): Float32Array {
-  const out = new Float32Array(length);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = ((x >>> 0) / 2 ** 32) * 2 - 1;
-  }
-  return out;
-}
+/** Kept for test/unit/ring-sum-arena.test.ts, which imports it from here; the generator is test/helpers/random.ts. */
+export { randomFloats } from './random.js';

@@ -9,7 +9,8 @@ import { PROTOCOL_VERSION, type RingChunk } from '../../src/shared/protocol.js';
 import { LocalReducer } from '../../src/worker/allreduce.js';
 import { RingAllReducer, type RingInbox } from '../../src/worker/ring-allreduce.js';
 import { chunkBounds, ringLayout } from '../../src/worker/ring-topology.js';
-import { connectRing, openInboxes, randomFloats, type Transport } from '../helpers/ring.js';
+import { randomFloats } from '../helpers/random.js';
+import { connectRing, openInboxes, type Transport } from '../helpers/ring.js';
 
 const reducers: RingAllReducer[] = [];
 const sockets: zmq.Socket[] = [];

@@ -10,17 +10,8 @@ import { modelArtifacts } from '../../src/shared/model-io.js';
 import {
   dequantizeUint8, float16BitsToFloat32, float32ToFloat16Bits, quantizeFloat16, quantizeUint8, quantizeWeights,
 } from '../../src/shared/quantize.js';
+import { randomFloats } from '../helpers/random.js';
 import { trainedModelDir } from '../helpers/trained-model.js';
-
-function randomValues(n: number, lo: number, hi: number, seed: number): Float32Array {
-  let s = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = lo + (hi - lo) * (s / 2 ** 32);
-  }
-  return out;
-}
 
 beforeAll(async () => {
   await initBackend('wasm');
@@ -33,7 +24,7 @@ describe('uint8 affine quantisation', () => {
     ['all negative', -2, -0.01],
     ['tiny range', -1e-4, 2e-4],
   ])('round trip error ≤ scale/2 (%s)', (_name, lo, hi) => {
-    const values = randomValues(10_000, lo, hi, 7);
+    const values = randomFloats(10_000, 7, lo, hi);
     const q = quantizeUint8(values);
     const back = dequantizeUint8(q.data, q.scale, q.min);
     // Range is widened to include 0: scale ≤ (max(hi,0) − min(lo,0)) / 255.
@@ -67,7 +58,7 @@ describe('float16', () => {
   });
 
   it('round trip relative error ≤ 2^-11 over the normal range, absolute ≤ 2^-25 below it', () => {
-    const values = randomValues(20_000, -4, 4, 3);
+    const values = randomFloats(20_000, 3, -4, 4);
     const bits = quantizeFloat16(values);
     for (let i = 0; i < values.length; i++) {
       const v = values[i]!;
