@@ -1,9 +1,9 @@
 import { copyFile, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { httpGet } from '../helpers/http.js';
 import { freePortRange } from '../helpers/net.js';
 import { runPm2, stopPm2 } from '../helpers/pm2.js';
 import { until } from '../helpers/poll.js';
@@ -37,23 +37,8 @@ async function jlist(): Promise<Pm2Process[]> {
   return JSON.parse(out.slice(out.indexOf('['))) as Pm2Process[];
 }
 
-function health(port: number): Promise<Health> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path: '/healthz', timeout: 2_000 }, (res) => {
-      let body = '';
-      res.on('data', (c: Buffer) => (body += c.toString()));
-      res.on('end', () => {
-        try {
-          resolve(JSON.parse(body) as Health);
-        } catch (err) {
-          reject(err);
-        }
-      });
-    });
-    req.on('timeout', () => req.destroy(new Error('timeout')));
-    req.on('error', reject);
-    req.end();
-  });
+async function health(port: number): Promise<Health> {
+  return JSON.parse((await httpGet(port, '/healthz', { timeoutMs: 2_000 })).body) as Health;
 }
 
 async function onlineWorkers(expected: number): Promise<Pm2Process[] | undefined> {

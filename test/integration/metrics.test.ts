@@ -1,6 +1,4 @@
-import { spawn, spawnSync } from 'node:child_process';
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
-import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
@@ -15,32 +13,11 @@ import {
   startThreadedMetricsServer,
   type MetricsServer,
 } from '../../src/shared/metrics.js';
+import { httpGet } from '../helpers/http.js';
 import { until } from '../helpers/poll.js';
+import { HAS_PROMTOOL, promtoolCheckMetrics } from '../helpers/promtool.js';
 
-const HAS_PROMTOOL = spawnSync('promtool', ['--version']).status === 0;
 if (!HAS_PROMTOOL) console.warn('[metrics.test] promtool not found on PATH: skipping `promtool check metrics` (apt-get install prometheus)');
-
-interface Response {
-  status: number;
-  contentType: string | undefined;
-  body: string;
-}
-
-function get(port: number, path: string): Promise<Response> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path, method: 'GET', timeout: 5_000 }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () =>
-        resolve({ status: res.statusCode ?? 0, contentType: res.headers['content-type'], body: Buffer.concat(chunks).toString('utf8') }),
-      );
-      res.on('error', reject);
-    });
-    req.on('timeout', () => req.destroy(new Error(`GET ${path} timed out`)));
-    req.on('error', reject);
-    req.end();
-  });
-}
 
 /** Value of the sample `name{labels}` in a text exposition, independent of label order; undefined if absent. */
 function sampleValue(body: string, name: string, labels: Record<string, string> = {}): number | undefined {
@@ -55,22 +32,6 @@ function sampleValue(body: string, name: string, labels: Record<string, string> 
     if (got === want) return Number(match[3]);
   }
   return undefined;
-}
-
-function promtoolCheckMetrics(body: string): Promise<{ code: number | null; output: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('promtool', ['check', 'metrics'], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let output = '';
-    child.stdout.on('data', (c: Buffer) => (output += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (output += c.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, output });
-    });
-    child.stdin.end(body);
-  });
 }
 
 function exerciseWorker(registry: Registry): void {
@@ -116,7 +77,7 @@ describe('metrics server (real HTTP)', () => {
   async function serve(registry: Registry): Promise<MetricsServer> {
     const server = await startThreadedMetricsServer({ registry, host: '127.0.0.1', port: 0 });
     servers.push(server);
-    await until('the first published body', async () => ((await get(server.port, '/metrics')).body.includes('# HELP') ? true : undefined), 5_000);
+    await until('the first published body', async () => ((await httpGet(server.port, '/metrics')).body.includes('# HELP') ? true : undefined), 5_000);
     return server;
   }
 
@@ -128,7 +89,7 @@ describe('metrics server (real HTTP)', () => {
       const server = await serve(registry);
       expect(server.port).toBeGreaterThan(0);
 
-      const first = await get(server.port, '/metrics');
+      const first = await httpGet(server.port, '/metrics');
       expect(first.status).toBe(200);
       expect(first.contentType).toBe(registry.contentType);
       expect(first.body).toContain('process_cpu_user_seconds_total');
@@ -152,7 +113,7 @@ describe('metrics server (real HTTP)', () => {
       const latencies: number[] = [];
       for (let i = 0; i < 20; i++) {
         const t0 = performance.now();
-        const res = await get(server.port, '/metrics');
+        const res = await httpGet(server.port, '/metrics');
         latencies.push(performance.now() - t0);
         expect(res.status).toBe(200);
       }
@@ -168,7 +129,7 @@ describe('metrics server (real HTTP)', () => {
       if (role === 'worker') exerciseWorker(registry);
       else exerciseCoordinator(registry);
       const server = await serve(registry);
-      const { body } = await get(server.port, '/metrics');
+      const { body } = await httpGet(server.port, '/metrics');
       const check = await promtoolCheckMetrics(body);
       expect(check.output, check.output).toBe('');
       expect(check.code, check.output).toBe(0);
@@ -178,20 +139,12 @@ describe('metrics server (real HTTP)', () => {
   it('serves /healthz, 404s other paths, 405s other methods', async () => {
     const server = await startThreadedMetricsServer({ registry: new Registry(), host: '127.0.0.1', port: 0 });
     servers.push(server);
-    const health = await get(server.port, '/healthz');
+    const health = await httpGet(server.port, '/healthz');
     expect(health.status).toBe(200);
     expect(health.body).toBe('ok\n');
-    expect((await get(server.port, '/')).status).toBe(404);
-    expect((await get(server.port, '/metrics/extra')).status).toBe(404);
-    const post = await new Promise<number>((resolve, reject) => {
-      const req = request({ host: '127.0.0.1', port: server.port, path: '/metrics', method: 'POST' }, (res) => {
-        res.resume();
-        resolve(res.statusCode ?? 0);
-      });
-      req.on('error', reject);
-      req.end();
-    });
-    expect(post).toBe(405);
+    expect((await httpGet(server.port, '/')).status).toBe(404);
+    expect((await httpGet(server.port, '/metrics/extra')).status).toBe(404);
+    expect((await httpGet(server.port, '/metrics', { method: 'POST' })).status).toBe(405);
   });
 
   it('rejects a port that is already bound with CONFIG_INVALID naming the port', async () => {
@@ -204,7 +157,7 @@ describe('metrics server (real HTTP)', () => {
 
   it('close() resolves even with a kept-alive client connection', async () => {
     const server = await startThreadedMetricsServer({ registry: new Registry(), host: '127.0.0.1', port: 0 });
-    await get(server.port, '/healthz');
+    await httpGet(server.port, '/healthz');
     await expect(server.close()).resolves.toBeUndefined();
   });
 });
