@@ -91,12 +91,7 @@ export function trainConfigFrom(cmd: Command, overrides: Record<string, unknown>
 async function trainAction(_opts: unknown, cmd: Command): Promise<void> {
   const config = trainConfigFrom(cmd);
   const { runTrain } = await import('./commands/train.js');
-  if (config.workers > 0 && !config.debug) {
-    const { distributedGroupFactory } = await import('./commands/train-distributed.js');
-    await runTrain(config, { stdout }, distributedGroupFactory(config));
-  } else {
-    await runTrain(config, { stdout });
-  }
+  await runTrain(config, { stdout });
 }
 
 addTrainOptions(program.command('train').description('train a model on MNIST and print the evaluation report'))

@@ -1,7 +1,6 @@
 import { join } from 'node:path';
 import { trainConfigSchema, type TrainConfig } from '../shared/config.js';
 import { componentLogger } from '../shared/log.js';
-import { distributedGroupFactory } from './train-distributed.js';
 import { defaultRunDir, runTrain, type Io } from './train.js';
 
 export interface TransferArm {
@@ -46,7 +45,7 @@ export async function runTransferExperiment(o: TransferOptions, io: Io): Promise
   const run = async (name: TransferArm['name'], description: string, settings: Record<string, unknown>): Promise<TransferArm> => {
     const config = Object.freeze(trainConfigSchema.parse({ ...common, ...settings, runDir: join(base, name) }));
     log.info({ arm: name }, `arm ${name}: ${description}`);
-    const summary = await runTrain(config, quiet, config.workers > 0 ? distributedGroupFactory(config) : undefined);
+    const summary = await runTrain(config, quiet);
     const arm: TransferArm = {
       name, description, testAccuracy: summary.testAccuracy, macroF1: summary.macroF1, wallSeconds: summary.wallSeconds,
       samplesPerSec: summary.samplesPerSec, runDir: summary.runDir,

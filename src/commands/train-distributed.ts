@@ -3,8 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { ControlServer, type ControlRejectReason } from '../coordinator/control-server.js';
 import type { WorkerGroup } from '../coordinator/driver.js';
 import { RemoteWorkerGroup, type RemoteGroupOptions } from '../coordinator/remote-group.js';
-import { REQUEST_TIMEOUT_MS, type TrainConfig } from '../shared/config.js';
-import type { DatasetPlan } from '../shared/dataset-plan.js';
+import { REQUEST_TIMEOUT_MS } from '../shared/config.js';
 import { componentLogger, type Logger } from '../shared/log.js';
 import type { PreparedRun } from './train.js';
 
@@ -87,12 +86,4 @@ export async function startLocalWorkerGroup(run: PreparedRun, workers: number, b
     })));
   };
   return group;
-}
-
-/**
- * `mnist-ddp train --workers N`: the coordinator runs in this process and N workers as child processes on this
- * machine; the coordinator shows the one progress bar.
- */
-export function distributedGroupFactory(config: TrainConfig, options: Partial<CoordinatorOptions> = {}): (run: PreparedRun, plan: DatasetPlan) => Promise<WorkerGroup> {
-  return (run) => startLocalWorkerGroup(run, config.workers, config.backend, options);
 }

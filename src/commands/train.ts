@@ -11,13 +11,14 @@ import { isExplicit, trainConfigSchema, type TrainConfig } from '../shared/confi
 import { MnistDdpError } from '../shared/errors.js';
 import { isModelName } from '../shared/models.js';
 import { loadModelDir } from '../shared/model-io.js';
-import { planDataset, type DatasetPlan } from '../shared/dataset-plan.js';
+import { planDataset } from '../shared/dataset-plan.js';
 import { evaluationReport, formatEvaluation } from '../shared/evaluation.js';
 import { componentLogger } from '../shared/log.js';
 import { LocalReducer } from '../worker/allreduce.js';
 import { optimizerConfigOf } from '../shared/optimizers.js';
 import { Replica } from '../worker/replica.js';
 import { WorkerCore } from '../worker/worker-core.js';
+import { startLocalWorkerGroup } from './train-distributed.js';
 
 export interface TrainSummary {
   testAccuracy: number;
@@ -102,10 +103,11 @@ async function prepareFinetune(config: TrainConfig): Promise<PreparedRun> {
 
 /**
  * `mnist-ddp train`: data → model → training → evaluation → checkpoint, with the coordinator's loop driving a
- * worker group (one in-process worker here; worker processes with --workers N, see commands/train-distributed.ts).
+ * worker group: one in-process worker (also --debug), or with --workers N that many worker processes on this machine
+ * (commands/train-distributed.ts). `makeGroup` replaces that choice (the `coordinator` command's remote workers).
  */
 export async function runTrain(
-  input: TrainConfig, io: Io, makeGroup?: (run: PreparedRun, plan: DatasetPlan) => Promise<WorkerGroup>, observers: Pick<TrainEvents, 'onStep' | 'onEpoch'> = {},
+  input: TrainConfig, io: Io, makeGroup?: (run: PreparedRun) => Promise<WorkerGroup>, observers: Pick<TrainEvents, 'onStep' | 'onEpoch'> = {},
 ): Promise<TrainSummary> {
   const log = componentLogger('train');
   const t0 = performance.now();
@@ -118,8 +120,10 @@ export async function runTrain(
   log.info({ runDir, model: config.model, train: plan.train.length, validation: plan.validation.length, test: plan.test.length, start }, 'run prepared');
 
   const group = makeGroup
-    ? await makeGroup(run, plan)
-    : new LocalWorkerGroup(new WorkerCore(replica, plan, { seed: config.seed, batchSize: config.batchSize, augment: config.augment }, new LocalReducer()));
+    ? await makeGroup(run)
+    : config.workers > 0 && !config.debug
+      ? await startLocalWorkerGroup(run, config.workers, config.backend)
+      : new LocalWorkerGroup(new WorkerCore(replica, plan, { seed: config.seed, batchSize: config.batchSize, augment: config.augment }, new LocalReducer()));
   const checkpointDir = join(runDir, 'checkpoint');
   const history = new HistoryWriter(join(runDir, 'history.jsonl'));
   const progress = createProgress({ tty: Boolean(process.stderr.isTTY) && !config.json, totalSamples: config.epochs * plan.train.length, log });
