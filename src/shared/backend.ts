@@ -53,6 +53,21 @@ function tryNative(pkg: string): { ok: true } | { ok: false; why: string } {
   }
 }
 
+const TFJS_NODE_GPU = '@tensorflow/tfjs-node-gpu';
+const TFJS_NODE = '@tensorflow/tfjs-node';
+
+/**
+ * Loads tfjs-node-gpu when a GPU is visible and it loads, else tfjs-node. `skipped` gives the reason for each
+ * package not used; when neither loads, `why` is tfjs-node's.
+ */
+function loadTfjsNode(): { ok: true; provider: string; skipped: string[] } | { ok: false; why: string; skipped: string[] } {
+  const gpu = gpuVisible() ? tryNative(TFJS_NODE_GPU) : { ok: false as const, why: 'no GPU visible' };
+  if (gpu.ok) return { ok: true, provider: TFJS_NODE_GPU, skipped: [] };
+  const cpu = tryNative(TFJS_NODE);
+  if (cpu.ok) return { ok: true, provider: TFJS_NODE, skipped: [gpu.why] };
+  return { ok: false, why: cpu.why, skipped: [gpu.why, cpu.why] };
+}
+
 async function activate(name: string): Promise<void> {
   if (!(await tf.setBackend(name))) throw new Error(`tf.setBackend('${name}') returned false`);
   await tf.ready();
@@ -83,32 +98,21 @@ async function select(choice: BackendChoice): Promise<BackendSelection> {
       await activateWasm();
       return { backend: 'wasm', provider: '@tensorflow/tfjs-backend-wasm', reason: 'requested; XNNPACK + mnist-ddp training kernels' };
     case 'tensorflow': {
-      const gpu = gpuVisible() ? tryNative('@tensorflow/tfjs-node-gpu') : { ok: false as const, why: 'no GPU visible' };
-      const native = gpu.ok ? gpu : tryNative('@tensorflow/tfjs-node');
+      const native = loadTfjsNode();
       if (!native.ok) {
         throw new MnistDdpError('BACKEND_UNAVAILABLE', `--backend tensorflow: ${native.why}. ${TENSORFLOW_INSTALL_HINT}`, { backend: 'tensorflow' });
       }
       await activate('tensorflow');
-      return { backend: 'tensorflow', provider: gpu.ok ? '@tensorflow/tfjs-node-gpu' : '@tensorflow/tfjs-node', reason: 'requested with --backend tensorflow' };
+      return { backend: 'tensorflow', provider: native.provider, reason: 'requested with --backend tensorflow' };
     }
     case 'auto': {
-      const skipped: string[] = [];
-      if (gpuVisible()) {
-        const gpu = tryNative('@tensorflow/tfjs-node-gpu');
-        if (gpu.ok) {
-          await activate('tensorflow');
-          return { backend: 'tensorflow', provider: '@tensorflow/tfjs-node-gpu', reason: 'auto: GPU visible and tfjs-node-gpu loaded' };
-        }
-        skipped.push(gpu.why);
-      } else {
-        skipped.push('no GPU visible');
-      }
-      const cpuNative = tryNative('@tensorflow/tfjs-node');
-      if (cpuNative.ok) {
+      const native = loadTfjsNode();
+      if (native.ok) {
         await activate('tensorflow');
-        return { backend: 'tensorflow', provider: '@tensorflow/tfjs-node', reason: `auto: tfjs-node loaded (${skipped.join('; ')})` };
+        const reason = native.provider === TFJS_NODE_GPU ? 'auto: GPU visible and tfjs-node-gpu loaded' : `auto: tfjs-node loaded (${native.skipped.join('; ')})`;
+        return { backend: 'tensorflow', provider: native.provider, reason };
       }
-      skipped.push(cpuNative.why);
+      const { skipped } = native;
       try {
         await activateWasm();
         return { backend: 'wasm', provider: '@tensorflow/tfjs-backend-wasm', reason: `auto: ${skipped.join('; ')}; using wasm with mnist-ddp training kernels` };

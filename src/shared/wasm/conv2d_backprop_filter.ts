@@ -1,10 +1,10 @@
 import {
-  backend_util, Conv2DBackpropFilter,
+  Conv2DBackpropFilter,
   type Conv2DBackpropFilterAttrs, type KernelConfig, type NamedAttrMap, type NamedTensorInfoMap, type TensorInfo,
 } from '@tensorflow/tfjs';
 import { gemm } from './gemm.js';
 import { assertWasmBackend } from './heap.js';
-import { geometryOf } from './geometry.js';
+import { nhwcConvGeometry, type DilatedConvAttrs } from './geometry.js';
 import { nativeKernels } from './native.js';
 import { transpose2d } from './transpose.js';
 
@@ -20,29 +20,17 @@ const DIRECT_MAX_TAPS = 32;
  * by which operand is cheaper to pack:
  *   - col(x) larger than dy (deep layers):  [Kc, P] · [P, Cout]  = dW directly; col(x)ᵀ is gathered directly.
  *   - dy larger than col(x) (few channels in, many out): [Cout, P] · [P, Kc] = dWᵀ, then a small transpose.
- *
- * Accepts an optional `dilations` attribute (tfjs-core's own Conv2D gradient never passes one; ours does).
  */
-export interface BackpropFilterAttrs extends Conv2DBackpropFilterAttrs {
-  dilations?: number | [number, number];
-}
-
-export function conv2dBackpropFilter(args: {
+function conv2dBackpropFilter(args: {
   inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap;
 }): TensorInfo {
   const { backend } = args;
   assertWasmBackend(backend);
   const x = args.inputs.x!;
   const dy = args.inputs.dy!;
-  const { strides, pad, dataFormat, dimRoundingMode, filterShape, dilations } = args.attrs as unknown as BackpropFilterAttrs;
-  const info = backend_util.computeConv2DInfo(
-    x.shape as [number, number, number, number], filterShape, strides, dilations ?? 1, pad, dimRoundingMode, false,
-    backend_util.convertConv2DDataFormat(dataFormat),
-  );
-  if (info.dataFormat !== 'channelsLast') throw new Error(`Conv2DBackpropFilter (mnist-ddp wasm): only NHWC is supported, got ${dataFormat}`);
-  const g = geometryOf(info);
-  const p = g.batch * g.outH * g.outW;
-  const taps = g.kH * g.kW * g.inC;
+  const attrs = args.attrs as unknown as Conv2DBackpropFilterAttrs & DilatedConvAttrs;
+  const { filterShape } = attrs;
+  const { g, p, taps } = nhwcConvGeometry(Conv2DBackpropFilter, x.shape as [number, number, number, number], filterShape, attrs);
 
   if (taps <= DIRECT_MAX_TAPS) {
     const dw = backend.makeOutput([...filterShape], 'float32');

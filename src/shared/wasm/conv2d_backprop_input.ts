@@ -1,10 +1,10 @@
 import {
-  backend_util, Conv2DBackpropInput,
+  Conv2DBackpropInput,
   type Conv2DBackpropInputAttrs, type KernelConfig, type NamedAttrMap, type NamedTensorInfoMap, type TensorInfo,
 } from '@tensorflow/tfjs';
 import { gemm } from './gemm.js';
 import { assertWasmBackend } from './heap.js';
-import { geometryOf } from './geometry.js';
+import { nhwcConvGeometry, type DilatedConvAttrs } from './geometry.js';
 import { nativeKernels } from './native.js';
 import { transpose2d } from './transpose.js';
 
@@ -13,26 +13,16 @@ import { transpose2d } from './transpose.js';
  * im2col. This replaces tfjs-backend-wasm's naive Conv2DBackpropInput (~155 ms on the `cnn` second layer at B=64;
  * this path is ~15 ms) and handles every stride, dilation and padding with the same code.
  */
-export interface BackpropInputAttrs extends Conv2DBackpropInputAttrs {
-  dilations?: number | [number, number];
-}
-
-export function conv2dBackpropInput(args: {
+function conv2dBackpropInput(args: {
   inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap;
 }): TensorInfo {
   const { backend } = args;
   assertWasmBackend(backend);
   const dy = args.inputs.dy!;
   const filter = args.inputs.filter!;
-  const { strides, pad, dataFormat, dimRoundingMode, inputShape, dilations } = args.attrs as unknown as BackpropInputAttrs;
-  const info = backend_util.computeConv2DInfo(
-    inputShape, filter.shape as [number, number, number, number], strides, dilations ?? 1, pad, dimRoundingMode, false,
-    backend_util.convertConv2DDataFormat(dataFormat),
-  );
-  if (info.dataFormat !== 'channelsLast') throw new Error(`Conv2DBackpropInput (mnist-ddp wasm): only NHWC is supported, got ${dataFormat}`);
-  const g = geometryOf(info);
-  const p = g.batch * g.outH * g.outW;
-  const taps = g.kH * g.kW * g.inC;
+  const attrs = args.attrs as unknown as Conv2DBackpropInputAttrs & DilatedConvAttrs;
+  const { inputShape } = attrs;
+  const { g, p, taps } = nhwcConvGeometry(Conv2DBackpropInput, inputShape, filter.shape as [number, number, number, number], attrs);
 
   const wT = transpose2d(backend, filter, taps, g.outC);
   const colGrad = gemm(backend, dy, wT, p, g.outC, taps);

@@ -1,6 +1,6 @@
 import {
   Add, BatchMatMul, Sum, Tile, util,
-  type BatchMatMulAttrs, type TileAttrs, type KernelConfig, type KernelFunc, type NamedAttrMap, type NamedTensorInfoMap, type TensorInfo,
+  type BatchMatMulAttrs, type TileAttrs, type KernelFunc, type NamedAttrMap, type NamedTensorInfoMap, type TensorInfo,
   type SumAttrs,
 } from '@tensorflow/tfjs';
 import { gemm } from './gemm.js';
@@ -23,7 +23,7 @@ type KernelArgs = { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedA
  *   run the untransposed GEMM.
  */
 /** x[..., C] + b where b holds C values along the last axis (a bias: [C] or [1, …, 1, C]), either operand order. */
-export function addFastPath(stock: KernelFunc): KernelFunc {
+function addFastPath(stock: KernelFunc): KernelFunc {
   return ((args: KernelArgs) => {
     const { a, b } = args.inputs as { a: TensorInfo; b: TensorInfo };
     const isBias = (t: TensorInfo, of: TensorInfo): boolean =>
@@ -40,7 +40,7 @@ export function addFastPath(stock: KernelFunc): KernelFunc {
   }) as KernelFunc;
 }
 
-export function sumFastPath(stock: KernelFunc): KernelFunc {
+function sumFastPath(stock: KernelFunc): KernelFunc {
   return ((args: KernelArgs) => {
     const x = args.inputs.x!;
     const { axis, keepDims } = args.attrs as unknown as SumAttrs;
@@ -58,7 +58,7 @@ export function sumFastPath(stock: KernelFunc): KernelFunc {
   }) as KernelFunc;
 }
 
-export function batchMatMulFastPath(stock: KernelFunc): KernelFunc {
+function batchMatMulFastPath(stock: KernelFunc): KernelFunc {
   return ((args: KernelArgs) => {
     const a = args.inputs.a!;
     const b = args.inputs.b!;
@@ -90,7 +90,7 @@ export function batchMatMulFastPath(stock: KernelFunc): KernelFunc {
  * The output is the input repeated back to back, filled by doubling copies (memmove speed). The stock kernel took
  * ~165 ms per call on a [64,28,28,32] output, about 70 % of a `cnn-large` step.
  */
-export function tileFastPath(stock: KernelFunc): KernelFunc {
+function tileFastPath(stock: KernelFunc): KernelFunc {
   return ((args: KernelArgs) => {
     const x = args.inputs.x!;
     const { reps } = args.attrs as unknown as TileAttrs;
@@ -115,5 +115,3 @@ export const FAST_PATHS: ReadonlyArray<{ kernelName: string; wrap: (stock: Kerne
   { kernelName: BatchMatMul, wrap: batchMatMulFastPath },
   { kernelName: Tile, wrap: tileFastPath },
 ];
-
-export type { KernelConfig };

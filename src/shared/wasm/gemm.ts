@@ -1,5 +1,5 @@
 import type { TensorInfo } from '@tensorflow/tfjs';
-import { tensorId, type WasmBackend } from './heap.js';
+import { entryOf, type WasmBackend } from './heap.js';
 
 /**
  * C[M,N] = A[M,K] · B[K,N] on XNNPACK's f32 GEMM microkernels.
@@ -36,8 +36,8 @@ function shapeBytes(dims: number[]): Uint8Array {
 export function gemm(backend: WasmBackend, a: TensorInfo, b: TensorInfo, m: number, k: number, n: number): TensorInfo {
   const out = backend.makeOutput([m, n], 'float32');
   batchMatMulFn(backend)(
-    tensorId(backend, a), shapeBytes([1, m, k]), 3, tensorId(backend, b), shapeBytes([1, k, n]), 3, 0, 0,
-    tensorId(backend, out),
+    entryOf(backend, a).id, shapeBytes([1, m, k]), 3, entryOf(backend, b).id, shapeBytes([1, k, n]), 3, 0, 0,
+    entryOf(backend, out).id,
   );
   return out;
 }

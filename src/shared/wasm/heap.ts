@@ -2,17 +2,28 @@ import type { TensorInfo } from '@tensorflow/tfjs';
 
 /**
  * The slice of tfjs-backend-wasm internals our kernels use. tfjs-backend-wasm does not export these types for
- * kernel authors, so we name exactly what we touch and check it once at registration (`assertWasmBackend`).
+ * kernel authors, so we name exactly what we touch and check the backend's shape on every kernel call
+ * (`assertWasmBackend`).
  */
 export interface WasmModule {
   HEAPF32: Float32Array;
-  HEAPU8: Uint8Array;
+  HEAP32: Int32Array;
   cwrap(name: string, returnType: null | 'number', argTypes: Array<'number' | 'array'>): (...args: unknown[]) => unknown;
+  /** Emscripten's instance exports: `memory` is the linear memory native.ts instantiates our kernels on. */
+  asm?: { memory?: WebAssembly.Memory };
+  _malloc?: (bytes: number) => number;
+}
+
+interface TensorEntry {
+  /** The tensor id XNNPACK-backed C entry points take. */
+  id: number;
+  /** Byte offset of the tensor's data in wasm memory. */
+  memoryOffset: number;
 }
 
 export interface WasmBackend {
   wasm: WasmModule;
-  dataIdMap: { get(dataId: object): { id: number; memoryOffset: number } | undefined };
+  dataIdMap: { get(dataId: object): TensorEntry | undefined };
   makeOutput(shape: number[], dtype: 'float32'): TensorInfo;
   disposeData(dataId: object, force?: boolean): boolean;
 }
@@ -24,10 +35,10 @@ export function assertWasmBackend(backend: unknown): asserts backend is WasmBack
   }
 }
 
-export function tensorId(backend: WasmBackend, info: TensorInfo): number {
+export function entryOf(backend: WasmBackend, info: TensorInfo): TensorEntry {
   const entry = backend.dataIdMap.get(info.dataId);
   if (!entry) throw new Error('mnist-ddp wasm kernels: tensor is not on the wasm backend');
-  return entry.id;
+  return entry;
 }
 
 /**
@@ -35,9 +46,7 @@ export function tensorId(backend: WasmBackend, info: TensorInfo): number {
  * allocation (makeOutput, XNNPACK operator creation) may do: take views after the last allocation of a phase.
  */
 export function f32(backend: WasmBackend, info: TensorInfo): Float32Array {
-  const entry = backend.dataIdMap.get(info.dataId);
-  if (!entry) throw new Error('mnist-ddp wasm kernels: tensor is not on the wasm backend');
   let size = 1;
   for (const d of info.shape) size *= d;
-  return new Float32Array(backend.wasm.HEAPF32.buffer, entry.memoryOffset, size);
+  return new Float32Array(backend.wasm.HEAPF32.buffer, entryOf(backend, info).memoryOffset, size);
 }

@@ -11,7 +11,7 @@ import { nativeKernels } from './native.js';
  * common after ReLU). tfjs-backend-wasm's own kernel took 58 ms per `cnn` step at B=64; see max_pool_grad in
  * native/kernels.c.
  */
-export function maxPoolGrad(args: { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap }): TensorInfo {
+function maxPoolGrad(args: { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap }): TensorInfo {
   const { backend } = args;
   assertWasmBackend(backend);
   const dy = args.inputs.dy!;

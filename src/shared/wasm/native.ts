@@ -1,5 +1,5 @@
 import type { TensorInfo } from '@tensorflow/tfjs';
-import type { WasmBackend } from './heap.js';
+import { entryOf, type WasmBackend } from './heap.js';
 import type { ConvGeometry } from './geometry.js';
 import { kernelsModule } from './kernels_module.js';
 
@@ -19,37 +19,31 @@ interface NativeExports {
   transpose_2d(input: number, out: number, rows: number, cols: number): void;
 }
 
-interface WasmModuleInternals {
-  asm?: { memory?: WebAssembly.Memory };
-  _malloc?: (bytes: number) => number;
-  HEAP32: Int32Array;
-}
+/** int32 fields of native/kernels.c `conv_geometry`. */
+const GEOMETRY_INTS = 14;
 
-export class NativeKernels {
+class NativeKernels {
   private readonly exports: NativeExports;
   private readonly geometryPtr: number;
 
   constructor(private readonly backend: WasmBackend) {
-    const module = backend.wasm as unknown as WasmModuleInternals;
+    const module = backend.wasm;
     const memory = module.asm?.memory;
     if (!(memory instanceof WebAssembly.Memory) || typeof module._malloc !== 'function') {
       throw new Error('mnist-ddp wasm kernels: tfjs-backend-wasm does not expose its memory (asm.memory, _malloc)');
     }
     const instance = new WebAssembly.Instance(kernelsModule(), { env: { memory } });
     this.exports = instance.exports as unknown as NativeExports;
-    // 14 int32 of geometry, written before each call; allocated once from tfjs's heap so we never own memory.
-    this.geometryPtr = module._malloc(16 * 4);
+    // The geometry, written before each call; allocated once from tfjs's heap so we never own memory.
+    this.geometryPtr = module._malloc(GEOMETRY_INTS * 4);
   }
 
   private ptr(info: TensorInfo): number {
-    const entry = this.backend.dataIdMap.get(info.dataId);
-    if (!entry) throw new Error('mnist-ddp wasm kernels: tensor is not on the wasm backend');
-    return entry.memoryOffset;
+    return entryOf(this.backend, info).memoryOffset;
   }
 
   private geometry(g: ConvGeometry): number {
-    const heap = (this.backend.wasm as unknown as WasmModuleInternals).HEAP32;
-    heap.set([g.batch, g.inH, g.inW, g.inC, g.outH, g.outW, g.kH, g.kW, g.strideH, g.strideW, g.dilH, g.dilW, g.padTop, g.padLeft], this.geometryPtr >> 2);
+    this.backend.wasm.HEAP32.set([g.batch, g.inH, g.inW, g.inC, g.outH, g.outW, g.kH, g.kW, g.strideH, g.strideW, g.dilH, g.dilW, g.padTop, g.padLeft], this.geometryPtr >> 2);
     return this.geometryPtr;
   }
 

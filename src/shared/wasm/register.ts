@@ -7,7 +7,7 @@ import { maxPoolGradConfig } from './max_pool_grad.js';
 import { reluGradConfig, reluGradKernelConfig } from './relu_grad.js';
 
 /** The training kernels mnist-ddp adds to, or replaces in, tfjs-backend-wasm. */
-export const WASM_TRAINING_KERNELS: readonly KernelConfig[] = [
+const WASM_TRAINING_KERNELS: readonly KernelConfig[] = [
   conv2dBackpropFilterConfig, conv2dBackpropInputConfig, maxPoolGradConfig, reluGradKernelConfig,
 ];
 

@@ -9,7 +9,7 @@ import { nativeKernels } from './native.js';
  * ReLU's gradient in one pass. tfjs-core computes dy · cast(step(x)) as three kernels and two temporaries
  * (~2 ms on the first `cnn` layer at B=64); on wasm we run relu_grad from native/kernels.c instead.
  */
-export const RELU_GRAD_KERNEL = 'MnistDdpReluGrad';
+const RELU_GRAD_KERNEL = 'MnistDdpReluGrad';
 
 export const reluGradKernelConfig: KernelConfig = {
   kernelName: RELU_GRAD_KERNEL,
