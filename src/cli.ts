@@ -1,6 +1,7 @@
 import { Command, Option } from 'commander';
 import { MnistDdpError, isMnistDdpError } from './shared/errors.js';
 import { benchConfigSchema, coordinatorConfigSchema, workerConfigSchema, fromConfigFile, fromEnv, resolveConfig, trainConfigSchema, TRAIN_KEYS, type TrainConfig } from './shared/config.js';
+import type { QuantizeDtype } from './shared/quantize.js';
 
 /**
  * `mnist-ddp` command line. Each subcommand turns its flags into a validated, frozen config (shared/config.ts) and
@@ -82,9 +83,9 @@ function addTrainOptions(cmd: Command, { workers = true }: { workers?: boolean }
     .addOption(new Option('--config <file>', 'JSON config file (keys as in the flags, camelCase)'));
 }
 
-export function trainConfigFrom(cmd: Command, overrides: Record<string, unknown> = {}): TrainConfig {
+function trainConfigFrom(cmd: Command): TrainConfig {
   const { config: file, ...flags } = flagsOf(cmd) as { config?: string };
-  return resolveConfig(trainConfigSchema, { flags: { ...flags, ...overrides }, env: fromEnv(TRAIN_KEYS), file: fromConfigFile(file) });
+  return resolveConfig(trainConfigSchema, { flags, env: fromEnv(TRAIN_KEYS), file: fromConfigFile(file) });
 }
 
 /** train and finetune: one process (also --debug), or a coordinator here with --workers N child processes. */
@@ -205,12 +206,9 @@ program
   .option('--json', 'print one JSON line')
   .action(async (opts: { checkpoint: string; out: string; quantize?: string; dataDir?: string; backend?: string; json?: boolean }) => {
     const { runExport } = await import('./commands/export.js');
-    const { QUANTIZE_DTYPES } = await import('./shared/quantize.js');
     const { parseBackendChoice } = await import('./shared/backend.js');
-    if (opts.quantize !== undefined && !(QUANTIZE_DTYPES as readonly string[]).includes(opts.quantize)) {
-      throw new MnistDdpError('CONFIG_INVALID', `invalid quantize (--quantize) = ${JSON.stringify(opts.quantize)}: expected one of ${QUANTIZE_DTYPES.join(', ')}`, { key: 'quantize' });
-    }
-    await runExport({ ...opts, quantize: opts.quantize as (typeof QUANTIZE_DTYPES)[number] | undefined, backend: parseBackendChoice(opts.backend ?? 'auto') }, { stdout });
+    // runExport validates --quantize (CONFIG_INVALID naming the flag and the choices).
+    await runExport({ ...opts, quantize: opts.quantize as QuantizeDtype | undefined, backend: parseBackendChoice(opts.backend ?? 'auto') }, { stdout });
   });
 
 program
@@ -266,7 +264,5 @@ export async function main(argv: string[]): Promise<void> {
     throw err;
   }
 }
-
-export { MnistDdpError };
 
 await main(process.argv);

@@ -75,7 +75,7 @@ function fileSize(path: string): number {
  */
 export async function runExport(opts: ExportOptions, io: Io): Promise<ExportResult> {
   if (opts.quantize !== undefined && !(QUANTIZE_DTYPES as readonly string[]).includes(opts.quantize)) {
-    throw new MnistDdpError('CONFIG_INVALID', `--quantize must be one of ${QUANTIZE_DTYPES.join(', ')}, got '${String(opts.quantize)}'`, {
+    throw new MnistDdpError('CONFIG_INVALID', `invalid quantize (--quantize) = ${JSON.stringify(opts.quantize)}: expected one of ${QUANTIZE_DTYPES.join(', ')}`, {
       key: 'quantize', value: opts.quantize,
     });
   }

@@ -6,7 +6,7 @@ import { MnistDdpError } from '../shared/errors.js';
 import { componentLogger } from '../shared/log.js';
 import { IMAGE_PIXELS, loadMnist } from '../shared/mnist.js';
 import { writeFileAtomic } from '../shared/model-io.js';
-import { renderReportHtml, type EpochRecord, type EvalResult, type ReportData, type StepRecord } from '../shared/report-html.js';
+import { DEFAULT_MISCLASSIFIED, renderReportHtml, type EpochRecord, type EvalResult, type ReportData, type StepRecord } from '../shared/report-html.js';
 import type { Io } from './train.js';
 
 export interface ReportOptions {
@@ -27,7 +27,7 @@ export interface ReportResult {
 }
 
 const log = componentLogger('report');
-const DEFAULT_MISCLASSIFIED = 24;
+
 
 // Unknown fields are allowed (the trainer adds e.g. `workers`); unknown record types are skipped.
 const num = z.number();

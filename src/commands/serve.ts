@@ -1,8 +1,7 @@
 import type { AddressInfo } from 'node:net';
-import * as tf from '@tensorflow/tfjs';
 import { initBackend, type BackendChoice } from '../shared/backend.js';
 import { componentLogger } from '../shared/log.js';
-import { loadModelDir, modelArtifacts, WEIGHTS_BIN } from '../shared/model-io.js';
+import { loadModelDir, modelArtifacts, modelJsonOf } from '../shared/model-io.js';
 import { loadPreprocess, loadStaticAssets } from '../serve/assets.js';
 import { createPredictServer } from '../serve/http.js';
 import type { Io } from './train.js';
@@ -34,16 +33,9 @@ export async function runServe(opts: ServeOptions, io: Io): Promise<RunningServe
   await initBackend(opts.backend ?? 'auto', log);
   const model = await loadModelDir(opts.checkpoint);
   const artifacts = await modelArtifacts(model);
-  const modelJson = JSON.stringify({
-    format: 'layers-model',
-    generatedBy: `TensorFlow.js tfjs-layers v${tf.version_layers}`,
-    convertedBy: 'mnist-ddp serve',
-    modelTopology: artifacts.modelTopology,
-    weightsManifest: [{ paths: [`./${WEIGHTS_BIN}`], weights: artifacts.weightSpecs }],
-  });
   const server = createPredictServer({
     model,
-    webModel: { modelJson, weightsBin: Buffer.from(artifacts.weightData) },
+    webModel: { modelJson: modelJsonOf(artifacts, artifacts.weightSpecs, 'mnist-ddp serve'), weightsBin: Buffer.from(artifacts.weightData) },
     assets: loadStaticAssets(),
     preprocess: await loadPreprocess(),
     log,

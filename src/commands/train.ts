@@ -12,6 +12,7 @@ import { MnistDdpError } from '../shared/errors.js';
 import { isModelName } from '../shared/models.js';
 import { loadModelDir } from '../shared/model-io.js';
 import { planDataset } from '../shared/dataset-plan.js';
+import { DEFAULT_MISCLASSIFIED } from '../shared/report-html.js';
 import { evaluationReport, formatEvaluation } from '../shared/evaluation.js';
 import { componentLogger } from '../shared/log.js';
 import { LocalReducer } from '../worker/allreduce.js';
@@ -143,7 +144,7 @@ export async function runTrain(
         });
       },
     });
-    counts = await group.evaluate('test', 36);
+    counts = await group.evaluate('test', DEFAULT_MISCLASSIFIED);
   } catch (err) {
     failure = err;
     throw err;

@@ -11,8 +11,10 @@ import type { OptimizerState } from '../shared/optimizers.js';
  * global step, the run's config and how randomness is derived (state.json). Randomness is stateless (seeded by
  * seed/epoch/step/rank), so the seed and the position fully restore it.
  *
- * Writes are atomic at two levels: each file is written to a temporary name, fsynced and renamed, and the whole
- * directory is staged beside the target and swapped in, so a crash never leaves a half-written checkpoint.
+ * Each file is written to a temporary name, fsynced and renamed, and the whole directory is staged beside the
+ * target and swapped in with two renames, so a crash never leaves a half-written checkpoint under the target name.
+ * The swap itself is not one atomic step: a crash between its two renames leaves no directory under the target
+ * name, with the complete old checkpoint at `<dir>.previous-<pid>` and the new one at `<dir>.staging-<pid>`.
  */
 export const STATE_JSON = 'state.json';
 export const OPTIMIZER_BIN = 'optimizer.bin';

@@ -12,10 +12,10 @@ export interface Progress {
   stop(): void;
 }
 
-export function createProgress(opts: { tty: boolean; totalSamples: number; log: Logger; quiet?: boolean }): Progress {
+export function createProgress(opts: { tty: boolean; totalSamples: number; log: Logger }): Progress {
   const rate = { value: 0 };
   const smooth = (v: number): number => (rate.value = rate.value === 0 ? v : 0.9 * rate.value + 0.1 * v);
-  if (opts.tty && !opts.quiet) {
+  if (opts.tty) {
     const bar = new cliProgress.SingleBar({
       format: 'epoch {epoch} |{bar}| {percentage}% | {samplesPerSec} samples/s | loss {loss} | lr {lr} | workers {workers} | ETA {eta_formatted}',
       hideCursor: true, stream: process.stderr, etaBuffer: 50,
@@ -38,7 +38,7 @@ export function createProgress(opts: { tty: boolean; totalSamples: number; log: 
     step: (e) => {
       smooth(e.samplesPerSec);
       const bucket = Math.floor((e.cursor / e.epochSize) * 20);
-      if (bucket !== lastLogged && !opts.quiet) {
+      if (bucket !== lastLogged) {
         lastLogged = bucket;
         opts.log.info({ epoch: e.epoch + 1, step: e.step, loss: +e.loss.toFixed(4), lr: e.lr, samplesPerSec: Math.round(rate.value), workers: e.worldSize, progress: +e.progress.toFixed(3) }, 'training');
       }

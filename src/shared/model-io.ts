@@ -53,17 +53,21 @@ export async function modelArtifacts(model: tf.LayersModel): Promise<ModelArtifa
   };
 }
 
+/** The model.json text for `artifacts`, with its weights in ./weights.bin (`weightSpecs` overrides the manifest). */
+export function modelJsonOf(artifacts: ModelArtifactsOnDisk, weightSpecs: tf.io.WeightsManifestEntry[] = artifacts.weightSpecs, convertedBy = 'mnist-ddp'): string {
+  return JSON.stringify({
+    format: 'layers-model',
+    generatedBy: `TensorFlow.js tfjs-layers v${tf.version_layers}`,
+    convertedBy,
+    modelTopology: artifacts.modelTopology,
+    weightsManifest: [{ paths: [`./${WEIGHTS_BIN}`], weights: weightSpecs }],
+  });
+}
+
 export function writeModelFiles(dir: string, artifacts: ModelArtifactsOnDisk, extra: { weightSpecs?: tf.io.WeightsManifestEntry[] } = {}): void {
   mkdirSync(dir, { recursive: true });
   writeFileAtomic(join(dir, WEIGHTS_BIN), new Uint8Array(artifacts.weightData));
-  const modelJson = {
-    format: 'layers-model',
-    generatedBy: `TensorFlow.js tfjs-layers v${tf.version_layers}`,
-    convertedBy: 'mnist-ddp',
-    modelTopology: artifacts.modelTopology,
-    weightsManifest: [{ paths: [`./${WEIGHTS_BIN}`], weights: extra.weightSpecs ?? artifacts.weightSpecs }],
-  };
-  writeFileAtomic(join(dir, MODEL_JSON), JSON.stringify(modelJson));
+  writeFileAtomic(join(dir, MODEL_JSON), modelJsonOf(artifacts, extra.weightSpecs));
 }
 
 export async function saveModelDir(model: tf.LayersModel, dir: string): Promise<void> {

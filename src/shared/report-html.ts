@@ -3,6 +3,9 @@
  * scripts and no external resources, so the file can be mailed or archived and opens offline.
  */
 
+/** Misclassified test digits a report shows; training keeps exactly this many in eval.json. */
+export const DEFAULT_MISCLASSIFIED = 24;
+
 export interface StepRecord { step: number; epoch: number; loss: number; lr: number; samplesPerSec: number; time: number }
 /** valAccuracy/valLoss are null for a run without a validation split. */
 export interface EpochRecord { epoch: number; valAccuracy: number | null; valLoss: number | null; time: number }
