@@ -12,4 +12,9 @@ export class SerialSender<T> {
     this.tail = result.catch(() => undefined);
     return result;
   }
+
+  /** Settles once every send queued so far has been handed to ZeroMQ (or failed). */
+  drained(): Promise<void> {
+    return this.tail;
+  }
 }

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { decodeParts, encode, encodeWithPayload } from '../shared/codec.js';
 import { MnistDdpError, type ErrorCode } from '../shared/errors.js';
 import { componentLogger, type Logger } from '../shared/log.js';
+import { SerialSender } from '../shared/serial-sender.js';
 import { PROTOCOL_VERSION, isRingChunk, isRingHello, messageProblem, type RingChunk, type RingHello, type RingPhase } from '../shared/protocol.js';
 import type { AllReduceOptions, AllReducer } from './allreduce.js';
 import { SumArena } from './sum-into.js';
@@ -118,12 +119,10 @@ export class RingAllReducer implements AllReducer {
   private readonly push: zmq.Push;
   private readonly log: Logger;
   private readonly onRejectedFrame: ((err: MnistDdpError) => void) | undefined;
-  private readonly sendQueue: (Buffer | Buffer[])[] = [];
+  private readonly sender: SerialSender<Buffer | Buffer[]>;
   /** All-gather frames are sent from these arenas' regions, alternating by step; see sendChunk. */
   private arenas: [SumArena | undefined, SumArena | undefined] = [undefined, undefined];
   private arenaTurn = 0;
-  private pumping = false;
-  private onDrained: (() => void) | undefined;
   private readonly heardFrom = new Set<number>();
   private readyWaiter: { resolve: () => void; reject: (err: Error) => void } | undefined;
   private op: Operation | undefined;
@@ -167,6 +166,7 @@ export class RingAllReducer implements AllReducer {
     this.pull = inbox.socket;
     this.endpoint = inbox.endpoint;
     this.push = new zmq.Push({ sendHighWaterMark: HIGH_WATER_MARK, linger: 0 });
+    this.sender = new SerialSender((frame) => this.push.send(frame));
     if (config.worldSize > 1) this.push.connect(config.peers[this.right] ?? '');
     void this.receiveLoop();
   }
@@ -259,14 +259,10 @@ export class RingAllReducer implements AllReducer {
     const lingerMs = this.config.closeLingerMs ?? 500;
     // The last frames of the last step may still be queued here or in ZeroMQ; without them the right neighbour
     // would time out. Give them a bounded time, then drop them (linger) so close() never hangs on a dead peer.
-    if (this.pumping && lingerMs > 0) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, lingerMs);
-        this.onDrained = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
+    if (lingerMs > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.sender.drained(), new Promise<void>((resolve) => (timer = setTimeout(resolve, lingerMs)))]);
+      clearTimeout(timer);
     }
     this.push.linger = lingerMs;
     this.push.close();
@@ -291,23 +287,11 @@ export class RingAllReducer implements AllReducer {
     this.enqueue(encode(message));
   }
 
+  /** ZeroMQ allows one pending send per socket: frames leave in order through the serial sender. */
   private enqueue(frame: Buffer | Buffer[]): void {
-    this.sendQueue.push(frame);
-    if (!this.pumping) void this.pump();
-  }
-
-  /** ZeroMQ allows one pending send per socket, so frames leave through this single serial pump. */
-  private async pump(): Promise<void> {
-    this.pumping = true;
-    try {
-      for (let frame = this.sendQueue.shift(); frame !== undefined; frame = this.sendQueue.shift()) await this.push.send(frame);
-    } catch (err) {
-      this.sendQueue.length = 0;
-      if (!this.closed && this.op) this.fail(this.op, new MnistDdpError('PEER_LOST', `rank ${this.rank} could not send to rank ${this.right}: ${(err as Error).message}`, { missingRank: this.right }, { cause: err }));
-    } finally {
-      this.pumping = false;
-      this.onDrained?.();
-    }
+    this.sender.send(frame).catch((err: Error) => {
+      if (!this.closed && this.op) this.fail(this.op, new MnistDdpError('PEER_LOST', `rank ${this.rank} could not send to rank ${this.right}: ${err.message}`, { missingRank: this.right }, { cause: err }));
+    });
   }
 
   /**
