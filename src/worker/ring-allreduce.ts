@@ -7,7 +7,7 @@ import { SerialSender } from '../shared/serial-sender.js';
 import { PROTOCOL_VERSION, isRingChunk, isRingHello, messageProblem, type RingChunk, type RingHello, type RingPhase } from '../shared/protocol.js';
 import type { AllReduceOptions, AllReducer } from './allreduce.js';
 import { SumArena } from './sum-into.js';
-import { chunkBounds, framesPerAllReduce, receiveStep, ringLayout, type RingLayout } from './ring-topology.js';
+import { chunkBounds, chunkFlag, framesPerAllReduce, receiveStep, ringLayout, segmentReceivedAt, type RingLayout } from './ring-topology.js';
 
 /**
  * 1 MiB chunks: an 8 MiB 2-rank all-reduce is 4 chunks per segment, so reducing and forwarding still overlap the
@@ -371,7 +371,7 @@ export class RingAllReducer implements AllReducer {
     if (frame.data.length !== end - start) {
       return this.reject('unexpected', `chunk ${segment}/${chunk} has ${frame.data.length} floats, expected ${end - start} (do all ranks reduce ${layout.length} floats?)`, frame);
     }
-    const flag = (phase === 'reduce-scatter' ? 0 : layout.totalChunks) + (layout.firstChunkOf[segment] ?? 0) + chunk;
+    const flag = chunkFlag(layout, phase, segment, chunk);
     if (op.received[flag] === 1) return this.reject('duplicate', `chunk ${segment}/${chunk} of ${phase} arrived twice`, frame);
     op.received[flag] = 1;
     op.remaining--;
@@ -429,11 +429,9 @@ export class RingAllReducer implements AllReducer {
     const N = this.worldSize;
     for (const phase of ['reduce-scatter', 'all-gather'] as const) {
       for (let t = 0; t < N - 1; t++) {
-        const segment = (((phase === 'reduce-scatter' ? this.rank - t - 1 : this.rank - t) % N) + N) % N;
-        const chunks = op.layout.chunksInSegment[segment] ?? 0;
-        for (let chunk = 0; chunk < chunks; chunk++) {
-          const flag = (phase === 'reduce-scatter' ? 0 : op.layout.totalChunks) + (op.layout.firstChunkOf[segment] ?? 0) + chunk;
-          if (op.received[flag] !== 1) return { phase, segment, chunk };
+        const segment = segmentReceivedAt(phase, this.rank, t, N);
+        for (let chunk = 0; chunk < (op.layout.chunksInSegment[segment] ?? 0); chunk++) {
+          if (op.received[chunkFlag(op.layout, phase, segment, chunk)] !== 1) return { phase, segment, chunk };
         }
       }
     }

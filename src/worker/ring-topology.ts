@@ -61,6 +61,16 @@ export function receiveStep(phase: RingPhase, rank: number, segment: number, wor
   return t <= worldSize - 2 ? t : -1;
 }
 
+/** The segment `rank` receives at ring step `t` of `phase` (the inverse of receiveStep). */
+export function segmentReceivedAt(phase: RingPhase, rank: number, t: number, worldSize: number): number {
+  return phase === 'reduce-scatter' ? mod(rank - 1 - t, worldSize) : mod(rank - t, worldSize);
+}
+
+/** Index of a received chunk in a per-step table of flags: reduce-scatter chunks first, then all-gather. */
+export function chunkFlag(layout: RingLayout, phase: RingPhase, segment: number, chunk: number): number {
+  return (phase === 'reduce-scatter' ? 0 : layout.totalChunks) + (layout.firstChunkOf[segment] ?? 0) + chunk;
+}
+
 /** Number of chunk frames a rank receives in one all-reduce (both phases). */
 export function framesPerAllReduce(layout: RingLayout, rank: number): number {
   const N = layout.worldSize;
