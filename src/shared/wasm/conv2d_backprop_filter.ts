@@ -15,8 +15,9 @@ const DIRECT_MAX_TAPS = 32;
  * dW[KH,KW,Cin,Cout] = col(x)ᵀ · dy with P = B·OH·OW rows, as one untransposed XNNPACK GEMM (see gemm.ts), except
  * for layers with few taps (Cin = 1), where a direct SIMD kernel avoids a GEMM of a poor shape (K = KH·KW).
  *
- * XNNPACK packs the right-hand operand on every call, and that packing (~130 M floats/s) dominated the first
- * version of this kernel (47 ms of 49 ms on the `cnn` second layer at B=64). So the orientation is chosen per call
+ * XNNPACK packs the right-hand operand on every call, and that packing dominated the first version of this kernel
+ * (measured during development on this machine, not recorded since: about 47 of 49 ms on the `cnn` second layer at
+ * B=64, packing at roughly 130 M floats/s). So the orientation is chosen per call
  * by which operand is cheaper to pack:
  *   - col(x) larger than dy (deep layers):  [Kc, P] · [P, Cout]  = dW directly; col(x)ᵀ is gathered directly.
  *   - dy larger than col(x) (few channels in, many out): [Cout, P] · [P, Kc] = dWᵀ, then a small transpose.

@@ -10,8 +10,8 @@ import { transpose2d } from './transpose.js';
 
 /**
  * dx = col2im(dy · Wᵀ): one untransposed XNNPACK GEMM [P, Cout] · [Cout, KH·KW·Cin] followed by the adjoint of
- * im2col. This replaces tfjs-backend-wasm's naive Conv2DBackpropInput (~155 ms on the `cnn` second layer at B=64;
- * this path is ~15 ms) and handles every stride, dilation and padding with the same code.
+ * im2col. This replaces tfjs-backend-wasm's naive Conv2DBackpropInput (160–220 ms on the `cnn` second layer at B=64;
+ * this path 15–21 ms) and handles every stride, dilation and padding with the same code.
  */
 function conv2dBackpropInput(args: {
   inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap;
