@@ -1,8 +1,9 @@
 /**
  * All-reduce benchmark: 2 ranks as 2 separate processes over tcp loopback.
  *   npx tsx bench/allreduce.ts [--json] [--chunk-kib 256] [--no-gloo]
- * Reports p50/p90 of the ring all-reduce at the cnn gradient size (34 826 floats, 133 KiB) and 8 MiB, the raw
- * ZeroMQ bandwidth between the same two processes (8 MiB ping-pong), and PyTorch gloo at the same sizes.
+ * Reports p50/p90 (bench/common.ts `quantile`) of the ring all-reduce at the cnn gradient size (34 826 floats,
+ * 133 KiB) and 8 MiB, the raw ZeroMQ bandwidth between the same two processes (8 MiB ping-pong), and PyTorch gloo
+ * at the same sizes with the same warm-up and iteration counts (SIZES, passed to bench/gloo_allreduce.py).
  *
  * Both the ring and gloo are timed the same way: a barrier before every iteration (gloo: dist.barrier; the ring: an
  * all-reduce of 2 floats), each rank times its own call, and an iteration counts as the slower rank's time.
@@ -11,6 +12,7 @@ import { fork, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as zmq from 'zeromq';
 import { DEFAULT_CHUNK_BYTES, openRingInbox, RingAllReducer } from '../src/worker/ring-allreduce.js';
+import { flag, quantile } from './common.js';
 
 const SIZES = [
   { name: '133 KiB', floats: 34_826, warmup: 50, iterations: 400 },
@@ -24,13 +26,17 @@ type ChildToParent =
   | { kind: 'endpoints'; rank: number; ring: string; raw: string }
   | { kind: 'result'; rank: number; timings: Record<string, number[]>; rawRoundTripMs: number[] };
 
-function percentile(sorted: readonly number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] ?? NaN;
+function summarize(samples: readonly number[]): { p50: number; p90: number } {
+  return { p50: quantile(samples, 0.5), p90: quantile(samples, 0.9) };
 }
 
-function summarize(samples: readonly number[]): { p50: number; p90: number } {
-  const sorted = [...samples].sort((a, b) => a - b);
-  return { p50: percentile(sorted, 0.5), p90: percentile(sorted, 0.9) };
+/** A numeric flag, or undefined when absent; a value that is not a positive number is an error naming the flag. */
+function positiveFlag(name: string): number | undefined {
+  const raw = flag(name, '');
+  if (raw === '') return undefined;
+  const value = Number(raw);
+  if (!(value > 0)) throw new Error(`--${name} ${raw}: expected a positive number`);
+  return value;
 }
 
 async function child(rank: number, chunkBytes: number | undefined): Promise<void> {
@@ -90,7 +96,7 @@ async function child(rank: number, chunkBytes: number | undefined): Promise<void
 /** p50 per size over iterations, each the slower of the two gloo ranks (the same statistic as the ring's). */
 function runGloo(): Record<string, number> | undefined {
   const script = fileURLToPath(new URL('./gloo_allreduce.py', import.meta.url));
-  const args = [script, ...SIZES.map((s) => `${s.name}=${s.floats}`)];
+  const args = [script, ...SIZES.map((s) => `${s.name}=${s.floats},${s.warmup},${s.iterations}`)];
   const result = spawnSync('/usr/bin/python3', args, { encoding: 'utf8', timeout: 300_000 });
   if (result.status !== 0) {
     process.stderr.write(`gloo benchmark failed (status ${result.status}):\n${result.stderr}\n`);
@@ -103,8 +109,7 @@ function runGloo(): Record<string, number> | undefined {
 
 async function parent(): Promise<void> {
   const json = process.argv.includes('--json');
-  const chunkArg = process.argv.indexOf('--chunk-kib');
-  const chunkKib = chunkArg > 0 ? Number(process.argv[chunkArg + 1]) : undefined;
+  const chunkKib = positiveFlag('chunk-kib');
   const self = fileURLToPath(import.meta.url);
   const children = [0, 1].map((rank) =>
     fork(self, ['--child', String(rank), ...(chunkKib !== undefined ? ['--chunk-bytes', String(chunkKib * 1024)] : [])], {
@@ -162,10 +167,9 @@ async function parent(): Promise<void> {
   }
 }
 
-const childFlag = process.argv.indexOf('--child');
-if (childFlag > 0) {
-  const chunkFlag = process.argv.indexOf('--chunk-bytes');
-  await child(Number(process.argv[childFlag + 1]), chunkFlag > 0 ? Number(process.argv[chunkFlag + 1]) : undefined);
+const childRank = flag('child', '');
+if (childRank !== '') {
+  await child(Number(childRank), positiveFlag('chunk-bytes'));
 } else {
   await parent();
 }

@@ -1,7 +1,9 @@
 """PyTorch gloo all_reduce baseline: 2 processes x 1 thread, rendezvous over tcp://127.0.0.1.
 
-    /usr/bin/python3 bench/gloo_allreduce.py "133 KiB=34826" "8 MiB=2097152"
+    /usr/bin/python3 bench/gloo_allreduce.py "133 KiB=34826,50,400" "8 MiB=2097152,10,60"
 
+Each argument is NAME=FLOATS,WARMUP,ITERATIONS: an all-reduce of FLOATS float32 values, WARMUP untimed iterations, then
+ITERATIONS timed ones. bench/allreduce.ts passes its own SIZES table, so the ring and gloo run the same counts.
 Prints one JSON line on stdout: {name: [rank 0 samples, rank 1 samples]}, milliseconds per timed iteration (each
 after a barrier), in iteration order so that the caller can take the slower rank per iteration.
 """
@@ -26,9 +28,8 @@ def worker(rank: int, port: int, sizes: list, queue) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     result = {}
-    for name, floats in sizes:
+    for name, floats, warmup, iterations in sizes:
         t = torch.full((floats,), float(rank + 1), dtype=torch.float32)
-        warmup, iterations = (10, 60) if floats * 4 > (1 << 20) else (50, 400)
         samples = []
         for i in range(warmup + iterations):
             dist.barrier()
@@ -42,10 +43,13 @@ def worker(rank: int, port: int, sizes: list, queue) -> None:
 
 
 def main() -> None:
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
     sizes = []
-    for arg in sys.argv[1:] or ["133 KiB=34826", "8 MiB=2097152"]:
-        name, floats = arg.rsplit("=", 1)
-        sizes.append((name, int(floats)))
+    for arg in sys.argv[1:]:
+        name, spec = arg.rsplit("=", 1)
+        floats, warmup, iterations = (int(v) for v in spec.split(","))
+        sizes.append((name, floats, warmup, iterations))
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
@@ -56,7 +60,7 @@ def main() -> None:
     by_rank = dict(queue.get(timeout=600) for _ in procs)
     for p in procs:
         p.join()
-    print(json.dumps({name: [by_rank[0][name], by_rank[1][name]] for name, _ in sizes}))
+    print(json.dumps({name: [by_rank[0][name], by_rank[1][name]] for name, *_ in sizes}))
 
 
 if __name__ == "__main__":
