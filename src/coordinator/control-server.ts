@@ -1,5 +1,5 @@
 import * as zmq from 'zeromq';
-import { decode, encode } from '../shared/codec.js';
+import { encode } from '../shared/codec.js';
 import { parseControl, workerToCoordinator, type CoordinatorMessage, type WorkerMessage } from '../shared/control-protocol.js';
 import type { Logger } from '../shared/log.js';
 import { SerialSender } from '../shared/serial-sender.js';
@@ -51,14 +51,7 @@ export class ControlServer {
           continue;
         }
         const peer = id.toString('hex');
-        let decoded: unknown;
-        try {
-          decoded = decode(body);
-        } catch (err) {
-          this.reject('malformed', peer, `undecodable frame: ${(err as Error).message}`);
-          continue;
-        }
-        const parsed = parseControl(workerToCoordinator, decoded);
+        const parsed = parseControl(workerToCoordinator, body);
         if (!parsed.ok) {
           this.reject('malformed', peer, parsed.problem);
           continue;

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { decode } from './codec.js';
 import { PROTOCOL_VERSION } from './protocol.js';
 
 /**
@@ -104,8 +105,17 @@ export type CoordinatorMessage = z.infer<typeof coordinatorToWorker>;
 export type NarrowWorkerMessage<K extends WorkerMessage['type']> = Extract<WorkerMessage, { type: K }>;
 export type NarrowCoordinatorMessage<K extends CoordinatorMessage['type']> = Extract<CoordinatorMessage, { type: K }>;
 
-/** Validates a decoded frame; returns the message or a sentence naming the first bad field. */
-export function parseControl<S extends z.ZodTypeAny>(schema: S, frame: unknown): { ok: true; message: z.infer<S> } | { ok: false; problem: string } {
+/**
+ * Decodes (MessagePack) and validates one control frame's body; returns the message or a sentence naming what is
+ * wrong (undecodable, or the first bad field). Never throws: both ends count and log the problem and keep serving.
+ */
+export function parseControl<S extends z.ZodTypeAny>(schema: S, body: Uint8Array | undefined): { ok: true; message: z.infer<S> } | { ok: false; problem: string } {
+  let frame: unknown;
+  try {
+    frame = body ? decode(body) : undefined;
+  } catch (err) {
+    return { ok: false, problem: `undecodable frame: ${(err as Error).message}` };
+  }
   const result = schema.safeParse(frame);
   if (result.success) return { ok: true, message: result.data };
   const issue = result.error.issues[0]!;

@@ -1,5 +1,5 @@
 import * as zmq from 'zeromq';
-import { decode, encode } from '../shared/codec.js';
+import { encode } from '../shared/codec.js';
 import { coordinatorToWorker, parseControl, type CoordinatorMessage, type WorkerMessage } from '../shared/control-protocol.js';
 import { MnistDdpError } from '../shared/errors.js';
 import type { Logger } from '../shared/log.js';
@@ -54,16 +54,7 @@ export class ControlClient {
   private async receiveLoop(): Promise<void> {
     try {
       for await (const frames of this.dealer) {
-        const body = frames[frames.length - 1];
-        let decoded: unknown;
-        try {
-          decoded = body ? decode(body) : undefined;
-        } catch (err) {
-          this.rejected++;
-          this.log.warn({ problem: (err as Error).message }, 'rejected an undecodable control frame');
-          continue;
-        }
-        const parsed = parseControl(coordinatorToWorker, decoded);
+        const parsed = parseControl(coordinatorToWorker, frames[frames.length - 1]);
         if (!parsed.ok) {
           this.rejected++;
           this.log.warn({ problem: parsed.problem }, `rejected a control frame: ${parsed.problem}`);
