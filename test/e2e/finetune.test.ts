@@ -11,6 +11,7 @@ import { LocalReducer, type AllReducer } from '../../src/worker/allreduce.js';
 import { Replica } from '../../src/worker/replica.js';
 import { TrainStep } from '../../src/worker/step.js';
 import { lastJson, runCli } from '../helpers/cli.js';
+import { trainedModelDir } from '../helpers/trained-model.js';
 
 // Issue #6: fine-tuning keeps frozen layers bit-identical, all-reduces only trainable (head) gradients, and
 // selects class subsets and label fractions exactly.
@@ -34,10 +35,8 @@ let pretrained = '';
 describe('fine-tuning', () => {
   beforeAll(async () => {
     await initBackend('wasm');
-    const dir = tmp();
-    const r = await runCli(['train', '--classes', '0-4', '--train-subset', '2000', '--epochs', '1', '--warmup-steps', '0', '--validation-size', '500', '--backend', 'wasm', '--no-report', '--json', '--run-dir', dir]);
-    expect(r.code, r.stderr).toBe(0);
-    pretrained = join(dir, 'checkpoint');
+    // --from needs only a model directory: the cnn the other model tests share (trained once per machine).
+    pretrained = await trainedModelDir();
   });
 
   it.each([0, 2])('keeps frozen layers bit-identical and trains the new head (workers: %i)', async (workers) => {
