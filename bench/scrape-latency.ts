@@ -2,43 +2,25 @@
  * How fast a live worker answers a Prometheus scrape while it trains (issue: "A /metrics scrape answers within
  * 50 ms"). Starts a real run: a coordinator and `--workers` worker processes (bin/mnist-ddp.js, real ring
  * all-reduce), then GETs worker 0's /metrics every `--interval-ms` from this process until the run ends, and prints
- * p50/p99/max of the scrape latency (request sent → last body byte), plus the body size. The coordinator's /metrics
+ * p50/p99/max of the scrape latency (request sent → last body byte; quantiles from bench/common.ts), plus the body size. The coordinator's /metrics
  * is scraped alongside at the same rate.
  *
  *   npx tsx bench/scrape-latency.ts [--workers 2] [--interval-ms 100] [--steps 150] [--json]
  *
  * Needs a build (`npx tsc -p tsconfig.build.json`). Also exports the run harness bench/metrics-overhead.ts uses.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { request } from 'node:http';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { flag, freePort, freePortRange, median, ROOT } from './common.js';
-
-const BIN = join(ROOT, 'bin', 'mnist-ddp.js');
-
-export function quantile(values: readonly number[], q: number): number {
-  const s = [...values].sort((a, b) => a - b);
-  if (s.length === 0) return Number.NaN;
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))]!;
-}
+import { startCli, type BackgroundProcess } from '../test/helpers/cli.js';
+import { readSteps } from '../test/helpers/history.js';
+import { httpGet, type HttpResponse } from '../test/helpers/http.js';
+import { flag, freePort, freePortRange, median, quantile, ROOT } from './common.js';
 
 /** One GET on a fresh connection (as Prometheus' first scrape; it then keeps the connection alive). */
-export function scrape(port: number, path = '/metrics', timeoutMs = 5_000): Promise<{ ms: number; bytes: number; status: number }> {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    const req = request({ host: '127.0.0.1', port, path, timeout: timeoutMs, agent: false }, (res) => {
-      let bytes = 0;
-      res.on('data', (c: Buffer) => (bytes += c.length));
-      res.on('end', () => resolve({ ms: performance.now() - t0, bytes, status: res.statusCode ?? 0 }));
-      res.on('error', reject);
-    });
-    req.on('timeout', () => req.destroy(new Error(`GET ${path} on :${port} timed out`)));
-    req.on('error', reject);
-    req.end();
-  });
+export function scrape(port: number, path = '/metrics'): Promise<HttpResponse> {
+  return httpGet(port, path, { freshConnection: true });
 }
 
 export interface RealRun {
@@ -62,38 +44,29 @@ export interface RealRun {
 export async function startRealRun(o: { workers: number; metrics: boolean; trainSubset: number; maxSteps: number; seed?: number }): Promise<RealRun> {
   const dir = mkdtempSync(join(tmpdir(), 'mnistddp-bench-metrics-'));
   const [control, coordinatorMetricsPort, workerBase] = [await freePort(), await freePort(), await freePortRange(o.workers)];
-  const env = { ...process.env, MNIST_DDP_LOG_LEVEL: 'warn' };
-  const children: ChildProcess[] = [];
-  let stdout = '';
-  let stderr = '';
-  const coordinator = spawn(process.execPath, [
-    BIN, 'coordinator', '--bind', `tcp://127.0.0.1:${control}`, '--min-workers', String(o.workers), '--metrics-host', '127.0.0.1',
+  const coordinator = startCli('coordinator', [
+    'coordinator', '--bind', `tcp://127.0.0.1:${control}`, '--min-workers', String(o.workers), '--metrics-host', '127.0.0.1',
     '--coordinator-metrics-port', String(coordinatorMetricsPort), '--run-dir', join(dir, 'run'), '--train-subset', String(o.trainSubset),
     '--epochs', '1', '--max-steps', String(o.maxSteps), '--warmup-steps', '0', '--validation-size', '0', '--digest-every', '0',
     '--backend', 'wasm', '--no-report', '--json', '--seed', String(o.seed ?? 1),
-  ], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  coordinator.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-  coordinator.stderr.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-4_000)));
-  children.push(coordinator);
+  ], { cwd: ROOT, keepChars: 4_000 });
+  const processes: BackgroundProcess[] = [coordinator];
   for (let i = 0; i < o.workers; i++) {
-    children.push(spawn(process.execPath, [
-      BIN, 'worker', '--coordinator', `tcp://127.0.0.1:${control}`, '--backend', 'wasm', '--metrics-host', '127.0.0.1',
+    processes.push(startCli(`worker ${i}`, [
+      'worker', '--coordinator', `tcp://127.0.0.1:${control}`, '--backend', 'wasm', '--metrics-host', '127.0.0.1',
       ...(o.metrics ? ['--metrics-port', String(workerBase)] : ['--no-metrics']),
-    ], { cwd: ROOT, env: { ...env, NODE_APP_INSTANCE: String(i) }, stdio: ['ignore', 'ignore', 'inherit'] }));
+    ], { cwd: ROOT, keepChars: 4_000, env: { NODE_APP_INSTANCE: String(i) } }));
   }
-  const finished = new Promise<void>((resolve, reject) => {
-    coordinator.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`coordinator exited with ${code}\n${stderr}`))));
+  const finished = coordinator.exited.then((code) => {
+    if (code !== 0) throw new Error(`coordinator exited with ${code}${processes.map((p) => `\n--- ${p.name}:\n${p.stderr()}`).join('')}`);
   });
   return {
     coordinatorMetricsPort,
     workerMetricsPort: (i) => workerBase + i,
     finished,
-    stepSamplesPerSec() {
-      const lines = readFileSync(join(dir, 'run', 'history.jsonl'), 'utf8').trim().split('\n');
-      return lines.map((l) => JSON.parse(l) as { type: string; samplesPerSec: number }).filter((r) => r.type === 'step').map((r) => r.samplesPerSec);
-    },
-    summary: () => JSON.parse(stdout.trim().split('\n').pop() ?? '{}') as { samplesPerSec: number; wallSeconds: number },
-    kill: () => children.forEach((c) => c.exitCode === null && c.signalCode === null && c.kill('SIGKILL')),
+    stepSamplesPerSec: () => readSteps(join(dir, 'run')).map((r) => r.samplesPerSec),
+    summary: () => JSON.parse(coordinator.stdout().trim().split('\n').pop() ?? '{}') as { samplesPerSec: number; wallSeconds: number },
+    kill: () => processes.forEach((p) => void p.stop(0)),
     cleanup: () => rmSync(dir, { recursive: true, force: true }),
   };
 }

@@ -1,10 +1,10 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BIN } from '../helpers/cli.js';
-import { expectEverySampleOnce, readSteps, type StepRecord } from '../helpers/history.js';
+import { startCli, type BackgroundProcess } from '../helpers/cli.js';
+import { expectEverySampleOnce } from '../helpers/exactly-once.js';
+import { readSteps, type StepRecord } from '../helpers/history.js';
 import { freePort } from '../helpers/net.js';
 import { until } from '../helpers/poll.js';
 
@@ -16,36 +16,33 @@ import { until } from '../helpers/poll.js';
 const dir = mkdtempSync(join(tmpdir(), 'mnist-ddp-elastic-'));
 const runDir = join(dir, 'run');
 const TRAIN_SAMPLES = 12_000;
-const children: ChildProcess[] = [];
+const processes: BackgroundProcess[] = [];
 
-function start(args: string[], env: NodeJS.ProcessEnv = {}): { child: ChildProcess; stderr: () => string } {
-  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, MNIST_DDP_LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  children.push(child);
-  return { child, stderr: () => stderr };
+function start(name: string, args: string[]): BackgroundProcess {
+  const proc = startCli(name, args);
+  processes.push(proc);
+  return proc;
 }
 
 const steps = (): StepRecord[] => readSteps(runDir);
 
-afterAll(() => {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+afterAll(async () => {
+  await Promise.all(processes.map((p) => p.stop(0)));
 });
 
 describe('elastic run, worker killed', () => {
   it('re-forms the ring without a SIGKILLed worker, redoes its step, and uses every sample exactly once', async () => {
     const [control, metrics] = await Promise.all([freePort(), freePort()]);
-    const coordinator = start([
+    const coordinator = start('coordinator', [
       'coordinator', '--bind', `tcp://127.0.0.1:${control}`, '--min-workers', '3', '--coordinator-metrics-port', String(metrics),
       '--heartbeat-timeout-ms', '2000', '--train-subset', String(TRAIN_SAMPLES), '--epochs', '1', '--validation-size', '1000',
       '--backend', 'wasm', '--no-report', '--run-dir', runDir,
     ]);
-    const workers = [0, 1, 2].map(() => start(['worker', '--coordinator', `tcp://127.0.0.1:${control}`, '--backend', 'wasm', '--ring-timeout-ms', '2000', '--no-metrics']));
-    const exited = new Promise<number | null>((resolve) => coordinator.child.on('exit', (code) => resolve(code)));
+    const workers = [0, 1, 2].map((i) => start(`worker ${i}`, ['worker', '--coordinator', `tcp://127.0.0.1:${control}`, '--backend', 'wasm', '--ring-timeout-ms', '2000', '--no-metrics']));
 
     await until('10 steps with 3 workers', () => (steps().filter((s) => s.workers === 3).length >= 10 ? true : undefined), 60_000, () => `\n${coordinator.stderr().slice(-2000)}`);
     workers[1]!.child.kill('SIGKILL');
-    const code = await Promise.race([exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 150_000))]);
+    const code = await Promise.race([coordinator.exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 150_000))]);
     expect(code, coordinator.stderr().slice(-3000)).toBe(0);
 
     const all = steps();

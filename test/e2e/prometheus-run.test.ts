@@ -1,23 +1,24 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as zmq from 'zeromq';
-import { BIN } from '../helpers/cli.js';
+import { startCli, startProcess, type BackgroundProcess } from '../helpers/cli.js';
 import { freePort, freePortRange } from '../helpers/net.js';
 import { StopPolling, until } from '../helpers/poll.js';
+import { HAS_PROMTOOL, promtoolCheckMetrics } from '../helpers/promtool.js';
 
 // Metrics issue ("every Grafana panel shows data on a real run"): a real coordinator and two real worker processes
-// train for ~30-40 s while a real Prometheus finds them through the file_sd targets file the coordinator writes.
-// Every PromQL expression of grafana/dashboards/mnist-ddp.json must return data; the live /metrics bodies of a
-// worker and the coordinator must pass `promtool check metrics`. test/integration/prometheus.test.ts checks the
-// same queries against a fixture; this one guards the wiring of the real processes (a gauge never set, a label
-// the dashboard groups by that no process exports, a target missing from the file).
+// train while a real Prometheus finds them through the file_sd targets file the coordinator writes. Every PromQL
+// expression of grafana/dashboards/mnist-ddp.json must return data; the live /metrics bodies of a worker and the
+// coordinator must pass `promtool check metrics` (test/integration/metrics.test.ts runs the same check on a
+// server fed by hand). This test guards the wiring of the real processes: a gauge never set, a label the dashboard
+// groups by that no process exports, a target missing from the file.
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
-const HAS_PROMETHEUS = spawnSync('prometheus', ['--version']).status === 0 && spawnSync('promtool', ['--version']).status === 0;
+const HAS_PROMETHEUS = spawnSync('prometheus', ['--version']).status === 0 && HAS_PROMTOOL;
 if (!HAS_PROMETHEUS) console.warn('[prometheus-run.test] prometheus/promtool not on PATH: skipping (apt-get install prometheus)');
 
 /**
@@ -26,7 +27,7 @@ if (!HAS_PROMETHEUS) console.warn('[prometheus-run.test] prometheus/promtool not
  */
 const GRAFANA_VARIABLES: Record<string, string> = { __rate_interval: '10s', __interval: '5s', __range: '5m' };
 
-/** ~3 000 training samples × 4 epochs at ~400-700 samples/s on 2 shared cores: 30-40 s of training. */
+/** ~3 000 training samples × 4 epochs: long enough for rate() windows and an end-of-epoch validation while it runs. */
 const TRAIN_FLAGS = ['--train-subset', '4000', '--epochs', '4', '--warmup-steps', '0', '--validation-size', '1000', '--backend', 'wasm', '--no-report', '--seed', '7'];
 
 interface DashboardPanel {
@@ -69,33 +70,6 @@ async function dashboardQueries(): Promise<Array<{ panel: string; expr: string }
   return out;
 }
 
-interface Proc {
-  name: string;
-  child: ChildProcess;
-  output: string;
-  exited: Promise<number | null>;
-}
-
-function start(name: string, command: string, args: string[], env: NodeJS.ProcessEnv = {}): Proc {
-  const child = spawn(command, args, { cwd: REPO, env: { ...process.env, MNIST_DDP_LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  const proc: Proc = { name, child, output: '', exited: new Promise((resolve) => child.once('exit', (code) => resolve(code))) };
-  // Keep the tail only: enough to explain a failure, bounded for a long run.
-  const keep = (c: Buffer): void => void (proc.output = (proc.output + c.toString()).slice(-8_000));
-  child.stdout?.on('data', keep);
-  child.stderr?.on('data', keep);
-  return proc;
-}
-
-async function stop(proc: Proc): Promise<void> {
-  const { child } = proc;
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  child.kill('SIGTERM');
-  // A worker leaves at the next step boundary and then waits for a coordinator that may be gone: do not wait long.
-  const timer = setTimeout(() => child.kill('SIGKILL'), 3_000);
-  await proc.exited;
-  clearTimeout(timer);
-}
-
 async function fetchText(url: string): Promise<string> {
   const res = await fetch(url, { signal: AbortSignal.timeout(5_000) });
   if (!res.ok) throw new Error(`GET ${url}: HTTP ${res.status}`);
@@ -115,19 +89,14 @@ function hasLiveData(expr: string, values: readonly number[]): boolean {
   return values.length >= series && values.every((v) => Number.isFinite(v) && (zeroIsHealthy || v !== 0));
 }
 
-function promtoolCheckMetrics(body: string): { status: number | null; output: string } {
-  const r = spawnSync('promtool', ['check', 'metrics'], { input: body, encoding: 'utf8', timeout: 10_000 });
-  return { status: r.status, output: `${r.stdout}${r.stderr}` };
-}
-
 describe.skipIf(!HAS_PROMETHEUS)('Grafana dashboard on a real run: coordinator + 2 workers + Prometheus (file_sd)', () => {
   let dir = '';
   let targetsFile = '';
   let promBase = '';
-  const procs: Proc[] = [];
-  let coordinator: Proc | undefined;
+  const procs: BackgroundProcess[] = [];
+  let coordinator: BackgroundProcess | undefined;
   let control = '';
-  const logs = (): string => procs.map((p) => `\n--- ${p.name} (exit ${p.child.exitCode ?? p.child.signalCode ?? 'running'}):\n${p.output.slice(-1_500)}`).join('');
+  const logs = (): string => procs.map((p) => `\n--- ${p.name} (exit ${p.child.exitCode ?? p.child.signalCode ?? 'running'}):\n${p.output().slice(-1_500)}`).join('');
 
   async function promApi<T>(path: string): Promise<T> {
     return JSON.parse(await fetchText(`${promBase}${path}`)) as T;
@@ -160,22 +129,22 @@ describe.skipIf(!HAS_PROMETHEUS)('Grafana dashboard on a real run: coordinator +
     await mkdir(join(dir, 'targets'));
     promBase = `http://127.0.0.1:${promPort}`;
     // Prometheus first, so it watches the targets directory before the coordinator writes the file.
-    procs.push(start('prometheus', 'prometheus', [
+    procs.push(startProcess('prometheus', 'prometheus', [
       `--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'data')}`,
       `--web.listen-address=127.0.0.1:${promPort}`, '--log.level=warn',
-    ]));
+    ], { cwd: REPO, keepChars: 8_000 }));
     await until('Prometheus ready', async () => ((await fetch(`${promBase}/-/ready`)).ok ? true : undefined), 30_000, logs);
 
     control = `tcp://127.0.0.1:${controlPort}`;
-    coordinator = start('coordinator', process.execPath, [
-      BIN, 'coordinator', '--bind', control, '--min-workers', '2', '--metrics-host', '127.0.0.1',
+    coordinator = startCli('coordinator', [
+      'coordinator', '--bind', control, '--min-workers', '2', '--metrics-host', '127.0.0.1',
       '--coordinator-metrics-port', String(coordinatorMetricsPort), '--targets-file', targetsFile, '--run-dir', join(dir, 'run'), ...TRAIN_FLAGS,
-    ]);
+    ], { cwd: REPO, keepChars: 8_000 });
     procs.push(coordinator);
     for (const instance of [0, 1]) {
-      procs.push(start(`worker ${instance}`, process.execPath, [
-        BIN, 'worker', '--coordinator', control, '--backend', 'wasm', '--metrics-host', '127.0.0.1', '--metrics-port', String(workerMetricsBase),
-      ], { NODE_APP_INSTANCE: String(instance) }));
+      procs.push(startCli(`worker ${instance}`, [
+        'worker', '--coordinator', control, '--backend', 'wasm', '--metrics-host', '127.0.0.1', '--metrics-port', String(workerMetricsBase),
+      ], { cwd: REPO, keepChars: 8_000, env: { NODE_APP_INSTANCE: String(instance) } }));
     }
 
     let lastTargets: PromTarget[] = [];
@@ -197,9 +166,10 @@ describe.skipIf(!HAS_PROMETHEUS)('Grafana dashboard on a real run: coordinator +
   });
 
   afterAll(async () => {
-    // Workers and coordinator first (Prometheus only reads), then Prometheus; SIGKILL after a short grace each.
-    await Promise.all(procs.filter((p) => p.name !== 'prometheus').map(stop));
-    await Promise.all(procs.filter((p) => p.name === 'prometheus').map(stop));
+    // Workers and coordinator first (Prometheus only reads), then Prometheus; SIGKILL after a short grace each (a
+    // worker leaves at the next step boundary and then waits for a coordinator that may be gone: do not wait long).
+    await Promise.all(procs.filter((p) => p.name !== 'prometheus').map((p) => p.stop(3_000)));
+    await Promise.all(procs.filter((p) => p.name === 'prometheus').map((p) => p.stop(3_000)));
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
@@ -214,8 +184,8 @@ describe.skipIf(!HAS_PROMETHEUS)('Grafana dashboard on a real run: coordinator +
         const text = await fetchText(url);
         return /^mnistddp_(samples_processed_total|cluster_samples_per_second)\S* [1-9]/m.test(text) ? text : undefined;
       }, 60_000, logs);
-      const check = promtoolCheckMetrics(body);
-      expect(check.status, `promtool check metrics on ${role} ${url}:\n${check.output}`).toBe(0);
+      const check = await promtoolCheckMetrics(body);
+      expect(check.code, `promtool check metrics on ${role} ${url}:\n${check.output}`).toBe(0);
     }
   });
 
@@ -245,11 +215,6 @@ describe.skipIf(!HAS_PROMETHEUS)('Grafana dashboard on a real run: coordinator +
     expect(pending.size).toBe(0);
   });
 
-  // Known wiring bug: ControlServer counts and logs rejected control frames (its onReject hook), but startRemoteGroup
-  // (src/commands/train-distributed.ts) never passes a hook and src/coordinator/main.ts never calls
-  // metrics.rejectFrame, so the coordinator's mnistddp_rejected_frames_total stays 0. Enable with the fix:
-  // CoordinatorOptions.onRejectedFrame → ControlServer.bind(o.bind, log, o.onRejectedFrame), and in main.ts
-  // `onRejectedFrame: (reason) => metrics.rejectFrame(reason)`. Verified to pass with that change.
   it('a malformed control frame sent to the coordinator shows on the "Rejected frames by reason" panel', async () => {
     const dealer = new zmq.Dealer({ linger: 0 });
     try {
@@ -270,7 +235,7 @@ describe.skipIf(!HAS_PROMETHEUS)('Grafana dashboard on a real run: coordinator +
 
   it('the run completes: coordinator and workers exit 0', async () => {
     const codes = await until('the run to finish', async () => {
-      const running = procs.filter((p) => p.name !== 'prometheus' && p.child.exitCode === null && p.child.signalCode === null);
+      const running = procs.filter((p) => p.name !== 'prometheus' && p.running());
       return running.length === 0 ? procs.filter((p) => p.name !== 'prometheus').map((p) => `${p.name}:${p.child.exitCode}`) : undefined;
     }, 120_000, logs);
     expect(codes, logs()).toEqual(['coordinator:0', 'worker 0:0', 'worker 1:0']);

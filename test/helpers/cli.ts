@@ -33,3 +33,62 @@ export function runCli(args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutM
 export function lastJson<T>(stdout: string): T {
   return JSON.parse(stdout.trim().split('\n').pop() ?? '') as T;
 }
+
+/** A process started in the background: its output so far (tails, bounded), its exit, and a way to stop it. */
+export interface BackgroundProcess {
+  name: string;
+  child: ChildProcess;
+  stdout(): string;
+  stderr(): string;
+  /** stdout and stderr interleaved as they arrived. */
+  output(): string;
+  /** Resolves with the exit code (null after a signal). */
+  exited: Promise<number | null>;
+  running(): boolean;
+  /** SIGTERM, then SIGKILL after `graceMs` (0: SIGKILL at once); resolves when the process is gone. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+/**
+ * Starts `command args` without waiting for it (servers, a coordinator, workers). Each output stream keeps its last
+ * `keepChars` characters: enough to explain a failure, bounded for a long run.
+ */
+export function startProcess(
+  name: string,
+  command: string,
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; cwd?: string; keepChars?: number } = {},
+): BackgroundProcess {
+  const keepChars = opts.keepChars ?? 100_000;
+  const child = spawn(command, args, { cwd: opts.cwd, env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const text = { stdout: '', stderr: '', output: '' };
+  const keep = (stream: 'stdout' | 'stderr') => (c: Buffer): void => {
+    text[stream] = (text[stream] + c.toString()).slice(-keepChars);
+    text.output = (text.output + c.toString()).slice(-keepChars);
+  };
+  child.stdout.on('data', keep('stdout'));
+  child.stderr.on('data', keep('stderr'));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const running = (): boolean => child.exitCode === null && child.signalCode === null;
+  return {
+    name,
+    child,
+    stdout: () => text.stdout,
+    stderr: () => text.stderr,
+    output: () => text.output,
+    exited,
+    running,
+    async stop(graceMs = 3_000) {
+      if (!running()) return;
+      child.kill(graceMs > 0 ? 'SIGTERM' : 'SIGKILL');
+      const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
+
+/** The shipped CLI (bin/mnist-ddp.js) in the background, logging at warn unless `env` says otherwise. */
+export function startCli(name: string, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; keepChars?: number } = {}): BackgroundProcess {
+  return startProcess(name, process.execPath, [BIN, ...args], { ...opts, env: { MNIST_DDP_LOG_LEVEL: 'warn', ...opts.env } });
+}
