@@ -25,10 +25,11 @@ describe('distributed training (real processes)', () => {
   });
 
   it('a worker that dies fails the run fast with an error naming the missing rank (no hang)', async () => {
-    let killed = false;
+    const RING_TIMEOUT_MS = 3_000;
+    let killedAt: number | undefined;
     const started = Date.now();
     const result = await runCli(['train', '--workers', '3', '--epochs', '1', '--backend', 'wasm', '--json', '--no-report', '--run-dir', tmp()], {
-      env: { MNIST_DDP_RING_TIMEOUT_MS: '3000' },
+      env: { MNIST_DDP_RING_TIMEOUT_MS: String(RING_TIMEOUT_MS) },
       timeoutMs: 90_000,
       onSpawn: (child) => {
         const poll = setInterval(() => {
@@ -36,9 +37,10 @@ describe('distributed training (real processes)', () => {
           try {
             pids = execFileSync('pgrep', ['-P', String(child.pid)], { encoding: 'utf8' }).trim().split('\n').filter(Boolean);
           } catch { /* no children yet */ }
-          // Kill rank 1's process once all three are up and training has had a moment.
-          if (pids.length === 3 && Date.now() - started > 6000 && !killed) {
-            killed = true;
+          // Once all three worker processes are up and training has had a moment, kill one. pgrep lists them by
+          // pid, not by rank (ranks follow the order their hellos arrive), so which rank dies is not known here.
+          if (pids.length === 3 && Date.now() - started > 6000 && killedAt === undefined) {
+            killedAt = Date.now();
             process.kill(Number(pids[1]), 'SIGKILL');
             clearInterval(poll);
           }
@@ -46,10 +48,13 @@ describe('distributed training (real processes)', () => {
         child.on('exit', () => clearInterval(poll));
       },
     });
-    expect(killed).toBe(true);
+    const exitedAt = Date.now();
+    expect(killedAt, 'no worker was killed (the run ended or never started three workers)').toBeDefined();
     expect(result.code).not.toBe(0);
     expect(result.stderr).toMatch(/error \[(PEER_LOST|PEER_TIMEOUT)\]/);
     expect(result.stderr).toMatch(/rank [0-9]/);
-    expect(Date.now() - started).toBeLessThan(80_000);
+    // Survivors give up on the dead neighbour after the ring timeout; the margin covers the coordinator's reaction
+    // and the processes' shutdown on a loaded 2-core machine, and is far below a hang.
+    expect(exitedAt - killedAt!, 'kill → exit (ms)').toBeLessThan(RING_TIMEOUT_MS + 17_000);
   });
 });
