@@ -165,7 +165,7 @@ experiment
   .option('--label-fraction <x>', 'fraction of 5-9 training labels', '0.1')
   .option('--lr <x>', 'learning rate (the full arm uses a tenth)', '0.05')
   .option('--run-dir <dir>', 'parent directory of the arms\' runs')
-  .option('--json', 'end with one JSON line: {"arms": [{name, testAccuracy, wallSeconds}, ...]}')
+  .option('--json', 'end with one JSON line: {"arms": [{name, description, testAccuracy, macroF1, wallSeconds, samplesPerSec, runDir}, ...]}')
   .action(async (opts: Record<string, string | boolean | undefined>) => {
     const { z } = await import('zod');
     const schema = z.object({
