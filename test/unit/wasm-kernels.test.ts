@@ -152,4 +152,26 @@ describe('wasm training kernels', () => {
     const cpu = await on('cpu', run);
     got.forEach((g, i) => expect(relError(g, cpu[i]!), `output ${i}`).toBeLessThan(1e-4));
   });
+
+  it('Identity shares memory: a clone outlives its source, and the memory is freed with the last owner', async () => {
+    await tf.setBackend('wasm');
+    const values = seededValues(64 * 26 * 26, 41);
+    const before = tf.memory();
+    const source = tf.tensor2d(values, [64, 26 * 26]);
+    const clone = tf.clone(source);
+    expect(tf.memory().numDataBuffers - before.numDataBuffers).toBe(1); // one buffer, two tensors
+    source.dispose();
+    expect(clone.dataSync()).toEqual(values);
+    const sum = tf.tidy(() => clone.add(1).sum().dataSync()[0]!);
+    expect(sum).toBeCloseTo(values.reduce((n, v) => n + v + 1, 0), 0);
+    clone.dispose();
+    expect(tf.memory().numDataBuffers).toBe(before.numDataBuffers);
+    // Gradients save their inputs through Identity: the saved copies must survive the forward tensors' disposal.
+    const x = tf.tensor2d(values.subarray(0, 640), [64, 10]);
+    const g = tf.tidy(() => tf.grad((t: tf.Tensor) => tf.sum(tf.mul(tf.relu(t), t)))(x));
+    expect(relError(g.dataSync() as Float32Array, Float32Array.from(values.subarray(0, 640), (v) => (v > 0 ? 2 * v : 0)))).toBeLessThan(1e-6);
+    tf.dispose([x, g]);
+    expect(tf.memory().numDataBuffers).toBe(before.numDataBuffers);
+    expect(tf.memory().numBytes).toBe(before.numBytes);
+  });
 });

@@ -26,6 +26,8 @@ export interface WasmBackend {
   dataIdMap: { get(dataId: object): TensorEntry | undefined };
   makeOutput(shape: number[], dtype: 'float32'): TensorInfo;
   disposeData(dataId: object, force?: boolean): boolean;
+  /** One more owner of the tensor's memory: it is freed when the last owner disposes it. */
+  incRef(dataId: object): void;
 }
 
 export function assertWasmBackend(backend: unknown): asserts backend is WasmBackend {
