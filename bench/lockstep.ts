@@ -1,0 +1,160 @@
+/**
+ * What synchronous data parallelism can get from this machine at all, measured without any all-reduce.
+ *
+ * Every contender runs the same work: the `cnn` replica's forward + backward + update on a fixed batch (64), in
+ * its own process, one thread each. Per round, interleaved so they see the same machine noise:
+ *   - solo:          one process alone;
+ *   - free pair:     two processes at once, never waiting for each other (what two cores give two processes);
+ *   - lockstep pair: two processes at once that wait for each other after every step (a 1-byte ZeroMQ barrier,
+ *                    no gradients exchanged): what ANY synchronous 2-worker trainer pays for its slower rank;
+ *   - mnist-ddp `bench --workers 1` and `--workers 2`: the product, for the same-round ratio.
+ * Lockstep pair / solo is the ceiling of 2-worker over 1-worker scaling here; mnist-ddp 2w / lockstep pair is what
+ * the gradient all-reduce and the control plane cost on top of the synchronisation itself.
+ *
+ *   npx tsx bench/lockstep.ts [--rounds 5] [--steps 100] [--json]
+ *
+ * Needs a build (`npx tsc -p tsconfig.build.json`) for the mnist-ddp contenders.
+ */
+import { fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import * as zmq from 'zeromq';
+import { initBackend } from '../src/shared/backend.js';
+import { IMAGE_PIXELS, NUM_CLASSES } from '../src/shared/mnist.js';
+import { Replica } from '../src/worker/replica.js';
+import { Rng } from '../src/shared/rng.js';
+import { flag, freePort, median, runJson } from './common.js';
+
+const BATCH = 64;
+const WARMUP = 10;
+
+interface ChildResult {
+  samplesPerSec: number;
+  /** Per-step compute times (ms), barrier excluded. */
+  computeMs: number[];
+}
+
+/** One contender process: `--child <mode> <rank> <port> <steps>`. Prints one JSON line (ChildResult). */
+async function child(mode: 'solo' | 'free' | 'lockstep', rank: number, port: number, steps: number): Promise<void> {
+  await initBackend('wasm');
+  const replica = new Replica({ model: 'cnn', seed: 1, optimizer: { name: 'sgd', momentum: 0.9, weightDecay: 0 } });
+  const rng = new Rng(7 + rank);
+  const batch = {
+    x: Float32Array.from({ length: BATCH * IMAGE_PIXELS }, () => rng.nextFloat()),
+    y: Int32Array.from({ length: BATCH }, () => rng.nextInt(NUM_CLASSES)),
+    size: BATCH,
+  };
+  const buffer = new Float32Array(replica.layout.bufferLength);
+  let barrier: zmq.Pair | undefined;
+  if (mode === 'lockstep') {
+    barrier = new zmq.Pair({ linger: 0 });
+    if (rank === 0) await barrier.bind(`tcp://127.0.0.1:${port}`);
+    else barrier.connect(`tcp://127.0.0.1:${port}`);
+  }
+  const sync = async (): Promise<void> => {
+    if (!barrier) return;
+    await barrier.send('b');
+    await barrier.receive();
+  };
+  const step = (): void => {
+    replica.computeGradients(batch, buffer);
+    buffer[replica.layout.countIndex] = BATCH;
+    replica.applyReduced(buffer, 0.001, 0);
+  };
+  for (let i = 0; i < WARMUP; i++) {
+    step();
+    await sync();
+  }
+  const computeMs: number[] = [];
+  const t0 = performance.now();
+  for (let i = 0; i < steps; i++) {
+    const s = performance.now();
+    step();
+    computeMs.push(performance.now() - s);
+    await sync();
+  }
+  const elapsed = performance.now() - t0;
+  barrier?.close();
+  process.stdout.write(`${JSON.stringify({ samplesPerSec: (steps * BATCH * 1000) / elapsed, computeMs } satisfies ChildResult)}\n`);
+}
+
+function runChild(mode: string, rank: number, port: number, steps: number): Promise<ChildResult> {
+  return new Promise((resolve, reject) => {
+    const c = fork(fileURLToPath(import.meta.url), ['--child', mode, String(rank), String(port), String(steps)], {
+      execArgv: ['--import', 'tsx'],
+      stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
+    });
+    let out = '';
+    c.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    c.on('exit', (code) => {
+      if (code !== 0) return reject(new Error(`lockstep child ${mode}/${rank} exited with ${code}`));
+      resolve(JSON.parse(out.trim().split('\n').pop() ?? '') as ChildResult);
+    });
+  });
+}
+
+async function pair(mode: 'free' | 'lockstep', steps: number): Promise<{ samplesPerSec: number; straggleMs: number; computeMs: number }> {
+  const port = await freePort();
+  const [a, b] = await Promise.all([runChild(mode, 0, port, steps), runChild(mode, 1, port, steps)]);
+  // In lockstep, a step ends when the slower rank ends: mean of the per-step maximum over the mean compute.
+  const maxMean = a.computeMs.reduce((n, t, i) => n + Math.max(t, b.computeMs[i] ?? t), 0) / a.computeMs.length;
+  const mean = (a.computeMs.reduce((n, t) => n + t, 0) + b.computeMs.reduce((n, t) => n + t, 0)) / (2 * a.computeMs.length);
+  return { samplesPerSec: a.samplesPerSec + b.samplesPerSec, straggleMs: maxMean - mean, computeMs: mean };
+}
+
+async function parent(): Promise<void> {
+  const rounds = Number(flag('rounds', '5'));
+  const steps = Number(flag('steps', '100'));
+  const json = process.argv.includes('--json');
+  const ours = (workers: number): number =>
+    runJson<{ samplesPerSec: number }>('node', ['bin/mnist-ddp.js', 'bench', '--workers', String(workers), '--backend', 'wasm', '--model', 'cnn',
+      '--batch-size', String(BATCH), '--steps', String(steps), '--windows', '5', '--warmup', String(WARMUP), '--json']).samplesPerSec;
+  const rows: Array<{ solo: number; free: number; lockstep: number; straggleMs: number; ours1: number; ours2: number }> = [];
+  for (let r = 0; r < rounds; r++) {
+    const soloRun = await runChild('solo', 0, 0, steps);
+    const solo = soloRun.samplesPerSec;
+    const freeRun = await pair('free', steps);
+    const free = freeRun.samplesPerSec;
+    const lock = await pair('lockstep', steps);
+    const row = { solo, free, lockstep: lock.samplesPerSec, straggleMs: lock.straggleMs, ours1: ours(1), ours2: ours(2) };
+    const meanOf = (a: number[]): number => a.reduce((n, t) => n + t, 0) / a.length;
+    if (!json) console.log(`  mean compute ms/step: solo ${meanOf(soloRun.computeMs).toFixed(1)}, free pair ${freeRun.computeMs.toFixed(1)}, lockstep pair ${lock.computeMs.toFixed(1)}; lockstep step ${(2 * BATCH * 1000 / lock.samplesPerSec).toFixed(1)} ms`);
+    rows.push(row);
+    if (!json) {
+      console.log(`round ${r + 1}: solo ${solo.toFixed(0)}, free pair ${free.toFixed(0)} (${(free / solo).toFixed(2)}×), lockstep pair ${lock.samplesPerSec.toFixed(0)} ` +
+        `(${(lock.samplesPerSec / solo).toFixed(2)}×, slower rank costs ${lock.straggleMs.toFixed(1)} ms/step); mnist-ddp 1w ${row.ours1}, 2w ${row.ours2} (${(row.ours2 / row.ours1).toFixed(2)}×) samples/s`);
+    }
+  }
+  const r2 = (x: number): number => Math.round(x * 100) / 100;
+  const m = (f: (x: (typeof rows)[number]) => number): number => r2(median(rows.map(f)));
+  const result = {
+    rounds, steps, batchSize: BATCH,
+    medianRoundRatio: {
+      freePairOverSolo: m((x) => x.free / x.solo),
+      lockstepPairOverSolo: m((x) => x.lockstep / x.solo),
+      lockstepOverFree: m((x) => x.lockstep / x.free),
+      mnistDdp2Over1: m((x) => x.ours2 / x.ours1),
+      mnistDdp2OverLockstepPair: m((x) => x.ours2 / x.lockstep),
+    },
+    lockstepStraggleMsMedian: m((x) => x.straggleMs),
+    samplesPerSecMedian: { solo: m((x) => x.solo), freePair: m((x) => x.free), lockstepPair: m((x) => x.lockstep), mnistDdp1: m((x) => x.ours1), mnistDdp2: m((x) => x.ours2) },
+  };
+  if (json) {
+    console.log(JSON.stringify(result));
+    return;
+  }
+  const q = result.medianRoundRatio;
+  console.log(
+    `medians of per-round ratios over ${rounds} rounds:\n` +
+      `  free pair / solo ${q.freePairOverSolo}× (two processes on these cores)\n` +
+      `  lockstep pair / solo ${q.lockstepPairOverSolo}× (any synchronous 2-worker trainer, no data exchanged; slower rank costs ${result.lockstepStraggleMsMedian} ms/step)\n` +
+      `  mnist-ddp 2 workers / 1 worker ${q.mnistDdp2Over1}×; 2 workers / lockstep pair ${q.mnistDdp2OverLockstepPair}× (what the all-reduce and control plane add)`,
+  );
+}
+
+const childAt = process.argv.indexOf('--child');
+if (childAt >= 0) {
+  const [mode, rank, port, steps] = process.argv.slice(childAt + 1);
+  await child(mode as 'solo' | 'free' | 'lockstep', Number(rank), Number(port), Number(steps));
+} else {
+  await parent();
+}
