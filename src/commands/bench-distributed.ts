@@ -5,7 +5,7 @@ import { planDataset } from '../shared/dataset-plan.js';
 import { componentLogger } from '../shared/log.js';
 import type { StepReport } from '../worker/worker-core.js';
 import { median, type ThroughputResult } from './bench.js';
-import { startLocalWorkerGroup } from './train-distributed.js';
+import { startLocalWorkerGroup } from '../coordinator/start-group.js';
 import { prepareRun } from './train.js';
 
 /**

@@ -19,7 +19,7 @@ import { LocalReducer } from '../worker/allreduce.js';
 import { optimizerConfigOf } from '../shared/optimizers.js';
 import { Replica } from '../worker/replica.js';
 import { WorkerCore } from '../worker/worker-core.js';
-import { startLocalWorkerGroup } from './train-distributed.js';
+import { startLocalWorkerGroup } from '../coordinator/start-group.js';
 
 export interface TrainSummary {
   testAccuracy: number;
@@ -105,7 +105,7 @@ async function prepareFinetune(config: TrainConfig): Promise<PreparedRun> {
 /**
  * `mnist-ddp train`: data → model → training → evaluation → checkpoint, with the coordinator's loop driving a
  * worker group: one in-process worker (also --debug), or with --workers N that many worker processes on this machine
- * (commands/train-distributed.ts). `makeGroup` replaces that choice (the `coordinator` command's remote workers).
+ * (coordinator/start-group.ts). `makeGroup` replaces that choice (the `coordinator` command's remote workers).
  */
 export async function runTrain(
   input: TrainConfig, io: Io, makeGroup?: (run: PreparedRun) => Promise<WorkerGroup>, observers: Pick<TrainEvents, 'onStep' | 'onEpoch'> = {},

@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { Registry } from 'prom-client';
 import { runTrain, type Io, type TrainSummary } from '../commands/train.js';
-import { startRemoteGroup } from '../commands/train-distributed.js';
+import { startRemoteGroup } from './start-group.js';
 import { trainConfigSchema, type CoordinatorConfig } from '../shared/config.js';
 import { componentLogger } from '../shared/log.js';
 import { createCoordinatorMetrics, startThreadedMetricsServer } from '../shared/metrics.js';

@@ -27,6 +27,11 @@ export interface RemoteGroupOptions {
   elastic: boolean;
   log: Logger;
   onMembershipChange?: (active: readonly WorkerRecord[], generation: number) => void;
+  /**
+   * Awaited at the end of close(), once the workers were told to stop and the socket is closed: the owner's own
+   * clean-up (startLocalWorkerGroup waits for its worker processes here).
+   */
+  onClosed?: () => Promise<void>;
 }
 
 interface CollectOptions {
@@ -372,5 +377,6 @@ export class RemoteWorkerGroup implements WorkerGroup {
     for (const waiter of [...this.waiters]) waiter.abort(new MnistDdpError('GROUP_CLOSED', `the coordinator closed the group: ${reason}`));
     await Promise.all(this.members.all.filter((w) => w.status !== 'gone').map((w) => this.server.send(w.peer, { type: 'stop', reason }).catch(() => undefined)));
     this.server.close();
+    await this.o.onClosed?.();
   }
 }

@@ -1,11 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { ControlServer, type ControlRejectReason } from '../coordinator/control-server.js';
-import type { WorkerGroup } from '../coordinator/driver.js';
-import { RemoteWorkerGroup, type RemoteGroupOptions } from '../coordinator/remote-group.js';
+import type { PreparedRun } from '../commands/train.js';
 import { REQUEST_TIMEOUT_MS } from '../shared/config.js';
 import { componentLogger, type Logger } from '../shared/log.js';
-import type { PreparedRun } from './train.js';
+import { ControlServer, type ControlRejectReason } from './control-server.js';
+import { RemoteWorkerGroup, type RemoteGroupOptions } from './remote-group.js';
 
 const BIN = fileURLToPath(new URL('../../bin/mnist-ddp.js', import.meta.url));
 
@@ -20,6 +19,7 @@ export interface CoordinatorOptions {
   onMembershipChange?: RemoteGroupOptions['onMembershipChange'];
   /** Called for every control frame the coordinator drops; feeds mnistddp_rejected_frames_total. */
   onRejectedFrame?: (reason: ControlRejectReason) => void;
+  onClosed?: RemoteGroupOptions['onClosed'];
 }
 
 export const DEFAULT_COORDINATOR_OPTIONS: CoordinatorOptions = {
@@ -35,6 +35,7 @@ export async function startRemoteGroup(run: PreparedRun, workers: number, o: Coo
     config: { ...run.config }, model: run.config.model, layout: run.replica.layout, requestTimeoutMs: REQUEST_TIMEOUT_MS,
     stepTimeoutMs: o.stepTimeoutMs, heartbeatTimeoutMs: o.heartbeatTimeoutMs, digestEvery: o.digestEvery, elastic: o.elastic, log,
     ...(o.onMembershipChange ? { onMembershipChange: o.onMembershipChange } : {}),
+    ...(o.onClosed ? { onClosed: o.onClosed } : {}),
   });
   const { replica } = run;
   try {
@@ -48,12 +49,25 @@ export async function startRemoteGroup(run: PreparedRun, workers: number, o: Coo
 
 /**
  * Starts a coordinator for `run` and `workers` local `mnist-ddp worker` child processes that join it. The returned
- * group's close() stops the workers and waits for the child processes to exit (SIGKILL after 10 s).
+ * group's close() stops the workers and waits for the child processes to exit (SIGKILL after 10 s; at once when
+ * the start-up failed).
  * Workers log warnings and errors to this terminal.
  */
 export async function startLocalWorkerGroup(run: PreparedRun, workers: number, backend: string, options: Partial<CoordinatorOptions> = {}, log: Logger = componentLogger('coordinator')): Promise<RemoteWorkerGroup> {
-  const o = { ...DEFAULT_COORDINATOR_OPTIONS, ...options };
   const children: ChildProcess[] = [];
+  let started = false;
+  // After a run the workers were told to stop: give them 10 s to exit. After a failed start-up, kill them now.
+  const reap = async (): Promise<void> => {
+    await Promise.all(children.map((c) => new Promise<void>((resolve) => {
+      if (c.exitCode !== null || c.signalCode !== null) return resolve();
+      const timer = setTimeout(() => c.kill('SIGKILL'), started ? 10_000 : 0);
+      c.once('exit', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    })));
+  };
+  const o = { ...DEFAULT_COORDINATOR_OPTIONS, ...options, onClosed: reap };
   const spawnWorkers = (endpoint: string): void => {
     for (let i = 0; i < workers; i++) {
       const child = spawn(process.execPath, [BIN, 'worker', '--coordinator', endpoint, '--backend', backend, '--metrics-port', '0'], {
@@ -66,24 +80,7 @@ export async function startLocalWorkerGroup(run: PreparedRun, workers: number, b
       children.push(child);
     }
   };
-  let group: RemoteWorkerGroup;
-  try {
-    group = await startRemoteGroup(run, workers, o, log, spawnWorkers);
-  } catch (err) {
-    for (const c of children) c.kill('SIGKILL');
-    throw err;
-  }
-  const close = group.close.bind(group);
-  group.close = async (reason?: string) => {
-    await close(reason);
-    await Promise.all(children.map((c) => new Promise<void>((resolve) => {
-      if (c.exitCode !== null || c.signalCode !== null) return resolve();
-      const timer = setTimeout(() => c.kill('SIGKILL'), 10_000);
-      c.once('exit', () => {
-        clearTimeout(timer);
-        resolve();
-      });
-    })));
-  };
+  const group = await startRemoteGroup(run, workers, o, log, spawnWorkers);
+  started = true;
   return group;
 }
