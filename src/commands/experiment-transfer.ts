@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { trainConfigSchema, type TrainConfig } from '../shared/config.js';
+import { trainConfigSchema, type TransferConfig } from '../shared/config.js';
 import { componentLogger } from '../shared/log.js';
 import { defaultRunDir, runTrain, type Io } from './train.js';
 
@@ -13,20 +13,6 @@ export interface TransferArm {
   runDir: string;
 }
 
-export interface TransferOptions {
-  runDir?: string;
-  workers: number;
-  backend: TrainConfig['backend'];
-  seed: number;
-  pretrainEpochs: number;
-  /** Augment the 0-4 pretraining (shifts, rotations): it measurably makes the features transfer better. */
-  pretrainAugment: boolean;
-  finetuneEpochs: number;
-  labelFraction: number;
-  lr: number;
-  json: boolean;
-}
-
 /**
  * The classic MNIST transfer study, end to end:
  *   pretrain  `cnn` on digits 0-4 (all labels, augmented by default);
@@ -36,7 +22,7 @@ export interface TransferOptions {
  * Test accuracy is measured on the 5-9 (or 0-4) test digits. Every arm is a real training run (same code as
  * `train`/`finetune`, with --workers N when given) writing its own run directory.
  */
-export async function runTransferExperiment(o: TransferOptions, io: Io): Promise<TransferArm[]> {
+export async function runTransferExperiment(o: TransferConfig, io: Io): Promise<TransferArm[]> {
   const log = componentLogger('experiment');
   const base = o.runDir ?? defaultRunDir('transfer');
   const quiet: Io = { stdout: () => {} };

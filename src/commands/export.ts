@@ -1,25 +1,14 @@
 import { statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend, type BackendChoice } from '../shared/backend.js';
+import { initBackend } from '../shared/backend.js';
+import type { ExportConfig } from '../shared/config.js';
 import { MnistDdpError } from '../shared/errors.js';
 import { componentLogger } from '../shared/log.js';
 import { IMAGE_PIXELS, gatherBatch, loadMnist, type MnistSplit } from '../shared/mnist.js';
 import { MODEL_JSON, WEIGHTS_BIN, loadModelDir, modelArtifacts, writeModelFiles } from '../shared/model-io.js';
-import { QUANTIZE_DTYPES, quantizeWeights, type QuantizeDtype } from '../shared/quantize.js';
+import { quantizeWeights, type QuantizeDtype } from '../shared/quantize.js';
 import type { Io } from './train.js';
-
-export interface ExportOptions {
-  /** A TF.js Layers checkpoint directory (model.json + weights.bin). */
-  checkpoint: string;
-  /** Output directory for the web model; created if missing, its model.json/weights.bin replaced. */
-  out: string;
-  quantize?: QuantizeDtype;
-  /** Print one JSON line instead of the table. */
-  json?: boolean;
-  dataDir?: string;
-  backend?: BackendChoice;
-}
 
 export interface ExportVariant {
   dtype: 'float32' | QuantizeDtype;
@@ -73,18 +62,13 @@ function fileSize(path: string): number {
  * checkpoint, optionally with quantised weights, then evaluates the float32 checkpoint and the export as written
  * (re-read from disk through tfjs's own weight decoding) on the test split.
  */
-export async function runExport(opts: ExportOptions, io: Io): Promise<ExportResult> {
-  if (opts.quantize !== undefined && !(QUANTIZE_DTYPES as readonly string[]).includes(opts.quantize)) {
-    throw new MnistDdpError('CONFIG_INVALID', `invalid quantize (--quantize) = ${JSON.stringify(opts.quantize)}: expected one of ${QUANTIZE_DTYPES.join(', ')}`, {
-      key: 'quantize', value: opts.quantize,
-    });
-  }
+export async function runExport(opts: ExportConfig, io: Io): Promise<ExportResult> {
   const checkpoint = resolve(opts.checkpoint);
   const out = resolve(opts.out);
   if (checkpoint === out) {
     throw new MnistDdpError('CONFIG_INVALID', `--out ${out} is the checkpoint directory itself; choose another directory`, { key: 'out', value: out });
   }
-  await initBackend(opts.backend ?? 'auto', log);
+  await initBackend(opts.backend, log);
   const model = await loadModelDir(checkpoint);
   const exportedModel = await (async () => {
     try {

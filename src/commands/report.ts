@@ -2,21 +2,13 @@ import { existsSync, readFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { PNG } from 'pngjs';
 import { z } from 'zod';
+import type { ReportConfig } from '../shared/config.js';
 import { MnistDdpError } from '../shared/errors.js';
 import { componentLogger } from '../shared/log.js';
 import { IMAGE_PIXELS, loadMnist } from '../shared/mnist.js';
 import { writeFileAtomic } from '../shared/model-io.js';
 import { DEFAULT_MISCLASSIFIED, renderReportHtml, type EpochRecord, type EvalResult, type ReportData, type StepRecord } from '../shared/report-html.js';
 import type { Io } from './train.js';
-
-export interface ReportOptions {
-  /** A run directory with history.jsonl and/or eval.json (and optionally config.json with dataDir). */
-  run: string;
-  /** Output file; default <run>/report.html. */
-  out?: string;
-  /** How many misclassified digits to show, most confident first. */
-  misclassified?: number;
-}
 
 export interface ReportResult {
   out: string;
@@ -105,7 +97,7 @@ export function digitDataUri(images: Uint8Array, index: number): string {
 }
 
 /** Writes one self-contained report.html for a run directory (see src/shared/report-html.ts). */
-export async function runReport(opts: ReportOptions, io: Io): Promise<ReportResult> {
+export async function runReport(opts: ReportConfig, io: Io): Promise<ReportResult> {
   const runDir = resolve(opts.run);
   const historyFile = join(runDir, 'history.jsonl');
   const evalFile = join(runDir, 'eval.json');
@@ -117,8 +109,7 @@ export async function runReport(opts: ReportOptions, io: Io): Promise<ReportResu
   const evaluation: EvalResult | undefined = existsSync(evalFile) ? readJson(evalFile, EvalSchema) : undefined;
   const config = existsSync(configFile) ? readJson(configFile, ConfigSchema) : {};
 
-  const wanted = opts.misclassified ?? DEFAULT_MISCLASSIFIED;
-  const mistakes = [...(evaluation?.misclassified ?? [])].sort((a, b) => b.confidence - a.confidence).slice(0, wanted);
+  const mistakes = [...(evaluation?.misclassified ?? [])].sort((a, b) => b.confidence - a.confidence).slice(0, DEFAULT_MISCLASSIFIED);
   let misclassifiedImages: ReportData['misclassifiedImages'] = [];
   if (mistakes.length > 0) {
     const { test } = loadMnist(config.dataDir === undefined ? {} : { dataDir: config.dataDir });

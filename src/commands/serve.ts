@@ -1,19 +1,11 @@
 import type { AddressInfo } from 'node:net';
-import { initBackend, type BackendChoice } from '../shared/backend.js';
+import { initBackend } from '../shared/backend.js';
+import type { ServeConfig } from '../shared/config.js';
 import { componentLogger } from '../shared/log.js';
 import { loadModelDir, modelArtifacts, modelJsonOf } from '../shared/model-io.js';
 import { loadPreprocess, loadStaticAssets } from '../serve/assets.js';
 import { createPredictServer } from '../serve/http.js';
 import type { Io } from './train.js';
-
-export interface ServeOptions {
-  /** A TF.js Layers model directory: a training checkpoint or an `export` output (quantised weights are fine). */
-  checkpoint: string;
-  /** 0 picks a free port. */
-  port?: number;
-  host?: string;
-  backend?: BackendChoice;
-}
 
 export interface RunningServer {
   /** http://host:port/ with the bound port. */
@@ -29,8 +21,8 @@ const log = componentLogger('serve');
  * Serves the drawing page and POST /predict (see src/serve/http.ts). The page runs the model in the browser from
  * /model/model.json, which is the checkpoint re-serialised as float32, so page and server use identical weights.
  */
-export async function runServe(opts: ServeOptions, io: Io): Promise<RunningServer> {
-  await initBackend(opts.backend ?? 'auto', log);
+export async function runServe(opts: ServeConfig, io: Io): Promise<RunningServer> {
+  await initBackend(opts.backend, log);
   const model = await loadModelDir(opts.checkpoint);
   const artifacts = await modelArtifacts(model);
   const server = createPredictServer({
@@ -40,10 +32,10 @@ export async function runServe(opts: ServeOptions, io: Io): Promise<RunningServe
     preprocess: await loadPreprocess(),
     log,
   });
-  const host = opts.host ?? '0.0.0.0';
+  const host = opts.host;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(opts.port ?? 8080, host, () => {
+    server.listen(opts.port, host, () => {
       server.off('error', reject);
       resolve();
     });

@@ -4,6 +4,7 @@ import { BACKEND_NAMES } from './backend.js';
 import { MnistDdpError } from './errors.js';
 import { MODEL_NAMES } from './models.js';
 import { OPTIMIZER_NAMES } from './optimizers.js';
+import { QUANTIZE_DTYPES } from './quantize.js';
 import { SCHEDULE_NAMES } from './lr-schedule.js';
 
 /**
@@ -14,6 +15,9 @@ import { SCHEDULE_NAMES } from './lr-schedule.js';
 const int = (min: number) => z.coerce.number().int().min(min);
 const num = () => z.coerce.number().finite();
 const bool = z.preprocess((v) => (typeof v === 'string' ? !['0', 'false', 'no', 'off', ''].includes(v.toLowerCase()) : v), z.boolean());
+const port = int(0).max(65535);
+/** A required path: missing, it is CONFIG_INVALID naming the flag and the environment variable (see resolveConfig). */
+const requiredPath = z.string().min(1);
 const list = z.preprocess((v) => (typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : v), z.array(z.string().min(1)));
 
 export const trainConfigSchema = z.object({
@@ -108,8 +112,11 @@ export function resolveConfig<S extends z.ZodObject<z.ZodRawShape>>(
   if (!result.success) {
     const issue = result.error.issues[0]!;
     const key = String(issue.path[0] ?? '');
+    if (issue.code === 'invalid_type' && issue.received === 'undefined') {
+      throw new MnistDdpError('CONFIG_INVALID', `missing ${key}: pass ${flagName(key)} or set ${envName(key)}`, { key, flag: flagName(key), env: envName(key) });
+    }
     const origin = key in defined(sources.flags) ? flagName(key) : key in defined(sources.env) ? envName(key) : 'config file';
-    // Same code as eval/export/serve's --backend (parseBackendChoice): an unknown backend is not a generic bad value.
+    // Same code as parseBackendChoice: an unknown backend is not a generic bad value.
     if (key === 'backend' && issue.code === 'invalid_enum_value') {
       throw new MnistDdpError('BACKEND_UNKNOWN', `unknown backend ${JSON.stringify(merged[key])} (${origin}); valid backends: ${BACKEND_NAMES.join(', ')}`, { key, backend: merged[key], valid: [...BACKEND_NAMES], origin });
     }
@@ -133,6 +140,75 @@ export const benchConfigSchema = z.object({
   json: bool.default(false),
 });
 export type BenchConfig = Readonly<z.infer<typeof benchConfigSchema>>;
+
+/** `mnist-ddp eval`: a checkpoint's evaluation report on the test set. */
+export const evalConfigSchema = z.object({
+  checkpoint: requiredPath,
+  dataDir: z.string().optional(),
+  classes: z.string().optional(),
+  backend: z.enum(BACKEND_NAMES).default('auto'),
+  json: bool.default(false),
+});
+export type EvalConfig = Readonly<z.infer<typeof evalConfigSchema>>;
+
+/** `mnist-ddp export`: the TF.js web format of a checkpoint, optionally quantised, with its test accuracy. */
+export const exportConfigSchema = z.object({
+  /** A TF.js Layers checkpoint directory (model.json + weights.bin). */
+  checkpoint: requiredPath,
+  /** Output directory for the web model; created if missing, its model.json/weights.bin replaced. */
+  out: requiredPath,
+  /** Absent: float32 weights as in the checkpoint. */
+  quantize: z.enum(QUANTIZE_DTYPES).optional(),
+  dataDir: z.string().optional(),
+  backend: z.enum(BACKEND_NAMES).default('auto'),
+  json: bool.default(false),
+});
+export type ExportConfig = Readonly<z.infer<typeof exportConfigSchema>>;
+
+/** `mnist-ddp serve`: the drawing page and POST /predict for a checkpoint. */
+export const serveConfigSchema = z.object({
+  /** A TF.js Layers model directory: a training checkpoint or an `export` output (quantised weights are fine). */
+  checkpoint: requiredPath,
+  /** 0 picks a free port. */
+  port: port.default(8080),
+  host: z.string().min(1).default('0.0.0.0'),
+  backend: z.enum(BACKEND_NAMES).default('auto'),
+});
+export type ServeConfig = Readonly<z.infer<typeof serveConfigSchema>>;
+
+/** `mnist-ddp report`: report.html for a run directory. */
+export const reportConfigSchema = z.object({
+  /** A run directory with history.jsonl and/or eval.json (and optionally config.json with dataDir). */
+  run: requiredPath,
+  /** Default: <run>/report.html. */
+  out: z.string().min(1).optional(),
+});
+export type ReportConfig = Readonly<z.infer<typeof reportConfigSchema>>;
+
+/** `mnist-ddp data`: dataset statistics and a PNG grid of test digits. */
+export const dataConfigSchema = z.object({
+  dataDir: z.string().optional(),
+  out: z.string().min(1).default('runs/mnist-samples.png'),
+  json: bool.default(false),
+});
+export type DataConfig = Readonly<z.infer<typeof dataConfigSchema>>;
+
+/** `mnist-ddp experiment transfer`: the settings shared by its four training runs (see commands/experiment-transfer.ts). */
+export const transferConfigSchema = z.object({
+  workers: int(0).max(64).default(0),
+  backend: z.enum(BACKEND_NAMES).default('auto'),
+  seed: int(0).default(42),
+  pretrainEpochs: int(1).default(3),
+  /** Augment the 0-4 pretraining (shifts, rotations): it measurably makes the features transfer better. */
+  pretrainAugment: bool.default(true),
+  finetuneEpochs: int(1).default(10),
+  labelFraction: num().gt(0).max(1).default(0.1),
+  lr: num().positive().default(0.05),
+  /** Parent directory of the arms' run directories; default runs/<time>-transfer. */
+  runDir: z.string().optional(),
+  json: bool.default(false),
+});
+export type TransferConfig = Readonly<z.infer<typeof transferConfigSchema>>;
 
 const endpointString = z.string().regex(/^(tcp:\/\/[^:]+:\d+|ipc:\/\/.+)$/, 'expected tcp://HOST:PORT or ipc://PATH');
 
@@ -158,7 +234,7 @@ export const workerConfigSchema = z.object({
   dataDir: z.string().optional(),
   metricsHost: z.string().min(1).default('0.0.0.0'),
   /** Base port for /metrics; a worker serves on base + its pm2 instance number. 0 = an ephemeral port. */
-  metricsPort: int(0).max(65535).default(0),
+  metricsPort: port.default(0),
   metrics: bool.default(true),
   /** After a run ends (or the coordinator is away), say hello again instead of exiting: for pm2-managed workers. */
   stayAlive: bool.default(false),
@@ -177,7 +253,7 @@ export const coordinatorConfigSchema = trainConfigSchema.extend({
   digestEvery: int(0).default(50),
   elastic: bool.default(true),
   metricsHost: z.string().min(1).default('0.0.0.0'),
-  coordinatorMetricsPort: int(0).max(65535).default(9400),
+  coordinatorMetricsPort: port.default(9400),
   targetsFile: z.string().optional(),
   /** After the run: exit (true) or keep serving /metrics and refusing late joiners (false, for pm2). */
   exitWhenDone: bool.default(true),

@@ -1,5 +1,11 @@
-import { describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
 import { runCli } from '../helpers/cli.js';
+
+const work = mkdtempSync(join(tmpdir(), 'mnist-ddp-cli-errors-'));
+afterAll(() => rmSync(work, { recursive: true, force: true }));
 
 /**
  * User errors through the shipped CLI (real processes): one line `mnist-ddp: error [CODE]: message` on stderr, exit
@@ -40,5 +46,61 @@ describe.concurrent('CLI errors', () => {
     const r = await runCli(['eval', '--checkpoint', '/nonexistent', '--backend', 'wasm'], { timeoutMs: 60_000 });
     expect(r.code).toBe(1);
     expect(expectOneLineError(r.stderr, 'CHECKPOINT_INVALID')).toContain('/nonexistent');
+  });
+
+  // eval, export, serve, report, data and experiment transfer resolve their flags like train: flags over MNIST_DDP_*
+  // variables over defaults, with the same CONFIG_INVALID format.
+  it('MNIST_DDP_PORT=abc serve: CONFIG_INVALID naming the environment variable, exit 2', async () => {
+    const r = await runCli(['serve', '--checkpoint', '/nonexistent'], { env: { MNIST_DDP_PORT: 'abc' }, timeoutMs: 30_000 });
+    expect(r.code).toBe(2);
+    expect(expectOneLineError(r.stderr, 'CONFIG_INVALID')).toContain('port (MNIST_DDP_PORT) = "abc"');
+  });
+
+  it('serve --port 70000: CONFIG_INVALID naming the flag, exit 2', async () => {
+    const r = await runCli(['serve', '--checkpoint', '/nonexistent', '--port', '70000'], { timeoutMs: 30_000 });
+    expect(r.code).toBe(2);
+    expect(expectOneLineError(r.stderr, 'CONFIG_INVALID')).toContain('port (--port) = "70000"');
+  });
+
+  it('export --quantize int4: CONFIG_INVALID naming the flag and the choices, exit 2', async () => {
+    const r = await runCli(['export', '--checkpoint', '/nonexistent', '--out', join(work, 'web'), '--quantize', 'int4'], { timeoutMs: 30_000 });
+    expect(r.code).toBe(2);
+    const line = expectOneLineError(r.stderr, 'CONFIG_INVALID');
+    expect(line).toContain('quantize (--quantize) = "int4"');
+    expect(line).toContain("'uint8' | 'float16'");
+  });
+
+  it('export without --out: CONFIG_INVALID naming the flag and its environment variable, exit 2', async () => {
+    const r = await runCli(['export', '--checkpoint', '/nonexistent'], { timeoutMs: 30_000 });
+    expect(r.code).toBe(2);
+    expect(expectOneLineError(r.stderr, 'CONFIG_INVALID')).toContain('missing out: pass --out or set MNIST_DDP_OUT');
+  });
+
+  it('eval --backend cuda: BACKEND_UNKNOWN naming the flag, exit 2', async () => {
+    const r = await runCli(['eval', '--checkpoint', '/nonexistent', '--backend', 'cuda'], { timeoutMs: 30_000 });
+    expect(r.code).toBe(2);
+    const line = expectOneLineError(r.stderr, 'BACKEND_UNKNOWN');
+    expect(line).toContain('"cuda" (--backend)');
+    expect(line).toContain('auto, tensorflow, wasm, cpu');
+  });
+
+  it('experiment transfer --label-fraction 2: CONFIG_INVALID naming the flag before any training, exit 2', async () => {
+    const r = await runCli(['experiment', 'transfer', '--label-fraction', '2', '--run-dir', join(work, 'never-created')], { timeoutMs: 30_000 });
+    expect(r.code).toBe(2);
+    expect(expectOneLineError(r.stderr, 'CONFIG_INVALID')).toContain('labelFraction (--label-fraction) = "2"');
+    expect(r.stdout).toBe('');
+  });
+
+  it('MNIST_DDP_CHECKPOINT=/nonexistent eval: the environment supplies --checkpoint (CHECKPOINT_INVALID naming it, exit 1)', async () => {
+    const r = await runCli(['eval'], { env: { MNIST_DDP_CHECKPOINT: '/nonexistent', MNIST_DDP_BACKEND: 'wasm' }, timeoutMs: 60_000 });
+    expect(r.code).toBe(1);
+    expect(expectOneLineError(r.stderr, 'CHECKPOINT_INVALID')).toContain('/nonexistent');
+  });
+
+  it('MNIST_DDP_DATA_DIR=<dir without IDX files> data: DATA_NOT_FOUND naming that directory, exit 1', async () => {
+    const empty = mkdtempSync(join(work, 'no-idx-'));
+    const r = await runCli(['data', '--out', join(work, 'samples.png')], { env: { MNIST_DDP_DATA_DIR: empty }, timeoutMs: 30_000 });
+    expect(r.code).toBe(1);
+    expect(expectOneLineError(r.stderr, 'DATA_NOT_FOUND')).toContain(join(empty, 'train-images-idx3-ubyte'));
   });
 });

@@ -2,7 +2,10 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { benchConfigSchema, envName, fromConfigFile, fromEnv, isExplicit, resolveConfig, trainConfigSchema, TRAIN_KEYS, workerConfigSchema } from '../../src/shared/config.js';
+import {
+  benchConfigSchema, envName, exportConfigSchema, fromConfigFile, fromEnv, isExplicit, resolveConfig, serveConfigSchema, trainConfigSchema, TRAIN_KEYS,
+  transferConfigSchema, workerConfigSchema,
+} from '../../src/shared/config.js';
 import { isMnistDdpError, type MnistDdpError } from '../../src/shared/errors.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mnist-ddp-config-'));
@@ -141,6 +144,24 @@ describe('resolveConfig rejects bad values with CONFIG_INVALID naming the key an
     expect(env.message).toContain('MNIST_DDP_BACKEND');
   });
 
+  it('a missing required value names its flag and environment variable, which can supply it', () => {
+    const exportConfig = (env: NodeJS.ProcessEnv) =>
+      resolveConfig(exportConfigSchema, { flags: { checkpoint: 'ckpt' }, env: fromEnv(Object.keys(exportConfigSchema.shape), env) });
+    const err = rejection(() => exportConfig({}));
+    expect(err.code).toBe('CONFIG_INVALID');
+    expect(err.message).toBe('missing out: pass --out or set MNIST_DDP_OUT');
+    expect(err.details).toMatchObject({ key: 'out', flag: '--out', env: 'MNIST_DDP_OUT' });
+    expect(exportConfig({ MNIST_DDP_OUT: 'web' })).toEqual({ checkpoint: 'ckpt', out: 'web', backend: 'auto', json: false });
+  });
+
+  it('serve: MNIST_DDP_PORT=abc and --port 70000; the port defaults to 8080', () => {
+    const serve = (flags: Record<string, unknown>, env: NodeJS.ProcessEnv) =>
+      resolveConfig(serveConfigSchema, { flags: { checkpoint: 'ckpt', ...flags }, env: fromEnv(Object.keys(serveConfigSchema.shape), env) });
+    expect(rejection(() => serve({}, { MNIST_DDP_PORT: 'abc' })).details).toMatchObject({ key: 'port', value: 'abc', origin: 'MNIST_DDP_PORT' });
+    expect(rejection(() => serve({ port: '70000' }, {})).details).toMatchObject({ key: 'port', origin: '--port' });
+    expect(serve({}, {})).toEqual({ checkpoint: 'ckpt', port: 8080, host: '0.0.0.0', backend: 'auto' });
+  });
+
   it('non-integer and out-of-range numbers', () => {
     expect(rejection(() => train({ flags: { epochs: '1.5' } })).details).toMatchObject({ key: 'epochs', origin: '--epochs' });
     expect(rejection(() => train({ flags: { momentum: '1.5' } })).details).toMatchObject({ key: 'momentum' });
@@ -173,5 +194,14 @@ describe('explicit keys', () => {
     expect(isExplicit(resolveConfig(trainConfigSchema, { flags: { epochs: '5' } }), 'epochs')).toBe(true);
     expect(isExplicit(resolveConfig(trainConfigSchema, { env: { epochs: '5' } }), 'epochs')).toBe(true);
     expect(isExplicit(resolveConfig(trainConfigSchema, { file: { epochs: 5 } }), 'epochs')).toBe(true);
+  });
+});
+
+describe('experiment transfer', () => {
+  it('defaults: one process, 3 pretraining and 10 fine-tuning epochs on 10 % of the labels, augmented pretraining', () => {
+    expect(resolveConfig(transferConfigSchema, {})).toEqual({
+      workers: 0, backend: 'auto', seed: 42, pretrainEpochs: 3, pretrainAugment: true, finetuneEpochs: 10, labelFraction: 0.1, lr: 0.05, json: false,
+    });
+    expect(resolveConfig(transferConfigSchema, { env: fromEnv(Object.keys(transferConfigSchema.shape), { MNIST_DDP_PRETRAIN_AUGMENT: 'false' }) }).pretrainAugment).toBe(false);
   });
 });

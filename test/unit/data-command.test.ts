@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { PNG } from 'pngjs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runDataCommand, type DataReport } from '../../src/commands/data.js';
+import { dataConfigSchema } from '../../src/shared/config.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mnist-ddp-datacmd-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -12,7 +13,7 @@ describe('runDataCommand', () => {
   it('prints an aligned table and writes a 10×10 PNG grid of test digits', async () => {
     const out = join(dir, 'nested', 'samples.png');
     let printed = '';
-    await runDataCommand({ out }, { stdout: (s) => (printed += s) });
+    await runDataCommand(dataConfigSchema.parse({ out }), { stdout: (s) => (printed += s) });
     const lines = printed.trimEnd().split('\n');
     expect(lines[1]).toMatch(/^split\s+count\s+0\s+1/);
     expect(lines[2]).toMatch(/^train\s+60000\s+5923\s+6742\s+5958\s+6131\s+5842\s+5421\s+5918\s+6265\s+5851\s+5949\s+0\.1307\s+0\.3081$/);
@@ -32,7 +33,7 @@ describe('runDataCommand', () => {
   it('prints one JSON line with --json', async () => {
     const out = join(dir, 'samples.png');
     let printed = '';
-    const report = await runDataCommand({ out, json: true }, { stdout: (s) => (printed += s) });
+    const report = await runDataCommand(dataConfigSchema.parse({ out, json: true }), { stdout: (s) => (printed += s) });
     expect(printed.endsWith('\n')).toBe(true);
     expect(printed.trimEnd().includes('\n')).toBe(false);
     const parsed = JSON.parse(printed) as DataReport;

@@ -5,6 +5,7 @@ import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runExport } from '../../src/commands/export.js';
 import { initBackend } from '../../src/shared/backend.js';
+import { exportConfigSchema, resolveConfig } from '../../src/shared/config.js';
 import { buildModel } from '../../src/shared/models.js';
 import { modelArtifacts } from '../../src/shared/model-io.js';
 import {
@@ -115,7 +116,7 @@ describe('runExport', () => {
   it.each(['uint8', 'float16'] as const)('a %s export loads with stock tf.loadLayersModel and keeps accuracy', async (dtype) => {
     const out = join(work, dtype);
     const lines: string[] = [];
-    const result = await runExport({ checkpoint, out, quantize: dtype, json: true }, { stdout: (s) => lines.push(s) });
+    const result = await runExport(exportConfigSchema.parse({ checkpoint, out, quantize: dtype, json: true }), { stdout: (s) => lines.push(s) });
     expect(lines).toHaveLength(1);
     expect(JSON.parse(lines[0]!)).toEqual(JSON.parse(JSON.stringify(result)));
     expect(result.testExamples).toBe(10_000);
@@ -143,9 +144,9 @@ describe('runExport', () => {
 
   it('prints a table without --json and rejects an unknown dtype with CONFIG_INVALID', async () => {
     const lines: string[] = [];
-    await runExport({ checkpoint, out: join(work, 'f32') }, { stdout: (s) => lines.push(s) });
+    await runExport(exportConfigSchema.parse({ checkpoint, out: join(work, 'f32') }), { stdout: (s) => lines.push(s) });
     expect(lines.join('')).toMatch(/float32 \(exported as is\)\s+139304 B/);
-    await expect(runExport({ checkpoint, out: join(work, 'bad'), quantize: 'int4' as never }, { stdout: () => {} }))
-      .rejects.toMatchObject({ code: 'CONFIG_INVALID' });
+    expect(() => resolveConfig(exportConfigSchema, { flags: { checkpoint, out: join(work, 'bad'), quantize: 'int4' } }))
+      .toThrow(expect.objectContaining({ code: 'CONFIG_INVALID', message: expect.stringContaining('quantize (--quantize) = "int4"') }));
   });
 });
