@@ -49,7 +49,7 @@ export async function runTransferExperiment(o: TransferConfig, io: Io): Promise<
   await run('full', `5-9, ${o.labelFraction * 100}% labels, nothing frozen, new head, lr ${o.lr / 10}`, { ...fewLabels, from, newHead: true, lr: o.lr / 10 });
   const byName = Object.fromEntries(arms.map((a) => [a.name, a]));
   if (o.json) {
-    io.stdout(JSON.stringify({ arms: arms.map(({ name, testAccuracy, wallSeconds, macroF1, samplesPerSec }) => ({ name, testAccuracy, wallSeconds, macroF1, samplesPerSec })) }));
+    io.stdout(JSON.stringify({ arms }));
   } else {
     const frozen = byName.frozen!;
     const scratch = byName.scratch!;
