@@ -5,13 +5,20 @@
  * 133 KiB) and 8 MiB, the raw ZeroMQ bandwidth between the same two processes (8 MiB ping-pong), and PyTorch gloo
  * at the same sizes with the same warm-up and iteration counts (SIZES, passed to bench/gloo_allreduce.py).
  *
+ * A star layout runs as a measured comparison only (issue #4: never the default): a third process, the hub (the
+ * coordinator's place in a star), receives every rank's whole buffer in the same msgpack frames the ring sends,
+ * sums them in rank order (with the ring's SIMD add) and sends the sum back to each rank. The hub's link carries N buffers each way where a
+ * ring rank's carries about one.
+ *
  * Both the ring and gloo are timed the same way: a barrier before every iteration (gloo: dist.barrier; the ring: an
  * all-reduce of 2 floats), each rank times its own call, and an iteration counts as the slower rank's time.
  */
 import { fork, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as zmq from 'zeromq';
+import { decodeParts, encodeWithPayload } from '../src/shared/codec.js';
 import { DEFAULT_CHUNK_BYTES, openRingInbox, RingAllReducer } from '../src/worker/ring-allreduce.js';
+import { SumArena } from '../src/worker/sum-into.js';
 import { flag, quantile } from './common.js';
 
 const SIZES = [
@@ -21,10 +28,66 @@ const SIZES = [
 const RAW_BYTES = 8 * 1024 * 1024;
 const RAW_ROUND_TRIPS = 30;
 
-type ParentToChild = { kind: 'peers'; peers: string[]; rawPeers: string[] };
+type ParentToChild = { kind: 'peers'; peers: string[]; rawPeers: string[]; hub: string };
 type ChildToParent =
-  | { kind: 'endpoints'; rank: number; ring: string; raw: string }
-  | { kind: 'result'; rank: number; timings: Record<string, number[]>; rawRoundTripMs: number[] };
+  | { kind: 'endpoints'; rank: number; ring: string; raw: string; star: string }
+  | { kind: 'result'; rank: number; timings: Record<string, number[]>; starTimings: Record<string, number[]>; rawRoundTripMs: number[] };
+type ParentToHub = { kind: 'ranks'; stars: string[] };
+type HubToParent = { kind: 'endpoint'; endpoint: string };
+
+/** One star frame: a rank's whole buffer to the hub, or the hub's sum back to every rank. */
+interface StarFrame {
+  type: 'star';
+  step: number;
+  rank: number;
+  data: Float32Array;
+}
+
+function isStarFrame(m: unknown): m is StarFrame {
+  const f = m as Partial<StarFrame> | null;
+  return typeof f === 'object' && f !== null && f.type === 'star' && typeof f.step === 'number' && typeof f.rank === 'number' && f.data instanceof Float32Array;
+}
+
+async function receiveStar(socket: zmq.Pull): Promise<StarFrame> {
+  const message = decodeParts(await socket.receive());
+  if (!isStarFrame(message)) throw new Error('star: unexpected frame');
+  return message;
+}
+
+/**
+ * The hub: for every iteration of every size, one frame from each rank, summed in rank order (so every rank gets the
+ * same bits), then the sum to each rank. Exits after the last iteration.
+ */
+async function hub(): Promise<void> {
+  const pull = new zmq.Pull({ linger: 0 });
+  await pull.bind('tcp://127.0.0.1:*');
+  const ranksMessage = new Promise<ParentToHub>((resolve) => process.once('message', (m) => resolve(m as ParentToHub)));
+  process.send?.({ kind: 'endpoint', endpoint: pull.lastEndpoint ?? '' } satisfies HubToParent);
+  const { stars } = await ranksMessage;
+  const pushes = stars.map((endpoint) => {
+    const push = new zmq.Push({ linger: 2000 });
+    push.connect(endpoint);
+    return push;
+  });
+  for (const size of SIZES) {
+    const frames: (StarFrame | undefined)[] = new Array(pushes.length);
+    const sum = new Float32Array(size.floats);
+    const arena = new SumArena(0); // the ring's SIMD add
+    for (let i = 0; i < size.warmup + size.iterations; i++) {
+      frames.fill(undefined);
+      for (let n = 0; n < pushes.length; n++) {
+        const f = await receiveStar(pull);
+        frames[f.rank] = f;
+      }
+      sum.set(frames[0]!.data);
+      for (let r = 1; r < frames.length; r++) arena.sumInto(sum, frames[r]!.data);
+      for (const push of pushes) await push.send(encodeWithPayload({ type: 'star', step: frames[0]!.step, rank: -1, data: sum }));
+    }
+  }
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  for (const push of pushes) push.close();
+  pull.close();
+}
 
 function summarize(samples: readonly number[]): { p50: number; p90: number } {
   return { p50: quantile(samples, 0.5), p90: quantile(samples, 0.9) };
@@ -44,9 +107,11 @@ async function child(rank: number, chunkBytes: number | undefined): Promise<void
   const inbox = await openRingInbox('tcp://127.0.0.1:*');
   const rawPull = new zmq.Pull({ linger: 0 });
   await rawPull.bind('tcp://127.0.0.1:*');
+  const starPull = new zmq.Pull({ linger: 0 });
+  await starPull.bind('tcp://127.0.0.1:*');
   const peersMessage = new Promise<ParentToChild>((resolve) => process.once('message', (m) => resolve(m as ParentToChild)));
-  send({ kind: 'endpoints', rank, ring: inbox.endpoint, raw: rawPull.lastEndpoint ?? '' });
-  const { peers, rawPeers } = await peersMessage;
+  send({ kind: 'endpoints', rank, ring: inbox.endpoint, raw: rawPull.lastEndpoint ?? '', star: starPull.lastEndpoint ?? '' });
+  const { peers, rawPeers, hub: hubEndpoint } = await peersMessage;
 
   const ring = await RingAllReducer.connect(
     { rank, worldSize: 2, generation: 1, peers, timeoutMs: 30_000, ...(chunkBytes !== undefined && { chunkBytes }) },
@@ -70,6 +135,27 @@ async function child(rank: number, chunkBytes: number | undefined): Promise<void
     timings[size.name] = samples;
   }
 
+  // The star comparison: same sizes, iterations and barrier; the whole buffer to the hub and its sum back.
+  const starPush = new zmq.Push({ linger: 2000 });
+  starPush.connect(hubEndpoint);
+  const starTimings: Record<string, number[]> = {};
+  for (const size of SIZES) {
+    const buf = new Float32Array(size.floats).fill(rank + 1);
+    const barrier = new Float32Array(2);
+    const samples: number[] = [];
+    for (let i = 0; i < size.warmup + size.iterations; i++) {
+      await ring.allReduce(barrier, ++step);
+      const t0 = performance.now();
+      await starPush.send(encodeWithPayload({ type: 'star', step, rank, data: buf }));
+      const sum = (await receiveStar(starPull)).data;
+      if (i >= size.warmup) samples.push(performance.now() - t0);
+      if (sum[0] !== 3 || sum[size.floats - 1] !== 3) throw new Error(`star ${size.name} iteration ${i}: wrong sum ${sum[0]} … ${sum[size.floats - 1]}`);
+    }
+    starTimings[size.name] = samples;
+  }
+  starPush.close();
+  starPull.close();
+
   // Raw ZeroMQ: one 8 MiB message each way between the same two processes, fresh buffers (no forwarding).
   // Linger so the last reply is not dropped when this side closes right after sending it.
   const rawPush = new zmq.Push({ linger: 2000 });
@@ -87,7 +173,7 @@ async function child(rank: number, chunkBytes: number | undefined): Promise<void
       await rawPush.send(payload);
     }
   }
-  send({ kind: 'result', rank, timings, rawRoundTripMs });
+  send({ kind: 'result', rank, timings, starTimings, rawRoundTripMs });
   await ring.close();
   rawPush.close();
   rawPull.close();
@@ -117,14 +203,21 @@ async function parent(): Promise<void> {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     }),
   );
+  const hubProcess = fork(self, ['--hub'], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  // Listen for exits now: the hub may finish before the ranks report.
+  const exited = [...children, hubProcess].map((c) => new Promise((resolve) => c.once('exit', resolve)));
+  const hubEndpoint = new Promise<HubToParent>((resolve) => hubProcess.once('message', (m) => resolve(m as HubToParent)));
   const endpoints = await Promise.all(children.map((c) => new Promise<ChildToParent>((resolve) => c.once('message', (m) => resolve(m as ChildToParent)))));
   const ring: string[] = [];
   const raw: string[] = [];
-  for (const e of endpoints) if (e.kind === 'endpoints') [ring[e.rank], raw[e.rank]] = [e.ring, e.raw];
+  const star: string[] = [];
+  for (const e of endpoints) if (e.kind === 'endpoints') [ring[e.rank], raw[e.rank], star[e.rank]] = [e.ring, e.raw, e.star];
+  hubProcess.send({ kind: 'ranks', stars: star } satisfies ParentToHub);
+  const { endpoint: hubAt } = await hubEndpoint;
   const results = children.map((c) => new Promise<ChildToParent>((resolve) => c.once('message', (m) => resolve(m as ChildToParent))));
-  for (const c of children) c.send({ kind: 'peers', peers: ring, rawPeers: raw } satisfies ParentToChild);
+  for (const c of children) c.send({ kind: 'peers', peers: ring, rawPeers: raw, hub: hubAt } satisfies ParentToChild);
   const [r0, r1] = await Promise.all(results);
-  await Promise.all(children.map((c) => new Promise((resolve) => c.once('exit', resolve))));
+  await Promise.all(exited);
   if (r0?.kind !== 'result' || r1?.kind !== 'result') throw new Error('children did not report results');
 
   const raw8 = summarize(r0.rawRoundTripMs);
@@ -138,6 +231,9 @@ async function parent(): Promise<void> {
     const bytes = size.floats * 4;
     const algBandwidth = bytes / (stats.p50 / 1000);
     const glooP50 = gloo?.[size.name];
+    const starA = r0.starTimings[size.name] ?? [];
+    const starB = r1.starTimings[size.name] ?? [];
+    const starP50 = summarize(starA.map((t, i) => Math.max(t, starB[i] ?? t))).p50;
     return {
       size: size.name,
       floats: size.floats,
@@ -150,6 +246,9 @@ async function parent(): Promise<void> {
       fractionOfRawZmq: (2 * bytes) / (stats.p50 / 1000) / rawBandwidth,
       glooP50Ms: glooP50,
       ringOverGloo: glooP50 !== undefined ? stats.p50 / glooP50 : undefined,
+      /** The star comparison (a hub process sums): its p50, and how many times the ring's. */
+      starP50Ms: starP50,
+      starOverRing: starP50 / stats.p50,
     };
   });
   const report = { chunkKib: chunkKib ?? DEFAULT_CHUNK_BYTES / 1024, rawZmq8MiB: { roundTripP50Ms: raw8.p50, roundTripP90Ms: raw8.p90, bandwidthGBs: rawBandwidth / 1e9 }, allReduce: rows };
@@ -159,10 +258,10 @@ async function parent(): Promise<void> {
   }
   const f = (x: number | undefined, d = 2): string => (x === undefined ? '-' : x.toFixed(d));
   process.stdout.write(`raw ZeroMQ tcp loopback, 8 MiB ping-pong: p50 ${f(raw8.p50)} ms, p90 ${f(raw8.p90)} ms → ${f(rawBandwidth / 1e9)} GB/s\n`);
-  process.stdout.write('size      ring p50  ring p90  algbw GB/s  of raw  gloo p50  ring/gloo\n');
+  process.stdout.write('size      ring p50  ring p90  algbw GB/s  of raw  gloo p50  ring/gloo  star p50  star/ring\n');
   for (const r of rows) {
     process.stdout.write(
-      `${r.size.padEnd(9)} ${f(r.p50Ms).padStart(8)}  ${f(r.p90Ms).padStart(8)}  ${f(r.algBandwidthGBs).padStart(10)}  ${f(r.fractionOfRawZmq).padStart(6)}  ${f(r.glooP50Ms).padStart(8)}  ${f(r.ringOverGloo).padStart(9)}\n`,
+      `${r.size.padEnd(9)} ${f(r.p50Ms).padStart(8)}  ${f(r.p90Ms).padStart(8)}  ${f(r.algBandwidthGBs).padStart(10)}  ${f(r.fractionOfRawZmq).padStart(6)}  ${f(r.glooP50Ms).padStart(8)}  ${f(r.ringOverGloo).padStart(9)}  ${f(r.starP50Ms).padStart(8)}  ${f(r.starOverRing).padStart(9)}\n`,
     );
   }
 }
@@ -170,6 +269,8 @@ async function parent(): Promise<void> {
 const childRank = flag('child', '');
 if (childRank !== '') {
   await child(Number(childRank), positiveFlag('chunk-bytes'));
+} else if (process.argv.includes('--hub')) {
+  await hub();
 } else {
   await parent();
 }
