@@ -23,13 +23,6 @@ const TENSORFLOW_INSTALL_HINT =
   'Both download libtensorflow during install, so they need network access; the GPU build also needs CUDA 11.2 ' +
   'and cuDNN 8.1. Without them, use --backend wasm (the default under auto).';
 
-export function parseBackendChoice(name: string): BackendChoice {
-  if ((BACKEND_NAMES as readonly string[]).includes(name)) return name as BackendChoice;
-  throw new MnistDdpError('BACKEND_UNKNOWN', `unknown backend '${name}'; valid backends: ${BACKEND_NAMES.join(', ')}`, {
-    backend: name, valid: [...BACKEND_NAMES],
-  });
-}
-
 function gpuVisible(): boolean {
   try {
     return existsSync('/proc/driver/nvidia/gpus') && readdirSync('/proc/driver/nvidia/gpus').length > 0;

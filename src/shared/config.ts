@@ -116,7 +116,7 @@ export function resolveConfig<S extends z.ZodObject<z.ZodRawShape>>(
       throw new MnistDdpError('CONFIG_INVALID', `missing ${key}: pass ${flagName(key)} or set ${envName(key)}`, { key, flag: flagName(key), env: envName(key) });
     }
     const origin = key in defined(sources.flags) ? flagName(key) : key in defined(sources.env) ? envName(key) : 'config file';
-    // Same code as parseBackendChoice: an unknown backend is not a generic bad value.
+    // An unknown backend has its own code (BACKEND_UNKNOWN), not a generic bad value.
     if (key === 'backend' && issue.code === 'invalid_enum_value') {
       throw new MnistDdpError('BACKEND_UNKNOWN', `unknown backend ${JSON.stringify(merged[key])} (${origin}); valid backends: ${BACKEND_NAMES.join(', ')}`, { key, backend: merged[key], valid: [...BACKEND_NAMES], origin });
     }
