@@ -30,21 +30,27 @@ export const DEFAULT_COORDINATOR_OPTIONS: CoordinatorOptions = {
 export async function startRemoteGroup(run: PreparedRun, workers: number, o: CoordinatorOptions, log: Logger, onBound?: (endpoint: string) => void): Promise<RemoteWorkerGroup> {
   const server = await ControlServer.bind(o.bind, log, o.onRejectedFrame);
   log.info({ endpoint: server.endpoint }, `coordinator listening on ${server.endpoint}; waiting for ${workers} worker(s)`);
-  onBound?.(server.endpoint);
-  const group = new RemoteWorkerGroup(server, {
-    config: { ...run.config }, model: run.config.model, layout: run.replica.layout, requestTimeoutMs: REQUEST_TIMEOUT_MS,
-    stepTimeoutMs: o.stepTimeoutMs, heartbeatTimeoutMs: o.heartbeatTimeoutMs, digestEvery: o.digestEvery, elastic: o.elastic, log,
-    ...(o.onMembershipChange ? { onMembershipChange: o.onMembershipChange } : {}),
-    ...(o.onClosed ? { onClosed: o.onClosed } : {}),
-  });
-  const { replica } = run;
+  let group: RemoteWorkerGroup | undefined;
   try {
+    onBound?.(server.endpoint);
+    group = new RemoteWorkerGroup(server, {
+      config: { ...run.config }, model: run.config.model, layout: run.replica.layout, requestTimeoutMs: REQUEST_TIMEOUT_MS,
+      stepTimeoutMs: o.stepTimeoutMs, heartbeatTimeoutMs: o.heartbeatTimeoutMs, digestEvery: o.digestEvery, elastic: o.elastic, log,
+      ...(o.onMembershipChange ? { onMembershipChange: o.onMembershipChange } : {}),
+      ...(o.onClosed ? { onClosed: o.onClosed } : {}),
+    });
+    const { replica } = run;
     await group.start(workers, o.joinTimeoutMs, { weights: replica.allWeights(), optimizer: replica.optimizer.state() }, run.start.globalStep - 1);
+    return group;
   } catch (err) {
-    await group.close('start-up failed');
+    if (group) {
+      await group.close('start-up failed');
+    } else {
+      server.close();
+      await o.onClosed?.();
+    }
     throw err;
   }
-  return group;
 }
 
 /**
@@ -53,7 +59,9 @@ export async function startRemoteGroup(run: PreparedRun, workers: number, o: Coo
  * the start-up failed).
  * Workers log warnings and errors to this terminal.
  */
-export async function startLocalWorkerGroup(run: PreparedRun, workers: number, backend: string, options: Partial<CoordinatorOptions> = {}, log: Logger = componentLogger('coordinator')): Promise<RemoteWorkerGroup> {
+export async function startLocalWorkerGroup(
+  run: PreparedRun, workers: number, backend: string, options: Partial<Omit<CoordinatorOptions, 'onClosed'>> = {}, log: Logger = componentLogger('coordinator'),
+): Promise<RemoteWorkerGroup> {
   const children: ChildProcess[] = [];
   let started = false;
   // After a run the workers were told to stop: give them 10 s to exit. After a failed start-up, kill them now.

@@ -32,7 +32,7 @@ export interface WasmBackend {
 
 export function assertWasmBackend(backend: unknown): asserts backend is WasmBackend {
   const b = backend as Partial<WasmBackend> | null;
-  if (!b || typeof b.makeOutput !== 'function' || !b.wasm || typeof b.wasm.cwrap !== 'function' || !b.dataIdMap) {
+  if (!b || typeof b.makeOutput !== 'function' || typeof b.incRef !== 'function' || !b.wasm || typeof b.wasm.cwrap !== 'function' || !b.dataIdMap) {
     throw new Error('mnist-ddp wasm kernels: the active backend does not look like tfjs-backend-wasm 4.x');
   }
 }

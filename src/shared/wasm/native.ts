@@ -5,7 +5,8 @@ import { kernelsModule } from './kernels_module.js';
 
 /**
  * Our WebAssembly SIMD kernels (native/kernels.c), instantiated on tfjs-backend-wasm's own linear memory so they
- * read and write tensors in place. Pointers are the tensors' byte offsets in that memory.
+ * read inputs and write their freshly allocated outputs directly there, without copies. Pointers are the tensors'
+ * byte offsets in that memory.
  */
 interface NativeExports {
   im2col(x: number, col: number, geometry: number): void;
@@ -71,7 +72,7 @@ class NativeKernels {
     this.exports.max_pool_grad(this.ptr(x), this.ptr(dy), this.ptr(dx), this.geometry(g));
   }
 
-  /** out[rows, channels] <- x + bias[channels]; `out` may be `x`. */
+  /** out[rows, channels] <- x + bias[channels]. `out` must be a fresh output: tensors may share memory (the Identity fast path), so writing into an input would change its clones too. */
   addBias(x: TensorInfo, bias: TensorInfo, out: TensorInfo, rows: number, channels: number): void {
     this.exports.add_bias(this.ptr(x), this.ptr(bias), this.ptr(out), rows, channels);
   }
