@@ -7,8 +7,9 @@
  *
  * A star layout runs as a measured comparison only (issue #4: never the default): a third process, the hub (the
  * coordinator's place in a star), receives every rank's whole buffer in the same msgpack frames the ring sends,
- * sums them in rank order (with the ring's SIMD add) and sends the sum back to each rank. The hub's link carries N buffers each way where a
- * ring rank's carries about one.
+ * sums them in rank order (with the ring's SIMD add) and sends the sum back to each rank, one after the other. It is
+ * a plain star: no chunking or pipelining, and the hub is a third process on the same two cores. Its link carries N
+ * buffers each way where a ring rank's carries about one.
  *
  * Both the ring and gloo are timed the same way: a barrier before every iteration (gloo: dist.barrier; the ring: an
  * all-reduce of 2 floats), each rank times its own call, and an iteration counts as the slower rank's time.
@@ -35,6 +36,9 @@ type ChildToParent =
 type ParentToHub = { kind: 'ranks'; stars: string[] };
 type HubToParent = { kind: 'endpoint'; endpoint: string };
 
+/** A silent peer of the star (it crashed) ends the hub or a rank with an error instead of a wait forever. */
+const STAR_TIMEOUT_MS = 30_000;
+
 /** One star frame: a rank's whole buffer to the hub, or the hub's sum back to every rank. */
 interface StarFrame {
   type: 'star';
@@ -59,13 +63,13 @@ async function receiveStar(socket: zmq.Pull): Promise<StarFrame> {
  * same bits), then the sum to each rank. Exits after the last iteration.
  */
 async function hub(): Promise<void> {
-  const pull = new zmq.Pull({ linger: 0 });
+  const pull = new zmq.Pull({ linger: 0, receiveTimeout: STAR_TIMEOUT_MS });
   await pull.bind('tcp://127.0.0.1:*');
   const ranksMessage = new Promise<ParentToHub>((resolve) => process.once('message', (m) => resolve(m as ParentToHub)));
   process.send?.({ kind: 'endpoint', endpoint: pull.lastEndpoint ?? '' } satisfies HubToParent);
   const { stars } = await ranksMessage;
   const pushes = stars.map((endpoint) => {
-    const push = new zmq.Push({ linger: 2000 });
+    const push = new zmq.Push({ linger: 2000, sendTimeout: STAR_TIMEOUT_MS });
     push.connect(endpoint);
     return push;
   });
@@ -84,7 +88,6 @@ async function hub(): Promise<void> {
       for (const push of pushes) await push.send(encodeWithPayload({ type: 'star', step: frames[0]!.step, rank: -1, data: sum }));
     }
   }
-  await new Promise((resolve) => setTimeout(resolve, 200));
   for (const push of pushes) push.close();
   pull.close();
 }
@@ -107,7 +110,7 @@ async function child(rank: number, chunkBytes: number | undefined): Promise<void
   const inbox = await openRingInbox('tcp://127.0.0.1:*');
   const rawPull = new zmq.Pull({ linger: 0 });
   await rawPull.bind('tcp://127.0.0.1:*');
-  const starPull = new zmq.Pull({ linger: 0 });
+  const starPull = new zmq.Pull({ linger: 0, receiveTimeout: STAR_TIMEOUT_MS });
   await starPull.bind('tcp://127.0.0.1:*');
   const peersMessage = new Promise<ParentToChild>((resolve) => process.once('message', (m) => resolve(m as ParentToChild)));
   send({ kind: 'endpoints', rank, ring: inbox.endpoint, raw: rawPull.lastEndpoint ?? '', star: starPull.lastEndpoint ?? '' });
@@ -136,7 +139,7 @@ async function child(rank: number, chunkBytes: number | undefined): Promise<void
   }
 
   // The star comparison: same sizes, iterations and barrier; the whole buffer to the hub and its sum back.
-  const starPush = new zmq.Push({ linger: 2000 });
+  const starPush = new zmq.Push({ linger: 2000, sendTimeout: STAR_TIMEOUT_MS });
   starPush.connect(hubEndpoint);
   const starTimings: Record<string, number[]> = {};
   for (const size of SIZES) {
