@@ -1,10 +1,19 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import type { PreparedRun } from '../commands/train.js';
-import { REQUEST_TIMEOUT_MS } from '../shared/config.js';
+import { REQUEST_TIMEOUT_MS, type TrainConfig } from '../shared/config.js';
 import { componentLogger, type Logger } from '../shared/log.js';
+import type { Replica } from '../worker/replica.js';
+import type { TrainingPosition } from './checkpoints.js';
 import { ControlServer, type ControlRejectReason } from './control-server.js';
 import { RemoteWorkerGroup, type RemoteGroupOptions } from './remote-group.js';
+
+/** What a group starts from: the config every worker receives, and the replica whose state every worker starts with. */
+export interface GroupStart {
+  config: TrainConfig;
+  replica: Replica;
+  /** Where the run stands; a resumed run's workers have applied every step before start.globalStep. */
+  start: TrainingPosition;
+}
 
 const BIN = fileURLToPath(new URL('../../bin/mnist-ddp.js', import.meta.url));
 
@@ -27,7 +36,7 @@ export const DEFAULT_COORDINATOR_OPTIONS: CoordinatorOptions = {
 };
 
 /** Binds the control socket, waits for `workers` to join, forms the ring and hands every replica the same state. */
-export async function startRemoteGroup(run: PreparedRun, workers: number, o: CoordinatorOptions, log: Logger, onBound?: (endpoint: string) => void): Promise<RemoteWorkerGroup> {
+export async function startRemoteGroup(run: GroupStart, workers: number, o: CoordinatorOptions, log: Logger, onBound?: (endpoint: string) => void): Promise<RemoteWorkerGroup> {
   const server = await ControlServer.bind(o.bind, log, o.onRejectedFrame);
   log.info({ endpoint: server.endpoint }, `coordinator listening on ${server.endpoint}; waiting for ${workers} worker(s)`);
   let group: RemoteWorkerGroup | undefined;
@@ -60,7 +69,7 @@ export async function startRemoteGroup(run: PreparedRun, workers: number, o: Coo
  * Workers log warnings and errors to this terminal.
  */
 export async function startLocalWorkerGroup(
-  run: PreparedRun, workers: number, backend: string, options: Partial<Omit<CoordinatorOptions, 'onClosed'>> = {}, log: Logger = componentLogger('coordinator'),
+  run: GroupStart, workers: number, backend: string, options: Partial<Omit<CoordinatorOptions, 'onClosed'>> = {}, log: Logger = componentLogger('coordinator'),
 ): Promise<RemoteWorkerGroup> {
   const children: ChildProcess[] = [];
   let started = false;
