@@ -2,7 +2,9 @@
  * All-reduce benchmark: 2 ranks as 2 separate processes over tcp loopback.
  *   npx tsx bench/allreduce.ts [--json] [--chunk-kib 256] [--no-gloo]
  * Reports p50/p90 (bench/common.ts `quantile`) of the ring all-reduce at the cnn gradient size (34 826 floats,
- * 133 KiB) and 8 MiB, the raw ZeroMQ bandwidth between the same two processes (8 MiB ping-pong), and PyTorch gloo
+ * 133 KiB) and 8 MiB, the raw ZeroMQ bandwidth between the same two processes (8 MiB ping-pong, and both ranks
+ * sending each other 8 MiB at once in the ring's chunks without reducing: the floor of any ZeroMQ all-reduce of that
+ * size), and PyTorch gloo
  * at the same sizes with the same warm-up and iteration counts (SIZES, passed to bench/gloo_allreduce.py).
  *
  * A star layout runs as a measured comparison only (issue #4: never the default): a third process, the hub (the
@@ -32,7 +34,7 @@ const RAW_ROUND_TRIPS = 30;
 type ParentToChild = { kind: 'peers'; peers: string[]; rawPeers: string[]; hub: string };
 type ChildToParent =
   | { kind: 'endpoints'; rank: number; ring: string; raw: string; star: string }
-  | { kind: 'result'; rank: number; timings: Record<string, number[]>; starTimings: Record<string, number[]>; rawRoundTripMs: number[] };
+  | { kind: 'result'; rank: number; timings: Record<string, number[]>; starTimings: Record<string, number[]>; rawRoundTripMs: number[]; rawExchangeMs: number[] };
 type ParentToHub = { kind: 'ranks'; stars: string[] };
 type HubToParent = { kind: 'endpoint'; endpoint: string };
 
@@ -176,7 +178,23 @@ async function child(rank: number, chunkBytes: number | undefined): Promise<void
       await rawPush.send(payload);
     }
   }
-  send({ kind: 'result', rank, timings, starTimings, rawRoundTripMs });
+  // Raw ZeroMQ exchange: both ranks at once send the other the bytes a 2-rank ring moves for 8 MiB (8 MiB each way,
+  // in the ring's chunk size) and receive as much, with no reduction: the floor of any ZeroMQ all-reduce here.
+  const chunkSize = chunkBytes ?? DEFAULT_CHUNK_BYTES;
+  const chunks = Array.from({ length: Math.ceil(RAW_BYTES / chunkSize) }, (_, c) => payload.subarray(c * chunkSize, Math.min(RAW_BYTES, (c + 1) * chunkSize)));
+  const rawExchangeMs: number[] = [];
+  const barrier = new Float32Array(2);
+  for (let i = 0; i < RAW_ROUND_TRIPS + 3; i++) {
+    await ring.allReduce(barrier, ++step);
+    const t0 = performance.now();
+    const sending = (async () => {
+      for (const c of chunks) await rawPush.send(c);
+    })();
+    for (let received = 0; received < RAW_BYTES;) received += (await rawPull.receive())[0]!.length;
+    await sending;
+    if (i >= 3) rawExchangeMs.push(performance.now() - t0);
+  }
+  send({ kind: 'result', rank, timings, starTimings, rawRoundTripMs, rawExchangeMs });
   await ring.close();
   rawPush.close();
   rawPull.close();
@@ -224,6 +242,7 @@ async function parent(): Promise<void> {
   if (r0?.kind !== 'result' || r1?.kind !== 'result') throw new Error('children did not report results');
 
   const raw8 = summarize(r0.rawRoundTripMs);
+  const exchange8 = summarize(r0.rawExchangeMs.map((t, i) => Math.max(t, r1.rawExchangeMs[i] ?? t)));
   const rawBandwidth = (2 * RAW_BYTES) / (raw8.p50 / 1000); // bytes/s moved by one ping-pong
   const gloo = process.argv.includes('--no-gloo') ? undefined : runGloo();
   const rows = SIZES.map((size) => {
@@ -254,13 +273,20 @@ async function parent(): Promise<void> {
       starOverRing: starP50 / stats.p50,
     };
   });
-  const report = { chunkKib: chunkKib ?? DEFAULT_CHUNK_BYTES / 1024, rawZmq8MiB: { roundTripP50Ms: raw8.p50, roundTripP90Ms: raw8.p90, bandwidthGBs: rawBandwidth / 1e9 }, allReduce: rows };
+  const report = {
+    chunkKib: chunkKib ?? DEFAULT_CHUNK_BYTES / 1024,
+    rawZmq8MiB: { roundTripP50Ms: raw8.p50, roundTripP90Ms: raw8.p90, bandwidthGBs: rawBandwidth / 1e9 },
+    /** Both ranks sending each other 8 MiB at once, no reduction: what any ZeroMQ all-reduce of 8 MiB must at least take. */
+    rawZmqExchange8MiB: { p50Ms: exchange8.p50, p90Ms: exchange8.p90 },
+    allReduce: rows,
+  };
   if (json) {
     process.stdout.write(`${JSON.stringify(report)}\n`);
     return;
   }
   const f = (x: number | undefined, d = 2): string => (x === undefined ? '-' : x.toFixed(d));
   process.stdout.write(`raw ZeroMQ tcp loopback, 8 MiB ping-pong: p50 ${f(raw8.p50)} ms, p90 ${f(raw8.p90)} ms → ${f(rawBandwidth / 1e9)} GB/s\n`);
+  process.stdout.write(`raw ZeroMQ exchange, 8 MiB each way at once (the ring's bytes, no reduction): p50 ${f(exchange8.p50)} ms, p90 ${f(exchange8.p90)} ms\n`);
   process.stdout.write('size      ring p50  ring p90  algbw GB/s  of raw  gloo p50  ring/gloo  star p50  star/ring\n');
   for (const r of rows) {
     process.stdout.write(
