@@ -3,7 +3,7 @@ import type { z } from 'zod';
 import { isMnistDdpError } from './shared/errors.js';
 import {
   benchConfigSchema, coordinatorConfigSchema, dataConfigSchema, evalConfigSchema, exportConfigSchema, fromConfigFile, fromEnv, reportConfigSchema,
-  resolveConfig, serveConfigSchema, trainConfigSchema, transferConfigSchema, workerConfigSchema, TRAIN_KEYS, type TrainConfig,
+  resolveConfig, serveConfigSchema, trainConfigSchema, transferConfigSchema, workerConfigSchema,
 } from './shared/config.js';
 
 /**
@@ -18,9 +18,10 @@ function flagsOf(cmd: Command): Record<string, unknown> {
   return Object.fromEntries(Object.entries(opts).filter(([key]) => cmd.getOptionValueSource(key) === 'cli'));
 }
 
-/** A command without --config: flags over MNIST_DDP_* variables over the schema's defaults. */
+/** Flags over MNIST_DDP_* variables over the --config JSON file (commands that have the option) over the schema's defaults. */
 function configOf<S extends z.ZodObject<z.ZodRawShape>>(schema: S, cmd: Command): Readonly<z.infer<S>> {
-  return resolveConfig(schema, { flags: flagsOf(cmd), env: fromEnv(Object.keys(schema.shape)) });
+  const { config: file, ...flags } = flagsOf(cmd) as { config?: string };
+  return resolveConfig(schema, { flags, env: fromEnv(Object.keys(schema.shape)), file: fromConfigFile(file) });
 }
 
 const program = new Command('mnist-ddp')
@@ -42,8 +43,7 @@ program
   .option('--json', 'print one JSON line')
   .addOption(new Option('--config <file>', 'JSON config file'))
   .action(async (_opts, cmd: Command) => {
-    const { config: file, ...flags } = flagsOf(cmd) as { config?: string };
-    const config = resolveConfig(benchConfigSchema, { flags, env: fromEnv(Object.keys(benchConfigSchema.shape)), file: fromConfigFile(file) });
+    const config = configOf(benchConfigSchema, cmd);
     if (config.workers >= 1) {
       const { runDistributedBench, formatDistributedBench } = await import('./commands/bench-distributed.js');
       const result = await runDistributedBench(config);
@@ -91,14 +91,9 @@ function addTrainOptions(cmd: Command, { workers = true }: { workers?: boolean }
     .addOption(new Option('--config <file>', 'JSON config file (keys as in the flags, camelCase)'));
 }
 
-function trainConfigFrom(cmd: Command): TrainConfig {
-  const { config: file, ...flags } = flagsOf(cmd) as { config?: string };
-  return resolveConfig(trainConfigSchema, { flags, env: fromEnv(TRAIN_KEYS), file: fromConfigFile(file) });
-}
-
 /** train and finetune: one process (also --debug), or a coordinator here with --workers N child processes. */
 async function trainAction(_opts: unknown, cmd: Command): Promise<void> {
-  const config = trainConfigFrom(cmd);
+  const config = configOf(trainConfigSchema, cmd);
   const { runTrain } = await import('./commands/train.js');
   await runTrain(config, { stdout });
 }
@@ -147,8 +142,7 @@ addTrainOptions(program.command('coordinator').description('the control plane fo
   .option('--targets-file <file>', 'Prometheus file_sd targets file to keep current')
   .option('--no-exit-when-done', 'keep serving /metrics after the run (pm2)')
   .action(async (_opts, cmd: Command) => {
-    const { config: file, ...flags } = flagsOf(cmd) as { config?: string };
-    const config = resolveConfig(coordinatorConfigSchema, { flags, env: fromEnv(Object.keys(coordinatorConfigSchema.shape)), file: fromConfigFile(file) });
+    const config = configOf(coordinatorConfigSchema, cmd);
     const { runCoordinator } = await import('./coordinator/main.js');
     await runCoordinator(config, { stdout });
   });

@@ -55,8 +55,6 @@ export const trainConfigSchema = z.object({
 });
 export type TrainConfig = Readonly<z.infer<typeof trainConfigSchema>>;
 
-export const TRAIN_KEYS = Object.keys(trainConfigSchema.shape) as Array<keyof z.infer<typeof trainConfigSchema>>;
-
 export function envName(key: string): string {
   return `MNIST_DDP_${key.replace(/([A-Z])/g, '_$1').toUpperCase()}`;
 }

@@ -3,10 +3,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
-  benchConfigSchema, envName, exportConfigSchema, fromConfigFile, fromEnv, isExplicit, resolveConfig, serveConfigSchema, trainConfigSchema, TRAIN_KEYS,
+  benchConfigSchema, envName, exportConfigSchema, fromConfigFile, fromEnv, isExplicit, resolveConfig, serveConfigSchema, trainConfigSchema,
   transferConfigSchema, workerConfigSchema,
 } from '../../src/shared/config.js';
 import { isMnistDdpError, type MnistDdpError } from '../../src/shared/errors.js';
+
+const TRAIN_KEYS = Object.keys(trainConfigSchema.shape);
 
 const dir = mkdtempSync(join(tmpdir(), 'mnist-ddp-config-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
