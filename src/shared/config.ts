@@ -12,8 +12,10 @@ import { SCHEDULE_NAMES } from './lr-schedule.js';
  * command-line flags, MNIST_DDP_* environment variables, an optional JSON config file (--config), and the defaults
  * in the schemas below. Validation names the offending key and where it came from.
  */
-const int = (min: number) => z.coerce.number().int().min(min);
-const num = () => z.coerce.number().finite();
+/** Numbers from flags and variables arrive as strings; a non-number reads "expected a number", not zod's "received nan". */
+const number = () => z.coerce.number({ invalid_type_error: 'expected a number' });
+const int = (min: number) => number().int('expected a whole number').min(min);
+const num = () => number().finite();
 const bool = z.preprocess((v) => (typeof v === 'string' ? !['0', 'false', 'no', 'off', ''].includes(v.toLowerCase()) : v), z.boolean());
 const port = int(0).max(65535);
 /** A required path: missing, it is CONFIG_INVALID naming the flag and the environment variable (see resolveConfig). */
