@@ -8,8 +8,16 @@ import { nhwcConvGeometry, type DilatedConvAttrs } from './geometry.js';
 import { nativeKernels } from './native.js';
 import { transpose2d } from './transpose.js';
 
-/** Up to this many taps (KH·KW·Cin: first layers) the gradient is computed directly, without a GEMM. */
+/**
+ * The direct kernel (first layers: few taps, KH·KW·Cin) and the gathered col(x)ᵀ (im2col_t) pay off only where their
+ * SIMD loops cover the layer: 16 output channels at a time, 4 input channels at a time. Elsewhere they run scalar
+ * loops and lose to im2col + a blocked transpose (B=64, p50 of 25, two runs each: `lenet` conv1 (25 taps, Cout 6)
+ * direct 8.1–8.7 ms vs 7.0–7.6; `lenet` conv2 (Cin 6) im2col_t 2.9–4.5 ms vs 2.3–3.4; `cnn` conv1 (9 taps, Cout 32)
+ * direct 1.14 ms vs 2.8; `cnn` conv2 (Cin 32) im2col_t 12.6 ms vs 14.2–14.3).
+ */
 const DIRECT_MAX_TAPS = 32;
+const useDirect = (taps: number, outC: number): boolean => taps <= DIRECT_MAX_TAPS && outC % 16 === 0;
+const gatherTransposed = (inC: number): boolean => inC % 4 === 0;
 
 /**
  * dW[KH,KW,Cin,Cout] = col(x)ᵀ · dy with P = B·OH·OW rows, as one untransposed XNNPACK GEMM (see gemm.ts), except
@@ -19,7 +27,8 @@ const DIRECT_MAX_TAPS = 32;
  * (measured during development on this machine, not recorded since: about 47 of 49 ms on the `cnn` second layer at
  * B=64, packing at roughly 130 M floats/s). So the orientation is chosen per call
  * by which operand is cheaper to pack:
- *   - col(x) larger than dy (deep layers):  [Kc, P] · [P, Cout]  = dW directly; col(x)ᵀ is gathered directly.
+ *   - col(x) larger than dy (deep layers):  [Kc, P] · [P, Cout]  = dW directly; col(x)ᵀ is gathered directly when
+ *     Cin is a multiple of 4, else built by im2col and a transpose.
  *   - dy larger than col(x) (few channels in, many out): [Cout, P] · [P, Kc] = dWᵀ, then a small transpose.
  */
 function conv2dBackpropFilter(args: {
@@ -33,15 +42,23 @@ function conv2dBackpropFilter(args: {
   const { filterShape } = attrs;
   const { g, p, taps } = nhwcConvGeometry(Conv2DBackpropFilter, x.shape as [number, number, number, number], filterShape, attrs);
 
-  if (taps <= DIRECT_MAX_TAPS) {
+  if (useDirect(taps, g.outC)) {
     const dw = backend.makeOutput([...filterShape], 'float32');
     nativeKernels(backend).filterGradDirect(x, dy, dw, g);
     return dw;
   }
   let dw: TensorInfo;
   if (taps >= g.outC) {
-    const colT = backend.makeOutput([taps, p], 'float32');
-    nativeKernels(backend).im2colTransposed(x, colT, g);
+    let colT: TensorInfo;
+    if (gatherTransposed(g.inC)) {
+      colT = backend.makeOutput([taps, p], 'float32');
+      nativeKernels(backend).im2colTransposed(x, colT, g);
+    } else {
+      const col = backend.makeOutput([p, taps], 'float32');
+      nativeKernels(backend).im2col(x, col, g);
+      colT = transpose2d(backend, col, p, taps);
+      backend.disposeData(col.dataId);
+    }
     dw = gemm(backend, colT, dy, taps, p, g.outC);
     backend.disposeData(colT.dataId);
   } else {
