@@ -14,7 +14,6 @@ import type { TrainingPosition } from './checkpoints.js';
  */
 export interface StepResult {
   loss: number;
-  globalCount: number;
   reports: StepReport[];
 }
 
@@ -26,7 +25,7 @@ export interface WorkerGroup {
    * Orders one step. The driver may order the next steps before this one settles (up to pipelineDepth in flight);
    * results settle in order.
    */
-  runStep(plan: StepOrder): Promise<StepResult>;
+  runStep(order: StepOrder): Promise<StepResult>;
   /** Step orders the group accepts in flight; 1 (the default) means strictly one at a time. */
   readonly pipelineDepth?: number;
   /** Exact counts summed over ranks. */
@@ -82,7 +81,11 @@ export interface TrainOutcome {
   stoppedEarly: boolean;
 }
 
-type StepOrder = Omit<StepPlan, 'generation'>;
+/** What the driver orders: a step plan without the generation, which the group stamps on when it sends the order. */
+export type StepOrder = Omit<StepPlan, 'generation'>;
+
+/** Steps whose commits the throughput of a StepEvent is measured over (pipelined steps may commit back to back). */
+const RATE_WINDOW_STEPS = 8;
 
 interface InFlight {
   order: StepOrder;
@@ -111,20 +114,23 @@ export async function runTraining(config: TrainConfig, group: WorkerGroup, plan:
   training: for (; epoch < config.epochs; epoch++, cursor = 0) {
     const epochStart = performance.now();
     let epochSamples = 0;
-    let lastDone = performance.now();
+    // (time, samples) at the latest commits, the epoch start first: the rate is taken over the last few steps.
+    const recent: Array<{ at: number; samples: number }> = [{ at: epochStart, samples: 0 }];
     const commit = ({ order, worldSize, generation }: InFlight, result: StepResult | undefined): void => {
       const now = performance.now();
       cursor += order.count;
       globalStep++;
       samples += order.count;
       epochSamples += order.count;
+      recent.push({ at: now, samples: epochSamples });
+      if (recent.length > RATE_WINDOW_STEPS + 1) recent.shift();
+      const from = recent[0]!;
       events.onStep?.({
         // A step a lost worker took its reports with (applied everywhere before the failure) has no known loss.
         epoch, step: globalStep, cursor, epochSize, loss: result?.loss ?? NaN, lr: order.lr, globalCount: order.count,
-        samplesPerSec: (order.count * 1000) / (now - lastDone), worldSize, generation,
+        samplesPerSec: ((epochSamples - from.samples) * 1000) / Math.max(now - from.at, 1e-3), worldSize, generation,
         reports: result?.reports ?? [], progress: (epoch * epochSize + cursor) / totalSamples,
       });
-      lastDone = now;
     };
     const inFlight: InFlight[] = [];
     // Where the next order starts: ahead of the committed (cursor, globalStep) by the orders in flight.
@@ -132,8 +138,7 @@ export async function runTraining(config: TrainConfig, group: WorkerGroup, plan:
     let planStep = globalStep;
     for (;;) {
       while (inFlight.length < depth && planCursor < epochSize && !atStepLimit(planStep)) {
-        // A group that can change membership but cannot say when is drained before every step.
-        if (group.membershipChangePending?.() ?? group.beforeStep !== undefined) {
+        if (group.membershipChangePending?.()) {
           if (inFlight.length > 0) break;
           await group.beforeStep?.();
         }
@@ -162,7 +167,7 @@ export async function runTraining(config: TrainConfig, group: WorkerGroup, plan:
         // survivor's state; the steps that state has not applied are ordered again (same cursors), so no sample is
         // dropped or counted twice.
         if (group.recover && isMnistDdpError(err) && err.details.recoverable === true) {
-          await Promise.allSettled(inFlight.map((f) => f.result));
+          const settled = await Promise.allSettled(inFlight.map((f) => f.result));
           const applied = await group.recover(head.order.step);
           if (applied < globalStep - 1) {
             throw new MnistDdpError('REPLICA_DIVERGED', `recovering step ${head.order.step}: the restored state has applied only step ${applied}, before the committed step ${globalStep - 1}`, { applied, committed: globalStep - 1 });
@@ -170,7 +175,12 @@ export async function runTraining(config: TrainConfig, group: WorkerGroup, plan:
           if (applied > (inFlight.at(-1) ?? head).order.step) {
             throw new MnistDdpError('REPLICA_DIVERGED', `recovering step ${head.order.step}: the restored state claims step ${applied}, which was never ordered`, { applied });
           }
-          for (const f of [head, ...inFlight]) if (f.order.step <= applied) commit(f, undefined);
+          // Steps the restored state has applied are committed, with their results where they arrived.
+          if (head.order.step <= applied) commit(head, undefined);
+          inFlight.forEach((f, i) => {
+            const s = settled[i]!;
+            if (f.order.step <= applied) commit(f, s.status === 'fulfilled' ? s.value : undefined);
+          });
           inFlight.length = 0;
           planCursor = cursor;
           planStep = globalStep;

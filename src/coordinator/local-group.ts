@@ -1,6 +1,6 @@
 import type { EvaluationCounts } from '../worker/replica.js';
-import type { EvalSplit, ReplicaSnapshot, StepPlan, WorkerCore } from '../worker/worker-core.js';
-import type { StepResult, WorkerGroup } from './driver.js';
+import type { EvalSplit, ReplicaSnapshot, WorkerCore } from '../worker/worker-core.js';
+import type { StepOrder, StepResult, WorkerGroup } from './driver.js';
 
 /**
  * Single-node debug mode: the coordinator's loop drives one in-process worker through plain function calls — the
@@ -13,9 +13,9 @@ export class LocalWorkerGroup implements WorkerGroup {
 
   constructor(private readonly worker: WorkerCore) {}
 
-  async runStep(plan: Omit<StepPlan, 'generation'>): Promise<StepResult> {
+  async runStep(plan: StepOrder): Promise<StepResult> {
     const report = await this.worker.runStep({ ...plan, generation: this.generation });
-    return { loss: report.loss, globalCount: report.globalCount, reports: [report] };
+    return { loss: report.loss, reports: [report] };
   }
 
   async evaluate(split: EvalSplit, mistakes = 0): Promise<EvaluationCounts> {

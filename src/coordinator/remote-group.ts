@@ -5,9 +5,9 @@ import { addConfusion } from '../shared/evaluation.js';
 import type { Logger } from '../shared/log.js';
 import { describeLayout, type ParamLayout } from '../shared/param-layout.js';
 import type { EvaluationCounts, Mistake } from '../worker/replica.js';
-import type { EvalSplit, ReplicaSnapshot, StepPlan, StepReport } from '../worker/worker-core.js';
+import type { EvalSplit, ReplicaSnapshot, StepReport } from '../worker/worker-core.js';
 import type { ControlServer } from './control-server.js';
-import type { StepResult, WorkerGroup } from './driver.js';
+import type { StepOrder, StepResult, WorkerGroup } from './driver.js';
 import { Membership, type WorkerRecord } from './membership.js';
 
 export interface RemoteGroupOptions {
@@ -280,7 +280,7 @@ export class RemoteWorkerGroup implements WorkerGroup {
     if (state) await this.loadState(this.members.active.filter((w) => joiners.includes(w)), state.snapshot, state.appliedStep);
   }
 
-  async runStep(plan: Omit<StepPlan, 'generation'>): Promise<StepResult> {
+  async runStep(plan: StepOrder): Promise<StepResult> {
     const generation = this.generation;
     const workers = [...this.members.active];
     const digest = this.o.digestEvery > 0 && plan.step % this.o.digestEvery === 0;
@@ -301,7 +301,7 @@ export class RemoteWorkerGroup implements WorkerGroup {
       throw new MnistDdpError('FRAME_UNEXPECTED', `step ${plan.step}: ranks processed ${localTotal} samples (global counts ${reports.map((r) => r.globalCount).join('/')}), expected ${plan.count}`, { step: plan.step });
     }
     if (digest) this.checkDigests(plan.step, workers, replies);
-    return { loss: reports[0]!.loss, globalCount: plan.count, reports };
+    return { loss: reports[0]!.loss, reports };
   }
 
   private checkDigests(step: number, workers: WorkerRecord[], replies: Map<number, NarrowWorkerMessage<'step-done'>>): void {
