@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import { Registry } from 'prom-client';
 import { runTrain, type Io, type TrainSummary } from '../commands/train.js';
 import { startRemoteGroup } from './start-group.js';
-import { trainConfigSchema, type CoordinatorConfig } from '../shared/config.js';
+import { narrowConfig, trainConfigSchema, type CoordinatorConfig } from '../shared/config.js';
 import { componentLogger } from '../shared/log.js';
 import { createCoordinatorMetrics, startThreadedMetricsServer } from '../shared/metrics.js';
 import { writeScrapeTargets } from './targets-file.js';
@@ -35,7 +35,7 @@ export async function runCoordinator(config: CoordinatorConfig, io: Io): Promise
   try {
     // Only the train keys: bind, targets file and the rest are this process's, not the run's (they would end up in
     // config.json, the checkpoint and every worker's welcome).
-    return await runTrain(trainConfigSchema.parse({ ...config, workers: config.minWorkers }), io, async (run) => {
+    return await runTrain(narrowConfig(trainConfigSchema, config, { workers: config.minWorkers }), io, async (run) => {
       const group = await startRemoteGroup(run, config.minWorkers, {
         bind: config.bind, elastic: config.elastic, joinTimeoutMs: config.joinTimeoutMs, stepTimeoutMs: config.stepTimeoutMs,
         heartbeatTimeoutMs: config.heartbeatTimeoutMs, digestEvery: config.digestEvery,

@@ -95,6 +95,18 @@ export function isExplicit(config: object, key: string): boolean {
 }
 
 /**
+ * The part of a resolved config that a narrower schema knows (e.g. a coordinator's config → the run's train config),
+ * revalidated and frozen, with `changes` applied. Keys that were explicit stay explicit, so a narrowed config behaves
+ * like the original under isExplicit (`--resume … --epochs N` keeps its --epochs).
+ */
+export function narrowConfig<S extends z.ZodObject<z.ZodRawShape>>(schema: S, config: object, changes: Partial<z.input<S>> = {}): Readonly<z.infer<S>> {
+  const keys = Object.keys(schema.shape);
+  const narrowed = Object.freeze(schema.parse({ ...config, ...changes })); // zod drops the keys the schema lacks
+  explicitKeys.set(narrowed, new Set([...(explicitKeys.get(config) ?? []), ...Object.keys(changes)].filter((k) => keys.includes(k))));
+  return narrowed;
+}
+
+/**
  * Merges the sources and validates. Unknown keys in a config file are errors (a typo must not be silently
  * ignored). Throws CONFIG_INVALID naming the key, its flag and environment variable, and the bad value.
  */

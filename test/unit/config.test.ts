@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
-  benchConfigSchema, envName, exportConfigSchema, fromConfigFile, fromEnv, isExplicit, resolveConfig, serveConfigSchema, trainConfigSchema,
+  benchConfigSchema, coordinatorConfigSchema, envName, exportConfigSchema, fromConfigFile, fromEnv, isExplicit, narrowConfig, resolveConfig, serveConfigSchema, trainConfigSchema,
   transferConfigSchema, workerConfigSchema,
 } from '../../src/shared/config.js';
 import { isMnistDdpError, type MnistDdpError } from '../../src/shared/errors.js';
@@ -196,6 +196,11 @@ describe('explicit keys', () => {
     expect(isExplicit(resolveConfig(trainConfigSchema, { flags: { epochs: '5' } }), 'epochs')).toBe(true);
     expect(isExplicit(resolveConfig(trainConfigSchema, { env: { epochs: '5' } }), 'epochs')).toBe(true);
     expect(isExplicit(resolveConfig(trainConfigSchema, { file: { epochs: 5 } }), 'epochs')).toBe(true);
+    // A coordinator hands its run a narrowed train config: what was explicit stays explicit, its own keys are gone.
+    const coordinator = resolveConfig(coordinatorConfigSchema, { flags: { epochs: '5', resume: 'runs/x/checkpoint', bind: 'tcp://0.0.0.0:5555' } });
+    const run = narrowConfig(trainConfigSchema, coordinator, { workers: 3 });
+    expect([run.epochs, run.workers, 'bind' in run]).toEqual([5, 3, false]);
+    expect([isExplicit(run, 'epochs'), isExplicit(run, 'resume'), isExplicit(run, 'workers'), isExplicit(run, 'lr')]).toEqual([true, true, true, false]);
   });
 });
 
