@@ -18,10 +18,15 @@ function flagsOf(cmd: Command): Record<string, unknown> {
   return Object.fromEntries(Object.entries(opts).filter(([key]) => cmd.getOptionValueSource(key) === 'cli'));
 }
 
-/** Flags over MNIST_DDP_* variables over the --config JSON file (commands that have the option) over the schema's defaults. */
+/**
+ * Flags over MNIST_DDP_* variables over the --config JSON file (commands that have the option) over the schema's
+ * defaults. A variable is read only for a flag the command has: `MNIST_DDP_FROM` must not turn `train` into a
+ * fine-tune, nor `MNIST_DDP_WORKERS` (pm2's worker count) reach the coordinator, which has no --workers.
+ */
 function configOf<S extends z.ZodObject<z.ZodRawShape>>(schema: S, cmd: Command): Readonly<z.infer<S>> {
   const { config: file, ...flags } = flagsOf(cmd) as { config?: string };
-  return resolveConfig(schema, { flags, env: fromEnv(Object.keys(schema.shape)), file: fromConfigFile(file) });
+  const keys = cmd.options.map((o) => o.attributeName()).filter((key) => key in schema.shape);
+  return resolveConfig(schema, { flags, env: fromEnv(keys), file: fromConfigFile(file) });
 }
 
 const program = new Command('mnist-ddp')
@@ -115,6 +120,7 @@ program
   .option('--metrics-host <host>', 'interface for /metrics (default 0.0.0.0)')
   .option('--metrics-port <n>', 'base port for /metrics; + the pm2 instance number (default 0 = ephemeral)')
   .option('--no-metrics', 'do not serve /metrics')
+  .option('--stay-alive', 'after a run, or while the coordinator is away, say hello again instead of exiting (pm2)')
   .action(async (_opts, cmd: Command) => {
     const config = configOf(workerConfigSchema, cmd);
     const { runWorker } = await import('./worker/main.js');

@@ -50,6 +50,14 @@ describe.concurrent('CLI errors', () => {
 
   // eval, export, serve, report, data and experiment transfer resolve their flags like train: flags over MNIST_DDP_*
   // variables over defaults, with the same CONFIG_INVALID format.
+  it('a variable for a flag the command lacks is not read: MNIST_DDP_WORKERS=1000 does not reach the coordinator', async () => {
+    const r = await runCli(['coordinator', '--bind', 'not-an-endpoint'], { env: { MNIST_DDP_WORKERS: '1000' }, timeoutMs: 30_000 });
+    expect(r.code).toBe(2);
+    const line = expectOneLineError(r.stderr, 'CONFIG_INVALID');
+    expect(line).toContain('bind (--bind)');
+    expect(line).not.toContain('MNIST_DDP_WORKERS');
+  });
+
   it('MNIST_DDP_PORT=abc serve: CONFIG_INVALID naming the environment variable, exit 2', async () => {
     const r = await runCli(['serve', '--checkpoint', '/nonexistent'], { env: { MNIST_DDP_PORT: 'abc' }, timeoutMs: 30_000 });
     expect(r.code).toBe(2);
