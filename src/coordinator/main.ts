@@ -22,7 +22,7 @@ export async function runCoordinator(config: CoordinatorConfig, io: Io): Promise
   const registry = new Registry();
   const metrics = createCoordinatorMetrics(registry);
   // Own thread: checkpoint writes (fsync) and evaluation merges block this event loop for up to ~200 ms.
-  const metricsServer = await startThreadedMetricsServer({ registry, host: config.metricsHost, port: config.coordinatorMetricsPort, log });
+  const metricsServer = await startThreadedMetricsServer({ registry, host: config.metricsHost, port: config.coordinatorMetricsPort, portKey: 'coordinatorMetricsPort', log });
   const selfHost = config.metricsHost === '0.0.0.0' ? '127.0.0.1' : config.metricsHost;
   const publishTargets = async (active: readonly WorkerRecord[]): Promise<void> => {
     if (!config.targetsFile) return;

@@ -12,7 +12,6 @@ export {
   startThreadedMetricsServer,
   type MetricsServer,
   type MetricsServerOptions,
-  type PublishingMetricsServer,
 } from './metrics/threaded-server.js';
 export { instanceIndexFromEnv, metricsPortFor } from './metrics/instance.js';
 export { registerProcessMetrics } from './metrics/process.js';

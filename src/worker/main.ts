@@ -120,11 +120,12 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
           try {
             const report = await core.runStep(m);
             appliedStep = m.step;
+            await client.send({ type: 'step-done', generation: m.generation, ...report, step: m.step, ...(m.digest ? { digest: replica.digest() } : {}) });
+            // After the report: the coordinator (and the next step's order) need not wait for the serialisation.
             if (metrics) {
               recordStep(metrics, report, m, plan.train.length, replica.layout.bufferLength * 4, core.worldSize);
               metricsServer?.publish();
             }
-            await client.send({ type: 'step-done', generation: m.generation, ...report, step: m.step, ...(m.digest ? { digest: replica.digest() } : {}) });
           } catch (err) {
             const e = err as Error & { code?: string; details?: { missingRank?: number } };
             failedGeneration = m.generation;

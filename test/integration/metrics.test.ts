@@ -153,6 +153,10 @@ describe('metrics server (real HTTP)', () => {
     const err = await startThreadedMetricsServer({ registry: new Registry(), host: '127.0.0.1', port: server.port }).catch((e: unknown) => e);
     expect(isMnistDdpError(err, 'CONFIG_INVALID')).toBe(true);
     expect(String((err as Error).message)).toContain(String(server.port));
+    expect(String((err as Error).message)).toContain('MNIST_DDP_METRICS_PORT');
+    // The coordinator's port comes from another key; the message names the variable that sets it.
+    const coordinatorErr = await startThreadedMetricsServer({ registry: new Registry(), host: '127.0.0.1', port: server.port, portKey: 'coordinatorMetricsPort' }).catch((e: unknown) => e);
+    expect(String((coordinatorErr as Error).message)).toContain('MNIST_DDP_COORDINATOR_METRICS_PORT');
   });
 
   it('close() resolves even with a kept-alive client connection', async () => {

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createWorkerMetrics, startThreadedMetricsServer, type PublishingMetricsServer } from '../../src/shared/metrics.js';
+import { createWorkerMetrics, startThreadedMetricsServer, type MetricsServer } from '../../src/shared/metrics.js';
 import { httpGet } from '../helpers/http.js';
 import { until } from '../helpers/poll.js';
 
@@ -10,7 +10,7 @@ import { until } from '../helpers/poll.js';
 // 404, 405, a port in use, scrape latency, promtool) is in test/integration/metrics.test.ts, against this server;
 // here is what is particular to its thread.
 
-const servers: PublishingMetricsServer[] = [];
+const servers: MetricsServer[] = [];
 afterEach(async () => {
   await Promise.all(servers.splice(0).map((s) => s.close()));
 });

@@ -1,5 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import type { Registry } from 'prom-client';
+import { envName } from '../config.js';
 import { MnistDdpError } from '../errors.js';
 import type { Logger } from '../log.js';
 
@@ -35,18 +36,17 @@ export interface MetricsServerOptions {
   host: string;
   /** 0 picks a free ephemeral port; read the bound one from the result. */
   port: number;
+  /** The config key the port came from, named when it cannot be bound (default metricsPort). */
+  portKey?: string;
   log?: Logger;
 }
 
 export interface MetricsServer {
   readonly port: number;
-  /** Stops the server thread, dropping keep-alive connections with it. */
-  close(): Promise<void>;
-}
-
-export interface PublishingMetricsServer extends MetricsServer {
   /** Serialises the registry for the server thread; cheap to call after every step (rate-limited). */
   publish(): void;
+  /** Stops the server thread, dropping keep-alive connections with it. */
+  close(): Promise<void>;
 }
 
 /**
@@ -54,7 +54,7 @@ export interface PublishingMetricsServer extends MetricsServer {
  * thread, 404 for any other path, 405 for other methods. Resolves once listening; rejects with CONFIG_INVALID if
  * the port cannot be bound.
  */
-export async function startThreadedMetricsServer(options: MetricsServerOptions & { minIntervalMs?: number }): Promise<PublishingMetricsServer> {
+export async function startThreadedMetricsServer(options: MetricsServerOptions & { minIntervalMs?: number }): Promise<MetricsServer> {
   const { registry, host, log } = options;
   const minIntervalMs = options.minIntervalMs ?? 250;
   const thread = new Worker(THREAD_SOURCE, { eval: true, workerData: { host, port: options.port } });
@@ -62,7 +62,8 @@ export async function startThreadedMetricsServer(options: MetricsServerOptions &
   const port = await new Promise<number>((resolve, reject) => {
     thread.once('message', (m: { type: string; port?: number; code?: string; message?: string }) => {
       if (m.type === 'listening') return resolve(m.port!);
-      reject(new MnistDdpError('CONFIG_INVALID', `metrics server cannot listen on ${host}:${options.port} (${m.code ?? m.message}); choose another port (MNIST_DDP_METRICS_PORT)`, { key: 'metricsPort', host, port: options.port }));
+      const key = options.portKey ?? 'metricsPort';
+      reject(new MnistDdpError('CONFIG_INVALID', `metrics server cannot listen on ${host}:${options.port} (${m.code ?? m.message}); choose another port (${envName(key)})`, { key, host, port: options.port }));
     });
     thread.once('error', reject);
   }).catch(async (err: unknown) => {
