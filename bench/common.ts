@@ -24,24 +24,8 @@ export function runJsonAsync<T>(cmd: string, args: string[], env: NodeJS.Process
   });
 }
 
-/**
- * The q-quantile (0 ≤ q ≤ 1) of `values` by linear interpolation between the two nearest order statistics
- * (Hyndman & Fan type 7, numpy's and R's default): position (n − 1)·q of the sorted values. q = 0.5 is the median
- * (the middle value, or the mean of the middle two); q = 1 is the maximum. NaN for no values. Every p50/p90/p99 the
- * bench scripts print comes from here.
- */
-export function quantile(values: readonly number[], q: number): number {
-  const s = [...values].sort((a, b) => a - b);
-  if (s.length === 0) return Number.NaN;
-  const pos = (s.length - 1) * Math.min(1, Math.max(0, q));
-  const lo = Math.floor(pos);
-  const hi = Math.min(s.length - 1, lo + 1);
-  return s[lo]! + (pos - lo) * (s[hi]! - s[lo]!);
-}
-
-export function median(values: readonly number[]): number {
-  return quantile(values, 0.5);
-}
+/** Every p50/p90/p99 the bench scripts print comes from here (the product's own order statistics). */
+export { median, quantile } from '../src/shared/stats.js';
 
 export function flag(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);

@@ -4,7 +4,8 @@ import { runTraining } from '../coordinator/driver.js';
 import { planDataset } from '../shared/dataset-plan.js';
 import { componentLogger } from '../shared/log.js';
 import type { StepReport } from '../worker/worker-core.js';
-import { median, type ThroughputResult } from './bench.js';
+import { median, roundTo } from '../shared/stats.js';
+import type { ThroughputResult } from './bench.js';
 import { startLocalWorkerGroup } from '../coordinator/start-group.js';
 import { prepareRun } from './train.js';
 
@@ -20,8 +21,6 @@ export interface DistributedBenchResult extends ThroughputResult {
   /** Median over steps of the slowest rank's compute: a step cannot end before it (the straggler). */
   computeMaxMsP50: number;
 }
-
-const round = (x: number, digits: number): number => Math.round(x * 10 ** digits) / 10 ** digits;
 
 /**
  * `mnist-ddp bench --workers N`: the training driver itself (pipelined step orders, one ring all-reduce per step)
@@ -56,7 +55,8 @@ export async function runDistributedBench(bench: BenchConfig): Promise<Distribut
   const windows: number[] = [];
   for (let w = 0; w < bench.windows; w++) {
     const slice = timed.slice(w * perWindow, (w + 1) * perWindow);
-    const startAt = (w * perWindow === 0 ? done[bench.warmup - 1]?.at : timed[w * perWindow - 1]?.at) ?? slice[0]!.at - slice[0]!.stepMs;
+    // A window starts when the step before its first one completed (the last warm-up step for the first window).
+    const startAt = done[bench.warmup + w * perWindow - 1]?.at ?? slice[0]!.at - slice[0]!.stepMs;
     windows.push((slice.reduce((n, s) => n + s.count, 0) * 1000) / (slice[slice.length - 1]!.at - startAt));
   }
   const reports = timed.flatMap((s) => s.reports);
@@ -66,14 +66,14 @@ export async function runDistributedBench(bench: BenchConfig): Promise<Distribut
     batchSize: config.batchSize,
     workers: group.worldSize,
     steps: timed.length,
-    samplesPerSec: round(median(windows), 1),
-    windows: windows.map((v) => round(v, 1)),
-    stepMsP50: round(median(timed.map((s) => s.stepMs)), 2),
-    computeMsP50: round(median(reports.map((r) => r.computeMs)), 2),
-    applyMsP50: round(median(reports.map((r) => r.applyMs)), 2),
-    allReduceMsP50: round(median(reports.map((r) => r.allReduceMs)), 2),
-    allReduceMinMsP50: round(median(timed.map((s) => Math.min(...s.reports.map((x) => x.allReduceMs)))), 2),
-    computeMaxMsP50: round(median(timed.map((s) => Math.max(...s.reports.map((x) => x.computeMs)))), 2),
+    samplesPerSec: roundTo(median(windows), 1),
+    windows: windows.map((v) => roundTo(v, 1)),
+    stepMsP50: roundTo(median(timed.map((s) => s.stepMs)), 2),
+    computeMsP50: roundTo(median(reports.map((r) => r.computeMs)), 2),
+    applyMsP50: roundTo(median(reports.map((r) => r.applyMs)), 2),
+    allReduceMsP50: roundTo(median(reports.map((r) => r.allReduceMs)), 2),
+    allReduceMinMsP50: roundTo(median(timed.map((s) => Math.min(...s.reports.map((x) => x.allReduceMs)))), 2),
+    computeMaxMsP50: roundTo(median(timed.map((s) => Math.max(...s.reports.map((x) => x.computeMs)))), 2),
   };
 }
 

@@ -4,6 +4,7 @@ import type { BenchConfig } from '../shared/config.js';
 import { componentLogger } from '../shared/log.js';
 import { gatherBatch, loadMnist } from '../shared/mnist.js';
 import { Rng } from '../shared/rng.js';
+import { median, roundTo } from '../shared/stats.js';
 import { LocalReducer } from '../worker/allreduce.js';
 import { Replica } from '../worker/replica.js';
 import { TrainStep } from '../worker/step.js';
@@ -29,12 +30,6 @@ export interface ThroughputResult {
 export interface BenchResult extends ThroughputResult {
   /** tf.memory().numTensors after the timed steps minus before: a leak per step shows here. */
   numTensorsDrift: number;
-}
-
-export function median(values: number[]): number {
-  const s = [...values].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 
 /**
@@ -81,11 +76,11 @@ export async function runTrainingBench(config: BenchConfig): Promise<BenchResult
     batchSize: config.batchSize,
     workers: 1,
     steps: perWindow * config.windows,
-    samplesPerSec: Math.round(median(windows) * 10) / 10,
-    windows: windows.map((v) => Math.round(v * 10) / 10),
-    stepMsP50: Math.round(median(stepMs) * 100) / 100,
-    computeMsP50: Math.round(median(computeMs) * 100) / 100,
-    applyMsP50: Math.round(median(applyMs) * 100) / 100,
+    samplesPerSec: roundTo(median(windows), 1),
+    windows: windows.map((v) => roundTo(v, 1)),
+    stepMsP50: roundTo(median(stepMs), 2),
+    computeMsP50: roundTo(median(computeMs), 2),
+    applyMsP50: roundTo(median(applyMs), 2),
     numTensorsDrift: tf.memory().numTensors - tensorsBefore,
   };
 }

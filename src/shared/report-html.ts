@@ -2,6 +2,7 @@
  * Renders a training run as one self-contained HTML page: inline SVG charts and CSS, images as data URIs, no
  * scripts and no external resources, so the file can be mailed or archived and opens offline.
  */
+import { median } from './stats.js';
 
 /** Misclassified test digits a report shows; training keeps exactly this many in eval.json. */
 export const DEFAULT_MISCLASSIFIED = 24;
@@ -221,9 +222,9 @@ export function renderReportHtml(data: ReportData): string {
   if (lastEpoch?.valAccuracy != null) cards.push(`<div class="card">final validation accuracy<b>${pct(lastEpoch.valAccuracy)}</b></div>`);
   if (steps.length > 0) {
     const wall = Math.max(...steps.map((s) => s.time), ...epochs.map((e) => e.time)) - Math.min(...steps.map((s) => s.time));
-    const rates = steps.map((s) => s.samplesPerSec).filter(Number.isFinite).sort((a, b) => a - b);
+    const rates = steps.map((s) => s.samplesPerSec).filter(Number.isFinite);
     cards.push(`<div class="card">steps<b>${steps.length}</b></div>`);
-    if (rates.length > 0) cards.push(`<div class="card">median samples/s<b>${fmt(rates[Math.floor(rates.length / 2)]!)}</b></div>`);
+    if (rates.length > 0) cards.push(`<div class="card">median samples/s<b>${fmt(median(rates))}</b></div>`);
     if (wall > 0) cards.push(`<div class="card">wall time<b>${(wall / 1000).toFixed(1)} s</b></div>`);
   }
   // Validation points sit at the last step of their epoch, so both losses share the step axis.
