@@ -38,8 +38,8 @@ type ChildToParent =
 type ParentToHub = { kind: 'ranks'; stars: string[] };
 type HubToParent = { kind: 'endpoint'; endpoint: string };
 
-/** A silent peer of the star (it crashed) ends the hub or a rank with an error instead of a wait forever. */
-const STAR_TIMEOUT_MS = 30_000;
+/** A silent peer (it crashed) ends the hub or a rank with an error instead of a wait forever. */
+const PEER_TIMEOUT_MS = 30_000;
 
 /** One star frame: a rank's whole buffer to the hub, or the hub's sum back to every rank. */
 interface StarFrame {
@@ -65,13 +65,13 @@ async function receiveStar(socket: zmq.Pull): Promise<StarFrame> {
  * same bits), then the sum to each rank. Exits after the last iteration.
  */
 async function hub(): Promise<void> {
-  const pull = new zmq.Pull({ linger: 0, receiveTimeout: STAR_TIMEOUT_MS });
+  const pull = new zmq.Pull({ linger: 0, receiveTimeout: PEER_TIMEOUT_MS });
   await pull.bind('tcp://127.0.0.1:*');
   const ranksMessage = new Promise<ParentToHub>((resolve) => process.once('message', (m) => resolve(m as ParentToHub)));
   process.send?.({ kind: 'endpoint', endpoint: pull.lastEndpoint ?? '' } satisfies HubToParent);
   const { stars } = await ranksMessage;
   const pushes = stars.map((endpoint) => {
-    const push = new zmq.Push({ linger: 2000, sendTimeout: STAR_TIMEOUT_MS });
+    const push = new zmq.Push({ linger: 2000, sendTimeout: PEER_TIMEOUT_MS });
     push.connect(endpoint);
     return push;
   });
@@ -110,9 +110,9 @@ function positiveFlag(name: string): number | undefined {
 async function child(rank: number, chunkBytes: number | undefined): Promise<void> {
   const send = (m: ChildToParent): void => void process.send?.(m);
   const inbox = await openRingInbox('tcp://127.0.0.1:*');
-  const rawPull = new zmq.Pull({ linger: 0 });
+  const rawPull = new zmq.Pull({ linger: 0, receiveTimeout: PEER_TIMEOUT_MS });
   await rawPull.bind('tcp://127.0.0.1:*');
-  const starPull = new zmq.Pull({ linger: 0, receiveTimeout: STAR_TIMEOUT_MS });
+  const starPull = new zmq.Pull({ linger: 0, receiveTimeout: PEER_TIMEOUT_MS });
   await starPull.bind('tcp://127.0.0.1:*');
   const peersMessage = new Promise<ParentToChild>((resolve) => process.once('message', (m) => resolve(m as ParentToChild)));
   send({ kind: 'endpoints', rank, ring: inbox.endpoint, raw: rawPull.lastEndpoint ?? '', star: starPull.lastEndpoint ?? '' });
@@ -141,7 +141,7 @@ async function child(rank: number, chunkBytes: number | undefined): Promise<void
   }
 
   // The star comparison: same sizes, iterations and barrier; the whole buffer to the hub and its sum back.
-  const starPush = new zmq.Push({ linger: 2000, sendTimeout: STAR_TIMEOUT_MS });
+  const starPush = new zmq.Push({ linger: 2000, sendTimeout: PEER_TIMEOUT_MS });
   starPush.connect(hubEndpoint);
   const starTimings: Record<string, number[]> = {};
   for (const size of SIZES) {
@@ -163,7 +163,7 @@ async function child(rank: number, chunkBytes: number | undefined): Promise<void
 
   // Raw ZeroMQ: one 8 MiB message each way between the same two processes, fresh buffers (no forwarding).
   // Linger so the last reply is not dropped when this side closes right after sending it.
-  const rawPush = new zmq.Push({ linger: 2000 });
+  const rawPush = new zmq.Push({ linger: 2000, sendTimeout: PEER_TIMEOUT_MS });
   rawPush.connect(rawPeers[1 - rank] ?? '');
   const payload = Buffer.alloc(RAW_BYTES, rank);
   const rawRoundTripMs: number[] = [];
@@ -235,7 +235,11 @@ async function parent(): Promise<void> {
   for (const e of endpoints) if (e.kind === 'endpoints') [ring[e.rank], raw[e.rank], star[e.rank]] = [e.ring, e.raw, e.star];
   hubProcess.send({ kind: 'ranks', stars: star } satisfies ParentToHub);
   const { endpoint: hubAt } = await hubEndpoint;
-  const results = children.map((c) => new Promise<ChildToParent>((resolve) => c.once('message', (m) => resolve(m as ChildToParent))));
+  // A rank that dies before reporting fails the bench (instead of leaving nothing to wait on).
+  const results = children.map((c, rank) => new Promise<ChildToParent>((resolve, reject) => {
+    c.once('message', (m) => resolve(m as ChildToParent));
+    c.once('exit', (code) => reject(new Error(`rank ${rank} exited with ${code} before reporting`)));
+  }));
   for (const c of children) c.send({ kind: 'peers', peers: ring, rawPeers: raw, hub: hubAt } satisfies ParentToChild);
   const [r0, r1] = await Promise.all(results);
   await Promise.all(exited);

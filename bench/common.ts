@@ -4,19 +4,26 @@ import { fileURLToPath } from 'node:url';
 /** Shared by the bench/ scripts: run a command that prints one JSON line as its last stdout line. */
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
+/** No bench contender runs this long; one that hangs (a crashed peer) is killed and fails the bench. */
+const CONTENDER_TIMEOUT_MS = 20 * 60_000;
+
+function lastJsonLine<T>(stdout: string): T {
+  return JSON.parse(stdout.trim().split('\n').pop() ?? '') as T;
+}
+
 export function runJson<T>(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): T {
-  const out = execFileSync(cmd, args, { cwd: ROOT, encoding: 'utf8', env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'ignore'] });
-  const last = out.trim().split('\n').pop() ?? '';
-  return JSON.parse(last) as T;
+  return lastJsonLine<T>(execFileSync(cmd, args, {
+    cwd: ROOT, encoding: 'utf8', env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'ignore'], timeout: CONTENDER_TIMEOUT_MS,
+  }));
 }
 
 /** runJson without blocking: several commands can run at the same time. */
 export function runJsonAsync<T>(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<T> {
   return new Promise((resolve, reject) => {
-    execFile(cmd, args, { cwd: ROOT, encoding: 'utf8', env: { ...process.env, ...env }, maxBuffer: 64 << 20 }, (err, stdout) => {
+    execFile(cmd, args, { cwd: ROOT, encoding: 'utf8', env: { ...process.env, ...env }, maxBuffer: 64 << 20, timeout: CONTENDER_TIMEOUT_MS }, (err, stdout) => {
       if (err) return reject(err);
       try {
-        resolve(JSON.parse(stdout.trim().split('\n').pop() ?? '') as T);
+        resolve(lastJsonLine<T>(stdout));
       } catch (parseErr) {
         reject(parseErr as Error);
       }
