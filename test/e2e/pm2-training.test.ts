@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { expectEverySampleOnce } from '../helpers/exactly-once.js';
 import { readSteps, type StepRecord } from '../helpers/history.js';
-import { freePort } from '../helpers/net.js';
+import { freePort, freePortRange } from '../helpers/net.js';
 import { runPm2, stopPm2 } from '../helpers/pm2.js';
 import { until } from '../helpers/poll.js';
 
@@ -26,7 +26,8 @@ afterAll(() => stopPm2({ cwd: REPO, env }));
 
 describe('pm2 ecosystem with elastic scaling', () => {
   it('scales 2 → 3 → 2 during a run and keeps exactly-once sample accounting', async () => {
-    const [control, metrics, workerMetrics] = await Promise.all([freePort(), freePort(), freePort()]);
+    // Worker i serves /metrics on base + i, and the run scales to 3 workers: the base needs 3 free ports in a row.
+    const [control, metrics, workerMetrics] = await Promise.all([freePort(), freePort(), freePortRange(3)]);
     env = {
       ...process.env,
       PM2_HOME: join(dir, 'pm2'),
