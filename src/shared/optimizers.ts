@@ -24,7 +24,7 @@ export interface FlatOptimizer {
   load(state: OptimizerState): void;
 }
 
-export class SgdMomentum implements FlatOptimizer {
+class SgdMomentum implements FlatOptimizer {
   readonly name = 'sgd' as const;
   private velocity: Float32Array;
   private steps = 0;

@@ -36,4 +36,4 @@ export class LocalReducer implements AllReducer {
 }
 
 export { RingAllReducer, openRingInbox } from './ring-allreduce.js';
-export type { RingConfig, RingInbox, RejectReason } from './ring-allreduce.js';
+export type { RingConfig, RingInbox } from './ring-allreduce.js';

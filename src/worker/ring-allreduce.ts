@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { decodeParts, encode, encodeWithPayload } from '../shared/codec.js';
 import { MnistDdpError, type ErrorCode } from '../shared/errors.js';
 import { componentLogger, type Logger } from '../shared/log.js';
+import type { RejectReason } from '../shared/metrics.js';
 import { SerialSender } from '../shared/serial-sender.js';
 import { PROTOCOL_VERSION, isRingChunk, isRingHello, messageProblem, type RingChunk, type RingHello, type RingPhase } from '../shared/protocol.js';
 import type { AllReduceOptions, AllReducer } from './allreduce.js';
@@ -49,7 +50,6 @@ const ringConfigSchema = z
 
 export type RingConfig = z.input<typeof ringConfigSchema>;
 
-export type RejectReason = 'malformed' | 'stale' | 'duplicate' | 'unexpected';
 const REJECT_CODES: { readonly [R in RejectReason]: ErrorCode } = {
   malformed: 'FRAME_MALFORMED',
   stale: 'FRAME_STALE',

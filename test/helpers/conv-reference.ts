@@ -62,6 +62,3 @@ export function relError(a: ArrayLike<number>, b: ArrayLike<number>): number {
   }
   return num / den;
 }
-
-/** The kernel tests' inputs: test/helpers/random.ts's generator in [-1, 1) (once a copy here that divided by 2³² − 1). */
-export { randomFloats as seededValues } from './random.js';

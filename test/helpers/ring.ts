@@ -6,7 +6,7 @@ import { openRingInbox, RingAllReducer, type RingConfig, type RingInbox } from '
 export type Transport = 'tcp' | 'ipc';
 
 /** A bind address no other test uses: an OS-chosen tcp port, or a fresh ipc path under os.tmpdir(). */
-export function uniqueBindAddress(transport: Transport): string {
+function uniqueBindAddress(transport: Transport): string {
   return transport === 'tcp' ? 'tcp://127.0.0.1:*' : `ipc://${join(tmpdir(), `mnist-ddp-ring-${process.pid}-${randomBytes(6).toString('hex')}`)}`;
 }
 
@@ -33,6 +33,3 @@ export async function connectRing(
   registry.push(...reducers);
   return reducers;
 }
-
-/** Kept for test/unit/ring-sum-arena.test.ts, which imports it from here; the generator is test/helpers/random.ts. */
-export { randomFloats } from './random.js';

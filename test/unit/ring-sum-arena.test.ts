@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { SumArena } from '../../src/worker/sum-into.js';
-import { randomFloats } from '../helpers/ring.js';
+import { randomFloats } from '../helpers/random.js';
 
 function bits(a: Float32Array): Uint32Array {
   return new Uint32Array(a.buffer, a.byteOffset, a.length);

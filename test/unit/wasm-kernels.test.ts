@@ -1,7 +1,8 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/shared/backend.js';
-import { convForward, convGradFilter, convGradInput, outDims, relError, seededValues, type RefConv } from '../helpers/conv-reference.js';
+import { convForward, convGradFilter, convGradInput, outDims, relError, type RefConv } from '../helpers/conv-reference.js';
+import { randomFloats } from '../helpers/random.js';
 
 // Issue #2: training kernels for the wasm backend must match the cpu backend within 1e-4 relative error and pass a
 // finite-difference check, for every conv2d attribute tfjs-layers uses.
@@ -44,9 +45,9 @@ describe('wasm training kernels', () => {
 
   describe.each(GRID.map((c) => [label(c), c] as const))('%s', (_name, c) => {
     const { oh, ow } = outDims(c);
-    const x = seededValues(c.b * c.h * c.w * c.cin, 1);
-    const w = seededValues(c.kh * c.kw * c.cin * c.cout, 2);
-    const dy = seededValues(c.b * oh * ow * c.cout, 3);
+    const x = randomFloats(c.b * c.h * c.w * c.cin, 1);
+    const w = randomFloats(c.kh * c.kw * c.cin * c.cout, 2);
+    const dy = randomFloats(c.b * oh * ow * c.cout, 3);
     const xShape = [c.b, c.h, c.w, c.cin];
     const wShape = [c.kh, c.kw, c.cin, c.cout];
     const dyShape = [c.b, oh, ow, c.cout];
@@ -86,9 +87,9 @@ describe('wasm training kernels', () => {
     { name: 'dilated, valid, 3x3 on 9x8x2', c: { b: 2, h: 9, w: 8, cin: 2, cout: 3, kh: 3, kw: 3, sh: 1, sw: 1, dh: 2, dw: 2, pad: 'valid' } as RefConv },
   ])('passes a finite-difference check ($name)', async ({ c }) => {
     const { oh, ow } = outDims(c);
-    const x = seededValues(c.b * c.h * c.w * c.cin, 11);
-    const w = seededValues(c.kh * c.kw * c.cin * c.cout, 12);
-    const r = seededValues(c.b * oh * ow * c.cout, 13);
+    const x = randomFloats(c.b * c.h * c.w * c.cin, 11);
+    const w = randomFloats(c.kh * c.kw * c.cin * c.cout, 12);
+    const r = randomFloats(c.b * oh * ow * c.cout, 13);
     const loss = (xv: ArrayLike<number>, wv: ArrayLike<number>) => convForward(c, xv, wv).reduce((s, v, i) => s + v * r[i]!, 0);
     const common = { strides: [c.sh, c.sw], pad: c.pad, dataFormat: 'NHWC', dilations: [c.dh, c.dw] };
     const gw = await on('wasm', () => runKernel('Conv2DBackpropFilter', { x, dy: r }, { x: [c.b, c.h, c.w, c.cin], dy: [c.b, oh, ow, c.cout] }, { ...common, filterShape: [c.kh, c.kw, c.cin, c.cout] }));
@@ -112,7 +113,7 @@ describe('wasm training kernels', () => {
     { filterSize: [2, 2], strides: [2, 2], pad: 'valid', shape: [2, 11, 11, 64] },
   ])('MaxPoolGrad matches cpu (window $filterSize, strides $strides, $pad, input $shape)', async ({ filterSize, strides, pad, shape }) => {
     // ReLU-like inputs: many exact ties at zero, where the first-maximum rule matters.
-    const x = seededValues(shape.reduce((a, b) => a * b), 21).map((v) => Math.max(0, v));
+    const x = randomFloats(shape.reduce((a, b) => a * b), 21).map((v) => Math.max(0, v));
     const run = () => tf.tidy(() => {
       const xt = tf.tensor4d(x, shape as [number, number, number, number]);
       return tf.grad((t: tf.Tensor) => tf.sum(tf.mul(tf.maxPool(t as tf.Tensor4D, filterSize as [number, number], strides as [number, number], pad as 'same'), tf.range(1, 1 + tf.maxPool(xt, filterSize as [number, number], strides as [number, number], pad as 'same').size).reshape(tf.maxPool(xt, filterSize as [number, number], strides as [number, number], pad as 'same').shape))))(xt).dataSync();
@@ -123,9 +124,9 @@ describe('wasm training kernels', () => {
   });
 
   it('bias adds, bias gradients (Sum over all but the last axis), ReLU gradients, transposed dense GEMMs and Tile match cpu', async () => {
-    const x = seededValues(4 * 26 * 26 * 32, 31);
-    const a = seededValues(64 * 1600, 32);
-    const b = seededValues(64 * 10, 33);
+    const x = randomFloats(4 * 26 * 26 * 32, 31);
+    const a = randomFloats(64 * 1600, 32);
+    const b = randomFloats(64 * 10, 33);
     const run = () => tf.tidy(() => {
       const xt = tf.tensor4d(x, [4, 26, 26, 32]);
       const sum = tf.sum(xt, [0, 1, 2]).dataSync();
@@ -156,7 +157,7 @@ describe('wasm training kernels', () => {
 
   it('Identity shares memory: a clone outlives its source, and the memory is freed with the last owner', async () => {
     await tf.setBackend('wasm');
-    const values = seededValues(64 * 26 * 26, 41);
+    const values = randomFloats(64 * 26 * 26, 41);
     const before = tf.memory();
     const source = tf.tensor2d(values, [64, 26 * 26]);
     const clone = tf.clone(source);

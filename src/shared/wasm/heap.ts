@@ -5,7 +5,7 @@ import type { TensorInfo } from '@tensorflow/tfjs';
  * kernel authors, so we name exactly what we touch and check the backend's shape on every kernel call
  * (`assertWasmBackend`).
  */
-export interface WasmModule {
+interface WasmModule {
   HEAPF32: Float32Array;
   HEAP32: Int32Array;
   cwrap(name: string, returnType: null | 'number', argTypes: Array<'number' | 'array'>): (...args: unknown[]) => unknown;
