@@ -29,12 +29,13 @@ describe('ring topology', () => {
     expect(flags.size).toBe(2 * layout.totalChunks);
     expect(Math.min(...flags)).toBe(0);
     expect(Math.max(...flags)).toBe(2 * layout.totalChunks - 1);
-    for (let rank = 0; rank < 3; rank++) {
-      let expected = 0;
-      for (const phase of ['reduce-scatter', 'all-gather'] as const) {
-        for (let t = 0; t < 2; t++) expected += layout.chunksInSegment[segmentReceivedAt(phase, rank, t, 3)]!;
+    // A rank receives every segment but its own in reduce-scatter and every segment but (rank + 1) % N in
+    // all-gather: closed form, on segments of different chunk counts (10 floats in chunks of 3: 2, 1 and 1 chunks).
+    for (const l of [layout, ringLayout(10, 3, 3)]) {
+      for (let rank = 0; rank < 3; rank++) {
+        const chunks = l.chunksInSegment;
+        expect(framesPerAllReduce(l, rank), `rank ${rank}`).toBe(2 * l.totalChunks - chunks[rank]! - chunks[(rank + 1) % 3]!);
       }
-      expect(framesPerAllReduce(layout, rank)).toBe(expected);
     }
   });
 });
