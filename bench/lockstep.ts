@@ -129,7 +129,7 @@ async function parent(): Promise<void> {
     rows.push(row);
     if (!json) {
       console.log(`round ${r + 1}: solo ${row.solo.toFixed(0)}, free pair ${row.free.toFixed(0)} (${(row.free / row.solo).toFixed(2)}×), lockstep pair ${row.lockstep.toFixed(0)} ` +
-        `(${(row.lockstep / row.solo).toFixed(2)}×, slower rank costs ${row.straggleMs.toFixed(1)} ms/step); mnist-ddp 1w ${row.ours1}, 2w ${row.ours2} (${(row.ours2 / row.ours1).toFixed(2)}×; ` +
+        `(${(row.lockstep / row.solo).toFixed(2)}×, slower rank costs ${row.straggleMs.toFixed(1)} ms/step); mnist-ddp 1w ${row.ours1.toFixed(0)}, 2w ${row.ours2.toFixed(0)} (${(row.ours2 / row.ours1).toFixed(2)}×; ` +
         `2w / lockstep pair ${(row.ours2 / row.lockstep).toFixed(2)}) samples/s`);
     }
   }
