@@ -8,7 +8,7 @@ import { isMnistDdpError } from '../shared/errors.js';
 import { componentLogger } from '../shared/log.js';
 import { createWorkerMetrics, instanceIndexFromEnv, metricsPortFor, startThreadedMetricsServer, type WorkerMetrics } from '../shared/metrics.js';
 import { describeLayout } from '../shared/param-layout.js';
-import { LocalReducer, openRingInbox, RingAllReducer, type AllReducer } from './allreduce.js';
+import { LocalReducer, RingThread, type AllReducer } from './allreduce.js';
 import { ControlClient } from './control-client.js';
 import { optimizerConfigOf } from '../shared/optimizers.js';
 import { Replica } from './replica.js';
@@ -55,8 +55,8 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
   process.on('SIGTERM', onSignal);
   let heartbeat: NodeJS.Timeout | undefined;
   let reducer: AllReducer = new LocalReducer();
-  // Opened on open-inbox, handed to the ring on `ring`; closed here if the run ends in between.
-  let inbox: Awaited<ReturnType<typeof openRingInbox>> | undefined;
+  // The data plane's thread, started at the first open-inbox; it holds the inbox until a `ring` order takes it.
+  let ringThread: RingThread | undefined;
   try {
     await client.send({ type: 'hello', protocolVersion: PROTOCOL_VERSION, host: advertiseHost, pid: process.pid, instance, metricsPort: metricsServer?.port ?? 0 });
     const welcome = await client.next(cfg.coordinatorTimeoutMs);
@@ -81,23 +81,24 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
           break;
         case 'reject':
           return fail(log, m);
-        case 'open-inbox':
-          inbox?.socket.close();
-          inbox = await openRingInbox(`tcp://${cfg.bindHost}:*`);
-          await client.send({ type: 'inbox', generation: m.generation, endpoint: advertised(inbox.endpoint, advertiseHost) });
+        case 'open-inbox': {
+          ringThread ??= await RingThread.start();
+          const endpoint = await ringThread.openInbox(`tcp://${cfg.bindHost}:*`);
+          await client.send({ type: 'inbox', generation: m.generation, endpoint: advertised(endpoint, advertiseHost) });
           break;
+        }
         case 'ring': {
           const previous = reducer;
           if (m.worldSize === 1) {
-            inbox?.socket.close();
+            await ringThread?.discardInbox();
             reducer = new LocalReducer();
           } else {
-            reducer = await RingAllReducer.connect(
+            ringThread ??= await RingThread.start();
+            reducer = await ringThread.connect(
               { rank: m.rank, worldSize: m.worldSize, generation: m.generation, peers: m.peers, timeoutMs: cfg.ringTimeoutMs },
-              { inbox, logger: log, onRejectedFrame: (err) => metrics?.rejectFrame(rejectReasonOf(err.code)) },
+              { logBindings: { instance, worker: workerId }, onRejectedFrame: (err) => metrics?.rejectFrame(rejectReasonOf(err.code)) },
             );
           }
-          inbox = undefined;
           await previous.close();
           core.setReducer(reducer);
           generation = m.generation;
@@ -165,8 +166,8 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
     if (heartbeat) clearInterval(heartbeat);
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
-    inbox?.socket.close();
     await reducer.close().catch(() => undefined);
+    await ringThread?.terminate();
     client.close();
     await metricsServer?.close();
   }

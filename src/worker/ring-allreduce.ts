@@ -251,6 +251,10 @@ export class RingAllReducer implements AllReducer {
     });
   }
 
+  allocate(length: number): Float32Array {
+    return new Float32Array(length);
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;

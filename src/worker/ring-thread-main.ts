@@ -1,0 +1,99 @@
+import type { MessagePort } from 'node:worker_threads';
+import { isMnistDdpError } from '../shared/errors.js';
+import { componentLogger } from '../shared/log.js';
+import { openRingInbox, RingAllReducer, type RingInbox } from './ring-allreduce.js';
+import type { FromRingThread, RingThreadRequest, RingThreadResults, ThreadError, ToRingThread } from './ring-thread-messages.js';
+
+/**
+ * The ring thread's side (see ring-thread.ts for why the ring runs here): it owns the inbox and the
+ * RingAllReducers, and all-reduces buffers that live in SharedArrayBuffers the main thread registered, in place.
+ * Requests are handled as they arrive, so a close can overtake a pending all-reduce (which then fails, as in-thread).
+ */
+export function serveRingThread(port: MessagePort): void {
+  let inbox: RingInbox | undefined;
+  const rings = new Map<number, RingAllReducer>();
+  const memories = new Map<number, SharedArrayBuffer>();
+  /** The last view made of each buffer: one Float32Array per (buffer, length), not one per step. */
+  const views = new Map<number, Float32Array>();
+  const post = (message: FromRingThread): void => port.postMessage(message);
+
+  const ringOf = (ringId: number): RingAllReducer => {
+    const ring = rings.get(ringId);
+    if (!ring) throw new Error(`ring thread: no ring ${ringId} (closed, or never connected)`);
+    return ring;
+  };
+
+  const viewOf = (bufferId: number, length: number): Float32Array => {
+    const cached = views.get(bufferId);
+    if (cached?.length === length) return cached;
+    const memory = memories.get(bufferId);
+    if (!memory || memory.byteLength < length * 4) throw new Error(`ring thread: buffer ${bufferId} is not registered or shorter than ${length} floats`);
+    const view = new Float32Array(memory, 0, length);
+    views.set(bufferId, view);
+    return view;
+  };
+
+  async function handle(m: RingThreadRequest): Promise<RingThreadResults[RingThreadRequest['kind']]> {
+    switch (m.kind) {
+      case 'open-inbox':
+        inbox?.socket.close();
+        inbox = undefined;
+        inbox = await openRingInbox(m.bindAddress);
+        return { endpoint: inbox.endpoint };
+      case 'discard-inbox':
+        inbox?.socket.close();
+        inbox = undefined;
+        return null;
+      case 'connect': {
+        const taken = inbox;
+        inbox = undefined;
+        const ring = await RingAllReducer.connect(m.config, {
+          ...(taken && { inbox: taken }),
+          logger: componentLogger('ring', { ...m.logBindings, rank: m.config.rank, generation: m.config.generation }),
+          onRejectedFrame: (err) => post({ kind: 'rejected-frame', ringId: m.ringId, error: err.toJSON() }),
+        });
+        rings.set(m.ringId, ring);
+        return { endpoint: ring.endpoint };
+      }
+      case 'all-reduce':
+        await ringOf(m.ringId).allReduce(viewOf(m.bufferId, m.length), m.step, m.timeoutMs !== undefined ? { timeoutMs: m.timeoutMs } : {});
+        return null;
+      case 'close-ring': {
+        const ring = rings.get(m.ringId);
+        rings.delete(m.ringId);
+        await ring?.close();
+        return null;
+      }
+      case 'shutdown': {
+        // Every socket closed before the thread ends: terminating a thread with open ZeroMQ sockets aborts the process.
+        const closing = [...rings.values()].map((r) => r.close());
+        rings.clear();
+        inbox?.socket.close();
+        inbox = undefined;
+        await Promise.all(closing);
+        return null;
+      }
+    }
+  }
+
+  port.on('message', (m: ToRingThread) => {
+    if (m.kind === 'register-buffer') {
+      memories.set(m.bufferId, m.memory);
+      views.delete(m.bufferId);
+      return;
+    }
+    handle(m).then(
+      (value) => {
+        post({ kind: 'reply', id: m.id, ok: true, value });
+        if (m.kind === 'shutdown') port.close();
+      },
+      (err: unknown) => post({ kind: 'reply', id: m.id, ok: false, error: threadError(err) }),
+    );
+  });
+  post({ kind: 'booted' });
+}
+
+function threadError(err: unknown): ThreadError {
+  if (isMnistDdpError(err)) return err.toJSON() as ThreadError;
+  return { message: err instanceof Error ? err.message : String(err) };
+}
