@@ -1,11 +1,16 @@
 /**
  * All-reduce benchmark: 2 ranks as 2 separate processes over tcp loopback.
- *   npx tsx bench/allreduce.ts [--json] [--chunk-kib 256] [--no-gloo]
- * Reports p50/p90 (bench/common.ts `quantile`) of the ring all-reduce at the cnn gradient size (34 826 floats,
- * 133 KiB) and 8 MiB, the raw ZeroMQ bandwidth between the same two processes (8 MiB ping-pong, and both ranks
- * sending each other 8 MiB at once in the ring's chunks without reducing: the floor of any ZeroMQ all-reduce of that
- * size), and PyTorch gloo
- * at the same sizes with the same warm-up and iteration counts (SIZES, passed to bench/gloo_allreduce.py).
+ *   npx tsx bench/allreduce.ts [--json] [--chunk-kib 256] [--no-gloo] [--bare]
+ * Needs a build (`npx tsc -p tsconfig.build.json`): the ring is measured as workers run it, on its own thread
+ * (ThreadedRing from dist/), in rank processes that hold what a worker's main thread holds (tfjs, its wasm backend
+ * and the cnn model; --bare leaves them out). Reports p50/p90 (bench/common.ts `quantile`) at the cnn gradient size
+ * (34 826 floats, 133 KiB) and 8 MiB, and in the same rounds:
+ * - the same ring on the main thread (RingAllReducer, as workers ran it before the ring thread), right after;
+ * - the raw ZeroMQ bandwidth between the same two processes, measured first, while they are still bare (8 MiB
+ *   ping-pong, and both ranks sending each other 8 MiB at once in the ring's chunks without reducing: the floor of any
+ *   ZeroMQ all-reduce of that size);
+ * - PyTorch gloo at the same sizes with the same warm-up and iteration counts (SIZES, passed to
+ *   bench/gloo_allreduce.py).
  *
  * A star layout runs as a measured comparison only (issue #4: never the default): a third process, the hub (the
  * coordinator's place in a star), receives every rank's whole buffer in the same msgpack frames the ring sends,
@@ -17,9 +22,13 @@
  * all-reduce of 2 floats), each rank times its own call, and an iteration counts as the slower rank's time.
  */
 import { fork, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import * as zmq from 'zeromq';
+import { initBackend } from '../src/shared/backend.js';
 import { decodeParts, encodeWithPayload } from '../src/shared/codec.js';
+import { buildModel } from '../src/shared/models.js';
+import type { AllReducer } from '../src/worker/allreduce.js';
 import { DEFAULT_CHUNK_BYTES, openRingInbox, RingAllReducer } from '../src/worker/ring-allreduce.js';
 import { SumArena } from '../src/worker/sum-into.js';
 import { flag, quantile } from './common.js';
@@ -31,10 +40,13 @@ const SIZES = [
 const RAW_BYTES = 8 * 1024 * 1024;
 const RAW_ROUND_TRIPS = 30;
 
-type ParentToChild = { kind: 'peers'; peers: string[]; rawPeers: string[]; hub: string };
+type ParentToChild = { kind: 'peers'; peers: string[]; threadedPeers: string[]; rawPeers: string[]; hub: string };
 type ChildToParent =
-  | { kind: 'endpoints'; rank: number; ring: string; raw: string; star: string }
-  | { kind: 'result'; rank: number; timings: Record<string, number[]>; starTimings: Record<string, number[]>; rawRoundTripMs: number[]; rawExchangeMs: number[] };
+  | { kind: 'endpoints'; rank: number; ring: string; threaded: string; raw: string; star: string }
+  | {
+    kind: 'result'; rank: number; timings: Record<string, number[]>; mainThreadTimings: Record<string, number[]>; starTimings: Record<string, number[]>;
+    rawRoundTripMs: number[]; rawExchangeMs: number[];
+  };
 type ParentToHub = { kind: 'ranks'; stars: string[] };
 type HubToParent = { kind: 'endpoint'; endpoint: string };
 
@@ -107,38 +119,69 @@ function positiveFlag(name: string): number | undefined {
   return value;
 }
 
-async function child(rank: number, chunkBytes: number | undefined): Promise<void> {
+/** The product's ring thread, from the build: what `mnist-ddp worker` runs (from source it would load tsx too). */
+async function loadRingThread(): Promise<typeof import('../src/worker/ring-thread.js')> {
+  const built = new URL('../dist/worker/ring-thread.js', import.meta.url);
+  if (!existsSync(built)) throw new Error('bench/allreduce.ts measures the built ring thread: run `npx tsc -p tsconfig.build.json` first');
+  return (await import(built.href)) as typeof import('../src/worker/ring-thread.js');
+}
+
+/** Times `reduce` as the ring is timed: barrier, then one all-reduce of `buf` filled with rank + 1, checked after. */
+async function timeOne(reducer: AllReducer, buf: Float32Array, barrier: Float32Array, steps: { next: number }, rank: number, label: string): Promise<number> {
+  buf.fill(rank + 1);
+  await reducer.allReduce(barrier, ++steps.next);
+  const t0 = performance.now();
+  await reducer.allReduce(buf, ++steps.next);
+  const ms = performance.now() - t0;
+  // Ranks contribute 1 and 2: every element must be 3 (first and last checked, outside the timing).
+  if (buf[0] !== 3 || buf[buf.length - 1] !== 3) throw new Error(`${label}: wrong sum ${buf[0]} … ${buf[buf.length - 1]}`);
+  return ms;
+}
+
+async function child(rank: number, chunkBytes: number | undefined, bare: boolean): Promise<void> {
   const send = (m: ChildToParent): void => void process.send?.(m);
+  const { RingThread } = await loadRingThread();
+  const thread = await RingThread.start();
+  const threadInbox = await thread.openInbox('tcp://127.0.0.1:*');
   const inbox = await openRingInbox('tcp://127.0.0.1:*');
   const rawPull = new zmq.Pull({ linger: 0, receiveTimeout: PEER_TIMEOUT_MS });
   await rawPull.bind('tcp://127.0.0.1:*');
   const starPull = new zmq.Pull({ linger: 0, receiveTimeout: PEER_TIMEOUT_MS });
   await starPull.bind('tcp://127.0.0.1:*');
   const peersMessage = new Promise<ParentToChild>((resolve) => process.once('message', (m) => resolve(m as ParentToChild)));
-  send({ kind: 'endpoints', rank, ring: inbox.endpoint, raw: rawPull.lastEndpoint ?? '', star: starPull.lastEndpoint ?? '' });
-  const { peers, rawPeers, hub: hubEndpoint } = await peersMessage;
+  send({ kind: 'endpoints', rank, ring: inbox.endpoint, threaded: threadInbox, raw: rawPull.lastEndpoint ?? '', star: starPull.lastEndpoint ?? '' });
+  const { peers, threadedPeers, rawPeers, hub: hubEndpoint } = await peersMessage;
 
-  const ring = await RingAllReducer.connect(
-    { rank, worldSize: 2, generation: 1, peers, timeoutMs: 30_000, ...(chunkBytes !== undefined && { chunkBytes }) },
-    { inbox },
-  );
-  const timings: Record<string, number[]> = {};
-  let step = 0;
-  for (const size of SIZES) {
-    const buf = new Float32Array(size.floats);
-    const barrier = new Float32Array(2);
-    const samples: number[] = [];
-    for (let i = 0; i < size.warmup + size.iterations; i++) {
-      buf.fill(rank + 1);
-      await ring.allReduce(barrier, ++step);
-      const t0 = performance.now();
-      await ring.allReduce(buf, ++step);
-      if (i >= size.warmup) samples.push(performance.now() - t0);
-      // Ranks contribute 1 and 2: every element must be 3 (first and last checked, outside the timing).
-      if (buf[0] !== 3 || buf[size.floats - 1] !== 3) throw new Error(`${size.name} iteration ${i}: wrong sum ${buf[0]} … ${buf[size.floats - 1]}`);
-    }
-    timings[size.name] = samples;
+  const config = { rank, worldSize: 2, generation: 1, timeoutMs: 30_000, ...(chunkBytes !== undefined && { chunkBytes }) };
+  const ring = await RingAllReducer.connect({ ...config, peers }, { inbox });
+  const threaded = await thread.connect({ ...config, peers: threadedPeers });
+  const steps = { next: 0 }; // the main-thread ring's steps, barriers included (they only increase)
+  const raw = await measureRaw(rank, rawPull, rawPeers, ring, steps, chunkBytes ?? DEFAULT_CHUNK_BYTES);
+
+  // A worker's main thread holds tfjs, its wasm backend and the model: the heap every full GC marks.
+  if (!bare) {
+    await initBackend('wasm');
+    buildModel('cnn', { seed: 1 });
   }
+
+  // The ring as workers run it (own thread), then on the main thread. Not interleaved: the main-thread ring's frames
+  // start full GCs of the main heap, and their marking threads would slow the ring thread's iterations too.
+  const timeRing = async (reducer: AllReducer, steps: { next: number }, label: string): Promise<Record<string, number[]>> => {
+    const out: Record<string, number[]> = {};
+    for (const size of SIZES) {
+      const buf = reducer.allocate(size.floats);
+      const barrier = reducer.allocate(2);
+      const samples: number[] = [];
+      for (let i = 0; i < size.warmup + size.iterations; i++) {
+        const ms = await timeOne(reducer, buf, barrier, steps, rank, `${size.name} iteration ${i} (${label})`);
+        if (i >= size.warmup) samples.push(ms);
+      }
+      out[size.name] = samples;
+    }
+    return out;
+  };
+  const timings = await timeRing(threaded, { next: 0 }, 'ring thread');
+  const mainThreadTimings = await timeRing(ring, steps, 'main thread');
 
   // The star comparison: same sizes, iterations and barrier; the whole buffer to the hub and its sum back.
   const starPush = new zmq.Push({ linger: 2000, sendTimeout: PEER_TIMEOUT_MS });
@@ -149,7 +192,8 @@ async function child(rank: number, chunkBytes: number | undefined): Promise<void
     const barrier = new Float32Array(2);
     const samples: number[] = [];
     for (let i = 0; i < size.warmup + size.iterations; i++) {
-      await ring.allReduce(barrier, ++step);
+      const step = ++steps.next;
+      await ring.allReduce(barrier, step);
       const t0 = performance.now();
       await starPush.send(encodeWithPayload({ type: 'star', step, rank, data: buf }));
       const sum = (await receiveStar(starPull)).data;
@@ -161,6 +205,17 @@ async function child(rank: number, chunkBytes: number | undefined): Promise<void
   starPush.close();
   starPull.close();
 
+  send({ kind: 'result', rank, timings, mainThreadTimings, starTimings, ...raw });
+  await ring.close();
+  await threaded.close();
+  await thread.terminate();
+}
+
+/**
+ * Raw ZeroMQ between the two ranks, measured first, while the process is bare: the best case a ZeroMQ all-reduce
+ * could approach. `ring` (2 floats) is only the barrier.
+ */
+async function measureRaw(rank: number, rawPull: zmq.Pull, rawPeers: string[], ring: RingAllReducer, steps: { next: number }, chunkSize: number): Promise<{ rawRoundTripMs: number[]; rawExchangeMs: number[] }> {
   // Raw ZeroMQ: one 8 MiB message each way between the same two processes, fresh buffers (no forwarding).
   // Linger so the last reply is not dropped when this side closes right after sending it.
   const rawPush = new zmq.Push({ linger: 2000, sendTimeout: PEER_TIMEOUT_MS });
@@ -180,12 +235,11 @@ async function child(rank: number, chunkBytes: number | undefined): Promise<void
   }
   // Raw ZeroMQ exchange: both ranks at once send the other the bytes a 2-rank ring moves for 8 MiB (8 MiB each way,
   // in the ring's chunk size) and receive as much, with no reduction: the floor of any ZeroMQ all-reduce here.
-  const chunkSize = chunkBytes ?? DEFAULT_CHUNK_BYTES;
   const chunks = Array.from({ length: Math.ceil(RAW_BYTES / chunkSize) }, (_, c) => payload.subarray(c * chunkSize, Math.min(RAW_BYTES, (c + 1) * chunkSize)));
   const rawExchangeMs: number[] = [];
   const barrier = new Float32Array(2);
   for (let i = 0; i < RAW_ROUND_TRIPS + 3; i++) {
-    await ring.allReduce(barrier, ++step);
+    await ring.allReduce(barrier, ++steps.next);
     const t0 = performance.now();
     const sending = (async () => {
       for (const c of chunks) await rawPush.send(c);
@@ -194,10 +248,9 @@ async function child(rank: number, chunkBytes: number | undefined): Promise<void
     await sending;
     if (i >= 3) rawExchangeMs.push(performance.now() - t0);
   }
-  send({ kind: 'result', rank, timings, starTimings, rawRoundTripMs, rawExchangeMs });
-  await ring.close();
   rawPush.close();
   rawPull.close();
+  return { rawRoundTripMs, rawExchangeMs };
 }
 
 /** p50 per size over iterations, each the slower of the two gloo ranks (the same statistic as the ring's). */
@@ -218,8 +271,9 @@ async function parent(): Promise<void> {
   const json = process.argv.includes('--json');
   const chunkKib = positiveFlag('chunk-kib');
   const self = fileURLToPath(import.meta.url);
+  const bare = process.argv.includes('--bare');
   const children = [0, 1].map((rank) =>
-    fork(self, ['--child', String(rank), ...(chunkKib !== undefined ? ['--chunk-bytes', String(chunkKib * 1024)] : [])], {
+    fork(self, ['--child', String(rank), ...(chunkKib !== undefined ? ['--chunk-bytes', String(chunkKib * 1024)] : []), ...(bare ? ['--bare'] : [])], {
       execArgv: ['--import', 'tsx'],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     }),
@@ -230,9 +284,10 @@ async function parent(): Promise<void> {
   const hubEndpoint = new Promise<HubToParent>((resolve) => hubProcess.once('message', (m) => resolve(m as HubToParent)));
   const endpoints = await Promise.all(children.map((c) => new Promise<ChildToParent>((resolve) => c.once('message', (m) => resolve(m as ChildToParent)))));
   const ring: string[] = [];
+  const threaded: string[] = [];
   const raw: string[] = [];
   const star: string[] = [];
-  for (const e of endpoints) if (e.kind === 'endpoints') [ring[e.rank], raw[e.rank], star[e.rank]] = [e.ring, e.raw, e.star];
+  for (const e of endpoints) if (e.kind === 'endpoints') [ring[e.rank], threaded[e.rank], raw[e.rank], star[e.rank]] = [e.ring, e.threaded, e.raw, e.star];
   hubProcess.send({ kind: 'ranks', stars: star } satisfies ParentToHub);
   const { endpoint: hubAt } = await hubEndpoint;
   // A rank that dies before reporting fails the bench (instead of leaving nothing to wait on).
@@ -240,7 +295,7 @@ async function parent(): Promise<void> {
     c.once('message', (m) => resolve(m as ChildToParent));
     c.once('exit', (code) => reject(new Error(`rank ${rank} exited with ${code} before reporting`)));
   }));
-  for (const c of children) c.send({ kind: 'peers', peers: ring, rawPeers: raw, hub: hubAt } satisfies ParentToChild);
+  for (const c of children) c.send({ kind: 'peers', peers: ring, threadedPeers: threaded, rawPeers: raw, hub: hubAt } satisfies ParentToChild);
   const [r0, r1] = await Promise.all(results);
   await Promise.all(exited);
   if (r0?.kind !== 'result' || r1?.kind !== 'result') throw new Error('children did not report results');
@@ -249,17 +304,15 @@ async function parent(): Promise<void> {
   const exchange8 = summarize(r0.rawExchangeMs.map((t, i) => Math.max(t, r1.rawExchangeMs[i] ?? t)));
   const rawBandwidth = (2 * RAW_BYTES) / (raw8.p50 / 1000); // bytes/s moved by one ping-pong
   const gloo = process.argv.includes('--no-gloo') ? undefined : runGloo();
+  // A step ends when the slower rank ends: take the per-iteration maximum over both ranks.
+  const slower = (a: readonly number[] = [], b: readonly number[] = []): number[] => a.map((t, i) => Math.max(t, b[i] ?? t));
   const rows = SIZES.map((size) => {
-    // A step ends when the slower rank ends: take the per-iteration maximum over both ranks.
-    const a = r0.timings[size.name] ?? [];
-    const b = r1.timings[size.name] ?? [];
-    const stats = summarize(a.map((t, i) => Math.max(t, b[i] ?? t)));
+    const stats = summarize(slower(r0.timings[size.name], r1.timings[size.name]));
+    const mainThreadP50 = summarize(slower(r0.mainThreadTimings[size.name], r1.mainThreadTimings[size.name])).p50;
     const bytes = size.floats * 4;
     const algBandwidth = bytes / (stats.p50 / 1000);
     const glooP50 = gloo?.[size.name];
-    const starA = r0.starTimings[size.name] ?? [];
-    const starB = r1.starTimings[size.name] ?? [];
-    const starP50 = summarize(starA.map((t, i) => Math.max(t, starB[i] ?? t))).p50;
+    const starP50 = summarize(slower(r0.starTimings[size.name], r1.starTimings[size.name])).p50;
     return {
       size: size.name,
       floats: size.floats,
@@ -272,12 +325,17 @@ async function parent(): Promise<void> {
       fractionOfRawZmq: (2 * bytes) / (stats.p50 / 1000) / rawBandwidth,
       glooP50Ms: glooP50,
       ringOverGloo: glooP50 !== undefined ? stats.p50 / glooP50 : undefined,
+      /** The same ring on the main thread, in the same rounds: its p50, and how many times the ring thread's. */
+      mainThreadP50Ms: mainThreadP50,
+      mainThreadOverRing: mainThreadP50 / stats.p50,
       /** The star comparison (a hub process sums): its p50, and how many times the ring's. */
       starP50Ms: starP50,
       starOverRing: starP50 / stats.p50,
     };
   });
   const report = {
+    /** What the rank processes held besides the ring: as a worker (tfjs, wasm backend, cnn model) or nothing. */
+    ranks: bare ? 'bare' : 'worker-like',
     chunkKib: chunkKib ?? DEFAULT_CHUNK_BYTES / 1024,
     rawZmq8MiB: { roundTripP50Ms: raw8.p50, roundTripP90Ms: raw8.p90, bandwidthGBs: rawBandwidth / 1e9 },
     /** Both ranks sending each other 8 MiB at once, no reduction: what any ZeroMQ all-reduce of 8 MiB must at least take. */
@@ -291,17 +349,19 @@ async function parent(): Promise<void> {
   const f = (x: number | undefined, d = 2): string => (x === undefined ? '-' : x.toFixed(d));
   process.stdout.write(`raw ZeroMQ tcp loopback, 8 MiB ping-pong: p50 ${f(raw8.p50)} ms, p90 ${f(raw8.p90)} ms → ${f(rawBandwidth / 1e9)} GB/s\n`);
   process.stdout.write(`raw ZeroMQ exchange, 8 MiB each way at once (the ring's bytes, no reduction): p50 ${f(exchange8.p50)} ms, p90 ${f(exchange8.p90)} ms\n`);
-  process.stdout.write('size      ring p50  ring p90  algbw GB/s  of raw  gloo p50  ring/gloo  star p50  star/ring\n');
+  process.stdout.write(`ranks: ${bare ? 'bare processes' : 'worker-like processes (tfjs, wasm backend and the cnn model loaded)'}; ring = the ring thread, as workers run it\n`);
+  process.stdout.write('size      ring p50  ring p90  algbw GB/s  of raw  gloo p50  ring/gloo  main-thread p50  /ring  star p50  star/ring\n');
   for (const r of rows) {
     process.stdout.write(
-      `${r.size.padEnd(9)} ${f(r.p50Ms).padStart(8)}  ${f(r.p90Ms).padStart(8)}  ${f(r.algBandwidthGBs).padStart(10)}  ${f(r.fractionOfRawZmq).padStart(6)}  ${f(r.glooP50Ms).padStart(8)}  ${f(r.ringOverGloo).padStart(9)}  ${f(r.starP50Ms).padStart(8)}  ${f(r.starOverRing).padStart(9)}\n`,
+      `${r.size.padEnd(9)} ${f(r.p50Ms).padStart(8)}  ${f(r.p90Ms).padStart(8)}  ${f(r.algBandwidthGBs).padStart(10)}  ${f(r.fractionOfRawZmq).padStart(6)}  ${f(r.glooP50Ms).padStart(8)}  ${f(r.ringOverGloo).padStart(9)}  ` +
+        `${f(r.mainThreadP50Ms).padStart(15)}  ${f(r.mainThreadOverRing).padStart(5)}  ${f(r.starP50Ms).padStart(8)}  ${f(r.starOverRing).padStart(9)}\n`,
     );
   }
 }
 
 const childRank = flag('child', '');
 if (childRank !== '') {
-  await child(Number(childRank), positiveFlag('chunk-bytes'));
+  await child(Number(childRank), positiveFlag('chunk-bytes'), process.argv.includes('--bare'));
 } else if (process.argv.includes('--hub')) {
   await hub();
 } else {
