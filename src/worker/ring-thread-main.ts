@@ -1,7 +1,7 @@
 import type { MessagePort } from 'node:worker_threads';
 import { isMnistDdpError } from '../shared/errors.js';
-import { componentLogger } from '../shared/log.js';
-import { openRingInbox, RingAllReducer, type RingInbox } from './ring-allreduce.js';
+import type { RingAllReducer } from './ring-allreduce.js';
+import { MainThreadRingHost } from './ring-host.js';
 import type { FromRingThread, RingThreadRequest, RingThreadResults, ThreadError, ToRingThread } from './ring-thread-messages.js';
 
 /**
@@ -10,7 +10,7 @@ import type { FromRingThread, RingThreadRequest, RingThreadResults, ThreadError,
  * Requests are handled as they arrive, so a close can overtake a pending all-reduce (which then fails, as in-thread).
  */
 export function serveRingThread(port: MessagePort): void {
-  let inbox: RingInbox | undefined;
+  const host = new MainThreadRingHost();
   const rings = new Map<number, RingAllReducer>();
   const memories = new Map<number, SharedArrayBuffer>();
   /** The last view made of each buffer: one Float32Array per (buffer, length), not one per step. */
@@ -36,20 +36,13 @@ export function serveRingThread(port: MessagePort): void {
   async function handle(m: RingThreadRequest): Promise<RingThreadResults[RingThreadRequest['kind']]> {
     switch (m.kind) {
       case 'open-inbox':
-        inbox?.socket.close();
-        inbox = undefined;
-        inbox = await openRingInbox(m.bindAddress);
-        return { endpoint: inbox.endpoint };
+        return { endpoint: await host.openInbox(m.bindAddress) };
       case 'discard-inbox':
-        inbox?.socket.close();
-        inbox = undefined;
+        await host.discardInbox();
         return null;
       case 'connect': {
-        const taken = inbox;
-        inbox = undefined;
-        const ring = await RingAllReducer.connect(m.config, {
-          ...(taken && { inbox: taken }),
-          logger: componentLogger('ring', { ...m.logBindings, rank: m.config.rank, generation: m.config.generation }),
+        const ring = await host.connect(m.config, {
+          logBindings: m.logBindings,
           onRejectedFrame: (err) => post({ kind: 'rejected-frame', ringId: m.ringId, error: err.toJSON() }),
         });
         rings.set(m.ringId, ring);
@@ -68,9 +61,7 @@ export function serveRingThread(port: MessagePort): void {
         // Every socket closed before the thread ends: terminating a thread with open ZeroMQ sockets aborts the process.
         const closing = [...rings.values()].map((r) => r.close());
         rings.clear();
-        inbox?.socket.close();
-        inbox = undefined;
-        await Promise.all(closing);
+        await Promise.all([...closing, host.terminate()]);
         return null;
       }
     }

@@ -7,6 +7,7 @@ import { isErrorCode, MnistDdpError } from '../shared/errors.js';
 import type { RejectReason } from '../shared/metrics.js';
 import type { AllReduceOptions, AllReducer } from './allreduce.js';
 import type { RingConfig } from './ring-allreduce.js';
+import type { RingConnectOptions, RingHost } from './ring-host.js';
 import type { FromRingThread, RingThreadRequest, RingThreadResults, ThreadError, ToRingThread } from './ring-thread-messages.js';
 
 /**
@@ -23,7 +24,7 @@ import type { FromRingThread, RingThreadRequest, RingThreadResults, ThreadError,
  * Gradients stay put: `allocate` hands out Float32Arrays over SharedArrayBuffers the thread sums into in place. A
  * buffer from elsewhere works too, at the cost of a copy in and out.
  */
-export class RingThread {
+export class RingThread implements RingHost {
   private readonly pending = new Map<number, { resolve: (value: unknown) => void; reject: (err: Error) => void }>();
   private readonly rejectListeners = new Map<number, (err: MnistDdpError) => void>();
   private nextId = 1;
@@ -61,7 +62,7 @@ export class RingThread {
   }
 
   /** RingAllReducer.connect on the thread, using the inbox opened last (or binding peers[rank] without one). */
-  async connect(config: RingConfig, options: { onRejectedFrame?: (err: MnistDdpError) => void; logBindings?: Record<string, unknown> } = {}): Promise<ThreadedRing> {
+  async connect(config: RingConfig, options: RingConnectOptions = {}): Promise<ThreadedRing> {
     const ringId = this.nextId++;
     const ring = new ThreadedRing(this, ringId, config);
     this.rejectListeners.set(ringId, (err) => {
