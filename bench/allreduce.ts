@@ -25,9 +25,7 @@ import { fork, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import * as zmq from 'zeromq';
-import { initBackend } from '../src/shared/backend.js';
 import { decodeParts, encodeWithPayload } from '../src/shared/codec.js';
-import { buildModel } from '../src/shared/models.js';
 import type { AllReducer } from '../src/worker/allreduce.js';
 import { DEFAULT_CHUNK_BYTES, openRingInbox, RingAllReducer } from '../src/worker/ring-allreduce.js';
 import { SumArena } from '../src/worker/sum-into.js';
@@ -159,7 +157,9 @@ async function child(rank: number, chunkBytes: number | undefined, bare: boolean
   const raw = await measureRaw(rank, rawPull, rawPeers, ring, steps, chunkBytes ?? DEFAULT_CHUNK_BYTES);
 
   // A worker's main thread holds tfjs, its wasm backend and the model: the heap every full GC marks.
+  // (Imported here, not at the top: importing them loads tfjs, which --bare leaves out.)
   if (!bare) {
+    const [{ initBackend }, { buildModel }] = await Promise.all([import('../src/shared/backend.js'), import('../src/shared/models.js')]);
     await initBackend('wasm');
     buildModel('cnn', { seed: 1 });
   }
