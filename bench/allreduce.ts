@@ -1,11 +1,12 @@
 /**
  * All-reduce benchmark: 2 ranks as 2 separate processes over tcp loopback.
  *   npx tsx bench/allreduce.ts [--json] [--chunk-kib 256] [--no-gloo] [--bare]
- * Needs a build (`npx tsc -p tsconfig.build.json`): the ring is measured as workers run it, on its own thread
- * (ThreadedRing from dist/), in rank processes that hold what a worker's main thread holds (tfjs, its wasm backend
- * and the cnn model; --bare leaves them out). Reports p50/p90 (bench/common.ts `quantile`) at the cnn gradient size
- * (34 826 floats, 133 KiB) and 8 MiB, and in the same rounds:
- * - the same ring on the main thread (RingAllReducer, as workers ran it before the ring thread), right after;
+ * Needs a build (`npx tsc -p tsconfig.build.json`): the ring thread is the built one (ThreadedRing from dist/, as
+ * `mnist-ddp worker` runs it). Rank processes hold what a worker's main thread holds (tfjs, its wasm backend and the
+ * cnn model; --bare leaves them out). Each size is reported for the ring where a worker runs it (ring-host.ts: the
+ * main thread for the cnn gradient, 34 826 floats = 133 KiB; its own thread for 8 MiB), p50/p90 (bench/common.ts
+ * `quantile`), and in the same run:
+ * - the ring in the other place (the ring thread's iterations first, then the main thread's);
  * - the raw ZeroMQ bandwidth between the same two processes, measured first, while they are still bare (8 MiB
  *   ping-pong, and both ranks sending each other 8 MiB at once in the ring's chunks without reducing: the floor of any
  *   ZeroMQ all-reduce of that size);
@@ -28,6 +29,7 @@ import * as zmq from 'zeromq';
 import { decodeParts, encodeWithPayload } from '../src/shared/codec.js';
 import type { AllReducer } from '../src/worker/allreduce.js';
 import { DEFAULT_CHUNK_BYTES, openRingInbox, RingAllReducer } from '../src/worker/ring-allreduce.js';
+import { RING_THREAD_MIN_BYTES } from '../src/worker/ring-host.js';
 import { SumArena } from '../src/worker/sum-into.js';
 import { flag, quantile } from './common.js';
 
@@ -42,7 +44,7 @@ type ParentToChild = { kind: 'peers'; peers: string[]; threadedPeers: string[]; 
 type ChildToParent =
   | { kind: 'endpoints'; rank: number; ring: string; threaded: string; raw: string; star: string }
   | {
-    kind: 'result'; rank: number; timings: Record<string, number[]>; mainThreadTimings: Record<string, number[]>; starTimings: Record<string, number[]>;
+    kind: 'result'; rank: number; threadTimings: Record<string, number[]>; mainThreadTimings: Record<string, number[]>; starTimings: Record<string, number[]>;
     rawRoundTripMs: number[]; rawExchangeMs: number[];
   };
 type ParentToHub = { kind: 'ranks'; stars: string[] };
@@ -180,7 +182,7 @@ async function child(rank: number, chunkBytes: number | undefined, bare: boolean
     }
     return out;
   };
-  const timings = await timeRing(threaded, { next: 0 }, 'ring thread');
+  const threadTimings = await timeRing(threaded, { next: 0 }, 'ring thread');
   const mainThreadTimings = await timeRing(ring, steps, 'main thread');
 
   // The star comparison: same sizes, iterations and barrier; the whole buffer to the hub and its sum back.
@@ -205,7 +207,7 @@ async function child(rank: number, chunkBytes: number | undefined, bare: boolean
   starPush.close();
   starPull.close();
 
-  send({ kind: 'result', rank, timings, mainThreadTimings, starTimings, ...raw });
+  send({ kind: 'result', rank, threadTimings, mainThreadTimings, starTimings, ...raw });
   await ring.close();
   await threaded.close();
   await thread.terminate();
@@ -307,8 +309,11 @@ async function parent(): Promise<void> {
   // A step ends when the slower rank ends: take the per-iteration maximum over both ranks.
   const slower = (a: readonly number[] = [], b: readonly number[] = []): number[] => a.map((t, i) => Math.max(t, b[i] ?? t));
   const rows = SIZES.map((size) => {
-    const stats = summarize(slower(r0.timings[size.name], r1.timings[size.name]));
-    const mainThreadP50 = summarize(slower(r0.mainThreadTimings[size.name], r1.mainThreadTimings[size.name])).p50;
+    // The ring where a worker runs it for a gradient of this size (ring-host.ts), and the other place as a comparison.
+    const onThread = size.floats * 4 >= RING_THREAD_MIN_BYTES;
+    const threadStats = summarize(slower(r0.threadTimings[size.name], r1.threadTimings[size.name]));
+    const mainStats = summarize(slower(r0.mainThreadTimings[size.name], r1.mainThreadTimings[size.name]));
+    const [stats, otherStats] = onThread ? [threadStats, mainStats] : [mainStats, threadStats];
     const bytes = size.floats * 4;
     const algBandwidth = bytes / (stats.p50 / 1000);
     const glooP50 = gloo?.[size.name];
@@ -326,8 +331,10 @@ async function parent(): Promise<void> {
       glooP50Ms: glooP50,
       ringOverGloo: glooP50 !== undefined ? stats.p50 / glooP50 : undefined,
       /** The same ring on the main thread, in the same rounds: its p50, and how many times the ring thread's. */
-      mainThreadP50Ms: mainThreadP50,
-      mainThreadOverRing: mainThreadP50 / stats.p50,
+      /** Where the ring ran: where a worker runs it for this size. The other place's p50, and how many times ours. */
+      host: onThread ? 'ring thread' : 'main thread',
+      otherHostP50Ms: otherStats.p50,
+      otherHostOverRing: otherStats.p50 / stats.p50,
       /** The star comparison (a hub process sums): its p50, and how many times the ring's. */
       starP50Ms: starP50,
       starOverRing: starP50 / stats.p50,
@@ -349,12 +356,12 @@ async function parent(): Promise<void> {
   const f = (x: number | undefined, d = 2): string => (x === undefined ? '-' : x.toFixed(d));
   process.stdout.write(`raw ZeroMQ tcp loopback, 8 MiB ping-pong: p50 ${f(raw8.p50)} ms, p90 ${f(raw8.p90)} ms → ${f(rawBandwidth / 1e9)} GB/s\n`);
   process.stdout.write(`raw ZeroMQ exchange, 8 MiB each way at once (the ring's bytes, no reduction): p50 ${f(exchange8.p50)} ms, p90 ${f(exchange8.p90)} ms\n`);
-  process.stdout.write(`ranks: ${bare ? 'bare processes' : 'worker-like processes (tfjs, wasm backend and the cnn model loaded)'}; ring = the ring thread, as workers run it\n`);
-  process.stdout.write('size      ring p50  ring p90  algbw GB/s  of raw  gloo p50  ring/gloo  main-thread p50  /ring  star p50  star/ring\n');
+  process.stdout.write(`ranks: ${bare ? 'bare processes' : 'worker-like processes (tfjs, wasm backend and the cnn model loaded)'}; the ring runs where a worker runs it for that size\n`);
+  process.stdout.write('size      ring on       p50     p90  algbw GB/s  of raw  gloo p50  ring/gloo  other place p50  /ring  star p50  star/ring\n');
   for (const r of rows) {
     process.stdout.write(
-      `${r.size.padEnd(9)} ${f(r.p50Ms).padStart(8)}  ${f(r.p90Ms).padStart(8)}  ${f(r.algBandwidthGBs).padStart(10)}  ${f(r.fractionOfRawZmq).padStart(6)}  ${f(r.glooP50Ms).padStart(8)}  ${f(r.ringOverGloo).padStart(9)}  ` +
-        `${f(r.mainThreadP50Ms).padStart(15)}  ${f(r.mainThreadOverRing).padStart(5)}  ${f(r.starP50Ms).padStart(8)}  ${f(r.starOverRing).padStart(9)}\n`,
+      `${r.size.padEnd(9)} ${r.host.padEnd(11)} ${f(r.p50Ms).padStart(6)}  ${f(r.p90Ms).padStart(6)}  ${f(r.algBandwidthGBs).padStart(10)}  ${f(r.fractionOfRawZmq).padStart(6)}  ${f(r.glooP50Ms).padStart(8)}  ` +
+        `${f(r.ringOverGloo).padStart(9)}  ${f(r.otherHostP50Ms).padStart(15)}  ${f(r.otherHostOverRing).padStart(5)}  ${f(r.starP50Ms).padStart(8)}  ${f(r.starOverRing).padStart(9)}\n`,
     );
   }
 }
