@@ -2,6 +2,10 @@ import type { MessagePort } from 'node:worker_threads';
 import { isMnistDdpError } from '../shared/errors.js';
 import type { RingAllReducer } from './ring-allreduce.js';
 import { MainThreadRingHost } from './ring-host.js';
+import { ReceivedFrameCollector } from './young-gc.js';
+
+/** A scavenge per this many bytes received keeps frames from forcing full GCs (young-gc.ts). */
+const SCAVENGE_EVERY_BYTES = 8 * 1024 * 1024;
 import type { FromRingThread, RingThreadRequest, RingThreadResults, ThreadError, ToRingThread } from './ring-thread-messages.js';
 
 /**
@@ -11,6 +15,7 @@ import type { FromRingThread, RingThreadRequest, RingThreadResults, ThreadError,
  */
 export function serveRingThread(port: MessagePort): void {
   const host = new MainThreadRingHost();
+  const collector = new ReceivedFrameCollector(SCAVENGE_EVERY_BYTES);
   const rings = new Map<number, RingAllReducer>();
   const memories = new Map<number, SharedArrayBuffer>();
   /** The last view made of each buffer: one Float32Array per (buffer, length), not one per step. */
@@ -48,9 +53,13 @@ export function serveRingThread(port: MessagePort): void {
         rings.set(m.ringId, ring);
         return { endpoint: ring.endpoint };
       }
-      case 'all-reduce':
-        await ringOf(m.ringId).allReduce(viewOf(m.bufferId, m.length), m.step, m.timeoutMs !== undefined ? { timeoutMs: m.timeoutMs } : {});
+      case 'all-reduce': {
+        const ring = ringOf(m.ringId);
+        await ring.allReduce(viewOf(m.bufferId, m.length), m.step, m.timeoutMs !== undefined ? { timeoutMs: m.timeoutMs } : {});
+        // Each rank receives 2(N-1)/N of the buffer: N-1 segments in reduce-scatter and as many in all-gather.
+        collector.noteReceived((8 * m.length * (ring.worldSize - 1)) / ring.worldSize);
         return null;
+      }
       case 'close-ring': {
         const ring = rings.get(m.ringId);
         rings.delete(m.ringId);
