@@ -1,12 +1,10 @@
 /**
  * All-reduce benchmark: 2 ranks as 2 separate processes over tcp loopback.
  *   npx tsx bench/allreduce.ts [--json] [--chunk-kib 256] [--no-gloo] [--bare]
- * Needs a build (`npx tsc -p tsconfig.build.json`): the ring thread is the built one (ThreadedRing from dist/, as
- * `mnist-ddp worker` runs it). Rank processes hold what a worker's main thread holds (tfjs, its wasm backend and the
- * cnn model; --bare leaves them out). Each size is reported for the ring where a worker runs it (ring-host.ts: the
- * main thread for the cnn gradient, 34 826 floats = 133 KiB; its own thread for 8 MiB), p50/p90 (bench/common.ts
- * `quantile`), and in the same run:
- * - the ring in the other place (the ring thread's iterations first, then the main thread's);
+ * The rank processes hold what a worker holds besides the ring (tfjs, its wasm backend and the cnn model: the heap a
+ * full GC has to mark); --bare leaves them out. Reports p50/p90 (bench/common.ts `quantile`) of the ring all-reduce
+ * at the cnn gradient size (34 826 floats, 133 KiB) and 8 MiB, and in the same run:
+ * - the same ring without its scavenges (scavengeEveryBytes 0; young-gc.ts), measured right after;
  * - the raw ZeroMQ bandwidth between the same two processes, measured first, while they are still bare (8 MiB
  *   ping-pong, and both ranks sending each other 8 MiB at once in the ring's chunks without reducing: the floor of any
  *   ZeroMQ all-reduce of that size);
@@ -23,14 +21,12 @@
  * all-reduce of 2 floats), each rank times its own call, and an iteration counts as the slower rank's time.
  */
 import { fork, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import * as zmq from 'zeromq';
 import { decodeParts, encodeWithPayload } from '../src/shared/codec.js';
-import type { AllReducer } from '../src/worker/allreduce.js';
 import { DEFAULT_CHUNK_BYTES, openRingInbox, RingAllReducer } from '../src/worker/ring-allreduce.js';
-import { RING_THREAD_MIN_BYTES } from '../src/worker/ring-host.js';
 import { SumArena } from '../src/worker/sum-into.js';
+import { ReceivedFrameCollector } from '../src/worker/young-gc.js';
 import { flag, quantile } from './common.js';
 
 const SIZES = [
@@ -40,11 +36,11 @@ const SIZES = [
 const RAW_BYTES = 8 * 1024 * 1024;
 const RAW_ROUND_TRIPS = 30;
 
-type ParentToChild = { kind: 'peers'; peers: string[]; threadedPeers: string[]; rawPeers: string[]; hub: string };
+type ParentToChild = { kind: 'peers'; peers: string[]; unscavengedPeers: string[]; rawPeers: string[]; hub: string };
 type ChildToParent =
-  | { kind: 'endpoints'; rank: number; ring: string; threaded: string; raw: string; star: string }
+  | { kind: 'endpoints'; rank: number; ring: string; unscavenged: string; raw: string; star: string }
   | {
-    kind: 'result'; rank: number; threadTimings: Record<string, number[]>; mainThreadTimings: Record<string, number[]>; starTimings: Record<string, number[]>;
+    kind: 'result'; rank: number; timings: Record<string, number[]>; unscavengedTimings: Record<string, number[]>; starTimings: Record<string, number[]>;
     rawRoundTripMs: number[]; rawExchangeMs: number[];
   };
 type ParentToHub = { kind: 'ranks'; stars: string[] };
@@ -119,71 +115,63 @@ function positiveFlag(name: string): number | undefined {
   return value;
 }
 
-/** The product's ring thread, from the build: what `mnist-ddp worker` runs (from source it would load tsx too). */
-async function loadRingThread(): Promise<typeof import('../src/worker/ring-thread.js')> {
-  const built = new URL('../dist/worker/ring-thread.js', import.meta.url);
-  if (!existsSync(built)) throw new Error('bench/allreduce.ts measures the built ring thread: run `npx tsc -p tsconfig.build.json` first');
-  return (await import(built.href)) as typeof import('../src/worker/ring-thread.js');
-}
-
-/** Times `reduce` as the ring is timed: barrier, then one all-reduce of `buf` filled with rank + 1, checked after. */
-async function timeOne(reducer: AllReducer, buf: Float32Array, barrier: Float32Array, steps: { next: number }, rank: number, label: string): Promise<number> {
+/** One timed all-reduce as the ring is timed: barrier, then `buf` filled with rank + 1, its sum checked after. */
+async function timeOne(ring: RingAllReducer, buf: Float32Array, barrier: Float32Array, steps: { next: number }, rank: number, label: string): Promise<number> {
   buf.fill(rank + 1);
-  await reducer.allReduce(barrier, ++steps.next);
+  await ring.allReduce(barrier, ++steps.next);
   const t0 = performance.now();
-  await reducer.allReduce(buf, ++steps.next);
+  await ring.allReduce(buf, ++steps.next);
   const ms = performance.now() - t0;
   // Ranks contribute 1 and 2: every element must be 3 (first and last checked, outside the timing).
   if (buf[0] !== 3 || buf[buf.length - 1] !== 3) throw new Error(`${label}: wrong sum ${buf[0]} … ${buf[buf.length - 1]}`);
   return ms;
 }
 
+async function timeRing(ring: RingAllReducer, steps: { next: number }, rank: number, label: string): Promise<Record<string, number[]>> {
+  const timings: Record<string, number[]> = {};
+  for (const size of SIZES) {
+    const buf = new Float32Array(size.floats);
+    const barrier = new Float32Array(2);
+    const samples: number[] = [];
+    for (let i = 0; i < size.warmup + size.iterations; i++) {
+      const ms = await timeOne(ring, buf, barrier, steps, rank, `${label} ${size.name} iteration ${i}`);
+      if (i >= size.warmup) samples.push(ms);
+    }
+    timings[size.name] = samples;
+  }
+  return timings;
+}
+
 async function child(rank: number, chunkBytes: number | undefined, bare: boolean): Promise<void> {
   const send = (m: ChildToParent): void => void process.send?.(m);
-  const { RingThread } = await loadRingThread();
-  const thread = await RingThread.start();
-  const threadInbox = await thread.openInbox('tcp://127.0.0.1:*');
   const inbox = await openRingInbox('tcp://127.0.0.1:*');
+  const unscavengedInbox = await openRingInbox('tcp://127.0.0.1:*');
   const rawPull = new zmq.Pull({ linger: 0, receiveTimeout: PEER_TIMEOUT_MS });
   await rawPull.bind('tcp://127.0.0.1:*');
   const starPull = new zmq.Pull({ linger: 0, receiveTimeout: PEER_TIMEOUT_MS });
   await starPull.bind('tcp://127.0.0.1:*');
   const peersMessage = new Promise<ParentToChild>((resolve) => process.once('message', (m) => resolve(m as ParentToChild)));
-  send({ kind: 'endpoints', rank, ring: inbox.endpoint, threaded: threadInbox, raw: rawPull.lastEndpoint ?? '', star: starPull.lastEndpoint ?? '' });
-  const { peers, threadedPeers, rawPeers, hub: hubEndpoint } = await peersMessage;
+  send({ kind: 'endpoints', rank, ring: inbox.endpoint, unscavenged: unscavengedInbox.endpoint, raw: rawPull.lastEndpoint ?? '', star: starPull.lastEndpoint ?? '' });
+  const { peers, unscavengedPeers, rawPeers, hub: hubEndpoint } = await peersMessage;
 
   const config = { rank, worldSize: 2, generation: 1, timeoutMs: 30_000, ...(chunkBytes !== undefined && { chunkBytes }) };
   const ring = await RingAllReducer.connect({ ...config, peers }, { inbox });
-  const threaded = await thread.connect({ ...config, peers: threadedPeers });
-  const steps = { next: 0 }; // the main-thread ring's steps, barriers included (they only increase)
+  const unscavenged = await RingAllReducer.connect({ ...config, peers: unscavengedPeers, scavengeEveryBytes: 0 }, { inbox: unscavengedInbox });
+  const steps = { next: 0 }; // the ring's steps, barriers included (they only increase)
   const raw = await measureRaw(rank, rawPull, rawPeers, ring, steps, chunkBytes ?? DEFAULT_CHUNK_BYTES);
 
-  // A worker's main thread holds tfjs, its wasm backend and the model: the heap every full GC marks.
-  // (Imported here, not at the top: importing them loads tfjs, which --bare leaves out.)
+  // A worker holds tfjs, its wasm backend and the model: the heap every full GC marks. (Imported here: importing
+  // them loads tfjs, which --bare leaves out.)
   if (!bare) {
     const [{ initBackend }, { buildModel }] = await Promise.all([import('../src/shared/backend.js'), import('../src/shared/models.js')]);
     await initBackend('wasm');
     buildModel('cnn', { seed: 1 });
   }
 
-  // The ring as workers run it (own thread), then on the main thread. Not interleaved: the main-thread ring's frames
-  // start full GCs of the main heap, and their marking threads would slow the ring thread's iterations too.
-  const timeRing = async (reducer: AllReducer, steps: { next: number }, label: string): Promise<Record<string, number[]>> => {
-    const out: Record<string, number[]> = {};
-    for (const size of SIZES) {
-      const buf = reducer.allocate(size.floats);
-      const barrier = reducer.allocate(2);
-      const samples: number[] = [];
-      for (let i = 0; i < size.warmup + size.iterations; i++) {
-        const ms = await timeOne(reducer, buf, barrier, steps, rank, `${size.name} iteration ${i} (${label})`);
-        if (i >= size.warmup) samples.push(ms);
-      }
-      out[size.name] = samples;
-    }
-    return out;
-  };
-  const threadTimings = await timeRing(threaded, { next: 0 }, 'ring thread');
-  const mainThreadTimings = await timeRing(ring, steps, 'main thread');
+  // The ring, then the same ring without scavenges: not interleaved, so that the second one's full GCs (and their
+  // marking threads) do not slow the first one's iterations.
+  const timings = await timeRing(ring, steps, rank, 'ring');
+  const unscavengedTimings = await timeRing(unscavenged, { next: 0 }, rank, 'ring without scavenges');
 
   // The star comparison: same sizes, iterations and barrier; the whole buffer to the hub and its sum back.
   const starPush = new zmq.Push({ linger: 2000, sendTimeout: PEER_TIMEOUT_MS });
@@ -207,17 +195,17 @@ async function child(rank: number, chunkBytes: number | undefined, bare: boolean
   starPush.close();
   starPull.close();
 
-  send({ kind: 'result', rank, threadTimings, mainThreadTimings, starTimings, ...raw });
+  send({ kind: 'result', rank, timings, unscavengedTimings, starTimings, ...raw });
   await ring.close();
-  await threaded.close();
-  await thread.terminate();
+  await unscavenged.close();
 }
 
 /**
- * Raw ZeroMQ between the two ranks, measured first, while the process is bare: the best case a ZeroMQ all-reduce
- * could approach. `ring` (2 floats) is only the barrier.
+ * Raw ZeroMQ between the two ranks, measured first, while the process is bare, and with the ring's scavenges: the
+ * best case a ZeroMQ all-reduce could approach. `ring` (2 floats) is only the barrier.
  */
 async function measureRaw(rank: number, rawPull: zmq.Pull, rawPeers: string[], ring: RingAllReducer, steps: { next: number }, chunkSize: number): Promise<{ rawRoundTripMs: number[]; rawExchangeMs: number[] }> {
+  const collector = new ReceivedFrameCollector(8 * 1024 * 1024);
   // Raw ZeroMQ: one 8 MiB message each way between the same two processes, fresh buffers (no forwarding).
   // Linger so the last reply is not dropped when this side closes right after sending it.
   const rawPush = new zmq.Push({ linger: 2000, sendTimeout: PEER_TIMEOUT_MS });
@@ -234,6 +222,7 @@ async function measureRaw(rank: number, rawPull: zmq.Pull, rawPeers: string[], r
       await rawPull.receive();
       await rawPush.send(payload);
     }
+    collector.noteReceived(RAW_BYTES);
   }
   // Raw ZeroMQ exchange: both ranks at once send the other the bytes a 2-rank ring moves for 8 MiB (8 MiB each way,
   // in the ring's chunk size) and receive as much, with no reduction: the floor of any ZeroMQ all-reduce here.
@@ -249,6 +238,7 @@ async function measureRaw(rank: number, rawPull: zmq.Pull, rawPeers: string[], r
     for (let received = 0; received < RAW_BYTES;) received += (await rawPull.receive())[0]!.length;
     await sending;
     if (i >= 3) rawExchangeMs.push(performance.now() - t0);
+    collector.noteReceived(RAW_BYTES);
   }
   rawPush.close();
   rawPull.close();
@@ -272,8 +262,8 @@ function runGloo(): Record<string, number> | undefined {
 async function parent(): Promise<void> {
   const json = process.argv.includes('--json');
   const chunkKib = positiveFlag('chunk-kib');
-  const self = fileURLToPath(import.meta.url);
   const bare = process.argv.includes('--bare');
+  const self = fileURLToPath(import.meta.url);
   const children = [0, 1].map((rank) =>
     fork(self, ['--child', String(rank), ...(chunkKib !== undefined ? ['--chunk-bytes', String(chunkKib * 1024)] : []), ...(bare ? ['--bare'] : [])], {
       execArgv: ['--import', 'tsx'],
@@ -286,10 +276,10 @@ async function parent(): Promise<void> {
   const hubEndpoint = new Promise<HubToParent>((resolve) => hubProcess.once('message', (m) => resolve(m as HubToParent)));
   const endpoints = await Promise.all(children.map((c) => new Promise<ChildToParent>((resolve) => c.once('message', (m) => resolve(m as ChildToParent)))));
   const ring: string[] = [];
-  const threaded: string[] = [];
+  const unscavenged: string[] = [];
   const raw: string[] = [];
   const star: string[] = [];
-  for (const e of endpoints) if (e.kind === 'endpoints') [ring[e.rank], threaded[e.rank], raw[e.rank], star[e.rank]] = [e.ring, e.threaded, e.raw, e.star];
+  for (const e of endpoints) if (e.kind === 'endpoints') [ring[e.rank], unscavenged[e.rank], raw[e.rank], star[e.rank]] = [e.ring, e.unscavenged, e.raw, e.star];
   hubProcess.send({ kind: 'ranks', stars: star } satisfies ParentToHub);
   const { endpoint: hubAt } = await hubEndpoint;
   // A rank that dies before reporting fails the bench (instead of leaving nothing to wait on).
@@ -297,7 +287,7 @@ async function parent(): Promise<void> {
     c.once('message', (m) => resolve(m as ChildToParent));
     c.once('exit', (code) => reject(new Error(`rank ${rank} exited with ${code} before reporting`)));
   }));
-  for (const c of children) c.send({ kind: 'peers', peers: ring, threadedPeers: threaded, rawPeers: raw, hub: hubAt } satisfies ParentToChild);
+  for (const c of children) c.send({ kind: 'peers', peers: ring, unscavengedPeers: unscavenged, rawPeers: raw, hub: hubAt } satisfies ParentToChild);
   const [r0, r1] = await Promise.all(results);
   await Promise.all(exited);
   if (r0?.kind !== 'result' || r1?.kind !== 'result') throw new Error('children did not report results');
@@ -309,11 +299,8 @@ async function parent(): Promise<void> {
   // A step ends when the slower rank ends: take the per-iteration maximum over both ranks.
   const slower = (a: readonly number[] = [], b: readonly number[] = []): number[] => a.map((t, i) => Math.max(t, b[i] ?? t));
   const rows = SIZES.map((size) => {
-    // The ring where a worker runs it for a gradient of this size (ring-host.ts), and the other place as a comparison.
-    const onThread = size.floats * 4 >= RING_THREAD_MIN_BYTES;
-    const threadStats = summarize(slower(r0.threadTimings[size.name], r1.threadTimings[size.name]));
-    const mainStats = summarize(slower(r0.mainThreadTimings[size.name], r1.mainThreadTimings[size.name]));
-    const [stats, otherStats] = onThread ? [threadStats, mainStats] : [mainStats, threadStats];
+    const stats = summarize(slower(r0.timings[size.name], r1.timings[size.name]));
+    const unscavengedP50 = summarize(slower(r0.unscavengedTimings[size.name], r1.unscavengedTimings[size.name])).p50;
     const bytes = size.floats * 4;
     const algBandwidth = bytes / (stats.p50 / 1000);
     const glooP50 = gloo?.[size.name];
@@ -330,18 +317,16 @@ async function parent(): Promise<void> {
       fractionOfRawZmq: (2 * bytes) / (stats.p50 / 1000) / rawBandwidth,
       glooP50Ms: glooP50,
       ringOverGloo: glooP50 !== undefined ? stats.p50 / glooP50 : undefined,
-      /** The same ring on the main thread, in the same rounds: its p50, and how many times the ring thread's. */
-      /** Where the ring ran: where a worker runs it for this size. The other place's p50, and how many times ours. */
-      host: onThread ? 'ring thread' : 'main thread',
-      otherHostP50Ms: otherStats.p50,
-      otherHostOverRing: otherStats.p50 / stats.p50,
+      /** The same ring without scavenges (young-gc.ts), right after: its p50, and how many times the ring's. */
+      unscavengedP50Ms: unscavengedP50,
+      unscavengedOverRing: unscavengedP50 / stats.p50,
       /** The star comparison (a hub process sums): its p50, and how many times the ring's. */
       starP50Ms: starP50,
       starOverRing: starP50 / stats.p50,
     };
   });
   const report = {
-    /** What the rank processes held besides the ring: as a worker (tfjs, wasm backend, cnn model) or nothing. */
+    /** What the rank processes held besides the ring: what a worker holds (tfjs, wasm backend, cnn model) or nothing. */
     ranks: bare ? 'bare' : 'worker-like',
     chunkKib: chunkKib ?? DEFAULT_CHUNK_BYTES / 1024,
     rawZmq8MiB: { roundTripP50Ms: raw8.p50, roundTripP90Ms: raw8.p90, bandwidthGBs: rawBandwidth / 1e9 },
@@ -356,12 +341,12 @@ async function parent(): Promise<void> {
   const f = (x: number | undefined, d = 2): string => (x === undefined ? '-' : x.toFixed(d));
   process.stdout.write(`raw ZeroMQ tcp loopback, 8 MiB ping-pong: p50 ${f(raw8.p50)} ms, p90 ${f(raw8.p90)} ms → ${f(rawBandwidth / 1e9)} GB/s\n`);
   process.stdout.write(`raw ZeroMQ exchange, 8 MiB each way at once (the ring's bytes, no reduction): p50 ${f(exchange8.p50)} ms, p90 ${f(exchange8.p90)} ms\n`);
-  process.stdout.write(`ranks: ${bare ? 'bare processes' : 'worker-like processes (tfjs, wasm backend and the cnn model loaded)'}; the ring runs where a worker runs it for that size\n`);
-  process.stdout.write('size      ring on       p50     p90  algbw GB/s  of raw  gloo p50  ring/gloo  other place p50  /ring  star p50  star/ring\n');
+  process.stdout.write(`ranks: ${bare ? 'bare processes' : 'worker-like processes (tfjs, wasm backend and the cnn model loaded)'}\n`);
+  process.stdout.write('size      ring p50  ring p90  algbw GB/s  of raw  gloo p50  ring/gloo  no-scavenge p50  /ring  star p50  star/ring\n');
   for (const r of rows) {
     process.stdout.write(
-      `${r.size.padEnd(9)} ${r.host.padEnd(11)} ${f(r.p50Ms).padStart(6)}  ${f(r.p90Ms).padStart(6)}  ${f(r.algBandwidthGBs).padStart(10)}  ${f(r.fractionOfRawZmq).padStart(6)}  ${f(r.glooP50Ms).padStart(8)}  ` +
-        `${f(r.ringOverGloo).padStart(9)}  ${f(r.otherHostP50Ms).padStart(15)}  ${f(r.otherHostOverRing).padStart(5)}  ${f(r.starP50Ms).padStart(8)}  ${f(r.starOverRing).padStart(9)}\n`,
+      `${r.size.padEnd(9)} ${f(r.p50Ms).padStart(8)}  ${f(r.p90Ms).padStart(8)}  ${f(r.algBandwidthGBs).padStart(10)}  ${f(r.fractionOfRawZmq).padStart(6)}  ${f(r.glooP50Ms).padStart(8)}  ${f(r.ringOverGloo).padStart(9)}  ` +
+        `${f(r.unscavengedP50Ms).padStart(15)}  ${f(r.unscavengedOverRing).padStart(5)}  ${f(r.starP50Ms).padStart(8)}  ${f(r.starOverRing).padStart(9)}\n`,
     );
   }
 }

@@ -1,7 +1,6 @@
 /**
  * Gradient all-reduce between the workers of one run. The step code calls the same interface in every mode:
- * `LocalReducer` for a single process, `RingAllReducer` (ring-allreduce.ts) over ZeroMQ for several, which a
- * worker runs on a thread of its own (`ThreadedRing`, ring-thread.ts).
+ * `LocalReducer` for a single process, `RingAllReducer` (ring-allreduce.ts) over ZeroMQ for several.
  */
 export interface AllReduceOptions {
   /** Overrides the reducer's inactivity deadline for this call. */
@@ -18,11 +17,6 @@ export interface AllReducer {
    * rejection its contents are unspecified.
    */
   allReduce(buf: Float32Array, step: number, opts?: AllReduceOptions): Promise<Float32Array>;
-  /**
-   * A zeroed buffer of `length` floats for allReduce. Any Float32Array works; one from here is reduced where it is
-   * (the threaded ring shares it with its thread) instead of being copied in and out on every call.
-   */
-  allocate(length: number): Float32Array;
   /** Releases sockets; a pending allReduce rejects. Idempotent. */
   close(): Promise<void>;
 }
@@ -36,10 +30,6 @@ export class LocalReducer implements AllReducer {
     return Promise.resolve(buf);
   }
 
-  allocate(length: number): Float32Array {
-    return new Float32Array(length);
-  }
-
   close(): Promise<void> {
     return Promise.resolve();
   }
@@ -47,4 +37,3 @@ export class LocalReducer implements AllReducer {
 
 export { RingAllReducer, openRingInbox } from './ring-allreduce.js';
 export type { RingConfig, RingInbox } from './ring-allreduce.js';
-export { RingThread, ThreadedRing } from './ring-thread.js';

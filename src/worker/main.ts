@@ -8,11 +8,10 @@ import { isMnistDdpError } from '../shared/errors.js';
 import { componentLogger } from '../shared/log.js';
 import { createWorkerMetrics, instanceIndexFromEnv, metricsPortFor, startThreadedMetricsServer, type WorkerMetrics } from '../shared/metrics.js';
 import { describeLayout } from '../shared/param-layout.js';
-import { LocalReducer, type AllReducer } from './allreduce.js';
+import { LocalReducer, openRingInbox, RingAllReducer, type AllReducer } from './allreduce.js';
 import { ControlClient } from './control-client.js';
 import { optimizerConfigOf } from '../shared/optimizers.js';
 import { Replica } from './replica.js';
-import { RING_THREAD_MIN_BYTES, ringHostFor, type RingHost } from './ring-host.js';
 import { recordStep } from './step-metrics.js';
 import { WorkerCore } from './worker-core.js';
 
@@ -56,9 +55,8 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
   process.on('SIGTERM', onSignal);
   let heartbeat: NodeJS.Timeout | undefined;
   let reducer: AllReducer = new LocalReducer();
-  // Where the ring runs (its own thread for large gradients), chosen at the first open-inbox; it holds the inbox
-  // until a `ring` order takes it.
-  let ringHost: RingHost | undefined;
+  // Opened on open-inbox, handed to the ring on `ring`; closed here if the run ends in between.
+  let inbox: Awaited<ReturnType<typeof openRingInbox>> | undefined;
   try {
     await client.send({ type: 'hello', protocolVersion: PROTOCOL_VERSION, host: advertiseHost, pid: process.pid, instance, metricsPort: metricsServer?.port ?? 0 });
     const welcome = await client.next(cfg.coordinatorTimeoutMs);
@@ -70,14 +68,6 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
     const replica = new Replica({ model: config.model, seed: config.seed, freeze: config.freeze, optimizer: optimizerConfigOf(config) });
     const plan = planDataset(config);
     const core = new WorkerCore(replica, plan, { seed: config.seed, batchSize: config.batchSize, augment: config.augment }, reducer);
-    const ringHostOf = async (): Promise<RingHost> => {
-      if (!ringHost) {
-        const gradientBytes = replica.layout.bufferLength * 4;
-        ringHost = await ringHostFor(gradientBytes);
-        log.info({ gradientBytes, ringThread: gradientBytes >= RING_THREAD_MIN_BYTES }, `ring all-reduce on ${gradientBytes >= RING_THREAD_MIN_BYTES ? 'its own thread' : 'the main thread'}`);
-      }
-      return ringHost;
-    };
     await client.send({ type: 'join', workerId, model: config.model, layoutChecksum: replica.layout.checksum, shapes: describeLayout(replica.layout) });
     heartbeat = setInterval(() => void client.send({ type: 'heartbeat', workerId }).catch(() => undefined), 1000);
     let appliedStep = -1;
@@ -91,22 +81,23 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
           break;
         case 'reject':
           return fail(log, m);
-        case 'open-inbox': {
-          const endpoint = await (await ringHostOf()).openInbox(`tcp://${cfg.bindHost}:*`);
-          await client.send({ type: 'inbox', generation: m.generation, endpoint: advertised(endpoint, advertiseHost) });
+        case 'open-inbox':
+          inbox?.socket.close();
+          inbox = await openRingInbox(`tcp://${cfg.bindHost}:*`);
+          await client.send({ type: 'inbox', generation: m.generation, endpoint: advertised(inbox.endpoint, advertiseHost) });
           break;
-        }
         case 'ring': {
           const previous = reducer;
           if (m.worldSize === 1) {
-            await ringHost?.discardInbox();
+            inbox?.socket.close();
             reducer = new LocalReducer();
           } else {
-            reducer = await (await ringHostOf()).connect(
+            reducer = await RingAllReducer.connect(
               { rank: m.rank, worldSize: m.worldSize, generation: m.generation, peers: m.peers, timeoutMs: cfg.ringTimeoutMs },
-              { logBindings: { instance, worker: workerId }, onRejectedFrame: (err) => metrics?.rejectFrame(rejectReasonOf(err.code)) },
+              { inbox, logger: log, onRejectedFrame: (err) => metrics?.rejectFrame(rejectReasonOf(err.code)) },
             );
           }
+          inbox = undefined;
           await previous.close();
           core.setReducer(reducer);
           generation = m.generation;
@@ -174,8 +165,8 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
     if (heartbeat) clearInterval(heartbeat);
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    inbox?.socket.close();
     await reducer.close().catch(() => undefined);
-    await ringHost?.terminate();
     client.close();
     await metricsServer?.close();
   }

@@ -8,6 +8,7 @@ import { SerialSender } from '../shared/serial-sender.js';
 import { PROTOCOL_VERSION, isRingChunk, isRingHello, messageProblem, type RingChunk, type RingHello, type RingPhase } from '../shared/protocol.js';
 import type { AllReduceOptions, AllReducer } from './allreduce.js';
 import { SumArena } from './sum-into.js';
+import { ReceivedFrameCollector } from './young-gc.js';
 import { chunkBounds, chunkFlag, framesPerAllReduce, receiveStep, ringLayout, segmentReceivedAt, type RingLayout } from './ring-topology.js';
 
 /**
@@ -22,6 +23,8 @@ export const DEFAULT_CHUNK_BYTES = 1024 * 1024;
 const HIGH_WATER_MARK = 10_000;
 /** Frames for a step this rank has not started yet are kept (the left neighbour may be one step ahead). */
 const MAX_STASHED_FRAMES = 100_000;
+/** Received bytes between two scavenges (young-gc.ts): a quarter of what forces a full GC. */
+const DEFAULT_SCAVENGE_EVERY_BYTES = 8 * 1024 * 1024;
 
 const endpoint = z.string().regex(/^(tcp|ipc|inproc):\/\/.+/, 'expected a ZeroMQ endpoint such as tcp://10.0.0.5:6001 or ipc:///tmp/ring-0');
 const ringConfigSchema = z
@@ -40,6 +43,8 @@ const ringConfigSchema = z
     bindAddress: endpoint.optional(),
     /** How long close() lets already-queued frames reach the right neighbour before dropping them. */
     closeLingerMs: z.number().int().nonnegative().optional(),
+    /** A scavenge after every this many bytes received (young-gc.ts); 0 turns it off. Default 8 MiB. */
+    scavengeEveryBytes: z.number().int().nonnegative().optional(),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -120,6 +125,7 @@ export class RingAllReducer implements AllReducer {
   private readonly log: Logger;
   private readonly onRejectedFrame: ((err: MnistDdpError) => void) | undefined;
   private readonly sender: SerialSender<Buffer | Buffer[]>;
+  private readonly collector: ReceivedFrameCollector | undefined;
   /** All-gather frames are sent from these arenas' regions, alternating by step; see sendChunk. */
   private arenas: [SumArena | undefined, SumArena | undefined] = [undefined, undefined];
   private arenaTurn = 0;
@@ -167,6 +173,8 @@ export class RingAllReducer implements AllReducer {
     this.endpoint = inbox.endpoint;
     this.push = new zmq.Push({ sendHighWaterMark: HIGH_WATER_MARK, linger: 0 });
     this.sender = new SerialSender((frame) => this.push.send(frame));
+    const scavengeEveryBytes = config.scavengeEveryBytes ?? DEFAULT_SCAVENGE_EVERY_BYTES;
+    this.collector = scavengeEveryBytes > 0 ? new ReceivedFrameCollector(scavengeEveryBytes) : undefined;
     if (config.worldSize > 1) this.push.connect(config.peers[this.right] ?? '');
     void this.receiveLoop();
   }
@@ -249,10 +257,6 @@ export class RingAllReducer implements AllReducer {
       }
       if (op.remaining === 0) this.finish(op);
     });
-  }
-
-  allocate(length: number): Float32Array {
-    return new Float32Array(length);
   }
 
   async close(): Promise<void> {
@@ -405,6 +409,8 @@ export class RingAllReducer implements AllReducer {
     clearTimeout(op.timer);
     this.op = undefined;
     op.resolve(op.buf);
+    // This rank received N-1 segments in reduce-scatter and as many in all-gather: 2(N-1)/N of the buffer.
+    this.collector?.noteReceived((8 * op.buf.length * (this.worldSize - 1)) / this.worldSize);
   }
 
   private fail(op: Operation, err: Error): void {

@@ -22,12 +22,17 @@ function exposedGc(): Collect | undefined {
  * Frees received frames with a scavenge instead of letting them force full collections.
  *
  * Each frame zeromq.js receives is an external Buffer, counted by V8 twice (zeromq.js reports its size, and so does
- * the ArrayBuffer), and the frames die young. V8 frees dead young ArrayBuffers only when a scavenge runs, which
- * allocation alone rarely triggers on the ring thread, so their count keeps growing until it passes V8's 64 MiB
- * external limit, which forces a full mark-compact: every 32 MiB received. A scavenge after every `thresholdBytes`
- * received (run after the all-reduce has replied, so nobody waits for it) keeps the count low and the full GCs away.
- * 8 MiB all-reduce, 2 ranks holding tfjs, ring thread, three runs each (.scratch/ar-product.ts): p50 10.05–12.67 vs
- * 12.18–16.94 ms, p90 12.7–15.7 vs 18.1–28.1 ms, CPU per call 10.4–12.5 vs 12.8–17.2 ms.
+ * the ArrayBuffer), and the frames die young. V8 frees dead young ArrayBuffers only when a scavenge runs, and nothing
+ * makes one run in time: their count grows until it passes V8's 64 MiB external limit, which forces a full
+ * mark-compact, every 32 MiB received. In a worker that is a mark-compact of a heap holding tfjs; perf put GC at
+ * about a quarter of all CPU samples of a loop of 8 MiB all-reduces. A scavenge (young generation only: cheap
+ * whatever the old generation holds) after every `thresholdBytes` received keeps the count low and the full GCs
+ * away. It is scheduled with setImmediate, after the all-reduce has resolved and its caller's continuation ran.
+ *
+ * 8 MiB all-reduce between 2 processes holding tfjs, three runs each (.scratch/ar-product.ts, 150 iterations):
+ * p50 9.3–11.5 ms with a scavenge per 8 MiB against 20.6–22.1 ms without; CPU per call 9.9–11.4 against 21–25 ms.
+ * (Moving the ring to a thread of its own, with a heap of its own, got 11.2–13.3 ms; with the scavenges too,
+ * 10.5–12.8 ms: the thread hand-offs cost more than they save, so the ring stays on the main thread.)
  */
 export class ReceivedFrameCollector {
   private readonly collect = exposedGc();
