@@ -86,7 +86,7 @@ async function hub(): Promise<void> {
   for (const size of SIZES) {
     const frames: (StarFrame | undefined)[] = new Array(pushes.length);
     const sum = new Float32Array(size.floats);
-    const arena = new SumArena(0); // the ring's SIMD add
+    const arena = new SumArena(0, 0); // the ring's SIMD add
     for (let i = 0; i < size.warmup + size.iterations; i++) {
       frames.fill(undefined);
       for (let n = 0; n < pushes.length; n++) {
@@ -130,7 +130,7 @@ async function timeOne(ring: RingAllReducer, buf: Float32Array, barrier: Float32
 async function timeRing(ring: RingAllReducer, steps: { next: number }, rank: number, label: string): Promise<Record<string, number[]>> {
   const timings: Record<string, number[]> = {};
   for (const size of SIZES) {
-    const buf = new Float32Array(size.floats);
+    const buf = ring.allocate(size.floats); // as the training step does: the ring sums into it in place
     const barrier = new Float32Array(2);
     const samples: number[] = [];
     for (let i = 0; i < size.warmup + size.iterations; i++) {

@@ -37,6 +37,20 @@ static inline void add_run(float* restrict dst, const float* restrict src, int n
  */
 EXPORT(add_f32) void add_f32(float* restrict dst, const float* restrict src, int n) { add_run(dst, src, n); }
 
+/*
+ * dst[i] += src[i], and out[i] = the sum: the last reduce-scatter step, whose sum is both the result (dst, the
+ * caller's buffer) and the all-gather frame to send (out, the ring's staging). One pass instead of an add and a copy.
+ */
+EXPORT(add_f32_out) void add_f32_out(float* restrict dst, const float* restrict src, float* restrict out, int n) {
+  int i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const v128_t sum = wasm_f32x4_add(wasm_v128_load(dst + i), wasm_v128_load(src + i));
+    wasm_v128_store(dst + i, sum);
+    wasm_v128_store(out + i, sum);
+  }
+  for (; i < n; i++) out[i] = dst[i] += src[i];
+}
+
 /* col[P, KH*KW*C] <- x[B, H, W, C]; P = B*OH*OW rows in (b, oh, ow) order, columns in (kh, kw, c) order. */
 EXPORT(im2col) void im2col(const float* x, float* col, const int* geometry) {
   const conv_geometry g = load_geometry(geometry);

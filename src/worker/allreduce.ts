@@ -17,6 +17,11 @@ export interface AllReducer {
    * rejection its contents are unspecified.
    */
   allReduce(buf: Float32Array, step: number, opts?: AllReduceOptions): Promise<Float32Array>;
+  /**
+   * A zeroed buffer of `length` floats for allReduce. Any Float32Array works; the ring sums into one from here in
+   * place (it lives in the memory of the ring's SIMD add) instead of copying each received chunk in and out.
+   */
+  allocate(length: number): Float32Array;
   /** Releases sockets; a pending allReduce rejects. Idempotent. */
   close(): Promise<void>;
 }
@@ -28,6 +33,10 @@ export class LocalReducer implements AllReducer {
 
   allReduce(buf: Float32Array): Promise<Float32Array> {
     return Promise.resolve(buf);
+  }
+
+  allocate(length: number): Float32Array {
+    return new Float32Array(length);
   }
 
   close(): Promise<void> {

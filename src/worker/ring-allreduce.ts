@@ -94,8 +94,9 @@ interface Operation {
   /** One flag per (phase, chunk): reduce-scatter chunks first, then all-gather. */
   readonly received: Uint8Array;
   remaining: number;
-  /** Sums go through this arena; all-gather frames are sent from its region (see sendChunk). */
+  /** Sums go through this arena; all-gather frames are sent from `staging`, one of its two regions (see sendChunk). */
   readonly arena: SumArena;
+  readonly staging: Float32Array;
   readonly timeoutMs: number;
   readonly timer: NodeJS.Timeout;
   readonly resolve: (buf: Float32Array) => void;
@@ -126,9 +127,11 @@ export class RingAllReducer implements AllReducer {
   private readonly onRejectedFrame: ((err: MnistDdpError) => void) | undefined;
   private readonly sender: SerialSender<Buffer | Buffer[]>;
   private readonly collector: ReceivedFrameCollector | undefined;
-  /** All-gather frames are sent from these arenas' regions, alternating by step; see sendChunk. */
-  private arenas: [SumArena | undefined, SumArena | undefined] = [undefined, undefined];
-  private arenaTurn = 0;
+  /**
+   * The SIMD add's memory by buffer length (the last two lengths: a caller may alternate two sizes): the buffer from
+   * `allocate`, if any, and the all-gather staging (see sendChunk).
+   */
+  private arenas = new Map<number, SumArena>();
   private readonly heardFrom = new Set<number>();
   private readyWaiter: { resolve: () => void; reject: (err: Error) => void } | undefined;
   private op: Operation | undefined;
@@ -227,6 +230,7 @@ export class RingAllReducer implements AllReducer {
     if (this.worldSize === 1 || buf.length === 0) return Promise.resolve(buf);
 
     const layout = this.layoutFor(buf.length);
+    const arena = this.arenaFor(buf.length);
     const timeoutMs = opts.timeoutMs ?? this.config.timeoutMs;
     return new Promise<Float32Array>((resolve, reject) => {
       const op: Operation = {
@@ -235,7 +239,8 @@ export class RingAllReducer implements AllReducer {
         layout,
         received: new Uint8Array(2 * layout.totalChunks),
         remaining: framesPerAllReduce(layout, this.rank),
-        arena: this.arenaFor(buf.length),
+        arena,
+        staging: arena.nextStaging(),
         timeoutMs,
         timer: setTimeout(() => this.onTimeout(op), timeoutMs),
         resolve,
@@ -259,6 +264,15 @@ export class RingAllReducer implements AllReducer {
     });
   }
 
+  /**
+   * A zeroed buffer of `length` floats in the memory the ring's SIMD add works in: reduce-scatter sums into it in
+   * place, without the two copies a buffer from elsewhere needs (sum-into.ts). Only the latest buffer of each length
+   * is summed in place.
+   */
+  allocate(length: number): Float32Array {
+    return this.keepArena(length, new SumArena(length, length)).home;
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -278,12 +292,14 @@ export class RingAllReducer implements AllReducer {
   }
 
   private arenaFor(length: number): SumArena {
-    this.arenaTurn ^= 1;
-    const current = this.arenas[this.arenaTurn];
-    if (current !== undefined && current.region.length === length) return current;
-    const fresh = new SumArena(length);
-    this.arenas[this.arenaTurn] = fresh;
-    return fresh;
+    return this.arenas.get(length) ?? this.keepArena(length, new SumArena(0, length));
+  }
+
+  private keepArena(length: number, arena: SumArena): SumArena {
+    this.arenas.delete(length);
+    this.arenas.set(length, arena);
+    for (const old of this.arenas.keys()) if (this.arenas.size > 2) this.arenas.delete(old);
+    return arena;
   }
 
   private layoutFor(length: number): RingLayout {
@@ -306,8 +322,8 @@ export class RingAllReducer implements AllReducer {
    * Frames go out without a copy (encodeWithPayload), so `data` must not change until ZeroMQ wrote it.
    * Reduce-scatter frames are views of `buf`: each such segment comes back fully reduced in the all-gather, which
    * proves the right neighbour received it before this rank overwrites it or resolves. All-gather frames are not
-   * confirmed before allReduce resolves and the caller may reuse `buf`, so they are views of the op's arena region
-   * (the sum is written there directly; forwarded chunks are copied there); the arena is reused two steps later,
+   * confirmed before allReduce resolves and the caller may reuse `buf`, so they are views of the op's staging region
+   * (the sum is written there directly; forwarded chunks are copied there); the region is reused two steps later,
    * when the next step's frames (queued behind these on the same connection) have come back round the ring.
    * Received memory is never sent on (over ipc that breaks ZeroMQ).
    */
@@ -387,7 +403,7 @@ export class RingAllReducer implements AllReducer {
 
     const target = op.buf.subarray(start, end);
     const data = frame.data;
-    const staged = op.arena.region.subarray(start, end);
+    const staged = op.staging.subarray(start, end);
     if (phase === 'reduce-scatter' && t < N - 2) {
       op.arena.sumInto(target, data);
       this.sendChunk(op, 'reduce-scatter', segment, chunk, target);
@@ -415,8 +431,8 @@ export class RingAllReducer implements AllReducer {
 
   private fail(op: Operation, err: Error): void {
     clearTimeout(op.timer);
-    // Frames of a failed step may sit in ZeroMQ indefinitely: never write into their arena again.
-    this.arenas = [undefined, undefined];
+    // Frames of a failed step may sit in ZeroMQ indefinitely: never write into their staging again.
+    this.arenas.clear();
     if (this.op === op) this.op = undefined;
     op.reject(err);
   }

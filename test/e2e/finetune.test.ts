@@ -61,7 +61,7 @@ describe('fine-tuning', () => {
     expect(replica.layout.paramCount).toBe(1600 * 10 + 10);
     const lengths: number[] = [];
     const inner = new LocalReducer();
-    const recording: AllReducer = { rank: 0, worldSize: 1, allReduce: (buf) => { lengths.push(buf.length); return inner.allReduce(buf); }, close: () => inner.close() };
+    const recording: AllReducer = { rank: 0, worldSize: 1, allReduce: (buf) => { lengths.push(buf.length); return inner.allReduce(buf); }, allocate: (n) => inner.allocate(n), close: () => inner.close() };
     const plan = planDataset({ seed: 1, validationSize: 0, labelFraction: 1, classes: '5-9' });
     const step = new TrainStep(replica, recording);
     const convBefore = model.getLayer('conv2').getWeights()[0]!.dataSync().slice();

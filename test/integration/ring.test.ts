@@ -66,6 +66,22 @@ describe.each<Transport>(['tcp', 'ipc'])('ring all-reduce over %s', (transport) 
     for (const length of sizes) await allReduceRing(ring, length, ++step, 17 * length);
   });
 
+  it.each([2, 3])('sums in place in buffers from allocate (%i ranks), between all-reduces of another length', async (n) => {
+    const ring = await connectRing(transport, n, reducers);
+    const length = 700_001;
+    const shared = ring.map((r) => r.allocate(length));
+    let step = 0;
+    for (let round = 0; round < 3; round++) {
+      const inputs = ring.map((_, rank) => randomFloats(length, 1000 * round + rank));
+      shared.forEach((buf, rank) => buf.set(inputs[rank]!));
+      step++;
+      const results = await Promise.all(ring.map((r, rank) => r.allReduce(shared[rank]!, step)));
+      results.forEach((result, rank) => expect(result).toBe(shared[rank]));
+      expectExactSum(inputs, results);
+      await allReduceRing(ring, 5, ++step, round); // a barrier-sized all-reduce in between, as the benchmarks do
+    }
+  });
+
   it('sums a multi-MiB buffer with the default chunk size, several steps in a row', async () => {
     const ring = await connectRing(transport, 3, reducers);
     for (let step = 1; step <= 3; step++) await allReduceRing(ring, 1_500_007, step, step * 31);

@@ -22,21 +22,42 @@ describe('SumArena (ring reduce-scatter add)', () => {
   // Lengths below, at and above the 32 Ki-float block, with SIMD tails of every size.
   const lengths = [0, 1, 3, 15, 16, 17, 1000, 32 * 1024, 32 * 1024 + 5, 100_003];
 
-  it.each(lengths)('adds %i floats bit-identically to the JS loop, through the scratch and into the region', (n) => {
+  it.each(lengths)('adds %i floats bit-identically to the JS loop: through the scratch, into staging, and in place at home', (n) => {
     const target = randomFloats(n, n + 1);
     const source = randomFloats(n, n + 2);
     const expected = plainSum(target, source);
-    const arena = new SumArena(n + 8);
+    const arena = new SumArena(n, n + 8);
 
     const viaScratch = target.slice();
     arena.sumInto(viaScratch, source);
     expectSameBits(viaScratch, expected);
 
-    const viaRegion = target.slice();
-    const out = arena.region.subarray(8, 8 + n);
-    arena.sumInto(viaRegion, source, out);
-    expectSameBits(viaRegion, expected);
+    const viaStaging = target.slice();
+    const out = arena.staging[1].subarray(8, 8 + n);
+    arena.sumInto(viaStaging, source, out);
+    expectSameBits(viaStaging, expected);
     expectSameBits(out, expected);
+
+    // The caller's buffer in the arena's memory (RingAllReducer.allocate): summed where it is, with and without out.
+    arena.home.set(target);
+    arena.sumInto(arena.home, source);
+    expectSameBits(arena.home, expected);
+    arena.home.set(target);
+    out.fill(0);
+    arena.sumInto(arena.home, source, out);
+    expectSameBits(arena.home, expected);
+    expectSameBits(out, expected);
+    // Neighbouring memory untouched: the staging region before `out` and the other staging region.
+    expect(arena.staging[1].subarray(0, 8).every((x) => x === 0)).toBe(true);
+    expect(arena.staging[0].every((x) => x === 0)).toBe(true);
+  });
+
+  it('alternates its two staging regions', () => {
+    const arena = new SumArena(0, 4);
+    const [first, second, third] = [arena.nextStaging(), arena.nextStaging(), arena.nextStaging()];
+    expect(first).toBe(arena.staging[0]);
+    expect(second).toBe(arena.staging[1]);
+    expect(third).toBe(arena.staging[0]);
   });
 
   it('keeps NaN, infinities, signed zeros and subnormals as float32 addition does', () => {
@@ -44,17 +65,17 @@ describe('SumArena (ring reduce-scatter add)', () => {
     const target = new Float32Array(new Uint32Array(words).buffer);
     const source = new Float32Array(new Uint32Array([0, 0x7f800000, 0x3f800000, 0x80000000, 0x00000001, 0x00000001, 0x33800000, 0x7f7fffff]).buffer);
     const expected = plainSum(target, source);
-    const arena = new SumArena(words.length);
+    const arena = new SumArena(0, words.length);
     const sum = target.slice();
-    arena.sumInto(sum, source, arena.region);
+    arena.sumInto(sum, source, arena.staging[0]);
     // NaN payloads may differ between the two; every other result must match bit for bit.
     sum.forEach((x, i) => (Number.isNaN(x) ? expect(expected[i]).toBeNaN() : expect(bits(sum)[i]).toBe(bits(expected)[i])));
   });
 
-  it('refuses an output outside its region and mismatched lengths', () => {
-    const arena = new SumArena(16);
+  it('refuses an output outside its memory and mismatched lengths', () => {
+    const arena = new SumArena(0, 16);
     expect(() => arena.sumInto(new Float32Array(4), new Float32Array(4), new Float32Array(4))).toThrow(RangeError);
-    expect(() => arena.sumInto(new Float32Array(4), new Float32Array(4), arena.region.subarray(0, 3))).toThrow(RangeError);
+    expect(() => arena.sumInto(new Float32Array(4), new Float32Array(4), arena.staging[0].subarray(0, 3))).toThrow(RangeError);
     expect(() => arena.sumInto(new Float32Array(4), new Float32Array(5))).toThrow(RangeError);
   });
 });
