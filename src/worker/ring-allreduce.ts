@@ -298,7 +298,7 @@ export class RingAllReducer implements AllReducer {
   private keepArena(length: number, arena: SumArena): SumArena {
     this.arenas.delete(length);
     this.arenas.set(length, arena);
-    for (const old of this.arenas.keys()) if (this.arenas.size > 2) this.arenas.delete(old);
+    while (this.arenas.size > 2) this.arenas.delete(this.arenas.keys().next().value!);
     return arena;
   }
 

@@ -17,7 +17,8 @@ export interface StepOutcome extends StepTimings {
 /**
  * One data-parallel step: computeGradients → allReduce → applyGradients (tfjs's Optimizer.minimize, with the
  * all-reduce in the middle). Single-process mode runs exactly this with a world-size-1 LocalReducer.
- * The gradient buffer is allocated once, by the reducer (the ring sums into its own memory in place), and reused; tensors are disposed inside computeGradients.
+ * The gradient buffer is allocated once, by the reducer (the ring sums into it in place), and reused; tensors are
+ * disposed inside computeGradients.
  */
 export class TrainStep {
   private readonly buffer: Float32Array;
