@@ -85,8 +85,8 @@ async function hub(): Promise<void> {
   });
   for (const size of SIZES) {
     const frames: (StarFrame | undefined)[] = new Array(pushes.length);
-    const sum = new Float32Array(size.floats);
-    const arena = new SumArena(0, 0); // the ring's SIMD add
+    const arena = new SumArena(size.floats, 0); // the ring's SIMD add, summing in place as the ring does
+    const sum = arena.home;
     for (let i = 0; i < size.warmup + size.iterations; i++) {
       frames.fill(undefined);
       for (let n = 0; n < pushes.length; n++) {

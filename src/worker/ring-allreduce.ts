@@ -43,7 +43,7 @@ const ringConfigSchema = z
     bindAddress: endpoint.optional(),
     /** How long close() lets already-queued frames reach the right neighbour before dropping them. */
     closeLingerMs: z.number().int().nonnegative().optional(),
-    /** A scavenge after every this many bytes received (young-gc.ts); 0 turns it off. Default 8 MiB. */
+    /** A scavenge after every this many bytes received (young-gc.ts). Default 8 MiB; 0 turns it off (benchmarks compare). */
     scavengeEveryBytes: z.number().int().nonnegative().optional(),
   })
   .strict()
@@ -127,11 +127,13 @@ export class RingAllReducer implements AllReducer {
   private readonly onRejectedFrame: ((err: MnistDdpError) => void) | undefined;
   private readonly sender: SerialSender<Buffer | Buffer[]>;
   private readonly collector: ReceivedFrameCollector | undefined;
+  /** The SIMD add's memory holding the buffer from `allocate` (summed in place), with its all-gather staging. */
+  private homeArena: SumArena | undefined;
   /**
-   * The SIMD add's memory by buffer length (the last two lengths: a caller may alternate two sizes): the buffer from
-   * `allocate`, if any, and the all-gather staging (see sendChunk).
+   * The same for buffers from elsewhere, by length, most recently used last (two: callers such as the benches
+   * alternate a barrier with the real buffer).
    */
-  private arenas = new Map<number, SumArena>();
+  private readonly arenas = new Map<number, SumArena>();
   private readonly heardFrom = new Set<number>();
   private readyWaiter: { resolve: () => void; reject: (err: Error) => void } | undefined;
   private op: Operation | undefined;
@@ -178,6 +180,7 @@ export class RingAllReducer implements AllReducer {
     this.sender = new SerialSender((frame) => this.push.send(frame));
     const scavengeEveryBytes = config.scavengeEveryBytes ?? DEFAULT_SCAVENGE_EVERY_BYTES;
     this.collector = scavengeEveryBytes > 0 ? new ReceivedFrameCollector(scavengeEveryBytes) : undefined;
+    if (this.collector && !this.collector.enabled) this.log.warn('V8 did not expose gc: received frames will be freed by full GCs only (slower)');
     if (config.worldSize > 1) this.push.connect(config.peers[this.right] ?? '');
     void this.receiveLoop();
   }
@@ -230,7 +233,7 @@ export class RingAllReducer implements AllReducer {
     if (this.worldSize === 1 || buf.length === 0) return Promise.resolve(buf);
 
     const layout = this.layoutFor(buf.length);
-    const arena = this.arenaFor(buf.length);
+    const arena = this.arenaFor(buf);
     const timeoutMs = opts.timeoutMs ?? this.config.timeoutMs;
     return new Promise<Float32Array>((resolve, reject) => {
       const op: Operation = {
@@ -266,11 +269,13 @@ export class RingAllReducer implements AllReducer {
 
   /**
    * A zeroed buffer of `length` floats in the memory the ring's SIMD add works in: reduce-scatter sums into it in
-   * place, without the two copies a buffer from elsewhere needs (sum-into.ts). Only the latest buffer of each length
-   * is summed in place.
+   * place, without the two copies a buffer from elsewhere needs (sum-into.ts). Only the buffer from the latest call
+   * is summed in place, and only until an all-reduce fails (its staging is then retired with it; the worker forms a
+   * new ring and allocates again). Other buffers still work, through the scratch.
    */
   allocate(length: number): Float32Array {
-    return this.keepArena(length, new SumArena(length, length)).home;
+    this.homeArena = new SumArena(length, length);
+    return this.homeArena.home;
   }
 
   async close(): Promise<void> {
@@ -291,13 +296,11 @@ export class RingAllReducer implements AllReducer {
     this.pull.close();
   }
 
-  private arenaFor(length: number): SumArena {
-    return this.arenas.get(length) ?? this.keepArena(length, new SumArena(0, length));
-  }
-
-  private keepArena(length: number, arena: SumArena): SumArena {
-    this.arenas.delete(length);
-    this.arenas.set(length, arena);
+  private arenaFor(buf: Float32Array): SumArena {
+    if (this.homeArena?.holds(buf)) return this.homeArena;
+    const arena = this.arenas.get(buf.length) ?? new SumArena(0, buf.length);
+    this.arenas.delete(buf.length);
+    this.arenas.set(buf.length, arena);
     while (this.arenas.size > 2) this.arenas.delete(this.arenas.keys().next().value!);
     return arena;
   }
@@ -433,6 +436,7 @@ export class RingAllReducer implements AllReducer {
     clearTimeout(op.timer);
     // Frames of a failed step may sit in ZeroMQ indefinitely: never write into their staging again.
     this.arenas.clear();
+    this.homeArena = undefined;
     if (this.op === op) this.op = undefined;
     op.reject(err);
   }

@@ -1,21 +1,26 @@
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
-type Collect = (options: { type: 'minor' | 'major' }) => void;
+export type Collect = (options: { type: 'minor' | 'major' }) => void;
 
 /**
  * V8's `gc` function, or undefined where it cannot be had. Exposing it after start-up is what the `expose-gc` npm
  * package does: the flag makes V8 install `gc` in contexts created afterwards, and a fresh vm context hands it over;
  * it collects the heap of the calling thread's isolate.
  */
+let exposed: { gc: Collect | undefined } | undefined;
+
 function exposedGc(): Collect | undefined {
-  try {
-    setFlagsFromString('--expose-gc');
-    const gc: unknown = runInNewContext('gc');
-    return typeof gc === 'function' ? (gc as Collect) : undefined;
-  } catch {
-    return undefined;
+  if (!exposed) {
+    try {
+      setFlagsFromString('--expose-gc');
+      const gc: unknown = runInNewContext('gc');
+      exposed = { gc: typeof gc === 'function' ? (gc as Collect) : undefined };
+    } catch {
+      exposed = { gc: undefined };
+    }
   }
+  return exposed.gc;
 }
 
 /**
@@ -29,16 +34,19 @@ function exposedGc(): Collect | undefined {
  * whatever the old generation holds) after every `thresholdBytes` received keeps the count low and the full GCs
  * away. It is scheduled with setImmediate, after the all-reduce has resolved and its caller's continuation ran.
  *
- * 8 MiB all-reduce between 2 processes holding tfjs, three runs each (.scratch/ar-product.ts, 150 iterations):
+ * 8 MiB all-reduce between 2 processes holding tfjs, three runs each (a scratch script, 150 iterations):
  * p50 9.3–11.5 ms with a scavenge per 8 MiB against 20.6–22.1 ms without; CPU per call 9.9–11.4 against 21–25 ms.
  * (Moving the ring to a thread of its own, with a heap of its own, got 11.2–13.3 ms; with the scavenges too,
  * 10.5–12.8 ms: the thread hand-offs cost more than they save, so the ring stays on the main thread.)
  */
 export class ReceivedFrameCollector {
-  private readonly collect = exposedGc();
+  private readonly collect: Collect | undefined;
   private received = 0;
 
-  constructor(private readonly thresholdBytes: number) {}
+  /** `collect` defaults to V8's own gc (looked up once per process); tests pass a recorder. */
+  constructor(private readonly thresholdBytes: number, collect: Collect | undefined = exposedGc()) {
+    this.collect = collect;
+  }
 
   /** Whether scavenges can be requested here (false if V8 refused to expose `gc`). */
   get enabled(): boolean {

@@ -7,8 +7,9 @@ import { encode } from '../../src/shared/codec.js';
 import { isMnistDdpError, type MnistDdpError } from '../../src/shared/errors.js';
 import { PROTOCOL_VERSION, type RingChunk } from '../../src/shared/protocol.js';
 import { LocalReducer } from '../../src/worker/allreduce.js';
-import { RingAllReducer, type RingInbox } from '../../src/worker/ring-allreduce.js';
+import { DEFAULT_CHUNK_BYTES, RingAllReducer, type RingInbox } from '../../src/worker/ring-allreduce.js';
 import { chunkBounds, ringLayout } from '../../src/worker/ring-topology.js';
+import { SumArena } from '../../src/worker/sum-into.js';
 import { randomFloats } from '../helpers/random.js';
 import { connectRing, openInboxes, type Transport } from '../helpers/ring.js';
 
@@ -66,19 +67,30 @@ describe.each<Transport>(['tcp', 'ipc'])('ring all-reduce over %s', (transport) 
     for (const length of sizes) await allReduceRing(ring, length, ++step, 17 * length);
   });
 
-  it.each([2, 3])('sums in place in buffers from allocate (%i ranks), between all-reduces of another length', async (n) => {
+  it.each([2, 3])('sums in place in buffers from allocate (%i ranks), between all-reduces of two other lengths', async (n) => {
     const ring = await connectRing(transport, n, reducers);
     const length = 700_001;
     const shared = ring.map((r) => r.allocate(length));
+    const sums = vi.spyOn(SumArena.prototype, 'sumInto');
     let step = 0;
-    for (let round = 0; round < 3; round++) {
-      const inputs = ring.map((_, rank) => randomFloats(length, 1000 * round + rank));
-      shared.forEach((buf, rank) => buf.set(inputs[rank]!));
-      step++;
-      const results = await Promise.all(ring.map((r, rank) => r.allReduce(shared[rank]!, step)));
-      results.forEach((result, rank) => expect(result).toBe(shared[rank]));
-      expectExactSum(inputs, results);
-      await allReduceRing(ring, 5, ++step, round); // a barrier-sized all-reduce in between, as the benchmarks do
+    try {
+      for (let round = 0; round < 3; round++) {
+        const inputs = ring.map((_, rank) => randomFloats(length, 1000 * round + rank));
+        shared.forEach((buf, rank) => buf.set(inputs[rank]!));
+        step++;
+        const results = await Promise.all(ring.map((r, rank) => r.allReduce(shared[rank]!, step)));
+        results.forEach((result, rank) => expect(result).toBe(shared[rank]));
+        expectExactSum(inputs, results);
+        // Other lengths in between, as the benchmarks' barriers do: they must not push the allocated buffer out.
+        await allReduceRing(ring, 5, ++step, round);
+        await allReduceRing(ring, 77, ++step, round);
+      }
+      // Every reduce-scatter sum into the allocated buffers was made by the arena that holds them: in place.
+      const big = sums.mock.calls.map(([target], i) => ({ target, arena: sums.mock.contexts[i] as SumArena })).filter(({ target }) => target.length > 77);
+      expect(big.length).toBe(3 * n * (n - 1) * Math.ceil(length / n / (DEFAULT_CHUNK_BYTES / 4)));
+      for (const { target, arena } of big) expect(arena.holds(target)).toBe(true);
+    } finally {
+      sums.mockRestore();
     }
   });
 

@@ -38,18 +38,23 @@ describe('SumArena (ring reduce-scatter add)', () => {
     expectSameBits(viaStaging, expected);
     expectSameBits(out, expected);
 
-    // The caller's buffer in the arena's memory (RingAllReducer.allocate): summed where it is, with and without out.
-    arena.home.set(target);
-    arena.sumInto(arena.home, source);
-    expectSameBits(arena.home, expected);
-    arena.home.set(target);
-    out.fill(0);
-    arena.sumInto(arena.home, source, out);
-    expectSameBits(arena.home, expected);
-    expectSameBits(out, expected);
-    // Neighbouring memory untouched: the staging region before `out` and the other staging region.
-    expect(arena.staging[1].subarray(0, 8).every((x) => x === 0)).toBe(true);
-    expect(arena.staging[0].every((x) => x === 0)).toBe(true);
+    // The caller's buffer in the arena's memory (RingAllReducer.allocate): summed where it is, with and without out,
+    // at an offset; the memory around the target and out keeps its sentinel (7).
+    const home = new SumArena(n + 16, n + 8);
+    home.home.fill(7);
+    home.staging[0].fill(7);
+    home.staging[1].fill(7);
+    const inHome = home.home.subarray(5, 5 + n);
+    const homeOut = home.staging[1].subarray(8, 8 + n);
+    inHome.set(target);
+    home.sumInto(inHome, source);
+    expectSameBits(inHome, expected);
+    inHome.set(target);
+    home.sumInto(inHome, source, homeOut);
+    expectSameBits(inHome, expected);
+    expectSameBits(homeOut, expected);
+    const untouched = [home.home.subarray(0, 5), home.home.subarray(5 + n), home.staging[0], home.staging[1].subarray(0, 8)];
+    for (const region of untouched) expect(region.every((x) => x === 7)).toBe(true);
   });
 
   it('alternates its two staging regions', () => {
@@ -77,5 +82,8 @@ describe('SumArena (ring reduce-scatter add)', () => {
     expect(() => arena.sumInto(new Float32Array(4), new Float32Array(4), new Float32Array(4))).toThrow(RangeError);
     expect(() => arena.sumInto(new Float32Array(4), new Float32Array(4), arena.staging[0].subarray(0, 3))).toThrow(RangeError);
     expect(() => arena.sumInto(new Float32Array(4), new Float32Array(5))).toThrow(RangeError);
+    // In place, out must not overlap the target (the add reads the target while writing out).
+    const home = new SumArena(8, 8);
+    expect(() => home.sumInto(home.home.subarray(0, 4), new Float32Array(4), home.home.subarray(2, 6))).toThrow(/overlap/);
   });
 });
