@@ -10,6 +10,7 @@ import { LocalReducer } from '../../src/worker/allreduce.js';
 import { DEFAULT_CHUNK_BYTES, RingAllReducer, type RingInbox } from '../../src/worker/ring-allreduce.js';
 import { chunkBounds, ringLayout } from '../../src/worker/ring-topology.js';
 import { SumArena } from '../../src/worker/sum-into.js';
+import { ReceivedFrameCollector } from '../../src/worker/young-gc.js';
 import { randomFloats } from '../helpers/random.js';
 import { connectRing, openInboxes, type Transport } from '../helpers/ring.js';
 
@@ -91,6 +92,18 @@ describe.each<Transport>(['tcp', 'ipc'])('ring all-reduce over %s', (transport) 
       for (const { target, arena } of big) expect(arena.holds(target)).toBe(true);
     } finally {
       sums.mockRestore();
+    }
+  });
+
+  it('reports 2(N-1)/N of each all-reduced buffer as received, for the scavenges (young-gc.ts)', async () => {
+    const noted = vi.spyOn(ReceivedFrameCollector.prototype, 'noteReceived');
+    try {
+      const ring = await connectRing(transport, 3, reducers);
+      await allReduceRing(ring, 30_000, 1, 5);
+      // Each of the 3 ranks received 2 of the 3 segments twice (reduce-scatter, all-gather): 4/3 of 120 000 bytes.
+      expect(noted.mock.calls.map(([bytes]) => bytes)).toEqual([160_000, 160_000, 160_000]);
+    } finally {
+      noted.mockRestore();
     }
   });
 
