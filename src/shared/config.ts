@@ -18,6 +18,9 @@ const int = (min: number) => number().int('expected a whole number').min(min);
 const num = () => number().finite();
 const bool = z.preprocess((v) => (typeof v === 'string' ? !['0', 'false', 'no', 'off', ''].includes(v.toLowerCase()) : v), z.boolean());
 const port = int(0).max(65535);
+/** Fields most commands share: which tfjs backend (cli.ts's --backend help derives from the same names), --json. */
+const backend = z.enum(BACKEND_NAMES).default('auto');
+const json = bool.default(false);
 /** A required path: missing, it is CONFIG_INVALID naming the flag and the environment variable (see resolveConfig). */
 const requiredPath = z.string().min(1);
 const list = z.preprocess((v) => (typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : v), z.array(z.string().min(1)));
@@ -41,7 +44,7 @@ export const trainConfigSchema = z.object({
   classes: z.string().optional(),
   labelFraction: num().gt(0).max(1).default(1),
   dataDir: z.string().optional(),
-  backend: z.enum(BACKEND_NAMES).default('auto'),
+  backend,
   runDir: z.string().optional(),
   resume: z.string().optional(),
   from: z.string().optional(),
@@ -52,7 +55,7 @@ export const trainConfigSchema = z.object({
   trainSubset: int(1).optional(),
   workers: int(0).max(64).default(0),
   debug: bool.default(false),
-  json: bool.default(false),
+  json,
   report: bool.default(true),
 });
 export type TrainConfig = Readonly<z.infer<typeof trainConfigSchema>>;
@@ -145,11 +148,11 @@ export const benchConfigSchema = z.object({
   steps: int(4).default(60),
   warmup: int(0).default(5),
   windows: int(1).default(5),
-  backend: z.enum(BACKEND_NAMES).default('auto'),
+  backend,
   optimizer: z.enum(OPTIMIZER_NAMES).default('sgd'),
   workers: int(0).max(64).default(0),
   seed: int(0).default(1),
-  json: bool.default(false),
+  json,
 });
 export type BenchConfig = Readonly<z.infer<typeof benchConfigSchema>>;
 
@@ -158,8 +161,8 @@ export const evalConfigSchema = z.object({
   checkpoint: requiredPath,
   dataDir: z.string().optional(),
   classes: z.string().optional(),
-  backend: z.enum(BACKEND_NAMES).default('auto'),
-  json: bool.default(false),
+  backend,
+  json,
 });
 export type EvalConfig = Readonly<z.infer<typeof evalConfigSchema>>;
 
@@ -172,8 +175,8 @@ export const exportConfigSchema = z.object({
   /** Absent: float32 weights as in the checkpoint. */
   quantize: z.enum(QUANTIZE_DTYPES).optional(),
   dataDir: z.string().optional(),
-  backend: z.enum(BACKEND_NAMES).default('auto'),
-  json: bool.default(false),
+  backend,
+  json,
 });
 export type ExportConfig = Readonly<z.infer<typeof exportConfigSchema>>;
 
@@ -184,7 +187,7 @@ export const serveConfigSchema = z.object({
   /** 0 picks a free port. */
   port: port.default(8080),
   host: z.string().min(1).default('0.0.0.0'),
-  backend: z.enum(BACKEND_NAMES).default('auto'),
+  backend,
 });
 export type ServeConfig = Readonly<z.infer<typeof serveConfigSchema>>;
 
@@ -201,14 +204,14 @@ export type ReportConfig = Readonly<z.infer<typeof reportConfigSchema>>;
 export const dataConfigSchema = z.object({
   dataDir: z.string().optional(),
   out: z.string().min(1).default('runs/mnist-samples.png'),
-  json: bool.default(false),
+  json,
 });
 export type DataConfig = Readonly<z.infer<typeof dataConfigSchema>>;
 
 /** `mnist-ddp experiment transfer`: the settings shared by its four training runs (see commands/experiment-transfer.ts). */
 export const transferConfigSchema = z.object({
   workers: int(0).max(64).default(0),
-  backend: z.enum(BACKEND_NAMES).default('auto'),
+  backend,
   seed: int(0).default(42),
   pretrainEpochs: int(1).default(3),
   /** Augment the 0-4 pretraining (shifts, rotations): it measurably makes the features transfer better. */
@@ -218,7 +221,7 @@ export const transferConfigSchema = z.object({
   lr: num().positive().default(0.05),
   /** Parent directory of the arms' run directories; default runs/<time>-transfer. */
   runDir: z.string().optional(),
-  json: bool.default(false),
+  json,
 });
 export type TransferConfig = Readonly<z.infer<typeof transferConfigSchema>>;
 
@@ -242,7 +245,7 @@ export const workerConfigSchema = z.object({
   ringTimeoutMs: int(100).max(MAX_RING_TIMEOUT_MS, `at most ${MAX_RING_TIMEOUT_MS} ms: after a lost peer, survivors must answer the coordinator's ${REQUEST_TIMEOUT_MS / 1000} s requests`).default(10_000),
   /** Exit (instead of hanging) when the coordinator is silent this long. */
   coordinatorTimeoutMs: int(1000).default(120_000),
-  backend: z.enum(BACKEND_NAMES).default('auto'),
+  backend,
   dataDir: z.string().optional(),
   metricsHost: z.string().min(1).default('0.0.0.0'),
   /** Base port for /metrics; a worker serves on base + its pm2 instance number. 0 = an ephemeral port. */
