@@ -3,7 +3,7 @@
  *   npx tsx bench/allreduce.ts [--json] [--chunk-kib 256] [--no-gloo] [--bare]
  * The rank processes hold what a worker holds besides the ring (tfjs, its wasm backend and the cnn model: the heap a
  * full GC has to mark); --bare leaves them out. Reports p50/p90 (bench/common.ts `quantile`) of the ring all-reduce
- * at the cnn gradient size (34 826 floats, 133 KiB) and 8 MiB, and in the same run:
+ * at the cnn gradient size (34 826 floats, 136 KiB: issue #4's "133 KiB") and 8 MiB, and in the same run:
  * - the same ring without its scavenges (scavengeEveryBytes 0; young-gc.ts), measured right after;
  * - the raw ZeroMQ bandwidth between the same two processes, measured first, while they are still bare (8 MiB
  *   ping-pong, and both ranks sending each other 8 MiB at once in the ring's chunks without reducing: the floor of any
@@ -12,7 +12,7 @@
  *   bench/gloo_allreduce.py).
  *
  * A star layout runs as a measured comparison only (issue #4: never the default): a third process, the hub (the
- * coordinator's place in a star), receives every rank's whole buffer in the same msgpack frames the ring sends,
+ * coordinator's place in a star), receives every rank's whole buffer in one frame of the ring's encoding (encodeWithPayload),
  * sums them in rank order (with the ring's SIMD add) and sends the sum back to each rank, one after the other. It is
  * a plain star: no chunking or pipelining, and the hub is a third process on the same two cores. Its link carries N
  * buffers each way where a ring rank's carries about one.
@@ -24,10 +24,10 @@ import { fork, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as zmq from 'zeromq';
 import { decodeParts, encodeWithPayload } from '../src/shared/codec.js';
-import { DEFAULT_CHUNK_BYTES, openRingInbox, RingAllReducer } from '../src/worker/ring-allreduce.js';
+import { DEFAULT_CHUNK_BYTES, DEFAULT_SCAVENGE_EVERY_BYTES, openRingInbox, RingAllReducer } from '../src/worker/ring-allreduce.js';
 import { SumArena } from '../src/worker/sum-into.js';
 import { ReceivedFrameCollector } from '../src/worker/young-gc.js';
-import { flag, quantile } from './common.js';
+import { flag, median, PEER_TIMEOUT_MS, quantile, slowerRank } from './common.js';
 
 const SIZES = [
   { name: '133 KiB', floats: 34_826, warmup: 50, iterations: 400 },
@@ -46,8 +46,6 @@ type ChildToParent =
 type ParentToHub = { kind: 'ranks'; stars: string[] };
 type HubToParent = { kind: 'endpoint'; endpoint: string };
 
-/** A silent peer (it crashed) ends the hub or a rank with an error instead of a wait forever. */
-const PEER_TIMEOUT_MS = 30_000;
 
 /** One star frame: a rank's whole buffer to the hub, or the hub's sum back to every rank. */
 interface StarFrame {
@@ -115,31 +113,40 @@ function positiveFlag(name: string): number | undefined {
   return value;
 }
 
-/** One timed all-reduce as the ring is timed: barrier, then `buf` filled with rank + 1, its sum checked after. */
-async function timeOne(ring: RingAllReducer, buf: Float32Array, barrier: Float32Array, steps: { next: number }, rank: number, label: string): Promise<number> {
-  buf.fill(rank + 1);
-  await ring.allReduce(barrier, ++steps.next);
-  const t0 = performance.now();
-  await ring.allReduce(buf, ++steps.next);
-  const ms = performance.now() - t0;
-  // Ranks contribute 1 and 2: every element must be 3 (first and last checked, outside the timing).
-  if (buf[0] !== 3 || buf[buf.length - 1] !== 3) throw new Error(`${label}: wrong sum ${buf[0]} … ${buf[buf.length - 1]}`);
-  return ms;
+/** A barrier of both ranks: an all-reduce of 2 floats on `ring`, with the next of `steps` (they only increase). */
+function ringBarrier(ring: RingAllReducer, steps: { next: number }): { barrier: () => Promise<unknown>; step: () => number } {
+  const floats = new Float32Array(2);
+  return { barrier: () => ring.allReduce(floats, ++steps.next), step: () => ++steps.next };
 }
 
-async function timeRing(ring: RingAllReducer, steps: { next: number }, rank: number, label: string): Promise<Record<string, number[]>> {
+/**
+ * Per size, warm-up then timed iterations, each: fill the buffer with rank + 1, barrier, then time `reduce`. Ranks
+ * contribute 1 and 2, so every sum must be 3 (first and last element checked, outside the timing).
+ */
+async function timeSizes(
+  rank: number, label: string, barrier: () => Promise<unknown>, bufferOf: (floats: number) => Float32Array, reduce: (buf: Float32Array) => Promise<Float32Array>,
+): Promise<Record<string, number[]>> {
   const timings: Record<string, number[]> = {};
   for (const size of SIZES) {
-    const buf = ring.allocate(size.floats); // as the training step does: the ring sums into it in place
-    const barrier = new Float32Array(2);
+    const buf = bufferOf(size.floats);
     const samples: number[] = [];
     for (let i = 0; i < size.warmup + size.iterations; i++) {
-      const ms = await timeOne(ring, buf, barrier, steps, rank, `${label} ${size.name} iteration ${i}`);
-      if (i >= size.warmup) samples.push(ms);
+      buf.fill(rank + 1);
+      await barrier();
+      const t0 = performance.now();
+      const sum = await reduce(buf);
+      if (i >= size.warmup) samples.push(performance.now() - t0);
+      if (sum[0] !== 3 || sum[size.floats - 1] !== 3) throw new Error(`${label} ${size.name} iteration ${i}: wrong sum ${sum[0]} … ${sum[size.floats - 1]}`);
     }
     timings[size.name] = samples;
   }
   return timings;
+}
+
+/** The ring timed on buffers from its `allocate`, as the training step uses it (summed in place). */
+function timeRing(ring: RingAllReducer, rank: number, label: string, steps: { next: number } = { next: 0 }): Promise<Record<string, number[]>> {
+  const { barrier, step } = ringBarrier(ring, steps);
+  return timeSizes(rank, label, barrier, (floats) => ring.allocate(floats), (buf) => ring.allReduce(buf, step()));
 }
 
 async function child(rank: number, chunkBytes: number | undefined, bare: boolean): Promise<void> {
@@ -154,11 +161,12 @@ async function child(rank: number, chunkBytes: number | undefined, bare: boolean
   send({ kind: 'endpoints', rank, ring: inbox.endpoint, unscavenged: unscavengedInbox.endpoint, raw: rawPull.lastEndpoint ?? '', star: starPull.lastEndpoint ?? '' });
   const { peers, unscavengedPeers, rawPeers, hub: hubEndpoint } = await peersMessage;
 
-  const config = { rank, worldSize: 2, generation: 1, timeoutMs: 30_000, ...(chunkBytes !== undefined && { chunkBytes }) };
+  const config = { rank, worldSize: 2, generation: 1, timeoutMs: PEER_TIMEOUT_MS, ...(chunkBytes !== undefined && { chunkBytes }) };
   const ring = await RingAllReducer.connect({ ...config, peers }, { inbox });
   const unscavenged = await RingAllReducer.connect({ ...config, peers: unscavengedPeers, scavengeEveryBytes: 0 }, { inbox: unscavengedInbox });
   const steps = { next: 0 }; // the ring's steps, barriers included (they only increase)
-  const raw = await measureRaw(rank, rawPull, rawPeers, ring, steps, chunkBytes ?? DEFAULT_CHUNK_BYTES);
+  const { barrier } = ringBarrier(ring, steps);
+  const raw = await measureRaw(rank, rawPull, rawPeers, barrier, chunkBytes ?? DEFAULT_CHUNK_BYTES);
 
   // A worker holds tfjs, its wasm backend and the model: the heap every full GC marks. (Imported here: importing
   // them loads tfjs, which --bare leaves out.)
@@ -170,28 +178,16 @@ async function child(rank: number, chunkBytes: number | undefined, bare: boolean
 
   // The ring, then the same ring without scavenges: not interleaved, so that the second one's full GCs (and their
   // marking threads) do not slow the first one's iterations.
-  const timings = await timeRing(ring, steps, rank, 'ring');
-  const unscavengedTimings = await timeRing(unscavenged, { next: 0 }, rank, 'ring without scavenges');
+  const timings = await timeRing(ring, rank, 'ring', steps);
+  const unscavengedTimings = await timeRing(unscavenged, rank, 'ring without scavenges');
 
   // The star comparison: same sizes, iterations and barrier; the whole buffer to the hub and its sum back.
   const starPush = new zmq.Push({ linger: 2000, sendTimeout: PEER_TIMEOUT_MS });
   starPush.connect(hubEndpoint);
-  const starTimings: Record<string, number[]> = {};
-  for (const size of SIZES) {
-    const buf = new Float32Array(size.floats).fill(rank + 1);
-    const barrier = new Float32Array(2);
-    const samples: number[] = [];
-    for (let i = 0; i < size.warmup + size.iterations; i++) {
-      const step = ++steps.next;
-      await ring.allReduce(barrier, step);
-      const t0 = performance.now();
-      await starPush.send(encodeWithPayload({ type: 'star', step, rank, data: buf }));
-      const sum = (await receiveStar(starPull)).data;
-      if (i >= size.warmup) samples.push(performance.now() - t0);
-      if (sum[0] !== 3 || sum[size.floats - 1] !== 3) throw new Error(`star ${size.name} iteration ${i}: wrong sum ${sum[0]} … ${sum[size.floats - 1]}`);
-    }
-    starTimings[size.name] = samples;
-  }
+  const starTimings = await timeSizes(rank, 'star', barrier, (floats) => new Float32Array(floats), async (buf) => {
+    await starPush.send(encodeWithPayload({ type: 'star', step: steps.next, rank, data: buf }));
+    return (await receiveStar(starPull)).data;
+  });
   starPush.close();
   starPull.close();
 
@@ -202,10 +198,10 @@ async function child(rank: number, chunkBytes: number | undefined, bare: boolean
 
 /**
  * Raw ZeroMQ between the two ranks, measured first, while the process is bare, and with the ring's scavenges: the
- * best case a ZeroMQ all-reduce could approach. `ring` (2 floats) is only the barrier.
+ * best case a ZeroMQ all-reduce could approach.
  */
-async function measureRaw(rank: number, rawPull: zmq.Pull, rawPeers: string[], ring: RingAllReducer, steps: { next: number }, chunkSize: number): Promise<{ rawRoundTripMs: number[]; rawExchangeMs: number[] }> {
-  const collector = new ReceivedFrameCollector(8 * 1024 * 1024);
+async function measureRaw(rank: number, rawPull: zmq.Pull, rawPeers: string[], barrier: () => Promise<unknown>, chunkSize: number): Promise<{ rawRoundTripMs: number[]; rawExchangeMs: number[] }> {
+  const collector = new ReceivedFrameCollector(DEFAULT_SCAVENGE_EVERY_BYTES);
   // Raw ZeroMQ: one 8 MiB message each way between the same two processes, fresh buffers (no forwarding).
   // Linger so the last reply is not dropped when this side closes right after sending it.
   const rawPush = new zmq.Push({ linger: 2000, sendTimeout: PEER_TIMEOUT_MS });
@@ -228,9 +224,8 @@ async function measureRaw(rank: number, rawPull: zmq.Pull, rawPeers: string[], r
   // in the ring's chunk size) and receive as much, with no reduction: the floor of any ZeroMQ all-reduce here.
   const chunks = Array.from({ length: Math.ceil(RAW_BYTES / chunkSize) }, (_, c) => payload.subarray(c * chunkSize, Math.min(RAW_BYTES, (c + 1) * chunkSize)));
   const rawExchangeMs: number[] = [];
-  const barrier = new Float32Array(2);
   for (let i = 0; i < RAW_ROUND_TRIPS + 3; i++) {
-    await ring.allReduce(barrier, ++steps.next);
+    await barrier();
     const t0 = performance.now();
     const sending = (async () => {
       for (const c of chunks) await rawPush.send(c);
@@ -256,7 +251,7 @@ function runGloo(): Record<string, number> | undefined {
   }
   const lastLine = result.stdout.trim().split('\n').at(-1) ?? '{}';
   const samples = JSON.parse(lastLine) as Record<string, [number[], number[]]>;
-  return Object.fromEntries(Object.entries(samples).map(([name, [a, b]]) => [name, summarize(a.map((t, i) => Math.max(t, b[i] ?? t))).p50]));
+  return Object.fromEntries(Object.entries(samples).map(([name, [a, b]]) => [name, median(slowerRank(a, b))]));
 }
 
 async function parent(): Promise<void> {
@@ -293,18 +288,17 @@ async function parent(): Promise<void> {
   if (r0?.kind !== 'result' || r1?.kind !== 'result') throw new Error('children did not report results');
 
   const raw8 = summarize(r0.rawRoundTripMs);
-  const exchange8 = summarize(r0.rawExchangeMs.map((t, i) => Math.max(t, r1.rawExchangeMs[i] ?? t)));
+  const exchange8 = summarize(slowerRank(r0.rawExchangeMs, r1.rawExchangeMs));
   const rawBandwidth = (2 * RAW_BYTES) / (raw8.p50 / 1000); // bytes/s moved by one ping-pong
   const gloo = process.argv.includes('--no-gloo') ? undefined : runGloo();
-  // A step ends when the slower rank ends: take the per-iteration maximum over both ranks.
-  const slower = (a: readonly number[] = [], b: readonly number[] = []): number[] => a.map((t, i) => Math.max(t, b[i] ?? t));
+  // An iteration ends when the slower rank ends.
   const rows = SIZES.map((size) => {
-    const stats = summarize(slower(r0.timings[size.name], r1.timings[size.name]));
-    const unscavengedP50 = summarize(slower(r0.unscavengedTimings[size.name], r1.unscavengedTimings[size.name])).p50;
+    const stats = summarize(slowerRank(r0.timings[size.name], r1.timings[size.name]));
+    const unscavengedP50 = median(slowerRank(r0.unscavengedTimings[size.name], r1.unscavengedTimings[size.name]));
     const bytes = size.floats * 4;
     const algBandwidth = bytes / (stats.p50 / 1000);
     const glooP50 = gloo?.[size.name];
-    const starP50 = summarize(slower(r0.starTimings[size.name], r1.starTimings[size.name])).p50;
+    const starP50 = median(slowerRank(r0.starTimings[size.name], r1.starTimings[size.name]));
     return {
       size: size.name,
       floats: size.floats,

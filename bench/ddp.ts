@@ -13,7 +13,7 @@
  */
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { flag, freePort, median, runJson } from './common.js';
+import { flag, freePort, median, roundTo, runJson } from './common.js';
 
 const steps = flag('steps', '100');
 const batch = flag('batch-size', '64');
@@ -53,7 +53,7 @@ for (let r = 0; r < rounds; r++) {
   }
 }
 
-const r2 = (x: number): number => Math.round(x * 100) / 100;
+const r2 = (x: number): number => roundTo(x, 2);
 const m = {
   ours1: median(rows.ours1.map((x) => x.samplesPerSec)),
   ours2: median(rows.ours2.map((x) => x.samplesPerSec)),

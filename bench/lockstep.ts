@@ -23,7 +23,7 @@ import { initBackend } from '../src/shared/backend.js';
 import { IMAGE_PIXELS, NUM_CLASSES } from '../src/shared/mnist.js';
 import { Replica } from '../src/worker/replica.js';
 import { Rng } from '../src/shared/rng.js';
-import { flag, freePort, median, runJson, runJsonAsync } from './common.js';
+import { flag, freePort, median, PEER_TIMEOUT_MS, roundTo, runJson, runJsonAsync, slowerRank } from './common.js';
 
 const BATCH = 64;
 const WARMUP = 10;
@@ -36,8 +36,6 @@ interface ChildResult {
   computeMs: number[];
 }
 
-/** A silent peer (it crashed) ends a child with an error instead of leaving it waiting forever. */
-const PEER_TIMEOUT_MS = 30_000;
 
 /** One contender process: `--child <mode> <rank> <port> <steps>`. Prints one JSON line (ChildResult). */
 async function child(mode: 'solo' | 'free' | 'lockstep', rank: number, port: number, steps: number): Promise<void> {
@@ -64,7 +62,6 @@ async function child(mode: 'solo' | 'free' | 'lockstep', rank: number, port: num
   const sync = mode === 'lockstep' ? barrier : async (): Promise<void> => {};
   const step = (): void => {
     replica.computeGradients(batch, buffer);
-    buffer[replica.layout.countIndex] = BATCH;
     replica.applyReduced(buffer, 0.001, 0);
   };
   for (let i = 0; i < WARMUP; i++) {
@@ -102,8 +99,8 @@ async function pair(mode: 'free' | 'lockstep', steps: number): Promise<{ samples
   const port = await freePort();
   const [a, b] = await Promise.all([runChild(mode, 0, port, steps), runChild(mode, 1, port, steps)]);
   const span = Math.max(a.endedAt, b.endedAt) - Math.min(a.startedAt, b.startedAt);
-  // In lockstep, a step ends when the slower rank ends: mean of the per-step maximum over the mean compute.
-  const maxMean = meanOf(a.computeMs.map((t, i) => Math.max(t, b.computeMs[i] ?? t)));
+  // In lockstep, a step ends when the slower rank ends: the mean of the per-step maximum minus the mean compute.
+  const maxMean = meanOf(slowerRank(a.computeMs, b.computeMs));
   const mean = (meanOf(a.computeMs) + meanOf(b.computeMs)) / 2;
   return { samplesPerSec: (2 * steps * BATCH * 1000) / span, straggleMs: maxMean - mean, computeMs: mean };
 }
@@ -133,8 +130,7 @@ async function parent(): Promise<void> {
         `2w / lockstep pair ${(row.ours2 / row.lockstep).toFixed(2)}) samples/s`);
     }
   }
-  const r2 = (x: number): number => Math.round(x * 100) / 100;
-  const m = (f: (x: (typeof rows)[number]) => number): number => r2(median(rows.map(f)));
+  const m = (f: (x: (typeof rows)[number]) => number): number => roundTo(median(rows.map(f)), 2);
   const result = {
     rounds, steps, batchSize: BATCH,
     medianRoundRatio: {

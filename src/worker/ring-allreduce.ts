@@ -24,7 +24,7 @@ const HIGH_WATER_MARK = 10_000;
 /** Frames for a step this rank has not started yet are kept (the left neighbour may be one step ahead). */
 const MAX_STASHED_FRAMES = 100_000;
 /** Received bytes between two scavenges (young-gc.ts): a quarter of what forces a full GC. */
-const DEFAULT_SCAVENGE_EVERY_BYTES = 8 * 1024 * 1024;
+export const DEFAULT_SCAVENGE_EVERY_BYTES = 8 * 1024 * 1024;
 
 const endpoint = z.string().regex(/^(tcp|ipc|inproc):\/\/.+/, 'expected a ZeroMQ endpoint such as tcp://10.0.0.5:6001 or ipc:///tmp/ring-0');
 const ringConfigSchema = z
