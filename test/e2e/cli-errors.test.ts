@@ -1,4 +1,5 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -48,8 +49,6 @@ describe.concurrent('CLI errors', () => {
     expect(expectOneLineError(r.stderr, 'CHECKPOINT_INVALID')).toContain('/nonexistent');
   });
 
-  // eval, export, serve, report, data and experiment transfer resolve their flags like train: flags over MNIST_DDP_*
-  // variables over defaults, with the same CONFIG_INVALID format.
   it('a variable for a flag the command lacks is not read: MNIST_DDP_WORKERS=1000 does not reach the coordinator', async () => {
     const r = await runCli(['coordinator', '--bind', 'not-an-endpoint'], { env: { MNIST_DDP_WORKERS: '1000' }, timeoutMs: 30_000 });
     expect(r.code).toBe(2);
@@ -92,11 +91,27 @@ describe.concurrent('CLI errors', () => {
     expect(line).toContain('auto, tensorflow, wasm, cpu');
   });
 
+  it('coordinator on a taken --coordinator-metrics-port: CONFIG_INVALID naming MNIST_DDP_COORDINATOR_METRICS_PORT, exit 2', async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (taken.address() as AddressInfo).port;
+      const r = await runCli(['coordinator', '--metrics-host', '127.0.0.1', '--coordinator-metrics-port', String(port), '--bind', 'tcp://127.0.0.1:0'], { timeoutMs: 30_000 });
+      expect(r.code).toBe(2);
+      const line = expectOneLineError(r.stderr, 'CONFIG_INVALID');
+      expect(line).toContain(`127.0.0.1:${port}`);
+      expect(line).toContain('MNIST_DDP_COORDINATOR_METRICS_PORT');
+    } finally {
+      taken.close();
+    }
+  });
+
   it('experiment transfer --label-fraction 2: CONFIG_INVALID naming the flag before any training, exit 2', async () => {
     const r = await runCli(['experiment', 'transfer', '--label-fraction', '2', '--run-dir', join(work, 'never-created')], { timeoutMs: 30_000 });
     expect(r.code).toBe(2);
     expect(expectOneLineError(r.stderr, 'CONFIG_INVALID')).toContain('labelFraction (--label-fraction) = "2"');
     expect(r.stdout).toBe('');
+    expect(existsSync(join(work, 'never-created'))).toBe(false);
   });
 
   it('MNIST_DDP_CHECKPOINT=/nonexistent eval: the environment supplies --checkpoint (CHECKPOINT_INVALID naming it, exit 1)', async () => {

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
-export const BIN = fileURLToPath(new URL('../../bin/mnist-ddp.js', import.meta.url));
+const BIN = fileURLToPath(new URL('../../bin/mnist-ddp.js', import.meta.url));
 
 export interface CliResult {
   code: number | null;

@@ -154,7 +154,8 @@ describe('metrics server (real HTTP)', () => {
     expect(isMnistDdpError(err, 'CONFIG_INVALID')).toBe(true);
     expect(String((err as Error).message)).toContain(String(server.port));
     expect(String((err as Error).message)).toContain('MNIST_DDP_METRICS_PORT');
-    // The coordinator's port comes from another key; the message names the variable that sets it.
+    // A port from another key is named by its own variable (the coordinator passes coordinatorMetricsPort: the
+    // e2e test in cli-errors.test.ts checks that wiring).
     const coordinatorErr = await startThreadedMetricsServer({ registry: new Registry(), host: '127.0.0.1', port: server.port, portKey: 'coordinatorMetricsPort' }).catch((e: unknown) => e);
     expect(String((coordinatorErr as Error).message)).toContain('MNIST_DDP_COORDINATOR_METRICS_PORT');
   });

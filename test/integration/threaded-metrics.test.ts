@@ -3,7 +3,7 @@ import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createWorkerMetrics, startThreadedMetricsServer, type MetricsServer } from '../../src/shared/metrics.js';
 import { httpGet } from '../helpers/http.js';
-import { until } from '../helpers/poll.js';
+import { StopPolling, until } from '../helpers/poll.js';
 
 // The /metrics server the worker and coordinator processes actually run (issue #5: "A /metrics scrape answers
 // within 50 ms", also while the process is inside a synchronous training step). What any server must do (healthz,
@@ -40,18 +40,21 @@ describe('threaded /metrics server', () => {
     const script = `console.log('ready');process.stdin.once('data',()=>require('http').get('http://127.0.0.1:${server.port}/metrics',r=>{r.resume();r.on('end',()=>{console.log(r.statusCode+' '+Date.now());process.exit(0)})}))`;
     const p = spawn(process.execPath, ['-e', script]);
     let out = '';
-    const ready = new Promise<void>((resolve) => p.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.startsWith('ready\n')) resolve();
-    }));
+    let exitCode: number | null | undefined;
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
     const exited = new Promise<void>((resolve, reject) => {
-      p.on('exit', () => resolve());
+      p.on('exit', (code) => {
+        exitCode = code;
+        resolve();
+      });
       p.on('error', reject);
     });
-    await ready;
+    await until('the scrape child to say ready', () => {
+      if (exitCode !== undefined) throw new StopPolling(`the scrape child exited (${exitCode}) before it was ready: ${JSON.stringify(out)}`);
+      return out.startsWith('ready\n') ? true : undefined;
+    }, 10_000);
     // A synchronous "training step", long enough for the child's scrape on a loaded machine. The "go" leaves in a
     // synchronous pipe write before the spin starts.
-    const spinStart = Date.now();
     p.stdin.write('go\n');
     const spinUntil = performance.now() + 2_500;
     while (performance.now() < spinUntil) { /* busy */ }
@@ -59,8 +62,8 @@ describe('threaded /metrics server', () => {
     await exited;
     const [status, responseEnd] = out.slice('ready\n'.length).trim().split(' ').map(Number);
     expect(status, `child printed ${JSON.stringify(out)}`).toBe(200);
-    // A server on this thread could not have finished a response during the spin.
-    expect(responseEnd).toBeGreaterThanOrEqual(spinStart);
+    // A server on this thread could not have finished a response during the spin. (It cannot have ended before the
+    // spin either: the child asks only after "go", which is written just before the spin starts.)
     expect(responseEnd).toBeLessThan(spinEnd);
   });
 });

@@ -21,8 +21,8 @@ function runKernel(name: string, inputs: Record<string, Float32Array>, shapes: R
 
 const GRID: RefConv[] = [];
 // Filter-gradient paths: direct (≤ 32 taps and Cout a multiple of 16: the 14x14x1→32 layer), col(x)ᵀ · dy (taps ≥
-// Cout; col(x)ᵀ gathered directly for Cin a multiple of 4, else im2col + transpose: Cin 1, 3 and 5), and dyᵀ · col(x)
-// (taps < Cout: the 6x6x36→40 1x1 layer).
+// Cout; col(x)ᵀ gathered directly for Cin a multiple of 4: Cin 4 and 32, else im2col + transpose: Cin 1 and 5), and
+// dyᵀ · col(x) (taps < Cout: the 8x7x3→4 and 6x6x36→40 1x1 layers).
 for (const [h, w, cin, cout, kh, kw] of [[12, 12, 1, 8, 3, 3], [14, 14, 1, 32, 3, 3], [9, 11, 5, 6, 3, 3], [10, 10, 4, 3, 5, 5], [8, 7, 3, 4, 1, 1], [6, 6, 36, 40, 1, 1], [13, 13, 32, 64, 3, 3]] as const) {
   for (const [sh, sw] of [[1, 1], [2, 2], [2, 1]] as const) {
     for (const pad of ['valid', 'same'] as const) {
