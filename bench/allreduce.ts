@@ -23,10 +23,10 @@
 import { fork, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import * as zmq from 'zeromq';
-import { decodeParts, encodeWithPayload } from '../src/shared/codec.js';
-import { DEFAULT_CHUNK_BYTES, DEFAULT_SCAVENGE_EVERY_BYTES, openRingInbox, RingAllReducer } from '../src/worker/ring-allreduce.js';
-import { SumArena } from '../src/worker/sum-into.js';
-import { ReceivedFrameCollector } from '../src/worker/young-gc.js';
+import { decodeParts, encodeWithPayload } from '../src/shared/wire/codec.js';
+import { DEFAULT_CHUNK_BYTES, DEFAULT_SCAVENGE_EVERY_BYTES, openRingInbox, RingAllReducer } from '../src/worker/ring/ring-allreduce.js';
+import { SumArena } from '../src/worker/ring/sum-arena.js';
+import { ReceivedFrameCollector } from '../src/worker/ring/young-gc.js';
 import { flag, median, PEER_TIMEOUT_MS, quantile, slowerRank } from './common.js';
 
 const SIZES = [
@@ -171,7 +171,7 @@ async function child(rank: number, chunkBytes: number | undefined, bare: boolean
   // A worker holds tfjs, its wasm backend and the model: the heap every full GC marks. (Imported here: importing
   // them loads tfjs, which --bare leaves out.)
   if (!bare) {
-    const [{ initBackend }, { buildModel }] = await Promise.all([import('../src/shared/backend.js'), import('../src/shared/models.js')]);
+    const [{ initBackend }, { buildModel }] = await Promise.all([import('../src/shared/core/backend.js'), import('../src/shared/model/zoo.js')]);
     await initBackend('wasm');
     buildModel('cnn', { seed: 1 });
   }

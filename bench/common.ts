@@ -36,7 +36,7 @@ export function runJsonAsync<T>(cmd: string, args: string[], env: NodeJS.Process
 }
 
 /** Every p50/p90/p99 the bench scripts print comes from here (the product's own order statistics). */
-export { median, quantile, roundTo } from '../src/shared/stats.js';
+export { median, quantile, roundTo } from '../src/shared/core/stats.js';
 
 /**
  * Per iteration, the slower of two ranks' times: a synchronous step (or an all-reduce) ends when its slower rank

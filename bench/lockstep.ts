@@ -19,10 +19,10 @@
  * Needs a build (`npx tsc -p tsconfig.build.json`) for the mnist-ddp contenders.
  */
 import * as zmq from 'zeromq';
-import { initBackend } from '../src/shared/backend.js';
-import { IMAGE_PIXELS, NUM_CLASSES } from '../src/shared/mnist.js';
-import { Replica } from '../src/worker/replica.js';
-import { Rng } from '../src/shared/rng.js';
+import { initBackend } from '../src/shared/core/backend.js';
+import { IMAGE_PIXELS, NUM_CLASSES } from '../src/shared/data/mnist.js';
+import { Replica } from '../src/shared/train/replica.js';
+import { Rng } from '../src/shared/data/rng.js';
 import { flag, freePort, median, PEER_TIMEOUT_MS, roundTo, runJson, runJsonAsync, slowerRank } from './common.js';
 
 const BATCH = 64;

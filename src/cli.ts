@@ -1,11 +1,11 @@
 import { Command, Option } from 'commander';
 import type { z } from 'zod';
-import { BACKEND_NAMES } from './shared/backend.js';
-import { isMnistDdpError } from './shared/errors.js';
+import { BACKEND_NAMES } from './shared/core/backend.js';
+import { isMnistDdpError } from './shared/core/errors.js';
 import {
   benchConfigSchema, coordinatorConfigSchema, dataConfigSchema, evalConfigSchema, exportConfigSchema, fromConfigFile, fromEnv, reportConfigSchema,
   resolveConfig, serveConfigSchema, trainConfigSchema, transferConfigSchema, workerConfigSchema,
-} from './shared/config.js';
+} from './shared/core/config.js';
 
 /**
  * `mnist-ddp` command line. Each subcommand turns its flags into a validated, frozen config (shared/config.ts) and
@@ -103,7 +103,7 @@ function addTrainOptions(cmd: Command, { workers = true }: { workers?: boolean }
 /** train and finetune: one process (also --debug), or a coordinator here with --workers N child processes. */
 async function trainAction(_opts: unknown, cmd: Command): Promise<void> {
   const config = configOf(trainConfigSchema, cmd);
-  const { runTrain } = await import('./commands/train.js');
+  const { runTrain } = await import('./coordinator/run.js');
   await runTrain(config, { stdout });
 }
 
@@ -238,7 +238,7 @@ program
   .option('--out <file>', 'output file (default <run>/report.html)')
   .action(async (_opts, cmd: Command) => {
     const config = configOf(reportConfigSchema, cmd);
-    const { runReport } = await import('./commands/report.js');
+    const { runReport } = await import('./report/write-report.js');
     await runReport(config, { stdout });
   });
 

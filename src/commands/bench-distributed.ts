@@ -1,13 +1,13 @@
-import { initBackend } from '../shared/backend.js';
-import { trainConfigSchema, type BenchConfig } from '../shared/config.js';
+import { initBackend } from '../shared/core/backend.js';
+import { trainConfigSchema, type BenchConfig } from '../shared/core/config.js';
 import { runTraining } from '../coordinator/driver.js';
-import { planDataset } from '../shared/dataset-plan.js';
-import { componentLogger } from '../shared/log.js';
-import type { StepReport } from '../worker/worker-core.js';
-import { median, roundTo } from '../shared/stats.js';
+import { planDataset } from '../shared/data/dataset-plan.js';
+import { componentLogger } from '../shared/core/log.js';
+import type { StepReport } from '../shared/train/worker-core.js';
+import { median, roundTo } from '../shared/core/stats.js';
 import type { ThroughputResult } from './bench.js';
 import { startLocalWorkerGroup } from '../coordinator/start-group.js';
-import { prepareRun } from './train.js';
+import { prepareRun } from '../coordinator/run.js';
 
 /**
  * stepMsP50 is the coordinator's view of one step: the time between two step completions (orders are pipelined).

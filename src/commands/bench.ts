@@ -1,13 +1,13 @@
 import * as tf from '@tensorflow/tfjs';
-import { initBackend } from '../shared/backend.js';
-import type { BenchConfig } from '../shared/config.js';
-import { componentLogger } from '../shared/log.js';
-import { gatherBatch, loadMnist } from '../shared/mnist.js';
-import { Rng } from '../shared/rng.js';
-import { median, roundTo } from '../shared/stats.js';
-import { LocalReducer } from '../worker/allreduce.js';
-import { Replica } from '../worker/replica.js';
-import { TrainStep } from '../worker/step.js';
+import { initBackend } from '../shared/core/backend.js';
+import type { BenchConfig } from '../shared/core/config.js';
+import { componentLogger } from '../shared/core/log.js';
+import { gatherBatch, loadMnist } from '../shared/data/mnist.js';
+import { Rng } from '../shared/data/rng.js';
+import { median, roundTo } from '../shared/core/stats.js';
+import { LocalReducer } from '../shared/train/reducer.js';
+import { Replica } from '../shared/train/replica.js';
+import { TrainStep } from '../shared/train/step.js';
 
 /** What both benches report: `bench` (one process) and `bench --workers N` (bench-distributed.ts). */
 export interface ThroughputResult {

@@ -1,9 +1,9 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { PNG } from 'pngjs';
-import type { DataConfig } from '../shared/config.js';
-import { componentLogger } from '../shared/log.js';
-import { NUM_CLASSES, loadMnist, type MnistSplit } from '../shared/mnist.js';
+import type { DataConfig } from '../shared/core/config.js';
+import { componentLogger } from '../shared/core/log.js';
+import { NUM_CLASSES, loadMnist, type MnistSplit } from '../shared/data/mnist.js';
 
 export interface SplitStats {
   count: number;

@@ -1,11 +1,11 @@
-import { initBackend } from '../shared/backend.js';
-import type { EvalConfig } from '../shared/config.js';
-import { planDataset } from '../shared/dataset-plan.js';
-import { evaluationReport, formatEvaluation, type EvaluationReport } from '../shared/evaluation.js';
-import { componentLogger } from '../shared/log.js';
-import { gatherBatch } from '../shared/mnist.js';
-import { loadModelDir } from '../shared/model-io.js';
-import { Replica } from '../worker/replica.js';
+import { initBackend } from '../shared/core/backend.js';
+import type { EvalConfig } from '../shared/core/config.js';
+import { planDataset } from '../shared/data/dataset-plan.js';
+import { evaluationReport, formatEvaluation, type EvaluationReport } from '../shared/train/evaluation.js';
+import { componentLogger } from '../shared/core/log.js';
+import { gatherBatch } from '../shared/data/mnist.js';
+import { loadModelDir } from '../shared/model/io.js';
+import { Replica } from '../shared/train/replica.js';
 
 /** `mnist-ddp eval --checkpoint DIR`: the evaluation report of a saved model on the test set. */
 export async function runEval(opts: EvalConfig, io: { stdout(s: string): void }): Promise<EvaluationReport> {

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
-import { trainConfigSchema, type TransferConfig } from '../shared/config.js';
-import { componentLogger } from '../shared/log.js';
-import { defaultRunDir, runTrain, type Io } from './train.js';
+import { trainConfigSchema, type TransferConfig } from '../shared/core/config.js';
+import { componentLogger } from '../shared/core/log.js';
+import { defaultRunDir, runTrain, type Io } from '../coordinator/run.js';
 
 export interface TransferArm {
   name: 'pretrain' | 'frozen' | 'scratch' | 'full';

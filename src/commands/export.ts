@@ -1,14 +1,14 @@
 import { statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend } from '../shared/backend.js';
-import type { ExportConfig } from '../shared/config.js';
-import { MnistDdpError } from '../shared/errors.js';
-import { componentLogger } from '../shared/log.js';
-import { IMAGE_PIXELS, gatherBatch, loadMnist, type MnistSplit } from '../shared/mnist.js';
-import { MODEL_JSON, WEIGHTS_BIN, loadModelDir, modelArtifacts, writeModelFiles } from '../shared/model-io.js';
-import { quantizeWeights, type QuantizeDtype } from '../shared/quantize.js';
-import type { Io } from './train.js';
+import { initBackend } from '../shared/core/backend.js';
+import type { ExportConfig } from '../shared/core/config.js';
+import { MnistDdpError } from '../shared/core/errors.js';
+import { componentLogger } from '../shared/core/log.js';
+import { IMAGE_PIXELS, gatherBatch, loadMnist, type MnistSplit } from '../shared/data/mnist.js';
+import { MODEL_JSON, WEIGHTS_BIN, loadModelDir, modelArtifacts, writeModelFiles } from '../shared/model/io.js';
+import { quantizeWeights, type QuantizeDtype } from '../shared/model/quantize.js';
+import type { Io } from '../shared/core/io.js';
 
 export interface ExportVariant {
   dtype: 'float32' | QuantizeDtype;

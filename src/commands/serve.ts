@@ -1,11 +1,11 @@
 import type { AddressInfo } from 'node:net';
-import { initBackend } from '../shared/backend.js';
-import type { ServeConfig } from '../shared/config.js';
-import { componentLogger } from '../shared/log.js';
-import { loadModelDir, modelArtifacts, modelJsonOf } from '../shared/model-io.js';
+import { initBackend } from '../shared/core/backend.js';
+import type { ServeConfig } from '../shared/core/config.js';
+import { componentLogger } from '../shared/core/log.js';
+import { loadModelDir, modelArtifacts, modelJsonOf } from '../shared/model/io.js';
 import { loadPreprocess, loadStaticAssets } from '../serve/assets.js';
 import { createPredictServer } from '../serve/http.js';
-import type { Io } from './train.js';
+import type { Io } from '../shared/core/io.js';
 
 export interface RunningServer {
   /** http://host:port/ with the bound port. */

@@ -1,9 +1,9 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type * as tf from '@tensorflow/tfjs';
-import { MnistDdpError } from '../shared/errors.js';
-import { loadModelDir, saveModelDir, writeFileAtomic } from '../shared/model-io.js';
-import type { OptimizerState } from '../shared/optimizers.js';
+import { MnistDdpError } from '../shared/core/errors.js';
+import { loadModelDir, saveModelDir, writeFileAtomic } from '../shared/model/io.js';
+import type { OptimizerState } from '../shared/train/optimizers.js';
 
 /**
  * A checkpoint directory: the model in the standard TF.js Layers format (model.json + weights.bin, loadable by

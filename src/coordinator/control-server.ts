@@ -1,8 +1,8 @@
 import * as zmq from 'zeromq';
-import { encode } from '../shared/codec.js';
-import { parseControl, workerToCoordinator, type CoordinatorMessage, type WorkerMessage } from '../shared/control-protocol.js';
-import type { Logger } from '../shared/log.js';
-import { SerialSender } from '../shared/serial-sender.js';
+import { encode } from '../shared/wire/codec.js';
+import { parseControl, workerToCoordinator, type CoordinatorMessage, type WorkerMessage } from '../shared/wire/control-messages.js';
+import type { Logger } from '../shared/core/log.js';
+import { SerialSender } from '../shared/wire/sender.js';
 
 export type ControlRejectReason = 'malformed' | 'unexpected';
 

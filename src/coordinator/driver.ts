@@ -1,11 +1,11 @@
-import type { TrainConfig } from '../shared/config.js';
-import { isMnistDdpError, MnistDdpError } from '../shared/errors.js';
-import type { DatasetPlan } from '../shared/dataset-plan.js';
-import { evaluationReport, type EvaluationReport } from '../shared/evaluation.js';
-import { learningRate } from '../shared/lr-schedule.js';
-import { stepCount } from '../shared/shard-plan.js';
-import type { EvaluationCounts } from '../worker/replica.js';
-import type { EvalSplit, ReplicaSnapshot, StepPlan, StepReport } from '../worker/worker-core.js';
+import type { TrainConfig } from '../shared/core/config.js';
+import { isMnistDdpError, MnistDdpError } from '../shared/core/errors.js';
+import type { DatasetPlan } from '../shared/data/dataset-plan.js';
+import { evaluationReport, type EvaluationReport } from '../shared/train/evaluation.js';
+import { learningRate } from '../shared/train/lr-schedule.js';
+import { stepCount } from '../shared/data/shard-plan.js';
+import type { EvaluationCounts } from '../shared/train/replica.js';
+import type { EvalSplit, ReplicaSnapshot, StepPlan, StepReport } from '../shared/train/worker-core.js';
 import type { TrainingPosition } from './checkpoints.js';
 
 /**

@@ -1,5 +1,5 @@
-import type { EvaluationCounts } from '../worker/replica.js';
-import type { EvalSplit, ReplicaSnapshot, WorkerCore } from '../worker/worker-core.js';
+import type { EvaluationCounts } from '../shared/train/replica.js';
+import type { EvalSplit, ReplicaSnapshot, WorkerCore } from '../shared/train/worker-core.js';
 import type { StepOrder, StepResult, WorkerGroup } from './driver.js';
 
 /**

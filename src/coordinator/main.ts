@@ -1,10 +1,10 @@
 import { hostname } from 'node:os';
 import { Registry } from 'prom-client';
-import { runTrain, type Io, type TrainSummary } from '../commands/train.js';
+import { runTrain, type Io, type TrainSummary } from './run.js';
 import { startRemoteGroup } from './start-group.js';
-import { narrowConfig, trainConfigSchema, type CoordinatorConfig } from '../shared/config.js';
-import { componentLogger } from '../shared/log.js';
-import { createCoordinatorMetrics, startThreadedMetricsServer } from '../shared/metrics.js';
+import { narrowConfig, trainConfigSchema, type CoordinatorConfig } from '../shared/core/config.js';
+import { componentLogger } from '../shared/core/log.js';
+import { createCoordinatorMetrics, startThreadedMetricsServer } from '../shared/metrics/index.js';
 import { writeScrapeTargets } from './targets-file.js';
 import type { WorkerRecord } from './membership.js';
 

@@ -1,4 +1,4 @@
-import type { NarrowWorkerMessage } from '../shared/control-protocol.js';
+import type { NarrowWorkerMessage } from '../shared/wire/control-messages.js';
 
 export type WorkerStatus = 'welcomed' | 'admitted' | 'active' | 'gone';
 

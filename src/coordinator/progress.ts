@@ -1,5 +1,5 @@
 import cliProgress from 'cli-progress';
-import type { Logger } from '../shared/log.js';
+import type { Logger } from '../shared/core/log.js';
 import type { EpochEvent, StepEvent } from './driver.js';
 
 /**

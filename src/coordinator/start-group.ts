@@ -1,8 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { REQUEST_TIMEOUT_MS, type TrainConfig } from '../shared/config.js';
-import { componentLogger, type Logger } from '../shared/log.js';
-import type { Replica } from '../worker/replica.js';
+import { REQUEST_TIMEOUT_MS, type TrainConfig } from '../shared/core/config.js';
+import { componentLogger, type Logger } from '../shared/core/log.js';
+import type { Replica } from '../shared/train/replica.js';
 import type { TrainingPosition } from './checkpoints.js';
 import { ControlServer, type ControlRejectReason } from './control-server.js';
 import { RemoteWorkerGroup, type RemoteGroupOptions } from './remote-group.js';

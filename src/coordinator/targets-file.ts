@@ -1,6 +1,6 @@
 import { mkdir, open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { MnistDdpError } from '../shared/errors.js';
+import { MnistDdpError } from '../shared/core/errors.js';
 
 export interface ScrapeTarget {
   host: string;

@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import * as tf from '@tensorflow/tfjs';
-import { MnistDdpError, isMnistDdpError } from '../shared/errors.js';
-import type { Logger } from '../shared/log.js';
+import { MnistDdpError, isMnistDdpError } from '../shared/core/errors.js';
+import type { Logger } from '../shared/core/log.js';
 import type { Preprocess, StaticAsset } from './assets.js';
 import { requestPixels } from './predict-request.js';
 

@@ -1,6 +1,6 @@
 import { PNG } from 'pngjs';
-import { MnistDdpError } from '../shared/errors.js';
-import { IMAGE_PIXELS } from '../shared/mnist.js';
+import { MnistDdpError } from '../shared/core/errors.js';
+import { IMAGE_PIXELS } from '../shared/data/mnist.js';
 import type { Preprocess } from './assets.js';
 
 /**

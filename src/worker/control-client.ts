@@ -1,9 +1,9 @@
 import * as zmq from 'zeromq';
-import { encode } from '../shared/codec.js';
-import { coordinatorToWorker, parseControl, type CoordinatorMessage, type WorkerMessage } from '../shared/control-protocol.js';
-import { MnistDdpError } from '../shared/errors.js';
-import type { Logger } from '../shared/log.js';
-import { SerialSender } from '../shared/serial-sender.js';
+import { encode } from '../shared/wire/codec.js';
+import { coordinatorToWorker, parseControl, type CoordinatorMessage, type WorkerMessage } from '../shared/wire/control-messages.js';
+import { MnistDdpError } from '../shared/core/errors.js';
+import type { Logger } from '../shared/core/log.js';
+import { SerialSender } from '../shared/wire/sender.js';
 
 /**
  * A worker's DEALER connection to the coordinator. Inbound frames are validated; malformed ones are counted and

@@ -1,19 +1,20 @@
 import { hostname, networkInterfaces } from 'node:os';
 import { Registry } from 'prom-client';
-import { initBackend } from '../shared/backend.js';
-import { trainConfigSchema, type WorkerConfig } from '../shared/config.js';
-import { PROTOCOL_VERSION, type NarrowCoordinatorMessage } from '../shared/control-protocol.js';
-import { planDataset } from '../shared/dataset-plan.js';
-import { isMnistDdpError } from '../shared/errors.js';
-import { componentLogger } from '../shared/log.js';
-import { createWorkerMetrics, instanceIndexFromEnv, metricsPortFor, startThreadedMetricsServer, type WorkerMetrics } from '../shared/metrics.js';
-import { describeLayout } from '../shared/param-layout.js';
-import { LocalReducer, openRingInbox, RingAllReducer, type AllReducer } from './allreduce.js';
+import { initBackend } from '../shared/core/backend.js';
+import { trainConfigSchema, type WorkerConfig } from '../shared/core/config.js';
+import { PROTOCOL_VERSION, type NarrowCoordinatorMessage } from '../shared/wire/control-messages.js';
+import { planDataset } from '../shared/data/dataset-plan.js';
+import { isMnistDdpError } from '../shared/core/errors.js';
+import { componentLogger } from '../shared/core/log.js';
+import { createWorkerMetrics, instanceIndexFromEnv, metricsPortFor, startThreadedMetricsServer, type WorkerMetrics } from '../shared/metrics/index.js';
+import { describeLayout } from '../shared/model/layout.js';
+import { LocalReducer, type AllReducer } from '../shared/train/reducer.js';
+import { openRingInbox, RingAllReducer } from './ring/ring-allreduce.js';
 import { ControlClient } from './control-client.js';
-import { optimizerConfigOf } from '../shared/optimizers.js';
-import { Replica } from './replica.js';
+import { optimizerConfigOf } from '../shared/train/optimizers.js';
+import { Replica } from '../shared/train/replica.js';
 import { recordStep } from './step-metrics.js';
-import { WorkerCore } from './worker-core.js';
+import { WorkerCore } from '../shared/train/worker-core.js';
 
 function defaultAdvertiseHost(coordinator: string): string {
   const host = /^tcp:\/\/([^:/]+):/.exec(coordinator)?.[1];

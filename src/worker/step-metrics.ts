@@ -1,5 +1,5 @@
-import type { WorkerMetrics } from '../shared/metrics.js';
-import type { StepPlan, StepReport } from './worker-core.js';
+import type { WorkerMetrics } from '../shared/metrics/index.js';
+import type { StepPlan, StepReport } from '../shared/train/worker-core.js';
 
 /** Publishes one finished step on the worker's /metrics. Runs once per step: a handful of gauge/histogram updates. */
 export function recordStep(metrics: WorkerMetrics, report: StepReport, plan: StepPlan, epochSize: number, bufferBytes: number, worldSize: number): void {

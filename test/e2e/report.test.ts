@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PNG } from 'pngjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readHistory, runReport } from '../../src/commands/report.js';
-import { loadMnist } from '../../src/shared/mnist.js';
+import { readHistory, runReport } from '../../src/report/write-report.js';
+import { loadMnist } from '../../src/shared/data/mnist.js';
 import { HAVE_CHROMIUM, launchChromium } from '../helpers/browser.js';
 
 /** A plausible run directory, written by hand so this test does not depend on the trainer. */

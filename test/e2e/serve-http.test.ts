@@ -2,8 +2,8 @@ import { PNG } from 'pngjs';
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runServe, type RunningServer } from '../../src/commands/serve.js';
-import { gatherBatch, loadMnist, type MnistSplit } from '../../src/shared/mnist.js';
-import { loadModelDir } from '../../src/shared/model-io.js';
+import { gatherBatch, loadMnist, type MnistSplit } from '../../src/shared/data/mnist.js';
+import { loadModelDir } from '../../src/shared/model/io.js';
 import { normalise, preprocessRgba } from '../../src/serve/preprocess.js';
 import { predictClasses, trainedModelDir } from '../helpers/trained-model.js';
 

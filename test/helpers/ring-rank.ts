@@ -5,7 +5,7 @@
  * `{"results": [base64 of each result]}`.
  */
 import { createInterface } from 'node:readline';
-import { openRingInbox, RingAllReducer } from '../../src/worker/ring-allreduce.js';
+import { openRingInbox, RingAllReducer } from '../../src/worker/ring/ring-allreduce.js';
 import { randomFloats } from './random.js';
 
 const [rank, worldSize, length, steps] = process.argv.slice(2).map(Number) as [number, number, number, number];

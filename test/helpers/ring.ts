@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { openRingInbox, RingAllReducer, type RingConfig, type RingInbox } from '../../src/worker/ring-allreduce.js';
+import { openRingInbox, RingAllReducer, type RingConfig, type RingInbox } from '../../src/worker/ring/ring-allreduce.js';
 
 export type Transport = 'tcp' | 'ipc';
 

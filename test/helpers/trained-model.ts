@@ -2,10 +2,10 @@ import { existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend } from '../../src/shared/backend.js';
-import { gatherBatch, loadMnist, oneHot } from '../../src/shared/mnist.js';
-import { buildModel } from '../../src/shared/models.js';
-import { MODEL_JSON, saveModelDir } from '../../src/shared/model-io.js';
+import { initBackend } from '../../src/shared/core/backend.js';
+import { gatherBatch, loadMnist, oneHot } from '../../src/shared/data/mnist.js';
+import { buildModel } from '../../src/shared/model/zoo.js';
+import { MODEL_JSON, saveModelDir } from '../../src/shared/model/io.js';
 
 /** Bump when the recipe changes so stale caches are not reused. */
 const RECIPE = 'cnn-seed1-12000x1-v2';

@@ -2,12 +2,12 @@ import * as zmq from 'zeromq';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ControlServer } from '../../src/coordinator/control-server.js';
 import { RemoteWorkerGroup } from '../../src/coordinator/remote-group.js';
-import { initBackend } from '../../src/shared/backend.js';
-import { decode, encode } from '../../src/shared/codec.js';
-import { PROTOCOL_VERSION } from '../../src/shared/control-protocol.js';
-import { componentLogger } from '../../src/shared/log.js';
-import { paramLayout } from '../../src/shared/param-layout.js';
-import { buildModel } from '../../src/shared/models.js';
+import { initBackend } from '../../src/shared/core/backend.js';
+import { decode, encode } from '../../src/shared/wire/codec.js';
+import { PROTOCOL_VERSION } from '../../src/shared/wire/control-messages.js';
+import { componentLogger } from '../../src/shared/core/log.js';
+import { paramLayout } from '../../src/shared/model/layout.js';
+import { buildModel } from '../../src/shared/model/zoo.js';
 
 // Issue #4: the handshake compares protocol, model and parameter layout and names both sides on a mismatch;
 // malformed control frames are counted and crash nothing. Real ROUTER/DEALER sockets.

@@ -1,9 +1,9 @@
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { initBackend } from '../../src/shared/backend.js';
-import { gatherBatch, loadMnist } from '../../src/shared/mnist.js';
-import { rankSlice } from '../../src/shared/shard-plan.js';
-import type { RingAllReducer } from '../../src/worker/allreduce.js';
-import { Replica } from '../../src/worker/replica.js';
+import { initBackend } from '../../src/shared/core/backend.js';
+import { gatherBatch, loadMnist } from '../../src/shared/data/mnist.js';
+import { rankSlice } from '../../src/shared/data/shard-plan.js';
+import type { RingAllReducer } from '../../src/worker/ring/ring-allreduce.js';
+import { Replica } from '../../src/shared/train/replica.js';
 import { relError } from '../helpers/conv-reference.js';
 import { connectRing } from '../helpers/ring.js';
 

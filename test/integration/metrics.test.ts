@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { writeScrapeTargets } from '../../src/coordinator/targets-file.js';
-import { isMnistDdpError } from '../../src/shared/errors.js';
+import { isMnistDdpError } from '../../src/shared/core/errors.js';
 import {
   createCoordinatorMetrics,
   createWorkerMetrics,
@@ -12,7 +12,7 @@ import {
   metricsPortFor,
   startThreadedMetricsServer,
   type MetricsServer,
-} from '../../src/shared/metrics.js';
+} from '../../src/shared/metrics/index.js';
 import { httpGet } from '../helpers/http.js';
 import { until } from '../helpers/poll.js';
 import { HAS_PROMTOOL, promtoolCheckMetrics } from '../helpers/promtool.js';

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createWorkerMetrics, startThreadedMetricsServer, type MetricsServer } from '../../src/shared/metrics.js';
+import { createWorkerMetrics, startThreadedMetricsServer, type MetricsServer } from '../../src/shared/metrics/index.js';
 import { httpGet } from '../helpers/http.js';
 import { StopPolling, until } from '../helpers/poll.js';
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { augmentBatch, transformImage } from '../../src/shared/augment.js';
-import { IMAGE_PIXELS, NORMALISED_BACKGROUND, gatherBatch, loadMnist } from '../../src/shared/mnist.js';
-import { Rng } from '../../src/shared/rng.js';
+import { augmentBatch, transformImage } from '../../src/shared/data/augment.js';
+import { IMAGE_PIXELS, NORMALISED_BACKGROUND, gatherBatch, loadMnist } from '../../src/shared/data/mnist.js';
+import { Rng } from '../../src/shared/data/rng.js';
 
 function realBatch(n: number): Float32Array {
   const { train } = loadMnist();

@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
-import { initBackend } from '../../src/shared/backend.js';
-import { MnistDdpError } from '../../src/shared/errors.js';
+import { initBackend } from '../../src/shared/core/backend.js';
+import { MnistDdpError } from '../../src/shared/core/errors.js';
 
 const tfjsNodeInstalled = (() => {
   try {

@@ -6,11 +6,11 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OPTIMIZER_BIN, readCheckpoint, STATE_JSON, writeCheckpoint, type CheckpointState } from '../../src/coordinator/checkpoints.js';
-import { initBackend } from '../../src/shared/backend.js';
-import { isMnistDdpError, type MnistDdpError } from '../../src/shared/errors.js';
-import { gatherBatch, loadMnist } from '../../src/shared/mnist.js';
-import { loadModelDir, MODEL_JSON, saveModelDir, WEIGHTS_BIN } from '../../src/shared/model-io.js';
-import { Replica } from '../../src/worker/replica.js';
+import { initBackend } from '../../src/shared/core/backend.js';
+import { isMnistDdpError, type MnistDdpError } from '../../src/shared/core/errors.js';
+import { gatherBatch, loadMnist } from '../../src/shared/data/mnist.js';
+import { loadModelDir, MODEL_JSON, saveModelDir, WEIGHTS_BIN } from '../../src/shared/model/io.js';
+import { Replica } from '../../src/shared/train/replica.js';
 
 const data = loadMnist();
 const TEST_IDS = Array.from({ length: 100 }, (_, i) => i);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { decode, decodeParts, encode, encodeWithPayload } from '../../src/shared/codec.js';
-import { isMnistDdpError } from '../../src/shared/errors.js';
+import { decode, decodeParts, encode, encodeWithPayload } from '../../src/shared/wire/codec.js';
+import { isMnistDdpError } from '../../src/shared/core/errors.js';
 
 function bits(a: Float32Array): Uint32Array {
   return new Uint32Array(a.buffer, a.byteOffset, a.length);

@@ -5,8 +5,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import {
   benchConfigSchema, coordinatorConfigSchema, envName, exportConfigSchema, fromConfigFile, fromEnv, isExplicit, narrowConfig, resolveConfig, serveConfigSchema, trainConfigSchema,
   transferConfigSchema, workerConfigSchema,
-} from '../../src/shared/config.js';
-import { isMnistDdpError, type MnistDdpError } from '../../src/shared/errors.js';
+} from '../../src/shared/core/config.js';
+import { isMnistDdpError, type MnistDdpError } from '../../src/shared/core/errors.js';
 
 const TRAIN_KEYS = Object.keys(trainConfigSchema.shape);
 

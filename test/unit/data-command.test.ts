@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { PNG } from 'pngjs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { runDataCommand, type DataReport } from '../../src/commands/data.js';
-import { dataConfigSchema } from '../../src/shared/config.js';
+import { dataConfigSchema } from '../../src/shared/core/config.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mnist-ddp-datacmd-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { runTraining, type StepEvent, type StepOrder, type StepResult, type TrainOutcome, type WorkerGroup } from '../../src/coordinator/driver.js';
-import { trainConfigSchema } from '../../src/shared/config.js';
-import type { DatasetPlan } from '../../src/shared/dataset-plan.js';
-import { MnistDdpError } from '../../src/shared/errors.js';
+import { trainConfigSchema } from '../../src/shared/core/config.js';
+import type { DatasetPlan } from '../../src/shared/data/dataset-plan.js';
+import { MnistDdpError } from '../../src/shared/core/errors.js';
 
 // The driver's scheduling, on a scripted WorkerGroup (the driver is the unit under test; real worker groups are
 // covered by the e2e tests): how many orders are in flight, when the pipeline drains, and which steps are ordered

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { evaluationReport, formatEvaluation } from '../../src/shared/evaluation.js';
+import { evaluationReport, formatEvaluation } from '../../src/shared/train/evaluation.js';
 
 /** A 10-class confusion matrix (row = true label, column = predicted) from a few labelled rows; the rest are zero. */
 function confusion(rows: Record<number, number[]>): Int32Array {

@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { isMnistDdpError, type ErrorCode } from '../../src/shared/errors.js';
-import { encodeIdx, readIdx, readIdxImages, readIdxLabels, readIdxPair, writeIdx } from '../../src/shared/idx.js';
+import { isMnistDdpError, type ErrorCode } from '../../src/shared/core/errors.js';
+import { encodeIdx, readIdx, readIdxImages, readIdxLabels, readIdxPair, writeIdx } from '../../src/shared/data/idx.js';
 
 let dir: string;
 beforeEach(() => {

@@ -1,8 +1,8 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { initBackend } from '../../src/shared/backend.js';
-import { isMnistDdpError } from '../../src/shared/errors.js';
-import { buildModel, logitsModel, MODEL_NAMES, parameterCount, type ModelName } from '../../src/shared/models.js';
+import { initBackend } from '../../src/shared/core/backend.js';
+import { isMnistDdpError } from '../../src/shared/core/errors.js';
+import { buildModel, logitsModel, MODEL_NAMES, parameterCount, type ModelName } from '../../src/shared/model/zoo.js';
 
 /*
  * Parameter counts worked out from the architectures in src/shared/models.ts (kernel + bias; batch norm has

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createOptimizer, optimizerConfigOf, type OptimizerConfig } from '../../src/shared/optimizers.js';
+import { createOptimizer, optimizerConfigOf, type OptimizerConfig } from '../../src/shared/train/optimizers.js';
 
 // The flat optimisers against PyTorch's update rules written out in float64 (torch.optim.SGD with momentum and
 // torch.optim.Adam, both with weight_decay as L2 added to the gradient), over a few steps of changing gradients.

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { loadMnist } from '../../src/shared/mnist.js';
-import { NORMALISE_LUT } from '../../src/shared/mnist.js';
+import { loadMnist } from '../../src/shared/data/mnist.js';
+import { NORMALISE_LUT } from '../../src/shared/data/mnist.js';
 import { centreDigit, normalise, preprocessRgba, resizeArea } from '../../src/serve/preprocess.js';
 
 /** RGBA of a gray image (0..255), optionally upscaled by pixel replication and/or inverted. */

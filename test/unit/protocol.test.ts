@@ -1,5 +1,5 @@
 import { describe, expect, expectTypeOf, it } from 'vitest';
-import { decode, encode } from '../../src/shared/codec.js';
+import { decode, encode } from '../../src/shared/wire/codec.js';
 import {
   isMessage,
   isMessageOf,
@@ -10,7 +10,7 @@ import {
   type NarrowMessage,
   type RingChunk,
   type RingHello,
-} from '../../src/shared/protocol.js';
+} from '../../src/shared/wire/ring-messages.js';
 
 const chunk: RingChunk = {
   type: 'ring-chunk',

@@ -4,13 +4,13 @@ import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runExport } from '../../src/commands/export.js';
-import { initBackend } from '../../src/shared/backend.js';
-import { exportConfigSchema } from '../../src/shared/config.js';
-import { buildModel } from '../../src/shared/models.js';
-import { modelArtifacts } from '../../src/shared/model-io.js';
+import { initBackend } from '../../src/shared/core/backend.js';
+import { exportConfigSchema } from '../../src/shared/core/config.js';
+import { buildModel } from '../../src/shared/model/zoo.js';
+import { modelArtifacts } from '../../src/shared/model/io.js';
 import {
   dequantizeUint8, float16BitsToFloat32, float32ToFloat16Bits, quantizeFloat16, quantizeUint8, quantizeWeights,
-} from '../../src/shared/quantize.js';
+} from '../../src/shared/model/quantize.js';
 import { randomFloats } from '../helpers/random.js';
 import { trainedModelDir } from '../helpers/trained-model.js';
 

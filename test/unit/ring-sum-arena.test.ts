@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { SumArena } from '../../src/worker/sum-into.js';
+import { SumArena } from '../../src/worker/ring/sum-arena.js';
 import { randomFloats } from '../helpers/random.js';
 
 function bits(a: Float32Array): Uint32Array {

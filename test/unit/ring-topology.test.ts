@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { chunkFlag, framesPerAllReduce, receiveStep, ringLayout, segmentReceivedAt } from '../../src/worker/ring-topology.js';
+import { chunkFlag, framesPerAllReduce, receiveStep, ringLayout, segmentReceivedAt } from '../../src/worker/ring/topology.js';
 
 describe('ring topology', () => {
   it.each([2, 3, 4, 5])('with %i ranks, segmentReceivedAt inverts receiveStep and every rank receives N-1 segments per phase', (n) => {

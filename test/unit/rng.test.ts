@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { isMnistDdpError } from '../../src/shared/errors.js';
-import { Rng, deriveSeed, permutationFor } from '../../src/shared/rng.js';
+import { isMnistDdpError } from '../../src/shared/core/errors.js';
+import { Rng, deriveSeed, permutationFor } from '../../src/shared/data/rng.js';
 
 function draws(rng: Rng, n: number): number[] {
   return Array.from({ length: n }, () => rng.nextUint32());

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { epochOrder, evalSlice, rankSlice, stepCount } from '../../src/shared/shard-plan.js';
+import { epochOrder, evalSlice, rankSlice, stepCount } from '../../src/shared/data/shard-plan.js';
 
 /**
  * Walks one epoch the way the coordinator does (coordinator/driver.ts): a cursor advanced by stepCount, each step

@@ -1,10 +1,10 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { initBackend } from '../../src/shared/backend.js';
-import { gatherBatch, loadMnist } from '../../src/shared/mnist.js';
-import { LocalReducer } from '../../src/worker/allreduce.js';
-import { Replica } from '../../src/worker/replica.js';
-import { TrainStep } from '../../src/worker/step.js';
+import { initBackend } from '../../src/shared/core/backend.js';
+import { gatherBatch, loadMnist } from '../../src/shared/data/mnist.js';
+import { LocalReducer } from '../../src/shared/train/reducer.js';
+import { Replica } from '../../src/shared/train/replica.js';
+import { TrainStep } from '../../src/shared/train/step.js';
 
 /**
  * A small CNN with every layer kind of the zoo's `cnn` plus the attributes the kernels must cover in training

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { initBackend } from '../../src/shared/backend.js';
+import { initBackend } from '../../src/shared/core/backend.js';
 import { convForward, convGradFilter, convGradInput, outDims, relError, type RefConv } from '../helpers/conv-reference.js';
 import { randomFloats } from '../helpers/random.js';
 

@@ -1,6 +1,6 @@
 import { constants, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
 import { describe, expect, it, vi } from 'vitest';
-import { ReceivedFrameCollector, type Collect } from '../../src/worker/young-gc.js';
+import { ReceivedFrameCollector, type Collect } from '../../src/worker/ring/young-gc.js';
 
 const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 

@@ -1,4 +1,4 @@
-import { MnistDdpError } from '../errors.js';
+import { MnistDdpError } from '../core/errors.js';
 
 /**
  * pm2 gives each process of an app started with `instances: N` a distinct NODE_APP_INSTANCE in 0..N-1 (fork and

@@ -1,8 +1,8 @@
 import { Worker } from 'node:worker_threads';
 import type { Registry } from 'prom-client';
-import { envName } from '../config.js';
-import { MnistDdpError } from '../errors.js';
-import type { Logger } from '../log.js';
+import { envName } from '../core/config.js';
+import { MnistDdpError } from '../core/errors.js';
+import type { Logger } from '../core/log.js';
 
 /**
  * /metrics for a training worker. A training step is one synchronous ~100 ms block of tfjs work, and an HTTP server

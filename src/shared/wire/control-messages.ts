@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { decode } from './codec.js';
-import { PROTOCOL_VERSION } from './protocol.js';
+import { PROTOCOL_VERSION } from './ring-messages.js';
 
 /**
  * Control plane between the coordinator (ZeroMQ ROUTER) and its workers (DEALER): membership, ring formation,

@@ -1,4 +1,4 @@
-import { MnistDdpError } from './errors.js';
+import { MnistDdpError } from '../core/errors.js';
 
 /**
  * Seeded PRNG: xoshiro128** (Blackman & Vigna), 128 bits of state held as four unsigned 32-bit words.

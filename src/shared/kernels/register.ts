@@ -1,10 +1,10 @@
 import { getKernel, registerGradient, registerKernel, unregisterKernel, type KernelConfig } from '@tensorflow/tfjs';
-import { conv2dBackpropFilterConfig } from './conv2d_backprop_filter.js';
-import { conv2dBackpropInputConfig } from './conv2d_backprop_input.js';
-import { conv2dGradConfig } from './conv2d_grad.js';
-import { FAST_PATHS } from './fast_paths.js';
-import { maxPoolGradConfig } from './max_pool_grad.js';
-import { reluGradConfig, reluGradKernelConfig } from './relu_grad.js';
+import { conv2dBackpropFilterConfig } from './conv2d-backprop-filter.js';
+import { conv2dBackpropInputConfig } from './conv2d-backprop-input.js';
+import { conv2dGradConfig } from './conv2d-grad.js';
+import { FAST_PATHS } from './fast-paths.js';
+import { maxPoolGradConfig } from './max-pool-grad.js';
+import { reluGradConfig, reluGradKernelConfig } from './relu-grad.js';
 
 /** The training kernels mnist-ddp adds to, or replaces in, tfjs-backend-wasm. */
 const WASM_TRAINING_KERNELS: readonly KernelConfig[] = [

@@ -1,7 +1,7 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { MnistDdpError } from './errors.js';
+import { MnistDdpError } from '../core/errors.js';
 
 /**
  * The standard TF.js Layers format on disk: `model.json` (topology + weights manifest) and `weights.bin`, the layout

@@ -1,6 +1,6 @@
 import { Packr, Unpackr, addExtension } from 'msgpackr';
 import { endianness } from 'node:os';
-import { MnistDdpError } from './errors.js';
+import { MnistDdpError } from '../core/errors.js';
 
 /**
  * Wire codec: MessagePack (msgpackr, no records, so any MessagePack reader can decode it) with one extension that

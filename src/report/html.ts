@@ -2,7 +2,7 @@
  * Renders a training run as one self-contained HTML page: inline SVG charts and CSS, images as data URIs, no
  * scripts and no external resources, so the file can be mailed or archived and opens offline.
  */
-import { median } from './stats.js';
+import { median } from '../shared/core/stats.js';
 
 /** Misclassified test digits a report shows; training keeps exactly this many in eval.json. */
 export const DEFAULT_MISCLASSIFIED = 24;

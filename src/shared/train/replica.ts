@@ -1,9 +1,9 @@
 import * as tf from '@tensorflow/tfjs';
-import { MnistDdpError } from '../shared/errors.js';
-import { buildModel, logitsModel } from '../shared/models.js';
-import { createOptimizer, type FlatOptimizer, type OptimizerConfig } from '../shared/optimizers.js';
-import { paramLayout, weightsDigest, type ParamLayout, type ParamSlot } from '../shared/param-layout.js';
-import { IMAGE_COLS, IMAGE_ROWS, NUM_CLASSES, type Batch } from '../shared/mnist.js';
+import { MnistDdpError } from '../core/errors.js';
+import { buildModel, logitsModel } from '../model/zoo.js';
+import { createOptimizer, type FlatOptimizer, type OptimizerConfig } from './optimizers.js';
+import { paramLayout, weightsDigest, type ParamLayout, type ParamSlot } from '../model/layout.js';
+import { IMAGE_COLS, IMAGE_ROWS, NUM_CLASSES, type Batch } from '../data/mnist.js';
 
 export type { Batch };
 

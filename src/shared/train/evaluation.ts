@@ -1,4 +1,4 @@
-import { NUM_CLASSES } from './mnist.js';
+import { NUM_CLASSES } from '../data/mnist.js';
 
 /** Classification metrics from a confusion matrix (row = true label, column = predicted). */
 export interface ClassMetrics {

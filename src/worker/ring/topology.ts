@@ -1,4 +1,4 @@
-import type { RingPhase } from '../shared/protocol.js';
+import type { RingPhase } from '../../shared/wire/ring-messages.js';
 
 /**
  * How a flat buffer of `length` floats is cut for a ring of `worldSize` ranks: N contiguous segments (the first

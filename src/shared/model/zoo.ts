@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
-import { MnistDdpError } from './errors.js';
+import { MnistDdpError } from '../core/errors.js';
 
 /**
  * The model zoo. Every model maps a [B, 28, 28, 1] image batch to class probabilities through a linear layer

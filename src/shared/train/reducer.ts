@@ -1,6 +1,6 @@
 /**
  * Gradient all-reduce between the workers of one run. The step code calls the same interface in every mode:
- * `LocalReducer` for a single process, `RingAllReducer` (ring-allreduce.ts) over ZeroMQ for several.
+ * `LocalReducer` for a single process, `RingAllReducer` (worker/ring/ring-allreduce.ts) over ZeroMQ for several.
  */
 export interface AllReduceOptions {
   /** Overrides the reducer's inactivity deadline for this call. */
@@ -43,6 +43,3 @@ export class LocalReducer implements AllReducer {
     return Promise.resolve();
   }
 }
-
-export { RingAllReducer, openRingInbox } from './ring-allreduce.js';
-export type { RingConfig, RingInbox } from './ring-allreduce.js';

@@ -1,10 +1,10 @@
-import { augmentBatch } from '../shared/augment.js';
-import type { DatasetPlan } from '../shared/dataset-plan.js';
-import { gatherBatch, IMAGE_PIXELS, type Batch } from '../shared/mnist.js';
-import type { OptimizerState } from '../shared/optimizers.js';
-import { deriveSeed, Rng } from '../shared/rng.js';
-import { epochOrder, evalSlice, rankSlice } from '../shared/shard-plan.js';
-import type { AllReducer } from './allreduce.js';
+import { augmentBatch } from '../data/augment.js';
+import type { DatasetPlan } from '../data/dataset-plan.js';
+import { gatherBatch, IMAGE_PIXELS, type Batch } from '../data/mnist.js';
+import type { OptimizerState } from './optimizers.js';
+import { deriveSeed, Rng } from '../data/rng.js';
+import { epochOrder, evalSlice, rankSlice } from '../data/shard-plan.js';
+import type { AllReducer } from './reducer.js';
 import type { EvaluationCounts, Replica } from './replica.js';
 import { TrainStep } from './step.js';
 

@@ -1,4 +1,4 @@
-import { kernelsModule } from '../shared/wasm/kernels_module.js';
+import { kernelsModule } from '../../shared/kernels/module.js';
 
 /**
  * target[i] += source[i] for the ring's reduce-scatter, with WebAssembly SIMD (f32x4.add). IEEE-754 float32

@@ -2,13 +2,13 @@ import { existsSync, readFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { PNG } from 'pngjs';
 import { z } from 'zod';
-import type { ReportConfig } from '../shared/config.js';
-import { MnistDdpError } from '../shared/errors.js';
-import { componentLogger } from '../shared/log.js';
-import { IMAGE_PIXELS, loadMnist } from '../shared/mnist.js';
-import { writeFileAtomic } from '../shared/model-io.js';
-import { DEFAULT_MISCLASSIFIED, renderReportHtml, type EpochRecord, type EvalResult, type ReportData, type StepRecord } from '../shared/report-html.js';
-import type { Io } from './train.js';
+import type { ReportConfig } from '../shared/core/config.js';
+import type { Io } from '../shared/core/io.js';
+import { MnistDdpError } from '../shared/core/errors.js';
+import { componentLogger } from '../shared/core/log.js';
+import { IMAGE_PIXELS, loadMnist } from '../shared/data/mnist.js';
+import { writeFileAtomic } from '../shared/model/io.js';
+import { DEFAULT_MISCLASSIFIED, renderReportHtml, type EpochRecord, type EvalResult, type ReportData, type StepRecord } from './html.js';
 
 export interface ReportResult {
   out: string;
@@ -96,7 +96,7 @@ function digitDataUri(images: Uint8Array, index: number): string {
   return `data:image/png;base64,${PNG.sync.write(png, { colorType: 0, inputColorType: 6 }).toString('base64')}`;
 }
 
-/** Writes one self-contained report.html for a run directory (see src/shared/report-html.ts). */
+/** Writes one self-contained report.html for a run directory (rendered by html.ts). */
 export async function runReport(opts: ReportConfig, io: Io): Promise<ReportResult> {
   const runDir = resolve(opts.run);
   const historyFile = join(runDir, 'history.jsonl');

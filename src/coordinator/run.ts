@@ -1,25 +1,26 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { readCheckpoint, writeCheckpoint, type TrainingPosition } from '../coordinator/checkpoints.js';
-import { runTraining, type TrainEvents, type WorkerGroup } from '../coordinator/driver.js';
-import { HistoryWriter } from '../coordinator/history.js';
-import { LocalWorkerGroup } from '../coordinator/local-group.js';
-import { createProgress } from '../coordinator/progress.js';
-import { initBackend } from '../shared/backend.js';
+import { readCheckpoint, writeCheckpoint, type TrainingPosition } from './checkpoints.js';
+import { runTraining, type TrainEvents, type WorkerGroup } from './driver.js';
+import { HistoryWriter } from './history.js';
+import { LocalWorkerGroup } from './local-group.js';
+import { createProgress } from './progress.js';
+import { initBackend } from '../shared/core/backend.js';
 import * as tf from '@tensorflow/tfjs';
-import { isExplicit, trainConfigSchema, type TrainConfig } from '../shared/config.js';
-import { MnistDdpError } from '../shared/errors.js';
-import { isModelName } from '../shared/models.js';
-import { loadModelDir } from '../shared/model-io.js';
-import { planDataset } from '../shared/dataset-plan.js';
-import { DEFAULT_MISCLASSIFIED } from '../shared/report-html.js';
-import { evaluationReport, formatEvaluation } from '../shared/evaluation.js';
-import { componentLogger } from '../shared/log.js';
-import { LocalReducer } from '../worker/allreduce.js';
-import { optimizerConfigOf } from '../shared/optimizers.js';
-import { Replica } from '../worker/replica.js';
-import { WorkerCore } from '../worker/worker-core.js';
-import { startLocalWorkerGroup } from '../coordinator/start-group.js';
+import { isExplicit, trainConfigSchema, type TrainConfig } from '../shared/core/config.js';
+import { MnistDdpError } from '../shared/core/errors.js';
+import { isModelName } from '../shared/model/zoo.js';
+import { loadModelDir } from '../shared/model/io.js';
+import { planDataset } from '../shared/data/dataset-plan.js';
+import { DEFAULT_MISCLASSIFIED } from '../report/html.js';
+import { runReport } from '../report/write-report.js';
+import { evaluationReport, formatEvaluation } from '../shared/train/evaluation.js';
+import { componentLogger } from '../shared/core/log.js';
+import { LocalReducer } from '../shared/train/reducer.js';
+import { optimizerConfigOf } from '../shared/train/optimizers.js';
+import { Replica } from '../shared/train/replica.js';
+import { WorkerCore } from '../shared/train/worker-core.js';
+import { startLocalWorkerGroup } from './start-group.js';
 
 export interface TrainSummary {
   testAccuracy: number;
@@ -32,9 +33,8 @@ export interface TrainSummary {
   stoppedEarly: boolean;
 }
 
-export interface Io {
-  stdout(s: string): void;
-}
+import type { Io } from '../shared/core/io.js';
+export type { Io };
 
 /** Keys a resumed run takes from the new invocation; everything else (what defines the run) comes from the checkpoint. */
 const OPERATIONAL_KEYS = ['epochs', 'maxSteps', 'backend', 'workers', 'debug', 'json', 'report', 'runDir', 'resume'] as const;
@@ -163,7 +163,6 @@ export async function runTrain(
   };
   if (config.report) {
     try {
-      const { runReport } = await import('./report.js');
       await runReport({ run: runDir }, { stdout: () => {} });
     } catch (err) {
       log.warn({ err: (err as Error).message }, 'could not write report.html');

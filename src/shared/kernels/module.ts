@@ -1,4 +1,4 @@
-import { KERNELS_WASM_BASE64 } from './kernels.generated.js';
+import { KERNELS_WASM_BASE64 } from './module.generated.js';
 
 let compiled: WebAssembly.Module | undefined;
 

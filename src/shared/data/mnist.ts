@@ -1,9 +1,9 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
-import { MnistDdpError } from './errors.js';
+import { MnistDdpError } from '../core/errors.js';
 import { readIdxPair } from './idx.js';
-import { componentLogger } from './log.js';
+import { componentLogger } from '../core/log.js';
 import { Rng, deriveSeed } from './rng.js';
 
 export const NUM_CLASSES = 10;

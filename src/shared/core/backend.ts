@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
 import { MnistDdpError } from './errors.js';
 import type { Logger } from './log.js';
-import { registerWasmTrainingKernels } from './wasm/register.js';
+import { registerWasmTrainingKernels } from '../kernels/register.js';
 
 export const BACKEND_NAMES = ['auto', 'tensorflow', 'wasm', 'cpu'] as const;
 export type BackendChoice = (typeof BACKEND_NAMES)[number];

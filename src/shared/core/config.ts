@@ -2,10 +2,10 @@ import { existsSync, readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { BACKEND_NAMES } from './backend.js';
 import { MnistDdpError } from './errors.js';
-import { MODEL_NAMES } from './models.js';
-import { OPTIMIZER_NAMES } from './optimizers.js';
-import { QUANTIZE_DTYPES } from './quantize.js';
-import { SCHEDULE_NAMES } from './lr-schedule.js';
+import { MODEL_NAMES } from '../model/zoo.js';
+import { OPTIMIZER_NAMES } from '../train/optimizers.js';
+import { QUANTIZE_DTYPES } from '../model/quantize.js';
+import { SCHEDULE_NAMES } from '../train/lr-schedule.js';
 
 /**
  * The one place that reads the environment. Every process builds one frozen config from, in order of precedence:

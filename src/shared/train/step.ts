@@ -1,4 +1,4 @@
-import type { AllReducer } from './allreduce.js';
+import type { AllReducer } from './reducer.js';
 import type { Batch, Replica } from './replica.js';
 
 export interface StepTimings {

@@ -1,4 +1,4 @@
-import { MnistDdpError } from './errors.js';
+import { MnistDdpError } from '../core/errors.js';
 
 /**
  * Optimisers over the flat parameter buffer (see param-layout.ts). They run once per step on the all-reduced,

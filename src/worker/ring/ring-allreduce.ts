@@ -1,15 +1,15 @@
 import * as zmq from 'zeromq';
 import { z } from 'zod';
-import { decodeParts, encode, encodeWithPayload } from '../shared/codec.js';
-import { MnistDdpError, type ErrorCode } from '../shared/errors.js';
-import { componentLogger, type Logger } from '../shared/log.js';
-import type { RejectReason } from '../shared/metrics.js';
-import { SerialSender } from '../shared/serial-sender.js';
-import { PROTOCOL_VERSION, isRingChunk, isRingHello, messageProblem, type RingChunk, type RingHello, type RingPhase } from '../shared/protocol.js';
-import type { AllReduceOptions, AllReducer } from './allreduce.js';
-import { SumArena } from './sum-into.js';
+import { decodeParts, encode, encodeWithPayload } from '../../shared/wire/codec.js';
+import { MnistDdpError, type ErrorCode } from '../../shared/core/errors.js';
+import { componentLogger, type Logger } from '../../shared/core/log.js';
+import type { RejectReason } from '../../shared/metrics/index.js';
+import { SerialSender } from '../../shared/wire/sender.js';
+import { PROTOCOL_VERSION, isRingChunk, isRingHello, messageProblem, type RingChunk, type RingHello, type RingPhase } from '../../shared/wire/ring-messages.js';
+import type { AllReduceOptions, AllReducer } from '../../shared/train/reducer.js';
+import { SumArena } from './sum-arena.js';
 import { ReceivedFrameCollector } from './young-gc.js';
-import { chunkBounds, chunkFlag, framesPerAllReduce, receiveStep, ringLayout, segmentReceivedAt, type RingLayout } from './ring-topology.js';
+import { chunkBounds, chunkFlag, framesPerAllReduce, receiveStep, ringLayout, segmentReceivedAt, type RingLayout } from './topology.js';
 
 /**
  * 1 MiB chunks: an 8 MiB 2-rank all-reduce is 4 chunks per segment, so reducing and forwarding still overlap the

@@ -1,7 +1,7 @@
 import type { TensorInfo } from '@tensorflow/tfjs';
 import { entryOf, type WasmBackend } from './heap.js';
 import type { ConvGeometry } from './geometry.js';
-import { kernelsModule } from './kernels_module.js';
+import { kernelsModule } from './module.js';
 
 /**
  * Our WebAssembly SIMD kernels (native/kernels.c), instantiated on tfjs-backend-wasm's own linear memory so they

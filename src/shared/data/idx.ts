@@ -1,7 +1,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
-import { MnistDdpError } from './errors.js';
+import { MnistDdpError } from '../core/errors.js';
 
 /**
  * IDX format (http://yann.lecun.com/exdb/mnist/): magic = 0x00 0x00 <dtype> <rank>, then `rank` big-endian u32
