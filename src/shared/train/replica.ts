@@ -1,3 +1,4 @@
+import type { Mistake } from './mistake.js';
 import * as tf from '@tensorflow/tfjs';
 import { MnistDdpError } from '../core/errors.js';
 import { buildModel, logitsModel } from '../model/zoo.js';
@@ -199,13 +200,7 @@ export class Replica {
   }
 }
 
-export interface Mistake {
-  /** Index into the evaluated split (e.g. the MNIST test set). */
-  index: number;
-  label: number;
-  predicted: number;
-  confidence: number;
-}
+export type { Mistake };
 
 export interface EvaluationCounts {
   confusion: Int32Array;
