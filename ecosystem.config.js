@@ -8,6 +8,7 @@
  * Environment read here when pm2 loads this file (defaults in brackets) and passed to the apps:
  *   MNIST_DDP_WORKERS                   number of worker processes [2]
  *   MNIST_DDP_COORDINATOR               coordinator control-plane address workers connect to [tcp://127.0.0.1:5555]
+ *   MNIST_DDP_BIND                      address the coordinator binds [MNIST_DDP_COORDINATOR]
  *   MNIST_DDP_METRICS_HOST              interface the /metrics servers bind [127.0.0.1]
  *   MNIST_DDP_COORDINATOR_METRICS_PORT  coordinator /metrics port [9400]
  *   MNIST_DDP_METRICS_PORT              workers' /metrics base port; worker i listens on base + i [9401]
@@ -15,6 +16,10 @@
  *   MNIST_DDP_TARGETS_FILE              Prometheus file_sd file the coordinator keeps up to date
  *                                       [runs/prometheus/targets/mnist-ddp.json]
  *   MNIST_DDP_LOG_LEVEL                 pino level [info]
+ *   MNIST_DDP_KEYS                      CURVE key directory from `mnist-ddp keygen --out DIR`, relative to this file
+ *                                       [unset: plaintext with a warning, allowed only while every address is loopback;
+ *                                       a non-loopback MNIST_DDP_BIND or MNIST_DDP_COORDINATOR then fails with
+ *                                       TRANSPORT_INSECURE]. The key itself is never put in an environment variable.
  * Logs go to pm2's log files ($PM2_HOME/logs/<app>-out-<id>.log / -error-<id>.log).
  *
  * Why ESM with a named `apps` export: package.json has "type": "module", so Node parses this .js file as ESM, and
@@ -52,8 +57,12 @@ const shared = {
   MNIST_DDP_STAY_ALIVE: 'true',
   MNIST_DDP_MIN_WORKERS: String(workers),
 };
-// The coordinator listens on every interface at the port workers are given.
-shared.MNIST_DDP_BIND = env.MNIST_DDP_BIND ?? `tcp://0.0.0.0:${/:(\d+)$/.exec(shared.MNIST_DDP_COORDINATOR)?.[1] ?? '5555'}`;
+// The coordinator listens at the address workers are given (loopback by default: everything on this machine).
+// Workers on other machines: MNIST_DDP_BIND=tcp://0.0.0.0:5555 and MNIST_DDP_COORDINATOR=tcp://THIS-HOST:5555.
+shared.MNIST_DDP_BIND = env.MNIST_DDP_BIND ?? shared.MNIST_DDP_COORDINATOR;
+// Both apps read the same directory: the coordinator its coordinator.key and allowed/, workers worker.key and
+// coordinator.pub (on worker-only machines copy just those three files).
+if (env.MNIST_DDP_KEYS) shared.MNIST_DDP_KEYS = resolve(root, env.MNIST_DDP_KEYS);
 
 // Every other MNIST_DDP_* setting of the shell that runs `pm2 start` (model, epochs, batch size, …) reaches the apps.
 for (const [key, value] of Object.entries(env)) {

@@ -1,10 +1,13 @@
 /**
  * All-reduce benchmark: 2 ranks as 2 separate processes over tcp loopback.
- *   npx tsx bench/allreduce.ts [--json] [--chunk-kib 256] [--no-gloo] [--bare]
+ *   npx tsx bench/allreduce.ts [--json] [--chunk-kib 256] [--no-gloo] [--bare] [--curve-rounds 3]
  * The rank processes hold what a worker holds besides the ring (tfjs, its wasm backend and the cnn model: the heap a
  * full GC has to mark); --bare leaves them out. Reports p50/p90 (bench/common.ts `quantile`) of the ring all-reduce
  * at the cnn gradient size (34 826 floats, 136 KiB: issue #4's "133 KiB") and 8 MiB, and in the same run:
  * - the same ring without its scavenges (scavengeEveryBytes 0; young-gc.ts), measured right after;
+ * - what CURVE costs (issue #15): a plaintext ring and a CURVE ring between the same two processes, both connected
+ *   for the whole run, timed in --curve-rounds rounds (default 3) that alternate which goes first; every round's
+ *   p50 of each is reported, with their ratio;
  * - the raw ZeroMQ bandwidth between the same two processes, measured first, while they are still bare (8 MiB
  *   ping-pong, and both ranks sending each other 8 MiB at once in the ring's chunks without reducing: the floor of any
  *   ZeroMQ all-reduce of that size);
@@ -26,6 +29,7 @@ import * as zmq from 'zeromq';
 import { decodeParts, encodeWithPayload } from '../src/shared/wire/codec.js';
 import { DEFAULT_CHUNK_BYTES, DEFAULT_SCAVENGE_EVERY_BYTES, openRingInbox, RingAllReducer } from '../src/worker/ring/ring-allreduce.js';
 import { SumArena } from '../src/worker/ring/sum-arena.js';
+import { newKeyPair } from '../src/shared/security/keys.js';
 import { ReceivedFrameCollector } from '../src/worker/ring/young-gc.js';
 import { flag, median, PEER_TIMEOUT_MS, quantile, slowerRank } from './common.js';
 
@@ -36,12 +40,13 @@ const SIZES = [
 const RAW_BYTES = 8 * 1024 * 1024;
 const RAW_ROUND_TRIPS = 30;
 
-type ParentToChild = { kind: 'peers'; peers: string[]; unscavengedPeers: string[]; rawPeers: string[]; hub: string };
+type ParentToChild = { kind: 'peers'; peers: string[]; unscavengedPeers: string[]; rawPeers: string[]; hub: string; curvePeers: string[]; curveKeys: string[] };
+type CurveRound = { plaintext: Record<string, number[]>; curve: Record<string, number[]> };
 type ChildToParent =
-  | { kind: 'endpoints'; rank: number; ring: string; unscavenged: string; raw: string; star: string }
+  | { kind: 'endpoints'; rank: number; ring: string; unscavenged: string; raw: string; star: string; curve: string; curveKey: string }
   | {
     kind: 'result'; rank: number; timings: Record<string, number[]>; unscavengedTimings: Record<string, number[]>; starTimings: Record<string, number[]>;
-    rawRoundTripMs: number[]; rawExchangeMs: number[];
+    rawRoundTripMs: number[]; rawExchangeMs: number[]; curveRounds: CurveRound[];
   };
 type ParentToHub = { kind: 'ranks'; stars: string[] };
 type HubToParent = { kind: 'endpoint'; endpoint: string };
@@ -149,21 +154,28 @@ function timeRing(ring: RingAllReducer, rank: number, label: string, steps: { ne
   return timeSizes(rank, label, barrier, (floats) => ring.allocate(floats), (buf) => ring.allReduce(buf, step()));
 }
 
-async function child(rank: number, chunkBytes: number | undefined, bare: boolean): Promise<void> {
+async function child(rank: number, chunkBytes: number | undefined, bare: boolean, curveRounds: number): Promise<void> {
   const send = (m: ChildToParent): void => void process.send?.(m);
-  const inbox = await openRingInbox('tcp://127.0.0.1:*');
-  const unscavengedInbox = await openRingInbox('tcp://127.0.0.1:*');
+  const inbox = await openRingInbox('tcp://127.0.0.1:*', { ...(chunkBytes !== undefined && { chunkBytes }) });
+  const unscavengedInbox = await openRingInbox('tcp://127.0.0.1:*', { ...(chunkBytes !== undefined && { chunkBytes }) });
+  // The CURVE ring's inbox admits its own key until connect() hands it the left neighbour's.
+  const curveKeyPair = newKeyPair();
+  const curveInbox = await openRingInbox('tcp://127.0.0.1:*', { ...(chunkBytes !== undefined && { chunkBytes }), curve: { keyPair: curveKeyPair, allowKey: curveKeyPair.publicKey } });
   const rawPull = new zmq.Pull({ linger: 0, receiveTimeout: PEER_TIMEOUT_MS });
   await rawPull.bind('tcp://127.0.0.1:*');
   const starPull = new zmq.Pull({ linger: 0, receiveTimeout: PEER_TIMEOUT_MS });
   await starPull.bind('tcp://127.0.0.1:*');
   const peersMessage = new Promise<ParentToChild>((resolve) => process.once('message', (m) => resolve(m as ParentToChild)));
-  send({ kind: 'endpoints', rank, ring: inbox.endpoint, unscavenged: unscavengedInbox.endpoint, raw: rawPull.lastEndpoint ?? '', star: starPull.lastEndpoint ?? '' });
-  const { peers, unscavengedPeers, rawPeers, hub: hubEndpoint } = await peersMessage;
+  send({
+    kind: 'endpoints', rank, ring: inbox.endpoint, unscavenged: unscavengedInbox.endpoint, raw: rawPull.lastEndpoint ?? '', star: starPull.lastEndpoint ?? '',
+    curve: curveInbox.endpoint, curveKey: curveKeyPair.publicKey,
+  });
+  const { peers, unscavengedPeers, rawPeers, hub: hubEndpoint, curvePeers, curveKeys } = await peersMessage;
 
   const config = { rank, worldSize: 2, generation: 1, timeoutMs: PEER_TIMEOUT_MS, ...(chunkBytes !== undefined && { chunkBytes }) };
   const ring = await RingAllReducer.connect({ ...config, peers }, { inbox });
   const unscavenged = await RingAllReducer.connect({ ...config, peers: unscavengedPeers, scavengeEveryBytes: 0 }, { inbox: unscavengedInbox });
+  const curveRing = await RingAllReducer.connect({ ...config, peers: curvePeers }, { inbox: curveInbox, curve: { keyPair: curveKeyPair, peerKeys: curveKeys } });
   const steps = { next: 0 }; // the ring's steps, barriers included (they only increase)
   const { barrier } = ringBarrier(ring, steps);
   const raw = await measureRaw(rank, rawPull, rawPeers, barrier, chunkBytes ?? DEFAULT_CHUNK_BYTES);
@@ -191,9 +203,22 @@ async function child(rank: number, chunkBytes: number | undefined, bare: boolean
   starPush.close();
   starPull.close();
 
-  send({ kind: 'result', rank, timings, unscavengedTimings, starTimings, ...raw });
+  // CURVE on and off, every round both, alternating which goes first so that drift (heap growth, other load) does not
+  // favour one. Each ring keeps its own step counter.
+  const curveSteps = { next: 0 };
+  const rounds: CurveRound[] = [];
+  for (let r = 0; r < curveRounds; r++) {
+    const round: Partial<CurveRound> = {};
+    for (const which of r % 2 === 0 ? (['plaintext', 'curve'] as const) : (['curve', 'plaintext'] as const)) {
+      round[which] = which === 'curve' ? await timeRing(curveRing, rank, 'curve ring', curveSteps) : await timeRing(ring, rank, 'ring', steps);
+    }
+    rounds.push(round as CurveRound);
+  }
+
+  send({ kind: 'result', rank, timings, unscavengedTimings, starTimings, ...raw, curveRounds: rounds });
   await ring.close();
   await unscavenged.close();
+  await curveRing.close();
 }
 
 /**
@@ -257,10 +282,11 @@ function runGloo(): Record<string, number> | undefined {
 async function parent(): Promise<void> {
   const json = process.argv.includes('--json');
   const chunkKib = positiveFlag('chunk-kib');
+  const curveRounds = positiveFlag('curve-rounds') ?? 3;
   const bare = process.argv.includes('--bare');
   const self = fileURLToPath(import.meta.url);
   const children = [0, 1].map((rank) =>
-    fork(self, ['--child', String(rank), ...(chunkKib !== undefined ? ['--chunk-bytes', String(chunkKib * 1024)] : []), ...(bare ? ['--bare'] : [])], {
+    fork(self, ['--child', String(rank), '--curve-rounds', String(curveRounds), ...(chunkKib !== undefined ? ['--chunk-bytes', String(chunkKib * 1024)] : []), ...(bare ? ['--bare'] : [])], {
       execArgv: ['--import', 'tsx'],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     }),
@@ -274,7 +300,11 @@ async function parent(): Promise<void> {
   const unscavenged: string[] = [];
   const raw: string[] = [];
   const star: string[] = [];
-  for (const e of endpoints) if (e.kind === 'endpoints') [ring[e.rank], unscavenged[e.rank], raw[e.rank], star[e.rank]] = [e.ring, e.unscavenged, e.raw, e.star];
+  const curvePeers: string[] = [];
+  const curveKeys: string[] = [];
+  for (const e of endpoints) {
+    if (e.kind === 'endpoints') [ring[e.rank], unscavenged[e.rank], raw[e.rank], star[e.rank], curvePeers[e.rank], curveKeys[e.rank]] = [e.ring, e.unscavenged, e.raw, e.star, e.curve, e.curveKey];
+  }
   hubProcess.send({ kind: 'ranks', stars: star } satisfies ParentToHub);
   const { endpoint: hubAt } = await hubEndpoint;
   // A rank that dies before reporting fails the bench (instead of leaving nothing to wait on).
@@ -282,7 +312,7 @@ async function parent(): Promise<void> {
     c.once('message', (m) => resolve(m as ChildToParent));
     c.once('exit', (code) => reject(new Error(`rank ${rank} exited with ${code} before reporting`)));
   }));
-  for (const c of children) c.send({ kind: 'peers', peers: ring, unscavengedPeers: unscavenged, rawPeers: raw, hub: hubAt } satisfies ParentToChild);
+  for (const c of children) c.send({ kind: 'peers', peers: ring, unscavengedPeers: unscavenged, rawPeers: raw, hub: hubAt, curvePeers, curveKeys } satisfies ParentToChild);
   const [r0, r1] = await Promise.all(results);
   await Promise.all(exited);
   if (r0?.kind !== 'result' || r1?.kind !== 'result') throw new Error('children did not report results');
@@ -319,6 +349,12 @@ async function parent(): Promise<void> {
       starOverRing: starP50 / stats.p50,
     };
   });
+  /** Per round and size: the slower rank's p50 with CURVE off and on, and on/off. */
+  const curveCost = r0.curveRounds.map((round, i) => Object.fromEntries(SIZES.map((size) => {
+    const plaintextP50 = median(slowerRank(round.plaintext[size.name], r1.curveRounds[i]!.plaintext[size.name]));
+    const curveP50 = median(slowerRank(round.curve[size.name], r1.curveRounds[i]!.curve[size.name]));
+    return [size.name, { plaintextP50Ms: plaintextP50, curveP50Ms: curveP50, curveOverPlaintext: curveP50 / plaintextP50 }];
+  })));
   const report = {
     /** What the rank processes held besides the ring: what a worker holds (tfjs, wasm backend, cnn model) or nothing. */
     ranks: bare ? 'bare' : 'worker-like',
@@ -327,6 +363,7 @@ async function parent(): Promise<void> {
     /** Both ranks sending each other 8 MiB at once, no reduction: what any ZeroMQ all-reduce of 8 MiB must at least take. */
     rawZmqExchange8MiB: { p50Ms: exchange8.p50, p90Ms: exchange8.p90 },
     allReduce: rows,
+    curveCost,
   };
   if (json) {
     process.stdout.write(`${JSON.stringify(report)}\n`);
@@ -343,11 +380,18 @@ async function parent(): Promise<void> {
         `${f(r.unscavengedP50Ms).padStart(15)}  ${f(r.unscavengedOverRing).padStart(5)}  ${f(r.starP50Ms).padStart(8)}  ${f(r.starOverRing).padStart(9)}\n`,
     );
   }
+  process.stdout.write('CURVE cost, every round (p50 of the slower rank; rounds alternate which ring goes first):\n');
+  process.stdout.write('round  size      plaintext p50  CURVE p50  CURVE/plaintext\n');
+  curveCost.forEach((round, i) => {
+    for (const [size, c] of Object.entries(round)) {
+      process.stdout.write(`${String(i + 1).padStart(5)}  ${size.padEnd(9)} ${f(c.plaintextP50Ms).padStart(13)}  ${f(c.curveP50Ms).padStart(9)}  ${f(c.curveOverPlaintext).padStart(15)}\n`);
+    }
+  });
 }
 
 const childRank = flag('child', '');
 if (childRank !== '') {
-  await child(Number(childRank), positiveFlag('chunk-bytes'), process.argv.includes('--bare'));
+  await child(Number(childRank), positiveFlag('chunk-bytes'), process.argv.includes('--bare'), positiveFlag('curve-rounds') ?? 3);
 } else if (process.argv.includes('--hub')) {
   await hub();
 } else {

@@ -40,7 +40,7 @@ interface ChildResult {
 /** One contender process: `--child <mode> <rank> <port> <steps>`. Prints one JSON line (ChildResult). */
 async function child(mode: 'solo' | 'free' | 'lockstep', rank: number, port: number, steps: number): Promise<void> {
   await initBackend('wasm');
-  const replica = new Replica({ model: 'cnn', seed: 1, optimizer: { name: 'sgd', momentum: 0.9, weightDecay: 0 } });
+  const replica = await Replica.create({ model: 'cnn', seed: 1, optimizer: { name: 'sgd', momentum: 0.9, weightDecay: 0 } });
   const rng = new Rng(7 + rank);
   const batch = {
     x: Float32Array.from({ length: BATCH * IMAGE_PIXELS }, () => rng.nextFloat()),
@@ -60,12 +60,12 @@ async function child(mode: 'solo' | 'free' | 'lockstep', rank: number, port: num
     await peer!.receive();
   };
   const sync = mode === 'lockstep' ? barrier : async (): Promise<void> => {};
-  const step = (): void => {
-    replica.computeGradients(batch, buffer);
+  const step = async (): Promise<void> => {
+    await replica.computeGradients(batch, buffer);
     replica.applyReduced(buffer, 0.001, 0);
   };
   for (let i = 0; i < WARMUP; i++) {
-    step();
+    await step();
     await sync();
   }
   if (peer) await barrier();
@@ -74,7 +74,7 @@ async function child(mode: 'solo' | 'free' | 'lockstep', rank: number, port: num
   const startedAt = now();
   for (let i = 0; i < steps; i++) {
     const s = performance.now();
-    step();
+    await step();
     computeMs.push(performance.now() - s);
     await sync();
   }

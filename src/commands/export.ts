@@ -8,6 +8,8 @@ import { componentLogger } from '../shared/core/log.js';
 import { IMAGE_PIXELS, gatherBatch, loadMnist, type MnistSplit } from '../shared/data/mnist.js';
 import { MODEL_JSON, WEIGHTS_BIN, loadModelDir, modelArtifacts, writeModelFiles } from '../shared/model/io.js';
 import { quantizeWeights, type QuantizeDtype } from '../shared/model/quantize.js';
+import { evaluationReport } from '../shared/train/evaluation.js';
+import { Evaluator } from '../shared/train/evaluator.js';
 import type { Io } from '../shared/core/io.js';
 
 export interface ExportVariant {
@@ -32,25 +34,12 @@ export interface ExportResult {
 const log = componentLogger('export');
 const EVAL_BATCH = 500;
 
-/** Predicted classes for every image of `split`, batched. */
-export function predictSplit(model: tf.LayersModel, split: MnistSplit): Int32Array {
-  const predicted = new Int32Array(split.count);
+/** Top-1 accuracy on every image of `split`, and each image's predicted class in `predictions`. */
+async function evaluateSplit(model: tf.LayersModel, split: MnistSplit, predictions: Int32Array): Promise<number> {
   const scratch = { x: new Float32Array(EVAL_BATCH * IMAGE_PIXELS), y: new Int32Array(EVAL_BATCH) };
-  for (let start = 0; start < split.count; start += EVAL_BATCH) {
-    const n = Math.min(EVAL_BATCH, split.count - start);
-    const indices = Int32Array.from({ length: n }, (_, i) => start + i);
-    const batch = gatherBatch(split.images, split.labels, indices, scratch);
-    const classes = tf.tidy(() => (model.predict(tf.tensor4d(batch.x, [n, 28, 28, 1])) as tf.Tensor2D).argMax(1));
-    predicted.set(classes.dataSync() as Int32Array, start);
-    classes.dispose();
-  }
-  return predicted;
-}
-
-function accuracyOf(predicted: Int32Array, labels: Uint8Array): number {
-  let correct = 0;
-  for (let i = 0; i < predicted.length; i++) if (predicted[i] === labels[i]) correct++;
-  return predicted.length === 0 ? 0 : correct / predicted.length;
+  const all = Int32Array.from({ length: split.count }, (_, i) => i);
+  const counts = await new Evaluator(model).evaluate(all, (ids) => gatherBatch(split.images, split.labels, ids, scratch), { batchSize: EVAL_BATCH, predictions });
+  return evaluationReport(counts.confusion, counts.lossSum).accuracy;
 }
 
 function fileSize(path: string): number {
@@ -87,10 +76,17 @@ export async function runExport(opts: ExportConfig, io: Io): Promise<ExportResul
   })();
 
   const { test } = loadMnist(opts.dataDir === undefined ? {} : { dataDir: opts.dataDir });
-  const before = predictSplit(model, test);
-  const after = predictSplit(exportedModel, test);
-  model.dispose();
-  exportedModel.dispose();
+  const before = new Int32Array(test.count);
+  const after = new Int32Array(test.count);
+  let float32Accuracy: number;
+  let exportedAccuracy: number;
+  try {
+    float32Accuracy = await evaluateSplit(model, test, before);
+    exportedAccuracy = await evaluateSplit(exportedModel, test, after);
+  } finally {
+    model.dispose();
+    exportedModel.dispose();
+  }
   let changed = 0;
   for (let i = 0; i < before.length; i++) if (before[i] !== after[i]) changed++;
 
@@ -103,13 +99,13 @@ export async function runExport(opts: ExportConfig, io: Io): Promise<ExportResul
       dtype: 'float32',
       weightsBytes: checkpointWeights,
       totalBytes: checkpointWeights + fileSize(join(checkpoint, MODEL_JSON)),
-      accuracy: accuracyOf(before, test.labels),
+      accuracy: float32Accuracy,
     },
     exported: {
       dtype: opts.quantize ?? 'float32',
       weightsBytes: exportedWeights,
       totalBytes: exportedWeights + fileSize(join(out, MODEL_JSON)),
-      accuracy: accuracyOf(after, test.labels),
+      accuracy: exportedAccuracy,
     },
     changedPredictions: changed,
   };

@@ -31,6 +31,7 @@ export async function runServe(opts: ServeConfig, io: Io): Promise<RunningServer
     assets: loadStaticAssets(),
     preprocess: await loadPreprocess(),
     log,
+    timeouts: { headersTimeoutMs: opts.headersTimeoutMs, requestTimeoutMs: opts.requestTimeoutMs },
   });
   const host = opts.host;
   await new Promise<void>((resolve, reject) => {

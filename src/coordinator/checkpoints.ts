@@ -1,9 +1,11 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type * as tf from '@tensorflow/tfjs';
+import { z } from 'zod';
 import { MnistDdpError } from '../shared/core/errors.js';
+import { readJsonFile } from '../shared/core/json-file.js';
 import { loadModelDir, saveModelDir, writeFileAtomic } from '../shared/model/io.js';
-import type { OptimizerState } from '../shared/train/optimizers.js';
+import { OPTIMIZER_NAMES, type OptimizerState } from '../shared/train/optimizers.js';
 
 /**
  * A checkpoint directory: the model in the standard TF.js Layers format (model.json + weights.bin, loadable by
@@ -19,24 +21,30 @@ import type { OptimizerState } from '../shared/train/optimizers.js';
 export const STATE_JSON = 'state.json';
 export const OPTIMIZER_BIN = 'optimizer.bin';
 
-export interface TrainingPosition {
-  /** Epoch in progress (or the next one when cursor is 0). */
-  epoch: number;
-  /** Samples of that epoch's order already consumed. */
-  cursor: number;
-  globalStep: number;
-}
+const uint = z.number().int().nonnegative();
 
-export interface CheckpointState extends TrainingPosition {
-  version: 1;
-  model: string;
-  config: Record<string, unknown>;
-  optimizer: { name: OptimizerState['name']; step: number; slots: number; length: number };
-  rng: { seed: number; scheme: string };
-  layoutChecksum: string;
-  weightsDigest: string;
-  savedAt: string;
-}
+export const trainingPositionSchema = z.object({
+  /** Epoch in progress (or the next one when cursor is 0). */
+  epoch: uint,
+  /** Samples of that epoch's order already consumed. */
+  cursor: uint,
+  globalStep: uint,
+});
+export type TrainingPosition = z.infer<typeof trainingPositionSchema>;
+
+/** state.json. optimizer.bin holds `optimizer.slots` Float32 slots of `optimizer.length` values each, back to back. */
+export const checkpointStateSchema = trainingPositionSchema.extend({
+  version: z.literal(1),
+  model: z.string(),
+  /** The run's config: what a resumed run takes everything but its operational keys from. */
+  config: z.record(z.string(), z.unknown()),
+  optimizer: z.object({ name: z.enum(OPTIMIZER_NAMES), step: uint, slots: uint, length: uint }),
+  rng: z.object({ seed: z.number().int(), scheme: z.string() }),
+  layoutChecksum: z.string(),
+  weightsDigest: z.string(),
+  savedAt: z.string(),
+});
+export type CheckpointState = z.infer<typeof checkpointStateSchema>;
 
 export async function writeCheckpoint(dir: string, model: tf.LayersModel, optimizer: OptimizerState, state: Omit<CheckpointState, 'version' | 'optimizer' | 'savedAt'>): Promise<void> {
   mkdirSync(dirname(dir), { recursive: true });
@@ -73,20 +81,14 @@ export async function readCheckpoint(dir: string): Promise<LoadedCheckpoint> {
   if (!existsSync(statePath)) {
     throw new MnistDdpError('CHECKPOINT_INVALID', `${dir} is not a training checkpoint (no ${STATE_JSON}); pass runs/<run>/checkpoint`, { dir });
   }
-  let state: CheckpointState;
-  try {
-    state = JSON.parse(readFileSync(statePath, 'utf8')) as CheckpointState;
-  } catch (err) {
-    throw new MnistDdpError('CHECKPOINT_INVALID', `${statePath} is not valid JSON: ${(err as Error).message}`, { file: statePath });
-  }
-  if (state.version !== 1 || typeof state.epoch !== 'number' || typeof state.cursor !== 'number' || !state.optimizer) {
-    throw new MnistDdpError('CHECKPOINT_INVALID', `${statePath} is missing fields or has an unknown version`, { file: statePath });
-  }
+  const state = readJsonFile(statePath, checkpointStateSchema, 'the state.json of a version 1 checkpoint');
   const model = await loadModelDir(dir);
-  const raw = readFileSync(join(dir, OPTIMIZER_BIN));
+  const optimizerPath = join(dir, OPTIMIZER_BIN);
+  if (!existsSync(optimizerPath)) throw new MnistDdpError('CHECKPOINT_INVALID', `${optimizerPath} is missing: the checkpoint has no optimiser state`, { file: optimizerPath });
+  const raw = readFileSync(optimizerPath);
   const { slots, length } = state.optimizer;
   if (raw.byteLength !== slots * length * 4) {
-    throw new MnistDdpError('CHECKPOINT_INVALID', `${join(dir, OPTIMIZER_BIN)} has ${raw.byteLength} bytes; state.json expects ${slots} slot(s) of ${length} floats`, { dir });
+    throw new MnistDdpError('CHECKPOINT_INVALID', `${optimizerPath} has ${raw.byteLength} bytes; state.json expects ${slots} slot(s) of ${length} floats`, { dir });
   }
   const all = new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength));
   const optimizer: OptimizerState = {

@@ -3,8 +3,20 @@ import { encode } from '../shared/wire/codec.js';
 import { parseControl, workerToCoordinator, type CoordinatorMessage, type WorkerMessage } from '../shared/wire/control-messages.js';
 import type { Logger } from '../shared/core/log.js';
 import { SerialSender } from '../shared/wire/sender.js';
+import type { RejectReason } from '../shared/wire/reject-reasons.js';
+import type { CoordinatorSecurity, TransportObserver } from '../shared/security/transport.js';
+import { curveServerOptions, observeTransport, refusalLogger } from '../shared/security/transport.js';
+import { registerZapDomain, uniqueZapDomain, type ZapRegistration } from '../shared/security/zap.js';
 
-export type ControlRejectReason = 'malformed' | 'unexpected';
+/** How the control socket is secured and bounded (issue #15). */
+export interface ControlTransport {
+  security: CoordinatorSecurity;
+  /** Inbound frame limit (frame-limits.ts controlFrameLimit); larger frames drop their connection. */
+  maxMessageSize: number;
+  observer?: TransportObserver;
+}
+
+export type ControlRejectReason = Extract<RejectReason, 'malformed' | 'unexpected'>;
 
 /**
  * The coordinator's ROUTER socket. Every inbound frame is decoded and validated here; a frame that fails is
@@ -16,15 +28,38 @@ export class ControlServer {
   private handler: (peer: string, message: WorkerMessage) => void = () => {};
   private closed = false;
 
-  private constructor(private readonly router: zmq.Router, readonly endpoint: string, private readonly log: Logger, private readonly onReject?: (reason: ControlRejectReason) => void) {
+  private constructor(
+    private readonly router: zmq.Router, readonly endpoint: string, private readonly log: Logger, private readonly onReject?: (reason: ControlRejectReason) => void,
+    private readonly zap?: ZapRegistration,
+  ) {
     this.sender = new SerialSender((frames) => this.router.send(frames));
     void this.receiveLoop();
   }
 
-  static async bind(address: string, log: Logger, onReject?: (reason: ControlRejectReason) => void): Promise<ControlServer> {
-    const router = new zmq.Router({ linger: 0, mandatory: false, sendHighWaterMark: 10_000 });
-    await router.bind(address);
-    return new ControlServer(router, router.lastEndpoint ?? address, log, onReject);
+  /**
+   * Binds the ROUTER. With CURVE security it is a CURVE server whose ZAP policy admits exactly the allow-listed
+   * client keys; every other peer is refused at the handshake and never delivers a frame. Without `transport`:
+   * plaintext with no frame limit (tests of the protocol itself).
+   */
+  static async bind(address: string, log: Logger, onReject?: (reason: ControlRejectReason) => void, transport?: ControlTransport): Promise<ControlServer> {
+    const security = transport?.security;
+    let zap: ZapRegistration | undefined;
+    let options: Partial<zmq.SocketOptions<zmq.Router>> = {};
+    if (security?.mode === 'curve') {
+      const allowed = [...security.keys.allowed.values()];
+      zap = await registerZapDomain(uniqueZapDomain('control'), { allows: (key) => allowed.some((k) => k.equals(key)), onRefused: refusalLogger('control socket', log) });
+      options = curveServerOptions(security.keys.server, zap.domain);
+    }
+    const router = new zmq.Router({ linger: 0, mandatory: false, sendHighWaterMark: 10_000, ...(transport ? { maxMessageSize: transport.maxMessageSize } : {}), ...options });
+    if (transport) observeTransport(router, 'control socket', log, transport.observer ?? {});
+    try {
+      await router.bind(address);
+    } catch (err) {
+      router.close();
+      await zap?.close();
+      throw err;
+    }
+    return new ControlServer(router, router.lastEndpoint ?? address, log, onReject, zap);
   }
 
   onMessage(handler: (peer: string, message: WorkerMessage) => void): void {
@@ -40,6 +75,15 @@ export class ControlServer {
   async send(peer: string, message: CoordinatorMessage): Promise<void> {
     if (this.closed) return;
     await this.sender.send([Buffer.from(peer, 'hex'), encode(message)]);
+  }
+
+  /**
+   * Sends one message per worker. Callers register the reply wait first and pass it as `replies`, so a reply can
+   * never arrive before anyone waits for it; a failed send surfaces here, and the wait's own rejection is handled.
+   */
+  async broadcast<W extends { peer: string }>(workers: readonly W[], message: (w: W) => CoordinatorMessage, replies?: Promise<unknown>): Promise<void> {
+    replies?.catch(() => undefined);
+    await Promise.all(workers.map((w) => this.send(w.peer, message(w))));
   }
 
   private async receiveLoop(): Promise<void> {
@@ -67,5 +111,6 @@ export class ControlServer {
     if (this.closed) return;
     this.closed = true;
     this.router.close();
+    void this.zap?.close();
   }
 }

@@ -4,8 +4,8 @@ import type { DatasetPlan } from '../shared/data/dataset-plan.js';
 import { evaluationReport, type EvaluationReport } from '../shared/train/evaluation.js';
 import { learningRate } from '../shared/train/lr-schedule.js';
 import { stepCount } from '../shared/data/shard-plan.js';
-import type { EvaluationCounts } from '../shared/train/replica.js';
-import type { EvalSplit, ReplicaSnapshot, StepPlan, StepReport } from '../shared/train/worker-core.js';
+import type { EvaluationCounts } from '../shared/train/evaluator.js';
+import type { EvalSplit, ReplicaSnapshot, StepPlan, StepReport } from '../shared/wire/control-payloads.js';
 import type { TrainingPosition } from './checkpoints.js';
 
 /**

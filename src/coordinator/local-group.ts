@@ -1,5 +1,6 @@
-import type { EvaluationCounts } from '../shared/train/replica.js';
-import type { EvalSplit, ReplicaSnapshot, WorkerCore } from '../shared/train/worker-core.js';
+import type { EvaluationCounts } from '../shared/train/evaluator.js';
+import type { WorkerCore } from '../shared/train/worker-core.js';
+import type { EvalSplit, ReplicaSnapshot } from '../shared/wire/control-payloads.js';
 import type { StepOrder, StepResult, WorkerGroup } from './driver.js';
 
 /**

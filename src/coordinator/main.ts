@@ -4,7 +4,8 @@ import { runTrain, type Io, type TrainSummary } from './run.js';
 import { startRemoteGroup } from './start-group.js';
 import { narrowConfig, trainConfigSchema, type CoordinatorConfig } from '../shared/core/config.js';
 import { componentLogger } from '../shared/core/log.js';
-import { createCoordinatorMetrics, startThreadedMetricsServer } from '../shared/metrics/index.js';
+import { createCoordinatorMetrics, createTransportMetrics, startThreadedMetricsServer } from '../shared/metrics/index.js';
+import { coordinatorSecurity } from '../shared/security/transport.js';
 import { writeScrapeTargets } from './targets-file.js';
 import type { WorkerRecord } from './membership.js';
 
@@ -20,7 +21,10 @@ function hostOf(endpoint: string): string {
 export async function runCoordinator(config: CoordinatorConfig, io: Io): Promise<TrainSummary> {
   const log = componentLogger('coordinator');
   const registry = new Registry();
+  // First: a missing key or an exposed plaintext bind fails before anything listens.
+  const security = coordinatorSecurity(config, config.bind, log);
   const metrics = createCoordinatorMetrics(registry);
+  const transportMetrics = createTransportMetrics(registry);
   // Own thread: checkpoint writes (fsync) and evaluation merges block this event loop for up to ~200 ms.
   const metricsServer = await startThreadedMetricsServer({ registry, host: config.metricsHost, port: config.coordinatorMetricsPort, portKey: 'coordinatorMetricsPort', log });
   const selfHost = config.metricsHost === '0.0.0.0' ? '127.0.0.1' : config.metricsHost;
@@ -38,7 +42,7 @@ export async function runCoordinator(config: CoordinatorConfig, io: Io): Promise
     return await runTrain(narrowConfig(trainConfigSchema, config, { workers: config.minWorkers }), io, async (run) => {
       const group = await startRemoteGroup(run, config.minWorkers, {
         bind: config.bind, elastic: config.elastic, joinTimeoutMs: config.joinTimeoutMs, stepTimeoutMs: config.stepTimeoutMs,
-        heartbeatTimeoutMs: config.heartbeatTimeoutMs, digestEvery: config.digestEvery,
+        heartbeatTimeoutMs: config.heartbeatTimeoutMs, digestEvery: config.digestEvery, security, transportObserver: transportMetrics,
         onRejectedFrame: (reason) => metrics.rejectFrame(reason),
         onMembershipChange: (active, generation) => {
           metrics.workers.set(active.length);

@@ -10,6 +10,8 @@ export interface WorkerRecord {
   pid: number;
   instance: number;
   metricsPort: number;
+  /** The public key of the worker's ring sockets (CURVE runs): what its ring neighbours admit. */
+  ringKey: string | undefined;
   status: WorkerStatus;
   /** Rank in the current generation's ring, -1 outside it. */
   rank: number;
@@ -29,7 +31,7 @@ export class Membership {
 
   add(peer: string, hello: NarrowWorkerMessage<'hello'>): WorkerRecord {
     const record: WorkerRecord = {
-      id: this.nextId++, peer, host: hello.host, pid: hello.pid, instance: hello.instance, metricsPort: hello.metricsPort,
+      id: this.nextId++, peer, host: hello.host, pid: hello.pid, instance: hello.instance, metricsPort: hello.metricsPort, ringKey: hello.ringKey,
       status: 'welcomed', rank: -1, leaving: false, lastSeen: Date.now(),
     };
     this.records.push(record);

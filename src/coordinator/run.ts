@@ -55,7 +55,7 @@ export interface PreparedRun {
 export async function prepareRun(config: TrainConfig): Promise<PreparedRun> {
   if (config.from && !config.resume) return prepareFinetune(config);
   if (!config.resume) {
-    const replica = new Replica({ model: config.model, seed: config.seed, freeze: config.freeze, optimizer: optimizerConfigOf(config) });
+    const replica = await Replica.create({ model: config.model, seed: config.seed, freeze: config.freeze, optimizer: optimizerConfigOf(config) });
     return { config, replica, start: { epoch: 0, cursor: 0, globalStep: 0 }, runDir: config.runDir ?? defaultRunDir(config.model) };
   }
   const loaded = await readCheckpoint(config.resume);
@@ -65,7 +65,7 @@ export async function prepareRun(config: TrainConfig): Promise<PreparedRun> {
   const operational: Record<string, unknown> = Object.fromEntries(OPERATIONAL_KEYS.map((k) => [k, config[k]]));
   if (!isExplicit(config, 'epochs')) delete operational.epochs;
   const merged = Object.freeze(trainConfigSchema.parse({ ...loaded.state.config, ...operational }));
-  const replica = new Replica({ model: loaded.model, seed: merged.seed, freeze: merged.freeze, optimizer: optimizerConfigOf(merged) });
+  const replica = await Replica.create({ model: loaded.model, seed: merged.seed, freeze: merged.freeze, optimizer: optimizerConfigOf(merged) });
   replica.optimizer.load(loaded.optimizer);
   const { epoch, cursor, globalStep } = loaded.state;
   return { config: merged, replica, start: { epoch, cursor, globalStep }, runDir: config.runDir ?? dirname(resolve(config.resume)) };
@@ -98,7 +98,7 @@ async function prepareFinetune(config: TrainConfig): Promise<PreparedRun> {
     tf.dispose(fresh);
   }
   const merged: TrainConfig = Object.freeze({ ...config, model: model as TrainConfig['model'], freeze: [...freeze], freezeUntil: undefined });
-  const replica = new Replica({ model: pretrained, seed: merged.seed, freeze: merged.freeze, optimizer: optimizerConfigOf(merged) });
+  const replica = await Replica.create({ model: pretrained, seed: merged.seed, freeze: merged.freeze, optimizer: optimizerConfigOf(merged) });
   return { config: merged, replica, start: { epoch: 0, cursor: 0, globalStep: 0 }, runDir: config.runDir ?? defaultRunDir(`${model}-finetune`) };
 }
 

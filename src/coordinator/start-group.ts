@@ -1,6 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { REQUEST_TIMEOUT_MS, type TrainConfig } from '../shared/core/config.js';
+import { loadCoordinatorKeys, writeKeyDir } from '../shared/security/keys.js';
+import type { CoordinatorSecurity, TransportObserver } from '../shared/security/transport.js';
+import { controlFrameLimit } from '../shared/wire/frame-limits.js';
+import { coordinatorConfigSchema, REQUEST_TIMEOUT_MS, type TrainConfig } from '../shared/core/config.js';
 import { componentLogger, type Logger } from '../shared/core/log.js';
 import type { Replica } from '../shared/train/replica.js';
 import type { TrainingPosition } from './checkpoints.js';
@@ -29,34 +35,52 @@ export interface CoordinatorOptions {
   /** Called for every control frame the coordinator drops; feeds mnistddp_rejected_frames_total. */
   onRejectedFrame?: (reason: ControlRejectReason) => void;
   onClosed?: RemoteGroupOptions['onClosed'];
+  /** CURVE or plaintext (shared/security/transport.ts coordinatorSecurity); required, so no caller forgets it. */
+  security: CoordinatorSecurity;
+  /** Counts refused handshakes and dropped connections (mnistddp_auth_refused_total, …). */
+  transportObserver?: TransportObserver;
 }
 
-export const DEFAULT_COORDINATOR_OPTIONS: CoordinatorOptions = {
-  bind: 'tcp://127.0.0.1:*', elastic: false, joinTimeoutMs: 120_000, stepTimeoutMs: 60_000, heartbeatTimeoutMs: 5_000, digestEvery: 50,
+/**
+ * How `train --workers N` runs its coordinator where it departs from `mnist-ddp coordinator`'s defaults, and why:
+ * its workers are child processes of this one, so the control socket listens on loopback at a free port; a worker
+ * that has not joined within two minutes failed to start (the coordinator command waits ten for workers that
+ * operators start by hand or pm2 deploys); and a lost local worker fails the run instead of shrinking it.
+ */
+export const LOCAL_WORKERS_COORDINATOR: Pick<CoordinatorOptions, 'bind' | 'joinTimeoutMs' | 'elastic'> = {
+  bind: 'tcp://127.0.0.1:*', joinTimeoutMs: 120_000, elastic: false,
 };
 
+/** The other deadlines and checks as the coordinator command's config schema defaults them. */
+function coordinatorDefaults(): Pick<CoordinatorOptions, 'stepTimeoutMs' | 'heartbeatTimeoutMs' | 'digestEvery'> {
+  return coordinatorConfigSchema.pick({ stepTimeoutMs: true, heartbeatTimeoutMs: true, digestEvery: true }).parse({});
+}
+
 /** Binds the control socket, waits for `workers` to join, forms the ring and hands every replica the same state. */
-export async function startRemoteGroup(run: GroupStart, workers: number, o: CoordinatorOptions, log: Logger, onBound?: (endpoint: string) => void): Promise<RemoteWorkerGroup> {
-  const server = await ControlServer.bind(o.bind, log, o.onRejectedFrame);
+export async function startRemoteGroup(run: GroupStart, workers: number, coordinator: CoordinatorOptions, log: Logger, onBound?: (endpoint: string) => void): Promise<RemoteWorkerGroup> {
+  const initial = { weights: await run.replica.allWeights(), optimizer: run.replica.optimizer.state() };
+  const server = await ControlServer.bind(coordinator.bind, log, coordinator.onRejectedFrame, {
+    security: coordinator.security, maxMessageSize: controlFrameLimit(initial.weights.length), ...(coordinator.transportObserver ? { observer: coordinator.transportObserver } : {}),
+  });
   log.info({ endpoint: server.endpoint }, `coordinator listening on ${server.endpoint}; waiting for ${workers} worker(s)`);
   let group: RemoteWorkerGroup | undefined;
   try {
     onBound?.(server.endpoint);
     group = new RemoteWorkerGroup(server, {
       config: { ...run.config }, model: run.config.model, layout: run.replica.layout, requestTimeoutMs: REQUEST_TIMEOUT_MS,
-      stepTimeoutMs: o.stepTimeoutMs, heartbeatTimeoutMs: o.heartbeatTimeoutMs, digestEvery: o.digestEvery, elastic: o.elastic, log,
-      ...(o.onMembershipChange ? { onMembershipChange: o.onMembershipChange } : {}),
-      ...(o.onClosed ? { onClosed: o.onClosed } : {}),
+      stepTimeoutMs: coordinator.stepTimeoutMs, heartbeatTimeoutMs: coordinator.heartbeatTimeoutMs, digestEvery: coordinator.digestEvery, elastic: coordinator.elastic, log,
+      curve: coordinator.security.mode === 'curve',
+      ...(coordinator.onMembershipChange ? { onMembershipChange: coordinator.onMembershipChange } : {}),
+      ...(coordinator.onClosed ? { onClosed: coordinator.onClosed } : {}),
     });
-    const { replica } = run;
-    await group.start(workers, o.joinTimeoutMs, { weights: replica.allWeights(), optimizer: replica.optimizer.state() }, run.start.globalStep - 1);
+    await group.start(workers, coordinator.joinTimeoutMs, initial, run.start.globalStep - 1);
     return group;
   } catch (err) {
     if (group) {
       await group.close('start-up failed');
     } else {
       server.close();
-      await o.onClosed?.();
+      await coordinator.onClosed?.();
     }
     throw err;
   }
@@ -73,6 +97,18 @@ export async function startLocalWorkerGroup(
 ): Promise<RemoteWorkerGroup> {
   const children: ChildProcess[] = [];
   let started = false;
+  // Keys of this run only, so `train --workers N` is CURVE with no user step (issue #15): a fresh key directory in
+  // a 0700 temp directory, handed to the child workers as MNIST_DDP_KEYS and removed when the group closes.
+  const keyDir = mkdtempSync(join(tmpdir(), 'mnist-ddp-keys-'));
+  const removeKeys = (): void => rmSync(keyDir, { recursive: true, force: true });
+  let security: CoordinatorSecurity;
+  try {
+    writeKeyDir(keyDir);
+    security = { mode: 'curve', keys: loadCoordinatorKeys(keyDir) };
+  } catch (err) {
+    removeKeys();
+    throw err;
+  }
   // After a run the workers were told to stop: give them 10 s to exit. After a failed start-up, kill them now.
   const reap = async (): Promise<void> => {
     await Promise.all(children.map((c) => new Promise<void>((resolve) => {
@@ -83,13 +119,14 @@ export async function startLocalWorkerGroup(
         resolve();
       });
     })));
+    removeKeys();
   };
-  const o = { ...DEFAULT_COORDINATOR_OPTIONS, ...options, onClosed: reap };
+  const coordinator: CoordinatorOptions = { ...coordinatorDefaults(), ...LOCAL_WORKERS_COORDINATOR, security, ...options, onClosed: reap };
   const spawnWorkers = (endpoint: string): void => {
     for (let i = 0; i < workers; i++) {
       const child = spawn(process.execPath, [BIN, 'worker', '--coordinator', endpoint, '--backend', backend, '--metrics-port', '0'], {
         stdio: ['ignore', 'ignore', 'inherit'],
-        env: { ...process.env, MNIST_DDP_LOG_LEVEL: process.env.MNIST_DDP_LOG_LEVEL ?? 'warn', NODE_APP_INSTANCE: String(i) },
+        env: { ...process.env, MNIST_DDP_KEYS: keyDir, MNIST_DDP_LOG_LEVEL: process.env.MNIST_DDP_LOG_LEVEL ?? 'warn', NODE_APP_INSTANCE: String(i) },
       });
       child.on('exit', (code, signal) => {
         if (code !== 0) log.warn({ worker: i, code, signal }, `worker process ${i} exited with ${signal ?? `code ${code}`}`);
@@ -97,7 +134,10 @@ export async function startLocalWorkerGroup(
       children.push(child);
     }
   };
-  const group = await startRemoteGroup(run, workers, o, log, spawnWorkers);
+  const group = await startRemoteGroup(run, workers, coordinator, log, spawnWorkers).catch((err: unknown) => {
+    removeKeys();
+    throw err;
+  });
   started = true;
   return group;
 }

@@ -3,6 +3,7 @@
  * scripts and no external resources, so the file can be mailed or archived and opens offline.
  */
 import { median } from '../shared/core/stats.js';
+import type { Mistake } from '../shared/train/mistake.js';
 
 /** Misclassified test digits a report shows; training keeps exactly this many in eval.json. */
 export const DEFAULT_MISCLASSIFIED = 24;
@@ -11,14 +12,13 @@ export interface StepRecord { step: number; epoch: number; loss: number; lr: num
 /** valAccuracy/valLoss are null for a run without a validation split. */
 export interface EpochRecord { epoch: number; valAccuracy: number | null; valLoss: number | null; time: number }
 export interface PerClass { label: number; precision: number; recall: number; f1: number; support: number }
-export interface Misclassified { index: number; label: number; predicted: number; confidence: number }
 export interface EvalResult {
   accuracy: number;
   macroF1: number;
   /** rows = true label, columns = predicted. */
   confusion: number[][];
   perClass: PerClass[];
-  misclassified: Misclassified[];
+  misclassified: Mistake[];
 }
 
 export interface ReportData {
@@ -28,7 +28,7 @@ export interface ReportData {
   epochs: EpochRecord[];
   evaluation?: EvalResult;
   /** The most confidently misclassified digits, with their 28×28 PNG as a data URI. */
-  misclassifiedImages: Array<Misclassified & { dataUri: string }>;
+  misclassifiedImages: Array<Mistake & { dataUri: string }>;
   generatedAt: Date;
 }
 

@@ -5,6 +5,8 @@ import { z } from 'zod';
 import type { ReportConfig } from '../shared/core/config.js';
 import type { Io } from '../shared/core/io.js';
 import { MnistDdpError } from '../shared/core/errors.js';
+import { readJsonFile } from '../shared/core/json-file.js';
+import { mistakeSchema } from '../shared/train/mistake.js';
 import { componentLogger } from '../shared/core/log.js';
 import { IMAGE_PIXELS, loadMnist } from '../shared/data/mnist.js';
 import { writeFileAtomic } from '../shared/model/io.js';
@@ -31,7 +33,7 @@ const EvalSchema = z.object({
   macroF1: num,
   confusion: z.array(z.array(z.number().int().nonnegative())).min(1),
   perClass: z.array(z.object({ label: z.number().int(), precision: num, recall: num, f1: num, support: z.number().int() })),
-  misclassified: z.array(z.object({ index: z.number().int().nonnegative(), label: z.number().int(), predicted: z.number().int(), confidence: num })).default([]),
+  misclassified: z.array(mistakeSchema).default([]),
 });
 const ConfigSchema = z.object({ dataDir: z.string().optional() }).passthrough();
 
@@ -73,18 +75,6 @@ export function readHistory(file: string): { steps: StepRecord[]; epochs: EpochR
   return { steps, epochs };
 }
 
-function readJson<T>(file: string, schema: z.ZodType<T, z.ZodTypeDef, unknown>): T {
-  let value: unknown;
-  try {
-    value = JSON.parse(readFileSync(file, 'utf8'));
-  } catch (err) {
-    throw invalid(file, `not valid JSON (${(err as Error).message})`);
-  }
-  const parsed = schema.safeParse(value);
-  if (!parsed.success) throw invalid(file, issues(parsed.error));
-  return parsed.data;
-}
-
 /** A 28×28 digit as a grey-scale PNG data URI (white on black, as stored). */
 function digitDataUri(images: Uint8Array, index: number): string {
   const png = new PNG({ width: 28, height: 28, colorType: 0, inputColorType: 6 });
@@ -106,8 +96,8 @@ export async function runReport(opts: ReportConfig, io: Io): Promise<ReportResul
     throw new MnistDdpError('DATA_NOT_FOUND', `${runDir} has neither history.jsonl nor eval.json; pass a run directory (runs/<id>)`, { dir: runDir });
   }
   const { steps, epochs } = existsSync(historyFile) ? readHistory(historyFile) : { steps: [], epochs: [] };
-  const evaluation: EvalResult | undefined = existsSync(evalFile) ? readJson(evalFile, EvalSchema) : undefined;
-  const config = existsSync(configFile) ? readJson(configFile, ConfigSchema) : {};
+  const evaluation: EvalResult | undefined = existsSync(evalFile) ? readJsonFile(evalFile, EvalSchema, 'the eval.json of a run directory written by `mnist-ddp train`') : undefined;
+  const config = existsSync(configFile) ? readJsonFile(configFile, ConfigSchema, 'the config.json of a run directory written by `mnist-ddp train`') : {};
 
   const mistakes = [...(evaluation?.misclassified ?? [])].sort((a, b) => b.confidence - a.confidence).slice(0, DEFAULT_MISCLASSIFIED);
   let misclassifiedImages: ReportData['misclassifiedImages'] = [];

@@ -25,7 +25,12 @@ export interface PredictServerOptions {
   assets: Map<string, StaticAsset>;
   preprocess: Preprocess;
   log: Logger;
+  /** Slow-client bounds (ServeConfig's): headers within headersTimeoutMs, the whole request within requestTimeoutMs. */
+  timeouts: { headersTimeoutMs: number; requestTimeoutMs: number };
 }
+
+/** The connection closed before the request was read: nobody is left to answer. */
+class ClientGone extends Error {}
 
 class HttpError extends Error {
   constructor(readonly status: number, readonly code: HttpErrorCode, message: string, readonly headers: Record<string, string> = {}) {
@@ -50,6 +55,7 @@ function sendError(res: ServerResponse, err: HttpError): void {
 /**
  * Reads the body up to MAX_BODY_BYTES. Over the limit (by Content-Length or by counting) it rejects with 413;
  * the rest of the body is drained so the client can read the response, and the connection is closed after it.
+ * A connection that closes first (the client left, or the server's request timeout cut it off) rejects too.
  */
 function readBody(req: IncomingMessage): Promise<Buffer> {
   return new Promise((resolve, reject) => {
@@ -78,12 +84,16 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
       if (!over) resolve(Buffer.concat(chunks));
     });
     req.on('error', (err) => reject(err));
+    req.on('close', () => {
+      if (!req.complete) reject(new ClientGone());
+    });
   });
 }
 
-function predict(model: tf.LayersModel, normalised: Float32Array): PredictResponse {
+/** Read back with `await data()`: on webgpu, `dataSync()` of a GPU tensor throws in Node. */
+async function predict(model: tf.LayersModel, normalised: Float32Array): Promise<PredictResponse> {
   const probs = tf.tidy(() => model.predict(tf.tensor4d(normalised, [1, 28, 28, 1])) as tf.Tensor2D);
-  const values = Array.from(probs.dataSync());
+  const values = Array.from(await probs.data());
   probs.dispose();
   let predicted = 0;
   for (let k = 1; k < values.length; k++) if (values[k]! > values[predicted]!) predicted = k;
@@ -96,7 +106,7 @@ function predict(model: tf.LayersModel, normalised: Float32Array): PredictRespon
  * request never takes the server down.
  */
 export function createPredictServer(opts: PredictServerOptions): Server {
-  const { model, webModel, assets, preprocess, log } = opts;
+  const { model, webModel, assets, preprocess, log, timeouts } = opts;
   const getRoutes = new Map<string, StaticAsset>(assets);
   getRoutes.set('/model/model.json', { body: Buffer.from(webModel.modelJson), contentType: 'application/json; charset=utf-8' });
   getRoutes.set('/model/weights.bin', { body: webModel.weightsBin, contentType: 'application/octet-stream' });
@@ -116,7 +126,7 @@ export function createPredictServer(opts: PredictServerOptions): Server {
         }
         throw err;
       }
-      sendJson(res, 200, predict(model, preprocess.normalise(pixels)));
+      sendJson(res, 200, await predict(model, preprocess.normalise(pixels)));
       return;
     }
     const asset = getRoutes.get(path);
@@ -128,8 +138,19 @@ export function createPredictServer(opts: PredictServerOptions): Server {
     res.end(req.method === 'HEAD' ? undefined : asset.body);
   }
 
-  return createServer((req, res) => {
+  // Slow clients (issue #15: 250 clients trickling headers and bodies were never disconnected). Node answers 408 and
+  // closes a connection whose headers (headersTimeout) or whole request (requestTimeout) is late, but checks only
+  // every connectionsCheckingInterval (30 s by default), so that interval is a fraction of the header bound. A
+  // socket that sends nothing for headersTimeoutMs is closed too (server.setTimeout), as is an idle keep-alive one.
+  const headersTimeout = Math.min(timeouts.headersTimeoutMs, timeouts.requestTimeoutMs); // Node requires ≤
+  const server = createServer({
+    headersTimeout,
+    requestTimeout: timeouts.requestTimeoutMs,
+    keepAliveTimeout: Math.min(5_000, headersTimeout),
+    connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(headersTimeout / 4))),
+  }, (req, res) => {
     handle(req, res).catch((err: unknown) => {
+      if (err instanceof ClientGone) return;
       if (err instanceof HttpError) {
         log.debug({ status: err.status, code: err.code, url: req.url }, err.message);
         sendError(res, err);
@@ -141,4 +162,6 @@ export function createPredictServer(opts: PredictServerOptions): Server {
       sendError(res, new HttpError(500, 'INTERNAL', `internal error: ${message}`));
     });
   });
+  server.setTimeout(headersTimeout); // no 'timeout' listener: Node destroys the idle socket
+  return server;
 }

@@ -2,11 +2,13 @@ import { PNG } from 'pngjs';
 import { MnistDdpError } from '../shared/core/errors.js';
 import { IMAGE_PIXELS } from '../shared/data/mnist.js';
 import type { Preprocess } from './assets.js';
+import { checkInterlacedSize, checkPngHeader } from './png-header.js';
 
 /**
  * Turns a POST /predict body into the 784 pixels (0..1) the model sees.
- * - `image/png`: any size, any PNG colour type; composited over black, inverted when its mean is > 0.5 (black ink on
- *   white), then MNIST centring and scaling (src/serve/preprocess.js).
+ * - `image/png`: at most MAX_PNG_SIDE (png-header.ts) on each side, checked from the header before decoding (larger
+ *   is 413); any PNG colour type; composited over black, inverted when its mean is > 0.5 (black ink on white), then
+ *   MNIST centring and scaling (src/serve/preprocess.js).
  * - `application/json`: `{"pixels": [784 numbers in 0..1]}`, row-major 28×28, white on black, used as is (already an
  *   MNIST-style image: no centring), so pixel/255 of an MNIST image gives exactly the training input.
  * Anything else throws a MnistDdpError with the HTTP status in details.status.
@@ -21,6 +23,7 @@ export function requestPixels(contentType: string | undefined, body: Buffer, pre
 }
 
 function pngPixels(body: Buffer, preprocess: Preprocess): Float32Array {
+  checkInterlacedSize(body, checkPngHeader(body));
   let png: { width: number; height: number; data: Buffer };
   try {
     png = PNG.sync.read(body);

@@ -4,6 +4,14 @@ import { coordinatorToWorker, parseControl, type CoordinatorMessage, type Worker
 import { MnistDdpError } from '../shared/core/errors.js';
 import type { Logger } from '../shared/core/log.js';
 import { SerialSender } from '../shared/wire/sender.js';
+import { curveClientOptions, type WorkerSecurity } from '../shared/security/transport.js';
+
+/** How the control connection is secured and bounded (issue #15). */
+export interface ControlClientTransport {
+  security: WorkerSecurity;
+  /** Inbound frame limit (frame-limits.ts WORKER_CONTROL_FRAME_LIMIT). */
+  maxMessageSize: number;
+}
 
 /**
  * A worker's DEALER connection to the coordinator. Inbound frames are validated; malformed ones are counted and
@@ -15,16 +23,30 @@ export class ControlClient {
   private wake: (() => void) | undefined;
   private readonly sender: SerialSender<Buffer>;
   private closed = false;
+  /** Set when the coordinator refused this worker's handshake: `next` fails with it instead of waiting. */
+  private refused: MnistDdpError | undefined;
 
   private constructor(private readonly dealer: zmq.Dealer, readonly coordinator: string, private readonly log: Logger) {
     this.sender = new SerialSender((frame) => this.dealer.send(frame));
     void this.receiveLoop();
   }
 
-  static connect(coordinator: string, log: Logger): ControlClient {
-    const dealer = new zmq.Dealer({ linger: 0, sendHighWaterMark: 10_000, receiveHighWaterMark: 10_000 });
+  /** With CURVE security the DEALER is a CURVE client that accepts only the coordinator holding the pinned key. */
+  static connect(coordinator: string, log: Logger, transport?: ControlClientTransport): ControlClient {
+    const security = transport?.security.mode === 'curve' ? curveClientOptions(transport.security.keys.client, transport.security.keys.serverKey) : {};
+    const limit = transport ? { maxMessageSize: transport.maxMessageSize } : {};
+    const dealer = new zmq.Dealer({ linger: 0, sendHighWaterMark: 10_000, receiveHighWaterMark: 10_000, ...limit, ...security });
+    const client = new ControlClient(dealer, coordinator, log);
+    const refused = (detail: string): void => {
+      if (client.refused) return;
+      client.refused = new MnistDdpError('AUTH_REFUSED', `the coordinator at ${coordinator} refused this worker's handshake (${detail}); ` +
+        `check that --keys (MNIST_DDP_KEYS) holds this cluster's coordinator.pub and a worker key on the coordinator's allowed/ list, or that both sides run without keys`, { coordinator, detail });
+      client.wake?.();
+    };
+    dealer.events.on('handshake:error:auth', (e) => refused(`ZAP status ${e.error.status ?? '?'}`));
+    dealer.events.on('handshake:error:protocol', (e) => refused(e.error.code ?? e.error.message));
     dealer.connect(coordinator);
-    return new ControlClient(dealer, coordinator, log);
+    return client;
   }
 
   send(message: WorkerMessage): Promise<void> {
@@ -34,6 +56,7 @@ export class ControlClient {
   async next(timeoutMs: number): Promise<CoordinatorMessage> {
     const deadline = Date.now() + timeoutMs;
     while (this.queue.length === 0) {
+      if (this.refused) throw this.refused;
       if (this.closed) throw new MnistDdpError('PEER_LOST', 'control connection closed', {});
       const left = deadline - Date.now();
       if (left <= 0) {

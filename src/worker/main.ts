@@ -1,12 +1,15 @@
 import { hostname, networkInterfaces } from 'node:os';
 import { Registry } from 'prom-client';
 import { initBackend } from '../shared/core/backend.js';
-import { trainConfigSchema, type WorkerConfig } from '../shared/core/config.js';
+import { isExplicit, trainConfigSchema, type WorkerConfig } from '../shared/core/config.js';
 import { PROTOCOL_VERSION, type NarrowCoordinatorMessage } from '../shared/wire/control-messages.js';
 import { planDataset } from '../shared/data/dataset-plan.js';
-import { isMnistDdpError } from '../shared/core/errors.js';
+import { isMnistDdpError, MnistDdpError } from '../shared/core/errors.js';
 import { componentLogger } from '../shared/core/log.js';
-import { createWorkerMetrics, instanceIndexFromEnv, metricsPortFor, startThreadedMetricsServer, type WorkerMetrics } from '../shared/metrics/index.js';
+import { createTransportMetrics, createWorkerMetrics, instanceIndexFromEnv, metricsPortFor, startThreadedMetricsServer, type WorkerMetrics } from '../shared/metrics/index.js';
+import { newKeyPair } from '../shared/security/keys.js';
+import { isLoopbackEndpoint, workerSecurity } from '../shared/security/transport.js';
+import { WORKER_CONTROL_FRAME_LIMIT } from '../shared/wire/frame-limits.js';
 import { describeLayout } from '../shared/model/layout.js';
 import { LocalReducer, type AllReducer } from '../shared/train/reducer.js';
 import { openRingInbox, RingAllReducer } from './ring/ring-allreduce.js';
@@ -41,9 +44,18 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
   let log = componentLogger('worker', { instance });
   await initBackend(cfg.backend, log);
   const registry = new Registry();
+  // Without keys, a worker of a loopback coordinator keeps its ring inbox on loopback too, unless told otherwise:
+  // a plaintext inbox on 0.0.0.0 would take forged gradients from the network (issue #15).
+  const keyless = !cfg.keys && !cfg.insecure;
+  const bindHost = keyless && isLoopbackEndpoint(cfg.coordinator) && !isExplicit(cfg, 'bindHost') ? '127.0.0.1' : cfg.bindHost;
+  const security = workerSecurity(cfg, [cfg.coordinator, `tcp://${bindHost}:*`], log);
+  // Ring sockets use a keypair made now and announced over the authenticated control connection: ring peers admit
+  // exactly the keys the coordinator hands out for the current ring.
+  const ringKeys = security.mode === 'curve' ? newKeyPair() : undefined;
   const metrics: WorkerMetrics | undefined = cfg.metrics ? createWorkerMetrics(registry) : undefined;
+  const transportMetrics = cfg.metrics ? createTransportMetrics(registry) : undefined;
   const metricsServer = cfg.metrics ? await startThreadedMetricsServer({ registry, host: cfg.metricsHost, port: metricsPortFor(cfg.metricsPort, instance), log }) : undefined;
-  const client = ControlClient.connect(cfg.coordinator, log);
+  const client = ControlClient.connect(cfg.coordinator, log, { security, maxMessageSize: WORKER_CONTROL_FRAME_LIMIT });
   const advertiseHost = cfg.advertiseHost ?? defaultAdvertiseHost(cfg.coordinator);
   let leaving = false;
   const onSignal = (signal: string): void => {
@@ -59,14 +71,14 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
   // Opened on open-inbox, handed to the ring on `ring`; closed here if the run ends in between.
   let inbox: Awaited<ReturnType<typeof openRingInbox>> | undefined;
   try {
-    await client.send({ type: 'hello', protocolVersion: PROTOCOL_VERSION, host: advertiseHost, pid: process.pid, instance, metricsPort: metricsServer?.port ?? 0 });
+    await client.send({ type: 'hello', protocolVersion: PROTOCOL_VERSION, host: advertiseHost, pid: process.pid, instance, metricsPort: metricsServer?.port ?? 0, ...(ringKeys ? { ringKey: ringKeys.publicKey } : {}) });
     const welcome = await client.next(cfg.coordinatorTimeoutMs);
     if (welcome.type === 'reject') return fail(log, welcome);
-    if (welcome.type !== 'welcome') throw new Error(`expected welcome, got ${welcome.type}`);
+    if (welcome.type !== 'welcome') throw new MnistDdpError('FRAME_UNEXPECTED', `expected welcome from the coordinator at ${cfg.coordinator}, got ${welcome.type}`, { type: welcome.type });
     const workerId = welcome.workerId;
     log = log.child({ worker: workerId });
     const config = trainConfigSchema.parse({ ...welcome.config, ...(cfg.dataDir ? { dataDir: cfg.dataDir } : {}) });
-    const replica = new Replica({ model: config.model, seed: config.seed, freeze: config.freeze, optimizer: optimizerConfigOf(config) });
+    const replica = await Replica.create({ model: config.model, seed: config.seed, freeze: config.freeze, optimizer: optimizerConfigOf(config) });
     const plan = planDataset(config);
     const core = new WorkerCore(replica, plan, { seed: config.seed, batchSize: config.batchSize, augment: config.augment }, reducer);
     await client.send({ type: 'join', workerId, model: config.model, layoutChecksum: replica.layout.checksum, shapes: describeLayout(replica.layout) });
@@ -82,20 +94,27 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
           break;
         case 'reject':
           return fail(log, m);
-        case 'open-inbox':
-          inbox?.socket.close();
-          inbox = await openRingInbox(`tcp://${cfg.bindHost}:*`);
+        case 'open-inbox': {
+          inbox?.close();
+          inbox = undefined;
+          if (ringKeys && !m.allowKey) throw new MnistDdpError('HANDSHAKE_MISMATCH', `the coordinator at ${cfg.coordinator} named no ring key for this worker's predecessor; run the same mnist-ddp version everywhere`, {});
+          const curve = ringKeys && m.allowKey ? { keyPair: ringKeys, allowKey: m.allowKey } : undefined;
+          inbox = await openRingInbox(`tcp://${bindHost}:*`, { log, ...(curve ? { curve } : {}), ...(transportMetrics ? { observer: transportMetrics } : {}) });
           await client.send({ type: 'inbox', generation: m.generation, endpoint: advertised(inbox.endpoint, advertiseHost) });
           break;
+        }
         case 'ring': {
           const previous = reducer;
           if (m.worldSize === 1) {
-            inbox?.socket.close();
+            inbox?.close();
             reducer = new LocalReducer();
           } else {
             reducer = await RingAllReducer.connect(
               { rank: m.rank, worldSize: m.worldSize, generation: m.generation, peers: m.peers, timeoutMs: cfg.ringTimeoutMs },
-              { inbox, logger: log, onRejectedFrame: (err) => metrics?.rejectFrame(rejectReasonOf(err.code)) },
+              {
+                inbox, logger: log, onRejectedFrame: (err) => metrics?.rejectFrame(rejectReasonOf(err.code)),
+                ...(ringKeys ? { curve: { keyPair: ringKeys, peerKeys: m.keys ?? [] } } : {}),
+              },
             );
           }
           inbox = undefined;
@@ -108,7 +127,7 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
           break;
         }
         case 'load-state':
-          core.restore({ weights: m.weights, optimizer: { name: m.optimizerName, step: m.optimizerStep, slots: m.slots } });
+          core.restore(m);
           appliedStep = m.appliedStep;
           break;
         case 'step': {
@@ -139,15 +158,13 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
           break;
         }
         case 'evaluate': {
-          const counts = core.evaluate(m.split, m.mistakes);
-          await client.send({ type: 'evaluation', requestId: m.requestId, rank: core.rank, confusion: Array.from(counts.confusion), lossSum: counts.lossSum, count: counts.count, mistakes: counts.mistakes });
+          const counts = await core.evaluate(m.split, m.mistakes);
+          await client.send({ type: 'evaluation', requestId: m.requestId, rank: core.rank, ...counts, confusion: Array.from(counts.confusion) });
           break;
         }
-        case 'snapshot-request': {
-          const s = core.snapshot();
-          await client.send({ type: 'snapshot', requestId: m.requestId, appliedStep, weights: s.weights, optimizerName: s.optimizer.name, optimizerStep: s.optimizer.step, slots: s.optimizer.slots });
+        case 'snapshot-request':
+          await client.send({ type: 'snapshot', requestId: m.requestId, appliedStep, ...(await core.snapshot()) });
           break;
-        }
         case 'stop':
           log.info({ reason: m.reason }, `stopping: ${m.reason}`);
           return 0;
@@ -166,7 +183,7 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
     if (heartbeat) clearInterval(heartbeat);
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
-    inbox?.socket.close();
+    inbox?.close();
     await reducer.close().catch(() => undefined);
     client.close();
     await metricsServer?.close();

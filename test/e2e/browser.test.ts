@@ -3,6 +3,7 @@ import { PNG } from 'pngjs';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runServe, type RunningServer } from '../../src/commands/serve.js';
+import { serveConfigSchema } from '../../src/shared/core/config.js';
 import { gatherBatch, loadMnist, type MnistSplit } from '../../src/shared/data/mnist.js';
 import { loadModelDir } from '../../src/shared/model/io.js';
 import { preprocessRgba } from '../../src/serve/preprocess.js';
@@ -84,7 +85,7 @@ if (!HAVE_CHROMIUM) process.stderr.write('[browser.test] SKIPPED: /usr/bin/chrom
 describe.skipIf(!HAVE_CHROMIUM)('drawing page in headless Chromium', () => {
   beforeAll(async () => {
     const checkpoint = await trainedModelDir();
-    server = await runServe({ checkpoint, port: 0, host: '127.0.0.1', backend: 'wasm' }, { stdout: () => {} });
+    server = await runServe(serveConfigSchema.parse({ checkpoint, port: 0, backend: 'wasm' }), { stdout: () => {} });
     model = await loadModelDir(checkpoint);
     test = loadMnist().test;
     browser = await launchChromium();

@@ -39,7 +39,7 @@ describe.concurrent('CLI errors', () => {
     expect(r.code).toBe(2);
     const line = expectOneLineError(r.stderr, 'BACKEND_UNKNOWN');
     expect(line).toContain('cuda');
-    expect(line).toContain('auto, tensorflow, wasm, cpu');
+    expect(line).toContain('auto, tensorflow, webgpu, wasm, cpu');
     expect(r.stdout).toBe('');
   });
 
@@ -88,7 +88,7 @@ describe.concurrent('CLI errors', () => {
     expect(r.code).toBe(2);
     const line = expectOneLineError(r.stderr, 'BACKEND_UNKNOWN');
     expect(line).toContain('"cuda" (--backend)');
-    expect(line).toContain('auto, tensorflow, wasm, cpu');
+    expect(line).toContain('auto, tensorflow, webgpu, wasm, cpu');
   });
 
   it('coordinator on a taken --coordinator-metrics-port: CONFIG_INVALID naming MNIST_DDP_COORDINATOR_METRICS_PORT, exit 2', async () => {
@@ -118,6 +118,13 @@ describe.concurrent('CLI errors', () => {
     const r = await runCli(['eval'], { env: { MNIST_DDP_CHECKPOINT: '/nonexistent', MNIST_DDP_BACKEND: 'wasm' }, timeoutMs: 60_000 });
     expect(r.code).toBe(1);
     expect(expectOneLineError(r.stderr, 'CHECKPOINT_INVALID')).toContain('/nonexistent');
+  });
+
+  it('finetune without --from: commander\'s own error naming the flag, exit 1 (as the README says)', async () => {
+    const r = await runCli(['finetune', '--run-dir', join(work, 'never-created-finetune')], { timeoutMs: 30_000 });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("error: required option '--from <dir>' not specified");
+    expect(existsSync(join(work, 'never-created-finetune'))).toBe(false);
   });
 
   it('MNIST_DDP_DATA_DIR=<dir without IDX files> data: DATA_NOT_FOUND naming that directory, exit 1', async () => {

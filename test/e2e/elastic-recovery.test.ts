@@ -6,7 +6,7 @@ import { startCli, type BackgroundProcess } from '../helpers/cli.js';
 import { expectEverySampleOnce } from '../helpers/exactly-once.js';
 import { readSteps, type StepRecord } from '../helpers/history.js';
 import { freePort } from '../helpers/net.js';
-import { until } from '../helpers/poll.js';
+import { untilRecorded } from '../helpers/run-dir.js';
 
 // Issue #5's elastic run against the harshest leave: a worker is SIGKILLed mid-epoch (no goodbye). The survivors'
 // ring times out, the coordinator drops the silent rank, re-forms the ring with the rest, restores a survivor's
@@ -40,7 +40,10 @@ describe('elastic run, worker killed', () => {
     ]);
     const workers = [0, 1, 2].map((i) => start(`worker ${i}`, ['worker', '--coordinator', `tcp://127.0.0.1:${control}`, '--backend', 'wasm', '--ring-timeout-ms', '2000', '--no-metrics']));
 
-    await until('10 steps with 3 workers', () => (steps().filter((s) => s.workers === 3).length >= 10 ? true : undefined), 60_000, () => `\n${coordinator.stderr().slice(-2000)}`);
+    await untilRecorded(runDir, '10 steps with 3 workers', () => (steps().filter((s) => s.workers === 3).length >= 10 ? true : undefined), {
+      deadlineMs: 60_000,
+      describeLast: () => `\n${coordinator.stderr().slice(-2000)}`,
+    });
     workers[1]!.child.kill('SIGKILL');
     const code = await Promise.race([coordinator.exited, new Promise<'hung'>((r) => setTimeout(() => r('hung'), 150_000))]);
     expect(code, coordinator.stderr().slice(-3000)).toBe(0);

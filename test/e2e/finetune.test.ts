@@ -56,7 +56,7 @@ describe('fine-tuning', () => {
 
   it('all-reduces only the trainable (head) gradients', async () => {
     const model = await loadModelDir(pretrained);
-    const replica = new Replica({ model, seed: 1, freeze: ['conv1', 'conv2'], optimizer: { name: 'sgd', momentum: 0.9, weightDecay: 0 } });
+    const replica = await Replica.create({ model, seed: 1, freeze: ['conv1', 'conv2'], optimizer: { name: 'sgd', momentum: 0.9, weightDecay: 0 } });
     expect(replica.layout.trainable.map((s) => s.name)).toEqual(['head/kernel', 'head/bias']);
     expect(replica.layout.paramCount).toBe(1600 * 10 + 10);
     const reducer = new LocalReducer();

@@ -7,7 +7,7 @@ import { expectEverySampleOnce } from '../helpers/exactly-once.js';
 import { readSteps, type StepRecord } from '../helpers/history.js';
 import { freePort, freePortRange } from '../helpers/net.js';
 import { runPm2, stopPm2 } from '../helpers/pm2.js';
-import { until } from '../helpers/poll.js';
+import { untilRecorded } from '../helpers/run-dir.js';
 
 // Issue #5: `pm2 start ecosystem.config.js` runs a real training run; `pm2 scale worker 3` and back to 2 during
 // it; the run completes with exactly-once sample accounting (every epoch position covered once, in order).
@@ -45,13 +45,13 @@ describe('pm2 ecosystem with elastic scaling', () => {
       MNIST_DDP_LOG_LEVEL: 'info',
     };
     await pm2('start', 'ecosystem.config.js');
-    await until('training with 2 workers', () => (steps().some((s) => s.workers === 2) ? true : undefined), 60_000, lastSteps);
+    await untilRecorded(runDir, 'training with 2 workers', () => (steps().some((s) => s.workers === 2) ? true : undefined), { deadlineMs: 60_000, describeLast: lastSteps });
     await pm2('scale', 'worker', '3');
-    const three = await until('a generation with 3 workers', () => steps().find((s) => s.workers === 3), 60_000, lastSteps);
-    await until('a few steps with 3 workers', () => (steps().filter((s) => s.workers === 3).length >= 5 ? true : undefined), 30_000, lastSteps);
+    const three = await untilRecorded(runDir, 'a generation with 3 workers', () => steps().find((s) => s.workers === 3), { deadlineMs: 60_000, describeLast: lastSteps });
+    await untilRecorded(runDir, 'a few steps with 3 workers', () => (steps().filter((s) => s.workers === 3).length >= 5 ? true : undefined), { deadlineMs: 30_000, describeLast: lastSteps });
     await pm2('scale', 'worker', '2');
-    const back = await until('back to 2 workers in a later generation', () => steps().find((s) => s.workers === 2 && s.generation > three.generation), 60_000, lastSteps);
-    await until('the run to finish', () => (existsSync(join(runDir, 'eval.json')) ? true : undefined), 180_000, lastSteps);
+    const back = await untilRecorded(runDir, 'back to 2 workers in a later generation', () => steps().find((s) => s.workers === 2 && s.generation > three.generation), { deadlineMs: 60_000, describeLast: lastSteps });
+    await untilRecorded(runDir, 'the run to finish', () => (existsSync(join(runDir, 'eval.json')) ? true : undefined), { deadlineMs: 180_000, describeLast: lastSteps });
 
     const all = steps();
     expect(back.generation).toBeGreaterThan(three.generation);

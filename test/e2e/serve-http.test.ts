@@ -1,10 +1,13 @@
+import { request } from 'node:http';
 import { PNG } from 'pngjs';
 import * as tf from '@tensorflow/tfjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runServe, type RunningServer } from '../../src/commands/serve.js';
+import { serveConfigSchema } from '../../src/shared/core/config.js';
 import { gatherBatch, loadMnist, type MnistSplit } from '../../src/shared/data/mnist.js';
 import { loadModelDir } from '../../src/shared/model/io.js';
 import { normalise, preprocessRgba } from '../../src/serve/preprocess.js';
+import { slowClient, zeroPng, type SlowClientKind } from '../helpers/hostile-http.js';
 import { predictClasses, trainedModelDir } from '../helpers/trained-model.js';
 
 const COUNT = 1000;
@@ -65,7 +68,7 @@ async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promis
 
 beforeAll(async () => {
   const checkpoint = await trainedModelDir();
-  server = await runServe({ checkpoint, port: 0, host: '127.0.0.1', backend: 'wasm' }, { stdout: () => {} });
+  server = await runServe(serveConfigSchema.parse({ checkpoint, port: 0, backend: 'wasm' }), { stdout: () => {} });
   base = server.url;
   model = await loadModelDir(checkpoint);
   test = loadMnist().test;
@@ -179,5 +182,101 @@ describe('static files', () => {
     const b = tf.tidy(() => (model.predict(tf.tensor4d(x, [1, 28, 28, 1])) as tf.Tensor).dataSync());
     expect(Array.from(a)).toEqual(Array.from(b));
     loaded.dispose();
+  });
+});
+
+// Issue #15: serve's bounded input. A PNG's dimensions are checked from its header before anything is decoded, and
+// slow clients are disconnected within the configured timeouts, while normal requests keep being answered.
+describe('bounded input (issue #15)', () => {
+  /** POST /predict on a fresh connection; the time runs from the first body byte written to the last answer byte. */
+  function timedPost(port: number, body: Buffer, contentType = 'image/png'): Promise<{ status: number; code: string | undefined; ms: number }> {
+    return new Promise((resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port, path: '/predict', method: 'POST', agent: false, timeout: 10_000,
+        headers: { 'Content-Type': contentType, 'Content-Length': body.length } }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const ms = performance.now() - t0;
+          const parsed = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { error?: { code: string } };
+          resolve({ status: res.statusCode ?? 0, code: parsed.error?.code, ms });
+        });
+      });
+      req.on('timeout', () => req.destroy(new Error('no answer within 10 s')));
+      req.on('error', reject);
+      const t0 = performance.now();
+      req.end(body);
+    });
+  }
+
+  it('a 12000×12000 PNG bomb (~140 KB) gets a 413 within 50 ms, and a normal PNG sent at the same time succeeds', async () => {
+    const bomb = zeroPng(12000, 12000);
+    expect(bomb.length).toBeLessThan(200_000);
+    const rssBefore = process.memoryUsage().rss;
+    const times: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const [refused, normal] = await Promise.all([timedPost(server.port, bomb), timedPost(server.port, digitPng(test, i))]);
+      expect(refused.status).toBe(413);
+      expect(refused.code).toBe('PAYLOAD_TOO_LARGE');
+      expect(normal.status).toBe(200);
+      times.push(refused.ms);
+    }
+    // The best of five, so that one descheduling of this shared test machine is not read as decoding work: decoding
+    // the bomb took 5.6 s before the header check.
+    expect(Math.min(...times)).toBeLessThan(50);
+    expect(process.memoryUsage().rss - rssBefore).toBeLessThan(100 * 1024 * 1024);
+  });
+
+  it('decoding is bounded: 1024×1024 is decoded, 1025 on either side is refused from the header', async () => {
+    expect((await timedPost(server.port, zeroPng(1024, 1024))).status).toBe(200);
+    for (const [w, h] of [[1025, 28], [28, 1025]] as const) {
+      const res = await timedPost(server.port, zeroPng(w, h));
+      expect([res.status, res.code]).toEqual([413, 'PAYLOAD_TOO_LARGE']);
+    }
+  });
+
+  it('an interlaced 28×28 PNG whose data inflates to 64 MiB is refused with 400 before pngjs inflates it', async () => {
+    const bomb = zeroPng(28, 28, { interlaced: true, inflatedBytes: 64 * 1024 * 1024 });
+    const rssBefore = process.memoryUsage().rss;
+    const res = await timedPost(server.port, bomb);
+    expect([res.status, res.code]).toEqual([400, 'BAD_REQUEST']);
+    expect(process.memoryUsage().rss - rssBefore).toBeLessThan(32 * 1024 * 1024);
+    // A well-formed interlaced image of the same size is still accepted.
+    expect((await timedPost(server.port, zeroPng(28, 28, { interlaced: true }))).status).toBe(200);
+  });
+
+  describe('slow clients', () => {
+    const HEADERS_TIMEOUT_MS = 400;
+    const REQUEST_TIMEOUT_MS = 800;
+    /** Node checks the timeouts every headersTimeout / 4 (see http.ts); the rest is scheduling on a busy machine. */
+    const SLACK_MS = HEADERS_TIMEOUT_MS / 4 + 400;
+    let slowServer: RunningServer;
+
+    beforeAll(async () => {
+      slowServer = await runServe(serveConfigSchema.parse({
+        checkpoint: await trainedModelDir(), port: 0, backend: 'wasm', headersTimeoutMs: HEADERS_TIMEOUT_MS, requestTimeoutMs: REQUEST_TIMEOUT_MS,
+      }), { stdout: () => {} });
+    });
+    afterAll(async () => {
+      await slowServer?.close();
+    });
+
+    it('120 clients trickling headers, trickling bodies or silent are all disconnected within the timeouts; a normal request meanwhile succeeds', async () => {
+      const bound: Record<SlowClientKind, number> = { headers: HEADERS_TIMEOUT_MS, silent: HEADERS_TIMEOUT_MS, body: REQUEST_TIMEOUT_MS };
+      const kinds: SlowClientKind[] = ['headers', 'body', 'silent'];
+      const clients = Array.from({ length: 120 }, (_, i) => {
+        const kind = kinds[i % 3]!;
+        return slowClient(slowServer.port, kind, 50, 4 * (bound[kind] + SLACK_MS));
+      });
+      const normal = await timedPost(slowServer.port, digitPng(test, 0));
+      expect(normal.status).toBe(200);
+      const closed = await Promise.all(clients.map((c) => c.closedAfterMs));
+      for (const kind of kinds) {
+        const times = closed.filter((_, i) => clients[i]!.kind === kind);
+        expect(Math.max(...times), `${kind}: ${times.map(Math.round).join(', ')}`).toBeLessThan(bound[kind] + SLACK_MS);
+      }
+      // Trickled headers and bodies are answered 408 before the close; a silent socket is just closed.
+      expect(clients.filter((c) => c.kind !== 'silent').every((c) => c.received().startsWith('HTTP/1.1 408'))).toBe(true);
+      expect((await timedPost(slowServer.port, digitPng(test, 1))).status).toBe(200);
+    });
   });
 });

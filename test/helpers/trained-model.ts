@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../../src/shared/core/backend.js';
-import { gatherBatch, loadMnist, oneHot } from '../../src/shared/data/mnist.js';
+import { gatherBatch, loadMnist } from '../../src/shared/data/mnist.js';
+import { oneHot } from './one-hot.js';
 import { buildModel } from '../../src/shared/model/zoo.js';
 import { MODEL_JSON, saveModelDir } from '../../src/shared/model/io.js';
 

@@ -15,8 +15,8 @@ afterEach(async () => {
   await Promise.all(reducers.splice(0).map((r) => r.close()));
 });
 
-function replica(): Replica {
-  return new Replica({ model: 'cnn', seed: 5, optimizer: { name: 'sgd', momentum: 0.9, weightDecay: 0 } });
+function replica(): Promise<Replica> {
+  return Replica.create({ model: 'cnn', seed: 5, optimizer: { name: 'sgd', momentum: 0.9, weightDecay: 0 } });
 }
 
 describe('data-parallel gradient', () => {
@@ -32,19 +32,19 @@ describe('data-parallel gradient', () => {
   ] as const)('$worldSize ranks over $transport, $samples samples (uneven shards) match one process', async ({ worldSize, transport, samples }) => {
     const data = loadMnist();
     const ids = Array.from({ length: samples }, (_, i) => 1000 + i * 7);
-    const single = replica();
+    const single = await replica();
     const expected = new Float32Array(single.layout.bufferLength);
-    single.computeGradients(gatherBatch(data.train.images, data.train.labels, ids), expected);
+    await single.computeGradients(gatherBatch(data.train.images, data.train.labels, ids), expected);
     const count = expected[single.layout.countIndex]!;
     const expectedGrad = expected.subarray(0, single.layout.paramCount).map((v) => v / count);
 
     const ring = await connectRing(transport, worldSize, reducers);
-    const buffers = ring.map((_, rank) => {
+    const buffers = await Promise.all(ring.map(async (_, rank) => {
       const [start, end] = rankSlice(0, samples, rank, worldSize);
       const buf = new Float32Array(single.layout.bufferLength);
-      replica().computeGradients(gatherBatch(data.train.images, data.train.labels, ids.slice(start, end)), buf);
+      await (await replica()).computeGradients(gatherBatch(data.train.images, data.train.labels, ids.slice(start, end)), buf);
       return buf;
-    });
+    }));
     const sizes = buffers.map((buf) => buf[single.layout.countIndex]);
     expect(new Set(sizes).size, `shard sizes ${sizes.join(', ')}`).toBeGreaterThan(1);
     const reduced = await Promise.all(ring.map((r, rank) => r.allReduce(buffers[rank]!, 0)));

@@ -13,6 +13,7 @@ import {
   startThreadedMetricsServer,
   type MetricsServer,
 } from '../../src/shared/metrics/index.js';
+import { removeWorker } from '../helpers/coordinator-metrics.js';
 import { httpGet } from '../helpers/http.js';
 import { until } from '../helpers/poll.js';
 import { HAS_PROMTOOL, promtoolCheckMetrics } from '../helpers/promtool.js';
@@ -177,7 +178,21 @@ describe('metric factories', () => {
     expect(b.getSingleMetric('mnistddp_allreduce_bytes_total')).toBeUndefined();
   });
 
-  it('setRank relabels at the next scrape; removeWorker drops a rank and recomputes cluster throughput', async () => {
+  it('help texts say what is set: the loss is the global batch mean, not a local batch loss (issue #12)', async () => {
+    const w = new Registry();
+    createWorkerMetrics(w, { defaultMetrics: false });
+    const c = new Registry();
+    createCoordinatorMetrics(c, { defaultMetrics: false });
+    const help = (text: string, name: string): string => new RegExp(`^# HELP ${name} (.*)$`, 'm').exec(text)?.[1] ?? '';
+    const workerText = await w.metrics();
+    const coordinatorText = await c.metrics();
+    expect(help(workerText, 'mnistddp_loss')).toMatch(/global batch/);
+    expect(help(workerText, 'mnistddp_loss')).not.toMatch(/local batch/);
+    expect(help(coordinatorText, 'mnistddp_worker_loss')).toMatch(/global batch/);
+    expect(help(workerText, 'mnistddp_samples_per_second')).toMatch(/most recent step/);
+  });
+
+  it('setRank relabels at the next scrape; cluster throughput is recomputed when a rank\'s series are dropped', async () => {
     const w = new Registry();
     const wm = createWorkerMetrics(w, { rank: 0, defaultMetrics: false });
     wm.samplesProcessed.inc(5);
@@ -186,7 +201,7 @@ describe('metric factories', () => {
 
     const c = new Registry();
     const cm = exerciseCoordinator(c);
-    cm.removeWorker(0);
+    removeWorker(cm, 0);
     const text = await c.metrics();
     expect(text).not.toContain('worker="0"');
     expect(sampleValue(text, 'mnistddp_cluster_samples_per_second')).toBe(1100);

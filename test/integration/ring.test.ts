@@ -6,6 +6,7 @@ import * as zmq from 'zeromq';
 import { encode } from '../../src/shared/wire/codec.js';
 import { isMnistDdpError, type MnistDdpError } from '../../src/shared/core/errors.js';
 import { PROTOCOL_VERSION, type RingChunk } from '../../src/shared/wire/ring-messages.js';
+import type { RejectReason } from '../../src/shared/wire/reject-reasons.js';
 import { LocalReducer } from '../../src/shared/train/reducer.js';
 import { DEFAULT_CHUNK_BYTES, RingAllReducer, type RingInbox } from '../../src/worker/ring/ring-allreduce.js';
 import { chunkBounds, ringLayout } from '../../src/worker/ring/topology.js';
@@ -157,6 +158,49 @@ describe('ring all-reduce robustness', () => {
     await allReduceRing(ring, length, 2, 99);
     expect(rank0.rejectedFrames).toEqual({ malformed: 4, stale: 3, duplicate: 1, unexpected: 4 });
     expect(rank1.rejectedFrames).toEqual({ malformed: 0, stale: 0, duplicate: 0, unexpected: 0 });
+  });
+
+  it('passes each rejected frame to onRejectedFrame with its reason and matching code (issue #12)', async () => {
+    const inboxPair = await openInboxes('tcp', 2);
+    const peers = inboxPair.map((i) => i.endpoint);
+    const seen: { code: string; reason: RejectReason }[] = [];
+    const ring = await Promise.all(
+      inboxPair.map((inbox, rank) =>
+        RingAllReducer.connect({ rank, worldSize: 2, generation: 1, peers, timeoutMs: 10_000 }, { inbox, onRejectedFrame: rank === 0 ? (err, reason) => seen.push({ code: err.code, reason }) : undefined }),
+      ),
+    );
+    reducers.push(...ring);
+    const intruder = new zmq.Push({ linger: 0 });
+    sockets.push(intruder);
+    intruder.connect(ring[0]!.endpoint);
+    await intruder.send(Buffer.from('definitely not msgpack'));
+    await intruder.send(encode(chunkOf(11, 1, randomFloats(11, 1), { generation: 0 })));
+    await intruder.send(encode(chunkOf(11, 1, randomFloats(11, 1), { rank: 0 })));
+    await vi.waitFor(() => expect(seen).toHaveLength(3), { timeout: 5000 });
+    expect(seen).toEqual([
+      { code: 'FRAME_MALFORMED', reason: 'malformed' },
+      { code: 'FRAME_STALE', reason: 'stale' },
+      { code: 'FRAME_UNEXPECTED', reason: 'unexpected' },
+    ]);
+    expect(ring[0]!.rejectedFrames).toEqual({ malformed: 1, stale: 1, duplicate: 0, unexpected: 1 });
+  });
+
+  it('fails every misuse of allReduce with a coded error, as a rejected promise (issue #12)', async () => {
+    const failure = (p: Promise<unknown>): Promise<unknown> => p.then(() => undefined, (err: unknown) => err);
+    const [rank0, rank1] = (await connectRing('tcp', 2, reducers)) as [RingAllReducer, RingAllReducer];
+    const running = rank0.allReduce(new Float32Array(10), 1);
+    let busy: Promise<Float32Array> | undefined;
+    expect(() => (busy = rank0.allReduce(new Float32Array(10), 2))).not.toThrow();
+    expect(isMnistDdpError(await failure(busy!), 'ALLREDUCE_BUSY')).toBe(true);
+    await Promise.all([running, rank1.allReduce(new Float32Array(10), 1)]);
+    for (const step of [1, 0, 2.5, Number.NaN]) {
+      let outOfOrder: Promise<Float32Array> | undefined;
+      expect(() => (outOfOrder = rank0.allReduce(new Float32Array(10), step))).not.toThrow();
+      const error = await failure(outOfOrder!);
+      expect(isMnistDdpError(error, 'STEP_OUT_OF_ORDER'), `step ${step}: ${String(error)}`).toBe(true);
+    }
+    await rank0.close();
+    expect(isMnistDdpError(await failure(rank0.allReduce(new Float32Array(10), 3)), 'PEER_LOST')).toBe(true);
   });
 
   it('reports PEER_TIMEOUT naming the dead left neighbour within the deadline', async () => {

@@ -29,6 +29,17 @@ describe('threaded /metrics server', () => {
     await until('the body published after the change', async () => (/^mnistddp_loss 0\.5$/m.test(await body()) ? true : undefined), 5_000);
   });
 
+  it('starts its thread from the compiled module too (dist/, as the shipped processes run it; issue #12)', async () => {
+    // dist/ is built by test/helpers/global-setup.ts before any test.
+    const dist = (await import(new URL('../../dist/shared/metrics/index.js', import.meta.url).href)) as typeof import('../../src/shared/metrics/index.js');
+    const registry = new Registry();
+    dist.createWorkerMetrics(registry, { defaultMetrics: false }).loss.set(0.75);
+    const server = await dist.startThreadedMetricsServer({ registry, host: '127.0.0.1', port: 0, minIntervalMs: 0 });
+    servers.push(server);
+    expect((await httpGet(server.port, '/healthz')).body).toBe('ok\n');
+    await until('the published body', async () => (/^mnistddp_loss 0\.75$/m.test((await httpGet(server.port, '/metrics')).body) ? true : undefined), 5_000);
+  });
+
   it('answers while the main thread is blocked by synchronous work (the response ends before the block does)', async () => {
     const registry = new Registry();
     createWorkerMetrics(registry, { defaultMetrics: false });

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { augmentBatch, transformImage } from '../../src/shared/data/augment.js';
 import { IMAGE_PIXELS, NORMALISED_BACKGROUND, gatherBatch, loadMnist } from '../../src/shared/data/mnist.js';
 import { Rng } from '../../src/shared/data/rng.js';
+import { SnapshotRng } from '../helpers/rng-state.js';
 
 function realBatch(n: number): Float32Array {
   const { train } = loadMnist();
@@ -29,19 +30,19 @@ describe('augmentBatch', () => {
 
   it('resumes from a saved rng state', () => {
     const original = realBatch(8);
-    const rng = new Rng(9);
+    const rng = new SnapshotRng(9);
     augmentBatch(original.slice(), 8, rng);
     const saved = rng.getState();
     const next = original.slice();
     augmentBatch(next, 8, rng);
     const resumed = original.slice();
-    augmentBatch(resumed, 8, Rng.fromState(saved));
+    augmentBatch(resumed, 8, SnapshotRng.fromState(saved));
     expect(resumed).toEqual(next);
   });
 
   it('consumes the same number of draws whatever the options', () => {
-    const a = new Rng(5);
-    const b = new Rng(5);
+    const a = new SnapshotRng(5);
+    const b = new SnapshotRng(5);
     augmentBatch(realBatch(4), 4, a);
     augmentBatch(realBatch(4), 4, b, { maxShift: 0, maxRotationDeg: 0 });
     expect(a.getState()).toEqual(b.getState());

@@ -25,11 +25,11 @@ function outputBytes(model: tf.LayersModel): Buffer {
 }
 
 /** A replica moved away from its seeded initialisation by a few real steps, so a loader that re-initialises fails. */
-function trainSteps(replica: Replica, steps: number): void {
+async function trainSteps(replica: Replica, steps: number): Promise<void> {
   const buffer = new Float32Array(replica.layout.bufferLength);
   for (let s = 0; s < steps; s++) {
     const ids = Array.from({ length: 32 }, (_, i) => s * 32 + i);
-    replica.computeGradients(gatherBatch(data.train.images, data.train.labels, ids), buffer);
+    await replica.computeGradients(gatherBatch(data.train.images, data.train.labels, ids), buffer);
     replica.applyReduced(buffer, 0.01, s);
   }
 }
@@ -51,8 +51,8 @@ async function expectInvalid(promise: Promise<unknown>, file: string): Promise<M
 beforeAll(async () => {
   await initBackend('wasm');
   root = mkdtempSync(join(tmpdir(), 'mnist-ddp-checkpoint-'));
-  trained = new Replica({ model: 'cnn', seed: 9, optimizer: { name: 'adam', momentum: 0, weightDecay: 0 } });
-  trainSteps(trained, 3);
+  trained = await Replica.create({ model: 'cnn', seed: 9, optimizer: { name: 'adam', momentum: 0, weightDecay: 0 } });
+  await trainSteps(trained, 3);
 });
 
 afterAll(() => {
@@ -62,7 +62,7 @@ afterAll(() => {
 describe('saveModelDir / loadModelDir', () => {
   it('round-trips to bitwise-identical predictions on 100 test images', async () => {
     const dir = join(root, 'model');
-    const fresh = new Replica({ model: 'cnn', seed: 9, optimizer: { name: 'sgd', momentum: 0, weightDecay: 0 } });
+    const fresh = await Replica.create({ model: 'cnn', seed: 9, optimizer: { name: 'sgd', momentum: 0, weightDecay: 0 } });
     const before = outputBytes(trained.model);
     // The trained weights differ from the seeded initialisation, so equality below cannot come from re-building.
     expect(before.equals(outputBytes(fresh.model))).toBe(false);
@@ -134,13 +134,13 @@ describe('writeCheckpoint / readCheckpoint', () => {
     expect(optimizer.slots[1]!.some((v) => v !== 0)).toBe(true);
 
     // Restored into a replica, the weights digest matches and one more step equals the same step on the original.
-    const restored = new Replica({ model: loaded.model, seed: 9, optimizer: { name: 'adam', momentum: 0, weightDecay: 0 } });
+    const restored = await Replica.create({ model: loaded.model, seed: 9, optimizer: { name: 'adam', momentum: 0, weightDecay: 0 } });
     restored.optimizer.load(loaded.optimizer);
     expect(restored.digest()).toBe(trained.digest());
-    const copy = new Replica({ model: await loadModelDir(dir), seed: 9, optimizer: { name: 'adam', momentum: 0, weightDecay: 0 } });
+    const copy = await Replica.create({ model: await loadModelDir(dir), seed: 9, optimizer: { name: 'adam', momentum: 0, weightDecay: 0 } });
     copy.optimizer.load(optimizer);
-    trainSteps(restored, 1);
-    trainSteps(copy, 1);
+    await trainSteps(restored, 1);
+    await trainSteps(copy, 1);
     expect(restored.digest()).toBe(copy.digest());
     expect(restored.digest()).not.toBe(trained.digest());
   });
@@ -158,7 +158,7 @@ describe('writeCheckpoint / readCheckpoint', () => {
     await writeCheckpoint(dir, trained.model, trained.optimizer.state(), stateFor(trained, { epoch: 1, cursor: 0, globalStep: 10 }));
     const files = Object.fromEntries(readdirSync(dir).map((f) => [f, readFileSync(join(dir, f))]));
     // A real model whose save fails part-way: its variables are disposed, so serialising the weights throws.
-    const broken = new Replica({ model: 'cnn', seed: 1, optimizer: { name: 'adam', momentum: 0, weightDecay: 0 } });
+    const broken = await Replica.create({ model: 'cnn', seed: 1, optimizer: { name: 'adam', momentum: 0, weightDecay: 0 } });
     broken.model.dispose();
     await expect(writeCheckpoint(dir, broken.model, broken.optimizer.state(), stateFor(trained, { epoch: 2, cursor: 0, globalStep: 20 }))).rejects.toThrow(/disposed/);
     for (const [f, bytes] of Object.entries(files)) expect(readFileSync(join(dir, f)).equals(bytes), f).toBe(true);
@@ -206,6 +206,43 @@ describe('writeCheckpoint / readCheckpoint', () => {
     it('state.json with missing fields', async () => {
       const dir = await corrupted('partial-state', (d) => writeFileSync(join(d, STATE_JSON), JSON.stringify({ version: 1, epoch: 1 })));
       await expectInvalid(readCheckpoint(dir), join(dir, STATE_JSON));
+    });
+
+    it('state.json with a bad field: the message names it', async () => {
+      const dir = await corrupted('bad-field', (d) => {
+        const state = JSON.parse(readFileSync(join(d, STATE_JSON), 'utf8')) as CheckpointState;
+        writeFileSync(join(d, STATE_JSON), JSON.stringify({ ...state, optimizer: { ...state.optimizer, name: 'rmsprop' } }));
+      });
+      const err = await expectInvalid(readCheckpoint(dir), join(dir, STATE_JSON));
+      expect(err.message).toContain('optimizer.name');
+      const partial = await corrupted('missing-field', (d) => writeFileSync(join(d, STATE_JSON), JSON.stringify({ version: 1, epoch: 1 })));
+      expect((await expectInvalid(readCheckpoint(partial), STATE_JSON)).message).toContain("'cursor'");
+      const future = await corrupted('future-version', (d) => {
+        const state = JSON.parse(readFileSync(join(d, STATE_JSON), 'utf8')) as CheckpointState;
+        writeFileSync(join(d, STATE_JSON), JSON.stringify({ ...state, version: 2 }));
+      });
+      expect((await expectInvalid(readCheckpoint(future), STATE_JSON)).message).toContain("'version'");
+    });
+
+    it('model.json with a bad manifest: the message names the field', async () => {
+      const dir = await corrupted('bad-manifest', (d) => {
+        const json = JSON.parse(readFileSync(join(d, MODEL_JSON), 'utf8')) as { weightsManifest: Array<{ weights: Array<{ dtype: string }> }> };
+        json.weightsManifest[0]!.weights[1]!.dtype = 'float64';
+        writeFileSync(join(d, MODEL_JSON), JSON.stringify(json));
+      });
+      const err = await expectInvalid(loadModelDir(dir), join(dir, MODEL_JSON));
+      expect(err.message).toContain('weightsManifest.0.weights.1.dtype');
+      const noTopology = await corrupted('no-topology', (d) => {
+        const json = JSON.parse(readFileSync(join(d, MODEL_JSON), 'utf8')) as Record<string, unknown>;
+        delete json.modelTopology;
+        writeFileSync(join(d, MODEL_JSON), JSON.stringify(json));
+      });
+      expect((await expectInvalid(readCheckpoint(noTopology), MODEL_JSON)).message).toContain('modelTopology');
+    });
+
+    it('missing optimizer.bin', async () => {
+      const dir = await corrupted('no-optimizer', (d) => unlinkSync(join(d, OPTIMIZER_BIN)));
+      await expectInvalid(readCheckpoint(dir), join(dir, OPTIMIZER_BIN));
     });
 
     it('missing state.json, or no directory at all', async () => {

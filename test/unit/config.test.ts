@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
-  benchConfigSchema, coordinatorConfigSchema, envName, exportConfigSchema, fromConfigFile, fromEnv, isExplicit, narrowConfig, resolveConfig, serveConfigSchema, trainConfigSchema,
+  benchConfigSchema, coordinatorConfigSchema, defaultOf, envName, evalConfigSchema, exportConfigSchema, fromConfigFile, fromEnv, isExplicit, narrowConfig, resolveConfig, serveConfigSchema, trainConfigSchema,
   transferConfigSchema, workerConfigSchema,
 } from '../../src/shared/core/config.js';
 import { isMnistDdpError, type MnistDdpError } from '../../src/shared/core/errors.js';
@@ -140,7 +140,7 @@ describe('resolveConfig rejects bad values with CONFIG_INVALID naming the key an
     const flag = rejection(() => resolveConfig(benchConfigSchema, { flags: { backend: 'cuda' } }));
     expect(flag.code).toBe('BACKEND_UNKNOWN');
     expect(flag.message).toContain('--backend');
-    expect(flag.message).toContain('auto, tensorflow, wasm, cpu');
+    expect(flag.message).toContain('auto, tensorflow, webgpu, wasm, cpu');
     const env = rejection(() => train({ env: { MNIST_DDP_BACKEND: 'gpu' } }));
     expect(env.code).toBe('BACKEND_UNKNOWN');
     expect(env.message).toContain('MNIST_DDP_BACKEND');
@@ -161,7 +161,17 @@ describe('resolveConfig rejects bad values with CONFIG_INVALID naming the key an
       resolveConfig(serveConfigSchema, { flags: { checkpoint: 'ckpt', ...flags }, env: fromEnv(Object.keys(serveConfigSchema.shape), env) });
     expect(rejection(() => serve({}, { MNIST_DDP_PORT: 'abc' })).details).toMatchObject({ key: 'port', value: 'abc', origin: 'MNIST_DDP_PORT' });
     expect(rejection(() => serve({ port: '70000' }, {})).details).toMatchObject({ key: 'port', origin: '--port' });
-    expect(serve({}, {})).toEqual({ checkpoint: 'ckpt', port: 8080, host: '0.0.0.0', backend: 'auto' });
+    expect(serve({}, {})).toEqual({ checkpoint: 'ckpt', port: 8080, host: '127.0.0.1', backend: 'auto', headersTimeoutMs: 10_000, requestTimeoutMs: 30_000 });
+  });
+
+  // Issue #15: every listener binds loopback unless an address is given.
+  it('serve, /metrics and the coordinator listen on loopback by default', () => {
+    expect(resolveConfig(serveConfigSchema, { flags: { checkpoint: 'ckpt' } }).host).toBe('127.0.0.1');
+    expect(resolveConfig(workerConfigSchema, {}).metricsHost).toBe('127.0.0.1');
+    const coordinator = resolveConfig(coordinatorConfigSchema, {});
+    expect([coordinator.bind, coordinator.metricsHost]).toEqual(['tcp://127.0.0.1:5555', '127.0.0.1']);
+    const multiHost = resolveConfig(coordinatorConfigSchema, { flags: { bind: 'tcp://0.0.0.0:5555', metricsHost: '0.0.0.0' } });
+    expect([multiHost.bind, multiHost.metricsHost]).toEqual(['tcp://0.0.0.0:5555', '0.0.0.0']);
   });
 
   it('non-integer and out-of-range numbers', () => {
@@ -210,5 +220,27 @@ describe('experiment transfer', () => {
       workers: 0, backend: 'auto', seed: 42, pretrainEpochs: 3, pretrainAugment: true, finetuneEpochs: 10, labelFraction: 0.1, lr: 0.05, json: false,
     });
     expect(resolveConfig(transferConfigSchema, { env: fromEnv(Object.keys(transferConfigSchema.shape), { MNIST_DDP_PRETRAIN_AUGMENT: 'false' }) }).pretrainAugment).toBe(false);
+  });
+});
+
+// Issue #12: the schemas hold the defaults; cli.ts shows them in --help through defaultOf.
+describe('defaultOf', () => {
+  it('is the value a schema gives a key nobody set, for every key of every schema', () => {
+    for (const schema of [trainConfigSchema, coordinatorConfigSchema, workerConfigSchema, benchConfigSchema, transferConfigSchema]) {
+      const resolved = resolveConfig(schema, {});
+      for (const key of Object.keys(schema.shape)) expect(defaultOf(schema, key), key).toEqual((resolved as Record<string, unknown>)[key]);
+    }
+    expect([defaultOf(workerConfigSchema, 'ringTimeoutMs'), defaultOf(serveConfigSchema, 'port'), defaultOf(trainConfigSchema, 'report')]).toEqual([10_000, 8080, true]);
+  });
+
+  it('is undefined for an optional key, a required key and a key the schema lacks', () => {
+    expect(defaultOf(trainConfigSchema, 'maxSteps')).toBeUndefined();
+    expect(defaultOf(evalConfigSchema, 'checkpoint')).toBeUndefined();
+    expect(defaultOf(trainConfigSchema, 'bind')).toBeUndefined();
+  });
+
+  it('is not explicit: a config that takes every default has no explicit key', () => {
+    const config = resolveConfig(trainConfigSchema, {});
+    expect(Object.keys(trainConfigSchema.shape).filter((key) => isExplicit(config, key))).toEqual([]);
   });
 });

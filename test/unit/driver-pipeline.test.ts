@@ -32,6 +32,7 @@ class ScriptedGroup implements WorkerGroup {
   boundaries = 0;
   private brokenGeneration = -1;
   private pending: Array<() => void> = [];
+  private idleWaiters: Array<() => void> = [];
 
   constructor(readonly pipelineDepth: number, private readonly script: Script = {}) {}
 
@@ -43,6 +44,7 @@ class ScriptedGroup implements WorkerGroup {
     return new Promise((resolve, reject) => {
       this.pending.push(() => {
         this.inFlight--;
+        if (this.inFlight === 0) for (const wake of this.idleWaiters.splice(0)) wake();
         // Like a worker: orders queued behind a failed step of the same generation are dropped, not run.
         if (generation === this.brokenGeneration) return reject(new MnistDdpError('STEP_ABORTED', `step ${order.step} dropped`));
         if (order.step === this.script.failStep && generation === 1) {
@@ -55,6 +57,18 @@ class ScriptedGroup implements WorkerGroup {
       });
       // Settle asynchronously, oldest first, like workers finishing steps in order.
       setTimeout(() => this.pending.shift()?.(), 1);
+    });
+  }
+
+  /** Resolves when no order is in flight (each settled, resolved or rejected); rejects after `deadlineMs`. */
+  whenIdle(deadlineMs = 5_000): Promise<void> {
+    if (this.inFlight === 0) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${this.inFlight} orders still in flight after ${deadlineMs} ms`)), deadlineMs);
+      this.idleWaiters.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
     });
   }
 
@@ -186,7 +200,7 @@ describe('training driver: pipelined step orders', () => {
   it('fails the run on a fatal error with an order still in flight (and leaves no unhandled rejection)', async () => {
     const group = new ScriptedGroup(2, { failStep: 2, fatal: true });
     await expect(run(group)).rejects.toMatchObject({ code: 'PEER_LOST' });
-    await new Promise((r) => setTimeout(r, 20));
+    await group.whenIdle();
     expect(group.inFlight).toBe(0);
   });
 });

@@ -1,5 +1,11 @@
-import { describe, expect, it } from 'vitest';
+import * as tf from '@tensorflow/tfjs';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { initBackend } from '../../src/shared/core/backend.js';
+import { gatherBatch, loadMnist, type MnistSplit } from '../../src/shared/data/mnist.js';
+import { buildModel } from '../../src/shared/model/zoo.js';
 import { evaluationReport, formatEvaluation } from '../../src/shared/train/evaluation.js';
+import { Evaluator } from '../../src/shared/train/evaluator.js';
+import { mistakeSchema } from '../../src/shared/train/mistake.js';
 
 /** A 10-class confusion matrix (row = true label, column = predicted) from a few labelled rows; the rest are zero. */
 function confusion(rows: Record<number, number[]>): Int32Array {
@@ -113,5 +119,89 @@ describe('formatEvaluation', () => {
     const wide = formatEvaluation(evaluationReport(confusion({ 0: [123456, 7] }), 0)).split('\n');
     const row0 = wide.find((l) => l.startsWith('    0 |'))!;
     expect(row0).toBe(`    0 |${[123456, 7, 0, 0, 0, 0, 0, 0, 0, 0].map((v) => String(v).padStart(7)).join('')}`);
+  });
+});
+
+// Issue #12: one evaluator for training, distributed evaluation, `eval` and `export`.
+describe('Evaluator', () => {
+  let test: MnistSplit;
+  let model: tf.LayersModel;
+  /** Every third test image: mistakes must name split indices, not positions in this list. */
+  const indices = Int32Array.from({ length: 700 }, (_, i) => 3 * i);
+  const gather = (ids: ArrayLike<number>) => gatherBatch(test.images, test.labels, ids);
+
+  /** Predictions and probabilities of the full model (its softmax layer), in one batch. */
+  function reference(): { predicted: number[]; probs: Float32Array } {
+    const batch = gather(indices);
+    const probs = tf.tidy(() => (model.predict(tf.tensor4d(batch.x, [batch.size, 28, 28, 1])) as tf.Tensor2D).dataSync() as Float32Array);
+    const predicted = Array.from({ length: batch.size }, (_, i) => {
+      let best = 0;
+      for (let k = 1; k < 10; k++) if (probs[i * 10 + k]! > probs[i * 10 + best]!) best = k;
+      return best;
+    });
+    return { predicted, probs };
+  }
+
+  beforeAll(async () => {
+    await initBackend('wasm');
+    test = loadMnist().test;
+    // Untrained: most samples are mistakes, so the top-K selection has plenty to choose from.
+    model = buildModel('mlp', { seed: 3 });
+  });
+
+  it('counts the confusion matrix, summed loss and predictions exactly as the model predicts', async () => {
+    const { predicted, probs } = reference();
+    const predictions = new Int32Array(indices.length);
+    const counts = await new Evaluator(model).evaluate(indices, gather, { batchSize: 64, predictions });
+    expect(counts.count).toBe(indices.length);
+    expect(Array.from(predictions)).toEqual(predicted);
+    const confusion = new Int32Array(100);
+    let loss = 0;
+    indices.forEach((id, i) => {
+      const label = test.labels[id]!;
+      confusion[label * 10 + predicted[i]!]! += 1;
+      loss -= Math.log(probs[i * 10 + label]!);
+    });
+    expect(Array.from(counts.confusion)).toEqual(Array.from(confusion));
+    expect(counts.lossSum / counts.count).toBeCloseTo(loss / indices.length, 4);
+  });
+
+  it('keeps the K most confident mistakes, by split index, highest confidence first', async () => {
+    const { predicted, probs } = reference();
+    const all = Array.from(indices, (id, i) => ({ index: id, label: test.labels[id]!, predicted: predicted[i]!, confidence: probs[i * 10 + predicted[i]!]! }))
+      .filter((m) => m.label !== m.predicted)
+      .sort((a, b) => b.confidence - a.confidence);
+    expect(all.length).toBeGreaterThan(100);
+    const { mistakes } = await new Evaluator(model).evaluate(indices, gather, { batchSize: 50, mistakes: 24 });
+    expect(mistakes).toHaveLength(24);
+    for (const m of mistakes) expect(mistakeSchema.parse(m)).toEqual(m);
+    expect(mistakes.map((m) => m.confidence)).toEqual([...mistakes.map((m) => m.confidence)].sort((a, b) => b - a));
+    mistakes.forEach((m, k) => {
+      expect(m.confidence).toBeCloseTo(all[k]!.confidence, 6);
+      expect(test.labels[m.index]).toBe(m.label);
+      expect(m.label).not.toBe(m.predicted);
+    });
+    expect((await new Evaluator(model).evaluate(indices, gather)).mistakes).toEqual([]);
+  });
+
+  it('gives the same counts and mistakes whatever the batch size', async () => {
+    const evaluator = new Evaluator(model);
+    const a = await evaluator.evaluate(indices, gather, { batchSize: 1000, mistakes: 10 });
+    const b = await evaluator.evaluate(indices, gather, { batchSize: 7, mistakes: 10 });
+    expect(Array.from(b.confusion)).toEqual(Array.from(a.confusion));
+    expect(b.mistakes.map((m) => m.index)).toEqual(a.mistakes.map((m) => m.index));
+    expect(b.lossSum).toBeCloseTo(a.lossSum, 2);
+  });
+
+  it('returns zeros for no samples', async () => {
+    const counts = await new Evaluator(model).evaluate([], gather, { mistakes: 5 });
+    expect(counts).toEqual({ confusion: new Int32Array(100), lossSum: 0, count: 0, mistakes: [] });
+  });
+
+  it('keeps tf.memory().numTensors flat over repeated evaluations', async () => {
+    const evaluator = new Evaluator(model);
+    const before = tf.memory().numTensors;
+    for (let r = 0; r < 5; r++) await evaluator.evaluate(indices, gather, { batchSize: 128, mistakes: 8, predictions: new Int32Array(indices.length) });
+    expect(tf.memory().numTensors).toBe(before);
   });
 });

@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isMnistDdpError, type ErrorCode } from '../../src/shared/core/errors.js';
-import { encodeIdx, readIdx, readIdxImages, readIdxLabels, readIdxPair, writeIdx } from '../../src/shared/data/idx.js';
+import { readIdx, readIdxImages, readIdxLabels, readIdxPair } from '../../src/shared/data/idx.js';
+import { encodeIdx, writeIdx } from '../helpers/idx-writer.js';
 
 let dir: string;
 beforeEach(() => {

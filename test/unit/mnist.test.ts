@@ -3,7 +3,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isMnistDdpError } from '../../src/shared/core/errors.js';
-import { writeIdx } from '../../src/shared/data/idx.js';
 import {
   IMAGE_PIXELS,
   MNIST_FILES,
@@ -12,12 +11,13 @@ import {
   gatherBatch,
   labelFraction,
   loadMnist,
-  oneHot,
   parseClassSpec,
   selectClasses,
   splitTrainValidation,
   type MnistDataset,
 } from '../../src/shared/data/mnist.js';
+import { writeIdx } from '../helpers/idx-writer.js';
+import { oneHot } from '../helpers/one-hot.js';
 
 const TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949];
 const TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009];

@@ -2,10 +2,11 @@ import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/shared/core/backend.js';
 import { isMnistDdpError } from '../../src/shared/core/errors.js';
-import { buildModel, logitsModel, MODEL_NAMES, parameterCount, type ModelName } from '../../src/shared/model/zoo.js';
+import { buildModel, logitsModel, MODEL_NAMES, type ModelName } from '../../src/shared/model/zoo.js';
+import { parameterCount } from '../helpers/parameter-count.js';
 
 /*
- * Parameter counts worked out from the architectures in src/shared/models.ts (kernel + bias; batch norm has
+ * Parameter counts worked out from the architectures in src/shared/model/zoo.ts (kernel + bias; batch norm has
  * gamma, beta, moving mean, moving variance, the last two non-trainable):
  *
  * mlp       flatten 784 → fc1 784·128+128 = 100 480 → head 128·10+10 = 1 290                       = 101 770

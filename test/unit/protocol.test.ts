@@ -1,6 +1,15 @@
 import { describe, expect, expectTypeOf, it } from 'vitest';
 import { decode, encode } from '../../src/shared/wire/codec.js';
 import {
+  coordinatorToWorker,
+  parseControl,
+  workerToCoordinator,
+  type NarrowCoordinatorMessage,
+  type NarrowWorkerMessage,
+} from '../../src/shared/wire/control-messages.js';
+import type { ReplicaSnapshot, StepPlan, StepReport } from '../../src/shared/wire/control-payloads.js';
+import type { OptimizerState } from '../../src/shared/train/optimizers.js';
+import {
   isMessage,
   isMessageOf,
   isRingChunk,
@@ -81,5 +90,43 @@ describe('protocol guards', () => {
     expectTypeOf<NarrowMessage<'ring-hello'>>().toEqualTypeOf<RingHello>();
     const x: unknown = decode(encode(chunk));
     if (isRingChunk(x)) expectTypeOf(x.data).toEqualTypeOf<Float32Array>();
+  });
+});
+
+// Issue #12: control messages extend the domain records' schemas; replica state travels nested, as OptimizerState.
+describe('control messages', () => {
+  const optimizer: OptimizerState = { name: 'adam', step: 12, slots: [new Float32Array([1, 2]), new Float32Array([3, 4])] };
+  const loadState: NarrowCoordinatorMessage<'load-state'> = { type: 'load-state', generation: 3, appliedStep: 11, weights: new Float32Array([5, 6, 7]), optimizer };
+
+  it('carry the optimiser state nested, through the codec', () => {
+    const parsed = parseControl(coordinatorToWorker, encode(loadState));
+    expect(parsed.ok).toBe(true);
+    if (!parsed.ok || parsed.message.type !== 'load-state') throw new Error('expected a load-state');
+    expect(parsed.message.optimizer.name).toBe('adam');
+    expect(parsed.message.optimizer.step).toBe(12);
+    expect(parsed.message.optimizer.slots.map((s) => Array.from(s))).toEqual([[1, 2], [3, 4]]);
+    expect(Array.from(parsed.message.weights)).toEqual([5, 6, 7]);
+  });
+
+  it('reject a bad or missing optimiser state, naming the nested field', () => {
+    const badName = parseControl(coordinatorToWorker, encode({ ...loadState, optimizer: { ...optimizer, name: 'rmsprop' } }));
+    expect(badName.ok).toBe(false);
+    if (!badName.ok) expect(badName.problem).toContain('optimizer.name');
+    const badSlot = parseControl(workerToCoordinator, encode({ type: 'snapshot', requestId: 1, appliedStep: 0, weights: new Float32Array(1), optimizer: { ...optimizer, slots: [[1, 2]] } }));
+    expect(badSlot.ok).toBe(false);
+    if (!badSlot.ok) expect(badSlot.problem).toContain('optimizer.slots.0');
+    // The flat form (optimizerName/optimizerStep/slots beside the weights) is not a load-state.
+    const flat = parseControl(coordinatorToWorker, encode({ type: 'load-state', generation: 3, appliedStep: 11, weights: new Float32Array(1), optimizerName: 'adam', optimizerStep: 12, slots: [] }));
+    expect(flat.ok).toBe(false);
+    if (!flat.ok) expect(flat.problem).toContain('optimizer');
+  });
+
+  it('are the domain records plus routing fields', () => {
+    expectTypeOf<NarrowCoordinatorMessage<'load-state'>>().toMatchTypeOf<ReplicaSnapshot>();
+    expectTypeOf<NarrowWorkerMessage<'snapshot'>>().toMatchTypeOf<ReplicaSnapshot>();
+    expectTypeOf<ReplicaSnapshot['optimizer']>().toEqualTypeOf<OptimizerState>();
+    expectTypeOf<NarrowWorkerMessage<'step-done'>>().toMatchTypeOf<StepReport>();
+    expectTypeOf<Omit<NarrowWorkerMessage<'step-done'>, 'type' | 'generation' | 'step' | 'digest'>>().toEqualTypeOf<StepReport>();
+    expectTypeOf<Omit<NarrowCoordinatorMessage<'step'>, 'type' | 'digest'>>().toEqualTypeOf<StepPlan>();
   });
 });

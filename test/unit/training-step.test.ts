@@ -31,7 +31,7 @@ const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmedi
 async function lossCurve(backend: 'cpu' | 'wasm', steps: number): Promise<number[]> {
   await tf.setBackend(backend);
   const data = loadMnist();
-  const replica = new Replica({ model: smallCnn(7), seed: 7, optimizer: { name: 'sgd', momentum: 0.9, weightDecay: 0 } });
+  const replica = await Replica.create({ model: smallCnn(7), seed: 7, optimizer: { name: 'sgd', momentum: 0.9, weightDecay: 0 } });
   const step = new TrainStep(replica, new LocalReducer());
   const losses: number[] = [];
   for (let s = 0; s < steps; s++) {
@@ -63,7 +63,7 @@ describe('training on the wasm backend', () => {
   it('keeps tf.memory().numTensors flat over 100 training steps of cnn (issue #2)', async () => {
     await tf.setBackend('wasm');
     const data = loadMnist();
-    const replica = new Replica({ model: 'cnn', seed: 3, optimizer: { name: 'adam', momentum: 0.9, weightDecay: 0 } });
+    const replica = await Replica.create({ model: 'cnn', seed: 3, optimizer: { name: 'adam', momentum: 0.9, weightDecay: 0 } });
     const step = new TrainStep(replica, new LocalReducer());
     const batch = (s: number) => gatherBatch(data.train.images, data.train.labels, Array.from({ length: 32 }, (_, i) => s * 32 + i));
     await step.run(batch(0), 0, 1e-3);
@@ -79,7 +79,7 @@ describe('training on the wasm backend', () => {
 
   it('refuses a non-finite gradient with NON_FINITE_GRADIENT naming the weight, and applies nothing', async () => {
     await tf.setBackend('wasm');
-    const replica = new Replica({ model: 'cnn', seed: 3, optimizer: { name: 'sgd', momentum: 0.9, weightDecay: 0 } });
+    const replica = await Replica.create({ model: 'cnn', seed: 3, optimizer: { name: 'sgd', momentum: 0.9, weightDecay: 0 } });
     const before = replica.params.slice();
     const digest = replica.digest();
     const reduced = new Float32Array(replica.layout.bufferLength);

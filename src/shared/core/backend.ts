@@ -4,16 +4,21 @@ import * as tf from '@tensorflow/tfjs';
 import { MnistDdpError } from './errors.js';
 import type { Logger } from './log.js';
 import { registerWasmTrainingKernels } from '../kernels/register.js';
+import { activateWebgpu, adapterLabel, webgpuInstalled, type GpuAdapterDescription } from './webgpu.js';
 
-export const BACKEND_NAMES = ['auto', 'tensorflow', 'wasm', 'cpu'] as const;
+export type { GpuAdapterDescription };
+
+export const BACKEND_NAMES = ['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu'] as const;
 export type BackendChoice = (typeof BACKEND_NAMES)[number];
 
 export interface BackendSelection {
-  /** tfjs backend name now active: 'tensorflow', 'wasm' or 'cpu'. */
+  /** tfjs backend name now active: 'tensorflow', 'webgpu', 'wasm' or 'cpu'. */
   backend: string;
   /** npm package that provides it. */
   provider: string;
   reason: string;
+  /** The GPU adapter, on webgpu. */
+  adapter?: GpuAdapterDescription;
 }
 
 const require = createRequire(import.meta.url);
@@ -49,12 +54,16 @@ function tryNative(pkg: string): { ok: true } | { ok: false; why: string } {
 const TFJS_NODE_GPU = '@tensorflow/tfjs-node-gpu';
 const TFJS_NODE = '@tensorflow/tfjs-node';
 
+function loadTfjsNodeGpu(): { ok: true } | { ok: false; why: string } {
+  return gpuVisible() ? tryNative(TFJS_NODE_GPU) : { ok: false, why: 'no CUDA GPU visible for tfjs-node-gpu' };
+}
+
 /**
  * Loads tfjs-node-gpu when a GPU is visible and it loads, else tfjs-node. `skipped` gives the reason for each
  * package not used; when neither loads, `why` is tfjs-node's.
  */
 function loadTfjsNode(): { ok: true; provider: string; skipped: string[] } | { ok: false; why: string; skipped: string[] } {
-  const gpu = gpuVisible() ? tryNative(TFJS_NODE_GPU) : { ok: false as const, why: 'no GPU visible' };
+  const gpu = loadTfjsNodeGpu();
   if (gpu.ok) return { ok: true, provider: TFJS_NODE_GPU, skipped: [] };
   const cpu = tryNative(TFJS_NODE);
   if (cpu.ok) return { ok: true, provider: TFJS_NODE, skipped: [gpu.why] };
@@ -74,16 +83,26 @@ async function activateWasm(): Promise<void> {
 
 /**
  * Chooses and activates the tfjs backend. `auto` tries, in order: tfjs-node-gpu when it loads and a GPU is visible,
- * tfjs-node, wasm with our training kernels, then cpu. Logs one line naming the choice and why.
+ * webgpu on a hardware adapter (never a software one), tfjs-node, wasm with our training kernels, then cpu.
+ * Logs one line naming the choice, the GPU adapter when there is one, and why.
  */
 export async function initBackend(choice: BackendChoice, log?: Logger): Promise<BackendSelection> {
-  const selection = await select(choice);
-  log?.info({ backend: selection.backend, provider: selection.provider }, `backend: ${selection.backend} (${selection.reason})`);
+  const selection = await select(choice, log);
+  const on = selection.adapter ? ` on ${adapterLabel(selection.adapter)}` : '';
+  log?.info({ backend: selection.backend, provider: selection.provider, ...(selection.adapter ? { adapter: selection.adapter } : {}) },
+    `backend: ${selection.backend}${on} (${selection.reason})`);
   return selection;
 }
 
-async function select(choice: BackendChoice): Promise<BackendSelection> {
+const WEBGPU_PROVIDER = '@tensorflow/tfjs-backend-webgpu';
+
+async function select(choice: BackendChoice, log?: Logger): Promise<BackendSelection> {
   switch (choice) {
+    case 'webgpu': {
+      const { adapter } = await activateWebgpu({ allowSoftware: true, log });
+      const reason = adapter.software ? 'requested with --backend webgpu; a software adapter: correct, not fast' : 'requested with --backend webgpu';
+      return { backend: 'webgpu', provider: WEBGPU_PROVIDER, reason, adapter };
+    }
     case 'cpu':
       await activate('cpu');
       return { backend: 'cpu', provider: '@tensorflow/tfjs-backend-cpu', reason: 'requested with --backend cpu (reference backend, slow)' };
@@ -99,13 +118,29 @@ async function select(choice: BackendChoice): Promise<BackendSelection> {
       return { backend: 'tensorflow', provider: native.provider, reason: 'requested with --backend tensorflow' };
     }
     case 'auto': {
-      const native = loadTfjsNode();
-      if (native.ok) {
+      const skipped: string[] = [];
+      const nodeGpu = loadTfjsNodeGpu();
+      if (nodeGpu.ok) {
         await activate('tensorflow');
-        const reason = native.provider === TFJS_NODE_GPU ? 'auto: GPU visible and tfjs-node-gpu loaded' : `auto: tfjs-node loaded (${native.skipped.join('; ')})`;
-        return { backend: 'tensorflow', provider: native.provider, reason };
+        return { backend: 'tensorflow', provider: TFJS_NODE_GPU, reason: 'auto: GPU visible and tfjs-node-gpu loaded' };
       }
-      const { skipped } = native;
+      skipped.push(nodeGpu.why);
+      if (webgpuInstalled()) {
+        try {
+          const { adapter } = await activateWebgpu({ allowSoftware: false, askDawnWhy: false, log });
+          return { backend: 'webgpu', provider: WEBGPU_PROVIDER, reason: `auto: ${skipped.join('; ')}; hardware WebGPU adapter found`, adapter };
+        } catch (err) {
+          skipped.push(`webgpu not used (${(err as Error).message.split('. ')[0]})`);
+        }
+      } else {
+        skipped.push('webgpu packages not installed');
+      }
+      const cpu = tryNative(TFJS_NODE);
+      if (cpu.ok) {
+        await activate('tensorflow');
+        return { backend: 'tensorflow', provider: TFJS_NODE, reason: `auto: tfjs-node loaded (${skipped.join('; ')})` };
+      }
+      skipped.push(cpu.why);
       try {
         await activateWasm();
         return { backend: 'wasm', provider: '@tensorflow/tfjs-backend-wasm', reason: `auto: ${skipped.join('; ')}; using wasm with mnist-ddp training kernels` };

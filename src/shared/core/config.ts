@@ -90,6 +90,16 @@ export function fromConfigFile(path: string | undefined): Record<string, unknown
   }
 }
 
+/**
+ * The schema's default for `key`, or undefined when it has none (optional and required keys). The defaults are
+ * written once, as the schemas' `.default()`s; cli.ts shows them in --help from here, and the README's usage section
+ * is generated from that help.
+ */
+export function defaultOf(schema: z.ZodObject<z.ZodRawShape>, key: string): unknown {
+  const parsed = schema.shape[key]?.safeParse(undefined);
+  return parsed?.success ? parsed.data : undefined;
+}
+
 /** Keys each resolved config got from a flag, the environment or a file (not from a schema default). */
 const explicitKeys = new WeakMap<object, ReadonlySet<string>>();
 
@@ -186,8 +196,13 @@ export const serveConfigSchema = z.object({
   checkpoint: requiredPath,
   /** 0 picks a free port. */
   port: port.default(8080),
-  host: z.string().min(1).default('0.0.0.0'),
+  /** Loopback unless asked: 0.0.0.0 (or an interface's address) lets other machines reach the page and /predict. */
+  host: z.string().min(1).default('127.0.0.1'),
   backend,
+  /** A request's headers must arrive within this; a connection silent this long is closed (slow clients). */
+  headersTimeoutMs: int(100).default(10_000),
+  /** A request's headers and body must arrive within this. */
+  requestTimeoutMs: int(100).default(30_000),
 });
 export type ServeConfig = Readonly<z.infer<typeof serveConfigSchema>>;
 
@@ -235,6 +250,20 @@ const endpointString = z.string().regex(/^(tcp:\/\/[^:]+:\d+|ipc:\/\/.+)$/, 'exp
 export const REQUEST_TIMEOUT_MS = 30_000;
 export const MAX_RING_TIMEOUT_MS = (2 * REQUEST_TIMEOUT_MS) / 3;
 
+/**
+ * ZeroMQ transport security (issue #15), for the coordinator and workers: a key directory from `mnist-ddp keygen`
+ * (never a key itself: command lines are visible to every user), or plaintext, which needs --insecure unless every
+ * address is loopback (shared/security/transport.ts).
+ */
+const transportSecurity = {
+  keys: z.string().min(1).optional(),
+  insecure: bool.default(false),
+};
+
+/** `mnist-ddp keygen`: a new cluster key directory. */
+export const keygenConfigSchema = z.object({ out: requiredPath });
+export type KeygenConfig = Readonly<z.infer<typeof keygenConfigSchema>>;
+
 /** A worker process: it needs only the coordinator's address; the run's config arrives in the welcome message. */
 export const workerConfigSchema = z.object({
   coordinator: endpointString.default('tcp://127.0.0.1:5555'),
@@ -247,19 +276,21 @@ export const workerConfigSchema = z.object({
   coordinatorTimeoutMs: int(1000).default(120_000),
   backend,
   dataDir: z.string().optional(),
-  metricsHost: z.string().min(1).default('0.0.0.0'),
+  /** Loopback unless asked: a Prometheus on another machine needs 0.0.0.0 or this host's address. */
+  metricsHost: z.string().min(1).default('127.0.0.1'),
   /** Base port for /metrics; a worker serves on base + its pm2 instance number. 0 = an ephemeral port. */
   metricsPort: port.default(0),
   metrics: bool.default(true),
   /** After a run ends (or the coordinator is away), say hello again instead of exiting: for pm2-managed workers. */
   stayAlive: bool.default(false),
+  ...transportSecurity,
 });
 export type WorkerConfig = Readonly<z.infer<typeof workerConfigSchema>>;
 
 /** `mnist-ddp coordinator`: a run's config plus where to listen and how to operate under pm2. */
 export const coordinatorConfigSchema = trainConfigSchema.extend({
-  /** ROUTER address workers connect to (they are given tcp://THIS-HOST:5555). */
-  bind: endpointString.or(z.string().regex(/^tcp:\/\/\*:\d+$/)).default('tcp://0.0.0.0:5555'),
+  /** ROUTER address workers connect to. Loopback unless asked: workers on other machines need tcp://0.0.0.0:5555. */
+  bind: endpointString.or(z.string().regex(/^tcp:\/\/\*:\d+$/)).default('tcp://127.0.0.1:5555'),
   /** Workers to wait for before the first step; more may join later (elastic). */
   minWorkers: int(1).default(2),
   joinTimeoutMs: int(1000).default(600_000),
@@ -267,10 +298,12 @@ export const coordinatorConfigSchema = trainConfigSchema.extend({
   heartbeatTimeoutMs: int(500).default(5_000),
   digestEvery: int(0).default(50),
   elastic: bool.default(true),
-  metricsHost: z.string().min(1).default('0.0.0.0'),
+  /** Loopback unless asked, as the worker's metricsHost. */
+  metricsHost: z.string().min(1).default('127.0.0.1'),
   coordinatorMetricsPort: port.default(9400),
   targetsFile: z.string().optional(),
   /** After the run: exit (true) or keep serving /metrics and refusing late joiners (false, for pm2). */
   exitWhenDone: bool.default(true),
+  ...transportSecurity,
 });
 export type CoordinatorConfig = Readonly<z.infer<typeof coordinatorConfigSchema>>;

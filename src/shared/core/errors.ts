@@ -7,6 +7,10 @@ export const ERROR_CODES = {
   CONFIG_INVALID: 'a configuration value (flag, environment variable or config file) failed validation',
   BACKEND_UNKNOWN: 'an unknown backend name was requested',
   BACKEND_UNAVAILABLE: 'the requested backend package is not installed or failed to load',
+  GPU_VULKAN_LOADER_MISSING: 'webgpu found no GPU adapter because the Vulkan loader (libvulkan.so.1) is missing',
+  GPU_NO_VULKAN_DRIVER: 'webgpu found no GPU adapter because no Vulkan driver (ICD manifest) is installed',
+  GPU_ADAPTER_REJECTED: 'Vulkan drivers are installed but Dawn accepted none of them as a WebGPU adapter',
+  GPU_SOFTWARE_ADAPTER: 'the only WebGPU adapter is a software rasteriser (llvmpipe, SwiftShader), which auto never picks',
   // data
   IDX_CORRUPT: 'an IDX file has a bad magic number, header, or length',
   IDX_MISMATCH: 'image and label files disagree (count or shape)',
@@ -28,6 +32,13 @@ export const ERROR_CODES = {
   REPLICA_DIVERGED: 'worker replicas no longer hold identical weights',
   STEP_ABORTED: 'a queued step order was dropped because an earlier step of the same generation failed',
   GROUP_CLOSED: 'the coordinator closed the worker group while a request was pending',
+  ALLREDUCE_BUSY: 'allReduce was called while an earlier all-reduce on the same ring was still running',
+  STEP_OUT_OF_ORDER: 'an all-reduce step number is not an integer above the previous step on the same ring',
+  // transport security
+  KEYS_INVALID: 'a key directory is missing a key file, holds a malformed key, or a secret key file is readable by others',
+  TRANSPORT_INSECURE: 'no keys were given for a non-loopback address: run mnist-ddp keygen and pass --keys, or pass --insecure',
+  AUTH_REFUSED: 'the peer refused this process\'s CURVE handshake (its key is not on the allow-list, or the keys do not match)',
+  INVARIANT_VIOLATED: 'an internal consistency check failed: a bug in mnist-ddp, please report it',
   // serving
   BAD_REQUEST: 'an HTTP request body is malformed',
   PAYLOAD_TOO_LARGE: 'an HTTP request body is too large',

@@ -84,8 +84,8 @@ export function transformImage(
 
 /**
  * Augments `count` images stored back to back in `x`, in place. Consumes exactly three draws from `rng` per image
- * (dx, dy, angle) whatever the options, so the rng state after a batch depends only on the state before and
- * `count`: checkpoints that save the rng state resume the same augmentation stream.
+ * (dx, dy, angle) whatever the options, so how far the stream advances depends only on `count`. Training seeds a
+ * fresh `rng` per step from deriveSeed(seed, epoch, step, rank): a resumed run augments each step as before.
  */
 export function augmentBatch(x: Float32Array, count: number, rng: Rng, options: AugmentOptions = {}): void {
   const rows = options.rows ?? IMAGE_ROWS;

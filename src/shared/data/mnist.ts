@@ -138,15 +138,6 @@ export function gatherBatch(
   return { x, y, size: n };
 }
 
-/** One-hot encodes labels into `out` (size × numClasses), zeroing it first. */
-export function oneHot(y: ArrayLike<number>, numClasses: number = NUM_CLASSES, out?: Float32Array): Float32Array {
-  const n = y.length;
-  const result = out && out.length >= n * numClasses ? out.subarray(0, n * numClasses) : new Float32Array(n * numClasses);
-  result.fill(0);
-  for (let i = 0; i < n; i++) result[i * numClasses + y[i]!] = 1;
-  return result;
-}
-
 /**
  * Deterministic seeded split of 0..count-1 into train and validation index lists, each sorted ascending.
  * Default 60 000 → 55 000 / 5 000. The split depends only on (count, validationSize, seed).

@@ -1,11 +1,10 @@
 import { MnistDdpError } from '../core/errors.js';
 
 /**
- * Seeded PRNG: xoshiro128** (Blackman & Vigna), 128 bits of state held as four unsigned 32-bit words.
- * The whole state is `getState()`; there is no hidden cache (normal() does not keep a spare Box–Muller value),
- * so a checkpoint that saves `getState()` and later calls `setState()` resumes the exact same stream.
+ * Seeded PRNG: xoshiro128** (Blackman & Vigna), 128 bits of state held as four 32-bit words and nothing else.
+ * Randomness in training is stateless: each stream is seeded from deriveSeed(seed, epoch, step, rank) and the like,
+ * so checkpoints store only the run's seed and a resumed run derives the same streams. No RNG state is saved.
  */
-export type RngState = [number, number, number, number];
 
 /** Anything indexable and writable: arrays and typed arrays. */
 export interface MutableIndexed<T> {
@@ -50,10 +49,11 @@ export function deriveSeed(...parts: number[]): number {
 }
 
 export class Rng {
-  private s0 = 0;
-  private s1 = 0;
-  private s2 = 0;
-  private s3 = 0;
+  /** The generator's whole state (protected for test/helpers/rng-state.ts, which snapshots it). */
+  protected s0 = 0;
+  protected s1 = 0;
+  protected s2 = 0;
+  protected s3 = 0;
 
   constructor(seed = 0) {
     checkSeedPart(seed, 'RNG seed');
@@ -67,37 +67,6 @@ export class Rng {
     x = splitmix32(x);
     this.s3 = x;
     if ((this.s0 | this.s1 | this.s2 | this.s3) === 0) this.s0 = 1;
-  }
-
-  static fromState(state: readonly number[]): Rng {
-    const rng = new Rng(0);
-    rng.setState(state);
-    return rng;
-  }
-
-  /** A copy of the full state: four unsigned 32-bit integers, JSON-safe. */
-  getState(): RngState {
-    return [this.s0 >>> 0, this.s1 >>> 0, this.s2 >>> 0, this.s3 >>> 0];
-  }
-
-  setState(state: readonly number[]): void {
-    const ok =
-      state.length === 4 && state.every((w) => Number.isInteger(w) && w >= 0 && w < TWO_POW_32) && state.some((w) => w !== 0);
-    if (!ok) {
-      throw new MnistDdpError(
-        'CHECKPOINT_INVALID',
-        `RNG state must be four unsigned 32-bit integers, not all zero; got ${JSON.stringify(state)}`,
-        { state },
-      );
-    }
-    this.s0 = state[0]! | 0;
-    this.s1 = state[1]! | 0;
-    this.s2 = state[2]! | 0;
-    this.s3 = state[3]! | 0;
-  }
-
-  clone(): Rng {
-    return Rng.fromState(this.getState());
   }
 
   /** Uniform unsigned 32-bit integer. */
@@ -127,13 +96,6 @@ export class Rng {
     let r = this.nextUint32();
     while (r >= limit) r = this.nextUint32();
     return r % n;
-  }
-
-  /** Normal sample (Box–Muller, cosine branch only so that no state is cached between calls). */
-  normal(mean = 0, std = 1): number {
-    const u1 = 1 - this.nextFloat(); // (0, 1]: log is finite
-    const u2 = this.nextFloat();
-    return mean + std * Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * u2);
   }
 
   /** In-place Fisher–Yates shuffle; returns its argument. */

@@ -1,19 +1,23 @@
 import {
-  Conv2DBackpropFilter,
+  Conv2DBackpropFilter, util,
   type Conv2DBackpropFilterAttrs, type KernelConfig, type NamedAttrMap, type NamedTensorInfoMap, type TensorInfo,
 } from '@tensorflow/tfjs';
 import { gemm } from './gemm.js';
-import { assertWasmBackend } from './heap.js';
-import { nhwcConvGeometry, type DilatedConvAttrs } from './geometry.js';
+import { dyWindow } from './dy-window.js';
+import { assertWasmBackend, type WasmBackend } from './heap.js';
+import { nhwcConvGeometry, type ConvGeometry, type DilatedConvAttrs } from './geometry.js';
 import { nativeKernels } from './native.js';
 import { transpose2d } from './transpose.js';
+import { assertDyShape, assertFloat32, assertGeometry, assertRank } from './validate.js';
+
+/** tfjs-core's name for this op in its error messages. */
+const OP = 'conv2dDerFilter';
 
 /**
  * The direct kernel (first layers: few taps, KH·KW·Cin) and the gathered col(x)ᵀ (im2col_t) pay off only where their
  * SIMD loops cover the layer: 16 output channels at a time, 4 input channels at a time. Elsewhere they run scalar
- * loops and lose to im2col + a blocked transpose (B=64, p50 of 25, two runs each: `lenet` conv1 (25 taps, Cout 6)
- * direct 8.1–8.7 ms vs 7.0–7.6; `lenet` conv2 (Cin 6) im2col_t 2.9–4.5 ms vs 2.3–3.4; `cnn` conv1 (9 taps, Cout 32)
- * direct 1.14 ms vs 2.8; `cnn` conv2 (Cin 32) im2col_t 12.6 ms vs 14.2–14.3).
+ * loops and lose to im2col + a blocked transpose (e.g. the direct kernel wins on `cnn` conv1, Cout 32, and loses on
+ * `lenet` conv1, Cout 6; im2col_t wins on `cnn` conv2, Cin 32, and loses on `lenet` conv2, Cin 6).
  */
 const DIRECT_MAX_TAPS = 32;
 const useDirect = (taps: number, outC: number): boolean => taps <= DIRECT_MAX_TAPS && outC % 16 === 0;
@@ -23,10 +27,9 @@ const gatherTransposed = (inC: number): boolean => inC % 4 === 0;
  * dW[KH,KW,Cin,Cout] = col(x)ᵀ · dy with P = B·OH·OW rows, as one untransposed XNNPACK GEMM (see gemm.ts), except
  * for layers with few taps (Cin = 1), where a direct SIMD kernel avoids a GEMM of a poor shape (K = KH·KW).
  *
- * XNNPACK packs the right-hand operand of every new tensor: on the `cnn` second layer at B=64 that is 2.4 ms of a
- * 14 ms product when dy [7744, 64] is packed (13.97 vs 11.58 ms p50, same operands with and without a re-pack), and
- * packing col(x) [7744, 288] instead made the whole gradient 55 ms instead of 17 ms (p50 of 30). So the
- * orientation is chosen per call by which operand is cheaper to pack:
+ * XNNPACK packs the right-hand operand of every new tensor, at a cost that grows with that operand's size: packing
+ * the larger of col(x) and dy can cost more than the product itself. So the orientation is chosen per call by which
+ * operand is cheaper to pack:
  *   - col(x) larger than dy (deep layers):  [Kc, P] · [P, Cout]  = dW directly; col(x)ᵀ is gathered directly when
  *     Cin is a multiple of 4, else built by im2col and a transpose.
  *   - dy larger than col(x) (few channels in, many out): [Cout, P] · [P, Kc] = dWᵀ, then a small transpose.
@@ -37,13 +40,30 @@ function conv2dBackpropFilter(args: {
   const { backend } = args;
   assertWasmBackend(backend);
   const x = args.inputs.x!;
-  const dy = args.inputs.dy!;
+  const dyInput = args.inputs.dy!;
   const attrs = args.attrs as unknown as Conv2DBackpropFilterAttrs & DilatedConvAttrs;
   const { filterShape } = attrs;
+  // As tfjs-core's conv2DBackpropFilter op checks, plus dy's whole shape (see validate.ts).
+  assertFloat32(OP, { x, dy: dyInput });
+  assertRank(OP, 'x', x.shape, 4);
+  assertRank(OP, 'dy', dyInput.shape, 4);
+  assertRank(OP, 'filterShape', filterShape, 4);
   const { g, p, taps } = nhwcConvGeometry(Conv2DBackpropFilter, x.shape as [number, number, number, number], filterShape, attrs);
+  util.assert(x.shape[3] === filterShape[2], () => `Error in ${OP}: depth of input ${x.shape[3]}) must match input depth in filter (${filterShape[2]}.`);
+  util.assert(dyInput.shape[3] === filterShape[3], () => `Error in ${OP}: depth of dy (${dyInput.shape[3]}) must match output depth for filter (${filterShape[3]}).`);
+  assertGeometry(OP, g, attrs.pad, attrs.dimRoundingMode);
+  assertDyShape(OP, dyInput, g, g.outC);
 
+  const { dy, release } = dyWindow(backend, dyInput, g, g.outC);
+  const dw = filterGradient(backend, x, dy, g, p, taps);
+  release();
+  return { dataId: dw.dataId, shape: [...filterShape], dtype: 'float32' };
+}
+
+/** dW as [taps, Cout] (the filter's memory layout); dy is exactly [B, OH, OW, Cout]. */
+function filterGradient(backend: WasmBackend, x: TensorInfo, dy: TensorInfo, g: ConvGeometry, p: number, taps: number): TensorInfo {
   if (useDirect(taps, g.outC)) {
-    const dw = backend.makeOutput([...filterShape], 'float32');
+    const dw = backend.makeOutput([taps, g.outC], 'float32');
     nativeKernels(backend).filterGradDirect(x, dy, dw, g);
     return dw;
   }
@@ -71,7 +91,7 @@ function conv2dBackpropFilter(args: {
     dw = transpose2d(backend, dwT, g.outC, taps);
     backend.disposeData(dwT.dataId);
   }
-  return { dataId: dw.dataId, shape: [...filterShape], dtype: 'float32' };
+  return dw;
 }
 
 export const conv2dBackpropFilterConfig: KernelConfig = {

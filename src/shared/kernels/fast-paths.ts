@@ -15,10 +15,10 @@ type KernelArgs = { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedA
  * the stock kernel unchanged.
  *
  * - Add of a bias along the last axis (every conv and dense layer's forward pass): a native row-wise SIMD add
- *   (add_bias); the stock broadcasting Add is about six times slower than a ReLU of the same size (1.3–1.5 ms vs
- *   0.21–0.23 ms on the first `cnn` layer at B=64).
+ *   (add_bias); the stock broadcasting Add computes an index per element and is several times slower than a ReLU
+ *   of the same size.
  * - Sum over every axis but the last (the bias gradient of every conv and dense layer): a native column sum
- *   (sum_rows in native/kernels.c). The stock kernel transposes first (4–6 ms on the first `cnn` layer at B=64).
+ *   (sum_rows in native/kernels.c). The stock kernel transposes the whole input first.
  * - Identity shares the input's memory instead of copying it (see identityFastPath).
  * - BatchMatMul with a transposed operand and batch 1 (both dense-layer gradients): the stock kernel reaches
  *   XNNPACK only without transposes and otherwise runs a naive loop; we transpose each flagged operand natively and
@@ -66,16 +66,19 @@ function batchMatMulFastPath(stock: KernelFunc): KernelFunc {
     const b = args.inputs.b!;
     const { transposeA, transposeB } = args.attrs as unknown as BatchMatMulAttrs;
     const batchOne = util.sizeFromShape(a.shape.slice(0, -2)) === 1 && util.sizeFromShape(b.shape.slice(0, -2)) === 1;
-    if (!(transposeA || transposeB) || !batchOne || a.dtype !== 'float32' || b.dtype !== 'float32') {
-      return stock(args as never);
-    }
-    const { backend } = args;
-    assertWasmBackend(backend);
     const [aRows, aCols] = a.shape.slice(-2) as [number, number];
     const [bRows, bCols] = b.shape.slice(-2) as [number, number];
     const m = transposeA ? aCols : aRows;
     const k = transposeA ? aRows : aCols;
     const n = transposeB ? bRows : bCols;
+    // Operands whose inner dimensions disagree (or of rank < 2) go to the stock kernel, which throws tfjs's "Error in
+    // matMul: inner shapes … must match" (issue #15: this path used to multiply them, reading past one operand).
+    const innerAgree = a.shape.length >= 2 && b.shape.length >= 2 && k === (transposeB ? bCols : bRows);
+    if (!(transposeA || transposeB) || !batchOne || !innerAgree || a.dtype !== 'float32' || b.dtype !== 'float32') {
+      return stock(args as never);
+    }
+    const { backend } = args;
+    assertWasmBackend(backend);
     const left = transposeA ? transpose2d(backend, a, aRows, aCols) : a;
     const right = transposeB ? transpose2d(backend, b, bRows, bCols) : b;
     const product = gemm(backend, left, right, m, k, n);
@@ -89,9 +92,8 @@ function batchMatMulFastPath(stock: KernelFunc): KernelFunc {
 /**
  * Tile that only repeats the whole input block: every repeated axis lies before every axis the input actually
  * spans (e.g. [1,1,1,C] tiled by [B,H,W,1], which batch-norm's gradient does for every normalised activation).
- * The output is the input repeated back to back, filled by doubling copies (memmove speed). The stock kernel takes
- * 135–150 ms per call on a [64,28,28,32] output; before this path, batch-norm gradients were about 1 s of a 1.4 s
- * `cnn-large` step.
+ * The output is the input repeated back to back, filled by doubling copies (memmove speed). The stock kernel
+ * computes a source index per output element, which made batch-norm gradients most of a `cnn-large` step.
  */
 function tileFastPath(stock: KernelFunc): KernelFunc {
   return ((args: KernelArgs) => {
@@ -99,7 +101,10 @@ function tileFastPath(stock: KernelFunc): KernelFunc {
     const { reps } = args.attrs as unknown as TileAttrs;
     const firstSpanned = x.shape.findIndex((d) => d > 1);
     const lastRepeated = reps.reduce((last, r, i) => (r > 1 ? i : last), -1);
-    const blockRepeat = x.dtype === 'float32' && reps.length === x.shape.length && (firstSpanned === -1 || lastRepeated < firstSpanned);
+    // Only whole repeat counts ≥ 1: the output then holds at least one copy of the input (0 gives an empty tensor,
+    // which the stock kernel makes).
+    const wholeReps = reps.length === x.shape.length && reps.every((r) => Number.isInteger(r) && r >= 1);
+    const blockRepeat = x.dtype === 'float32' && wholeReps && (firstSpanned === -1 || lastRepeated < firstSpanned);
     if (!blockRepeat) return stock(args as never);
     const { backend } = args;
     assertWasmBackend(backend);
@@ -115,8 +120,8 @@ function tileFastPath(stock: KernelFunc): KernelFunc {
 /**
  * Identity of a numeric tensor: the output shares the input's memory (one more reference; the memory is freed with
  * the last owner), as tfjs's cpu backend does and as the wasm backend's own Reshape does. tfjs-core clones every
- * tensor a gradient saves for the backward pass through this kernel, and the stock wasm kernel copies: 2.1 ms of a
- * `cnn` step at B=64 (1.44 ms for the [64,26,26,32] activation alone). Sharing is safe because tfjs tensors are
+ * tensor a gradient saves for the backward pass through this kernel, and the stock wasm kernel copies each one, the
+ * largest activations included. Sharing is safe because tfjs tensors are
  * immutable: kernels write only to outputs they allocate, and Variable.assign swaps the variable's memory rather
  * than writing into it.
  */

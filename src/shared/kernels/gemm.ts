@@ -5,8 +5,8 @@ import { entryOf, type WasmBackend } from './heap.js';
  * C[M,N] = A[M,K] · B[K,N] on XNNPACK's f32 GEMM microkernels.
  *
  * tfjs-backend-wasm's BatchMatMul reaches XNNPACK (`xnn_create_fully_connected_nc_f32`) only when neither operand is
- * transposed and the batch is 1; every other case falls to a naive triple loop, 5–20× slower on `cnn`'s fc1 gradients
- * at B=64 (15–25 ms against 1–3 ms). Our kernels therefore lay their operands out so that every product is a plain,
+ * transposed and the batch is 1; every other case falls to a naive triple loop, many times slower (e.g. on `cnn`'s
+ * fc1 gradients). Our kernels therefore lay their operands out so that every product is a plain,
  * untransposed rank-2 GEMM and call the exported C entry point directly. B is treated as XNNPACK "weights": it is
  * packed on each call (the operator is cached on B's tensor id and freed when B is disposed), which costs O(K·N)
  * against the O(M·K·N) product.

@@ -1,14 +1,14 @@
 import {
-  cast, engine, getBackend, mul, Relu, step,
+  cast, engine, getBackend, mul, Relu, step, util,
   type GradConfig, type KernelConfig, type NamedTensorInfoMap, type Tensor, type TensorInfo,
 } from '@tensorflow/tfjs';
 import { assertWasmBackend } from './heap.js';
 import { nativeKernels } from './native.js';
+import { assertFloat32 } from './validate.js';
 
 /**
- * ReLU's gradient in one pass. tfjs-core computes dy · cast(step(x)) as three kernels and two temporaries
- * (1.2–1.9 ms on the first `cnn` layer at B=64); on wasm we run relu_grad from native/kernels.c instead (0.5–0.7 ms
- * there).
+ * ReLU's gradient in one pass. tfjs-core computes dy · cast(step(x)) as three kernels and two temporaries, each a
+ * full pass over memory; on wasm we run relu_grad from native/kernels.c instead.
  */
 const RELU_GRAD_KERNEL = 'MnistDdpReluGrad';
 
@@ -19,6 +19,8 @@ export const reluGradKernelConfig: KernelConfig = {
     assertWasmBackend(backend);
     const dy = inputs.dy!;
     const x = inputs.x!;
+    assertFloat32('reluGrad', { dy, x });
+    util.assertShapesMatch(dy.shape, x.shape, 'Error in reluGrad: dy and x must have the same shape.');
     const out = backend.makeOutput([...dy.shape], 'float32');
     nativeKernels(backend).reluGrad(dy, x, out, dy.shape.reduce((a, b) => a * b, 1));
     return out as TensorInfo;

@@ -29,10 +29,8 @@ export interface CoordinatorMetrics {
   readonly workerLoss: Gauge<'worker'>;
   readonly rejectedFrames: Counter<'reason'>;
   rejectFrame(reason: RejectReason): void;
-  /** Sets the per-worker gauges and recomputes cluster throughput as the sum over reporting workers. */
+  /** Sets the per-worker gauges; cluster throughput is their sum, taken at each scrape. */
   reportWorker(rank: number, report: WorkerReport): void;
-  /** Drops a departed worker's series so the dashboard does not show a flat line for a dead rank. */
-  removeWorker(rank: number): void;
   /** Drops every per-worker series, e.g. when a new generation reassigns ranks. */
   clearWorkers(): void;
 }
@@ -48,19 +46,19 @@ export function createCoordinatorMetrics(
   const p = METRIC_PREFIX;
   if (options.defaultMetrics !== false) registerProcessMetrics(registry);
 
-  const workers = new Gauge({ name: `${p}workers`, help: 'Workers in the current membership.', registers });
+  const workers = new Gauge({ name: `${p}workers`, help: 'Workers in the current ring (membership generation).', registers });
   const generation = new Gauge({
     name: `${p}membership_generation`,
-    help: 'Membership generation; increments whenever a worker joins or leaves.',
+    help: 'Membership generation: increments each time the ring is formed anew (a worker joined or left).',
     registers,
   });
-  const epoch = new Gauge({ name: `${p}epoch`, help: 'Current epoch number (0-based).', registers });
+  const epoch = new Gauge({ name: `${p}epoch`, help: 'Epoch (0-based) of the most recently finished step.', registers });
   const epochProgress = new Gauge({
     name: `${p}epoch_progress`,
-    help: 'Fraction of the current epoch the cluster has finished (0..1).',
+    help: 'Fraction (0..1) of the current epoch\'s training samples the cluster has finished.',
     registers,
   });
-  const learningRate = new Gauge({ name: `${p}learning_rate`, help: 'Current learning rate of the schedule.', registers });
+  const learningRate = new Gauge({ name: `${p}learning_rate`, help: 'Learning rate of the most recently finished step.', registers });
   const validationAccuracy = new Gauge({
     name: `${p}validation_accuracy`,
     help: 'Accuracy (0..1) of the most recent evaluation on the validation set.',
@@ -68,46 +66,43 @@ export function createCoordinatorMetrics(
   });
   const validationLoss = new Gauge({
     name: `${p}validation_loss`,
-    help: 'Loss of the most recent evaluation on the validation set.',
-    registers,
-  });
-  const clusterSamplesPerSecond = new Gauge({
-    name: `${p}cluster_samples_per_second`,
-    help: 'Training throughput of the whole cluster: sum of the latest worker reports.',
+    help: 'Mean cross-entropy per example of the most recent evaluation on the validation set.',
     registers,
   });
   const workerSamplesPerSecond = new Gauge({
     name: `${p}worker_samples_per_second`,
-    help: 'Training throughput a worker last reported, by rank.',
+    help: 'Samples per second of each worker\'s most recent step (its local batch over compute, all-reduce and apply), by rank.',
     labelNames: ['worker'] as const,
     registers,
   });
+  const clusterSamplesPerSecond = new Gauge({
+    name: `${p}cluster_samples_per_second`,
+    help: 'Training throughput of the whole cluster: the sum of mnistddp_worker_samples_per_second over the workers.',
+    registers,
+    async collect() {
+      const { values } = await workerSamplesPerSecond.get();
+      this.set(values.reduce((sum, v) => sum + v.value, 0));
+    },
+  });
   const workerStepSeconds = new Gauge({
     name: `${p}worker_step_seconds`,
-    help: 'Duration of the last full step a worker reported, by rank.',
+    help: 'Wall time of each worker\'s most recent step (compute + all-reduce + apply), by rank.',
     labelNames: ['worker'] as const,
     registers,
   });
   const workerLoss = new Gauge({
     name: `${p}worker_loss`,
-    help: 'Training loss a worker last reported, by rank.',
+    help: 'Mean training loss over the global batch of the most recent step, as each rank reported it (ranks agree), by rank.',
     labelNames: ['worker'] as const,
     registers,
   });
   const rejectedFrames = new Counter({
     name: `${p}rejected_frames_total`,
-    help: 'Frames dropped by the coordinator, by reason.',
+    help: 'Control-plane frames the coordinator rejected, by reason.',
     labelNames: ['reason'] as const,
     registers,
   });
   for (const reason of REJECT_REASONS) rejectedFrames.inc({ reason }, 0);
-
-  const throughputByRank = new Map<number, number>();
-  const updateCluster = (): void => {
-    let sum = 0;
-    for (const value of throughputByRank.values()) sum += value;
-    clusterSamplesPerSecond.set(sum);
-  };
 
   return {
     registry,
@@ -126,28 +121,14 @@ export function createCoordinatorMetrics(
     rejectFrame: (reason) => rejectedFrames.inc({ reason }),
     reportWorker(rank, report) {
       const worker = String(rank);
-      if (report.samplesPerSecond !== undefined) {
-        workerSamplesPerSecond.set({ worker }, report.samplesPerSecond);
-        throughputByRank.set(rank, report.samplesPerSecond);
-        updateCluster();
-      }
+      if (report.samplesPerSecond !== undefined) workerSamplesPerSecond.set({ worker }, report.samplesPerSecond);
       if (report.stepSeconds !== undefined) workerStepSeconds.set({ worker }, report.stepSeconds);
       if (report.loss !== undefined) workerLoss.set({ worker }, report.loss);
-    },
-    removeWorker(rank) {
-      const worker = String(rank);
-      workerSamplesPerSecond.remove({ worker });
-      workerStepSeconds.remove({ worker });
-      workerLoss.remove({ worker });
-      throughputByRank.delete(rank);
-      updateCluster();
     },
     clearWorkers() {
       workerSamplesPerSecond.reset();
       workerStepSeconds.reset();
       workerLoss.reset();
-      throughputByRank.clear();
-      updateCluster();
     },
   };
 }

@@ -3,8 +3,7 @@
 export const STEP_PHASES = ['compute', 'allreduce', 'apply'] as const;
 export type StepPhase = (typeof STEP_PHASES)[number];
 
-/** Why a data-plane or control-plane frame was dropped (maps onto FRAME_* error codes). */
-export const REJECT_REASONS = ['malformed', 'stale', 'duplicate', 'unexpected'] as const;
-export type RejectReason = (typeof REJECT_REASONS)[number];
+/** The `reason` label of the rejected-frame counters: the reasons the wire defines. */
+export { REJECT_REASONS, type RejectReason } from '../wire/reject-reasons.js';
 
 export const METRIC_PREFIX = 'mnistddp_';

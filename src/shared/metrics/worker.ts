@@ -42,12 +42,12 @@ export function createWorkerMetrics(registry: Registry, options: WorkerMetricsOp
 
   const samplesProcessed = new Counter({
     name: `${p}samples_processed_total`,
-    help: 'Training samples this worker has run forward/backward on.',
+    help: 'Training samples this worker has run forward/backward on (its local batches).',
     registers,
   });
   const samplesPerSecond = new Gauge({
     name: `${p}samples_per_second`,
-    help: 'Training throughput of this worker over its most recent steps.',
+    help: 'Samples per second of this worker\'s most recent step: its local batch over compute + all-reduce + apply time.',
     registers,
   });
   const stepDuration = new Histogram({
@@ -57,28 +57,32 @@ export function createWorkerMetrics(registry: Registry, options: WorkerMetricsOp
     buckets: [...STEP_SECONDS_BUCKETS],
     registers,
   });
-  const loss = new Gauge({ name: `${p}loss`, help: 'Training loss of the most recent local batch.', registers });
-  const learningRate = new Gauge({ name: `${p}learning_rate`, help: 'Current optimizer learning rate.', registers });
-  const epoch = new Gauge({ name: `${p}epoch`, help: 'Current epoch number (0-based).', registers });
+  const loss = new Gauge({
+    name: `${p}loss`,
+    help: 'Mean training loss over the global batch (every rank\'s samples) of the most recent step; the same on every rank.',
+    registers,
+  });
+  const learningRate = new Gauge({ name: `${p}learning_rate`, help: 'Learning rate of the most recent step.', registers });
+  const epoch = new Gauge({ name: `${p}epoch`, help: 'Epoch (0-based) of the most recent step.', registers });
   const epochProgress = new Gauge({
     name: `${p}epoch_progress`,
-    help: 'Fraction of the current epoch this worker has finished (0..1).',
+    help: 'Fraction (0..1) of the current epoch\'s training samples the whole cluster has finished, as of this worker\'s most recent step.',
     registers,
   });
   const allReduceBytes = new Counter({
     name: `${p}allreduce_bytes_total`,
-    help: 'Bytes this worker sent during gradient all-reduce.',
+    help: 'Gradient bytes this worker sent in ring all-reduces: 2(N-1)/N of the gradient buffer per step (frame headers not counted).',
     registers,
   });
   const allReduceDuration = new Histogram({
     name: `${p}allreduce_duration_seconds`,
-    help: 'Wall time of one gradient all-reduce as seen by this worker.',
+    help: 'Wall time of one gradient all-reduce as seen by this worker (rings of 2 or more workers only).',
     buckets: [...ALLREDUCE_SECONDS_BUCKETS],
     registers,
   });
   const rejectedFrames = new Counter({
     name: `${p}rejected_frames_total`,
-    help: 'Frames dropped by this worker, by reason.',
+    help: 'Ring (data-plane) frames this worker rejected, by reason.',
     labelNames: ['reason'] as const,
     registers,
   });

@@ -1,7 +1,9 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
+import { z } from 'zod';
 import { MnistDdpError } from '../core/errors.js';
+import { readJsonFile } from '../core/json-file.js';
 
 /**
  * The standard TF.js Layers format on disk: `model.json` (topology + weights manifest) and `weights.bin`, the layout
@@ -87,22 +89,31 @@ function manifestByteLength(specs: tf.io.WeightsManifestEntry[]): number | undef
   return total;
 }
 
+const uint = z.number().int().nonnegative();
+
+/** One weight in model.json's manifest (tf.io.WeightsManifestEntry); fields this reader does not know are kept. */
+const weightSpecSchema = z.object({
+  name: z.string(),
+  shape: z.array(uint),
+  dtype: z.enum(['float32', 'int32', 'bool', 'string', 'complex64']),
+  group: z.enum(['model', 'optimizer']).optional(),
+  /** Quantised weights (mnist-ddp export --quantize): stored at this dtype's width, dequantised by the loader. */
+  quantization: z.object({ dtype: z.enum(['uint16', 'uint8', 'float16']), scale: z.number().optional(), min: z.number().optional() }).passthrough().optional(),
+}).passthrough();
+
+/** The parts of a TF.js Layers model.json this reader uses; other top-level keys (format, generatedBy, …) may be present. */
+const modelJsonSchema = z.object({
+  modelTopology: z.record(z.string(), z.unknown()),
+  weightsManifest: z.array(z.object({ paths: z.array(z.string()), weights: z.array(weightSpecSchema) })).min(1),
+});
+
 /** Loads a directory written by saveModelDir (or any single-shard TF.js Layers model). */
 export async function loadModelDir(dir: string): Promise<tf.LayersModel> {
   const jsonPath = join(dir, MODEL_JSON);
   if (!existsSync(jsonPath)) {
     throw new MnistDdpError('CHECKPOINT_INVALID', `no ${MODEL_JSON} in ${dir}; pass a run's checkpoint directory (e.g. runs/<id>/checkpoint)`, { dir });
   }
-  let parsed: { modelTopology?: object; weightsManifest?: Array<{ paths: string[]; weights: tf.io.WeightsManifestEntry[] }> };
-  try {
-    parsed = JSON.parse(readFileSync(jsonPath, 'utf8'));
-  } catch (err) {
-    throw new MnistDdpError('CHECKPOINT_INVALID', `${jsonPath} is not valid JSON: ${(err as Error).message}`, { file: jsonPath });
-  }
-  const manifest = parsed.weightsManifest;
-  if (!parsed.modelTopology || !Array.isArray(manifest) || manifest.length === 0) {
-    throw new MnistDdpError('CHECKPOINT_INVALID', `${jsonPath} lacks modelTopology or weightsManifest`, { file: jsonPath });
-  }
+  const { modelTopology, weightsManifest: manifest } = readJsonFile(jsonPath, modelJsonSchema, 'a TF.js Layers model.json with modelTopology and weightsManifest');
   const weightSpecs = manifest.flatMap((group) => group.weights);
   const chunks = manifest.flatMap((group) => group.paths.map((p) => {
     const file = join(dir, p);
@@ -117,7 +128,7 @@ export async function loadModelDir(dir: string): Promise<tf.LayersModel> {
   }
   const weightData = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
   try {
-    return await tf.loadLayersModel(tf.io.fromMemory({ modelTopology: parsed.modelTopology, weightSpecs, weightData }));
+    return await tf.loadLayersModel(tf.io.fromMemory({ modelTopology, weightSpecs, weightData }));
   } catch (err) {
     throw new MnistDdpError('CHECKPOINT_INVALID', `cannot load the model in ${dir}: ${(err as Error).message}`, { dir }, { cause: err });
   }

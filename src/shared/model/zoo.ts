@@ -107,7 +107,3 @@ export function buildModel(name: string, options: ModelOptions): tf.Sequential {
 export function logitsModel(model: tf.LayersModel): tf.LayersModel {
   return tf.model({ inputs: model.inputs, outputs: model.getLayer('head').output as tf.SymbolicTensor, name: `${model.name}-logits` });
 }
-
-export function parameterCount(model: tf.LayersModel): number {
-  return model.trainableWeights.concat(model.nonTrainableWeights).reduce((n, w) => n + w.shape.reduce<number>((a, b) => a * (b ?? 1), 1), 0);
-}

@@ -1,7 +1,7 @@
-import type { Mistake } from './mistake.js';
 import * as tf from '@tensorflow/tfjs';
 import { MnistDdpError } from '../core/errors.js';
 import { buildModel, logitsModel } from '../model/zoo.js';
+import { Evaluator } from './evaluator.js';
 import { createOptimizer, type FlatOptimizer, type OptimizerConfig } from './optimizers.js';
 import { paramLayout, weightsDigest, type ParamLayout, type ParamSlot } from '../model/layout.js';
 import { IMAGE_COLS, IMAGE_ROWS, NUM_CLASSES, type Batch } from '../data/mnist.js';
@@ -20,6 +20,10 @@ export interface ReplicaOptions {
  * One model replica: the tfjs model, a flat master copy of its trainable parameters, and the optimiser state.
  * Every worker holds one, so does single-process mode. Replicas that start from the same parameters and apply the
  * same averaged gradients stay bit-identical (checked by weightsDigest).
+ *
+ * Reads from the model are asynchronous (`await tensor.data()`): on webgpu, `dataSync()` of a GPU-resident tensor
+ * throws in Node ("OffscreenCanvas is not defined"). Each read gathers everything it needs into one flat tensor
+ * first, so a step costs one GPU→CPU transfer, not one per weight. Writes (uploads) stay synchronous.
  */
 export class Replica {
   readonly model: tf.LayersModel;
@@ -27,10 +31,19 @@ export class Replica {
   readonly layout: ParamLayout;
   readonly params: Float32Array;
   readonly optimizer: FlatOptimizer;
+  /** Inference-mode evaluation of this replica's current weights. */
+  readonly evaluator: Evaluator;
   private readonly trainableVars: tf.LayerVariable[];
   private readonly syncedVars: tf.LayerVariable[];
 
-  constructor(options: ReplicaOptions) {
+  /** Builds the replica and reads its initial parameters (asynchronous: see the class comment). */
+  static async create(options: ReplicaOptions): Promise<Replica> {
+    const replica = new Replica(options);
+    await replica.readParams();
+    return replica;
+  }
+
+  private constructor(options: ReplicaOptions) {
     this.model = typeof options.model === 'string' ? buildModel(options.model, { seed: options.seed }) : options.model;
     for (const name of options.freeze ?? []) {
       const layer = this.model.layers.find((l) => l.name === name);
@@ -46,13 +59,13 @@ export class Replica {
     this.trainableVars = this.layout.trainable.map(lookup);
     this.syncedVars = this.layout.synced.map(lookup);
     this.params = new Float32Array(this.layout.paramCount);
-    this.readParams();
     this.optimizer = createOptimizer(options.optimizer, this.layout.paramCount);
+    this.evaluator = new Evaluator(this.model);
   }
 
   /** Copies the model's current trainable weights into `params`. */
-  readParams(): void {
-    this.layout.trainable.forEach((slot, i) => this.params.set(this.trainableVars[i]!.read().dataSync() as Float32Array, slot.offset));
+  private async readParams(): Promise<void> {
+    this.params.set(await readFlat(this.trainableVars));
   }
 
   /** Writes `params` (trainable) and optionally synced buffers into the model's variables. */
@@ -68,23 +81,9 @@ export class Replica {
     if (synced) write(this.syncedVars, this.layout.synced, synced, this.layout.paramCount);
   }
 
-  /** Current synced buffers (batch-norm statistics), laid out as in the all-reduce buffer after the parameters. */
-  syncedBuffers(): Float32Array {
-    const out = new Float32Array(this.layout.bufferLength - 2 - this.layout.paramCount);
-    this.layout.synced.forEach((slot, i) => out.set(this.syncedVars[i]!.read().dataSync() as Float32Array, slot.offset - this.layout.paramCount));
-    return out;
-  }
-
   /** Every model weight, in model.weights order: what a joining replica or a checkpoint needs (frozen layers too). */
-  allWeights(): Float32Array {
-    const values = this.model.weights.map((w) => w.read().dataSync() as Float32Array);
-    const out = new Float32Array(values.reduce((n, v) => n + v.length, 0));
-    let offset = 0;
-    for (const v of values) {
-      out.set(v, offset);
-      offset += v.length;
-    }
-    return out;
+  allWeights(): Promise<Float32Array> {
+    return readFlat(this.model.weights);
   }
 
   setAllWeights(weights: Float32Array): void {
@@ -93,16 +92,22 @@ export class Replica {
       throw new MnistDdpError('HANDSHAKE_MISMATCH', `received ${weights.length} weight values; model '${this.model.name}' has ${expected}`);
     }
     let offset = 0;
+    const offsets = new Map<string, number>();
     const tensors = this.model.weights.map((w) => {
       const shape = w.shape.map((d) => d ?? 1);
       const size = shape.reduce((a, b) => a * b, 1);
       const t = tf.tensor(weights.subarray(offset, offset + size), shape);
+      offsets.set(w.originalName, offset);
       offset += size;
       return t;
     });
     this.model.setWeights(tensors);
     tf.dispose(tensors);
-    this.readParams();
+    // The master copy comes from the same host array, not from a read-back of what was just uploaded.
+    for (const slot of this.layout.trainable) {
+      const from = offsets.get(slot.name)!;
+      this.params.set(weights.subarray(from, from + slot.size), slot.offset);
+    }
   }
 
   digest(): string {
@@ -115,31 +120,33 @@ export class Replica {
    * total count gives the exact mean over the global batch, however unevenly it was split. An empty batch
    * contributes zeros.
    */
-  computeGradients(batch: Batch, out: Float32Array): void {
+  async computeGradients(batch: Batch, out: Float32Array): Promise<void> {
     out.fill(0);
     if (batch.size === 0) return;
     const { layout } = this;
-    const grads = tf.tidy(() => {
+    // [gradients | synced buffers | loss] in the all-reduce buffer's layout, as one tensor: one read per step.
+    const flat = tf.tidy(() => {
       const xs = tf.tensor4d(batch.x.subarray(0, batch.size * IMAGE_ROWS * IMAGE_COLS), [batch.size, IMAGE_ROWS, IMAGE_COLS, 1]);
       const labels = tf.oneHot(tf.tensor1d(batch.y.subarray(0, batch.size), 'int32'), NUM_CLASSES);
       const vars = this.trainableVars.map((v) => v.read() as tf.Variable);
-      return tf.variableGrads(
+      const { value, grads } = tf.variableGrads(
         () => tf.losses.softmaxCrossEntropy(labels, this.logits.apply(xs, { training: true }) as tf.Tensor2D, undefined, undefined, tf.Reduction.SUM) as tf.Scalar,
         vars,
       );
+      // A weight the loss does not reach has no gradient: it contributes zeros, as before.
+      const parts = layout.trainable.map((slot, i) => grads[vars[i]!.name]?.reshape([-1]) ?? tf.zeros([slot.size]));
+      // Read after the forward pass: training-mode batch norm has updated its moving statistics by now.
+      for (const v of this.syncedVars) parts.push(v.read().reshape([-1]));
+      parts.push(value.reshape([1]));
+      return tf.concat(parts);
     });
-    this.layout.trainable.forEach((slot, i) => {
-      const g = grads.grads[(this.trainableVars[i]!.read() as tf.Variable).name];
-      if (g) out.set(g.dataSync() as Float32Array, slot.offset);
-    });
-    out[layout.lossIndex] = grads.value.dataSync()[0]!;
-    out[layout.countIndex] = batch.size;
-    tf.dispose(grads.grads);
-    grads.value.dispose();
-    if (layout.synced.length > 0) {
-      const synced = this.syncedBuffers();
-      for (let i = 0; i < synced.length; i++) out[layout.paramCount + i] = synced[i]! * batch.size;
+    try {
+      out.set(await flat.data() as Float32Array);
+    } finally {
+      flat.dispose();
     }
+    for (let i = layout.paramCount; i < layout.lossIndex; i++) out[i] = out[i]! * batch.size;
+    out[layout.countIndex] = batch.size;
   }
 
   /**
@@ -164,47 +171,15 @@ export class Replica {
     this.writeParams(layout.synced.length > 0 ? reduced.subarray(layout.paramCount, layout.lossIndex) : undefined);
     return { loss: reduced[layout.lossIndex]! / count, count };
   }
-
-  /**
-   * Confusion counts (row = true label, column = predicted), summed loss, and the `mistakes` most confidently
-   * misclassified samples, over `indices` in inference mode. `gather` fills a batch for a list of indices.
-   */
-  evaluate(indices: ArrayLike<number>, gather: (ids: ArrayLike<number>) => Batch, options: { batchSize?: number; mistakes?: number } = {}): EvaluationCounts {
-    const batchSize = options.batchSize ?? 1000;
-    const keep = options.mistakes ?? 0;
-    const confusion = new Int32Array(NUM_CLASSES * NUM_CLASSES);
-    const mistakes: Mistake[] = [];
-    let lossSum = 0;
-    for (let start = 0; start < indices.length; start += batchSize) {
-      const ids = Array.prototype.slice.call(indices, start, Math.min(start + batchSize, indices.length)) as number[];
-      const batch = gather(ids);
-      const [pred, conf, loss] = tf.tidy(() => {
-        const xs = tf.tensor4d(batch.x.subarray(0, batch.size * IMAGE_ROWS * IMAGE_COLS), [batch.size, IMAGE_ROWS, IMAGE_COLS, 1]);
-        const logits = this.logits.predict(xs) as tf.Tensor2D;
-        const labels = tf.oneHot(tf.tensor1d(batch.y.subarray(0, batch.size), 'int32'), NUM_CLASSES);
-        const probs = tf.softmax(logits);
-        return [logits.argMax(1).dataSync(), probs.max(1).dataSync(), tf.losses.softmaxCrossEntropy(labels, logits, undefined, undefined, tf.Reduction.SUM).dataSync()[0]!] as const;
-      });
-      lossSum += loss;
-      for (let i = 0; i < batch.size; i++) {
-        const label = batch.y[i]!;
-        const predicted = pred[i]!;
-        confusion[label * NUM_CLASSES + predicted]! += 1;
-        if (keep > 0 && label !== predicted) mistakes.push({ index: ids[i]!, label, predicted, confidence: conf[i]! });
-      }
-      if (mistakes.length > 4 * keep) mistakes.sort((a, b) => b.confidence - a.confidence).length = keep;
-    }
-    mistakes.sort((a, b) => b.confidence - a.confidence);
-    if (mistakes.length > keep) mistakes.length = keep;
-    return { confusion, lossSum, count: indices.length, mistakes };
-  }
 }
 
-export type { Mistake };
-
-export interface EvaluationCounts {
-  confusion: Int32Array;
-  lossSum: number;
-  count: number;
-  mistakes: Mistake[];
+/** The values of several variables, back to back, in ONE device read (concatenated on the device first). */
+async function readFlat(vars: readonly tf.LayerVariable[]): Promise<Float32Array> {
+  if (vars.length === 0) return new Float32Array(0);
+  const flat = tf.tidy(() => tf.concat(vars.map((v) => v.read().reshape([-1]))));
+  try {
+    return await flat.data() as Float32Array;
+  } finally {
+    flat.dispose();
+  }
 }

@@ -29,7 +29,7 @@ export class TrainStep {
 
   async run(batch: Batch, step: number, lr: number): Promise<StepOutcome> {
     const t0 = performance.now();
-    this.replica.computeGradients(batch, this.buffer);
+    await this.replica.computeGradients(batch, this.buffer);
     const t1 = performance.now();
     const reduced = await this.reducer.allReduce(this.buffer, step);
     const t2 = performance.now();

@@ -1,43 +1,17 @@
+import { MnistDdpError } from '../core/errors.js';
 import { augmentBatch } from '../data/augment.js';
 import type { DatasetPlan } from '../data/dataset-plan.js';
 import { gatherBatch, IMAGE_PIXELS, type Batch } from '../data/mnist.js';
-import type { OptimizerState } from './optimizers.js';
 import { deriveSeed, Rng } from '../data/rng.js';
 import { epochOrder, evalSlice, rankSlice } from '../data/shard-plan.js';
 import type { AllReducer } from './reducer.js';
-import type { EvaluationCounts, Replica } from './replica.js';
+import type { EvaluationCounts } from './evaluator.js';
+import type { Replica } from './replica.js';
 import { TrainStep } from './step.js';
+import type { EvalSplit, ReplicaSnapshot, StepPlan, StepReport } from '../wire/control-payloads.js';
 
-/** What the coordinator asks of every worker for one step. */
-export interface StepPlan {
-  generation: number;
-  epoch: number;
-  /** Global step number (counts from the start of the run). */
-  step: number;
-  /** Position in the epoch order where this step's global batch starts. */
-  cursor: number;
-  /** Samples in the global batch. */
-  count: number;
-  lr: number;
-}
-
-export interface StepReport {
-  rank: number;
-  loss: number;
-  globalCount: number;
-  localCount: number;
-  computeMs: number;
-  allReduceMs: number;
-  applyMs: number;
-}
-
-export interface ReplicaSnapshot {
-  /** Every model weight (trainable, frozen and batch-norm statistics) in model.weights order. */
-  weights: Float32Array;
-  optimizer: OptimizerState;
-}
-
-export type EvalSplit = 'validation' | 'test';
+// The control plane's records are declared by their wire schemas; re-exported for the code that runs them.
+export type { EvalSplit, ReplicaSnapshot, StepPlan, StepReport };
 
 /**
  * Everything a worker does, independent of how it talks to the coordinator: the worker process wraps it with a
@@ -87,7 +61,9 @@ export class WorkerCore {
     const [start, end] = rankSlice(p.cursor, p.count, this.rank, this.worldSize);
     const ids = this.epochOrder(p.epoch).subarray(start, end);
     if (ids.length > this.options.batchSize) {
-      throw new Error(`rank ${this.rank}: step ${p.step} assigns ${ids.length} samples, more than --batch-size ${this.options.batchSize}`);
+      // The coordinator plans at most batchSize samples per rank: a bigger share means the two disagree on the run.
+      throw new MnistDdpError('FRAME_UNEXPECTED', `rank ${this.rank}: step ${p.step} assigns ${ids.length} samples, more than --batch-size ${this.options.batchSize}; run the coordinator and workers from the same mnist-ddp version`,
+        { rank: this.rank, step: p.step, samples: ids.length, batchSize: this.options.batchSize });
     }
     const batch = gatherBatch(this.plan.data.train.images, this.plan.data.train.labels, ids, this.buffers);
     if (this.options.augment && batch.size > 0) {
@@ -106,15 +82,15 @@ export class WorkerCore {
   }
 
   /** This rank's contiguous share of a split (exact counts, no padding); the coordinator sums the shares. */
-  evaluate(split: EvalSplit, mistakes = 0): EvaluationCounts {
+  evaluate(split: EvalSplit, mistakes = 0): Promise<EvaluationCounts> {
     const indices = split === 'test' ? this.plan.test : this.plan.validation;
     const source = split === 'test' ? this.plan.data.test : this.plan.data.train;
     const [start, end] = evalSlice(indices.length, this.rank, this.worldSize);
-    return this.replica.evaluate(indices.subarray(start, end), (ids) => gatherBatch(source.images, source.labels, ids), { mistakes });
+    return this.replica.evaluator.evaluate(indices.subarray(start, end), (ids) => gatherBatch(source.images, source.labels, ids), { mistakes });
   }
 
-  snapshot(): ReplicaSnapshot {
-    return { weights: this.replica.allWeights(), optimizer: this.replica.optimizer.state() };
+  async snapshot(): Promise<ReplicaSnapshot> {
+    return { weights: await this.replica.allWeights(), optimizer: this.replica.optimizer.state() };
   }
 
   restore(s: ReplicaSnapshot): void {

@@ -90,7 +90,7 @@ export function encode(value: unknown): Buffer {
 }
 
 /**
- * Decodes one frame. Returns `unknown`: callers must pass the result through a type guard from protocol.ts.
+ * Decodes one frame. Returns `unknown`: callers must pass the result through a type guard (ring-messages.ts, control-messages.ts).
  * Float32Arrays in the result may alias `bytes` (see the extension's unpack). Throws FRAME_MALFORMED.
  */
 export function decode(bytes: Uint8Array): unknown {
@@ -124,7 +124,7 @@ const DATA_KEY = Buffer.from([0xa4, 0x64, 0x61, 0x74, 0x61]);
 export function encodeWithPayload<M extends { data: Float32Array }>(message: M): [Buffer, Buffer, Buffer] {
   const { data, ...header } = message;
   const packed = packr.pack({ ...header, data: null });
-  if (packed[packed.length - 1] !== NIL) throw new Error('codec: expected the map to end with data: nil');
+  if (packed[packed.length - 1] !== NIL) throw new MnistDdpError('INVARIANT_VIOLATED', 'codec: expected the packed map to end with data: nil');
   const head = Buffer.allocUnsafe(packed.length - 1 + SPLIT_EXT_BYTES);
   packed.copy(head, 0, 0, packed.length - 1);
   const at = packed.length - 1;

@@ -1,21 +1,21 @@
 import { z } from 'zod';
 import { decode } from './codec.js';
 import { PROTOCOL_VERSION } from './ring-messages.js';
+import { isZ85Key } from '../security/keys.js';
+import { evalSplitSchema, evaluationCountsSchema, replicaSnapshotSchema, stepPlanSchema, stepReportSchema, uint } from './control-payloads.js';
 
 /**
  * Control plane between the coordinator (ZeroMQ ROUTER) and its workers (DEALER): membership, ring formation,
- * step orders, evaluation and state transfer. Gradients never travel here; they go round the ring (protocol.ts).
+ * step orders, evaluation and state transfer. Gradients never travel here; they go round the ring (ring-messages.ts).
  *
  * Frames are msgpackr maps (codec.ts); decode gives `unknown`, and `parseControl` is the only way in: a zod
  * discriminated union on `type`, so a frame is either a fully typed message or a coded FRAME_MALFORMED error.
+ * Messages that carry a domain record (a step plan, a step report, a replica's state, evaluation counts) extend
+ * its schema from control-payloads.ts.
  */
 export { PROTOCOL_VERSION };
 
-const uint = z.number().int().nonnegative();
-const f32 = z.custom<Float32Array>((v) => v instanceof Float32Array, 'expected a Float32Array');
-const finite = z.number().finite();
-
-const optimizerState = { optimizerName: z.enum(['sgd', 'adam']), optimizerStep: uint, slots: z.array(f32) };
+const z85Key = z.string().refine(isZ85Key, 'expected a Z85 CURVE public key (40 characters)');
 
 // worker → coordinator. A worker knows only the coordinator's address: it says hello, receives the run's config
 // in `welcome`, builds its replica, and then joins with what it built so the coordinator can compare layouts.
@@ -26,6 +26,12 @@ export const helloMessage = z.object({
   pid: uint,
   instance: uint,
   metricsPort: uint,
+  /**
+   * The public half of the CURVE keypair this worker made for its ring sockets at start-up (absent in plaintext
+   * runs). It reaches the coordinator over the authenticated control connection, and only through it: ring peers
+   * admit exactly the keys the coordinator hands out.
+   */
+  ringKey: z85Key.optional(),
 });
 export const joinMessage = z.object({
   type: z.literal('join'),
@@ -36,29 +42,16 @@ export const joinMessage = z.object({
 });
 export const inboxMessage = z.object({ type: z.literal('inbox'), generation: uint, endpoint: z.string().regex(/^(tcp|ipc):\/\/.+/) });
 export const ringReadyMessage = z.object({ type: z.literal('ring-ready'), generation: uint });
-export const stepDoneMessage = z.object({
+export const stepDoneMessage = stepReportSchema.extend({
   type: z.literal('step-done'),
   generation: uint,
   step: uint,
-  rank: uint,
-  loss: z.number(),
-  globalCount: uint,
-  localCount: uint,
-  computeMs: finite,
-  allReduceMs: finite,
-  applyMs: finite,
+  /** The replica's weights digest, when the step order asked for one. */
   digest: z.string().optional(),
 });
-export const evaluationMessage = z.object({
-  type: z.literal('evaluation'),
-  requestId: uint,
-  rank: uint,
-  confusion: z.array(uint),
-  lossSum: finite,
-  count: uint,
-  mistakes: z.array(z.object({ index: uint, label: uint, predicted: uint, confidence: finite })),
-});
-export const snapshotMessage = z.object({ type: z.literal('snapshot'), requestId: uint, appliedStep: z.number().int(), weights: f32, ...optimizerState });
+export const evaluationMessage = evaluationCountsSchema.extend({ type: z.literal('evaluation'), requestId: uint, rank: uint });
+/** `appliedStep`: the last step this replica applied (-1: none). */
+export const snapshotMessage = replicaSnapshotSchema.extend({ type: z.literal('snapshot'), requestId: uint, appliedStep: z.number().int() });
 export const workerErrorMessage = z.object({
   type: z.literal('worker-error'),
   generation: uint,
@@ -76,20 +69,14 @@ export const welcomeMessage = z.object({ type: z.literal('welcome'), protocolVer
 /** Sent once the coordinator accepted a join; the worker waits for open-inbox / ring / load-state. */
 export const admittedMessage = z.object({ type: z.literal('admitted'), workerId: uint });
 export const rejectMessage = z.object({ type: z.literal('reject'), code: z.string(), message: z.string() });
-export const openInboxMessage = z.object({ type: z.literal('open-inbox'), generation: uint });
-export const ringMessage = z.object({ type: z.literal('ring'), generation: uint, rank: uint, worldSize: uint, peers: z.array(z.string()) });
-export const loadStateMessage = z.object({ type: z.literal('load-state'), generation: uint, appliedStep: z.number().int(), weights: f32, ...optimizerState });
-export const stepMessage = z.object({
-  type: z.literal('step'),
-  generation: uint,
-  epoch: uint,
-  step: uint,
-  cursor: uint,
-  count: uint,
-  lr: finite,
-  digest: z.boolean(),
-});
-export const evaluateMessage = z.object({ type: z.literal('evaluate'), requestId: uint, split: z.enum(['validation', 'test']), mistakes: uint });
+/** `allowKey`: the ring key of this rank's predecessor in the new generation, the only client its inbox admits. */
+export const openInboxMessage = z.object({ type: z.literal('open-inbox'), generation: uint, allowKey: z85Key.optional() });
+/** `keys`: each rank's ring key, by rank (CURVE runs); rank r connects to peers[r+1] as a client of keys[r+1]. */
+export const ringMessage = z.object({ type: z.literal('ring'), generation: uint, rank: uint, worldSize: uint, peers: z.array(z.string()), keys: z.array(z85Key).optional() });
+export const loadStateMessage = replicaSnapshotSchema.extend({ type: z.literal('load-state'), generation: uint, appliedStep: z.number().int() });
+/** `digest`: report the replica's weights digest with this step (the coordinator compares them across ranks). */
+export const stepMessage = stepPlanSchema.extend({ type: z.literal('step'), digest: z.boolean() });
+export const evaluateMessage = z.object({ type: z.literal('evaluate'), requestId: uint, split: evalSplitSchema, mistakes: uint });
 export const snapshotRequestMessage = z.object({ type: z.literal('snapshot-request'), requestId: uint });
 export const stopMessage = z.object({ type: z.literal('stop'), reason: z.string() });
 

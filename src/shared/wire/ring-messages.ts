@@ -5,7 +5,7 @@
  */
 
 /** Bumped whenever a message changes shape; peers with different versions refuse each other at the handshake. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 3;
 
 export const RING_PHASES = ['reduce-scatter', 'all-gather'] as const;
 export type RingPhase = (typeof RING_PHASES)[number];
@@ -24,7 +24,7 @@ export interface RingHello {
 
 /**
  * One chunk of one segment of a ring all-reduce. `rank` is the sender (the receiver's left neighbour); `segment`
- * and `chunk` locate `data` in the flat gradient buffer (see ring-topology.ts).
+ * and `chunk` locate `data` in the flat gradient buffer (see worker/ring/topology.ts).
  */
 export interface RingChunk {
   type: 'ring-chunk';

@@ -1,28 +1,28 @@
 import * as zmq from 'zeromq';
 import { z } from 'zod';
 import { decodeParts, encode, encodeWithPayload } from '../../shared/wire/codec.js';
-import { MnistDdpError, type ErrorCode } from '../../shared/core/errors.js';
+import { MnistDdpError } from '../../shared/core/errors.js';
 import { componentLogger, type Logger } from '../../shared/core/log.js';
-import type { RejectReason } from '../../shared/metrics/index.js';
+import { REJECT_CODES, zeroRejectCounts, type RejectReason } from '../../shared/wire/reject-reasons.js';
 import { SerialSender } from '../../shared/wire/sender.js';
 import { PROTOCOL_VERSION, isRingChunk, isRingHello, messageProblem, type RingChunk, type RingHello, type RingPhase } from '../../shared/wire/ring-messages.js';
 import type { AllReduceOptions, AllReducer } from '../../shared/train/reducer.js';
 import { SumArena } from './sum-arena.js';
+import { DEFAULT_CHUNK_BYTES, HIGH_WATER_MARK, openRingInbox, type RingInbox } from './inbox.js';
+import type { CurveKeyPair } from '../../shared/security/keys.js';
+import { curveClientOptions, type TransportObserver } from '../../shared/security/transport.js';
+import { FRAME_HEADROOM_BYTES, ringFrameLimit } from '../../shared/wire/frame-limits.js';
 import { ReceivedFrameCollector } from './young-gc.js';
 import { chunkBounds, chunkFlag, framesPerAllReduce, receiveStep, ringLayout, segmentReceivedAt, type RingLayout } from './topology.js';
 
 /**
- * 1 MiB chunks: an 8 MiB 2-rank all-reduce is 4 chunks per segment, so reducing and forwarding still overlap the
- * transfer, while each frame's fixed cost (a ZeroMQ message, thread wake-ups on both sides, a promise) is paid 4x
- * less often than with 256 KiB. Paired runs in the same two processes (2-core machine under load, 8 MiB, 96–112
- * iterations each) gave p50 20.4 / 17.5 / 16.2 / 15.8 ms for 256 KiB / 512 KiB / 1 MiB / 2 MiB; 1 MiB keeps more
- * pipelining for larger rings. The 133 KiB cnn gradient is one chunk per segment at any of these sizes.
+ * Frames for a step this rank has not started yet are kept: the left neighbour may be one step ahead (it cannot
+ * finish a step without this rank's share, so never two). Kept only for the next MAX_STASH_STEPS_AHEAD step numbers
+ * (orders may skip numbers), and at most MAX_STASHED_BYTES or twice the largest buffer reduced so far, whichever is
+ * more: one step's frames from the left neighbour are under one buffer. Beyond that a frame is refused (issue #15).
  */
-export const DEFAULT_CHUNK_BYTES = 1024 * 1024;
-/** Bounds queued frames per socket; one all-reduce keeps at most ~2 buffers' worth of chunks in flight. */
-const HIGH_WATER_MARK = 10_000;
-/** Frames for a step this rank has not started yet are kept (the left neighbour may be one step ahead). */
-const MAX_STASHED_FRAMES = 100_000;
+export const MAX_STASH_STEPS_AHEAD = 2;
+export const MAX_STASHED_BYTES = 64 * 1024 * 1024;
 /** Received bytes between two scavenges (young-gc.ts): a quarter of what forces a full GC. */
 export const DEFAULT_SCAVENGE_EVERY_BYTES = 8 * 1024 * 1024;
 
@@ -54,37 +54,27 @@ const ringConfigSchema = z
   });
 
 export type RingConfig = z.input<typeof ringConfigSchema>;
+export { DEFAULT_CHUNK_BYTES, openRingInbox, type RingInbox } from './inbox.js';
 
-const REJECT_CODES: { readonly [R in RejectReason]: ErrorCode } = {
-  malformed: 'FRAME_MALFORMED',
-  stale: 'FRAME_STALE',
-  duplicate: 'FRAME_DUPLICATE',
-  unexpected: 'FRAME_UNEXPECTED',
-};
-
-/** A bound PULL socket. Bind to `tcp://host:*` to let the OS pick a port; `endpoint` is the address to advertise. */
-export interface RingInbox {
-  readonly endpoint: string;
-  readonly socket: zmq.Pull;
-}
-
-export async function openRingInbox(bindAddress: string): Promise<RingInbox> {
-  const socket = new zmq.Pull({ receiveHighWaterMark: HIGH_WATER_MARK, linger: 0 });
-  try {
-    await socket.bind(bindAddress);
-  } catch (err) {
-    socket.close();
-    throw err;
-  }
-  return { endpoint: socket.lastEndpoint ?? bindAddress, socket };
+/** CURVE on the ring: this rank's keypair, and every rank's public key by rank (from the coordinator's `ring`). */
+export interface RingCurve {
+  keyPair: CurveKeyPair;
+  peerKeys: readonly string[];
 }
 
 export interface RingReducerOptions {
   logger?: Logger;
   /** Use an inbox opened beforehand (e.g. to advertise an OS-chosen port); the reducer takes ownership. */
   inbox?: RingInbox;
-  /** Called for every rejected frame, after it was counted. */
-  onRejectedFrame?: (err: MnistDdpError) => void;
+  /** Called for every rejected frame, after it was counted, with the coded error and the reason it was rejected. */
+  onRejectedFrame?: (err: MnistDdpError, reason: RejectReason) => void;
+  /**
+   * Encrypt and authenticate the ring: the inbox admits only the left neighbour's key, and this rank pushes only to
+   * the holder of the right neighbour's key. Without it the ring is plaintext (loopback or --insecure runs).
+   */
+  curve?: RingCurve;
+  /** Counts refused handshakes and dropped connections of the inbox. */
+  observer?: TransportObserver;
 }
 
 interface Operation {
@@ -115,16 +105,17 @@ export class RingAllReducer implements AllReducer {
   /** Where this rank's inbox is bound (the address the left neighbour pushes to). */
   readonly endpoint: string;
   /** Frames refused so far, by reason. Rejected frames never touch a reduction. */
-  readonly rejectedFrames: Record<RejectReason, number> = { malformed: 0, stale: 0, duplicate: 0, unexpected: 0 };
+  readonly rejectedFrames: Record<RejectReason, number> = zeroRejectCounts();
 
   private readonly config: z.output<typeof ringConfigSchema>;
   private readonly left: number;
   private readonly right: number;
   private readonly chunkFloats: number;
   private readonly pull: zmq.Pull;
+  private readonly inbox: RingInbox;
   private readonly push: zmq.Push;
   private readonly log: Logger;
-  private readonly onRejectedFrame: ((err: MnistDdpError) => void) | undefined;
+  private readonly onRejectedFrame: RingReducerOptions['onRejectedFrame'];
   private readonly sender: SerialSender<Buffer | Buffer[]>;
   private readonly collector: ReceivedFrameCollector | undefined;
   /** The SIMD add's memory holding the buffer from `allocate` (summed in place), with its all-gather staging. */
@@ -139,6 +130,8 @@ export class RingAllReducer implements AllReducer {
   private op: Operation | undefined;
   private lastStep = -1;
   private stash: RingChunk[] = [];
+  private stashedBytes = 0;
+  private largestBufferBytes = 0;
   private layoutCache: RingLayout | undefined;
   private closed = false;
 
@@ -146,14 +139,33 @@ export class RingAllReducer implements AllReducer {
   static async connect(config: RingConfig, options: RingReducerOptions = {}): Promise<RingAllReducer> {
     const parsed = ringConfigSchema.safeParse(config);
     if (!parsed.success) {
-      options.inbox?.socket.close();
+      options.inbox?.close();
       const issue = parsed.error.issues[0];
       throw new MnistDdpError('CONFIG_INVALID', `ring config '${issue?.path.join('.') ?? ''}' ${issue?.message ?? 'is invalid'}`, {
         issues: parsed.error.issues,
       });
     }
     const c = parsed.data;
-    const inbox = options.inbox ?? (await openRingInbox(c.bindAddress ?? c.peers[c.rank] ?? ''));
+    const chunkBytes = c.chunkBytes ?? DEFAULT_CHUNK_BYTES;
+    const { curve } = options;
+    const problem = curve && curve.peerKeys.length !== c.worldSize
+      ? `ring curve.peerKeys has ${curve.peerKeys.length} keys, expected one per rank (${c.worldSize})`
+      : options.inbox && options.inbox.curve !== (curve !== undefined)
+        ? `the inbox was opened ${options.inbox.curve ? 'with' : 'without'} CURVE but the ring ${curve ? 'uses' : 'does not use'} it`
+        : options.inbox && options.inbox.maxMessageSize < ringFrameLimit(chunkBytes)
+          ? `chunkBytes ${chunkBytes} exceeds what the inbox accepts (${options.inbox.maxMessageSize} bytes per frame); open it with chunkBytes`
+          : undefined;
+    if (problem) {
+      options.inbox?.close();
+      throw new MnistDdpError('CONFIG_INVALID', problem, {});
+    }
+    const left = (c.rank - 1 + c.worldSize) % c.worldSize;
+    const allowKey = curve?.peerKeys[left];
+    const inbox = options.inbox ?? (await openRingInbox(c.bindAddress ?? c.peers[c.rank] ?? '', {
+      chunkBytes, ...(options.logger ? { log: options.logger } : {}), ...(options.observer ? { observer: options.observer } : {}),
+      ...(curve && allowKey ? { curve: { keyPair: curve.keyPair, allowKey } } : {}),
+    }));
+    if (allowKey) inbox.allow(allowKey);
     const reducer = new RingAllReducer(c, inbox, options);
     try {
       await reducer.ready();
@@ -175,8 +187,15 @@ export class RingAllReducer implements AllReducer {
     this.log = options.logger ?? componentLogger('ring', { rank: config.rank, generation: config.generation });
     this.onRejectedFrame = options.onRejectedFrame;
     this.pull = inbox.socket;
+    this.inbox = inbox;
     this.endpoint = inbox.endpoint;
-    this.push = new zmq.Push({ sendHighWaterMark: HIGH_WATER_MARK, linger: 0 });
+    const serverKey = options.curve?.peerKeys[this.right];
+    // The push never receives: its limit is only the header room. As a CURVE client it completes the handshake
+    // only with the holder of the right neighbour's secret key.
+    this.push = new zmq.Push({
+      sendHighWaterMark: HIGH_WATER_MARK, linger: 0, maxMessageSize: FRAME_HEADROOM_BYTES,
+      ...(options.curve && serverKey ? curveClientOptions(options.curve.keyPair, serverKey) : {}),
+    });
     this.sender = new SerialSender((frame) => this.push.send(frame));
     const scavengeEveryBytes = config.scavengeEveryBytes ?? DEFAULT_SCAVENGE_EVERY_BYTES;
     this.collector = scavengeEveryBytes > 0 ? new ReceivedFrameCollector(scavengeEveryBytes) : undefined;
@@ -225,13 +244,32 @@ export class RingAllReducer implements AllReducer {
     return this.left;
   }
 
+  /**
+   * Sums `buf` element-wise across the ring, in place, and resolves with `buf`. Every failure is a rejected promise
+   * with a MnistDdpError: PEER_LOST (closed, or a neighbour went away), PEER_TIMEOUT (the left neighbour fell
+   * silent for `timeoutMs`), ALLREDUCE_BUSY (an earlier call has not settled), STEP_OUT_OF_ORDER (`step` is not an
+   * integer above the previous one).
+   */
   allReduce(buf: Float32Array, step: number, opts: AllReduceOptions = {}): Promise<Float32Array> {
     if (this.closed) return Promise.reject(new MnistDdpError('PEER_LOST', `rank ${this.rank}: allReduce called after close()`, { rank: this.rank }));
-    if (this.op) throw new Error(`rank ${this.rank}: allReduce(step ${step}) called while step ${this.op.step} is still running`);
-    if (!Number.isSafeInteger(step) || step <= this.lastStep) throw new RangeError(`rank ${this.rank}: step ${step} must be an integer above the previous step ${this.lastStep}`);
+    if (this.op) {
+      return Promise.reject(
+        new MnistDdpError('ALLREDUCE_BUSY', `rank ${this.rank}: allReduce(step ${step}) called while step ${this.op.step} is still running; await each all-reduce before the next`, {
+          rank: this.rank, step, running: this.op.step,
+        }),
+      );
+    }
+    if (!Number.isSafeInteger(step) || step <= this.lastStep) {
+      return Promise.reject(
+        new MnistDdpError('STEP_OUT_OF_ORDER', `rank ${this.rank}: step ${step} must be an integer above the previous step ${this.lastStep}`, {
+          rank: this.rank, step, previousStep: this.lastStep,
+        }),
+      );
+    }
     this.lastStep = step;
     if (this.worldSize === 1 || buf.length === 0) return Promise.resolve(buf);
 
+    this.largestBufferBytes = Math.max(this.largestBufferBytes, buf.byteLength);
     const layout = this.layoutFor(buf.length);
     const arena = this.arenaFor(buf);
     const timeoutMs = opts.timeoutMs ?? this.config.timeoutMs;
@@ -258,10 +296,15 @@ export class RingAllReducer implements AllReducer {
 
       const stashed = this.stash;
       this.stash = [];
+      this.stashedBytes = 0;
       for (const frame of stashed) {
         if (frame.step === step) this.applyChunk(op, frame);
         else if (frame.step < step) this.reject('stale', `step ${frame.step} frame from rank ${frame.rank} was stashed but this rank moved on to step ${step}`, frame);
-        else this.stash.push(frame);
+        else if (frame.step > step + MAX_STASH_STEPS_AHEAD) this.reject('unexpected', `stashed frame for step ${frame.step} is more than ${MAX_STASH_STEPS_AHEAD} steps ahead of step ${step}`, frame);
+        else {
+          this.stash.push(frame);
+          this.stashedBytes += frame.data.byteLength;
+        }
       }
       if (op.remaining === 0) this.finish(op);
     });
@@ -269,7 +312,7 @@ export class RingAllReducer implements AllReducer {
 
   /**
    * A zeroed buffer of `length` floats in the memory the ring's SIMD add works in: reduce-scatter sums into it in
-   * place, without the two copies a buffer from elsewhere needs (sum-into.ts). Only the buffer from the latest call
+   * place, without the two copies a buffer from elsewhere needs (sum-arena.ts). Only the buffer from the latest call
    * is summed in place, and only until an all-reduce fails (its staging is then retired with it; the worker forms a
    * new ring and allocates again). Other buffers still work, through the scratch.
    */
@@ -293,7 +336,7 @@ export class RingAllReducer implements AllReducer {
     }
     this.push.linger = lingerMs;
     this.push.close();
-    this.pull.close();
+    this.inbox.close();
   }
 
   private arenaFor(buf: Float32Array): SumArena {
@@ -367,8 +410,17 @@ export class RingAllReducer implements AllReducer {
     const op = this.op;
     if (op && frame.step === op.step) return this.applyChunk(op, frame);
     if (frame.step <= this.lastStep) return this.reject('stale', `frame for step ${frame.step} arrived after this rank reached step ${this.lastStep}`, frame);
-    if (this.stash.length >= MAX_STASHED_FRAMES) return this.reject('unexpected', `too many frames for future steps (step ${frame.step})`, frame);
+    // Before its first step a rank cannot know where the run stands (a resumed run starts at any step number).
+    if (this.lastStep >= 0 && frame.step > this.lastStep + MAX_STASH_STEPS_AHEAD) {
+      return this.reject('unexpected', `frame for step ${frame.step} is more than ${MAX_STASH_STEPS_AHEAD} steps ahead of this rank's step ${this.lastStep}`, frame);
+    }
+    const limit = Math.max(MAX_STASHED_BYTES, 2 * this.largestBufferBytes);
+    if (this.stashedBytes + frame.data.byteLength > limit) {
+      return this.reject('unexpected', `frames for future steps would exceed ${limit} bytes (step ${frame.step})`, frame);
+    }
+    // The frame's floats may view ZeroMQ's received memory; kept as they are, like every received frame until used.
     this.stash.push(frame);
+    this.stashedBytes += frame.data.byteLength;
   }
 
   private checkOrigin(frame: RingChunk | RingHello): boolean {
@@ -497,7 +549,7 @@ export class RingAllReducer implements AllReducer {
       ...(frame && { type: frame.type, from: frame.rank, generation: frame.generation, step: frame.step }),
     });
     this.log.warn({ err: err.toJSON() }, 'frame rejected');
-    this.onRejectedFrame?.(err);
+    this.onRejectedFrame?.(err, reason);
   }
 }
 

@@ -1,3 +1,4 @@
+import { MnistDdpError } from '../../shared/core/errors.js';
 import { kernelsModule } from '../../shared/kernels/module.js';
 
 /**
@@ -5,13 +6,10 @@ import { kernelsModule } from '../../shared/kernels/module.js';
  * addition is exact-rounded in both JS (double add, then rounding to float32: double has enough precision for that
  * to equal a float32 add) and WebAssembly, so the sums are bit-identical to the plain JS loop.
  *
- * Why: on a 1 MiB chunk the plain JS loop takes 0.48–0.75 ms p50 and the SIMD add with copies in and out of the
- * module's memory 0.15–0.24 ms (two runs of 200 sums, warm caches). Most of that is the copies, so the ring keeps
- * what it can inside the module's memory: the gradient buffer itself when the caller took it from
- * `RingAllReducer.allocate` (SumArena.home), and its all-gather staging (SumArena.staging). With the buffer at home
- * a received chunk is copied once (into the scratch) instead of three times: an 8 MiB all-reduce between two
- * processes took 9.21–10.20 ms p50 with an allocated buffer against 9.50–10.81 ms with a plain one, paired ratios
- * 0.92–0.97 (four runs of 100 interleaved iterations, a scratch script).
+ * The SIMD add is faster than the JS loop, but copying operands in and out of the module's memory costs more than
+ * the add itself. So the ring keeps what it can inside the module's memory: the gradient buffer itself when the
+ * caller took it from `RingAllReducer.allocate` (SumArena.home), and its all-gather staging (SumArena.staging). With
+ * the buffer at home a received chunk is copied once (into the scratch) instead of three times.
  *
  * The adds are add_f32 / add_f32_out of native/kernels.c (the module the wasm training kernels use), instantiated
  * here on a memory of its own.
@@ -70,18 +68,18 @@ export class SumArena {
   }
 
   /**
-   * target += source, elementwise (same lengths). With `out` (a view of this arena's memory, target's length, not
+   * target += source, elementwise (same lengths; INVARIANT_VIOLATED otherwise: the ring checks lengths first). With `out` (a view of this arena's memory, target's length, not
    * overlapping target) the sum is also left in `out`. A target in this arena's memory is summed in place; any other
    * goes through the scratch. `source` is copied into the scratch first, so it may be anything. Synchronous.
    */
   sumInto(target: Float32Array, source: Float32Array, out?: Float32Array): void {
     const n = target.length;
-    if (source.length !== n) throw new RangeError(`sumInto: lengths differ (${n} vs ${source.length})`);
+    if (source.length !== n) throw invariant(`sumInto: lengths differ (${n} vs ${source.length})`);
     if (out !== undefined && (!this.holds(out) || out.length !== n)) {
-      throw new RangeError(`sumInto: out must be a view of this arena's memory with ${n} floats`);
+      throw invariant(`sumInto: out must be a view of this arena's memory with ${n} floats`);
     }
     if (out !== undefined && n > 0 && target.buffer === out.buffer && target.byteOffset < out.byteOffset + out.byteLength && out.byteOffset < target.byteOffset + target.byteLength) {
-      throw new RangeError('sumInto: out must not overlap target');
+      throw invariant('sumInto: out must not overlap target');
     }
     const inPlace = this.holds(target);
     for (let from = 0; from < n; from += BLOCK_FLOATS) {
@@ -100,4 +98,8 @@ export class SumArena {
       target.set(sum, from);
     }
   }
+}
+
+function invariant(message: string): MnistDdpError {
+  return new MnistDdpError('INVARIANT_VIOLATED', message);
 }

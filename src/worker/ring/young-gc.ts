@@ -29,15 +29,12 @@ function exposedGc(): Collect | undefined {
  * Each frame zeromq.js receives is an external Buffer, counted by V8 twice (zeromq.js reports its size, and so does
  * the ArrayBuffer), and the frames die young. V8 frees dead young ArrayBuffers only when a scavenge runs, and nothing
  * makes one run in time: their count grows until it passes V8's 64 MiB external limit, which forces a full
- * mark-compact, every 32 MiB received. In a worker that is a mark-compact of a heap holding tfjs; perf put GC at
- * about a quarter of all CPU samples of a loop of 8 MiB all-reduces. A scavenge (young generation only: cheap
- * whatever the old generation holds) after every `thresholdBytes` received keeps the count low and the full GCs
- * away. It is scheduled with setImmediate, after the all-reduce has resolved and its caller's continuation ran.
- *
- * 8 MiB all-reduce between 2 processes holding tfjs, three runs each (a scratch script, 150 iterations):
- * p50 9.3–11.5 ms with a scavenge per 8 MiB against 20.6–22.1 ms without; CPU per call 9.9–11.4 against 21–25 ms.
- * (Moving the ring to a thread of its own, with a heap of its own, got 11.2–13.3 ms; with the scavenges too,
- * 10.5–12.8 ms: the thread hand-offs cost more than they save, so the ring stays on the main thread.)
+ * mark-compact, every 32 MiB received. In a worker that is a mark-compact of a heap holding tfjs, which is
+ * expensive. A scavenge (young generation only: cheap whatever the old generation holds) after every
+ * `thresholdBytes` received keeps the count low and the full GCs away. It is scheduled with setImmediate, after the
+ * all-reduce has resolved and its caller's continuation ran. `bench/allreduce.ts` measures the ring with and without
+ * the scavenges (scavengeEveryBytes 0). The ring stays on the main thread: on a thread of its own (a heap of its
+ * own, no tfjs to mark) the hand-offs between threads cost more than the full GCs they avoid.
  */
 export class ReceivedFrameCollector {
   private readonly collect: Collect | undefined;

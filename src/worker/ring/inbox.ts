@@ -1,0 +1,90 @@
+import * as zmq from 'zeromq';
+import type { Logger } from '../../shared/core/log.js';
+import { z85Decode, type CurveKeyPair } from '../../shared/security/keys.js';
+import { curveServerOptions, observeTransport, refusalLogger, type TransportObserver } from '../../shared/security/transport.js';
+import { registerZapDomain, uniqueZapDomain, type ZapRegistration } from '../../shared/security/zap.js';
+import { ringFrameLimit } from '../../shared/wire/frame-limits.js';
+
+/** Bounds queued frames per socket; one all-reduce keeps at most ~2 buffers' worth of chunks in flight. */
+export const HIGH_WATER_MARK = 10_000;
+
+/**
+ * Chunk size, a trade-off between pipelining and per-frame cost. Smaller chunks let reducing and forwarding overlap
+ * the transfer sooner; every chunk pays a fixed cost (a ZeroMQ message, thread wake-ups on both sides, a promise).
+ * At 1 MiB an 8 MiB 2-rank all-reduce still has 4 chunks per segment to pipeline, and the fixed cost is paid 4x less
+ * often than at 256 KiB; larger rings keep more pipelining than at 2 MiB. The cnn gradient (133 KiB) is one chunk per
+ * segment at any of these sizes. `npx tsx bench/allreduce.ts --chunk-kib N` compares sizes.
+ */
+export const DEFAULT_CHUNK_BYTES = 1024 * 1024;
+
+/** A ring inbox's CURVE identity and the one client it admits: this rank's predecessor in the ring. */
+export interface InboxCurve {
+  /** This worker's ring keypair (made at start-up; its public half went to the coordinator in hello). */
+  keyPair: CurveKeyPair;
+  /** The predecessor's ring public key (Z85). */
+  allowKey: string;
+}
+
+export interface InboxOptions {
+  curve?: InboxCurve;
+  /** Largest chunk the left neighbour will send; sets the inbound frame limit. Default DEFAULT_CHUNK_BYTES. */
+  chunkBytes?: number;
+  log?: Logger;
+  observer?: TransportObserver;
+}
+
+/**
+ * A bound PULL socket. Bind to `tcp://host:*` to let the OS pick a port; `endpoint` is the address to advertise.
+ * With CURVE it admits only the predecessor's key (ZAP), so every frame it delivers came from that peer, whatever
+ * the frame says about itself (issue #15).
+ */
+export interface RingInbox {
+  readonly endpoint: string;
+  readonly socket: zmq.Pull;
+  /** Frames above this many bytes drop the sender's connection (frame-limits.ts). */
+  readonly maxMessageSize: number;
+  /** Whether CURVE secures this inbox. */
+  readonly curve: boolean;
+  /** Admit `publicKey` (Z85) instead, for the ring formed next; CURVE inboxes only. */
+  allow(publicKey: string): void;
+  close(): void;
+}
+
+export async function openRingInbox(bindAddress: string, options: InboxOptions = {}): Promise<RingInbox> {
+  const { curve, log } = options;
+  const maxMessageSize = ringFrameLimit(options.chunkBytes ?? DEFAULT_CHUNK_BYTES);
+  let zap: ZapRegistration | undefined;
+  let security = {};
+  let allow = (_publicKey: string): void => undefined;
+  if (curve) {
+    const onRefused = log ? refusalLogger('ring inbox', log) : undefined;
+    const policy = (allowKey: string) => {
+      const allowed = z85Decode(allowKey);
+      return { allows: (key: Buffer) => key.equals(allowed), ...(onRefused ? { onRefused } : {}) };
+    };
+    zap = await registerZapDomain(uniqueZapDomain('ring'), policy(curve.allowKey));
+    security = curveServerOptions(curve.keyPair, zap.domain);
+    const registration = zap;
+    allow = (publicKey) => registration.setPolicy(policy(publicKey));
+  }
+  const socket = new zmq.Pull({ receiveHighWaterMark: HIGH_WATER_MARK, linger: 0, maxMessageSize, ...security });
+  if (log) observeTransport(socket, 'ring inbox', log, options.observer ?? {});
+  const close = (): void => {
+    if (!socket.closed) socket.close();
+    void zap?.close();
+  };
+  try {
+    await socket.bind(bindAddress);
+  } catch (err) {
+    close();
+    throw err;
+  }
+  return {
+    endpoint: socket.lastEndpoint ?? bindAddress,
+    socket,
+    maxMessageSize,
+    curve: curve !== undefined,
+    allow,
+    close,
+  };
+}
