@@ -18,6 +18,7 @@ interface NativeExports {
   add_bias(x: number, bias: number, out: number, rows: number, channels: number): void;
   relu_grad(dy: number, y: number, out: number, n: number): void;
   transpose_2d(input: number, out: number, rows: number, cols: number): void;
+  gemm_f32(a: number, b: number, c: number, m: number, k: number, n: number): void;
 }
 
 /** int32 fields of native/kernels.c `conv_geometry`. */
@@ -84,6 +85,11 @@ class NativeKernels {
   /** out[cols, rows] <- a[rows, cols]; `a` may be a view of any tensor of rows·cols elements. */
   transpose2d(a: TensorInfo, out: TensorInfo, rows: number, cols: number): void {
     this.exports.transpose_2d(this.ptr(a), this.ptr(out), rows, cols);
+  }
+
+  /** c[M, N] <- a[M, K] · b[K, N], all row-major; overwrites c. */
+  gemm(a: TensorInfo, b: TensorInfo, c: TensorInfo, m: number, k: number, n: number): void {
+    this.exports.gemm_f32(this.ptr(a), this.ptr(b), this.ptr(c), m, k, n);
   }
 
   reluGrad(dy: TensorInfo, y: TensorInfo, out: TensorInfo, n: number): void {
