@@ -16,6 +16,10 @@
  *   MNIST_DDP_TARGETS_FILE              Prometheus file_sd file the coordinator keeps up to date
  *                                       [runs/prometheus/targets/mnist-ddp.json]
  *   MNIST_DDP_LOG_LEVEL                 pino level [info]
+ *   MNIST_DDP_RUN_DIR                   the run directory; set it so that pm2's restart of a dead coordinator
+ *                                       continues the unfinished run there from its latest checkpoint (auto-resume,
+ *                                       issue #14) [unset: each start is a new runs/<time>-<model>]
+ *   MNIST_DDP_CHECKPOINT_EVERY          periodic checkpoints, e.g. 200 (steps) or 60s [unset: epoch ends only]
  *   MNIST_DDP_KEYS                      CURVE key directory from `mnist-ddp keygen --out DIR`, relative to this file
  *                                       [unset: plaintext with a warning, allowed only while every address is loopback;
  *                                       a non-loopback MNIST_DDP_BIND or MNIST_DDP_COORDINATOR then fails with

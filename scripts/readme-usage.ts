@@ -7,7 +7,7 @@ import { promisify } from 'node:util';
 /**
  * The CLI reference is the shipped CLI's `--help` output, which shows the config schemas' defaults, so the docs
  * cannot drift from config.ts: docs/CLI.md holds the program's and every command's help; README.md's usage section,
- * between USAGE_BEGIN and USAGE_END, holds the program's and `train`'s. `npm run readme:usage` builds dist/ and
+ * between USAGE_BEGIN and USAGE_END, holds the program's. `npm run readme:usage` builds dist/ and
  * rewrites both; test/e2e/readme.test.ts fails when either is stale.
  */
 export const USAGE_BEGIN = '<!-- usage:begin -->';
@@ -17,7 +17,7 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const README_PATH = resolve(ROOT, 'README.md');
 export const CLI_REFERENCE_PATH = resolve(ROOT, 'docs/CLI.md');
 /** The commands whose help the README shows; docs/CLI.md has them all. */
-export const README_COMMANDS: readonly (readonly string[])[] = [[], ['train']];
+export const README_COMMANDS: readonly (readonly string[])[] = [[]];
 const BIN = resolve(ROOT, 'bin/mnist-ddp.js');
 
 /** `mnist-ddp <args> --help` from bin/ (dist/). stdout is a pipe, not a terminal, so commander wraps at 80 columns. */

@@ -3,13 +3,14 @@ import type { z } from 'zod';
 import { BACKEND_NAMES } from './shared/core/backend.js';
 import { isMnistDdpError } from './shared/core/errors.js';
 import {
-  benchConfigSchema, coordinatorConfigSchema, dataConfigSchema, defaultOf, evalConfigSchema, exportConfigSchema, fromConfigFile, fromEnv, keygenConfigSchema, MAX_RING_TIMEOUT_MS,
+  benchConfigSchema, chaosConfigSchema, coordinatorConfigSchema, dataConfigSchema, defaultOf, evalConfigSchema, exportConfigSchema, fromConfigFile, fromEnv, keygenConfigSchema, MAX_RING_TIMEOUT_MS,
   reportConfigSchema, resolveConfig, serveConfigSchema, trainConfigSchema, transferConfigSchema, workerConfigSchema,
 } from './shared/core/config.js';
 import { MODEL_NAMES } from './shared/model/zoo.js';
 import { QUANTIZE_DTYPES } from './shared/model/quantize.js';
 import { OPTIMIZER_NAMES } from './shared/train/optimizers.js';
 import { SCHEDULE_NAMES } from './shared/train/lr-schedule.js';
+import { ANOMALY_RESPONSES } from './shared/train/gradient-health.js';
 
 /**
  * `mnist-ddp` command line. Each subcommand turns its flags into a validated, frozen config (shared/config.ts) and
@@ -99,8 +100,13 @@ function addTrainOptions(cmd: Command, schema: Schema, { workers = true }: { wor
     .addOption(train('--backend <name>', oneOf(BACKEND_NAMES)))
     .addOption(train('--run-dir <dir>', 'where history, checkpoints and reports go (default: runs/<time>-<model>)'))
     .addOption(train('--resume <dir>', 'continue exactly from a checkpoint directory'))
-    .addOption(train('--max-steps <n>', 'stop (with a resumable checkpoint) after this many global steps'));
+    .addOption(train('--max-steps <n>', 'stop (with a resumable checkpoint) after this many global steps'))
+    .addOption(train('--checkpoint-every <spec>', 'also checkpoint every N steps (200) or T seconds (60s); epoch ends always'))
+    .addOption(train('--keep-checkpoints <k>', 'periodic checkpoints kept under <run-dir>/checkpoints'));
   if (workers) cmd.addOption(train('--workers <n>', 'worker processes; 0 = single process'));
+  cmd
+    .addOption(train('--on-anomaly <response>', `${oneOf(ANOMALY_RESPONSES)}: a rank with a non-finite loss or a gradient norm far above the others' (2+ workers) skips the step everywhere with a warning, skips and evicts that rank, or fails`))
+    .addOption(train('--anomaly-factor <x>', 'name a rank whose gradient norm per sample exceeds x times the median (3+ workers)'));
   return cmd
     .option('--no-report', 'do not write report.html at the end')
     .option('--json', 'end with one JSON line of results')
@@ -156,6 +162,8 @@ addTrainOptions(program.command('coordinator').description('the control plane fo
   .addOption(coordinator('--join-timeout-ms <n>', 'how long to wait for them'))
   .addOption(coordinator('--step-timeout-ms <n>', 'deadline for every worker to finish a step'))
   .addOption(coordinator('--heartbeat-timeout-ms <n>', 'a silent worker is declared gone after this'))
+  .addOption(coordinator('--rejoin-timeout-ms <n>', 'with every worker gone, wait this long for a joiner before failing'))
+  .option('--no-auto-resume', 'do not continue from <run-dir>/checkpoint when the run there is unfinished')
   .addOption(coordinator('--digest-every <n>', 'compare replica weight digests every n steps; 0 = never'))
   .option('--no-elastic', 'fail the run when a worker is lost instead of re-forming the ring')
   .addOption(coordinator('--metrics-host <host>', 'interface for /metrics; 0.0.0.0 for a Prometheus on another machine'))
@@ -225,6 +233,25 @@ program
     const config = configOf(evalConfigSchema, cmd);
     const { runEval } = await import('./commands/eval.js');
     await runEval(config, { stdout });
+  });
+
+const chaos = optionsOf(chaosConfigSchema);
+program
+  .command('chaos')
+  .description('fault injection for rehearsals: signal a random worker process every interval (off unless run)')
+  .addOption(chaos('--kill-every <duration>', 'mean interval between signals, e.g. 10s (jittered ±50 %)'))
+  .addOption(chaos('--pids <list>', 'comma-separated pids to pick from'))
+  .addOption(chaos('--pm2-app <name>', 'pick from the online processes of this pm2 app instead (e.g. worker)'))
+  .addOption(chaos('--signal <name>', 'SIGKILL (preemption), SIGTERM (graceful leave) or SIGSTOP (straggler)'))
+  .addOption(chaos('--thaw-after <duration>', 'SIGSTOP: send SIGCONT after this long'))
+  .addOption(chaos('--duration <duration>', 'stop after this long'))
+  .addOption(chaos('--max-kills <n>', 'stop after this many signals'))
+  .addOption(chaos('--seed <n>', 'seed for the victims and the jitter'))
+  .option('--json', 'one JSON line per event')
+  .action(async (_opts, cmd: Command) => {
+    const config = configOf(chaosConfigSchema, cmd);
+    const { runChaos } = await import('./commands/chaos.js');
+    await runChaos(config, { stdout });
   });
 
 const exporting = optionsOf(exportConfigSchema);

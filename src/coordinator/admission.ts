@@ -14,6 +14,8 @@ export interface AdmissionSettings {
   log: Logger;
   /** CURVE run: every worker must bring a ring key (its ring sockets are CURVE too). */
   curve?: boolean;
+  /** Called whenever a worker is admitted (recovery waiting for joiners wakes on it). */
+  onAdmitted?: () => void;
 }
 
 /**
@@ -36,7 +38,9 @@ export class Admission {
         this.join(peer, worker, m);
         return true;
       case 'leave':
-        if (worker && worker.status !== 'gone') {
+        if (m.rank !== undefined) {
+          this.evict(worker, m.rank, m.reason);
+        } else if (worker && worker.status !== 'gone') {
           worker.leaving = true;
           this.settings.log.info({ worker: worker.id, rank: worker.rank, reason: m.reason }, 'worker is leaving; the ring re-forms at the next step boundary');
         }
@@ -47,6 +51,18 @@ export class Admission {
       default:
         return false;
     }
+  }
+
+  /**
+   * --on-anomaly evict: a ring member names another rank of the current ring for anomalous gradients (every member
+   * reaches the same verdict from the same reduced buffer); it is released like a leaver at the next step boundary.
+   * Honoured only in a run configured for eviction, and only from an active member.
+   */
+  private evict(reporter: WorkerRecord | undefined, rank: number, reason: string): void {
+    const target = this.members.active.find((w) => w.rank === rank && w.status === 'active');
+    if (this.settings.config.onAnomaly !== 'evict' || reporter?.status !== 'active' || !target || target.leaving) return;
+    target.leaving = true;
+    this.settings.log.warn({ worker: target.id, rank, reportedBy: reporter.rank, reason }, `evicting rank ${rank} (worker ${target.id}, ${target.host}): ${reason}; the ring re-forms without it at the next step boundary`);
   }
 
   private hello(peer: string, m: NarrowWorkerMessage<'hello'>): void {
@@ -84,6 +100,7 @@ export class Admission {
     log.info({ worker: worker.id, host: worker.host }, 'worker admitted');
     void this.server.send(peer, { type: 'admitted', workerId: worker.id });
     for (const listener of this.admittedListeners) listener();
+    this.settings.onAdmitted?.();
   }
 
   /** Resolves once `n` workers have been admitted; fails at the deadline saying how many came. */

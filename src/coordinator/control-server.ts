@@ -62,6 +62,11 @@ export class ControlServer {
     return new ControlServer(router, router.lastEndpoint ?? address, log, onReject, zap);
   }
 
+  /** The socket monitor saw a connection drop (a worker process died or its host went away). */
+  onDisconnect(listener: () => void): void {
+    this.router.events.on('disconnect', listener);
+  }
+
   onMessage(handler: (peer: string, message: WorkerMessage) => void): void {
     this.handler = handler;
   }

@@ -7,6 +7,7 @@ import { stepCount } from '../shared/data/shard-plan.js';
 import type { EvaluationCounts } from '../shared/train/evaluator.js';
 import type { EvalSplit, ReplicaSnapshot, StepPlan, StepReport } from '../shared/wire/control-payloads.js';
 import type { TrainingPosition } from './checkpoints.js';
+import type { RecoveryOutcome } from './recovery-machine.js';
 
 /**
  * The coordinator's view of its workers. Debug mode implements it with one in-process WorkerCore; distributed mode
@@ -32,15 +33,18 @@ export interface WorkerGroup {
   evaluate(split: EvalSplit, mistakes?: number): Promise<EvaluationCounts>;
   snapshot(): Promise<ReplicaSnapshot>;
   close(reason?: string): Promise<void>;
-  /** Step boundary: admit joiners, release leavers (elastic groups). */
-  beforeStep?(): Promise<void>;
+  /** Step boundary: admit joiners, release leavers, drop the dead (elastic groups); may restore a checkpoint. */
+  beforeStep?(): Promise<RecoveryOutcome | void>;
   /** True when beforeStep has work to do (joiners or leavers); the driver drains the pipeline first. */
   membershipChangePending?(): boolean;
   /**
-   * After a recoverable failure of `step` (every order in flight has settled): re-form and restore one survivor's
-   * state everywhere. Returns the last step that state has applied; the driver orders the steps after it again.
+   * After a recoverable failure of `step` during `runPhase` (step, evaluation, checkpoint; every order in flight has
+   * settled): re-form and restore one survivor's state everywhere, or the latest checkpoint's when no survivor holds
+   * it (`restoredFrom`). Returns the last step that state has applied; the driver orders the steps after it again.
    */
-  recover?(step: number): Promise<number>;
+  recover?(step: number, runPhase?: string): Promise<RecoveryOutcome>;
+  /** The latest checkpoint, which recovery restores when no worker holds the state any more. */
+  setRestorePoint?(snapshot: ReplicaSnapshot, position: TrainingPosition): void;
 }
 
 export interface StepEvent {
@@ -69,8 +73,27 @@ export interface EpochEvent {
 export interface TrainEvents {
   onStep?(e: StepEvent): void;
   onEpoch?(e: EpochEvent): void;
-  /** Called at every epoch end and when max-steps stops a run; persists a resumable checkpoint. */
-  checkpoint?(position: TrainingPosition): Promise<void>;
+  /**
+   * Called at every epoch end, when max-steps stops a run and every `checkpointEvery` (at a drained pipeline);
+   * persists a resumable checkpoint. `periodic` is false at epoch ends and at the end of the run.
+   */
+  checkpoint?(position: TrainingPosition, periodic: boolean): Promise<void>;
+  /** Training went back to `position` (a checkpoint restored): history records of later steps are superseded. */
+  onRewind?(position: TrainingPosition): void;
+  /** Every membership change the run survived, with what it was doing and the seconds it cost. */
+  onRecovered?(outcome: RecoveryOutcome, runPhase: string): void;
+}
+
+/** When periodic checkpoints fall due: every `steps` committed steps and/or every `seconds` of wall time. */
+export interface CheckpointEvery {
+  steps?: number;
+  seconds?: number;
+}
+
+export interface TrainOptions {
+  checkpointEvery?: CheckpointEvery;
+  /** Evaluate this split after training, inside the recovery path (a worker lost meanwhile is survived). */
+  finalEvaluation?: { split: EvalSplit; mistakes: number };
 }
 
 export interface TrainOutcome {
@@ -79,6 +102,7 @@ export interface TrainOutcome {
   trainWallMs: number;
   samples: number;
   stoppedEarly: boolean;
+  finalEvaluation?: EvaluationCounts;
 }
 
 /** What the driver orders: a step plan without the generation, which the group stamps on when it sends the order. */
@@ -95,23 +119,72 @@ interface InFlight {
   generation: number;
 }
 
+/** A quiet-phase call (evaluation, checkpoint) whose recovery had to restore a checkpoint: training goes back. */
+const REWOUND = Symbol('rewound');
+
 /**
  * The training loop. Step orders are pipelined: while the group works on step k the order for step k+1 is already
  * queued at every worker (up to `group.pipelineDepth` orders in flight), so no worker idles through the
  * coordinator's round trip between two steps. Orders carry everything a step needs (epoch, cursor, count, lr), so
  * they can be planned ahead; results are committed strictly in order. The pipeline drains at epoch ends (evaluation
- * and checkpoints see a quiet group) and before membership changes.
+ * and checkpoints see a quiet group), before membership changes and before periodic checkpoints.
+ *
+ * Every phase is inside the recovery path (issue #14): a recoverable failure of a step, an evaluation or a checkpoint
+ * runs the group's recovery, then redoes what the restored state lacks. When recovery had to restore a checkpoint
+ * (no survivor held the state), training goes back to its position and `onRewind` says which records that supersedes.
  */
-export async function runTraining(config: TrainConfig, group: WorkerGroup, plan: DatasetPlan, start: TrainingPosition, events: TrainEvents = {}): Promise<TrainOutcome> {
+export async function runTraining(config: TrainConfig, group: WorkerGroup, plan: DatasetPlan, start: TrainingPosition, events: TrainEvents = {}, options: TrainOptions = {}): Promise<TrainOutcome> {
   const epochSize = plan.train.length;
   const depth = Math.max(1, group.pipelineDepth ?? 1);
   let { epoch, cursor, globalStep } = start;
   let samples = 0;
   let stoppedEarly = false;
+  let finalEvaluation: EvaluationCounts | undefined;
   const t0 = performance.now();
   const totalSamples = config.epochs * epochSize;
   const atStepLimit = (step: number): boolean => config.maxSteps !== undefined && step >= config.maxSteps;
-  training: for (; epoch < config.epochs; epoch++, cursor = 0) {
+  const every = options.checkpointEvery ?? {};
+  let lastCheckpoint = { step: globalStep, at: performance.now() };
+  const checkpointDue = (): boolean => (every.steps !== undefined && globalStep - lastCheckpoint.step >= every.steps) ||
+    (every.seconds !== undefined && globalStep > lastCheckpoint.step && performance.now() - lastCheckpoint.at >= every.seconds * 1000);
+  const rewind = (to: TrainingPosition): void => {
+    samples -= Math.max(0, (epoch - to.epoch) * epochSize + cursor - to.cursor);
+    ({ epoch, cursor, globalStep } = to);
+    lastCheckpoint = { step: globalStep, at: performance.now() };
+    events.onRewind?.(to);
+  };
+  const recover = async (err: unknown, runPhase: string, step: number): Promise<RecoveryOutcome> => {
+    if (!(group.recover && isMnistDdpError(err) && err.details.recoverable === true)) throw err;
+    const outcome = await group.recover(step, runPhase);
+    events.onRecovered?.(outcome, runPhase);
+    return outcome;
+  };
+  /** Runs a quiet-phase call, recovering and retrying it until it succeeds or a checkpoint had to be restored. */
+  const quiet = async <T>(runPhase: string, call: () => Promise<T>): Promise<T | typeof REWOUND> => {
+    for (;;) {
+      try {
+        return await call();
+      } catch (err) {
+        const outcome = await recover(err, runPhase, globalStep - 1);
+        if (outcome.restoredFrom) {
+          rewind(outcome.restoredFrom);
+          return REWOUND;
+        }
+        if (outcome.appliedStep !== globalStep - 1) {
+          throw new MnistDdpError('REPLICA_DIVERGED', `recovering ${runPhase}: the restored state has applied step ${outcome.appliedStep}, the run committed step ${globalStep - 1}`, { applied: outcome.appliedStep, committed: globalStep - 1 });
+        }
+      }
+    }
+  };
+  const checkpoint = async (periodic: boolean): Promise<boolean> => {
+    if (!events.checkpoint) return true;
+    const position = { epoch, cursor, globalStep };
+    if (await quiet('checkpoint', () => events.checkpoint!(position, periodic)) === REWOUND) return false;
+    lastCheckpoint = { step: globalStep, at: performance.now() };
+    return true;
+  };
+  run: for (;;) {
+  training: while (epoch < config.epochs) {
     const epochStart = performance.now();
     let epochSamples = 0;
     // (time, samples) at the latest commits, the epoch start first: the rate is taken over the last few steps.
@@ -138,9 +211,22 @@ export async function runTraining(config: TrainConfig, group: WorkerGroup, plan:
     let planStep = globalStep;
     for (;;) {
       while (inFlight.length < depth && planCursor < epochSize && !atStepLimit(planStep)) {
-        if (group.membershipChangePending?.()) {
+        if (group.membershipChangePending?.() || checkpointDue()) {
           if (inFlight.length > 0) break;
-          await group.beforeStep?.();
+          if (checkpointDue() && !(await checkpoint(true))) continue training;
+          if (group.membershipChangePending?.()) {
+            let outcome: RecoveryOutcome | void;
+            try {
+              outcome = await group.beforeStep?.();
+            } catch (err) {
+              outcome = await recover(err, 'join', globalStep - 1);
+            }
+            if (outcome) events.onRecovered?.(outcome, 'join');
+            if (outcome?.restoredFrom) {
+              rewind(outcome.restoredFrom);
+              continue training;
+            }
+          }
         }
         const count = stepCount(epochSize, planCursor, group.worldSize, config.batchSize);
         const lr = learningRate(config, epoch + planCursor / epochSize, config.epochs, planStep);
@@ -165,43 +251,67 @@ export async function runTraining(config: TrainConfig, group: WorkerGroup, plan:
       } catch (err) {
         // An elastic group survives a lost worker: once every order in flight has settled it re-forms and restores a
         // survivor's state; the steps that state has not applied are ordered again (same cursors), so no sample is
-        // dropped or counted twice.
-        if (group.recover && isMnistDdpError(err) && err.details.recoverable === true) {
-          const settled = await Promise.allSettled(inFlight.map((f) => f.result));
-          const applied = await group.recover(head.order.step);
-          if (applied < globalStep - 1) {
-            throw new MnistDdpError('REPLICA_DIVERGED', `recovering step ${head.order.step}: the restored state has applied only step ${applied}, before the committed step ${globalStep - 1}`, { applied, committed: globalStep - 1 });
-          }
-          if (applied > (inFlight.at(-1) ?? head).order.step) {
-            throw new MnistDdpError('REPLICA_DIVERGED', `recovering step ${head.order.step}: the restored state claims step ${applied}, which was never ordered`, { applied });
-          }
-          // Steps the restored state has applied are committed, with their results where they arrived.
-          if (head.order.step <= applied) commit(head, undefined);
-          inFlight.forEach((f, i) => {
-            const s = settled[i]!;
-            if (f.order.step <= applied) commit(f, s.status === 'fulfilled' ? s.value : undefined);
-          });
-          inFlight.length = 0;
-          planCursor = cursor;
-          planStep = globalStep;
-          continue;
+        // dropped or counted twice. With no survivor, a checkpoint is restored and training goes back to it.
+        const settled = await Promise.allSettled(inFlight.map((f) => f.result));
+        const outcome = await recover(err, 'step', head.order.step);
+        if (outcome.restoredFrom) {
+          rewind(outcome.restoredFrom);
+          continue training;
         }
-        throw err;
+        const applied = outcome.appliedStep;
+        if (applied < globalStep - 1) {
+          throw new MnistDdpError('REPLICA_DIVERGED', `recovering step ${head.order.step}: the restored state has applied only step ${applied}, before the committed step ${globalStep - 1}`, { applied, committed: globalStep - 1 });
+        }
+        if (applied > (inFlight.at(-1) ?? head).order.step) {
+          throw new MnistDdpError('REPLICA_DIVERGED', `recovering step ${head.order.step}: the restored state claims step ${applied}, which was never ordered`, { applied });
+        }
+        // Steps the restored state has applied are committed, with their results where they arrived.
+        if (head.order.step <= applied) commit(head, undefined);
+        inFlight.forEach((f, i) => {
+          const s = settled[i]!;
+          if (f.order.step <= applied) commit(f, s.status === 'fulfilled' ? s.value : undefined);
+        });
+        inFlight.length = 0;
+        planCursor = cursor;
+        planStep = globalStep;
+        continue;
       }
       commit(head, result);
     }
     const wallMs = performance.now() - epochStart;
-    const counts = plan.validation.length > 0 ? await group.evaluate('validation') : null;
+    let counts: EvaluationCounts | null = null;
+    if (plan.validation.length > 0) {
+      const validation = await quiet('evaluation', () => group.evaluate('validation'));
+      if (validation === REWOUND) continue training;
+      counts = validation;
+    }
     events.onEpoch?.({
       epoch, wallMs, samplesPerSec: (epochSamples * 1000) / wallMs,
       validation: counts ? evaluationReport(counts.confusion, counts.lossSum) : null,
     });
-    await events.checkpoint?.({ epoch: epoch + 1, cursor: 0, globalStep });
+    epoch++;
+    cursor = 0;
+    if (!(await checkpoint(false))) continue training;
   }
-  if (stoppedEarly) await events.checkpoint?.({ epoch, cursor, globalStep });
+    if (stoppedEarly && !(await checkpoint(false))) {
+      stoppedEarly = false;
+      continue run;
+    }
+    if (options.finalEvaluation) {
+      const { split, mistakes } = options.finalEvaluation;
+      const test = await quiet('evaluation', () => group.evaluate(split, mistakes));
+      if (test === REWOUND) {
+        stoppedEarly = false;
+        continue run;
+      }
+      finalEvaluation = test;
+    }
+    break;
+  }
   const trainWallMs = performance.now() - t0;
   return {
     position: stoppedEarly ? { epoch, cursor, globalStep } : { epoch: config.epochs, cursor: 0, globalStep },
     samplesPerSec: (samples * 1000) / trainWallMs, trainWallMs, samples, stoppedEarly,
+    ...(finalEvaluation ? { finalEvaluation } : {}),
   };
 }

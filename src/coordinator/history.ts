@@ -1,6 +1,8 @@
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
+import type { TrainingPosition } from './checkpoints.js';
 import type { EpochEvent, StepEvent } from './driver.js';
+import type { RecoveryOutcome } from './recovery-machine.js';
 
 /**
  * The run's recorded history, `history.jsonl` in the run directory: one JSON object per line, `type: "step"` or
@@ -25,7 +27,25 @@ export class HistoryWriter {
     this.append({ type: 'epoch', epoch: e.epoch, valAccuracy: e.validation?.accuracy ?? null, valLoss: e.validation?.loss ?? null, samplesPerSec: e.samplesPerSec, time: Date.now() - this.t0 });
   }
 
+  /**
+   * Training went back to `to` (a checkpoint restored after every worker was lost, or a coordinator resumed): every
+   * earlier `step` record with step > to.globalStep and every `epoch` record with epoch >= to.epoch is superseded by
+   * what follows. Readers apply rewind records in file order (report/write-report.ts readHistory, test/helpers/history.ts).
+   */
+  rewind(to: TrainingPosition, reason: string): void {
+    this.append({ type: 'rewind', toStep: to.globalStep, epoch: to.epoch, cursor: to.cursor, reason, time: Date.now() - this.t0 });
+  }
+
+  /** A membership change the run survived: what it was doing, the seconds it cost, the states recovery walked. */
+  recovery(outcome: RecoveryOutcome, runPhase: string): void {
+    this.append({
+      type: 'recovery', runPhase, secondsLost: outcome.detectSeconds + outcome.seconds, detectSeconds: outcome.detectSeconds, recoverSeconds: outcome.seconds, generation: outcome.generation, appliedStep: outcome.appliedStep,
+      restoredFromStep: outcome.restoredFrom?.globalStep ?? null, path: outcome.path, time: Date.now() - this.t0,
+    });
+  }
+
   private append(record: object): void {
     appendFileSync(this.path, `${JSON.stringify(record)}\n`);
   }
 }
+

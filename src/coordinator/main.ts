@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { Registry } from 'prom-client';
-import { runTrain, type Io, type TrainSummary } from './run.js';
+import { resumableCheckpoint, runTrain, type Io, type TrainSummary } from './run.js';
 import { startRemoteGroup } from './start-group.js';
 import { narrowConfig, trainConfigSchema, type CoordinatorConfig } from '../shared/core/config.js';
 import { componentLogger } from '../shared/core/log.js';
@@ -39,10 +39,13 @@ export async function runCoordinator(config: CoordinatorConfig, io: Io): Promise
   try {
     // Only the train keys: bind, targets file and the rest are this process's, not the run's (they would end up in
     // config.json, the checkpoint and every worker's welcome).
-    return await runTrain(narrowConfig(trainConfigSchema, config, { workers: config.minWorkers }), io, async (run) => {
+    // A coordinator restarted (pm2) over an unfinished run directory continues from its latest checkpoint (issue #14).
+    const resume = config.resume ?? (config.autoResume ? resumableCheckpoint(config.runDir) : undefined);
+    if (resume && !config.resume) log.warn({ resume }, `resuming the unfinished run in ${config.runDir} from ${resume}`);
+    return await runTrain(narrowConfig(trainConfigSchema, config, { workers: config.minWorkers, ...(resume ? { resume } : {}) }), io, async (run) => {
       const group = await startRemoteGroup(run, config.minWorkers, {
         bind: config.bind, elastic: config.elastic, joinTimeoutMs: config.joinTimeoutMs, stepTimeoutMs: config.stepTimeoutMs,
-        heartbeatTimeoutMs: config.heartbeatTimeoutMs, digestEvery: config.digestEvery, security, transportObserver: transportMetrics,
+        heartbeatTimeoutMs: config.heartbeatTimeoutMs, rejoinTimeoutMs: config.rejoinTimeoutMs, digestEvery: config.digestEvery, security, transportObserver: transportMetrics,
         onRejectedFrame: (reason) => metrics.rejectFrame(reason),
         onMembershipChange: (active, generation) => {
           metrics.workers.set(active.length);

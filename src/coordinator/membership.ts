@@ -17,6 +17,10 @@ export interface WorkerRecord {
   rank: number;
   leaving: boolean;
   lastSeen: number;
+  /** Working on an evaluation request: its event loop may be busy for a while, so a dropped connection alone does not shorten its silence limit. */
+  evaluating?: boolean;
+  /** When it was declared gone (epoch ms): with lastSeen, how long detection took. */
+  goneAt?: number;
 }
 
 /**

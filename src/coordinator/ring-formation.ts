@@ -31,7 +31,11 @@ export async function formRing(server: ControlServer, members: Membership, repli
   await server.broadcast(ring, (w) => ({ type: 'open-inbox', generation, ...predecessorKey(w) }), inboxReplies);
   const inboxes = await inboxReplies;
   const peers = ring.map((w) => inboxes.get(w.id)!.endpoint);
-  const ready = replies.collect('ring-ready', ring, requestTimeoutMs, `generation ${generation} ring barrier`, { match: (m) => m.generation === generation });
+  const ready = replies.collect('ring-ready', ring, requestTimeoutMs, `generation ${generation} ring barrier`, {
+    match: (m) => m.generation === generation,
+    // A worker whose ring barrier failed (a peer died during set-up) says so at once (step -1): re-plan now.
+    matchError: (e) => e.generation === generation && e.step === -1,
+  });
   await server.broadcast(ring, (w) => ({ type: 'ring', generation, rank: w.rank, worldSize: ring.length, peers, ...(ringKeys ? { keys: ringKeys } : {}) }), ready);
   await ready;
   members.activate(ring);

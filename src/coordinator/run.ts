@@ -1,4 +1,4 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { readCheckpoint, writeCheckpoint, type TrainingPosition } from './checkpoints.js';
 import { runTraining, type TrainEvents, type WorkerGroup } from './driver.js';
@@ -7,7 +7,7 @@ import { LocalWorkerGroup } from './local-group.js';
 import { createProgress } from './progress.js';
 import { initBackend } from '../shared/core/backend.js';
 import * as tf from '@tensorflow/tfjs';
-import { isExplicit, trainConfigSchema, type TrainConfig } from '../shared/core/config.js';
+import { isExplicit, parseCheckpointEvery, trainConfigSchema, type TrainConfig } from '../shared/core/config.js';
 import { MnistDdpError } from '../shared/core/errors.js';
 import { isModelName } from '../shared/model/zoo.js';
 import { loadModelDir } from '../shared/model/io.js';
@@ -37,7 +37,7 @@ import type { Io } from '../shared/core/io.js';
 export type { Io };
 
 /** Keys a resumed run takes from the new invocation; everything else (what defines the run) comes from the checkpoint. */
-const OPERATIONAL_KEYS = ['epochs', 'maxSteps', 'backend', 'workers', 'debug', 'json', 'report', 'runDir', 'resume'] as const;
+const OPERATIONAL_KEYS = ['epochs', 'maxSteps', 'backend', 'workers', 'debug', 'json', 'report', 'runDir', 'resume', 'checkpointEvery', 'keepCheckpoints'] as const;
 
 export function defaultRunDir(model: string): string {
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
@@ -120,7 +120,7 @@ export async function runTrain(
   writeFileSync(join(runDir, 'config.json'), JSON.stringify({ ...config, dataDir: plan.data.dataDir }, null, 2));
   log.info({ runDir, model: config.model, train: plan.train.length, validation: plan.validation.length, test: plan.test.length, start }, 'run prepared');
 
-  const group = makeGroup
+  const group: WorkerGroup = makeGroup
     ? await makeGroup(run)
     : config.workers > 0 && !config.debug
       ? await startLocalWorkerGroup(run, config.workers, config.backend)
@@ -129,12 +129,15 @@ export async function runTrain(
   const history = new HistoryWriter(join(runDir, 'history.jsonl'));
   const progress = createProgress({ tty: Boolean(process.stderr.isTTY) && !config.json, totalSamples: config.epochs * plan.train.length, log });
   let outcome;
-  let counts;
   let failure: unknown;
+  // A resumed run redoes the steps after its checkpoint: the records a dead coordinator wrote for them are superseded.
+  if (config.resume) history.rewind(start, 'resumed from a checkpoint');
   try {
     outcome = await runTraining(config, group, plan, start, {
       onStep: (e) => { history.step(e); progress.step(e); observers.onStep?.(e); },
       onEpoch: (e) => { history.epoch(e); progress.epoch(e); observers.onEpoch?.(e); },
+      onRewind: (to) => history.rewind(to, 'no surviving worker held the state; restored the latest checkpoint'),
+      onRecovered: (o, runPhase) => history.recovery(o, runPhase),
       checkpoint: async (position) => {
         const snapshot = await group.snapshot();
         replica.setAllWeights(snapshot.weights);
@@ -142,9 +145,10 @@ export async function runTrain(
           model: config.model, ...position, config: { ...config }, rng: { seed: config.seed, scheme: 'stateless: deriveSeed(seed, epoch, step, rank) per step' },
           layoutChecksum: replica.layout.checksum, weightsDigest: replica.digest(),
         });
+        keepCheckpoint(checkpointDir, join(runDir, 'checkpoints'), position.globalStep, config.keepCheckpoints);
+        group.setRestorePoint?.(snapshot, position);
       },
-    });
-    counts = await group.evaluate('test', DEFAULT_MISCLASSIFIED);
+    }, { checkpointEvery: parseCheckpointEvery(config.checkpointEvery), finalEvaluation: { split: 'test', mistakes: DEFAULT_MISCLASSIFIED } });
   } catch (err) {
     failure = err;
     throw err;
@@ -153,6 +157,7 @@ export async function runTrain(
     // Always release the workers (and child processes): a failed run must end, not hang on open sockets.
     await group.close(failure ? `the run failed: ${(failure as Error).message}` : 'training finished').catch(() => undefined);
   }
+  const counts = outcome.finalEvaluation!;
   const report = evaluationReport(counts.confusion, counts.lossSum);
   writeFileSync(join(runDir, 'eval.json'), JSON.stringify({ ...report, misclassified: counts.mistakes }, null, 2));
   if (!config.json) io.stdout(formatEvaluation(report, 'test'));
@@ -170,4 +175,27 @@ export async function runTrain(
   }
   io.stdout(config.json ? JSON.stringify(summary) : `\ntrained ${config.model} for ${summary.epochs} epoch(s) in ${summary.wallSeconds} s at ${summary.samplesPerSec} samples/s; checkpoint: ${checkpointDir}`);
   return summary;
+}
+
+/**
+ * Copies the checkpoint just written into `<run>/checkpoints/step-<N>` (staged and renamed, so never half there) and
+ * removes all but the newest `keep` of them.
+ */
+function keepCheckpoint(latest: string, dir: string, globalStep: number, keep: number): void {
+  mkdirSync(dir, { recursive: true });
+  const name = `step-${String(globalStep).padStart(9, '0')}`;
+  const staging = join(dir, `.${name}.staging-${process.pid}`);
+  rmSync(staging, { recursive: true, force: true });
+  cpSync(latest, staging, { recursive: true });
+  rmSync(join(dir, name), { recursive: true, force: true });
+  renameSync(staging, join(dir, name));
+  const all = readdirSync(dir).filter((n) => /^step-\d+$/.test(n)).sort();
+  for (const old of all.slice(0, Math.max(0, all.length - keep))) rmSync(join(dir, old), { recursive: true, force: true });
+}
+
+/** The checkpoint an unfinished run directory can continue from (a coordinator restarted by pm2), if any. */
+export function resumableCheckpoint(runDir: string | undefined): string | undefined {
+  if (!runDir) return undefined;
+  const dir = join(runDir, 'checkpoint');
+  return existsSync(join(dir, 'state.json')) && !existsSync(join(runDir, 'eval.json')) ? dir : undefined;
 }

@@ -21,6 +21,8 @@ interface Waiter {
   accept(peer: string, message: WorkerMessage): boolean;
   /** Settles the wait with `err` (the group is closing). */
   abort(err: Error): void;
+  /** Fails the wait at once when `worker` is one it still waits for (declared gone): no deadline to run out. */
+  lost(worker: WorkerRecord, why: string): void;
 }
 
 /** "rank 1 (worker 3, host-b pid 4242), …": how a log line or an error names workers. */
@@ -78,6 +80,11 @@ export class ReplyCollector {
           return true;
         },
         abort: (err) => finish(err),
+        lost: (w, why) => {
+          if (settled || !workers.includes(w) || got.has(w.id)) return;
+          finish(new MnistDdpError('PEER_LOST', `${what}: rank ${w.rank} (worker ${w.id}, ${w.host} pid ${w.pid}) is gone: ${why}`,
+            { rank: w.rank, missingRanks: [w.rank], recoverable: elastic }));
+        },
       };
       /** Starts the deadline; a wait that already settled (or a closed group) has none to start. */
       const arm = (): void => {
@@ -90,7 +97,10 @@ export class ReplyCollector {
         }, timeoutMs);
       };
       this.waiters.add(waiter);
-      if (workers.length === 0) finish();
+      // A worker declared gone before this wait began is as good as lost now (no deadline to run out).
+      const gone = workers.find((w) => w.status === 'gone');
+      if (gone) waiter.lost(gone, 'declared gone earlier');
+      else if (workers.length === 0) finish();
       else if (options.armAfter) void options.armAfter.then(arm, arm);
       else arm();
     });
@@ -100,6 +110,11 @@ export class ReplyCollector {
   offer(peer: string, message: WorkerMessage): boolean {
     for (const waiter of this.waiters) if (waiter.accept(peer, message)) return true;
     return false;
+  }
+
+  /** A worker was declared gone: every wait still expecting a reply from it fails now (PEER_LOST, recoverable if elastic). */
+  memberLost(worker: WorkerRecord, why: string): void {
+    for (const waiter of [...this.waiters]) waiter.lost(worker, why);
   }
 
   /** Settles every pending wait with `err`: orders still in flight end now, not at their deadlines. */

@@ -31,6 +31,8 @@ export interface CoordinatorOptions {
   stepTimeoutMs: number;
   heartbeatTimeoutMs: number;
   digestEvery: number;
+  /** With every worker gone, how long recovery waits for a joiner (default 60 s). */
+  rejoinTimeoutMs?: number;
   onMembershipChange?: RemoteGroupOptions['onMembershipChange'];
   /** Called for every control frame the coordinator drops; feeds mnistddp_rejected_frames_total. */
   onRejectedFrame?: (reason: ControlRejectReason) => void;
@@ -69,11 +71,12 @@ export async function startRemoteGroup(run: GroupStart, workers: number, coordin
     group = new RemoteWorkerGroup(server, {
       config: { ...run.config }, model: run.config.model, layout: run.replica.layout, requestTimeoutMs: REQUEST_TIMEOUT_MS,
       stepTimeoutMs: coordinator.stepTimeoutMs, heartbeatTimeoutMs: coordinator.heartbeatTimeoutMs, digestEvery: coordinator.digestEvery, elastic: coordinator.elastic, log,
+      ...(coordinator.rejoinTimeoutMs ? { rejoinTimeoutMs: coordinator.rejoinTimeoutMs } : {}),
       curve: coordinator.security.mode === 'curve',
       ...(coordinator.onMembershipChange ? { onMembershipChange: coordinator.onMembershipChange } : {}),
       ...(coordinator.onClosed ? { onClosed: coordinator.onClosed } : {}),
     });
-    await group.start(workers, coordinator.joinTimeoutMs, initial, run.start.globalStep - 1);
+    await group.start(workers, coordinator.joinTimeoutMs, initial, run.start.globalStep - 1, run.start);
     return group;
   } catch (err) {
     if (group) {

@@ -70,6 +70,13 @@ export function readHistory(file: string): { steps: StepRecord[]; epochs: EpochR
       if (!parsed.success) throw invalid(file, `line ${i + 1}: ${issues(parsed.error)}`);
       const r = parsed.data;
       epochs.push({ epoch: r.epoch, valAccuracy: r.valAccuracy, valLoss: r.valLoss, time: r.time });
+    } else if (type === 'rewind') {
+      // Training went back to a checkpoint (issue #14): the records of the steps and epochs it redoes are superseded.
+      const r = value as { toStep?: unknown; epoch?: unknown };
+      const toStep = typeof r.toStep === 'number' ? r.toStep : 0;
+      const epoch = typeof r.epoch === 'number' ? r.epoch : 0;
+      for (let k = steps.length - 1; k >= 0; k--) if (steps[k]!.step > toStep) steps.splice(k, 1);
+      for (let k = epochs.length - 1; k >= 0; k--) if (epochs[k]!.epoch >= epoch) epochs.splice(k, 1);
     }
   });
   return { steps, epochs };

@@ -83,7 +83,8 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
     req.on('end', () => {
       if (!over) resolve(Buffer.concat(chunks));
     });
-    req.on('error', (err) => reject(err));
+    // A request stream fails only when its connection does ('aborted', ECONNRESET): nobody is left to answer.
+    req.on('error', () => reject(new ClientGone()));
     req.on('close', () => {
       if (!req.complete) reject(new ClientGone());
     });

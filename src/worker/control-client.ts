@@ -23,6 +23,7 @@ export class ControlClient {
   private wake: (() => void) | undefined;
   private readonly sender: SerialSender<Buffer>;
   private closed = false;
+  private onAbort: ((m: Extract<CoordinatorMessage, { type: 'abort' }>) => void) | undefined;
   /** Set when the coordinator refused this worker's handshake: `next` fails with it instead of waiting. */
   private refused: MnistDdpError | undefined;
 
@@ -47,6 +48,14 @@ export class ControlClient {
     dealer.events.on('handshake:error:protocol', (e) => refused(e.error.code ?? e.error.message));
     dealer.connect(coordinator);
     return client;
+  }
+
+  /**
+   * `abort` (a generation is over) is handled as it arrives, not queued: the worker's message loop may be blocked
+   * in the very all-reduce the abort must end (issue #14).
+   */
+  onGenerationAbort(handler: (m: Extract<CoordinatorMessage, { type: 'abort' }>) => void): void {
+    this.onAbort = handler;
   }
 
   send(message: WorkerMessage): Promise<void> {
@@ -83,6 +92,12 @@ export class ControlClient {
           this.log.warn({ problem: parsed.problem }, `rejected a control frame: ${parsed.problem}`);
           continue;
         }
+        if (parsed.message.type === 'abort') {
+          this.onAbort?.(parsed.message);
+          continue;
+        }
+        // hello-again ends whatever the worker waits in as well (it is no member of any ring any more), then queues.
+        if (parsed.message.type === 'hello-again') this.onAbort?.({ type: 'abort', generation: Number.MAX_SAFE_INTEGER, reason: parsed.message.reason });
         this.queue.push(parsed.message);
         this.wake?.();
       }

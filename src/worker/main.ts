@@ -70,9 +70,25 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
   let reducer: AllReducer = new LocalReducer();
   // Opened on open-inbox, handed to the ring on `ring`; closed here if the run ends in between.
   let inbox: Awaited<ReturnType<typeof openRingInbox>> | undefined;
+  // Which generation the current reducer serves; an `abort` for it (or a later one) closes it, which ends the
+  // all-reduce this worker may be waiting in now instead of at its ring timeout (issue #14).
+  let ringGeneration = -1;
+  let failedGeneration = -1;
+  // The ring being connected (its start-up barrier), with the generation it is for.
+  let connecting: { generation: number; controller: AbortController } | undefined;
+  client.onGenerationAbort((m) => {
+    if (connecting && connecting.generation <= m.generation) connecting.controller.abort();
+    if (m.generation < ringGeneration) return;
+    failedGeneration = Math.max(failedGeneration, m.generation);
+    log.warn({ generation: m.generation, reason: m.reason }, `generation ${m.generation} aborted by the coordinator: ${m.reason}`);
+    void reducer.close().catch(() => undefined);
+  });
   try {
+    session: for (;;) {
     await client.send({ type: 'hello', protocolVersion: PROTOCOL_VERSION, host: advertiseHost, pid: process.pid, instance, metricsPort: metricsServer?.port ?? 0, ...(ringKeys ? { ringKey: ringKeys.publicKey } : {}) });
-    const welcome = await client.next(cfg.coordinatorTimeoutMs);
+    let welcome = await client.next(cfg.coordinatorTimeoutMs);
+    // Left over from before this hello (a restarted coordinator asks once per heartbeat): not an answer to it.
+    while (welcome.type === 'hello-again') welcome = await client.next(cfg.coordinatorTimeoutMs);
     if (welcome.type === 'reject') return fail(log, welcome);
     if (welcome.type !== 'welcome') throw new MnistDdpError('FRAME_UNEXPECTED', `expected welcome from the coordinator at ${cfg.coordinator}, got ${welcome.type}`, { type: welcome.type });
     const workerId = welcome.workerId;
@@ -80,12 +96,11 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
     const config = trainConfigSchema.parse({ ...welcome.config, ...(cfg.dataDir ? { dataDir: cfg.dataDir } : {}) });
     const replica = await Replica.create({ model: config.model, seed: config.seed, freeze: config.freeze, optimizer: optimizerConfigOf(config) });
     const plan = planDataset(config);
-    const core = new WorkerCore(replica, plan, { seed: config.seed, batchSize: config.batchSize, augment: config.augment }, reducer);
+    const core = new WorkerCore(replica, plan, { seed: config.seed, batchSize: config.batchSize, augment: config.augment, anomaly: { onAnomaly: config.onAnomaly, anomalyFactor: config.anomalyFactor, log } }, reducer);
     await client.send({ type: 'join', workerId, model: config.model, layoutChecksum: replica.layout.checksum, shapes: describeLayout(replica.layout) });
     heartbeat = setInterval(() => void client.send({ type: 'heartbeat', workerId }).catch(() => undefined), 1000);
     let appliedStep = -1;
     let generation = -1;
-    let failedGeneration = -1;
     for (;;) {
       const m = await client.next(cfg.coordinatorTimeoutMs);
       switch (m.type) {
@@ -104,19 +119,40 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
           break;
         }
         case 'ring': {
+          if (m.generation <= failedGeneration) {
+            // Aborted before this worker got to it (the abort overtakes queued orders): do not wait on its barrier.
+            inbox?.close();
+            inbox = undefined;
+            await client.send({ type: 'worker-error', generation: m.generation, step: -1, code: 'PEER_LOST', message: `generation ${m.generation} was aborted before its ring formed` });
+            break;
+          }
           const previous = reducer;
           if (m.worldSize === 1) {
             inbox?.close();
             reducer = new LocalReducer();
           } else {
-            reducer = await RingAllReducer.connect(
+            // A peer lost during the ring's start-up barrier: say so at once (step -1) and wait for the next
+            // generation, instead of exiting.
+            connecting = { generation: m.generation, controller: new AbortController() };
+            const connected = await RingAllReducer.connect(
               { rank: m.rank, worldSize: m.worldSize, generation: m.generation, peers: m.peers, timeoutMs: cfg.ringTimeoutMs },
               {
                 inbox, logger: log, onRejectedFrame: (err) => metrics?.rejectFrame(rejectReasonOf(err.code)),
                 ...(ringKeys ? { curve: { keyPair: ringKeys, peerKeys: m.keys ?? [] } } : {}),
+                signal: connecting.controller.signal,
               },
-            );
+            ).catch((err: Error & { code?: string }) => err);
+            connecting = undefined;
+            if (connected instanceof Error) {
+              inbox = undefined;
+              failedGeneration = m.generation;
+              log.warn({ generation: m.generation, err: connected.message }, `ring of generation ${m.generation} failed to form: ${connected.message}`);
+              await client.send({ type: 'worker-error', generation: m.generation, step: -1, code: connected.code ?? 'PEER_LOST', message: connected.message });
+              break;
+            }
+            reducer = connected;
           }
+          ringGeneration = m.generation;
           inbox = undefined;
           await previous.close();
           core.setReducer(reducer);
@@ -141,6 +177,8 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
             const report = await core.runStep(m);
             appliedStep = m.step;
             await client.send({ type: 'step-done', generation: m.generation, ...report, step: m.step, ...(m.digest ? { digest: replica.digest() } : {}) });
+            // --on-anomaly evict: every rank reached the same verdict; each asks for the others named to be dropped.
+            if (config.onAnomaly === 'evict') for (const rank of report.anomaly?.ranks.filter((r) => r !== core.rank) ?? []) await client.send({ type: 'leave', reason: `anomalous gradients at step ${m.step}: ${report.anomaly!.reasons.join('; ')}`, rank });
             // After the report: the coordinator (and the next step's order) need not wait for the serialisation.
             if (metrics) {
               recordStep(metrics, report, m, plan.train.length, replica.layout.bufferLength * 4, core.worldSize);
@@ -171,7 +209,20 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
         case 'welcome':
           log.warn('ignoring a second welcome');
           break;
+        case 'hello-again':
+          // The coordinator restarted, or declared this worker gone while it was stopped: rejoin as a new worker.
+          log.warn({ reason: m.reason }, `the coordinator asks this worker to say hello again: ${m.reason}`);
+          clearInterval(heartbeat);
+          heartbeat = undefined;
+          inbox?.close();
+          inbox = undefined;
+          await reducer.close().catch(() => undefined);
+          reducer = new LocalReducer();
+          ringGeneration = -1;
+          failedGeneration = -1;
+          continue session;
       }
+    }
     }
   } catch (err) {
     if (isMnistDdpError(err)) {

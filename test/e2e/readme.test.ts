@@ -4,20 +4,20 @@ import type { z } from 'zod';
 import { CLI_REFERENCE_PATH, README_PATH, cliHelp, cliReference, helpTree, usageIn, usageSection } from '../../scripts/readme-usage.js';
 import {
   benchConfigSchema, coordinatorConfigSchema, dataConfigSchema, defaultOf, evalConfigSchema, exportConfigSchema, reportConfigSchema, serveConfigSchema,
-  trainConfigSchema, transferConfigSchema, workerConfigSchema,
+  chaosConfigSchema, trainConfigSchema, transferConfigSchema, workerConfigSchema,
 } from '../../src/shared/core/config.js';
 import { runCli } from '../helpers/cli.js';
 
 // The README's usage section must cover every command and flag the CLI has (issue #3: "Keep it true").
 const README = readFileSync(README_PATH, 'utf8');
 const CLI_REFERENCE = readFileSync(CLI_REFERENCE_PATH, 'utf8');
-const COMMANDS = [['train'], ['finetune'], ['eval'], ['bench'], ['data'], ['coordinator'], ['worker'], ['keygen'], ['export'], ['serve'], ['report'], ['experiment', 'transfer']];
+const COMMANDS = [['train'], ['finetune'], ['eval'], ['bench'], ['data'], ['coordinator'], ['worker'], ['keygen'], ['export'], ['serve'], ['report'], ['experiment', 'transfer'], ['chaos']];
 
 /** The config schema each command resolves its flags with (cli.ts's configOf calls). */
 const SCHEMAS: Record<string, z.ZodObject<z.ZodRawShape>> = {
   train: trainConfigSchema, finetune: trainConfigSchema, coordinator: coordinatorConfigSchema, worker: workerConfigSchema, bench: benchConfigSchema,
   eval: evalConfigSchema, export: exportConfigSchema, serve: serveConfigSchema, report: reportConfigSchema, data: dataConfigSchema,
-  'experiment transfer': transferConfigSchema,
+  'experiment transfer': transferConfigSchema, chaos: chaosConfigSchema,
 };
 
 /** The options of a help text: flag → description, wrapped lines joined. */
@@ -55,7 +55,7 @@ describe('README', () => {
   });
 
   // Issue #12: the usage section is the real --help output, defaults included, so a changed default cannot leave it stale.
-  it('holds, between its usage markers, exactly the --help output of the program and of train', async () => {
+  it("holds, between its usage markers, exactly the program's --help output", async () => {
     expect(usageIn(README), 'README.md usage section differs from `mnist-ddp … --help`: run `npm run readme:usage` to regenerate it').toBe(await usageSection(helpOf));
   });
 

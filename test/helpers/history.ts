@@ -17,9 +17,34 @@ export interface StepRecord {
   samplesPerSec: number;
 }
 
-/** The step records of `runDir`/history.jsonl so far, in order; [] before the file exists. */
+/**
+ * The step records of `runDir`/history.jsonl so far, in order; [] before the file exists. A `rewind` record (training
+ * went back to a checkpoint, issue #14) drops the earlier records of the steps after it: they are redone.
+ */
 export function readSteps(runDir: string): StepRecord[] {
+  const steps: StepRecord[] = [];
+  for (const r of readRecords(runDir)) {
+    if (r.type === 'step') steps.push(r as unknown as StepRecord);
+    else if (r.type === 'rewind') {
+      const toStep = r.toStep as number;
+      while (steps.length > 0 && steps.at(-1)!.step > toStep) steps.pop();
+    }
+  }
+  return steps;
+}
+
+/** Every record of `runDir`/history.jsonl (a torn last line is skipped). */
+export function readRecords(runDir: string): Array<{ type: string; [key: string]: unknown }> {
   const file = join(runDir, 'history.jsonl');
   if (!existsSync(file)) return [];
-  return readFileSync(file, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { type: string }).filter((r): r is StepRecord => r.type === 'step');
+  const out: Array<{ type: string; [key: string]: unknown }> = [];
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    if (!line.trim()) continue;
+    try {
+      out.push(JSON.parse(line) as { type: string });
+    } catch {
+      // the line being written
+    }
+  }
+  return out;
 }

@@ -156,7 +156,7 @@ describe('elastic recovery after a failed step', () => {
     expect([group.worldSize, group.generation]).toEqual([2, 1]);
     const silentAt = Date.now();
     workers[1]!.silence();
-    const applied = await group.recover(7);
+    const { appliedStep: applied } = await group.recover(7);
     const waited = Date.now() - silentAt;
     // Silent for > 2000 ms (half the timeout) ends the wait; the 4000 ms deadline does not come into it.
     expect(waited).toBeGreaterThanOrEqual(2000);
@@ -173,7 +173,7 @@ describe('elastic recovery after a failed step', () => {
     const workers = [fakeWorker(endpoint, 3), fakeWorker(endpoint, 2)];
     await group.start(2, 5000, state(0), -1);
     const t0 = Date.now();
-    const applied = await group.recover(4);
+    const { appliedStep: applied } = await group.recover(4);
     expect(Date.now() - t0).toBeGreaterThanOrEqual(1000);
     // The survivor that applied the fewest steps is the source.
     expect(applied).toBe(2);

@@ -1,3 +1,4 @@
+import type { RecoveryOutcome } from '../../src/coordinator/recovery-machine.js';
 import { describe, expect, it } from 'vitest';
 import { runTraining, type StepEvent, type StepOrder, type StepResult, type TrainOutcome, type WorkerGroup } from '../../src/coordinator/driver.js';
 import { trainConfigSchema } from '../../src/shared/core/config.js';
@@ -82,11 +83,11 @@ class ScriptedGroup implements WorkerGroup {
     this.changePending = false;
   }
 
-  async recover(): Promise<number> {
+  async recover(): Promise<RecoveryOutcome> {
     expect(this.inFlight).toBe(0);
     this.generation = 2;
     this.worldSize = 1;
-    return this.applied.at(-1)?.step ?? -1;
+    return { appliedStep: this.applied.at(-1)?.step ?? -1, generation: 2, seconds: 0, detectSeconds: 0, path: ['detect', 'drop', 'join', 'snapshot', 'ring-set-up', 'state-transfer', 'ready'] };
   }
 
   async evaluate(): Promise<never> {

@@ -6,6 +6,7 @@ import { MODEL_NAMES } from '../model/zoo.js';
 import { OPTIMIZER_NAMES } from '../train/optimizers.js';
 import { QUANTIZE_DTYPES } from '../model/quantize.js';
 import { SCHEDULE_NAMES } from '../train/lr-schedule.js';
+import { ANOMALY_RESPONSES } from '../train/gradient-health.js';
 
 /**
  * The one place that reads the environment. Every process builds one frozen config from, in order of precedence:
@@ -52,12 +53,29 @@ export const trainConfigSchema = z.object({
   freezeUntil: z.string().optional(),
   newHead: bool.default(false),
   maxSteps: int(0).optional(),
+  /** Periodic checkpoints (issue #14): every N committed steps ("200") or every T seconds ("60s"); epoch ends always. */
+  checkpointEvery: z.string().regex(/^[1-9]\d*s?$/, 'expected a step count (200) or seconds (60s)').optional(),
+  /** Periodic checkpoints kept under <run>/checkpoints/ (the latest is also <run>/checkpoint). */
+  keepCheckpoints: int(1).default(3),
   trainSubset: int(1).optional(),
   workers: int(0).max(64).default(0),
+  /**
+   * A rank whose loss is not finite or whose gradient norm is far outside the others' (issue #15): skip the step on
+   * every rank with a warning naming it (default: training goes on, nothing bad is applied), evict it as well, or fail.
+   */
+  onAnomaly: z.enum(ANOMALY_RESPONSES).default('skip'),
+  /** Times the median per-sample gradient norm over which a rank is named (three ranks or more). */
+  anomalyFactor: num().gt(1).default(100),
   debug: bool.default(false),
   json,
   report: bool.default(true),
 });
+/** `--checkpoint-every` as steps or seconds. */
+export function parseCheckpointEvery(spec: string | undefined): { steps?: number; seconds?: number } {
+  if (!spec) return {};
+  return spec.endsWith('s') ? { seconds: Number(spec.slice(0, -1)) } : { steps: Number(spec) };
+}
+
 export type TrainConfig = Readonly<z.infer<typeof trainConfigSchema>>;
 
 export function envName(key: string): string {
@@ -260,6 +278,33 @@ const transportSecurity = {
   insecure: bool.default(false),
 };
 
+const duration = z.string().regex(/^[1-9]\d*(ms|s|m)$/, 'expected a duration such as 500ms, 10s or 2m');
+
+/** A duration flag ("500ms", "10s", "2m") in milliseconds. */
+export function durationMs(spec: string): number {
+  const n = Number(/^\d+/.exec(spec)![0]);
+  return spec.endsWith('ms') ? n : spec.endsWith('m') ? n * 60_000 : n * 1000;
+}
+
+/**
+ * `mnist-ddp chaos` (issue #14): fault injection for operators rehearsing preemptions. It signals one random process
+ * of the given set every --kill-every (jittered ±50 %, seeded); it does nothing unless run.
+ */
+export const chaosConfigSchema = z.object({
+  killEvery: duration,
+  /** Processes to pick from: explicit pids, or a pm2 app's processes (pm2 jlist), re-read before every kill. */
+  pids: list.default([]),
+  pm2App: z.string().min(1).optional(),
+  signal: z.enum(['SIGKILL', 'SIGTERM', 'SIGSTOP']).default('SIGKILL'),
+  /** SIGSTOP only: send SIGCONT after this long (a straggler, not a death). */
+  thawAfter: duration.default('2s'),
+  duration: duration.default('10m'),
+  maxKills: int(1).optional(),
+  seed: int(0).default(1),
+  json,
+});
+export type ChaosConfig = Readonly<z.infer<typeof chaosConfigSchema>>;
+
 /** `mnist-ddp keygen`: a new cluster key directory. */
 export const keygenConfigSchema = z.object({ out: requiredPath });
 export type KeygenConfig = Readonly<z.infer<typeof keygenConfigSchema>>;
@@ -296,6 +341,10 @@ export const coordinatorConfigSchema = trainConfigSchema.extend({
   joinTimeoutMs: int(1000).default(600_000),
   stepTimeoutMs: int(1000).default(60_000),
   heartbeatTimeoutMs: int(500).default(5_000),
+  /** With every worker gone, how long recovery waits for a joiner before failing the run. */
+  rejoinTimeoutMs: int(1000).default(60_000),
+  /** Without --resume, continue from <run-dir>/checkpoint when it exists and the run has no eval.json (pm2 restarts). */
+  autoResume: bool.default(true),
   digestEvery: int(0).default(50),
   elastic: bool.default(true),
   /** Loopback unless asked, as the worker's metricsHost. */

@@ -21,6 +21,7 @@ export const ERROR_CODES = {
   CHECKPOINT_INVALID: 'a checkpoint directory is missing files or is inconsistent',
   // training numerics
   NON_FINITE_GRADIENT: 'a gradient or loss became NaN or infinite',
+  GRADIENT_ANOMALY: 'a rank\'s gradient norm is far outside the other ranks\' or its loss is not finite (--on-anomaly fail)',
   // distributed protocol
   FRAME_MALFORMED: 'a network frame could not be decoded or failed validation',
   FRAME_STALE: 'a network frame belongs to an older generation or step',

@@ -76,6 +76,9 @@ export class Evaluator {
         if (options.predictions) options.predictions[start + i] = predicted;
         if (keep > 0 && label !== predicted) mistakes.push({ index: ids[i]!, label, predicted, confidence: conf[i]! });
       }
+      // A macrotask turn per batch: on wasm `data()` resolves as a microtask, and without this a worker's heartbeat
+      // timer could not fire during a whole evaluation (the coordinator would declare it gone; issue #14).
+      await new Promise<void>((resolve) => setTimeout(resolve, 0));
       // Bounded memory on large splits: trim now and then, the final sort below decides the order.
       if (mistakes.length > 4 * keep) mistakes.sort((a, b) => b.confidence - a.confidence).length = keep;
     }

@@ -7,7 +7,7 @@ import { epochOrder, evalSlice, rankSlice } from '../data/shard-plan.js';
 import type { AllReducer } from './reducer.js';
 import type { EvaluationCounts } from './evaluator.js';
 import type { Replica } from './replica.js';
-import { TrainStep } from './step.js';
+import { TrainStep, type AnomalyPolicy } from './step.js';
 import type { EvalSplit, ReplicaSnapshot, StepPlan, StepReport } from '../wire/control-payloads.js';
 
 // The control plane's records are declared by their wire schemas; re-exported for the code that runs them.
@@ -28,10 +28,10 @@ export class WorkerCore {
   constructor(
     readonly replica: Replica,
     private readonly plan: DatasetPlan,
-    private readonly options: { seed: number; batchSize: number; augment: boolean },
+    private readonly options: { seed: number; batchSize: number; augment: boolean; anomaly?: AnomalyPolicy },
     private reducer: AllReducer,
   ) {
-    this.step = new TrainStep(replica, reducer);
+    this.step = new TrainStep(replica, reducer, options.anomaly);
     this.buffers = { x: new Float32Array(options.batchSize * IMAGE_PIXELS), y: new Int32Array(options.batchSize) };
   }
 
@@ -46,7 +46,7 @@ export class WorkerCore {
   /** Swaps the reducer when the ring is re-formed (new generation); the caller closes the old one. */
   setReducer(reducer: AllReducer): void {
     this.reducer = reducer;
-    this.step = new TrainStep(this.replica, reducer);
+    this.step = new TrainStep(this.replica, reducer, this.options.anomaly);
   }
 
   private epochOrder(epoch: number): Int32Array {
@@ -78,6 +78,7 @@ export class WorkerCore {
     return {
       rank: this.rank, loss: outcome.loss, globalCount: outcome.globalCount, localCount: batch.size,
       computeMs: outcome.computeMs, allReduceMs: outcome.allReduceMs, applyMs: outcome.applyMs,
+      ...(outcome.anomaly ? { anomaly: outcome.anomaly } : {}),
     };
   }
 

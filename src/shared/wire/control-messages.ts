@@ -60,7 +60,11 @@ export const workerErrorMessage = z.object({
   message: z.string(),
   missingRank: uint.optional(),
 });
-export const leaveMessage = z.object({ type: z.literal('leave'), reason: z.string() });
+/**
+ * This worker leaves at the next step boundary, or, with `rank`, asks that the worker holding that rank of the current
+ * ring be evicted there (--on-anomaly evict named it for anomalous gradients, issue #15).
+ */
+export const leaveMessage = z.object({ type: z.literal('leave'), reason: z.string(), rank: uint.optional() });
 /** Sent every second between steps; the coordinator declares a worker gone when it stays silent. */
 export const heartbeatMessage = z.object({ type: z.literal('heartbeat'), workerId: uint });
 
@@ -79,12 +83,23 @@ export const stepMessage = stepPlanSchema.extend({ type: z.literal('step'), dige
 export const evaluateMessage = z.object({ type: z.literal('evaluate'), requestId: uint, split: evalSplitSchema, mistakes: uint });
 export const snapshotRequestMessage = z.object({ type: z.literal('snapshot-request'), requestId: uint });
 export const stopMessage = z.object({ type: z.literal('stop'), reason: z.string() });
+/**
+ * Generation `generation` is over (a member was lost): a worker ends the all-reduce it is waiting in now, instead of
+ * running out its ring timeout, and answers the orders queued behind it as failed (issue #14).
+ */
+export const abortMessage = z.object({ type: z.literal('abort'), generation: uint, reason: z.string() });
+/**
+ * This coordinator does not know the sender (it restarted, or declared the worker gone): say hello again and rejoin
+ * as a new worker (issue #14).
+ */
+export const helloAgainMessage = z.object({ type: z.literal('hello-again'), reason: z.string() });
 
 export const workerToCoordinator = z.discriminatedUnion('type', [
   helloMessage, joinMessage, inboxMessage, ringReadyMessage, stepDoneMessage, evaluationMessage, snapshotMessage, workerErrorMessage, leaveMessage, heartbeatMessage,
 ]);
 export const coordinatorToWorker = z.discriminatedUnion('type', [
   welcomeMessage, admittedMessage, rejectMessage, openInboxMessage, ringMessage, loadStateMessage, stepMessage, evaluateMessage, snapshotRequestMessage, stopMessage,
+  abortMessage, helloAgainMessage,
 ]);
 
 export type WorkerMessage = z.infer<typeof workerToCoordinator>;

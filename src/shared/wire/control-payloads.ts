@@ -36,6 +36,8 @@ export const stepReportSchema = z.object({
   computeMs: finite,
   allReduceMs: finite,
   applyMs: finite,
+  /** Set when the step was skipped on every rank for anomalous gradients (issue #15): the ranks named and why. */
+  anomaly: z.object({ ranks: z.array(uint), reasons: z.array(z.string()) }).optional(),
 });
 export type StepReport = z.infer<typeof stepReportSchema>;
 
