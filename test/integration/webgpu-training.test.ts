@@ -1,6 +1,7 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { probeWebgpu, WEBGPU_RUNNER as RUNNER } from '../helpers/webgpu-probe.js';
 import { describe, expect, it } from 'vitest';
 import { MODEL_NAMES } from '../../src/shared/model/zoo.js';
 import type { GradsResult, RunnerJob } from './webgpu-runner.js';
@@ -11,22 +12,8 @@ import type { GradsResult, RunnerJob } from './webgpu-runner.js';
  * without any adapter these tests are reported as skipped and the reason is printed.
  */
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const RUNNER = join(ROOT, 'test/integration/webgpu-runner.ts');
 
-interface Probe { ok: boolean; code?: string; message?: string; adapter?: { description: string } }
-const probe: Probe = (() => {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', RUNNER], { cwd: ROOT, input: '{"task":"probe"}', encoding: 'utf8', timeout: 60_000 });
-  try {
-    return JSON.parse(r.stdout.trim().split('\n').pop() ?? '') as Probe;
-  } catch {
-    return { ok: false, code: 'PROBE_FAILED', message: `probe exited ${r.status}: ${r.stderr.slice(-500)}` };
-  }
-})();
-// CI installs a software GPU (scripts/install-mesa-backports.sh) and sets this, so a missing adapter there fails.
-if (!probe.ok && process.env.MNIST_DDP_TEST_REQUIRE_WEBGPU === '1') {
-  throw new Error(`[webgpu-training.test] MNIST_DDP_TEST_REQUIRE_WEBGPU=1 but no WebGPU adapter: ${probe.code}: ${probe.message}`);
-}
-if (!probe.ok) console.warn(`[webgpu-training.test] skipped: no WebGPU adapter: ${probe.code}: ${probe.message}`);
+const probe = probeWebgpu('webgpu-training.test');
 
 function runJob<T>(job: RunnerJob, timeoutMs: number): Promise<T> {
   return new Promise((resolve, reject) => {

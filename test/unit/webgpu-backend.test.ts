@@ -3,6 +3,7 @@ import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, write
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { probeWebgpu } from '../helpers/webgpu-probe.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { describeAdapter } from '../../src/shared/core/webgpu.js';
 import { runCli } from '../helpers/cli.js';
@@ -12,24 +13,9 @@ import { runCli } from '../helpers/cli.js';
  * process; without one those tests are reported as skipped and the reason is printed, never passed silently.
  */
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const RUNNER = join(ROOT, 'test/integration/webgpu-runner.ts');
 
-interface Probe { ok: boolean; code?: string; message?: string; adapter?: { vendor: string; architecture: string; description: string; software: boolean } }
-
-const probe: Probe = (() => {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', RUNNER], { cwd: ROOT, input: '{"task":"probe"}', encoding: 'utf8', timeout: 60_000 });
-  try {
-    return JSON.parse(r.stdout.trim().split('\n').pop() ?? '') as Probe;
-  } catch {
-    return { ok: false, code: 'PROBE_FAILED', message: `probe exited ${r.status}: ${r.stderr.slice(-500)}` };
-  }
-})();
+const probe = probeWebgpu('webgpu-backend.test');
 const packagesInstalled = probe.ok || probe.code !== 'BACKEND_UNAVAILABLE';
-// CI installs a software GPU (scripts/install-mesa-backports.sh) and sets this, so a missing adapter there fails.
-if (!probe.ok && process.env.MNIST_DDP_TEST_REQUIRE_WEBGPU === '1') {
-  throw new Error(`[webgpu-backend.test] MNIST_DDP_TEST_REQUIRE_WEBGPU=1 but no WebGPU adapter: ${probe.code}: ${probe.message}`);
-}
-if (!probe.ok) console.warn(`[webgpu-backend.test] tests that need a WebGPU adapter are skipped: ${probe.code}: ${probe.message}`);
 
 const QUICK_BENCH = ['bench', '--model', 'mlp', '--batch-size', '8', '--steps', '4', '--windows', '1', '--warmup', '1', '--json'];
 
