@@ -158,11 +158,11 @@ program
 const coordinator = optionsOf(coordinatorConfigSchema);
 addTrainOptions(program.command('coordinator').description('the control plane for independently started workers (pm2, other machines); elastic'), coordinatorConfigSchema, { workers: false })
   .addOption(coordinator('--bind <endpoint>', 'control socket; tcp://0.0.0.0:5555 for workers on other machines'))
-  .addOption(coordinator('--min-workers <n>', 'workers to wait for before the first step'))
+  .addOption(coordinator('--min-workers <n>', 'workers the run needs: waited for before the first step, and again (see --rejoin-timeout-ms) whenever fewer remain'))
   .addOption(coordinator('--join-timeout-ms <n>', 'how long to wait for them'))
   .addOption(coordinator('--step-timeout-ms <n>', 'deadline for every worker to finish a step'))
   .addOption(coordinator('--heartbeat-timeout-ms <n>', 'a silent worker is declared gone after this'))
-  .addOption(coordinator('--rejoin-timeout-ms <n>', 'with every worker gone, wait this long for a joiner before failing'))
+  .addOption(coordinator('--rejoin-timeout-ms <n>', 'with fewer than --min-workers left, wait this long for joiners before failing the run'))
   .option('--no-auto-resume', 'do not continue from <run-dir>/checkpoint when the run there is unfinished')
   .addOption(coordinator('--digest-every <n>', 'compare replica weight digests every n steps; 0 = never'))
   .option('--no-elastic', 'fail the run when a worker is lost instead of re-forming the ring')

@@ -45,7 +45,7 @@ export async function runCoordinator(config: CoordinatorConfig, io: Io): Promise
     return await runTrain(narrowConfig(trainConfigSchema, config, { workers: config.minWorkers, ...(resume ? { resume } : {}) }), io, async (run) => {
       const group = await startRemoteGroup(run, config.minWorkers, {
         bind: config.bind, elastic: config.elastic, joinTimeoutMs: config.joinTimeoutMs, stepTimeoutMs: config.stepTimeoutMs,
-        heartbeatTimeoutMs: config.heartbeatTimeoutMs, rejoinTimeoutMs: config.rejoinTimeoutMs, digestEvery: config.digestEvery, security, transportObserver: transportMetrics,
+        heartbeatTimeoutMs: config.heartbeatTimeoutMs, rejoinTimeoutMs: config.rejoinTimeoutMs, minWorkers: config.minWorkers, digestEvery: config.digestEvery, security, transportObserver: transportMetrics,
         onRejectedFrame: (reason) => metrics.rejectFrame(reason),
         onMembershipChange: (active, generation) => {
           metrics.workers.set(active.length);

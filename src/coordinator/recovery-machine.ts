@@ -14,7 +14,12 @@ import type { RankState } from './state-transfer.js';
  *   detect ──settled──▶ drop ──dropped──▶ join ──quorum──▶ snapshot ──state-taken──▶ ring-set-up
  *   ring-set-up ──ring-formed──▶ state-transfer ──state-loaded──▶ ready
  *   snapshot | ring-set-up | state-transfer ──member-lost──▶ drop
- *   join ──no-quorum──▶ failed   (nobody left and no joiner within the rejoin deadline)
+ *   join ──no-quorum──▶ failed   (fewer than --min-workers left and not enough joiners within the rejoin deadline)
+ *
+ * `join` is where the quorum rule lives: with fewer than `minWorkers` admitted (after a loss, or at a step boundary
+ * after a leave), the machine waits up to `rejoinTimeoutMs` for joiners, admitting them as they come, and goes on
+ * as soon as `minWorkers` are back; at the deadline, still short, the run fails (PEER_LOST naming the minimum, how
+ * many remain and the deadline).
  */
 export const RECOVERY_STATES = ['detect', 'drop', 'join', 'snapshot', 'ring-set-up', 'state-transfer', 'ready', 'failed'] as const;
 export type RecoveryState = (typeof RECOVERY_STATES)[number];
@@ -72,8 +77,10 @@ export interface RecoveryActions {
   members: Membership;
   log: Logger;
   heartbeatTimeoutMs: number;
-  /** With nobody left, how long to wait for a joiner before failing the run. */
+  /** With fewer than `minWorkers` left, how long to wait for joiners before failing the run. */
   rejoinTimeoutMs: number;
+  /** Workers the run needs to go on (--min-workers; default 1). Below it, `join` waits for joiners. */
+  minWorkers?: number;
   /** Declares a worker gone (status, log line, fails every wait on it, aborts the ring). */
   declareGone(w: WorkerRecord, why: string): void;
   /** Ends the current (or forming) generation at every live worker: their ring waits end now. */
@@ -97,6 +104,7 @@ export async function runRecovery(trigger: RecoveryTrigger, act: RecoveryActions
   let state: RecoveryState = trigger.cause === 'failure' ? 'detect' : 'drop';
   let taken: { state: RankState; restoredFrom?: TrainingPosition } | undefined;
   let quorumDeadline: number | undefined;
+  let announced = false;
   // Holders of the run's current state: the members of the last ring formed, while they live.
   const holders = (): WorkerRecord[] => members.active.filter((w) => w.status === 'active');
   for (;;) {
@@ -124,14 +132,22 @@ export async function runRecovery(trigger: RecoveryTrigger, act: RecoveryActions
           break;
         }
         case 'join': {
-          // Training needs one worker; with none left, wait for joiners up to the rejoin deadline.
-          while (members.admitted.length === 0) {
+          // Training needs --min-workers workers; with fewer left, wait for joiners up to the rejoin deadline
+          // (admitted as they come: the admission path runs meanwhile and wakes this wait).
+          const needed = Math.max(1, act.minWorkers ?? 1);
+          while (members.admitted.length < needed) {
             quorumDeadline ??= Date.now() + act.rejoinTimeoutMs;
             if (Date.now() >= quorumDeadline) break;
-            log.warn({ deadlineMs: quorumDeadline - Date.now() }, `no worker left (${trigger.runPhase}); waiting up to ${Math.round((quorumDeadline - Date.now()) / 1000)} s for a joiner`);
+            if (!announced) {
+              announced = true;
+              const have = members.admitted.length;
+              log.warn({ workers: have, minWorkers: needed, deadline: new Date(quorumDeadline).toISOString(), rejoinTimeoutMs: act.rejoinTimeoutMs },
+                `${have} worker(s) left (${trigger.runPhase}), ${needed} needed (--min-workers); waiting up to ${((quorumDeadline - Date.now()) / 1000).toFixed(1)} s ` +
+                `(until ${new Date(quorumDeadline).toISOString()}) for joiners`);
+            }
             await act.membershipChanged(quorumDeadline);
           }
-          state = nextState(state, members.admitted.length > 0 ? 'quorum' : 'no-quorum');
+          state = nextState(state, members.admitted.length >= needed ? 'quorum' : 'no-quorum');
           break;
         }
         case 'snapshot': {
@@ -161,9 +177,16 @@ export async function runRecovery(trigger: RecoveryTrigger, act: RecoveryActions
           }
           return outcome;
         }
-        case 'failed':
-          throw new MnistDdpError('PEER_LOST', `${trigger.runPhase}${trigger.failedStep !== undefined ? ` (step ${trigger.failedStep})` : ''}: every worker is gone and none joined within ${act.rejoinTimeoutMs} ms (--rejoin-timeout-ms); start workers with 'mnist-ddp worker'`,
-            { rejoinTimeoutMs: act.rejoinTimeoutMs });
+        case 'failed': {
+          const needed = Math.max(1, act.minWorkers ?? 1);
+          const remaining = members.admitted.length;
+          const deadline = quorumDeadline !== undefined ? new Date(quorumDeadline).toISOString() : undefined;
+          throw new MnistDdpError('PEER_LOST',
+            `${trigger.runPhase}${trigger.failedStep !== undefined ? ` (step ${trigger.failedStep})` : ''}: ${remaining === 0 ? 'every worker is gone' : `only ${remaining} worker(s) remain`}, ` +
+            `fewer than --min-workers ${needed}, and not enough joined within ${act.rejoinTimeoutMs} ms (--rejoin-timeout-ms${deadline ? `, deadline ${deadline}` : ''}); ` +
+            `start workers with 'mnist-ddp worker', or lower --min-workers`,
+            { minWorkers: needed, remaining, rejoinTimeoutMs: act.rejoinTimeoutMs, ...(deadline ? { deadline } : {}) });
+        }
       }
     } catch (err) {
       if (!(isMnistDdpError(err) && err.details.recoverable === true) || !TRANSITIONS[state]['member-lost']) throw err;

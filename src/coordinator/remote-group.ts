@@ -28,8 +28,10 @@ export interface RemoteGroupOptions {
   stepTimeoutMs: number;
   /** A worker silent (no heartbeat) for this long is declared gone, whatever the run is doing. */
   heartbeatTimeoutMs: number;
-  /** With every worker gone, how long recovery waits for a joiner before failing the run (default 60 s). */
+  /** With fewer than `minWorkers` left, how long recovery waits for joiners before failing the run (default 60 s). */
   rejoinTimeoutMs?: number;
+  /** Workers the run needs (--min-workers, default 1): below it, recovery waits for joiners (elastic) or fails at once. */
+  minWorkers?: number;
   /** Compare replica weight digests every K steps (0 = never). */
   digestEvery: number;
   /** Survive workers leaving or dying (re-form the ring and redo the step) instead of failing the run. */
@@ -131,7 +133,9 @@ export class RemoteWorkerGroup implements WorkerGroup {
 
   private recovery(trigger: RecoveryTrigger): Promise<RecoveryOutcome> {
     return runRecovery(trigger, {
-      members: this.members, log: this.options.log, heartbeatTimeoutMs: this.options.heartbeatTimeoutMs, rejoinTimeoutMs: this.options.rejoinTimeoutMs ?? 60_000,
+      members: this.members, log: this.options.log, heartbeatTimeoutMs: this.options.heartbeatTimeoutMs,
+      // --no-elastic fails fast: below the minimum there is no wait for joiners.
+      rejoinTimeoutMs: this.options.elastic ? this.options.rejoinTimeoutMs ?? 60_000 : 0, minWorkers: this.options.minWorkers ?? 1,
       declareGone: (w, why) => this.declareGone(w, why),
       abortGeneration: (reason) => this.abortRing(reason),
       release: (w) => {

@@ -31,8 +31,10 @@ export interface CoordinatorOptions {
   stepTimeoutMs: number;
   heartbeatTimeoutMs: number;
   digestEvery: number;
-  /** With every worker gone, how long recovery waits for a joiner (default 60 s). */
+  /** With fewer than `minWorkers` left, how long recovery waits for joiners (default 60 s). */
   rejoinTimeoutMs?: number;
+  /** Workers the run needs to go on (--min-workers; default 1): below it, recovery waits for joiners. */
+  minWorkers?: number;
   onMembershipChange?: RemoteGroupOptions['onMembershipChange'];
   /** Called for every control frame the coordinator drops; feeds mnistddp_rejected_frames_total. */
   onRejectedFrame?: (reason: ControlRejectReason) => void;
@@ -72,6 +74,7 @@ export async function startRemoteGroup(run: GroupStart, workers: number, coordin
       config: { ...run.config }, model: run.config.model, layout: run.replica.layout, requestTimeoutMs: REQUEST_TIMEOUT_MS,
       stepTimeoutMs: coordinator.stepTimeoutMs, heartbeatTimeoutMs: coordinator.heartbeatTimeoutMs, digestEvery: coordinator.digestEvery, elastic: coordinator.elastic, log,
       ...(coordinator.rejoinTimeoutMs ? { rejoinTimeoutMs: coordinator.rejoinTimeoutMs } : {}),
+      ...(coordinator.minWorkers ? { minWorkers: coordinator.minWorkers } : {}),
       curve: coordinator.security.mode === 'curve',
       ...(coordinator.onMembershipChange ? { onMembershipChange: coordinator.onMembershipChange } : {}),
       ...(coordinator.onClosed ? { onClosed: coordinator.onClosed } : {}),
