@@ -16,9 +16,9 @@
  *   MNIST_DDP_TARGETS_FILE              Prometheus file_sd file the coordinator keeps up to date
  *                                       [runs/prometheus/targets/mnist-ddp.json]
  *   MNIST_DDP_LOG_LEVEL                 pino level [info]
- *   MNIST_DDP_RUN_DIR                   the run directory; set it so that pm2's restart of a dead coordinator
- *                                       continues the unfinished run there from its latest checkpoint (auto-resume,
- *                                       issue #14) [unset: each start is a new runs/<time>-<model>]
+ *   MNIST_DDP_RUN_DIR                   the run directory. pm2 restarts a dead coordinator with the environment of
+ *                                       its `pm2 start`, so the restart finds this run unfinished and continues it
+ *                                       from its latest checkpoint (auto-resume) [runs/pm2-<start time>]
  *   MNIST_DDP_CHECKPOINT_EVERY          periodic checkpoints, e.g. 200 (steps) or 60s [unset: epoch ends only]
  *   MNIST_DDP_KEYS                      CURVE key directory from `mnist-ddp keygen --out DIR`, relative to this file
  *                                       [unset: plaintext with a warning, allowed only while every address is loopback;
@@ -67,6 +67,10 @@ shared.MNIST_DDP_BIND = env.MNIST_DDP_BIND ?? shared.MNIST_DDP_COORDINATOR;
 // Both apps read the same directory: the coordinator its coordinator.key and allowed/, workers worker.key and
 // coordinator.pub (on worker-only machines copy just those three files).
 if (env.MNIST_DDP_KEYS) shared.MNIST_DDP_KEYS = resolve(root, env.MNIST_DDP_KEYS);
+// One run directory per `pm2 start` (this file is read then, and pm2 restarts a process with the environment it was
+// started with): a coordinator that pm2 restarts continues the same run instead of starting a new one.
+const startedAt = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
+shared.MNIST_DDP_RUN_DIR = resolve(root, env.MNIST_DDP_RUN_DIR ?? `runs/pm2-${startedAt}`);
 
 // Every other MNIST_DDP_* setting of the shell that runs `pm2 start` (model, epochs, batch size, …) reaches the apps.
 for (const [key, value] of Object.entries(env)) {

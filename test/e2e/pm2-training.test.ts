@@ -4,13 +4,14 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { expectEverySampleOnce } from '../helpers/exactly-once.js';
-import { readSteps, type StepRecord } from '../helpers/history.js';
+import { readRecords, readSteps, type StepRecord } from '../helpers/history.js';
 import { freePort, freePortRange } from '../helpers/net.js';
 import { runPm2, stopPm2 } from '../helpers/pm2.js';
 import { untilRecorded } from '../helpers/run-dir.js';
 
 // Issue #5: `pm2 start ecosystem.config.js` runs a real training run; `pm2 scale worker 3` and back to 2 during
 // it; the run completes with exactly-once sample accounting (every epoch position covered once, in order).
+// Issue #14: pm2 restarts a SIGKILLed coordinator, which continues its run from the latest periodic checkpoint.
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'mnist-ddp-pm2-'));
@@ -64,4 +65,36 @@ describe('pm2 ecosystem with elastic scaling', () => {
     expect(targets.some((t) => t.labels.role === 'coordinator')).toBe(true);
     expect(targets.filter((t) => t.labels.role === 'worker').length).toBeGreaterThanOrEqual(2);
   }, 420_000);
+
+  it('restarts a SIGKILLed coordinator, which resumes the run from its latest periodic checkpoint (issue #14)', async () => {
+    await stopPm2({ cwd: REPO, env });
+    const restartDir = join(dir, 'restart-run');
+    const restartSteps = (): StepRecord[] => readSteps(restartDir);
+    const last = (): string => `; last steps: ${JSON.stringify(restartSteps().slice(-3))}`;
+    const [control, metrics, workerMetrics] = await Promise.all([freePort(), freePort(), freePortRange(2)]);
+    env = {
+      ...env,
+      PM2_HOME: join(dir, 'pm2-restart'),
+      MNIST_DDP_COORDINATOR: `tcp://127.0.0.1:${control}`,
+      MNIST_DDP_COORDINATOR_METRICS_PORT: String(metrics),
+      MNIST_DDP_METRICS_PORT: String(workerMetrics),
+      MNIST_DDP_RUN_DIR: restartDir,
+      MNIST_DDP_TRAIN_SUBSET: '12000',
+      MNIST_DDP_CHECKPOINT_EVERY: '10',
+    };
+    await pm2('start', 'ecosystem.config.js');
+    await untilRecorded(restartDir, 'a periodic checkpoint and a few steps after it', () => (restartSteps().length >= 14 ? true : undefined), { deadlineMs: 90_000, describeLast: last });
+    const before = JSON.parse(await pm2('jlist')) as Array<{ name: string; pid: number; pm2_env: { restart_time: number } }>;
+    const coordinator = before.find((p) => p.name === 'coordinator')!;
+    process.kill(coordinator.pid, 'SIGKILL');
+    await untilRecorded(restartDir, 'the resumed run to finish', () => (existsSync(join(restartDir, 'eval.json')) ? true : undefined), { deadlineMs: 180_000, describeLast: last });
+
+    const after = JSON.parse(await pm2('jlist')) as typeof before;
+    expect(after.find((p) => p.name === 'coordinator')!.pm2_env.restart_time).toBeGreaterThan(coordinator.pm2_env.restart_time);
+    // The redone steps follow a `rewind` record; readSteps drops what it supersedes, so each step counts once.
+    expect(readRecords(restartDir).some((r) => r.type === 'rewind')).toBe(true);
+    expectEverySampleOnce(restartSteps(), 12_000);
+    const evaluation = JSON.parse(readFileSync(join(restartDir, 'eval.json'), 'utf8')) as { count: number };
+    expect(evaluation.count).toBe(10_000);
+  }, 360_000);
 });

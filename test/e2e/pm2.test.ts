@@ -85,6 +85,8 @@ describe('pm2 ecosystem.config.js (ESM, verbatim) with placeholder processes', (
     expect(coordinator.role).toBe('coordinator');
     expect(coordinator.env.MNIST_DDP_COORDINATOR).toBe('tcp://127.0.0.1:5555');
     expect(coordinator.env.MNIST_DDP_TARGETS_FILE).toBe(join(dir, 'runs/prometheus/targets/mnist-ddp.json'));
+    // One run directory per `pm2 start`, so pm2's restart of a dead coordinator resumes that run (issue #14).
+    expect(coordinator.env.MNIST_DDP_RUN_DIR).toMatch(new RegExp(`^${join(dir, 'runs/pm2-')}\\d{8}-\\d{6}$`));
     for (const i of [0, 1]) {
       const worker = await until(`worker ${i} /healthz`, () => health(workerBasePort + i));
       expect(worker).toMatchObject({ role: 'worker', instance: i });
