@@ -126,6 +126,7 @@ describe('chaos', () => {
     // 4. The coordinator SIGKILLed after a periodic checkpoint, restarted over its run directory (as pm2 would).
     await untilRecorded(runDir, 'a periodic checkpoint', () => (existsSync(join(runDir, 'checkpoints')) ? true : undefined), { deadlineMs: 40_000, describeLast });
     await untilStep(steps() + 3, '3 more steps');
+    const recordedBeforeKill = steps();
     coordinator.child.kill('SIGKILL');
     kills.push({ what: 'coordinator kill', at: Date.now() });
     await coordinator.exited;
@@ -139,6 +140,9 @@ describe('chaos', () => {
     };
     await untilRecorded(runDir, 'a step after the coordinator restart', resumedStep, { deadlineMs: 40_000, describeLast });
     const restartSeconds = (Date.now() - restartedAt) / 1000;
+    // At most one checkpoint interval (--checkpoint-every 15) of recorded steps is redone after the restart.
+    const resumedFrom = readRecords(runDir).find((r) => r.type === 'rewind' && r.reason === 'resumed from a checkpoint')!;
+    expect(recordedBeforeKill - (resumedFrom.toStep as number), 'steps lost to the coordinator kill').toBeLessThanOrEqual(15);
     // 5. A worker SIGKILLed once the epoch's record is written: during the epoch-end checkpoint or the final test
     //    evaluation, both inside the recovery path now.
     const epochRecords = (): number => readSteps(runDir).length > 0 ? readRecords(runDir).filter((r) => r.type === 'epoch').length : 0;
