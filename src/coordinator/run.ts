@@ -1,4 +1,4 @@
-import { cpSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { readCheckpoint, writeCheckpoint, type TrainingPosition } from './checkpoints.js';
 import { runTraining, type TrainEvents, type WorkerGroup } from './driver.js';
@@ -10,7 +10,7 @@ import * as tf from '@tensorflow/tfjs';
 import { isExplicit, parseCheckpointEvery, trainConfigSchema, type TrainConfig } from '../shared/core/config.js';
 import { MnistDdpError } from '../shared/core/errors.js';
 import { isModelName } from '../shared/model/zoo.js';
-import { loadModelDir } from '../shared/model/io.js';
+import { loadModelDir, writeFileAtomic } from '../shared/model/io.js';
 import { planDataset } from '../shared/data/dataset-plan.js';
 import { DEFAULT_MISCLASSIFIED } from '../report/html.js';
 import { runReport } from '../report/write-report.js';
@@ -117,7 +117,7 @@ export async function runTrain(
   const { config, replica, start, runDir } = run;
   mkdirSync(runDir, { recursive: true });
   const plan = planDataset(config);
-  writeFileSync(join(runDir, 'config.json'), JSON.stringify({ ...config, dataDir: plan.data.dataDir }, null, 2));
+  writeFileAtomic(join(runDir, 'config.json'), JSON.stringify({ ...config, dataDir: plan.data.dataDir }, null, 2));
   log.info({ runDir, model: config.model, train: plan.train.length, validation: plan.validation.length, test: plan.test.length, start }, 'run prepared');
 
   const group: WorkerGroup = makeGroup
@@ -159,7 +159,8 @@ export async function runTrain(
   }
   const counts = outcome.finalEvaluation!;
   const report = evaluationReport(counts.confusion, counts.lossSum);
-  writeFileSync(join(runDir, 'eval.json'), JSON.stringify({ ...report, misclassified: counts.mistakes }, null, 2));
+  // Atomic: eval.json's existence marks a finished run (resumableCheckpoint) and readers wait for it to appear.
+  writeFileAtomic(join(runDir, 'eval.json'), JSON.stringify({ ...report, misclassified: counts.mistakes }, null, 2));
   if (!config.json) io.stdout(formatEvaluation(report, 'test'));
   const summary: TrainSummary = {
     testAccuracy: report.accuracy, macroF1: report.macroF1, epochs: outcome.position.epoch,
