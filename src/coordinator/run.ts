@@ -8,7 +8,7 @@ import { createProgress } from './progress.js';
 import { initBackend } from '../shared/core/backend.js';
 import * as tf from '@tensorflow/tfjs';
 import { isExplicit, parseCheckpointEvery, trainConfigSchema, type TrainConfig } from '../shared/core/config.js';
-import { MnistDdpError } from '../shared/core/errors.js';
+import { isMnistDdpError, MnistDdpError } from '../shared/core/errors.js';
 import { isModelName } from '../shared/model/zoo.js';
 import { loadModelDir, writeFileAtomic } from '../shared/model/io.js';
 import { planDataset } from '../shared/data/dataset-plan.js';
@@ -151,6 +151,10 @@ export async function runTrain(
     }, { checkpointEvery: parseCheckpointEvery(config.checkpointEvery), finalEvaluation: { split: 'test', mistakes: DEFAULT_MISCLASSIFIED } });
   } catch (err) {
     failure = err;
+    // Said before the teardown, so the reason is on record even if releasing the workers hangs or the process dies
+    // there; the command still reports it again as its exit error.
+    const code = isMnistDdpError(err) ? err.code : 'INTERNAL';
+    log.error({ code }, `the run failed: error [${code}]: ${(err as Error).message}; stopping the workers`);
     throw err;
   } finally {
     progress.stop();
