@@ -21,13 +21,25 @@ export interface ZapRegistration {
   readonly domain: string;
   /** Changes who is admitted from now on (connections already made are not re-checked). */
   setPolicy(policy: ZapPolicy): void;
+  /** Unregisters the domain at once; the process's handler closes HANDLER_GRACE_MS after its last domain does. */
   close(): Promise<void>;
 }
+
+/**
+ * How long the handler outlives its last domain. libzmq 4.3.5 aborts (`pipe.cpp:355`, `_state == term_ack_sent`)
+ * or crashes when the ZAP socket closes while a CURVE socket that used it still tears its sessions down on
+ * ZeroMQ's own threads: both ends of each session's inproc ZAP pipe then terminate at once. That teardown cannot be
+ * observed from here and ends within milliseconds of the socket's close, so the handler waits this long.
+ * `bench/zap-teardown.ts` reproduces the crash with an immediate close (bench/RESULTS.md). The grace also lets the
+ * next generation's sockets reuse the handler instead of rebinding it.
+ */
+const HANDLER_GRACE_MS = 1000;
 
 const domains = new Map<string, ZapPolicy>();
 let handler: zmq.Router | undefined;
 let starting: Promise<void> | undefined;
 let stopping: Promise<void> | undefined;
+let closeTimer: NodeJS.Timeout | undefined;
 let nextDomain = 0;
 
 /** Unique per process: a domain is never reused, so a late request for a closed socket meets no policy. */
@@ -63,10 +75,12 @@ async function serve(socket: zmq.Router): Promise<void> {
 
 /**
  * Registers a policy under `domain` (a socket's zapDomain), binding the process's ZAP handler first if needed.
- * The handler closes when its last domain does, so it never keeps the process alive on its own.
+ * The handler closes a grace period after its last domain does, so it never keeps the process alive on its own.
  */
 export async function registerZapDomain(domain: string, policy: ZapPolicy): Promise<ZapRegistration> {
   domains.set(domain, policy);
+  clearTimeout(closeTimer);
+  closeTimer = undefined;
   try {
     while (!handler) {
       starting ??= startHandler().finally(() => (starting = undefined));
@@ -82,17 +96,23 @@ export async function registerZapDomain(domain: string, policy: ZapPolicy): Prom
     setPolicy: (next) => {
       if (!closed) domains.set(domain, next);
     },
-    close: async () => {
-      if (closed) return;
+    close: () => {
+      if (closed) return Promise.resolve();
       closed = true;
       domains.delete(domain);
-      if (domains.size > 0 || !handler || starting) return;
-      const socket = handler;
-      handler = undefined;
-      // unbind before close: close alone frees the inproc name later, on ZeroMQ's reaper thread, and a quick
-      // re-registration would then fail with EADDRINUSE.
-      stopping = socket.unbind(ZAP_ENDPOINT).catch(() => undefined).then(() => socket.close());
-      await stopping;
+      if (domains.size === 0 && !closeTimer) closeTimer = setTimeout(closeIdleHandler, HANDLER_GRACE_MS);
+      return Promise.resolve();
     },
   };
+}
+
+/** Closes the handler if no domain was registered during the grace period (see HANDLER_GRACE_MS). */
+function closeIdleHandler(): void {
+  closeTimer = undefined;
+  if (domains.size > 0 || !handler || starting) return;
+  const socket = handler;
+  handler = undefined;
+  // unbind before close: close alone frees the inproc name later, on ZeroMQ's reaper thread, and a quick
+  // re-registration would then fail with EADDRINUSE.
+  stopping = socket.unbind(ZAP_ENDPOINT).catch(() => undefined).then(() => socket.close());
 }
