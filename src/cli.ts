@@ -3,14 +3,16 @@ import type { z } from 'zod';
 import { BACKEND_NAMES } from './shared/core/backend.js';
 import { isMnistDdpError } from './shared/core/errors.js';
 import {
-  benchConfigSchema, chaosConfigSchema, coordinatorConfigSchema, dataConfigSchema, defaultOf, evalConfigSchema, exportConfigSchema, fromConfigFile, fromEnv, keygenConfigSchema, MAX_RING_TIMEOUT_MS,
+  chaosConfigSchema, coordinatorConfigSchema, dataConfigSchema, defaultOf, evalConfigSchema, exportConfigSchema, fromConfigFile, fromEnv, keygenConfigSchema, MAX_RING_TIMEOUT_MS,
   reportConfigSchema, resolveConfig, serveConfigSchema, trainConfigSchema, transferConfigSchema, workerConfigSchema,
 } from './shared/core/config.js';
 import { MODEL_NAMES } from './shared/model/zoo.js';
 import { QUANTIZE_DTYPES } from './shared/model/quantize.js';
 import { OPTIMIZER_NAMES } from './shared/train/optimizers.js';
-import { SCHEDULE_NAMES } from './shared/train/lr-schedule.js';
+import { LR_SCALING_NAMES, SCHEDULE_NAMES } from './shared/train/lr-schedule.js';
 import { ANOMALY_RESPONSES } from './shared/train/gradient-health.js';
+import { BALANCE_MODES } from './shared/data/shard-plan.js';
+import { benchCommandSchema, checkBenchCommand } from './commands/bench-options.js';
 
 /**
  * `mnist-ddp` command line. Each subcommand turns its flags into a validated, frozen config (shared/config.ts) and
@@ -82,14 +84,16 @@ function addTrainOptions(cmd: Command, schema: Schema, { workers = true }: { wor
     .addOption(train('--epochs <n>', 'epochs'))
     .addOption(train('--batch-size <n>', 'batch size per worker'))
     .addOption(train('--optimizer <name>', `${oneOf(OPTIMIZER_NAMES)}; sgd uses --momentum`))
-    .addOption(train('--lr <x>', 'peak learning rate'))
+    .addOption(train('--lr <x>', 'peak learning rate (per --lr-reference-batch under --lr-scaling linear)'))
     .addOption(train('--momentum <x>', 'SGD momentum'))
     .addOption(train('--weight-decay <x>', 'L2 weight decay'))
     .addOption(train('--schedule <name>', oneOf(SCHEDULE_NAMES)))
     .addOption(train('--gamma <x>', 'step schedule: factor per --step-epochs'))
     .addOption(train('--step-epochs <n>', 'step schedule: epochs between decays'))
     .addOption(train('--min-lr-factor <x>', 'cosine schedule: final lr / peak lr'))
-    .addOption(train('--warmup-steps <n>', 'linear warm-up steps'))
+    .addOption(train('--warmup-steps <n>', 'linear warm-up steps, up to the (scaled) peak'))
+    .addOption(train('--lr-scaling <rule>', `${oneOf(LR_SCALING_NAMES)}: linear makes the peak lr × global batch (batch size × workers) / --lr-reference-batch, following the world size when workers join or leave`))
+    .addOption(train('--lr-reference-batch <n>', 'the global batch --lr is meant for under --lr-scaling linear'))
     .addOption(train('--seed <n>', 'seed for init, split, shuffling and augmentation'))
     .addOption(train('--validation-size <n>', 'held-out validation samples from the training set'))
     .option('--augment', 'random shifts and small rotations')
@@ -106,7 +110,8 @@ function addTrainOptions(cmd: Command, schema: Schema, { workers = true }: { wor
   if (workers) cmd.addOption(train('--workers <n>', 'worker processes; 0 = single process'));
   cmd
     .addOption(train('--on-anomaly <response>', `${oneOf(ANOMALY_RESPONSES)}: a rank with a non-finite loss or a gradient norm far above the others' (2+ workers) skips the step everywhere with a warning, skips and evicts that rank, or fails`))
-    .addOption(train('--anomaly-factor <x>', 'name a rank whose gradient norm per sample exceeds x times the median (3+ workers)'));
+    .addOption(train('--anomaly-factor <x>', 'name a rank whose gradient norm per sample exceeds x times the median (3+ workers)'))
+    .addOption(train('--balance <mode>', `${oneOf(BALANCE_MODES)}: split each step's global batch among the workers by their measured samples/s, equally, or by samples/s only when the ring mixes devices (GPU and CPU workers)`));
   return cmd
     .option('--no-report', 'do not write report.html at the end')
     .option('--json', 'end with one JSON line of results')
@@ -130,7 +135,8 @@ program
   .description('a training worker: needs only the coordinator address; the run config arrives from the coordinator')
   .addOption(worker('--coordinator <endpoint>', 'coordinator control endpoint, e.g. tcp://10.0.0.5:5555'))
   .addOption(worker('--bind-host <host>', 'interface for the ring inbox'))
-  .addOption(worker('--advertise-host <host>', 'address other workers dial to reach this one (default: loopback for a local coordinator, else the first external IPv4)'))
+  .addOption(worker('--advertise-host <host>', "address other workers dial to reach this one (default: --bind-host if it names one interface, else this host's address on the route to the coordinator)"))
+  .addOption(worker('--ring-ports <first-last>', 'bind the ring inbox to a port in this range, e.g. 40000-40100 (default: any port the OS picks)'))
   .addOption(worker('--ring-timeout-ms <n>', `all-reduce deadline for a silent neighbour, at most ${MAX_RING_TIMEOUT_MS}`))
   .addOption(worker('--coordinator-timeout-ms <n>', 'exit when the coordinator is silent this long'))
   .addOption(worker('--backend <name>', oneOf(BACKEND_NAMES)))
@@ -314,7 +320,7 @@ program
     await runDataCommand(config, { stdout });
   });
 
-const bench = optionsOf(benchConfigSchema);
+const bench = optionsOf(benchCommandSchema);
 program
   .command('bench')
   .description('measure training throughput (samples/s, median of timed windows after warm-up)')
@@ -327,10 +333,14 @@ program
   .addOption(bench('--optimizer <name>', oneOf(OPTIMIZER_NAMES)))
   .addOption(bench('--workers <n>', 'worker processes; 0 = in this process'))
   .addOption(bench('--seed <n>', 'seed'))
+  .addOption(bench('--profile', 'after the timed steps, profile a few more: time per kernel, share of the step, GFLOP/s'))
+  .addOption(bench('--profile-steps <n>', 'steps profiled with --profile'))
+  .addOption(bench('--profile-top <n>', 'kernels listed by --profile, by time'))
   .option('--json', 'print one JSON line')
   .addOption(new Option('--config <file>', 'JSON config file'))
   .action(async (_opts, cmd: Command) => {
-    const config = configOf(benchConfigSchema, cmd);
+    const config = configOf(benchCommandSchema, cmd);
+    checkBenchCommand(config);
     if (config.workers >= 1) {
       const { runDistributedBench, formatDistributedBench } = await import('./commands/bench-distributed.js');
       const result = await runDistributedBench(config);

@@ -1,7 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../shared/core/backend.js';
 import type { GpuAdapterDescription } from '../shared/core/webgpu.js';
-import type { BenchConfig } from '../shared/core/config.js';
 import { componentLogger } from '../shared/core/log.js';
 import { gatherBatch, loadMnist } from '../shared/data/mnist.js';
 import { Rng } from '../shared/data/rng.js';
@@ -9,6 +8,8 @@ import { median, roundTo } from '../shared/core/stats.js';
 import { LocalReducer } from '../shared/train/reducer.js';
 import { Replica } from '../shared/train/replica.js';
 import { TrainStep } from '../shared/train/step.js';
+import { profileSteps, type StepProfile } from '../shared/train/profile.js';
+import type { BenchCommandConfig } from './bench-options.js';
 
 /** What both benches report: `bench` (one process) and `bench --workers N` (bench-distributed.ts). */
 export interface ThroughputResult {
@@ -33,13 +34,17 @@ export interface ThroughputResult {
 export interface BenchResult extends ThroughputResult {
   /** tf.memory().numTensors after the timed steps minus before: a leak per step shows here. */
   numTensorsDrift: number;
+  /** With --profile: time per kernel of `profileSteps` steps run after the timed ones (shared/train/profile.ts). */
+  profile?: StepProfile;
 }
 
 /**
  * Training throughput of one process on real MNIST batches: warm-up steps, then `windows` timed windows of
  * steps/windows steps each; samples/s is the median over windows (robust to a noisy neighbour on the machine).
+ * With `profile`, `profileSteps` more steps run under tf.profile after the timed windows, so profiling slows none of
+ * the timed steps and the tensor drift is measured without it.
  */
-export async function runTrainingBench(config: BenchConfig): Promise<BenchResult> {
+export async function runTrainingBench(config: BenchCommandConfig): Promise<BenchResult> {
   const log = componentLogger('bench');
   const selection = await initBackend(config.backend, log);
   const data = loadMnist();
@@ -73,6 +78,10 @@ export async function runTrainingBench(config: BenchConfig): Promise<BenchResult
     }
     windows.push((perWindow * config.batchSize * 1000) / (performance.now() - t0));
   }
+  const numTensorsDrift = tf.memory().numTensors - tensorsBefore;
+  const profile = config.profile
+    ? await profileSteps(async () => void (await step.run(nextBatch(), stepId++, 0.01)), { steps: config.profileSteps, top: config.profileTop, selection })
+    : undefined;
   return {
     backend: selection.backend,
     ...(selection.adapter ? { adapter: selection.adapter } : {}),
@@ -85,7 +94,8 @@ export async function runTrainingBench(config: BenchConfig): Promise<BenchResult
     stepMsP50: roundTo(median(stepMs), 2),
     computeMsP50: roundTo(median(computeMs), 2),
     applyMsP50: roundTo(median(applyMs), 2),
-    numTensorsDrift: tf.memory().numTensors - tensorsBefore,
+    numTensorsDrift,
+    ...(profile ? { profile } : {}),
   };
 }
 
@@ -94,5 +104,26 @@ export function formatBench(r: BenchResult): string {
     `mnist-ddp bench: ${r.model}, batch ${r.batchSize}, backend ${r.backend}, ${r.workers} worker(s), ${r.steps} timed steps`,
     `  samples/s (median of ${r.windows.length} windows): ${r.samplesPerSec}   [${r.windows.join(', ')}]`,
     `  step p50 ${r.stepMsP50} ms (compute ${r.computeMsP50} ms, apply ${r.applyMsP50} ms); tensor drift ${r.numTensorsDrift}`,
+    ...(r.profile ? formatProfile(r.profile, r.stepMsP50) : []),
   ].join('\n');
+}
+
+const fixed = (x: number | null | undefined, digits: number): string => (x === null || x === undefined ? '-' : x.toFixed(digits));
+const percent = (x: number | null): string => (x === null ? '-' : `${(100 * x).toFixed(1)}%`);
+
+/** The --profile table: per kernel, time and calls per step, share of the step, and GFLOP/s where FLOPs are known. */
+function formatProfile(p: StepProfile, unprofiledStepMs: number): string[] {
+  const header = `  profile of ${p.steps} step(s) after the timed ones: ${p.note}`;
+  const coverage = p.kernelsMs === null
+    ? `  step ${fixed(p.stepMs, 2)} ms profiled (${unprofiledStepMs} ms unprofiled p50); kernel times unavailable: calls per step only`
+    : `  step ${fixed(p.stepMs, 2)} ms profiled (${unprofiledStepMs} ms unprofiled p50); kernels ${fixed(p.kernelsMs, 2)} ms = ${percent(p.stepMs > 0 ? p.kernelsMs / p.stepMs : null)} of it${p.timed === 'wall' ? '; the rest is outside kernels (JS optimiser, uploads, read-back, tape)' : ''}`;
+  const flops = p.gflop > 0 ? [`  GEMM/conv kernels: ${p.gflop} GFLOP per step${p.gflops !== undefined ? ` at ${p.gflops} GFLOP/s` : ''}`] : [];
+  const width = Math.max(24, ...p.kernels.map((k) => k.name.length));
+  const row = (name: string, ms: string, share: string, count: string, gflops: string): string =>
+    `    ${name.padEnd(width)} ${ms.padStart(10)} ${share.padStart(7)} ${count.padStart(10)} ${gflops.padStart(8)}`.trimEnd();
+  const rows = p.kernels.map((k) => row(k.name, fixed(k.ms, 3), percent(k.share), fixed(k.count, Number.isInteger(k.count) ? 0 : 2), fixed(k.gflops, 2)));
+  const rest = p.rest.names > 0
+    ? [row(`(${p.rest.names} more kernels)`, fixed(p.rest.ms, 3), percent(p.rest.ms === null || p.stepMs <= 0 ? null : p.rest.ms / p.stepMs), fixed(p.rest.count, Number.isInteger(p.rest.count) ? 0 : 2), '')]
+    : [];
+  return [header, coverage, ...flops, row('kernel', 'ms/step', 'share', 'calls/step', 'GFLOP/s'), ...rows, ...rest];
 }

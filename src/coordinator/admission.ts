@@ -16,6 +16,8 @@ export interface AdmissionSettings {
   curve?: boolean;
   /** Called whenever a worker is admitted (recovery waiting for joiners wakes on it). */
   onAdmitted?: () => void;
+  /** The coordinator's heartbeat timeout: told to workers in welcome, and every heartbeat is answered (issue #16). */
+  heartbeatTimeoutMs?: number;
 }
 
 /**
@@ -46,7 +48,8 @@ export class Admission {
         }
         return true;
       case 'heartbeat':
-        // Every message refreshes lastSeen (the group's dispatch); a heartbeat carries nothing else.
+        // Every message refreshes lastSeen (the group's dispatch); the answer tells the worker it is still heard.
+        if (this.settings.heartbeatTimeoutMs !== undefined) void this.server.send(peer, { type: 'heartbeat-ack' }).catch(() => undefined);
         return true;
       default:
         return false;
@@ -79,7 +82,8 @@ export class Admission {
     }
     const record = this.members.add(peer, m);
     log.info({ worker: record.id, host: m.host, pid: m.pid, instance: m.instance }, 'worker said hello');
-    void this.server.send(peer, { type: 'welcome', protocolVersion: PROTOCOL_VERSION, workerId: record.id, config });
+    const { heartbeatTimeoutMs } = this.settings;
+    void this.server.send(peer, { type: 'welcome', protocolVersion: PROTOCOL_VERSION, workerId: record.id, config, ...(heartbeatTimeoutMs !== undefined ? { heartbeatTimeoutMs } : {}) });
   }
 
   private join(peer: string, worker: WorkerRecord | undefined, m: NarrowWorkerMessage<'join'>): void {

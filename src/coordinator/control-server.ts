@@ -14,6 +14,13 @@ export interface ControlTransport {
   /** Inbound frame limit (frame-limits.ts controlFrameLimit); larger frames drop their connection. */
   maxMessageSize: number;
   observer?: TransportObserver;
+  /**
+   * ZMTP heartbeats (issue #16): the ROUTER pings every worker each second and closes a connection that stays silent
+   * this long (when the coordinator declares its worker gone anyway), instead of keeping a dead one, and queueing for
+   * it, until TCP gives up after ~15 min. Default: no heartbeats. (A ZMTP TTL would not make the worker's side drop
+   * it too: libzmq arms that timer only when a ping is the last thing received; the worker watches for itself.)
+   */
+  heartbeatTimeoutMs?: number;
 }
 
 export type ControlRejectReason = Extract<RejectReason, 'malformed' | 'unexpected'>;
@@ -50,7 +57,8 @@ export class ControlServer {
       zap = await registerZapDomain(uniqueZapDomain('control'), { allows: (key) => allowed.some((k) => k.equals(key)), onRefused: refusalLogger('control socket', log) });
       options = curveServerOptions(security.keys.server, zap.domain);
     }
-    const router = new zmq.Router({ linger: 0, mandatory: false, sendHighWaterMark: 10_000, ...(transport ? { maxMessageSize: transport.maxMessageSize } : {}), ...options });
+    const heartbeat = transport?.heartbeatTimeoutMs ? zmtpHeartbeat(transport.heartbeatTimeoutMs) : {};
+    const router = new zmq.Router({ linger: 0, mandatory: false, sendHighWaterMark: 10_000, ...(transport ? { maxMessageSize: transport.maxMessageSize } : {}), ...heartbeat, ...options });
     if (transport) observeTransport(router, 'control socket', log, transport.observer ?? {});
     try {
       await router.bind(address);
@@ -118,4 +126,9 @@ export class ControlServer {
     this.router.close();
     void this.zap?.close();
   }
+}
+
+/** A ZMTP ping every second (more often for short timeouts); a connection silent for `timeoutMs` after one is closed. */
+function zmtpHeartbeat(timeoutMs: number): Pick<zmq.SocketOptions<zmq.Router>, 'heartbeatInterval' | 'heartbeatTimeout'> {
+  return { heartbeatInterval: Math.min(1000, Math.floor(timeoutMs / 2)), heartbeatTimeout: timeoutMs };
 }

@@ -229,7 +229,8 @@ export async function runTraining(config: TrainConfig, group: WorkerGroup, plan:
           }
         }
         const count = stepCount(epochSize, planCursor, group.worldSize, config.batchSize);
-        const lr = learningRate(config, epoch + planCursor / epochSize, config.epochs, planStep);
+        // The world that runs the step sets its global batch, hence its scaled lr (lr-schedule.ts peakLearningRate).
+        const lr = learningRate(config, epoch + planCursor / epochSize, config.epochs, planStep, group.worldSize);
         const order = { epoch, step: planStep, cursor: planCursor, count, lr };
         const result = group.runStep(order);
         result.catch(() => undefined);

@@ -19,7 +19,10 @@ export class HistoryWriter {
   step(e: StepEvent): void {
     this.append({
       type: 'step', step: e.step, epoch: e.epoch, loss: e.loss, lr: e.lr, samplesPerSec: e.samplesPerSec, workers: e.worldSize, generation: e.generation,
-      cursor: e.cursor - e.globalCount, count: e.globalCount, time: Date.now() - this.t0,
+      cursor: e.cursor - e.globalCount, count: e.globalCount,
+      // Samples each rank processed, by rank (unequal under --balance throughput); absent when the reports were lost.
+      ...(e.reports.length > 0 ? { shares: e.reports.map((r) => r.localCount) } : {}),
+      time: Date.now() - this.t0,
     });
   }
 

@@ -7,6 +7,8 @@ import { componentLogger } from '../shared/core/log.js';
 import { createCoordinatorMetrics, createTransportMetrics, startThreadedMetricsServer } from '../shared/metrics/index.js';
 import { coordinatorSecurity } from '../shared/security/transport.js';
 import { writeScrapeTargets } from './targets-file.js';
+import { coordinatorScrapeHost, scrapeTargets } from './scrape-targets.js';
+import { localAddresses } from './inbox-reachability.js';
 import type { WorkerRecord } from './membership.js';
 
 function hostOf(endpoint: string): string {
@@ -27,13 +29,17 @@ export async function runCoordinator(config: CoordinatorConfig, io: Io): Promise
   const transportMetrics = createTransportMetrics(registry);
   // Own thread: checkpoint writes (fsync) and evaluation merges block this event loop for up to ~200 ms.
   const metricsServer = await startThreadedMetricsServer({ registry, host: config.metricsHost, port: config.coordinatorMetricsPort, portKey: 'coordinatorMetricsPort', log });
-  const selfHost = config.metricsHost === '0.0.0.0' ? '127.0.0.1' : config.metricsHost;
+  const ownAddresses = localAddresses();
+  const warnedUnscrapable = new Set<number>();
   const publishTargets = async (active: readonly WorkerRecord[]): Promise<void> => {
     if (!config.targetsFile) return;
-    await writeScrapeTargets(config.targetsFile, [
-      { host: selfHost, port: metricsServer.port, labels: { role: 'coordinator', instance_name: hostname() } },
-      ...active.filter((w) => w.metricsPort > 0).map((w) => ({ host: w.host, port: w.metricsPort, labels: { role: 'worker', rank: String(w.rank) } })),
-    ]);
+    const self = { host: await coordinatorScrapeHost(config.metricsHost, config.bind, active), port: metricsServer.port, instanceName: hostname() };
+    const { targets, unscrapable } = scrapeTargets(self, active, ownAddresses);
+    for (const w of unscrapable.filter((x) => !warnedUnscrapable.has(x.id))) {
+      warnedUnscrapable.add(w.id);
+      log.warn({ worker: w.id, host: w.host, metricsHost: w.metricsHost }, `worker ${w.id} (${w.host}) serves /metrics on ${w.metricsHost} only, which no other host can scrape: left out of ${config.targetsFile}; start it with --metrics-host 0.0.0.0`);
+    }
+    await writeScrapeTargets(config.targetsFile, targets);
   };
   await publishTargets([]);
   try {
@@ -63,7 +69,7 @@ export async function runCoordinator(config: CoordinatorConfig, io: Io): Promise
         metrics.learningRate.set(e.lr);
         for (const r of e.reports) {
           const seconds = (r.computeMs + r.allReduceMs + r.applyMs) / 1000;
-          metrics.reportWorker(r.rank, { samplesPerSecond: seconds > 0 ? r.localCount / seconds : 0, stepSeconds: seconds, loss: r.loss });
+          metrics.reportWorker(r.rank, { samplesPerSecond: seconds > 0 ? r.localCount / seconds : 0, stepSeconds: seconds, loss: r.loss, batchSamples: r.localCount });
         }
         metricsServer.publish();
       },

@@ -12,6 +12,12 @@ export interface WorkerRecord {
   metricsPort: number;
   /** The public key of the worker's ring sockets (CURVE runs): what its ring neighbours admit. */
   ringKey: string | undefined;
+  /** The local address of its route to the coordinator (hello `via`): the same value means the same host. */
+  via: string | undefined;
+  /** The interface its /metrics listens on, as it said at hello (undefined: it did not say). */
+  metricsHost: string | undefined;
+  /** What it trains on, as it said at hello (backend.ts deviceLabel); undefined when it did not say. */
+  device: string | undefined;
   status: WorkerStatus;
   /** Rank in the current generation's ring, -1 outside it. */
   rank: number;
@@ -35,7 +41,7 @@ export class Membership {
 
   add(peer: string, hello: NarrowWorkerMessage<'hello'>): WorkerRecord {
     const record: WorkerRecord = {
-      id: this.nextId++, peer, host: hello.host, pid: hello.pid, instance: hello.instance, metricsPort: hello.metricsPort, ringKey: hello.ringKey,
+      id: this.nextId++, peer, host: hello.host, pid: hello.pid, instance: hello.instance, metricsPort: hello.metricsPort, ringKey: hello.ringKey, via: hello.via, metricsHost: hello.metricsHost, device: hello.device,
       status: 'welcomed', rank: -1, leaving: false, lastSeen: Date.now(),
     };
     this.records.push(record);

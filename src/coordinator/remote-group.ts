@@ -1,4 +1,4 @@
-import { MnistDdpError } from '../shared/core/errors.js';
+import { MnistDdpError, type ErrorCode } from '../shared/core/errors.js';
 import type { Logger } from '../shared/core/log.js';
 import type { ParamLayout } from '../shared/model/layout.js';
 import type { EvaluationCounts } from '../shared/train/evaluator.js';
@@ -13,7 +13,7 @@ import type { TrainingPosition } from './checkpoints.js';
 import { LivenessMonitor } from './liveness.js';
 import { runRecovery, type RecoveryOutcome, type RecoveryTrigger, type RestorePoint } from './recovery-machine.js';
 import { formRing } from './ring-formation.js';
-import { StepRounds } from './rounds.js';
+import { StepRounds, type StepRoundSettings } from './rounds.js';
 import { ReplyCollector } from './stall.js';
 import { StateTransfer } from './state-transfer.js';
 
@@ -34,6 +34,8 @@ export interface RemoteGroupOptions {
   minWorkers?: number;
   /** Compare replica weight digests every K steps (0 = never). */
   digestEvery: number;
+  /** How each step's global batch is split among the ranks (--balance; absent: equally). */
+  balance?: StepRoundSettings['balance'];
   /** Survive workers leaving or dying (re-form the ring and redo the step) instead of failing the run. */
   elastic: boolean;
   log: Logger;
@@ -195,7 +197,13 @@ export class RemoteWorkerGroup implements WorkerGroup {
   }
 
   private formRing(): Promise<void> {
-    return formRing(this.server, this.members, this.replies, this.options);
+    return formRing(this.server, this.members, this.replies, { ...this.options, refuse: (w, code, message) => this.refuse(w, code, message) });
+  }
+
+  /** Refuses `w` for good (its ring inbox is unreachable): it is told why, then declared gone. */
+  private refuse(w: WorkerRecord, code: ErrorCode, message: string): void {
+    void this.server.send(w.peer, { type: 'reject', code, message }).catch(() => undefined);
+    this.declareGone(w, `refused (${code})`);
   }
 
   /**

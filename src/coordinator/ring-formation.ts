@@ -1,8 +1,9 @@
-import { MnistDdpError } from '../shared/core/errors.js';
+import { isMnistDdpError, MnistDdpError, type ErrorCode } from '../shared/core/errors.js';
 import type { Logger } from '../shared/core/log.js';
 import type { ControlServer } from './control-server.js';
 import type { Membership, WorkerRecord } from './membership.js';
-import type { ReplyCollector } from './stall.js';
+import { describeWorkers, type ReplyCollector } from './stall.js';
+import { unreachableInboxes, type UnreachableInbox } from './inbox-reachability.js';
 
 export interface RingFormationSettings {
   requestTimeoutMs: number;
@@ -10,6 +11,10 @@ export interface RingFormationSettings {
   curve?: boolean;
   log: Logger;
   onMembershipChange?: (active: readonly WorkerRecord[], generation: number) => void;
+  /** An unreachable inbox is survived (its worker refused, the ring re-planned without it) instead of failing the run. */
+  elastic?: boolean;
+  /** Refuses a worker whose ring inbox its peers cannot reach: a reject with `code` and `message`, then it is gone. */
+  refuse?: (w: WorkerRecord, code: ErrorCode, message: string) => void;
 }
 
 /**
@@ -31,14 +36,41 @@ export async function formRing(server: ControlServer, members: Membership, repli
   await server.broadcast(ring, (w) => ({ type: 'open-inbox', generation, ...predecessorKey(w) }), inboxReplies);
   const inboxes = await inboxReplies;
   const peers = ring.map((w) => inboxes.get(w.id)!.endpoint);
+  const unreachable = unreachableInboxes(ring, new Map(ring.map((w) => [w.id, inboxes.get(w.id)!.endpoint])));
+  if (unreachable.length > 0) throw refuseUnreachable(unreachable, generation, settings);
   const ready = replies.collect('ring-ready', ring, requestTimeoutMs, `generation ${generation} ring barrier`, {
     match: (m) => m.generation === generation,
     // A worker whose ring barrier failed (a peer died during set-up) says so at once (step -1): re-plan now.
     matchError: (e) => e.generation === generation && e.step === -1,
   });
   await server.broadcast(ring, (w) => ({ type: 'ring', generation, rank: w.rank, worldSize: ring.length, peers, ...(ringKeys ? { keys: ringKeys } : {}) }), ready);
-  await ready;
+  try {
+    await ready;
+  } catch (err) {
+    // A rank could not connect to its successor's inbox (it says so at once): the fault is the successor's address
+    // (or the path to it), not whichever rank the others fell silent behind.
+    if (!isMnistDdpError(err) || err.details.workerCode !== 'PEER_UNREACHABLE') throw err;
+    const target = ring.find((w) => w.rank === (err.details.missingRanks as number[] | undefined)?.[0]);
+    const reporter = ring.find((w) => w.rank === err.details.rank);
+    if (!target || !reporter) throw err;
+    throw refuseUnreachable([{ worker: target, endpoint: peers[target.rank]!, reason: `${describeWorkers([reporter])} could not connect to it: ${err.message}` }], generation, settings);
+  }
   members.activate(ring);
   log.info({ generation, workers: ring.map((w) => ({ rank: w.rank, worker: w.id, host: w.host })), peers }, `ring formed: ${ring.length} worker(s), generation ${generation}`);
   settings.onMembershipChange?.(ring, generation);
+}
+
+/**
+ * Refuses every worker whose inbox cannot be reached (it learns why and what to set) and returns the error that ends
+ * this formation: recoverable in an elastic run, so the ring is re-planned without them; the run's failure otherwise.
+ */
+function refuseUnreachable(found: readonly UnreachableInbox<WorkerRecord>[], generation: number, settings: RingFormationSettings): MnistDdpError {
+  for (const { worker, endpoint, reason } of found) {
+    settings.log.error({ worker: worker.id, rank: worker.rank, endpoint, generation }, `refusing worker ${worker.id} (rank ${worker.rank}, ${worker.host} pid ${worker.pid}): ${reason}`);
+    settings.refuse?.(worker, 'PEER_UNREACHABLE', `the coordinator refused this worker (generation ${generation}): ${reason}`);
+  }
+  const named = found.map(({ worker, endpoint, reason }) => `${describeWorkers([worker])} at ${endpoint}: ${reason}`).join('; ');
+  return new MnistDdpError('PEER_UNREACHABLE', `generation ${generation} ring set-up: unreachable ring inbox of ${named}`, {
+    missingRanks: found.map((f) => f.worker.rank), endpoints: found.map((f) => f.endpoint), recoverable: settings.elastic === true,
+  });
 }

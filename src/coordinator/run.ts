@@ -18,6 +18,7 @@ import { evaluationReport, formatEvaluation } from '../shared/train/evaluation.j
 import { componentLogger } from '../shared/core/log.js';
 import { LocalReducer } from '../shared/train/reducer.js';
 import { optimizerConfigOf } from '../shared/train/optimizers.js';
+import { globalBatch, peakLearningRate } from '../shared/train/lr-schedule.js';
 import { Replica } from '../shared/train/replica.js';
 import { WorkerCore } from '../shared/train/worker-core.js';
 import { startLocalWorkerGroup } from './start-group.js';
@@ -37,7 +38,7 @@ import type { Io } from '../shared/core/io.js';
 export type { Io };
 
 /** Keys a resumed run takes from the new invocation; everything else (what defines the run) comes from the checkpoint. */
-const OPERATIONAL_KEYS = ['epochs', 'maxSteps', 'backend', 'workers', 'debug', 'json', 'report', 'runDir', 'resume', 'checkpointEvery', 'keepCheckpoints'] as const;
+const OPERATIONAL_KEYS = ['epochs', 'maxSteps', 'backend', 'workers', 'debug', 'json', 'report', 'runDir', 'resume', 'checkpointEvery', 'keepCheckpoints', 'balance'] as const;
 
 export function defaultRunDir(model: string): string {
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
@@ -117,7 +118,6 @@ export async function runTrain(
   const { config, replica, start, runDir } = run;
   mkdirSync(runDir, { recursive: true });
   const plan = planDataset(config);
-  writeFileAtomic(join(runDir, 'config.json'), JSON.stringify({ ...config, dataDir: plan.data.dataDir }, null, 2));
   log.info({ runDir, model: config.model, train: plan.train.length, validation: plan.validation.length, test: plan.test.length, start }, 'run prepared');
 
   const group: WorkerGroup = makeGroup
@@ -125,6 +125,12 @@ export async function runTrain(
     : config.workers > 0 && !config.debug
       ? await startLocalWorkerGroup(run, config.workers, config.backend)
       : new LocalWorkerGroup(new WorkerCore(replica, plan, { seed: config.seed, batchSize: config.batchSize, augment: config.augment }, new LocalReducer()));
+  // Written once the group has formed: its world size sets the starting global batch, hence the scaled peak lr.
+  const startLr = startingLearningRate(config, group.worldSize);
+  log.info(startLr, startLr.peakLr === config.lr
+    ? `peak learning rate ${startLr.peakLr} (--lr-scaling ${config.lrScaling}; global batch ${startLr.globalBatch})`
+    : `peak learning rate ${startLr.peakLr} = ${config.lr} × global batch ${startLr.globalBatch} / ${config.lrReferenceBatch} (--lr-scaling linear)`);
+  writeFileAtomic(join(runDir, 'config.json'), JSON.stringify({ ...config, dataDir: plan.data.dataDir, startLr }, null, 2));
   const checkpointDir = join(runDir, 'checkpoint');
   const history = new HistoryWriter(join(runDir, 'history.jsonl'));
   const progress = createProgress({ tty: Boolean(process.stderr.isTTY) && !config.json, totalSamples: config.epochs * plan.train.length, log });
@@ -180,6 +186,21 @@ export async function runTrain(
   }
   io.stdout(config.json ? JSON.stringify(summary) : `\ntrained ${config.model} for ${summary.epochs} epoch(s) in ${summary.wallSeconds} s at ${summary.samplesPerSec} samples/s; checkpoint: ${checkpointDir}`);
   return summary;
+}
+
+/**
+ * config.json's `startLr`: what the run's flags made of the learning rate at its first step (derived, not a setting;
+ * an elastic run's later generations recompute it from their world size, and history.jsonl has every step's lr).
+ */
+export interface StartingLearningRate {
+  worldSize: number;
+  globalBatch: number;
+  /** The schedule's peak for that world: warm-up ramps up to it. */
+  peakLr: number;
+}
+
+export function startingLearningRate(config: TrainConfig, worldSize: number): StartingLearningRate {
+  return { worldSize, globalBatch: globalBatch(config, worldSize), peakLr: peakLearningRate(config, worldSize) };
 }
 
 /**

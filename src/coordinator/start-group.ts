@@ -21,6 +21,11 @@ export interface GroupStart {
   start: TrainingPosition;
 }
 
+/**
+ * The entry that worker processes run: bin/mnist-ddp.js from dist/coordinator/ (or src/coordinator/ under tsx). The
+ * self-contained bundle (scripts/bundle.ts) keeps this relative path: its modules sit two levels below its own
+ * bin/mnist-ddp.js, and test/e2e/bundle.test.ts trains with 2 workers from it.
+ */
 const BIN = fileURLToPath(new URL('../../bin/mnist-ddp.js', import.meta.url));
 
 export interface CoordinatorOptions {
@@ -65,6 +70,7 @@ export async function startRemoteGroup(run: GroupStart, workers: number, coordin
   const initial = { weights: await run.replica.allWeights(), optimizer: run.replica.optimizer.state() };
   const server = await ControlServer.bind(coordinator.bind, log, coordinator.onRejectedFrame, {
     security: coordinator.security, maxMessageSize: controlFrameLimit(initial.weights.length), ...(coordinator.transportObserver ? { observer: coordinator.transportObserver } : {}),
+    heartbeatTimeoutMs: coordinator.heartbeatTimeoutMs,
   });
   log.info({ endpoint: server.endpoint }, `coordinator listening on ${server.endpoint}; waiting for ${workers} worker(s)`);
   let group: RemoteWorkerGroup | undefined;
@@ -73,6 +79,7 @@ export async function startRemoteGroup(run: GroupStart, workers: number, coordin
     group = new RemoteWorkerGroup(server, {
       config: { ...run.config }, model: run.config.model, layout: run.replica.layout, requestTimeoutMs: REQUEST_TIMEOUT_MS,
       stepTimeoutMs: coordinator.stepTimeoutMs, heartbeatTimeoutMs: coordinator.heartbeatTimeoutMs, digestEvery: coordinator.digestEvery, elastic: coordinator.elastic, log,
+      balance: { mode: run.config.balance, batchSize: run.config.batchSize },
       ...(coordinator.rejoinTimeoutMs ? { rejoinTimeoutMs: coordinator.rejoinTimeoutMs } : {}),
       ...(coordinator.minWorkers ? { minWorkers: coordinator.minWorkers } : {}),
       curve: coordinator.security.mode === 'curve',

@@ -1,6 +1,5 @@
-import { hostname, networkInterfaces } from 'node:os';
 import { Registry } from 'prom-client';
-import { initBackend } from '../shared/core/backend.js';
+import { deviceLabel, initBackend } from '../shared/core/backend.js';
 import { isExplicit, trainConfigSchema, type WorkerConfig } from '../shared/core/config.js';
 import { PROTOCOL_VERSION, type NarrowCoordinatorMessage } from '../shared/wire/control-messages.js';
 import { planDataset } from '../shared/data/dataset-plan.js';
@@ -14,24 +13,12 @@ import { describeLayout } from '../shared/model/layout.js';
 import { LocalReducer, type AllReducer } from '../shared/train/reducer.js';
 import { openRingInbox, RingAllReducer } from './ring/ring-allreduce.js';
 import { ControlClient } from './control-client.js';
+import { resolveAdvertisedAddress } from './advertise.js';
+import { withHost } from '../shared/wire/endpoints.js';
 import { optimizerConfigOf } from '../shared/train/optimizers.js';
 import { Replica } from '../shared/train/replica.js';
 import { recordStep } from './step-metrics.js';
 import { WorkerCore } from '../shared/train/worker-core.js';
-
-function defaultAdvertiseHost(coordinator: string): string {
-  const host = /^tcp:\/\/([^:/]+):/.exec(coordinator)?.[1];
-  if (!host || host === '127.0.0.1' || host === 'localhost') return '127.0.0.1';
-  for (const list of Object.values(networkInterfaces())) {
-    for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
-  }
-  return hostname();
-}
-
-/** Rewrites the inbox's bound address (e.g. tcp://0.0.0.0:41234) into the one peers should dial. */
-function advertised(endpoint: string, host: string): string {
-  return endpoint.replace(/^tcp:\/\/[^:]+:/, `tcp://${host}:`);
-}
 
 /**
  * `mnist-ddp worker`: connects to the coordinator, receives the run's config, builds its replica and data plan,
@@ -42,7 +29,7 @@ function advertised(endpoint: string, host: string): string {
 export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const instance = instanceIndexFromEnv(env);
   let log = componentLogger('worker', { instance });
-  await initBackend(cfg.backend, log);
+  const device = deviceLabel(await initBackend(cfg.backend, log));
   const registry = new Registry();
   // Without keys, a worker of a loopback coordinator keeps its ring inbox on loopback too, unless told otherwise:
   // a plaintext inbox on 0.0.0.0 would take forged gradients from the network (issue #15).
@@ -56,7 +43,6 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
   const transportMetrics = cfg.metrics ? createTransportMetrics(registry) : undefined;
   const metricsServer = cfg.metrics ? await startThreadedMetricsServer({ registry, host: cfg.metricsHost, port: metricsPortFor(cfg.metricsPort, instance), log }) : undefined;
   const client = ControlClient.connect(cfg.coordinator, log, { security, maxMessageSize: WORKER_CONTROL_FRAME_LIMIT });
-  const advertiseHost = cfg.advertiseHost ?? defaultAdvertiseHost(cfg.coordinator);
   let leaving = false;
   const onSignal = (signal: string): void => {
     if (leaving) return;
@@ -85,13 +71,33 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
   });
   try {
     session: for (;;) {
-    await client.send({ type: 'hello', protocolVersion: PROTOCOL_VERSION, host: advertiseHost, pid: process.pid, instance, metricsPort: metricsServer?.port ?? 0, ...(ringKeys ? { ringKey: ringKeys.publicKey } : {}) });
+    // Chosen again at every hello: after a restart or a cut-off the route to the coordinator may have changed.
+    const address = await resolveAdvertisedAddress({ coordinator: cfg.coordinator, bindHost, advertiseHost: cfg.advertiseHost });
+    const advertiseHost = address.host;
+    if (address.problem) log.warn({ advertiseHost, source: address.source, problem: address.problem }, `advertising the ring inbox at ${advertiseHost} (${address.source}): ${address.problem}`);
+    else log.info({ advertiseHost, source: address.source, via: address.via }, `advertising the ring inbox at ${advertiseHost} (${address.source})`);
+    const connection = client.connection;
+    await client.send({
+      type: 'hello', protocolVersion: PROTOCOL_VERSION, host: advertiseHost, pid: process.pid, instance, metricsPort: metricsServer?.port ?? 0, device,
+      ...(metricsServer ? { metricsHost: cfg.metricsHost } : {}), ...(address.via ? { via: address.via } : {}), ...(ringKeys ? { ringKey: ringKeys.publicKey } : {}),
+    });
     let welcome = await client.next(cfg.coordinatorTimeoutMs);
-    // Left over from before this hello (a restarted coordinator asks once per heartbeat): not an answer to it.
-    while (welcome.type === 'hello-again') welcome = await client.next(cfg.coordinatorTimeoutMs);
+    // Left over from before this hello (a restarted coordinator asks once per heartbeat): not an answer to it. Unless
+    // the client dialled a fresh connection meanwhile: this hello may have been lost with the old one.
+    while (welcome.type === 'hello-again') {
+      if (client.connection !== connection) continue session;
+      welcome = await client.next(cfg.coordinatorTimeoutMs);
+    }
     if (welcome.type === 'reject') return fail(log, welcome);
     if (welcome.type !== 'welcome') throw new MnistDdpError('FRAME_UNEXPECTED', `expected welcome from the coordinator at ${cfg.coordinator}, got ${welcome.type}`, { type: welcome.type });
     const workerId = welcome.workerId;
+    // A new membership: aborts and failures of the previous one (an abort may even arrive between hello and welcome)
+    // say nothing about the rings this session forms.
+    ringGeneration = -1;
+    failedGeneration = -1;
+    // Twice the coordinator's heartbeat timeout, and at least 5 s more (building the replica before the first
+    // heartbeat): by then the coordinator has dropped this worker, so a fresh connection loses nothing it expects.
+    if (welcome.heartbeatTimeoutMs) client.watchCoordinator(Math.max(2 * welcome.heartbeatTimeoutMs, welcome.heartbeatTimeoutMs + 5000));
     log = log.child({ worker: workerId });
     const config = trainConfigSchema.parse({ ...welcome.config, ...(cfg.dataDir ? { dataDir: cfg.dataDir } : {}) });
     const replica = await Replica.create({ model: config.model, seed: config.seed, freeze: config.freeze, optimizer: optimizerConfigOf(config) });
@@ -114,8 +120,10 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
           inbox = undefined;
           if (ringKeys && !m.allowKey) throw new MnistDdpError('HANDSHAKE_MISMATCH', `the coordinator at ${cfg.coordinator} named no ring key for this worker's predecessor; run the same mnist-ddp version everywhere`, {});
           const curve = ringKeys && m.allowKey ? { keyPair: ringKeys, allowKey: m.allowKey } : undefined;
-          inbox = await openRingInbox(`tcp://${bindHost}:*`, { log, ...(curve ? { curve } : {}), ...(transportMetrics ? { observer: transportMetrics } : {}) });
-          await client.send({ type: 'inbox', generation: m.generation, endpoint: advertised(inbox.endpoint, advertiseHost) });
+          inbox = await openRingInbox(`tcp://${bindHost}:*`, {
+            log, ...(curve ? { curve } : {}), ...(transportMetrics ? { observer: transportMetrics } : {}), ...(cfg.ringPorts ? { ports: cfg.ringPorts } : {}),
+          });
+          await client.send({ type: 'inbox', generation: m.generation, endpoint: withHost(inbox.endpoint, advertiseHost) });
           break;
         }
         case 'ring': {
@@ -141,13 +149,16 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
                 ...(ringKeys ? { curve: { keyPair: ringKeys, peerKeys: m.keys ?? [] } } : {}),
                 signal: connecting.controller.signal,
               },
-            ).catch((err: Error & { code?: string }) => err);
+            ).catch((err: Error & { code?: string; details?: { missingRank?: unknown } }) => err);
             connecting = undefined;
             if (connected instanceof Error) {
-              inbox = undefined;
+              // The inbox stays bound until the next open-inbox (or the end of the session): until the coordinator
+              // has heard this report, the predecessor must not find it gone and blame this worker.
               failedGeneration = m.generation;
               log.warn({ generation: m.generation, err: connected.message }, `ring of generation ${m.generation} failed to form: ${connected.message}`);
-              await client.send({ type: 'worker-error', generation: m.generation, step: -1, code: connected.code ?? 'PEER_LOST', message: connected.message });
+              // missingRank names the rank whose inbox could not be reached (PEER_UNREACHABLE) or stayed silent.
+              const missingRank = connected.details?.missingRank;
+              await client.send({ type: 'worker-error', generation: m.generation, step: -1, code: connected.code ?? 'PEER_LOST', message: connected.message, ...(typeof missingRank === 'number' ? { missingRank } : {}) });
               break;
             }
             reducer = connected;

@@ -6,4 +6,5 @@ export function removeWorker(metrics: CoordinatorMetrics, rank: number): void {
   metrics.workerSamplesPerSecond.remove({ worker });
   metrics.workerStepSeconds.remove({ worker });
   metrics.workerLoss.remove({ worker });
+  metrics.workerBatchSamples.remove({ worker });
 }

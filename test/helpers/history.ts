@@ -15,6 +15,8 @@ export interface StepRecord {
   generation: number;
   /** Global samples/s of the step, as the coordinator measured it. */
   samplesPerSec: number;
+  /** Samples each rank processed, by rank; absent for a step whose reports a recovery lost. */
+  shares?: number[];
 }
 
 /**

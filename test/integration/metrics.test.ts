@@ -60,8 +60,8 @@ function exerciseCoordinator(registry: Registry): ReturnType<typeof createCoordi
   m.learningRate.set(0.01);
   m.validationAccuracy.set(0.981);
   m.validationLoss.set(0.06);
-  m.reportWorker(0, { samplesPerSecond: 1000, stepSeconds: 0.06, loss: 0.4 });
-  m.reportWorker(1, { samplesPerSecond: 1100, stepSeconds: 0.055, loss: 0.44 });
+  m.reportWorker(0, { samplesPerSecond: 1000, stepSeconds: 0.06, loss: 0.4, batchSamples: 40 });
+  m.reportWorker(1, { samplesPerSecond: 1100, stepSeconds: 0.055, loss: 0.44, batchSamples: 88 });
   m.rejectFrame('duplicate');
   return m;
 }
@@ -106,6 +106,9 @@ describe('metrics server (real HTTP)', () => {
       } else {
         expect(sampleValue(first.body, 'mnistddp_cluster_samples_per_second')).toBe(2100);
         expect(sampleValue(first.body, 'mnistddp_worker_samples_per_second', { worker: '1' })).toBe(1100);
+        // Each rank's share of the global batch (issue #13, mixed rings).
+        expect(sampleValue(first.body, 'mnistddp_worker_batch_samples', { worker: '0' })).toBe(40);
+        expect(sampleValue(first.body, 'mnistddp_worker_batch_samples', { worker: '1' })).toBe(88);
         expect(sampleValue(first.body, 'mnistddp_membership_generation')).toBe(3);
         expect(sampleValue(first.body, 'mnistddp_rejected_frames_total', { reason: 'duplicate' })).toBe(1);
       }

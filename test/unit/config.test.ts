@@ -128,6 +128,16 @@ describe('resolveConfig rejects bad values with CONFIG_INVALID naming the key an
     for (const name of ['mlp', 'lenet', 'cnn', 'cnn-large']) expect(err.message).toContain(name);
   });
 
+  it('--balance: auto by default; throughput and equal from a flag or MNIST_DDP_BALANCE; anything else names the modes (issue #13)', () => {
+    expect(train({}).balance).toBe('auto');
+    expect(train({ flags: { balance: 'throughput' } }).balance).toBe('throughput');
+    expect(train({ env: { MNIST_DDP_BALANCE: 'equal' } }).balance).toBe('equal');
+    const err = rejection(() => train({ env: { MNIST_DDP_BALANCE: 'fastest' } }));
+    expect(err.code).toBe('CONFIG_INVALID');
+    expect(err.message).toContain('MNIST_DDP_BALANCE');
+    for (const mode of ['auto', 'throughput', 'equal']) expect(err.message).toContain(mode);
+  });
+
   it('a worker ring timeout above 20 s is CONFIG_INVALID (survivors must answer the coordinator during recovery)', () => {
     const err = rejection(() => resolveConfig(workerConfigSchema, { flags: { ringTimeoutMs: '30000' } }));
     expect(err.code).toBe('CONFIG_INVALID');

@@ -205,3 +205,45 @@ describe('training driver: pipelined step orders', () => {
     expect(group.inFlight).toBe(0);
   });
 });
+
+describe('training driver: learning rate under --lr-scaling linear when the world changes (issue #13)', () => {
+  /** A group whose membership change at a step boundary admits a third rank. */
+  class GrowingGroup extends ScriptedGroup {
+    override async beforeStep(): Promise<void> {
+      await super.beforeStep();
+      this.worldSize = 3;
+      this.generation++;
+    }
+  }
+
+  // lr 1/16 is meant for a global batch of 20 = 2 ranks × 10: the peak is 1/32 per rank in the world.
+  const scaled = { lrScaling: 'linear' as const, lrReferenceBatch: 20, lr: 0.0625, warmupSteps: 8 };
+  const expectedLr = (e: StepEvent): number => (0.03125 * e.worldSize) * Math.min(1, e.step / 8);
+
+  it('gives every step the peak of the world that runs it, warm-up going on across the change', async () => {
+    // One order at a time, so the change falls exactly after step 3.
+    const group = new GrowingGroup(1);
+    const events: StepEvent[] = [];
+    await runTraining({ ...config, ...scaled }, group, plan(TRAIN), { epoch: 0, cursor: 0, globalStep: 0 }, {
+      onStep: (e) => {
+        events.push(e);
+        if (e.step === 3) group.changePending = true;
+      },
+    });
+    expectAppliedExactlyOnce(group, events);
+    expect(events.slice(0, 3).every((e) => e.worldSize === 2)).toBe(true);
+    expect(events.slice(3).every((e) => e.worldSize === 3)).toBe(true);
+    for (const e of events) expect(e.lr, `step ${e.step} in a world of ${e.worldSize}`).toBe(expectedLr(e));
+    // Step 4 (the first of 3 ranks) is still warming up: 4/8 of the 3-rank peak 3/32.
+    expect(events[3]!.lr).toBe(0.046875);
+  });
+
+  it('re-orders a step lost with a rank at the smaller world\'s lr', async () => {
+    const group = new ScriptedGroup(2, { failStep: 2 });
+    const { events } = await run(group, scaled);
+    expectAppliedExactlyOnce(group, events);
+    for (const e of events) expect(e.lr, `step ${e.step} in a world of ${e.worldSize}`).toBe(expectedLr(e));
+    // Step 2 was ordered for 2 ranks (3/8 of 1/16), then again for the 1 rank left (3/8 of 1/32).
+    expect(group.orders.filter((o) => o.step === 2).map((o) => o.lr)).toEqual([0.0234375, 0.01171875]);
+  });
+});

@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
 import { MnistDdpError } from './errors.js';
 import type { Logger } from './log.js';
-import { registerWasmTrainingKernels } from '../kernels/register.js';
+import { registerWasmTrainingKernels, registerWebgpuTrainingKernels } from '../kernels/register.js';
 import { activateWebgpu, adapterLabel, webgpuInstalled, type GpuAdapterDescription } from './webgpu.js';
 
 export type { GpuAdapterDescription };
@@ -94,12 +94,22 @@ export async function initBackend(choice: BackendChoice, log?: Logger): Promise<
   return selection;
 }
 
+/**
+ * What a process trains on, as one comparable string: the backend, and on webgpu the adapter ("webgpu on nvidia hopper
+ * (NVIDIA H200)"). Workers announce it at hello; --balance auto balances rings whose workers name different devices.
+ */
+export function deviceLabel(selection: BackendSelection): string {
+  // At most 200 characters: the hello message's limit (control-messages.ts).
+  return (selection.adapter ? `${selection.backend} on ${adapterLabel(selection.adapter)}` : selection.backend).slice(0, 200);
+}
+
 const WEBGPU_PROVIDER = '@tensorflow/tfjs-backend-webgpu';
 
 async function select(choice: BackendChoice, log?: Logger): Promise<BackendSelection> {
   switch (choice) {
     case 'webgpu': {
       const { adapter } = await activateWebgpu({ allowSoftware: true, log });
+      registerWebgpuTrainingKernels();
       const reason = adapter.software ? 'requested with --backend webgpu; a software adapter: correct, not fast' : 'requested with --backend webgpu';
       return { backend: 'webgpu', provider: WEBGPU_PROVIDER, reason, adapter };
     }
@@ -128,6 +138,7 @@ async function select(choice: BackendChoice, log?: Logger): Promise<BackendSelec
       if (webgpuInstalled()) {
         try {
           const { adapter } = await activateWebgpu({ allowSoftware: false, askDawnWhy: false, log });
+          registerWebgpuTrainingKernels();
           return { backend: 'webgpu', provider: WEBGPU_PROVIDER, reason: `auto: ${skipped.join('; ')}; hardware WebGPU adapter found`, adapter };
         } catch (err) {
           skipped.push(`webgpu not used (${(err as Error).message.split('. ')[0]})`);

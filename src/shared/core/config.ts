@@ -5,8 +5,9 @@ import { MnistDdpError } from './errors.js';
 import { MODEL_NAMES } from '../model/zoo.js';
 import { OPTIMIZER_NAMES } from '../train/optimizers.js';
 import { QUANTIZE_DTYPES } from '../model/quantize.js';
-import { SCHEDULE_NAMES } from '../train/lr-schedule.js';
+import { LR_SCALING_NAMES, SCHEDULE_NAMES } from '../train/lr-schedule.js';
 import { ANOMALY_RESPONSES } from '../train/gradient-health.js';
+import { BALANCE_MODES } from '../data/shard-plan.js';
 
 /**
  * The one place that reads the environment. Every process builds one frozen config from, in order of precedence:
@@ -39,6 +40,14 @@ export const trainConfigSchema = z.object({
   stepEpochs: int(1).default(1),
   minLrFactor: num().min(0).max(1).default(0.01),
   warmupSteps: int(0).default(100),
+  /**
+   * `none`: --lr is the peak as given. `linear` (Goyal et al. 2017): --lr is meant for a global batch of
+   * lrReferenceBatch and the peak is lr × batchSize × workers / lrReferenceBatch (lr-schedule.ts peakLearningRate).
+   * `none` by default, so a run's --lr means what it always meant; the reference is the default batch size, for which
+   * the default lr is tuned, so `linear` at one worker and --batch-size 64 changes nothing.
+   */
+  lrScaling: z.enum(LR_SCALING_NAMES).default('none'),
+  lrReferenceBatch: int(1).default(64),
   seed: int(0).default(42),
   validationSize: int(0).default(5000),
   augment: bool.default(false),
@@ -66,6 +75,11 @@ export const trainConfigSchema = z.object({
   onAnomaly: z.enum(ANOMALY_RESPONSES).default('skip'),
   /** Times the median per-sample gradient norm over which a rank is named (three ranks or more). */
   anomalyFactor: num().gt(1).default(100),
+  /**
+   * How each step's global batch (workers × batchSize) is split among the ranks (issue #13, mixed rings): by measured
+   * throughput, equally, or `auto` (by throughput when the ring mixes devices, such as a GPU and CPU workers).
+   */
+  balance: z.enum(BALANCE_MODES).default('auto'),
   debug: bool.default(false),
   json,
   report: bool.default(true),
@@ -278,6 +292,16 @@ const transportSecurity = {
   insecure: bool.default(false),
 };
 
+/** "first-last", inclusive (40000-40100), as { first, last }. */
+const portRange = z
+  .string()
+  .regex(/^\d+-\d+$/, 'expected a port range such as 40000-40100')
+  .transform((spec) => {
+    const [first, last] = spec.split('-').map(Number) as [number, number];
+    return { first, last };
+  })
+  .refine((r) => r.first >= 1 && r.last <= 65535 && r.first <= r.last, 'expected FIRST-LAST with 1 <= FIRST <= LAST <= 65535');
+
 const duration = z.string().regex(/^[1-9]\d*(ms|s|m)$/, 'expected a duration such as 500ms, 10s or 2m');
 
 /** A duration flag ("500ms", "10s", "2m") in milliseconds. */
@@ -314,8 +338,13 @@ export const workerConfigSchema = z.object({
   coordinator: endpointString.default('tcp://127.0.0.1:5555'),
   /** Interface the ring inbox binds (port chosen by the OS). */
   bindHost: z.string().min(1).default('0.0.0.0'),
-  /** Address other workers use to reach this one; default: loopback when the coordinator is local, else this host's first external IPv4. */
+  /**
+   * Address other workers use to reach this one; default: --bind-host when it names one interface, else the address
+   * of the interface that routes to the coordinator (worker/advertise.ts).
+   */
   advertiseHost: z.string().min(1).optional(),
+  /** Ports the ring inbox may bind, "first-last" inclusive (for firewalls); default: one the OS picks. */
+  ringPorts: portRange.optional(),
   ringTimeoutMs: int(100).max(MAX_RING_TIMEOUT_MS, `at most ${MAX_RING_TIMEOUT_MS} ms: after a lost peer, survivors must answer the coordinator's ${REQUEST_TIMEOUT_MS / 1000} s requests`).default(10_000),
   /** Exit (instead of hanging) when the coordinator is silent this long. */
   coordinatorTimeoutMs: int(1000).default(120_000),

@@ -30,6 +30,8 @@ export const ERROR_CODES = {
   HANDSHAKE_MISMATCH: 'a worker and the coordinator disagree on protocol, model, or parameter shapes',
   PEER_TIMEOUT: 'a peer did not answer before its deadline',
   PEER_LOST: 'a peer left the run',
+  PEER_UNREACHABLE: 'a ring inbox cannot be connected to at the address its worker advertised (wrong interface, loopback across hosts, a firewall)',
+  PORT_RANGE_EXHAUSTED: 'every port of the ring port range (--ring-ports) is in use',
   REPLICA_DIVERGED: 'worker replicas no longer hold identical weights',
   STEP_ABORTED: 'a queued step order was dropped because an earlier step of the same generation failed',
   GROUP_CLOSED: 'the coordinator closed the worker group while a request was pending',

@@ -3,6 +3,7 @@ import { conv2dBackpropFilterConfig } from './conv2d-backprop-filter.js';
 import { conv2dBackpropInputConfig } from './conv2d-backprop-input.js';
 import { conv2dGradConfig } from './conv2d-grad.js';
 import { FAST_PATHS } from './fast-paths.js';
+import { filterGradByTapsKernel, webgpuFilterGrad } from './filter-grad-by-taps.js';
 import { maxPoolGradConfig } from './max-pool-grad.js';
 import { reluGradConfig, reluGradKernelConfig } from './relu-grad.js';
 
@@ -30,4 +31,17 @@ export function registerWasmTrainingKernels(): void {
   registerGradient(conv2dGradConfig);
   registerGradient(reluGradConfig);
   registered = true;
+}
+
+let webgpuRegistered = false;
+
+/**
+ * Idempotent. Call once the webgpu backend is registered: Conv2DBackpropFilter by taps (filter-grad-by-taps.ts) in
+ * front of tfjs-backend-webgpu's, for Conv2D's gradient and the fused convolutions' alike.
+ */
+export function registerWebgpuTrainingKernels(): void {
+  if (webgpuRegistered || webgpuFilterGrad() === 'stock') return;
+  const stock = getKernel('Conv2DBackpropFilter', 'webgpu');
+  replaceKernel(filterGradByTapsKernel('webgpu', stock?.kernelFunc));
+  webgpuRegistered = true;
 }

@@ -12,6 +12,8 @@ export interface WorkerReport {
   samplesPerSecond?: number;
   stepSeconds?: number;
   loss?: number;
+  /** Samples of the global batch the rank processed in its most recent step. */
+  batchSamples?: number;
 }
 
 export interface CoordinatorMetrics {
@@ -27,6 +29,7 @@ export interface CoordinatorMetrics {
   readonly workerSamplesPerSecond: Gauge<'worker'>;
   readonly workerStepSeconds: Gauge<'worker'>;
   readonly workerLoss: Gauge<'worker'>;
+  readonly workerBatchSamples: Gauge<'worker'>;
   readonly rejectedFrames: Counter<'reason'>;
   rejectFrame(reason: RejectReason): void;
   /** Sets the per-worker gauges; cluster throughput is their sum, taken at each scrape. */
@@ -96,6 +99,12 @@ export function createCoordinatorMetrics(
     labelNames: ['worker'] as const,
     registers,
   });
+  const workerBatchSamples = new Gauge({
+    name: `${p}worker_batch_samples`,
+    help: 'Samples of the global batch each rank processed in its most recent step: its share (unequal under --balance throughput, which gives faster ranks more), by rank.',
+    labelNames: ['worker'] as const,
+    registers,
+  });
   const rejectedFrames = new Counter({
     name: `${p}rejected_frames_total`,
     help: 'Control-plane frames the coordinator rejected, by reason.',
@@ -117,6 +126,7 @@ export function createCoordinatorMetrics(
     workerSamplesPerSecond,
     workerStepSeconds,
     workerLoss,
+    workerBatchSamples,
     rejectedFrames,
     rejectFrame: (reason) => rejectedFrames.inc({ reason }),
     reportWorker(rank, report) {
@@ -124,11 +134,13 @@ export function createCoordinatorMetrics(
       if (report.samplesPerSecond !== undefined) workerSamplesPerSecond.set({ worker }, report.samplesPerSecond);
       if (report.stepSeconds !== undefined) workerStepSeconds.set({ worker }, report.stepSeconds);
       if (report.loss !== undefined) workerLoss.set({ worker }, report.loss);
+      if (report.batchSamples !== undefined) workerBatchSamples.set({ worker }, report.batchSamples);
     },
     clearWorkers() {
       workerSamplesPerSecond.reset();
       workerStepSeconds.reset();
       workerLoss.reset();
+      workerBatchSamples.reset();
     },
   };
 }

@@ -5,6 +5,7 @@ import { Evaluator } from './evaluator.js';
 import { createOptimizer, type FlatOptimizer, type OptimizerConfig } from './optimizers.js';
 import { paramLayout, weightsDigest, type ParamLayout, type ParamSlot } from '../model/layout.js';
 import { IMAGE_COLS, IMAGE_ROWS, NUM_CLASSES, type Batch } from '../data/mnist.js';
+import { passLimitFor, passSizes, PROBE_SAMPLES, UNSPLIT_SAMPLES } from './pass-limit.js';
 
 export type { Batch };
 
@@ -14,6 +15,8 @@ export interface ReplicaOptions {
   optimizer: OptimizerConfig;
   /** Layer names whose weights stay fixed (excluded from gradients, the all-reduce buffer and the optimiser). */
   freeze?: readonly string[];
+  /** Most samples per forward/backward pass (pass-limit.ts); default: measured on wasm, no limit on other backends. */
+  maxPassSamples?: number;
 }
 
 /**
@@ -35,6 +38,8 @@ export class Replica {
   readonly evaluator: Evaluator;
   private readonly trainableVars: tf.LayerVariable[];
   private readonly syncedVars: tf.LayerVariable[];
+  /** Samples per pass: given, or measured on the first wasm batch above UNSPLIT_SAMPLES. */
+  private passLimit: number | undefined;
 
   /** Builds the replica and reads its initial parameters (asynchronous: see the class comment). */
   static async create(options: ReplicaOptions): Promise<Replica> {
@@ -61,6 +66,7 @@ export class Replica {
     this.params = new Float32Array(this.layout.paramCount);
     this.optimizer = createOptimizer(options.optimizer, this.layout.paramCount);
     this.evaluator = new Evaluator(this.model);
+    this.passLimit = options.maxPassSamples;
   }
 
   /** Copies the model's current trainable weights into `params`. */
@@ -70,15 +76,8 @@ export class Replica {
 
   /** Writes `params` (trainable) and optionally synced buffers into the model's variables. */
   writeParams(synced?: Float32Array): void {
-    const write = (vars: tf.LayerVariable[], slots: ParamSlot[], source: Float32Array, base: number): void => {
-      slots.forEach((slot, i) => {
-        const value = tf.tensor(source.subarray(slot.offset - base, slot.offset - base + slot.size), slot.shape);
-        vars[i]!.write(value);
-        value.dispose();
-      });
-    };
-    write(this.trainableVars, this.layout.trainable, this.params, 0);
-    if (synced) write(this.syncedVars, this.layout.synced, synced, this.layout.paramCount);
+    writeVars(this.trainableVars, this.layout.trainable, this.params, 0);
+    if (synced) writeVars(this.syncedVars, this.layout.synced, synced, this.layout.paramCount);
   }
 
   /** Every model weight, in model.weights order: what a joining replica or a checkpoint needs (frozen layers too). */
@@ -110,6 +109,11 @@ export class Replica {
     }
   }
 
+  /** Samples per forward/backward pass: given, measured (wasm, after the first batch above UNSPLIT_SAMPLES), or not yet known. */
+  get maxPassSamples(): number | undefined {
+    return this.passLimit;
+  }
+
   digest(): string {
     return weightsDigest(this.params);
   }
@@ -118,35 +122,76 @@ export class Replica {
    * Fills `out` (layout.bufferLength) with this rank's contribution: gradients of the SUMMED loss over the batch,
    * synced buffers × batch size, the summed loss and the batch size. Summing these over ranks and dividing by the
    * total count gives the exact mean over the global batch, however unevenly it was split. An empty batch
-   * contributes zeros.
+   * contributes zeros. A batch above the pass limit (pass-limit.ts) is computed in passes whose contributions are
+   * added the same way; each pass starts from the step's batch-norm moving statistics, as each rank does.
    */
   async computeGradients(batch: Batch, out: Float32Array): Promise<void> {
     out.fill(0);
     if (batch.size === 0) return;
     const { layout } = this;
-    // [gradients | synced buffers | loss] in the all-reduce buffer's layout, as one tensor: one read per step.
-    const flat = tf.tidy(() => {
-      const xs = tf.tensor4d(batch.x.subarray(0, batch.size * IMAGE_ROWS * IMAGE_COLS), [batch.size, IMAGE_ROWS, IMAGE_COLS, 1]);
-      const labels = tf.oneHot(tf.tensor1d(batch.y.subarray(0, batch.size), 'int32'), NUM_CLASSES);
+    const passes = passSizes(batch.size, await this.passLimitFor(batch));
+    const moving = passes.length > 1 && this.syncedVars.length > 0 ? await readFlat(this.syncedVars) : undefined;
+    let start = 0;
+    for (const n of passes) {
+      if (moving && start > 0) writeVars(this.syncedVars, layout.synced, moving, layout.paramCount);
+      const flat = this.gradientPass(batch, start, n);
+      let values: Float32Array;
+      try {
+        values = await flat.data() as Float32Array;
+      } finally {
+        flat.dispose();
+      }
+      if (start === 0) {
+        out.set(values);
+        for (let i = layout.paramCount; i < layout.lossIndex; i++) out[i] = out[i]! * n;
+      } else {
+        for (let i = 0; i < layout.paramCount; i++) out[i] = out[i]! + values[i]!;
+        // Rounded as a rank's own buffer holds it, before the sum: passes add up exactly as ranks do.
+        for (let i = layout.paramCount; i < layout.lossIndex; i++) out[i] = out[i]! + Math.fround(values[i]! * n);
+        out[layout.lossIndex] = out[layout.lossIndex]! + values[layout.lossIndex]!;
+      }
+      start += n;
+    }
+    out[layout.countIndex] = batch.size;
+  }
+
+  /**
+   * [gradients | synced buffers | loss] of samples [start, start + n) of the batch, in the all-reduce buffer's layout,
+   * as one tensor: one read per pass.
+   */
+  private gradientPass(batch: Batch, start: number, n: number): tf.Tensor1D {
+    const pixels = IMAGE_ROWS * IMAGE_COLS;
+    return tf.tidy(() => {
+      const xs = tf.tensor4d(batch.x.subarray(start * pixels, (start + n) * pixels), [n, IMAGE_ROWS, IMAGE_COLS, 1]);
+      const labels = tf.oneHot(tf.tensor1d(batch.y.subarray(start, start + n), 'int32'), NUM_CLASSES);
       const vars = this.trainableVars.map((v) => v.read() as tf.Variable);
       const { value, grads } = tf.variableGrads(
         () => tf.losses.softmaxCrossEntropy(labels, this.logits.apply(xs, { training: true }) as tf.Tensor2D, undefined, undefined, tf.Reduction.SUM) as tf.Scalar,
         vars,
       );
       // A weight the loss does not reach has no gradient: it contributes zeros, as before.
-      const parts = layout.trainable.map((slot, i) => grads[vars[i]!.name]?.reshape([-1]) ?? tf.zeros([slot.size]));
+      const parts = this.layout.trainable.map((slot, i) => grads[vars[i]!.name]?.reshape([-1]) ?? tf.zeros([slot.size]));
       // Read after the forward pass: training-mode batch norm has updated its moving statistics by now.
       for (const v of this.syncedVars) parts.push(v.read().reshape([-1]));
       parts.push(value.reshape([1]));
-      return tf.concat(parts);
+      return tf.concat(parts) as tf.Tensor1D;
     });
-    try {
-      out.set(await flat.data() as Float32Array);
-    } finally {
-      flat.dispose();
-    }
-    for (let i = layout.paramCount; i < layout.lossIndex; i++) out[i] = out[i]! * batch.size;
-    out[layout.countIndex] = batch.size;
+  }
+
+  /**
+   * The pass limit: given, or on wasm measured once, on the first batch above UNSPLIT_SAMPLES, from the tensor bytes
+   * of a PROBE_SAMPLES pass (tf.profile's peak over the bytes held before it). The probe's side effect on the
+   * batch-norm moving statistics is undone.
+   */
+  private async passLimitFor(batch: Batch): Promise<number> {
+    if (this.passLimit !== undefined) return this.passLimit;
+    if (batch.size <= UNSPLIT_SAMPLES) return batch.size;
+    if (tf.getBackend() !== 'wasm') return (this.passLimit = Infinity);
+    const moving = this.syncedVars.length > 0 ? await readFlat(this.syncedVars) : undefined;
+    const before = tf.memory().numBytes;
+    const profile = await tf.profile(() => tf.dispose(this.gradientPass(batch, 0, PROBE_SAMPLES)));
+    if (moving) writeVars(this.syncedVars, this.layout.synced, moving, this.layout.paramCount);
+    return (this.passLimit = passLimitFor(profile.peakBytes - before, PROBE_SAMPLES));
   }
 
   /**
@@ -171,6 +216,15 @@ export class Replica {
     this.writeParams(layout.synced.length > 0 ? reduced.subarray(layout.paramCount, layout.lossIndex) : undefined);
     return { loss: reduced[layout.lossIndex]! / count, count };
   }
+}
+
+/** Writes `source` (laid out as `slots`, whose offsets start at `base`) into the variables. */
+function writeVars(vars: tf.LayerVariable[], slots: ParamSlot[], source: Float32Array, base: number): void {
+  slots.forEach((slot, i) => {
+    const value = tf.tensor(source.subarray(slot.offset - base, slot.offset - base + slot.size), slot.shape);
+    vars[i]!.write(value);
+    value.dispose();
+  });
 }
 
 /** The values of several variables, back to back, in ONE device read (concatenated on the device first). */

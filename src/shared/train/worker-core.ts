@@ -3,7 +3,7 @@ import { augmentBatch } from '../data/augment.js';
 import type { DatasetPlan } from '../data/dataset-plan.js';
 import { gatherBatch, IMAGE_PIXELS, type Batch } from '../data/mnist.js';
 import { deriveSeed, Rng } from '../data/rng.js';
-import { epochOrder, evalSlice, rankSlice } from '../data/shard-plan.js';
+import { epochOrder, evalSlice, maxShare, rankSlice, shareSlice } from '../data/shard-plan.js';
 import type { AllReducer } from './reducer.js';
 import type { EvaluationCounts } from './evaluator.js';
 import type { Replica } from './replica.js';
@@ -23,7 +23,8 @@ export class WorkerCore {
   private step: TrainStep;
   private orderEpoch = -1;
   private order: Int32Array = new Int32Array(0);
-  private readonly buffers: { x: Float32Array; y: Int32Array };
+  /** Reused batch buffers: --batch-size samples at first, grown when a step plan gives this rank a larger share. */
+  private buffers: { x: Float32Array; y: Int32Array };
 
   constructor(
     readonly replica: Replica,
@@ -57,14 +58,28 @@ export class WorkerCore {
     return this.order;
   }
 
+  /** This rank's positions in the epoch order: its share of the plan's global batch (shareSlice or rankSlice). */
+  private slice(p: StepPlan): [number, number] {
+    if (!p.shares) return rankSlice(p.cursor, p.count, this.rank, this.worldSize);
+    const sum = p.shares.reduce((a, b) => a + b, 0);
+    if (p.shares.length !== this.worldSize || sum !== p.count) {
+      throw new MnistDdpError('FRAME_UNEXPECTED', `rank ${this.rank}: step ${p.step} names ${p.shares.length} shares summing to ${sum} for ${this.worldSize} ranks and ${p.count} samples; run the coordinator and workers from the same mnist-ddp version`,
+        { rank: this.rank, step: p.step, shares: p.shares, count: p.count });
+    }
+    return shareSlice(p.cursor, p.shares, this.rank);
+  }
+
   localBatch(p: StepPlan): Batch {
-    const [start, end] = rankSlice(p.cursor, p.count, this.rank, this.worldSize);
+    const [start, end] = this.slice(p);
     const ids = this.epochOrder(p.epoch).subarray(start, end);
-    if (ids.length > this.options.batchSize) {
-      // The coordinator plans at most batchSize samples per rank: a bigger share means the two disagree on the run.
-      throw new MnistDdpError('FRAME_UNEXPECTED', `rank ${this.rank}: step ${p.step} assigns ${ids.length} samples, more than --batch-size ${this.options.batchSize}; run the coordinator and workers from the same mnist-ddp version`,
+    const limit = p.shares ? maxShare(this.options.batchSize) : this.options.batchSize;
+    if (ids.length > limit) {
+      // The coordinator plans at most batchSize samples per rank (maxShare with unequal shares): a bigger share means
+      // the two disagree on the run.
+      throw new MnistDdpError('FRAME_UNEXPECTED', `rank ${this.rank}: step ${p.step} assigns ${ids.length} samples, more than the ${limit} a rank may take at --batch-size ${this.options.batchSize}; run the coordinator and workers from the same mnist-ddp version`,
         { rank: this.rank, step: p.step, samples: ids.length, batchSize: this.options.batchSize });
     }
+    if (ids.length > this.buffers.y.length) this.buffers = { x: new Float32Array(ids.length * IMAGE_PIXELS), y: new Int32Array(ids.length) };
     const batch = gatherBatch(this.plan.data.train.images, this.plan.data.train.labels, ids, this.buffers);
     if (this.options.augment && batch.size > 0) {
       augmentBatch(batch.x, batch.size, new Rng(deriveSeed(this.options.seed, p.epoch, p.step, this.rank)));

@@ -32,6 +32,18 @@ export const helloMessage = z.object({
    * admit exactly the keys the coordinator hands out.
    */
   ringKey: z85Key.optional(),
+  /**
+   * The local address of this worker's route to the coordinator (issue #16). Workers with the same `via` share a
+   * host; the coordinator refuses a loopback inbox in a ring with members on other hosts, who could never dial it.
+   */
+  via: z.string().max(100).optional(),
+  /** The interface its /metrics listens on (0.0.0.0: all): what the Prometheus targets file may list for it. */
+  metricsHost: z.string().max(100).optional(),
+  /**
+   * What this worker trains on: its tfjs backend and, on webgpu, the GPU adapter (backend.ts deviceLabel). With
+   * --balance auto, a ring whose workers name different devices splits each step by measured throughput.
+   */
+  device: z.string().max(200).optional(),
 });
 export const joinMessage = z.object({
   type: z.literal('join'),
@@ -69,7 +81,11 @@ export const leaveMessage = z.object({ type: z.literal('leave'), reason: z.strin
 export const heartbeatMessage = z.object({ type: z.literal('heartbeat'), workerId: uint });
 
 // coordinator → worker
-export const welcomeMessage = z.object({ type: z.literal('welcome'), protocolVersion: uint, workerId: uint, config: z.record(z.string(), z.unknown()) });
+/**
+ * `heartbeatTimeoutMs`: the coordinator's --heartbeat-timeout-ms. When it is given, the coordinator answers every
+ * heartbeat (heartbeat-ack), and a worker that hears nothing for well past it knows it was dropped (issue #16).
+ */
+export const welcomeMessage = z.object({ type: z.literal('welcome'), protocolVersion: uint, workerId: uint, config: z.record(z.string(), z.unknown()), heartbeatTimeoutMs: uint.optional() });
 /** Sent once the coordinator accepted a join; the worker waits for open-inbox / ring / load-state. */
 export const admittedMessage = z.object({ type: z.literal('admitted'), workerId: uint });
 export const rejectMessage = z.object({ type: z.literal('reject'), code: z.string(), message: z.string() });
@@ -93,13 +109,15 @@ export const abortMessage = z.object({ type: z.literal('abort'), generation: uin
  * as a new worker (issue #14).
  */
 export const helloAgainMessage = z.object({ type: z.literal('hello-again'), reason: z.string() });
+/** The answer to a member's heartbeat: the coordinator still hears it (and it hears the coordinator). */
+export const heartbeatAckMessage = z.object({ type: z.literal('heartbeat-ack') });
 
 export const workerToCoordinator = z.discriminatedUnion('type', [
   helloMessage, joinMessage, inboxMessage, ringReadyMessage, stepDoneMessage, evaluationMessage, snapshotMessage, workerErrorMessage, leaveMessage, heartbeatMessage,
 ]);
 export const coordinatorToWorker = z.discriminatedUnion('type', [
   welcomeMessage, admittedMessage, rejectMessage, openInboxMessage, ringMessage, loadStateMessage, stepMessage, evaluateMessage, snapshotRequestMessage, stopMessage,
-  abortMessage, helloAgainMessage,
+  abortMessage, helloAgainMessage, heartbeatAckMessage,
 ]);
 
 export type WorkerMessage = z.infer<typeof workerToCoordinator>;

@@ -22,6 +22,11 @@ export const stepPlanSchema = z.object({
   /** Samples in the global batch. */
   count: uint,
   lr: finite,
+  /**
+   * Samples each rank takes, by rank, summing to `count` (--balance throughput: unequal shares, shard-plan.ts
+   * shareSlice). Absent: the equal split of rankSlice.
+   */
+  shares: z.array(uint).optional(),
 });
 export type StepPlan = z.infer<typeof stepPlanSchema>;
 

@@ -5,7 +5,7 @@
  */
 
 /** Bumped whenever a message changes shape; peers with different versions refuse each other at the handshake. */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 
 export const RING_PHASES = ['reduce-scatter', 'all-gather'] as const;
 export type RingPhase = (typeof RING_PHASES)[number];

@@ -4,6 +4,7 @@ import { z85Decode, type CurveKeyPair } from '../../shared/security/keys.js';
 import { curveServerOptions, observeTransport, refusalLogger, type TransportObserver } from '../../shared/security/transport.js';
 import { registerZapDomain, uniqueZapDomain, type ZapRegistration } from '../../shared/security/zap.js';
 import { ringFrameLimit } from '../../shared/wire/frame-limits.js';
+import { MnistDdpError } from '../../shared/core/errors.js';
 
 /** Bounds queued frames per socket; one all-reduce keeps at most ~2 buffers' worth of chunks in flight. */
 export const HIGH_WATER_MARK = 10_000;
@@ -31,6 +32,11 @@ export interface InboxOptions {
   chunkBytes?: number;
   log?: Logger;
   observer?: TransportObserver;
+  /**
+   * Bind a port in this inclusive range instead of the one in `bindAddress` (whose port must then be `*`): a
+   * firewall between hosts can open just these (issue #16).
+   */
+  ports?: { first: number; last: number };
 }
 
 /**
@@ -74,7 +80,8 @@ export async function openRingInbox(bindAddress: string, options: InboxOptions =
     void zap?.close();
   };
   try {
-    await socket.bind(bindAddress);
+    if (options.ports) await bindInRange(socket, bindAddress, options.ports);
+    else await socket.bind(bindAddress);
   } catch (err) {
     close();
     throw err;
@@ -87,4 +94,25 @@ export async function openRingInbox(bindAddress: string, options: InboxOptions =
     allow,
     close,
   };
+}
+
+/**
+ * Binds the first free port of `ports`, trying them from a random one on: workers sharing a host then rarely try the
+ * same port at the same moment. A port in use is skipped; any other bind error is thrown as it is.
+ */
+async function bindInRange(socket: zmq.Pull, bindAddress: string, ports: { first: number; last: number }): Promise<void> {
+  const prefix = /^(tcp:\/\/.+):\*$/.exec(bindAddress)?.[1];
+  if (!prefix) throw new MnistDdpError('CONFIG_INVALID', `a ring port range needs a bind address ending in :* (got ${bindAddress})`, { bindAddress });
+  const count = ports.last - ports.first + 1;
+  const start = Math.floor(Math.random() * count);
+  for (let i = 0; i < count; i++) {
+    const port = ports.first + ((start + i) % count);
+    try {
+      await socket.bind(`${prefix}:${port}`);
+      return;
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'EADDRINUSE') throw err;
+    }
+  }
+  throw new MnistDdpError('PORT_RANGE_EXHAUSTED', `every port of --ring-ports ${ports.first}-${ports.last} on ${prefix} is in use; widen the range (each worker on a host needs one)`, { ...ports });
 }

@@ -11,7 +11,7 @@ import { curveClientOptions } from '../../shared/security/transport.js';
 import { FRAME_HEADROOM_BYTES } from '../../shared/wire/frame-limits.js';
 import { ReceivedFrameCollector } from './young-gc.js';
 import { chunkBounds, receiveStep, ringLayout, type RingLayout } from './topology.js';
-import { DEFAULT_SCAVENGE_EVERY_BYTES, parseRingConfig, type ParsedRingConfig, type RingConfig, type RingReducerOptions } from './ring-config.js';
+import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_SCAVENGE_EVERY_BYTES, parseRingConfig, type ParsedRingConfig, type RingConfig, type RingReducerOptions } from './ring-config.js';
 import { FutureStepStash } from './stash.js';
 import { RingOperation } from './ring-operation.js';
 import { ArenaPool } from './arena-pool.js';
@@ -55,7 +55,11 @@ export class RingAllReducer implements AllReducer {
   private layoutCache: RingLayout | undefined;
   private closed = false;
 
-  /** Binds this rank's inbox, connects to the right neighbour and waits until every rank's hello went round. */
+  /**
+   * Binds this rank's inbox, connects to the right neighbour and waits until every rank's hello went round. When it
+   * fails, an inbox passed in `options.inbox` is left open for the caller to close: the predecessor may not have
+   * connected yet, and a closed inbox would make it report this rank unreachable instead of the rank at fault.
+   */
   static async connect(config: RingConfig, options: RingReducerOptions = {}): Promise<RingAllReducer> {
     const c = parseRingConfig(config, options);
     const chunkBytes = c.chunkBytes ?? DEFAULT_CHUNK_BYTES;
@@ -74,7 +78,7 @@ export class RingAllReducer implements AllReducer {
       if (options.signal?.aborted) abort();
       await reducer.ready();
     } catch (err) {
-      await reducer.close();
+      await reducer.close(options.inbox !== undefined);
       throw err;
     } finally {
       options.signal?.removeEventListener('abort', abort);
@@ -99,16 +103,39 @@ export class RingAllReducer implements AllReducer {
     const serverKey = options.curve?.peerKeys[this.right];
     // The push never receives: its limit is only the header room. As a CURVE client it completes the handshake
     // only with the holder of the right neighbour's secret key.
+    const connectTimeout = config.connectTimeoutMs ?? Math.min(DEFAULT_CONNECT_TIMEOUT_MS, config.readyTimeoutMs ?? config.timeoutMs);
     this.push = new zmq.Push({
-      sendHighWaterMark: HIGH_WATER_MARK, linger: 0, maxMessageSize: FRAME_HEADROOM_BYTES,
+      sendHighWaterMark: HIGH_WATER_MARK, linger: 0, maxMessageSize: FRAME_HEADROOM_BYTES, connectTimeout,
       ...(options.curve && serverKey ? curveClientOptions(options.curve.keyPair, serverKey) : {}),
     });
     this.sender = new SerialSender((frame) => this.push.send(frame));
     const scavengeEveryBytes = config.scavengeEveryBytes ?? DEFAULT_SCAVENGE_EVERY_BYTES;
     this.collector = scavengeEveryBytes > 0 ? new ReceivedFrameCollector(scavengeEveryBytes) : undefined;
     if (this.collector && !this.collector.enabled) this.log.warn('V8 did not expose gc: received frames will be freed by full GCs only (slower)');
-    if (config.worldSize > 1) this.push.connect(config.peers[this.right] ?? '');
+    if (config.worldSize > 1) {
+      this.watchFirstConnect(connectTimeout);
+      this.push.connect(config.peers[this.right] ?? '');
+    }
     void this.receiveLoop();
+  }
+
+  /**
+   * Every inbox was bound before the coordinator sent the ring, so a first connect to the right neighbour that fails
+   * (refused, no route, or no answer within `connectTimeoutMs`) will not succeed by waiting: the start-up barrier
+   * fails at once, naming the address, instead of at its deadline blaming whichever rank is silent (issue #16). Only
+   * the first connection counts: one that was up and dropped means the neighbour went away (PEER_LOST's business).
+   */
+  private watchFirstConnect(connectTimeoutMs: number): void {
+    let connected = false;
+    const address = this.config.peers[this.right] ?? '?';
+    this.push.events.on('connect', () => (connected = true));
+    this.push.events.on('connect:retry', () => {
+      if (connected || this.closed) return;
+      this.barrier.fail(new MnistDdpError('PEER_UNREACHABLE',
+        `rank ${this.rank} could not connect to rank ${this.right}'s ring inbox at ${address} (refused, no route, or no answer within ${connectTimeoutMs} ms): ` +
+        `that address must be rank ${this.right}'s on a network this host reaches (set it with --advertise-host on that worker), and a firewall must let its port through (--ring-ports)`,
+        { missingRank: this.right, rank: this.rank, address, generation: this.generation }));
+    });
   }
 
   private ready(): Promise<void> {
@@ -172,7 +199,8 @@ export class RingAllReducer implements AllReducer {
     return this.arenas.allocate(length);
   }
 
-  async close(): Promise<void> {
+  /** Ends every wait (PEER_LOST) and closes the sockets; `keepInbox` leaves the inbox bound (connect's failure path). */
+  async close(keepInbox = false): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     this.barrier.fail(new MnistDdpError('PEER_LOST', `rank ${this.rank}: ring closed before it was ready`, { rank: this.rank }));
@@ -187,7 +215,7 @@ export class RingAllReducer implements AllReducer {
     }
     this.push.linger = lingerMs;
     this.push.close();
-    this.inbox.close();
+    if (!keepInbox) this.inbox.close();
   }
 
   private layoutFor(length: number): RingLayout {
@@ -231,6 +259,8 @@ export class RingAllReducer implements AllReducer {
         if (this.op) this.fail(this.op, lost);
         return;
       }
+      // Closed with its inbox left bound (a failed start-up): what still arrives is for no one.
+      if (this.closed) return;
       this.onFrame(parts);
     }
   }

@@ -7,6 +7,12 @@ import { ringFrameLimit } from '../../shared/wire/frame-limits.js';
 import type { RejectReason } from '../../shared/wire/reject-reasons.js';
 import { DEFAULT_CHUNK_BYTES, type RingInbox } from './inbox.js';
 
+/**
+ * A connect to a live inbox on a LAN answers within milliseconds; 3 s still covers one lost SYN (retried after 1 s)
+ * and fails well before the 10 s start-up deadline when the address leads nowhere.
+ */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 3000;
+
 /** Received bytes between two scavenges (young-gc.ts): a quarter of what forces a full GC. */
 export const DEFAULT_SCAVENGE_EVERY_BYTES = 8 * 1024 * 1024;
 
@@ -22,6 +28,12 @@ const ringConfigSchema = z
     timeoutMs: z.number().int().positive(),
     /** Deadline for the start-up barrier; defaults to timeoutMs. */
     readyTimeoutMs: z.number().int().positive().optional(),
+    /**
+     * How long one TCP connect to the right neighbour may take before it counts as failed; default the smaller of
+     * DEFAULT_CONNECT_TIMEOUT_MS and the start-up deadline. Before the ring is ready a failed connect ends the
+     * start-up at once (PEER_UNREACHABLE).
+     */
+    connectTimeoutMs: z.number().int().positive().optional(),
     chunkBytes: z.number().int().min(4).multipleOf(4).optional(),
     /** Where this rank's inbox binds when it differs from peers[rank] (e.g. tcp://0.0.0.0:6001). */
     bindAddress: endpoint.optional(),
@@ -50,7 +62,10 @@ export interface RingCurve {
 
 export interface RingReducerOptions {
   logger?: Logger;
-  /** Use an inbox opened beforehand (e.g. to advertise an OS-chosen port); the reducer takes ownership. */
+  /**
+   * Use an inbox opened beforehand (e.g. to advertise an OS-chosen port); the reducer owns it once connect()
+   * succeeds, and closes it with itself. An invalid config closes it; a failed start-up leaves it to the caller.
+   */
   inbox?: RingInbox;
   /** Called for every rejected frame, after it was counted, with the coded error and the reason it was rejected. */
   onRejectedFrame?: (err: MnistDdpError, reason: RejectReason) => void;
