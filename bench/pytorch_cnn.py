@@ -4,6 +4,10 @@
 One process, torch.set_num_threads(1) (the figure our single WASM thread is compared with), or --ddp N processes
 with gloo and 1 thread each (the figure our ZeroMQ ring is compared with). Prints one JSON line:
 {"framework": "pytorch", "samplesPerSec": median over timed windows, "windows": [...], ...}.
+
+--device cuda (one process; the figure `bench --backend webgpu` is compared with, scripts/gpu-host/h200.sh) keeps the
+training set on the GPU, as a PyTorch user would, and synchronises the device at each window's ends so the time
+covers finished work; its JSON line adds "device" and "gpu". --data-dir may hold the files raw or as .gz.
 """
 import argparse, gzip, json, os, statistics, sys, time
 
@@ -22,9 +26,15 @@ def read_idx(path):
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
+def locate(data_dir, name):
+    """`name` in data_dir, else `name.gz` (mnist-ddp's bundle ships MNIST gzip'd)."""
+    raw = os.path.join(data_dir, name)
+    return raw if os.path.exists(raw) or not os.path.exists(raw + '.gz') else raw + '.gz'
+
+
 def load_train(data_dir):
-    images = read_idx(os.path.join(data_dir, 'train-images-idx3-ubyte'))
-    labels = read_idx(os.path.join(data_dir, 'train-labels-idx1-ubyte'))
+    images = read_idx(locate(data_dir, 'train-images-idx3-ubyte'))
+    labels = read_idx(locate(data_dir, 'train-labels-idx1-ubyte'))
     x = (torch.from_numpy(images.astype(np.float32) / 255.0) - 0.1307) / 0.3081
     return x.unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
 
@@ -49,12 +59,15 @@ def run(rank, world, args, x, y, out_path=None):
     torch.manual_seed(args.seed)
     model = Cnn()
     assert sum(p.numel() for p in model.parameters()) == 34826
+    cuda = args.device == 'cuda'
+    if cuda:
+        model, x, y = model.cuda(), x.cuda(), y.cuda()
     if world > 1:
         import torch.distributed as dist
         dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{args.port}', rank=rank, world_size=world)
         model = nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(args.seed + rank))
+    perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(args.seed + rank)).to(x.device)
     b = args.batch_size
     cursor = [0]
 
@@ -75,14 +88,20 @@ def run(rank, world, args, x, y, out_path=None):
     for _ in range(args.windows):
         if world > 1:
             torch.distributed.barrier()
+        if cuda:
+            torch.cuda.synchronize()
         t0 = time.perf_counter()
         for _ in range(per_window):
             step()
+        if cuda:
+            torch.cuda.synchronize()
         windows.append(per_window * b * world / (time.perf_counter() - t0))
     if rank == 0:
         result = {'framework': 'pytorch', 'torch': torch.__version__, 'threads': 1, 'processes': world,
                   'batchSize': b, 'samplesPerSec': round(statistics.median(windows), 1),
                   'windows': [round(w, 1) for w in windows]}
+        if cuda:
+            result.update(device='cuda', gpu=torch.cuda.get_device_name())
         if out_path:
             with open(out_path, 'w') as f:
                 json.dump(result, f)
@@ -102,7 +121,10 @@ def main():
     p.add_argument('--ddp', type=int, default=1, help='processes (gloo) ; 1 = no DDP')
     p.add_argument('--seed', type=int, default=1)
     p.add_argument('--port', type=int, default=29531)
+    p.add_argument('--device', choices=['cpu', 'cuda'], default='cpu', help='cuda: one process on the first GPU')
     args = p.parse_args()
+    if args.device == 'cuda' and args.ddp != 1:
+        p.error('--device cuda runs one process; use --ddp 1')
     x, y = load_train(args.data_dir)
     if args.ddp == 1:
         run(0, 1, args, x, y)
