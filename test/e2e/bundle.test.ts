@@ -1,10 +1,10 @@
-import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildBundle } from '../../scripts/bundle.js';
+import { runProcess } from '../helpers/cli.js';
 import { readSteps } from '../helpers/history.js';
 import { probeWebgpu } from '../helpers/webgpu-probe.js';
 
@@ -21,21 +21,7 @@ interface Run { code: number | null; stdout: string; stderr: string }
  */
 function runBare(launcher: string, args: string[], opts: { cwd: string; path?: string; timeoutMs?: number }): Promise<Run> {
   const env = [`PATH=${opts.path ?? '/nonexistent'}`, 'MNIST_DDP_LOG_LEVEL=warn'];
-  return new Promise((resolve, reject) => {
-    const child = spawn('/usr/bin/env', ['-i', ...env, launcher, ...args], { cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`${launcher} ${args.join(' ')} did not finish within ${opts.timeoutMs ?? 60_000} ms\n${stderr.slice(-2000)}`));
-    }, opts.timeoutMs ?? 60_000);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+  return runProcess('/usr/bin/env', ['-i', ...env, launcher, ...args], { cwd: opts.cwd, timeoutMs: opts.timeoutMs ?? 60_000 });
 }
 
 const lastJson = <T>(run: Run): T => JSON.parse(run.stdout.trim().split('\n').pop() ?? '') as T;

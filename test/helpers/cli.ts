@@ -10,24 +10,37 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs the shipped CLI (bin/mnist-ddp.js → dist/) as a real process, with a hard deadline. */
-export function runCli(args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; onSpawn?: (child: ChildProcess) => void } = {}): Promise<CliResult> {
+export interface ProcessOptions {
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+  timeoutMs?: number;
+  onSpawn?: (child: ChildProcess) => void;
+}
+
+/** Runs `command args` as a real process and collects its output, with a hard deadline (default 120 s). */
+export function runProcess(command: string, args: string[], opts: ProcessOptions = {}): Promise<CliResult> {
+  const timeoutMs = opts.timeoutMs ?? 120_000;
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, MNIST_DDP_LOG_LEVEL: 'warn', ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(command, args, { env: opts.env ?? process.env, cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`mnist-ddp ${args.join(' ')} did not finish within ${opts.timeoutMs ?? 120_000} ms\n${stderr.slice(-2000)}`));
-    }, opts.timeoutMs ?? 120_000);
+      reject(new Error(`${command} ${args.join(' ')} did not finish within ${timeoutMs} ms\n${stderr.slice(-2000)}`));
+    }, timeoutMs);
     child.on('exit', (code, signal) => {
       clearTimeout(timer);
       resolve({ code, signal, stdout, stderr });
     });
     opts.onSpawn?.(child);
   });
+}
+
+/** Runs the shipped CLI (bin/mnist-ddp.js → dist/) as a real process, with a hard deadline. */
+export function runCli(args: string[], opts: Omit<ProcessOptions, 'cwd'> = {}): Promise<CliResult> {
+  return runProcess(process.execPath, [BIN, ...args], { ...opts, env: { ...process.env, MNIST_DDP_LOG_LEVEL: 'warn', ...opts.env } });
 }
 
 export function lastJson<T>(stdout: string): T {

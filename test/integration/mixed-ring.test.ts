@@ -10,6 +10,7 @@ import { Replica } from '../../src/shared/train/replica.js';
 import type { StepPlan } from '../../src/shared/train/worker-core.js';
 import type { MixedRankJob, MixedRankResult } from '../helpers/mixed-ring-rank.js';
 import { probeWebgpu } from '../helpers/webgpu-probe.js';
+import { b64, floats, relativeError } from '../helpers/float-buffers.js';
 
 /**
  * Mixed rings (issue #13): ranks on different backends, each taking an unequal share of the global batch, all-reduce
@@ -33,23 +34,6 @@ const children: ChildProcess[] = [];
 afterEach(() => {
   for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
 });
-
-const b64 = (a: Float32Array): string => Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('base64');
-const floats = (s: string): Float32Array => {
-  const bytes = Buffer.from(s, 'base64');
-  return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
-};
-
-/** max |a − b| / max |b| over [start, end): one tensor's normwise relative error. */
-function relativeError(a: Float32Array, b: Float32Array, start: number, end: number): number {
-  let diff = 0;
-  let scale = 0;
-  for (let i = start; i < end; i++) {
-    diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
-    scale = Math.max(scale, Math.abs(b[i]!));
-  }
-  return scale === 0 ? diff : diff / scale;
-}
 
 /** Starts one process per backend (rank = position), wires their ring and resolves with their results, by rank. */
 async function runRing(backends: readonly string[], weights: string, deadlineMs: number): Promise<MixedRankResult[]> {

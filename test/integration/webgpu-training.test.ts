@@ -5,6 +5,7 @@ import { probeWebgpu, WEBGPU_RUNNER as RUNNER } from '../helpers/webgpu-probe.js
 import { describe, expect, it } from 'vitest';
 import { MODEL_NAMES } from '../../src/shared/model/zoo.js';
 import type { GradsResult, RunnerJob } from './webgpu-runner.js';
+import { floats, relativeError } from '../helpers/float-buffers.js';
 
 /**
  * Training on the webgpu backend (issue #13), compared with the wasm backend. Every backend runs in its own child
@@ -37,22 +38,6 @@ function runJob<T>(job: RunnerJob, timeoutMs: number): Promise<T> {
       }
     });
   });
-}
-
-const floats = (s: string): Float32Array => {
-  const bytes = Buffer.from(s, 'base64');
-  return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
-};
-
-/** max |a − b| / max |b| over a range: the normwise relative error of one tensor. */
-function relativeError(a: Float32Array, b: Float32Array, start: number, end: number): number {
-  let diff = 0;
-  let scale = 0;
-  for (let i = start; i < end; i++) {
-    diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
-    scale = Math.max(scale, Math.abs(b[i]!));
-  }
-  return scale === 0 ? diff : diff / scale;
 }
 
 describe.skipIf(!probe.ok)(`training on webgpu (${probe.adapter?.description ?? 'no adapter'}) vs wasm (issue #13)`, () => {
