@@ -95,7 +95,7 @@ export class Replica {
     const tensors = this.model.weights.map((w) => {
       const shape = w.shape.map((d) => d ?? 1);
       const size = shape.reduce((a, b) => a * b, 1);
-      const t = tf.tensor(weights.subarray(offset, offset + size), shape);
+      const t = tf.tensor(weights.slice(offset, offset + size), shape); // a copy: see writeVars
       offsets.set(w.originalName, offset);
       offset += size;
       return t;
@@ -218,10 +218,15 @@ export class Replica {
   }
 }
 
-/** Writes `source` (laid out as `slots`, whose offsets start at `base`) into the variables. */
+/**
+ * Writes `source` (laid out as `slots`, whose offsets start at `base`) into the variables, from copies: tfjs keeps
+ * the typed array it is given, and webgpu uploads it only when the variable is next read. A view would upload
+ * whatever `source` (the all-reduce buffer, reused every step) holds by then: on webgpu the batch-norm moving
+ * statistics read back as the next step's partial sums and collapsed (test/integration/webgpu-training.test.ts).
+ */
 function writeVars(vars: tf.LayerVariable[], slots: ParamSlot[], source: Float32Array, base: number): void {
   slots.forEach((slot, i) => {
-    const value = tf.tensor(source.subarray(slot.offset - base, slot.offset - base + slot.size), slot.shape);
+    const value = tf.tensor(source.slice(slot.offset - base, slot.offset - base + slot.size), slot.shape);
     vars[i]!.write(value);
     value.dispose();
   });
