@@ -3,7 +3,7 @@ import type { z } from 'zod';
 import { BACKEND_NAMES } from './shared/core/backend.js';
 import { isMnistDdpError } from './shared/core/errors.js';
 import {
-  chaosConfigSchema, coordinatorConfigSchema, dataConfigSchema, defaultOf, evalConfigSchema, exportConfigSchema, fromConfigFile, fromEnv, keygenConfigSchema, MAX_RING_TIMEOUT_MS,
+  benchConfigSchema, chaosConfigSchema, checkBenchConfig, coordinatorConfigSchema, dataConfigSchema, defaultOf, evalConfigSchema, exportConfigSchema, fromConfigFile, fromEnv, keygenConfigSchema, MAX_RING_TIMEOUT_MS,
   reportConfigSchema, resolveConfig, serveConfigSchema, trainConfigSchema, transferConfigSchema, workerConfigSchema,
 } from './shared/core/config.js';
 import { MODEL_NAMES } from './shared/model/zoo.js';
@@ -12,7 +12,6 @@ import { OPTIMIZER_NAMES } from './shared/train/optimizers.js';
 import { LR_SCALING_NAMES, SCHEDULE_NAMES } from './shared/train/lr-schedule.js';
 import { ANOMALY_RESPONSES } from './shared/train/gradient-health.js';
 import { BALANCE_MODES } from './shared/data/shard-plan.js';
-import { benchCommandSchema, checkBenchCommand } from './commands/bench-options.js';
 
 /**
  * `mnist-ddp` command line. Each subcommand turns its flags into a validated, frozen config (shared/config.ts) and
@@ -320,7 +319,7 @@ program
     await runDataCommand(config, { stdout });
   });
 
-const bench = optionsOf(benchCommandSchema);
+const bench = optionsOf(benchConfigSchema);
 program
   .command('bench')
   .description('measure training throughput (samples/s, median of timed windows after warm-up)')
@@ -339,8 +338,8 @@ program
   .option('--json', 'print one JSON line')
   .addOption(new Option('--config <file>', 'JSON config file'))
   .action(async (_opts, cmd: Command) => {
-    const config = configOf(benchCommandSchema, cmd);
-    checkBenchCommand(config);
+    const config = configOf(benchConfigSchema, cmd);
+    checkBenchConfig(config);
     if (config.workers >= 1) {
       const { runDistributedBench, formatDistributedBench } = await import('./commands/bench-distributed.js');
       const result = await runDistributedBench(config);

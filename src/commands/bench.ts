@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../shared/core/backend.js';
+import type { BenchConfig } from '../shared/core/config.js';
 import type { GpuAdapterDescription } from '../shared/core/webgpu.js';
 import { componentLogger } from '../shared/core/log.js';
 import { gatherBatch, loadMnist } from '../shared/data/mnist.js';
@@ -9,7 +10,6 @@ import { LocalReducer } from '../shared/train/reducer.js';
 import { Replica } from '../shared/train/replica.js';
 import { TrainStep } from '../shared/train/step.js';
 import { profileSteps, type StepProfile } from '../shared/train/profile.js';
-import type { BenchCommandConfig } from './bench-options.js';
 
 /** What both benches report: `bench` (one process) and `bench --workers N` (bench-distributed.ts). */
 export interface ThroughputResult {
@@ -44,7 +44,7 @@ export interface BenchResult extends ThroughputResult {
  * With `profile`, `profileSteps` more steps run under tf.profile after the timed windows, so profiling slows none of
  * the timed steps and the tensor drift is measured without it.
  */
-export async function runTrainingBench(config: BenchCommandConfig): Promise<BenchResult> {
+export async function runTrainingBench(config: BenchConfig): Promise<BenchResult> {
   const log = componentLogger('bench');
   const selection = await initBackend(config.backend, log);
   const data = loadMnist();

@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 import * as tf from '@tensorflow/tfjs';
 import { MnistDdpError } from './errors.js';
 import type { Logger } from './log.js';
-import { registerWasmTrainingKernels, registerWebgpuTrainingKernels } from '../kernels/register.js';
+import { registerWasmTrainingKernels } from '../kernels/register.js';
 import { activateWebgpu, adapterLabel, webgpuInstalled, type GpuAdapterDescription } from './webgpu.js';
 
 export type { GpuAdapterDescription };
@@ -109,7 +109,6 @@ async function select(choice: BackendChoice, log?: Logger): Promise<BackendSelec
   switch (choice) {
     case 'webgpu': {
       const { adapter } = await activateWebgpu({ allowSoftware: true, log });
-      registerWebgpuTrainingKernels();
       const reason = adapter.software ? 'requested with --backend webgpu; a software adapter: correct, not fast' : 'requested with --backend webgpu';
       return { backend: 'webgpu', provider: WEBGPU_PROVIDER, reason, adapter };
     }
@@ -138,8 +137,7 @@ async function select(choice: BackendChoice, log?: Logger): Promise<BackendSelec
       if (webgpuInstalled()) {
         try {
           const { adapter } = await activateWebgpu({ allowSoftware: false, askDawnWhy: false, log });
-          registerWebgpuTrainingKernels();
-          return { backend: 'webgpu', provider: WEBGPU_PROVIDER, reason: `auto: ${skipped.join('; ')}; hardware WebGPU adapter found`, adapter };
+              return { backend: 'webgpu', provider: WEBGPU_PROVIDER, reason: `auto: ${skipped.join('; ')}; hardware WebGPU adapter found`, adapter };
         } catch (err) {
           skipped.push(`webgpu not used (${(err as Error).message.split('. ')[0]})`);
         }

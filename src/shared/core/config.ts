@@ -195,8 +195,21 @@ export const benchConfigSchema = z.object({
   workers: int(0).max(64).default(0),
   seed: int(0).default(1),
   json,
+  /** After the timed windows, profile `profileSteps` steps with tf.profile and report time per kernel (issue #17). */
+  profile: bool.default(false),
+  /** A few steps average out one step's jitter; each profiled step on webgpu is slow (one submit per kernel). */
+  profileSteps: int(1).max(100).default(3),
+  /** Kernels listed, by time; the rest are summed on one line. */
+  profileTop: int(1).max(1000).default(15),
 });
 export type BenchConfig = Readonly<z.infer<typeof benchConfigSchema>>;
+
+/** --profile runs in this process (bench.ts): with worker processes (bench-distributed.ts) it is refused, not ignored. */
+export function checkBenchConfig(config: BenchConfig): void {
+  if (config.profile && config.workers >= 1) {
+    throw new MnistDdpError('CONFIG_INVALID', `--profile profiles the in-process bench, not ${config.workers} worker processes: drop --workers (or pass --workers 0)`, { key: 'profile', workers: config.workers });
+  }
+}
 
 /** `mnist-ddp eval`: a checkpoint's evaluation report on the test set. */
 export const evalConfigSchema = z.object({

@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
+import { registerWebgpuTrainingKernels } from '../kernels/register.js';
 import { MnistDdpError } from './errors.js';
 import { diagnoseNoAdapter } from './gpu-diagnose.js';
 import type { Logger } from './log.js';
@@ -158,5 +159,6 @@ export async function activateWebgpu(options: { allowSoftware: boolean; askDawnW
     throw new MnistDdpError('BACKEND_UNAVAILABLE', `--backend webgpu: tfjs could not start the webgpu backend on ${adapterLabel(description)}`, { backend: 'webgpu', adapter: description });
   }
   await tf.ready();
+  registerWebgpuTrainingKernels();
   return { adapter: description };
 }

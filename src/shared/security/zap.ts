@@ -29,7 +29,7 @@ export interface ZapRegistration {
  * How long the handler outlives its last domain. libzmq 4.3.5 aborts (`pipe.cpp:355`, `_state == term_ack_sent`)
  * or crashes when the ZAP socket closes while a CURVE socket that used it still tears its sessions down on
  * ZeroMQ's own threads: both ends of each session's inproc ZAP pipe then terminate at once. That teardown cannot be
- * observed from here and ends within milliseconds of the socket's close, so the handler waits this long.
+ * observed from here (libzmq reports no event for it), so the handler waits this long after its last domain.
  * `bench/zap-teardown.ts` reproduces the crash with an immediate close (bench/RESULTS.md). The grace also lets the
  * next generation's sockets reuse the handler instead of rebinding it.
  */
