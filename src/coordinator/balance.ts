@@ -1,4 +1,5 @@
 import type { Logger } from '../shared/core/log.js';
+import { median } from '../shared/core/stats.js';
 import { apportion, maxShare, rankSlice, stepShares, type BalanceMode } from '../shared/data/shard-plan.js';
 import type { StepReport } from '../shared/wire/control-payloads.js';
 import type { WorkerRecord } from './membership.js';
@@ -146,22 +147,26 @@ export class BatchBalancer {
     });
   }
 
-  /** Full-step shares proportional to measured speed; unmeasured members count as the median measured one. */
-  private propose(): number[] | undefined {
+  /** Each rank's ms per sample, an unmeasured one counted as the median measured one; undefined if none is measured. */
+  private estimatedMs(): number[] | undefined {
     const ms = this.msPerSample();
     const known = ms.filter((m): m is number => m !== undefined);
     if (known.length === 0) return undefined;
     const typical = median(known);
-    const total = this.ring.length * this.settings.batchSize;
-    return apportion(total, ms.map((m) => 1 / (m ?? typical)), { min: 1, max: maxShare(this.settings.batchSize) });
+    return ms.map((m) => m ?? typical);
   }
 
-  /** The slowest rank's compute time under `shares`: what a step waits for before its all-reduce can finish. */
+  /** Full-step shares proportional to measured speed. */
+  private propose(): number[] | undefined {
+    const ms = this.estimatedMs();
+    if (!ms) return undefined;
+    return apportion(this.ring.length * this.settings.batchSize, ms.map((m) => 1 / m), { min: 1, max: maxShare(this.settings.batchSize) });
+  }
+
+  /** The slowest rank's compute time under `shares`: what a step waits for before its all-reduce can finish (0 unmeasured). */
   private predictedMs(shares: readonly number[]): number {
-    const ms = this.msPerSample();
-    const known = ms.filter((m): m is number => m !== undefined);
-    const typical = known.length > 0 ? median(known) : 0;
-    return Math.max(...shares.map((s, rank) => s * (ms[rank] ?? typical)));
+    const ms = this.estimatedMs();
+    return ms ? Math.max(...shares.map((s, rank) => s * ms[rank]!)) : 0;
   }
 
   private equalShares(): number[] {
@@ -182,10 +187,4 @@ export class BatchBalancer {
     const list = ranks.map((r) => `rank ${r.rank} (${r.device}${r.samplesPerSec !== undefined ? `, ${r.samplesPerSec} samples/s` : ''}) ${r.share}`).join(', ');
     this.settings.log.info({ ...fields, shares: ranks }, `${message}: ${list}`);
   }
-}
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
