@@ -120,22 +120,27 @@ export class RingAllReducer implements AllReducer {
   }
 
   /**
-   * Every inbox was bound before the coordinator sent the ring, so a first connect to the right neighbour that fails
-   * (refused, no route, or no answer within `connectTimeoutMs`) will not succeed by waiting: the start-up barrier
-   * fails at once, naming the address, instead of at its deadline blaming whichever rank is silent (issue #16). Only
-   * the first connection counts: one that was up and dropped means the neighbour went away (PEER_LOST's business).
+   * Every inbox was bound before the coordinator sent the ring, so a first connection to the right neighbour that
+   * fails (refused, no route, no answer within `connectTimeoutMs`, or a handshake with whatever else listens at that
+   * address) will not succeed by waiting: the start-up barrier fails at once, naming the address, instead of at its
+   * deadline blaming whichever rank is silent (issue #16). A connection counts once its ZMTP handshake succeeds (a TCP
+   * connect alone can reach another process that happens to hold that port); one that was up and dropped means the
+   * neighbour went away (PEER_LOST's business).
    */
   private watchFirstConnect(connectTimeoutMs: number): void {
-    let connected = false;
+    let established = false;
     const address = this.config.peers[this.right] ?? '?';
-    this.push.events.on('connect', () => (connected = true));
-    this.push.events.on('connect:retry', () => {
-      if (connected || this.closed) return;
+    const fail = (why: string): void => {
+      if (established || this.closed) return;
       this.barrier.fail(new MnistDdpError('PEER_UNREACHABLE',
-        `rank ${this.rank} could not connect to rank ${this.right}'s ring inbox at ${address} (refused, no route, or no answer within ${connectTimeoutMs} ms): ` +
+        `rank ${this.rank} could not connect to rank ${this.right}'s ring inbox at ${address} (${why}): ` +
         `that address must be rank ${this.right}'s on a network this host reaches (set it with --advertise-host on that worker), and a firewall must let its port through (--ring-ports)`,
         { missingRank: this.right, rank: this.rank, address, generation: this.generation }));
-    });
+    };
+    this.push.events.on('handshake', () => (established = true));
+    this.push.events.on('connect:retry', () => fail(`refused, no route, or no answer within ${connectTimeoutMs} ms`));
+    this.push.events.on('handshake:error:protocol', (e) => fail(`the process listening there failed the handshake: ${e.error.code ?? e.error.message}`));
+    this.push.events.on('handshake:error:auth', () => fail('the process listening there refused this rank\'s key'));
   }
 
   private ready(): Promise<void> {
