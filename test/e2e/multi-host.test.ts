@@ -166,6 +166,95 @@ describe.skipIf(UNAVAILABLE !== undefined)('multi-host training in network names
     console.log(`[multi-host] w1 cut off for 5 s: ${during} step(s) completed during the cut, training resumed ${((resumedAt - upAt) / 1000).toFixed(1)} s after the link returned`);
   }, 180_000);
 
+  it("rides out the coordinator's link down for 10 s: every worker stalls on its next order and resumes, no re-formation, every sample once", async () => {
+    const SAMPLES = 4000;
+    const OUTAGE_MS = 10_000;
+    const lab = newLab();
+    const runDir = join(dir, 'coordinator-blip');
+    // A heartbeat timeout above the outage: a coordinator that cannot hear its workers for 10 s must wait, not drop them.
+    const coordinator = startCoordinator(lab, runDir, ['--min-workers', '3', '--train-subset', String(SAMPLES), '--heartbeat-timeout-ms', '15000']);
+    const workers = WORKERS.map((w) => startWorker(lab, w, ['--no-metrics', '--ring-timeout-ms', '20000']));
+    await untilSteps(runDir, 3, 3, coordinator);
+
+    const before = readSteps(runDir).length;
+    lab.setLink('coordinator', false);
+    await new Promise((r) => setTimeout(r, OUTAGE_MS));
+    lab.setLink('coordinator', true);
+    const upAt = Date.now();
+    const during = readSteps(runDir).length - before;
+    const resumedAt = await untilRecorded(runDir, 'a step after the link returned', () => (readSteps(runDir).length > before + during ? Date.now() : undefined), {
+      deadlineMs: 60_000, describeLast: () => `\n${coordinator.output().slice(-3000)}`,
+    });
+
+    expect(await exitOf(coordinator, 120_000), coordinator.output().slice(-3000)).toBe(0);
+    for (const w of workers) expect(await exitOf(w, 30_000), w.output().slice(-3000)).toBe(0);
+    // The coordinator records a step when every report is in: one whose reports were in flight at the cut may land.
+    expect(during, 'steps recorded while the coordinator was cut off').toBeLessThanOrEqual(1);
+    const steps = expectRunAccountedOnce(runDir, SAMPLES, 0.7);
+    expect(steps.every((s) => s.workers === 3), 'every step trained by all three hosts').toBe(true);
+    expect(new Set(steps.map((s) => s.generation)).size, 'one ring generation: nobody was dropped').toBe(1);
+    console.log(`[multi-host] coordinator cut off for ${OUTAGE_MS / 1000} s: training resumed ${((resumedAt - upAt) / 1000).toFixed(1)} s after its link returned`);
+  }, 180_000);
+
+  it("survives the coordinator's link down for 10 s past the heartbeat timeout: every worker is dropped, all rejoin, and the run goes on from its latest checkpoint, every sample once", async () => {
+    const SAMPLES = 4000;
+    const OUTAGE_MS = 10_000;
+    const lab = newLab();
+    const runDir = join(dir, 'coordinator-cut');
+    // The default 5 s heartbeat timeout: the coordinator takes its own outage for every worker's.
+    const coordinator = startCoordinator(lab, runDir, ['--min-workers', '3', '--train-subset', String(SAMPLES), '--checkpoint-every', '2'], { MNIST_DDP_LOG_LEVEL: 'info' });
+    const workers = WORKERS.map((w) => startWorker(lab, w, ['--no-metrics']));
+    await untilSteps(runDir, 3, 5, coordinator);
+
+    lab.setLink('coordinator', false);
+    await untilOutput(coordinator, /0 worker\(s\) left/, 'every worker declared gone', 30_000);
+    await new Promise((r) => setTimeout(r, OUTAGE_MS - 5_000));
+    lab.setLink('coordinator', true);
+    const upAt = Date.now();
+    const RESTORED = /restoring the latest checkpoint onto 3 worker\(s\)/;
+    await untilOutput(coordinator, RESTORED, 'the run restored onto the three rejoined workers', 60_000);
+    const restored = logLines(coordinator.output(), RESTORED)[0]!;
+
+    expect(await exitOf(coordinator, 120_000), coordinator.output().slice(-3000)).toBe(0);
+    for (const w of workers) expect(await exitOf(w, 30_000), w.output().slice(-3000)).toBe(0);
+    const steps = expectRunAccountedOnce(runDir, SAMPLES, 0.7);
+    expect(steps.every((s) => s.workers === 3), 'every step trained by all three hosts').toBe(true);
+    const position = restored.position as { globalStep: number };
+    expect(position.globalStep, 'restored from a checkpoint taken during the run').toBeGreaterThan(0);
+    console.log(`[multi-host] coordinator cut off for ${OUTAGE_MS / 1000} s with a 5 s heartbeat timeout: all 3 workers dropped and rejoined; ` +
+      `restored from the checkpoint at step ${position.globalStep} ${((restored.time - upAt) / 1000).toFixed(1)} s after its link returned`);
+  }, 180_000);
+
+  it('takes a worker that joins from another host mid-run and lets one leave (SIGTERM): the ring re-forms each time, every sample once', async () => {
+    const SAMPLES = 12_000;
+    const lab = newLab();
+    const runDir = join(dir, 'elastic');
+    const coordinator = startCoordinator(lab, runDir, ['--min-workers', '2', '--train-subset', String(SAMPLES)]);
+    const w0 = startWorker(lab, 'w0', ['--no-metrics']);
+    startWorker(lab, 'w1', ['--no-metrics']);
+    await untilSteps(runDir, 2, 3, coordinator);
+
+    startWorker(lab, 'w2', ['--no-metrics']);
+    await untilSteps(runDir, 3, 3, coordinator);
+    const joinedGeneration = Math.min(...readSteps(runDir).filter((s) => s.workers === 3).map((s) => s.generation));
+
+    // A leave, as `kubectl scale` or `pm2 scale` does it: SIGTERM, and the worker exits without being told to rejoin.
+    w0.child.kill('SIGTERM');
+    expect(await exitOf(w0, 30_000), w0.output().slice(-3000)).not.toBeNull();
+    await untilRecorded(runDir, 'a step with 2 workers after the leave', () => (readSteps(runDir).some((s) => s.workers === 2 && s.generation > joinedGeneration) ? true : undefined), {
+      deadlineMs: 60_000, describeLast: () => `\n${coordinator.output().slice(-3000)}`,
+    });
+
+    expect(await exitOf(coordinator, 150_000), coordinator.output().slice(-3000)).toBe(0);
+    const steps = expectRunAccountedOnce(runDir, SAMPLES, 0.7);
+    const sizes = steps.map((s) => s.workers);
+    // 2 → 3 (the join) → 2 (the leave), in that order.
+    expect(sizes.slice(0, sizes.indexOf(3)).every((n) => n === 2)).toBe(true);
+    expect(sizes.lastIndexOf(3)).toBeLessThan(sizes.length - 1);
+    expect(sizes.slice(sizes.lastIndexOf(3) + 1).every((n) => n === 2)).toBe(true);
+    console.log(`[multi-host] elastic across hosts: ${sizes.filter((n) => n === 2).length} steps with 2 workers, ${sizes.filter((n) => n === 3).length} with 3, generations ${[...new Set(steps.map((s) => s.generation))].join(', ')}`);
+  }, 240_000);
+
   it('drops a worker cut off longer than the heartbeat timeout, re-forms the ring without it, and takes it back within seconds of its link returning', async () => {
     const HEARTBEAT_MS = 4000;
     // Cut behind w1's link (partition: no carrier loss, so TCP backs its retries off as on a real network). After 30 s
