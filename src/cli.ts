@@ -106,7 +106,11 @@ function addTrainOptions(cmd: Command, schema: Schema, { workers = true }: { wor
     .addOption(train('--max-steps <n>', 'stop (with a resumable checkpoint) after this many global steps'))
     .addOption(train('--checkpoint-every <spec>', 'also checkpoint every N steps (200) or T seconds (60s); epoch ends always'))
     .addOption(train('--keep-checkpoints <k>', 'periodic checkpoints kept under <run-dir>/checkpoints'));
-  if (workers) cmd.addOption(train('--workers <n>', 'worker processes; 0 = single process'));
+  if (workers) {
+    cmd
+      .addOption(train('--workers <n>', 'worker processes; 0 = single process'))
+      .addOption(train('--heartbeat-timeout-ms <n>', 'with --workers: a silent worker is declared gone after this (default 5000; raise it for webgpu on a software adapter, whose shader compiles block longer)'));
+  }
   cmd
     .addOption(train('--on-anomaly <response>', `${oneOf(ANOMALY_RESPONSES)}: a rank with a non-finite loss or a gradient norm far above the others' (2+ workers) skips the step everywhere with a warning, skips and evicts that rank, or fails`))
     .addOption(train('--anomaly-factor <x>', 'name a rank whose gradient norm per sample exceeds x times the median (3+ workers)'))

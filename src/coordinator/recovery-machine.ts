@@ -114,9 +114,10 @@ export async function runRecovery(trigger: RecoveryTrigger, act: RecoveryActions
       switch (state) {
         case 'detect': {
           // A failure with nobody declared gone yet: wait until a member falls silent for half the heartbeat
-          // timeout (a lost peer), or the whole timeout (a failed step with everybody alive).
+          // timeout (a lost peer), or the whole timeout (a failed step with everybody alive). An evaluating member
+          // is silent between its batches by design: only the liveness monitor's full timeout judges it.
           if (!members.active.some((w) => w.status === 'gone')) {
-            await firstSilentWorker(holders(), heartbeatTimeoutMs / 2, Date.now() + heartbeatTimeoutMs);
+            await firstSilentWorker(holders().filter((w) => !w.evaluating), heartbeatTimeoutMs / 2, Date.now() + heartbeatTimeoutMs);
           }
           state = nextState(state, 'settled');
           break;
@@ -126,7 +127,7 @@ export async function runRecovery(trigger: RecoveryTrigger, act: RecoveryActions
           for (const w of members.all) {
             if (w.status === 'gone') continue;
             if (w.leaving) act.release(w);
-            else if (trigger.cause === 'failure' && w.status === 'active' && isSilent(w, heartbeatTimeoutMs / 2, now)) act.declareGone(w, `silent for ${now - w.lastSeen} ms`);
+            else if (trigger.cause === 'failure' && w.status === 'active' && isSilent(w, w.evaluating ? heartbeatTimeoutMs : heartbeatTimeoutMs / 2, now)) act.declareGone(w, `silent for ${now - w.lastSeen} ms`);
           }
           state = nextState(state, 'dropped');
           break;

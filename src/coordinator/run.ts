@@ -38,7 +38,7 @@ import type { Io } from '../shared/core/io.js';
 export type { Io };
 
 /** Keys a resumed run takes from the new invocation; everything else (what defines the run) comes from the checkpoint. */
-const OPERATIONAL_KEYS = ['epochs', 'maxSteps', 'backend', 'workers', 'debug', 'json', 'report', 'runDir', 'resume', 'checkpointEvery', 'keepCheckpoints', 'balance'] as const;
+const OPERATIONAL_KEYS = ['epochs', 'maxSteps', 'backend', 'workers', 'debug', 'json', 'report', 'runDir', 'resume', 'checkpointEvery', 'keepCheckpoints', 'balance', 'heartbeatTimeoutMs'] as const;
 
 export function defaultRunDir(model: string): string {
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
@@ -123,7 +123,7 @@ export async function runTrain(
   const group: WorkerGroup = makeGroup
     ? await makeGroup(run)
     : config.workers > 0 && !config.debug
-      ? await startLocalWorkerGroup(run, config.workers, config.backend)
+      ? await startLocalWorkerGroup(run, config.workers, config.backend, config.heartbeatTimeoutMs ? { heartbeatTimeoutMs: config.heartbeatTimeoutMs } : {})
       : new LocalWorkerGroup(new WorkerCore(replica, plan, { seed: config.seed, batchSize: config.batchSize, augment: config.augment }, new LocalReducer()));
   // Written once the group has formed: its world size sets the starting global batch, hence the scaled peak lr.
   const startLr = startingLearningRate(config, group.worldSize);

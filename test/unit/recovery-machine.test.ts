@@ -122,6 +122,20 @@ describe('recovery state machine', () => {
     expect(outcome.restoredFrom).toBeUndefined();
   });
 
+  it('drops a member silent for half the heartbeat timeout, but not one that is evaluating (silent between batches by design)', async () => {
+    const members = ring(3);
+    const now = Date.now();
+    // Both have been silent for 600 ms of the 1000 ms timeout; the one evaluating stays.
+    members.active[1]!.lastSeen = now - 600;
+    members.active[2]!.lastSeen = now - 600;
+    members.active[2]!.evaluating = true;
+    const act = actions(members);
+    const outcome = await runRecovery({ cause: 'failure', runPhase: 'evaluation', failedStep: 3 }, act);
+    expect(act.gone).toEqual([1]);
+    expect(members.active.map((w) => w.id)).toEqual([0, 2]);
+    expect(outcome.path.at(-1)).toBe('ready');
+  });
+
   it('below --min-workers at a step boundary (a leaver), fails at the rejoin deadline naming the minimum, the remaining and the deadline', async () => {
     const members = ring(3);
     members.active[2]!.leaving = true;

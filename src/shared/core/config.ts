@@ -69,6 +69,11 @@ export const trainConfigSchema = z.object({
   trainSubset: int(1).optional(),
   workers: int(0).max(64).default(0),
   /**
+   * With --workers N: a silent worker is declared gone after this many ms (absent: the coordinator command's default,
+   * 5 s). A webgpu worker on a software adapter can block its event loop longer than that while compiling shaders.
+   */
+  heartbeatTimeoutMs: int(500).optional(),
+  /**
    * A rank whose loss is not finite or whose gradient norm is far outside the others' (issue #15): skip the step on
    * every rank with a warning naming it (default: training goes on, nothing bad is applied), evict it as well, or fail.
    */
