@@ -3,6 +3,9 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { startProcess, type BackgroundProcess } from './cli.js';
+import { delayerCounters, delayerUnavailable, iptablesIn, delayerAlive, queueRule, startDelayer, waitGoneSync, type Delayer, type DelayCounters, type DelayOptions } from './netdelay/delayer.js';
+
+export type { DelayCounters, DelayOptions } from './netdelay/delayer.js';
 
 const execFileAsync = promisify(execFile);
 const BIN = fileURLToPath(new URL('../../bin/mnist-ddp.js', import.meta.url));
@@ -20,6 +23,15 @@ export function namespacesUnavailable(): string | undefined {
   if (add.status !== 0) return `\`ip netns add\` failed: ${add.stderr.trim()}`;
   spawnSync('ip', ['netns', 'del', probe]);
   return undefined;
+}
+
+/**
+ * Why `lab.delay()` cannot work here, or undefined when it can: namespaces (above), iptables-legacy with the NFQUEUE
+ * target, and the delayer built from test/helpers/netdelay/netdelay.c (a C compiler and libnetfilter-queue-dev).
+ * Our machines' kernels have no sch_netem, hence a userspace queue for delay and loss.
+ */
+export function netDelayUnavailable(): string | undefined {
+  return namespacesUnavailable() ?? delayerUnavailable();
 }
 
 function ip(...args: string[]): void {
@@ -58,6 +70,10 @@ export class NamespaceLab {
   private readonly bridgeNs: string;
   private readonly subnet: string;
   private readonly namespaces: string[] = [];
+  /** The delayer process per host name (at most one each), and the rule that feeds it. */
+  private readonly delayers = new Map<string, Delayer & { rule: string[] }>();
+  /** Every delayer this lab started, stopped or not: remaining() checks that none outlived it. */
+  private readonly delayerPids: number[] = [];
   private readonly onExit = (): void => this.destroy();
   private destroyed = false;
 
@@ -133,9 +149,66 @@ export class NamespaceLab {
     execFileSync('tc', ['-n', this.host(name).ns, 'qdisc', 'add', 'dev', 'eth0', 'root', 'tbf', 'rate', rate, 'burst', burst, 'latency', latency], { stdio: ['ignore', 'ignore', 'pipe'] });
   }
 
+  /** Removes `name`'s shaping (its root qdisc goes back to the default). */
+  unshape(name: string): void {
+    execFileSync('tc', ['-n', this.host(name).ns, 'qdisc', 'del', 'dev', 'eth0', 'root'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  }
+
+  /**
+   * Delays (and optionally drops) the IPv4 packets `name` receives on its lab link, eth0 (or sends, with direction
+   * 'egress': see DelayDirection for why ingress is the default). The delayer (netdelay.c) runs in the host's
+   * namespace, and an iptables-legacy rule there queues those packets to it; resolves once both are in place. A
+   * round trip between two delayed hosts grows by both delays; a `shape()` token bucket limits the sender's egress,
+   * before the receiver's delay. One delay per host: undelay() first to change it.
+   */
+  async delay(name: string, options: DelayOptions): Promise<void> {
+    const { ns } = this.host(name);
+    if (this.destroyed) throw new Error(`lab destroyed: cannot delay ${name}`);
+    if (this.delayers.has(name)) throw new Error(`${name} is already delayed: undelay() it first`);
+    const delayer = await startDelayer(ns, `netdelay ${name}`, options);
+    const { proc } = delayer;
+    if (proc.child.pid !== undefined) this.delayerPids.push(proc.child.pid);
+    if (this.destroyed) {
+      await proc.stop(0);
+      throw new Error(`lab destroyed while ${name}'s delayer started`);
+    }
+    const rule = queueRule('eth0', options.direction ?? 'ingress');
+    this.delayers.set(name, { ...delayer, rule });
+    try {
+      iptablesIn(ns, '-A', ...rule);
+    } catch (err) {
+      this.delayers.delete(name);
+      await proc.stop(0);
+      throw err;
+    }
+  }
+
+  /**
+   * Ends `name`'s delay: the rule goes first (no new packets are queued), then the delayer accepts what it holds and
+   * exits. Resolves with its counters; rejects when it had died already (its packets then passed undelayed).
+   */
+  async undelay(name: string): Promise<DelayCounters> {
+    const delayer = this.delayers.get(name);
+    if (!delayer) throw new Error(`${name} is not delayed`);
+    this.delayers.delete(name);
+    const { proc, rule, closed } = delayer;
+    iptablesIn(this.host(name).ns, '-D', ...rule);
+    const diedEarly = !proc.running();
+    await proc.stop(2_000);
+    await closed;
+    const counters = delayerCounters(proc);
+    if (diedEarly || !counters) throw new Error(`netdelay on ${name} had exited before undelay (code ${proc.child.exitCode}, signal ${proc.child.signalCode}): ${proc.output().slice(-2000)}`);
+    return counters;
+  }
+
+  /** `command args` as a process inside `name`'s namespace. */
+  startIn(name: string, label: string, command: string, args: string[], env: NodeJS.ProcessEnv = {}): BackgroundProcess {
+    return startProcess(label, 'ip', ['netns', 'exec', this.host(name).ns, command, ...args], { env });
+  }
+
   /** The shipped CLI (bin/mnist-ddp.js) as a process inside `name`'s namespace, logging at warn unless told otherwise. */
   startCli(name: string, label: string, args: string[], env: NodeJS.ProcessEnv = {}): BackgroundProcess {
-    return startProcess(label, 'ip', ['netns', 'exec', this.host(name).ns, process.execPath, BIN, ...args], { env: { MNIST_DDP_LOG_LEVEL: 'warn', ...env } });
+    return this.startIn(name, label, process.execPath, [BIN, ...args], { MNIST_DDP_LOG_LEVEL: 'warn', ...env });
   }
 
   /** GETs `url` from inside `name`'s namespace (as a Prometheus on that host would); resolves with the HTTP status. */
@@ -145,17 +218,31 @@ export class NamespaceLab {
     return Number(stdout.trim());
   }
 
-  /** Namespaces of this lab that still exist (empty after destroy). */
+  /**
+   * Namespaces of this lab that still exist, and its delayer processes still alive (`netdelay pid N`): empty after
+   * destroy. A live process would keep a deleted namespace, and its links, in existence.
+   */
   remaining(): string[] {
     const listed = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
-    return this.namespaces.filter((ns) => listed.split('\n').some((line) => line.split(' ')[0] === ns));
+    const namespaces = this.namespaces.filter((ns) => listed.split('\n').some((line) => line.split(' ')[0] === ns));
+    const delayers = this.delayerPids.filter(delayerAlive).map((pid) => `netdelay pid ${pid}`);
+    return [...namespaces, ...delayers];
   }
 
-  /** Deletes every namespace of the lab (and so every link in them). Safe to call twice. */
+  /**
+   * Kills the delayers (held packets die with the namespaces; SIGKILL, and a wait for them to go, because this also
+   * runs synchronously on exit), then deletes every namespace of the lab, and with them every link and iptables rule
+   * in them. Safe to call twice.
+   */
   destroy(): void {
     if (this.destroyed) return;
     this.destroyed = true;
     process.off('exit', this.onExit);
+    for (const { proc } of this.delayers.values()) {
+      if (proc.running()) proc.child.kill('SIGKILL');
+      if (proc.child.pid !== undefined) waitGoneSync(proc.child.pid, 2_000);
+    }
+    this.delayers.clear();
     for (const ns of this.namespaces.reverse()) spawnSync('ip', ['netns', 'del', ns]);
   }
 }
