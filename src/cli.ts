@@ -1,3 +1,4 @@
+import { constants } from 'node:os';
 import { Command, Option } from 'commander';
 import type { z } from 'zod';
 import { BACKEND_NAMES } from './shared/core/backend.js';
@@ -12,6 +13,8 @@ import { OPTIMIZER_NAMES } from './shared/train/optimizers.js';
 import { LR_SCALING_NAMES, SCHEDULE_NAMES } from './shared/train/lr-schedule.js';
 import { ANOMALY_RESPONSES } from './shared/train/gradient-health.js';
 import { BALANCE_MODES } from './shared/data/shard-plan.js';
+import { COMPRESS_MODES } from './shared/wire/half-float.js';
+import { checkCollective, COLLECTIVE_MODES } from './shared/wire/collectives.js';
 
 /**
  * `mnist-ddp` command line. Each subcommand turns its flags into a validated, frozen config (shared/config.ts) and
@@ -114,7 +117,10 @@ function addTrainOptions(cmd: Command, schema: Schema, { workers = true }: { wor
   cmd
     .addOption(train('--on-anomaly <response>', `${oneOf(ANOMALY_RESPONSES)}: a rank with a non-finite loss or a gradient norm far above the others' (2+ workers) skips the step everywhere with a warning, skips and evicts that rank, or fails`))
     .addOption(train('--anomaly-factor <x>', 'name a rank whose gradient norm per sample exceeds x times the median (3+ workers)'))
-    .addOption(train('--balance <mode>', `${oneOf(BALANCE_MODES)}: split each step's global batch among the workers by their measured samples/s, equally, or by samples/s only when the ring mixes devices (GPU and CPU workers)`));
+    .addOption(train('--balance <mode>', `${oneOf(BALANCE_MODES)}: split each step's global batch among the workers by their measured samples/s, equally, or by samples/s only when the ring mixes devices (GPU and CPU workers)`))
+    .addOption(train('--compress <mode>', `${oneOf(COMPRESS_MODES)}: send the ring's gradients as 16-bit floats (half the bytes, for slow links), with error feedback so no update is lost`))
+    .addOption(train('--collective <name>', `${oneOf(COLLECTIVE_MODES)}: the all-reduce: the ring (bandwidth-optimal), recursive doubling (log2(N) hops, for small gradients on high-latency links), or by gradient size (--doubling-max-kib)`))
+    .addOption(train('--doubling-max-kib <n>', '--collective auto: recursive doubling for gradients up to this size, the ring above'));
   return cmd
     .option('--no-report', 'do not write report.html at the end')
     .option('--json', 'end with one JSON line of results')
@@ -124,6 +130,7 @@ function addTrainOptions(cmd: Command, schema: Schema, { workers = true }: { wor
 /** train and finetune: one process (also --debug), or a coordinator here with --workers N child processes. */
 async function trainAction(_opts: unknown, cmd: Command): Promise<void> {
   const config = configOf(trainConfigSchema, cmd);
+  checkCollective(config);
   const { runTrain } = await import('./coordinator/run.js');
   await runTrain(config, { stdout });
 }
@@ -183,6 +190,7 @@ addTrainOptions(program.command('coordinator').description('the control plane fo
   .option('--insecure', 'no encryption or authentication even off loopback (anyone on the network can join or forge gradients)')
   .action(async (_opts, cmd: Command) => {
     const config = configOf(coordinatorConfigSchema, cmd);
+    checkCollective(config);
     const { runCoordinator } = await import('./coordinator/main.js');
     await runCoordinator(config, { stdout });
   });
@@ -361,7 +369,9 @@ export async function main(argv: string[]): Promise<void> {
   } catch (err) {
     if (isMnistDdpError(err)) {
       process.stderr.write(`mnist-ddp: error [${err.code}]: ${err.message}\n`);
-      process.exitCode = err.code === 'CONFIG_INVALID' || err.code === 'BACKEND_UNKNOWN' ? 2 : 1;
+      // A run stopped by a signal ends as the signal would have ended it (128 + its number), after its checkpoint.
+      const signal = err.code === 'RUN_INTERRUPTED' ? constants.signals[err.details.signal as NodeJS.Signals] : undefined;
+      process.exitCode = signal !== undefined ? 128 + signal : err.code === 'CONFIG_INVALID' || err.code === 'BACKEND_UNKNOWN' ? 2 : 1;
       return;
     }
     throw err;

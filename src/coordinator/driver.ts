@@ -92,6 +92,11 @@ export interface CheckpointEvery {
 
 export interface TrainOptions {
   checkpointEvery?: CheckpointEvery;
+  /**
+   * Aborted (SIGINT, SIGTERM: an operator, pm2 or Kubernetes stopping the run): no new step is ordered, the steps in
+   * flight commit, a resumable checkpoint is written, and the run ends without its final evaluation (`interrupted`).
+   */
+  stop?: AbortSignal;
   /** Evaluate this split after training, inside the recovery path (a worker lost meanwhile is survived). */
   finalEvaluation?: { split: EvalSplit; mistakes: number };
 }
@@ -102,6 +107,8 @@ export interface TrainOutcome {
   trainWallMs: number;
   samples: number;
   stoppedEarly: boolean;
+  /** Stopped by `options.stop`: the checkpoint is written, the final evaluation was not run. */
+  interrupted: boolean;
   finalEvaluation?: EvaluationCounts;
 }
 
@@ -143,6 +150,7 @@ export async function runTraining(config: TrainConfig, group: WorkerGroup, plan:
   const t0 = performance.now();
   const totalSamples = config.epochs * epochSize;
   const atStepLimit = (step: number): boolean => config.maxSteps !== undefined && step >= config.maxSteps;
+  const interrupted = (): boolean => options.stop?.aborted === true;
   const every = options.checkpointEvery ?? {};
   let lastCheckpoint = { step: globalStep, at: performance.now() };
   const checkpointDue = (): boolean => (every.steps !== undefined && globalStep - lastCheckpoint.step >= every.steps) ||
@@ -210,7 +218,7 @@ export async function runTraining(config: TrainConfig, group: WorkerGroup, plan:
     let planCursor = cursor;
     let planStep = globalStep;
     for (;;) {
-      while (inFlight.length < depth && planCursor < epochSize && !atStepLimit(planStep)) {
+      while (inFlight.length < depth && planCursor < epochSize && !atStepLimit(planStep) && !interrupted()) {
         if (group.membershipChangePending?.() || checkpointDue()) {
           if (inFlight.length > 0) break;
           if (checkpointDue() && !(await checkpoint(true))) continue training;
@@ -240,7 +248,7 @@ export async function runTraining(config: TrainConfig, group: WorkerGroup, plan:
       }
       const head = inFlight.shift();
       if (!head) {
-        if (atStepLimit(globalStep) && cursor < epochSize) {
+        if ((atStepLimit(globalStep) && cursor < epochSize) || interrupted()) {
           stoppedEarly = true;
           break training;
         }
@@ -298,7 +306,7 @@ export async function runTraining(config: TrainConfig, group: WorkerGroup, plan:
       stoppedEarly = false;
       continue run;
     }
-    if (options.finalEvaluation) {
+    if (options.finalEvaluation && !interrupted()) {
       const { split, mistakes } = options.finalEvaluation;
       const test = await quiet('evaluation', () => group.evaluate(split, mistakes));
       if (test === REWOUND) {
@@ -312,7 +320,7 @@ export async function runTraining(config: TrainConfig, group: WorkerGroup, plan:
   const trainWallMs = performance.now() - t0;
   return {
     position: stoppedEarly ? { epoch, cursor, globalStep } : { epoch: config.epochs, cursor: 0, globalStep },
-    samplesPerSec: (samples * 1000) / trainWallMs, trainWallMs, samples, stoppedEarly,
+    samplesPerSec: (samples * 1000) / trainWallMs, trainWallMs, samples, stoppedEarly, interrupted: interrupted() && finalEvaluation === undefined,
     ...(finalEvaluation ? { finalEvaluation } : {}),
   };
 }

@@ -12,6 +12,7 @@ import { Membership, type WorkerRecord } from './membership.js';
 import type { TrainingPosition } from './checkpoints.js';
 import { LivenessMonitor } from './liveness.js';
 import { runRecovery, type RecoveryOutcome, type RecoveryTrigger, type RestorePoint } from './recovery-machine.js';
+import type { Collective } from '../shared/wire/collectives.js';
 import { formRing } from './ring-formation.js';
 import { StepRounds, type StepRoundSettings } from './rounds.js';
 import { ReplyCollector } from './stall.js';
@@ -41,6 +42,8 @@ export interface RemoteGroupOptions {
   log: Logger;
   /** The control socket is CURVE: workers must bring ring keys, and the ring is formed with them (issue #15). */
   curve?: boolean;
+  /** The all-reduce each generation uses, by its world size (--collective); absent: the ring. */
+  collectiveFor?: (worldSize: number) => Collective;
   onMembershipChange?: (active: readonly WorkerRecord[], generation: number) => void;
   /**
    * Awaited at the end of close(), once the workers were told to stop and the socket is closed: the owner's own

@@ -1,4 +1,8 @@
+import { randomBytes } from 'node:crypto';
 import { isMnistDdpError, MnistDdpError, type ErrorCode } from '../shared/core/errors.js';
+import type { Collective } from '../shared/wire/collectives.js';
+import { LINK_TOKEN_BYTES } from '../shared/wire/ring-messages.js';
+import { doublingSchedule } from '../shared/wire/doubling-schedule.js';
 import type { Logger } from '../shared/core/log.js';
 import type { ControlServer } from './control-server.js';
 import type { Membership, WorkerRecord } from './membership.js';
@@ -15,6 +19,33 @@ export interface RingFormationSettings {
   elastic?: boolean;
   /** Refuses a worker whose ring inbox its peers cannot reach: a reject with `code` and `message`, then it is gone. */
   refuse?: (w: WorkerRecord, code: ErrorCode, message: string) => void;
+  /** The all-reduce for a generation of this many ranks (shared/wire/collectives.ts); absent: the ring. */
+  collectiveFor?: (worldSize: number) => Collective;
+}
+
+/** Who sends to whom: rank r's senders (its inbox admits their keys) and receivers, for the generation's collective. */
+function linksOf(collective: Collective, worldSize: number): { sendsTo: number[][]; receivesFrom: number[][] } {
+  const ranks = [...Array(worldSize).keys()];
+  if (collective === 'ring') return { sendsTo: ranks.map((r) => [(r + 1) % worldSize]), receivesFrom: ranks.map((r) => [(r - 1 + worldSize) % worldSize]) };
+  const schedules = ranks.map((r) => doublingSchedule(r, worldSize));
+  return { sendsTo: schedules.map((s) => [...s.sendsTo]), receivesFrom: schedules.map((s) => [...s.receivesFrom]) };
+}
+
+/**
+ * A fresh secret per directed link s → d, as hex, handed to s (to send with) and d (to check with): with several
+ * senders admitted by one inbox (recursive doubling), it is what proves which of them sent a frame. New every
+ * generation, so a token of a past membership proves nothing.
+ */
+function linkTokens(sendsTo: readonly number[][]): { send: Record<string, string>; receive: Record<string, string> }[] {
+  const out = sendsTo.map(() => ({ send: {} as Record<string, string>, receive: {} as Record<string, string> }));
+  sendsTo.forEach((targets, s) => {
+    for (const d of targets) {
+      const token = randomBytes(LINK_TOKEN_BYTES).toString('hex');
+      out[s]!.send[d] = token;
+      out[d]!.receive[s] = token;
+    }
+  });
+  return out;
 }
 
 /**
@@ -30,10 +61,13 @@ export async function formRing(server: ControlServer, members: Membership, repli
   const keys = settings.curve ? ring.map((w) => w.ringKey) : undefined;
   if (keys?.some((k) => k === undefined)) throw new MnistDdpError('INVARIANT_VIOLATED', `generation ${generation}: a worker of a CURVE run has no ring key`, {});
   const ringKeys = keys as string[] | undefined;
-  // Ranks are positions in `ring`: rank r's inbox admits only rank r-1's key.
-  const predecessorKey = (w: WorkerRecord): { allowKey?: string } => (ringKeys ? { allowKey: ringKeys[(w.rank - 1 + ring.length) % ring.length]! } : {});
+  // Ranks are positions in `ring`: rank r's inbox admits only the keys of the ranks that send to it (on a ring, r-1).
+  const collective = settings.collectiveFor?.(ring.length) ?? 'ring';
+  const { sendsTo, receivesFrom } = linksOf(collective, ring.length);
+  const senderKeys = (w: WorkerRecord): { allowKeys?: string[] } => (ringKeys ? { allowKeys: receivesFrom[w.rank]!.map((r) => ringKeys[r]!) } : {});
+  const tokens = ringKeys && collective === 'doubling' ? linkTokens(sendsTo) : undefined;
   const inboxReplies = replies.collect('inbox', ring, requestTimeoutMs, `generation ${generation} ring set-up`, { match: (m) => m.generation === generation });
-  await server.broadcast(ring, (w) => ({ type: 'open-inbox', generation, ...predecessorKey(w) }), inboxReplies);
+  await server.broadcast(ring, (w) => ({ type: 'open-inbox', generation, ...senderKeys(w) }), inboxReplies);
   const inboxes = await inboxReplies;
   const peers = ring.map((w) => inboxes.get(w.id)!.endpoint);
   const unreachable = unreachableInboxes(ring, new Map(ring.map((w) => [w.id, inboxes.get(w.id)!.endpoint])));
@@ -43,7 +77,9 @@ export async function formRing(server: ControlServer, members: Membership, repli
     // A worker whose ring barrier failed (a peer died during set-up) says so at once (step -1): re-plan now.
     matchError: (e) => e.generation === generation && e.step === -1,
   });
-  await server.broadcast(ring, (w) => ({ type: 'ring', generation, rank: w.rank, worldSize: ring.length, peers, ...(ringKeys ? { keys: ringKeys } : {}) }), ready);
+  await server.broadcast(ring, (w) => ({
+    type: 'ring', generation, rank: w.rank, worldSize: ring.length, peers, collective, ...(ringKeys ? { keys: ringKeys } : {}), ...(tokens ? { links: tokens[w.rank]! } : {}),
+  }), ready);
   try {
     await ready;
   } catch (err) {
@@ -56,7 +92,7 @@ export async function formRing(server: ControlServer, members: Membership, repli
     throw refuseUnreachable([{ worker: target, endpoint: peers[target.rank]!, reason: `${describeWorkers([reporter])} could not connect to it: ${err.message}` }], generation, settings);
   }
   members.activate(ring);
-  log.info({ generation, workers: ring.map((w) => ({ rank: w.rank, worker: w.id, host: w.host })), peers }, `ring formed: ${ring.length} worker(s), generation ${generation}`);
+  log.info({ generation, collective, workers: ring.map((w) => ({ rank: w.rank, worker: w.id, host: w.host })), peers }, `ring formed: ${ring.length} worker(s), generation ${generation}, ${collective} all-reduce`);
   settings.onMembershipChange?.(ring, generation);
 }
 

@@ -22,6 +22,7 @@ import { globalBatch, peakLearningRate } from '../shared/train/lr-schedule.js';
 import { Replica } from '../shared/train/replica.js';
 import { WorkerCore } from '../shared/train/worker-core.js';
 import { startLocalWorkerGroup } from './start-group.js';
+import { stopOnSignals } from './stop-signals.js';
 
 export interface TrainSummary {
   testAccuracy: number;
@@ -38,7 +39,7 @@ import type { Io } from '../shared/core/io.js';
 export type { Io };
 
 /** Keys a resumed run takes from the new invocation; everything else (what defines the run) comes from the checkpoint. */
-const OPERATIONAL_KEYS = ['epochs', 'maxSteps', 'backend', 'workers', 'debug', 'json', 'report', 'runDir', 'resume', 'checkpointEvery', 'keepCheckpoints', 'balance', 'heartbeatTimeoutMs'] as const;
+const OPERATIONAL_KEYS = ['epochs', 'maxSteps', 'backend', 'workers', 'debug', 'json', 'report', 'runDir', 'resume', 'checkpointEvery', 'keepCheckpoints', 'balance', 'heartbeatTimeoutMs', 'compress', 'collective', 'doublingMaxKib'] as const;
 
 export function defaultRunDir(model: string): string {
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
@@ -138,6 +139,7 @@ export async function runTrain(
   let failure: unknown;
   // A resumed run redoes the steps after its checkpoint: the records a dead coordinator wrote for them are superseded.
   if (config.resume) history.rewind(start, 'resumed from a checkpoint');
+  const stop = stopOnSignals(log);
   try {
     outcome = await runTraining(config, group, plan, start, {
       onStep: (e) => { history.step(e); progress.step(e); observers.onStep?.(e); },
@@ -154,7 +156,7 @@ export async function runTrain(
         keepCheckpoint(checkpointDir, join(runDir, 'checkpoints'), position.globalStep, config.keepCheckpoints);
         group.setRestorePoint?.(snapshot, position);
       },
-    }, { checkpointEvery: parseCheckpointEvery(config.checkpointEvery), finalEvaluation: { split: 'test', mistakes: DEFAULT_MISCLASSIFIED } });
+    }, { checkpointEvery: parseCheckpointEvery(config.checkpointEvery), finalEvaluation: { split: 'test', mistakes: DEFAULT_MISCLASSIFIED }, stop: stop.signal });
   } catch (err) {
     failure = err;
     // Said before the teardown, so the reason is on record even if releasing the workers hangs or the process dies
@@ -163,9 +165,16 @@ export async function runTrain(
     log.error({ code }, `the run failed: error [${code}]: ${(err as Error).message}; stopping the workers`);
     throw err;
   } finally {
+    stop.dispose();
     progress.stop();
     // Always release the workers (and child processes): a failed run must end, not hang on open sockets.
     await group.close(failure ? `the run failed: ${(failure as Error).message}` : 'training finished').catch(() => undefined);
+  }
+  if (outcome.interrupted) {
+    const signal = String(stop.signal.reason);
+    throw new MnistDdpError('RUN_INTERRUPTED',
+      `stopped by ${signal} after step ${outcome.position.globalStep}, with a checkpoint at ${checkpointDir}: \`mnist-ddp coordinator\` continues from it when started again with --run-dir ${runDir}; \`train\` continues with --resume ${checkpointDir}`,
+      { signal, globalStep: outcome.position.globalStep, checkpoint: checkpointDir });
   }
   const counts = outcome.finalEvaluation!;
   const report = evaluationReport(counts.confusion, counts.lossSum);

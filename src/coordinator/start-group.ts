@@ -12,6 +12,7 @@ import type { Replica } from '../shared/train/replica.js';
 import type { TrainingPosition } from './checkpoints.js';
 import { ControlServer, type ControlRejectReason } from './control-server.js';
 import { RemoteWorkerGroup, type RemoteGroupOptions } from './remote-group.js';
+import { chooseCollective } from '../shared/wire/collectives.js';
 
 /** What a group starts from: the config every worker receives, and the replica whose state every worker starts with. */
 export interface GroupStart {
@@ -80,6 +81,9 @@ export async function startRemoteGroup(run: GroupStart, workers: number, coordin
       config: { ...run.config }, model: run.config.model, layout: run.replica.layout, requestTimeoutMs: REQUEST_TIMEOUT_MS,
       stepTimeoutMs: coordinator.stepTimeoutMs, heartbeatTimeoutMs: coordinator.heartbeatTimeoutMs, digestEvery: coordinator.digestEvery, elastic: coordinator.elastic, log,
       balance: { mode: run.config.balance, batchSize: run.config.batchSize },
+      collectiveFor: (worldSize) => chooseCollective({
+        mode: run.config.collective, bufferBytes: 4 * run.replica.layout.bufferLength, worldSize, compress: run.config.compress, doublingMaxKib: run.config.doublingMaxKib,
+      }),
       ...(coordinator.rejoinTimeoutMs ? { rejoinTimeoutMs: coordinator.rejoinTimeoutMs } : {}),
       ...(coordinator.minWorkers ? { minWorkers: coordinator.minWorkers } : {}),
       curve: coordinator.security.mode === 'curve',

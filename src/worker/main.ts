@@ -9,9 +9,11 @@ import { createTransportMetrics, createWorkerMetrics, instanceIndexFromEnv, metr
 import { newKeyPair } from '../shared/security/keys.js';
 import { isLoopbackEndpoint, workerSecurity } from '../shared/security/transport.js';
 import { WORKER_CONTROL_FRAME_LIMIT } from '../shared/wire/frame-limits.js';
+import { wireBytes } from '../shared/wire/half-float.js';
 import { describeLayout } from '../shared/model/layout.js';
 import { LocalReducer, type AllReducer } from '../shared/train/reducer.js';
 import { openRingInbox, RingAllReducer } from './ring/ring-allreduce.js';
+import { DoublingAllReducer, linkTokensOf } from './ring/doubling-allreduce.js';
 import { ControlClient } from './control-client.js';
 import { resolveAdvertisedAddress } from './advertise.js';
 import { withHost } from '../shared/wire/endpoints.js';
@@ -47,8 +49,12 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
   const onSignal = (signal: string): void => {
     if (leaving) return;
     leaving = true;
-    log.info({ signal }, 'leaving the run at the next step boundary');
-    void client.send({ type: 'leave', reason: signal }).catch(() => undefined);
+    // In a ring, the coordinator releases this worker at the next step boundary (it then says stop). Outside one
+    // (waiting for a coordinator, or admitted but not yet in a ring) nothing waits on it: it leaves now.
+    const idle = ringGeneration < 0;
+    log.info({ signal }, idle ? 'leaving now (not in a ring)' : 'leaving the run at the next step boundary');
+    const said = client.send({ type: 'leave', reason: signal }).catch(() => undefined);
+    if (idle) void said.then(() => client.close());
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -118,8 +124,8 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
         case 'open-inbox': {
           inbox?.close();
           inbox = undefined;
-          if (ringKeys && !m.allowKey) throw new MnistDdpError('HANDSHAKE_MISMATCH', `the coordinator at ${cfg.coordinator} named no ring key for this worker's predecessor; run the same mnist-ddp version everywhere`, {});
-          const curve = ringKeys && m.allowKey ? { keyPair: ringKeys, allowKey: m.allowKey } : undefined;
+          if (ringKeys && !m.allowKeys) throw new MnistDdpError('HANDSHAKE_MISMATCH', `the coordinator at ${cfg.coordinator} named no ring key for this worker's senders; run the same mnist-ddp version everywhere`, {});
+          const curve = ringKeys && m.allowKeys ? { keyPair: ringKeys, allowKey: m.allowKeys } : undefined;
           inbox = await openRingInbox(`tcp://${bindHost}:*`, {
             log, ...(curve ? { curve } : {}), ...(transportMetrics ? { observer: transportMetrics } : {}), ...(cfg.ringPorts ? { ports: cfg.ringPorts } : {}),
           });
@@ -142,13 +148,15 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
             // A peer lost during the ring's start-up barrier: say so at once (step -1) and wait for the next
             // generation, instead of exiting.
             connecting = { generation: m.generation, controller: new AbortController() };
-            const connected = await RingAllReducer.connect(
-              { rank: m.rank, worldSize: m.worldSize, generation: m.generation, peers: m.peers, timeoutMs: cfg.ringTimeoutMs },
-              {
-                inbox, logger: log, onRejectedFrame: (err) => metrics?.rejectFrame(rejectReasonOf(err.code)),
-                ...(ringKeys ? { curve: { keyPair: ringKeys, peerKeys: m.keys ?? [] } } : {}),
-                signal: connecting.controller.signal,
-              },
+            const ringConfig = { rank: m.rank, worldSize: m.worldSize, generation: m.generation, peers: m.peers, timeoutMs: cfg.ringTimeoutMs };
+            const ringOptions = {
+              inbox, logger: log, onRejectedFrame: (err: MnistDdpError) => metrics?.rejectFrame(rejectReasonOf(err.code)),
+              ...(ringKeys ? { curve: { keyPair: ringKeys, peerKeys: m.keys ?? [] } } : {}),
+              signal: connecting.controller.signal,
+            };
+            const connected = await (m.collective === 'doubling'
+              ? DoublingAllReducer.connect(ringConfig, { ...ringOptions, ...(m.links ? { links: linkTokensOf(m.links) } : {}) })
+              : RingAllReducer.connect({ ...ringConfig, compress: config.compress }, ringOptions)
             ).catch((err: Error & { code?: string; details?: { missingRank?: unknown } }) => err);
             connecting = undefined;
             if (connected instanceof Error) {
@@ -192,7 +200,7 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
             if (config.onAnomaly === 'evict') for (const rank of report.anomaly?.ranks.filter((r) => r !== core.rank) ?? []) await client.send({ type: 'leave', reason: `anomalous gradients at step ${m.step}: ${report.anomaly!.reasons.join('; ')}`, rank });
             // After the report: the coordinator (and the next step's order) need not wait for the serialisation.
             if (metrics) {
-              recordStep(metrics, report, m, plan.train.length, replica.layout.bufferLength * 4, core.worldSize);
+              recordStep(metrics, report, m, plan.train.length, wireBytes(replica.layout.bufferLength, replica.layout.paramCount, config.compress), core.worldSize);
               metricsServer?.publish();
             }
           } catch (err) {
@@ -236,6 +244,8 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
     }
     }
   } catch (err) {
+    // The control connection closed by a signal while idle (onSignal): a clean leave.
+    if (leaving && isMnistDdpError(err) && err.code === 'PEER_LOST') return 0;
     if (isMnistDdpError(err)) {
       log.error({ code: err.code }, err.message);
       return 1;

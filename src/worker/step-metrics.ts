@@ -1,7 +1,10 @@
 import type { WorkerMetrics } from '../shared/metrics/index.js';
 import type { StepPlan, StepReport } from '../shared/train/worker-core.js';
 
-/** Publishes one finished step on the worker's /metrics. Runs once per step: a handful of gauge/histogram updates. */
+/**
+ * Publishes one finished step on the worker's /metrics. Runs once per step: a handful of gauge/histogram updates.
+ * `bufferBytes`: the all-reduce buffer's size on the wire (half-float.ts wireBytes).
+ */
 export function recordStep(metrics: WorkerMetrics, report: StepReport, plan: StepPlan, epochSize: number, bufferBytes: number, worldSize: number): void {
   const stepSeconds = (report.computeMs + report.allReduceMs + report.applyMs) / 1000;
   metrics.samplesProcessed.inc(report.localCount);

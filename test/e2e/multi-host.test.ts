@@ -322,6 +322,21 @@ describe.skipIf(UNAVAILABLE !== undefined)('multi-host training in network names
     expect(coordinator.stderr().match(/refusing worker \d+/g), 'both refusals logged').toHaveLength(2);
   }, 180_000);
 
+  it('trains with recursive doubling across hosts over CURVE: each inbox admits its partners, link tokens bind frames to senders, every sample once', async () => {
+    const SAMPLES = 3000;
+    const lab = newLab();
+    const runDir = join(dir, 'doubling');
+    // Three ranks: rank 1 folds into rank 0, which doubles with rank 2, so rank 0's inbox admits two keys.
+    const coordinator = startCoordinator(lab, runDir, ['--min-workers', '3', '--train-subset', String(SAMPLES), '--collective', 'doubling'], { MNIST_DDP_LOG_LEVEL: 'info' });
+    const workers = WORKERS.map((w) => startWorker(lab, w, ['--no-metrics']));
+    expect(await exitOf(coordinator, 120_000), coordinator.output().slice(-3000)).toBe(0);
+    for (const w of workers) expect(await exitOf(w, 30_000), w.output().slice(-3000)).toBe(0);
+    expect(logLines(coordinator.output(), /^ring formed/).map((f) => f.collective)).toEqual(['doubling']);
+    const steps = expectRunAccountedOnce(runDir, SAMPLES, 0.6);
+    expect(steps.every((s) => s.workers === 3)).toBe(true);
+    for (const w of workers) expect(w.stderr(), `${w.name} rejected no frame`).not.toMatch(/frame rejected/);
+  }, 180_000);
+
   it('trains under a 1 Gbit/s token-bucket limit on every link (tc tbf), every sample once, and reports the throughput', async () => {
     const SAMPLES = 3000;
     const lab = newLab();

@@ -13,7 +13,7 @@ import { chunkBounds, ringLayout } from '../../src/worker/ring/topology.js';
 import { SumArena } from '../../src/worker/ring/sum-arena.js';
 import { ReceivedFrameCollector } from '../../src/worker/ring/young-gc.js';
 import { randomFloats } from '../helpers/random.js';
-import { connectRing, openInboxes, type Transport } from '../helpers/ring.js';
+import { connectRing, expectExactSum, openInboxes, type Transport } from '../helpers/ring.js';
 
 const reducers: RingAllReducer[] = [];
 const sockets: zmq.Socket[] = [];
@@ -26,31 +26,6 @@ afterEach(async () => {
   for (const i of inboxes.splice(0)) if (!i.socket.closed) i.socket.close();
   for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL');
 });
-
-/**
- * Checks every rank's result against the float64 sum. Float32 summation of N terms in any order is off by at most
- * (N - 1) roundings of partial sums bounded by sum|x|, plus the rounding of the result: N * 2^-24 * sum|x|.
- */
-function expectExactSum(inputs: readonly Float32Array[], results: readonly Float32Array[]): void {
-  const n = inputs.length;
-  const length = inputs[0]?.length ?? 0;
-  let worst = 0;
-  for (let i = 0; i < length; i++) {
-    let sum = 0;
-    let magnitude = 0;
-    for (const input of inputs) {
-      sum += input[i] ?? 0;
-      magnitude += Math.abs(input[i] ?? 0);
-    }
-    const tolerance = n * 2 ** -24 * magnitude;
-    const error = Math.abs((results[0]?.[i] ?? Number.NaN) - sum) - tolerance;
-    if (!(error <= 0)) worst = Math.max(worst, Number.isNaN(error) ? Infinity : error);
-  }
-  expect(worst).toBe(0);
-  const reference = results[0];
-  // Every rank must hold bit-identical sums, or the replicas drift apart.
-  for (const r of results) expect(Buffer.compare(Buffer.from(r.buffer, r.byteOffset, r.byteLength), Buffer.from(reference!.buffer, reference!.byteOffset, reference!.byteLength))).toBe(0);
-}
 
 /** All-reduces random inputs (seed + rank) in `buffers` (default: fresh copies) and checks the sums. */
 async function allReduceRing(ring: RingAllReducer[], length: number, step: number, seed: number, buffers?: Float32Array[]): Promise<void> {

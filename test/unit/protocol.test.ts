@@ -31,7 +31,7 @@ const chunk: RingChunk = {
   chunk: 3,
   data: new Float32Array([1, 2]),
 };
-const hello: RingHello = { type: 'ring-hello', protocolVersion: PROTOCOL_VERSION, generation: 2, worldSize: 3, rank: 1, origin: 0 };
+const hello: RingHello = { type: 'ring-hello', protocolVersion: PROTOCOL_VERSION, generation: 2, worldSize: 3, rank: 1, origin: 0, compress: 'none' };
 
 describe('protocol guards', () => {
   it('accept valid messages, also after a trip through the codec', () => {
@@ -63,6 +63,9 @@ describe('protocol guards', () => {
     ['data', [1, 2]],
     ['data', new Float64Array(2)],
     ['data', undefined],
+    ['halves', -1],
+    ['halves', 1.5],
+    ['halves', 5], // 3 words needed, data has 2
   ])('reject ring-chunk with %s = %s and name the field', (field, value) => {
     const bad = { ...chunk, [field]: value };
     expect(isRingChunk(bad)).toBe(false);
@@ -70,7 +73,13 @@ describe('protocol guards', () => {
     expect(messageProblem(bad)).toContain(`'${field}'`);
   });
 
-  it.each([['protocolVersion', 'one'], ['worldSize', 0.5], ['origin', -1], ['rank', undefined]])('reject ring-hello with %s = %s', (field, value) => {
+  it('accept a compressed chunk whose 16-bit values fit its words (issue #16 item 5)', () => {
+    expect(isRingChunk({ ...chunk, halves: 4 })).toBe(true);
+    expect(isRingChunk({ ...chunk, halves: 3 })).toBe(true);
+    expect(isRingChunk(decode(encode({ ...chunk, halves: 0 })))).toBe(true);
+  });
+
+  it.each([['protocolVersion', 'one'], ['worldSize', 0.5], ['origin', -1], ['rank', undefined], ['compress', 'fp8'], ['compress', 16]])('reject ring-hello with %s = %s', (field, value) => {
     const bad = { ...hello, [field]: value };
     expect(isRingHello(bad)).toBe(false);
     expect(messageProblem(bad)).toContain(`'${field}'`);

@@ -8,6 +8,8 @@ import { QUANTIZE_DTYPES } from '../model/quantize.js';
 import { LR_SCALING_NAMES, SCHEDULE_NAMES } from '../train/lr-schedule.js';
 import { ANOMALY_RESPONSES } from '../train/gradient-health.js';
 import { BALANCE_MODES } from '../data/shard-plan.js';
+import { COMPRESS_MODES } from '../wire/half-float.js';
+import { COLLECTIVE_MODES, DEFAULT_DOUBLING_MAX_KIB } from '../wire/collectives.js';
 
 /**
  * The one place that reads the environment. Every process builds one frozen config from, in order of precedence:
@@ -85,6 +87,15 @@ export const trainConfigSchema = z.object({
    * throughput, equally, or `auto` (by throughput when the ring mixes devices, such as a GPU and CPU workers).
    */
   balance: z.enum(BALANCE_MODES).default('auto'),
+  /**
+   * How the ring carries gradients (issue #16): float32, or 16-bit (fp16 / bf16) with error feedback, halving the
+   * bytes on the wire for slow links. Every worker gets it from the coordinator; statistics, loss and counts stay exact.
+   */
+  compress: z.enum(COMPRESS_MODES).default('none'),
+  /** Which all-reduce each generation uses (issue #16): the ring, recursive doubling, or by gradient size (collectives.ts). */
+  collective: z.enum(COLLECTIVE_MODES).default('auto'),
+  /** `auto` uses recursive doubling for gradient buffers up to this many KiB, the ring above. */
+  doublingMaxKib: int(0).default(DEFAULT_DOUBLING_MAX_KIB),
   debug: bool.default(false),
   json,
   report: bool.default(true),

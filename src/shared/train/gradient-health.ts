@@ -31,6 +31,16 @@ export const MIN_SAMPLES_FOR_FACTOR = 4;
 /** Rounding slack for the triangle-inequality check: float32 sums of N terms are off by far less than this. */
 const SUM_TOLERANCE = 1e-3;
 
+/**
+ * The triangle-inequality check's relative slack on a ring whose wire rounds to `wireRoundoff` (AllReducer; 0: exact
+ * float32). With error feedback the applied sum is Σ(gᵢ + rᵢ) − Σrᵢ', where each rank's residuals r, r' hold at most
+ * one rounding per float of values bounded by the sum of magnitudes; the ranks report ‖gᵢ‖ only, so the sum's norm
+ * may exceed their total by up to about 3N·roundoff of it (realistic errors, in random directions, stay far below).
+ */
+export function sumTolerance(worldSize: number, wireRoundoff = 0): number {
+  return SUM_TOLERANCE + 3 * worldSize * wireRoundoff;
+}
+
 /** Floats the health report adds to the all-reduce buffer: none for one rank (nothing to compare with). */
 export function healthLength(worldSize: number): number {
   return worldSize > 1 ? HEALTH_SLOTS_PER_RANK * worldSize : 0;
@@ -87,7 +97,7 @@ export interface GradientAnomaly {
  * MIN_SAMPLES_FOR_FACTOR). Per sample, because each rank sends the gradient of its SUMMED loss and shards differ in
  * size (the last step of an epoch may be split 2/2/1).
  */
-export function detectAnomaly(health: readonly RankHealth[], factor: number, reducedNorm: number): GradientAnomaly | undefined {
+export function detectAnomaly(health: readonly RankHealth[], factor: number, reducedNorm: number, tolerance = SUM_TOLERANCE): GradientAnomaly | undefined {
   if (!Number.isFinite(reducedNorm) || health.some((h) => !Number.isFinite(h.norm))) return undefined;
   const named = new Map<number, string>();
   const name = (rank: number, reason: string): void => {
@@ -110,7 +120,7 @@ export function detectAnomaly(health: readonly RankHealth[], factor: number, red
   }
   const ranks = [...named.keys()].sort((a, b) => a - b);
   const reported = health.reduce((sum, h) => sum + Math.max(h.norm, 0), 0);
-  if (ranks.length === 0 && reducedNorm > reported * (1 + SUM_TOLERANCE) + 1e-6) {
+  if (ranks.length === 0 && reducedNorm > reported * (1 + tolerance) + 1e-6) {
     return { ranks, reasons: [`the summed gradient has norm ${reducedNorm.toPrecision(3)}, more than the ${reported.toPrecision(3)} the ranks reported together: a rank misreported its norm`] };
   }
   return ranks.length > 0 ? { ranks, reasons: ranks.map((r) => named.get(r)!) } : undefined;

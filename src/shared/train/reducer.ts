@@ -5,6 +5,12 @@
 export interface AllReduceOptions {
   /** Overrides the reducer's inactivity deadline for this call. */
   timeoutMs?: number;
+  /**
+   * Floats at the start of `buf` that a compressing reducer may carry in 16 bits (the trainable gradients: error
+   * feedback makes up for the rounding over steps); the rest is summed exactly. Default: all of `buf`. Every rank
+   * must pass the same value.
+   */
+  compressible?: number;
 }
 
 export interface AllReducer {
@@ -24,6 +30,16 @@ export interface AllReducer {
   allocate(length: number): Float32Array;
   /** Releases sockets; a pending allReduce rejects. Idempotent. */
   close(): Promise<void>;
+  /**
+   * Relative rounding of the values a lossy reducer puts on the wire (2^-11 for fp16, 2^-8 for bf16); absent: the
+   * sums are exact float32. Checks that compare a sum's norm with its terms' widen their tolerance by it.
+   */
+  readonly wireRoundoff?: number;
+  /**
+   * The caller will not apply the latest sum (the step was skipped on every rank): a reducer whose sums carry state
+   * into the next (a compressed ring's error feedback) drops it, so nothing of the skipped step reaches a later one.
+   */
+  discardCarry?(): void;
 }
 
 /** World size 1: the sum over one rank is the buffer itself. */

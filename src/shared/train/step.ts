@@ -1,6 +1,6 @@
 import { MnistDdpError } from '../core/errors.js';
 import { componentLogger, type Logger } from '../core/log.js';
-import { detectAnomaly, gradientNorm, healthLength, readHealth, writeHealth, type AnomalyResponse, type GradientAnomaly } from './gradient-health.js';
+import { detectAnomaly, gradientNorm, healthLength, readHealth, sumTolerance, writeHealth, type AnomalyResponse, type GradientAnomaly } from './gradient-health.js';
 import type { AllReducer } from './reducer.js';
 import type { Batch, Replica } from './replica.js';
 
@@ -53,22 +53,32 @@ export class TrainStep {
     await this.replica.computeGradients(batch, this.buffer);
     if (this.checked) writeHealth(this.buffer, layout, this.reducer.rank, batch.size);
     const t1 = performance.now();
-    const reduced = await this.reducer.allReduce(this.buffer, step);
+    // Only the trainable gradients may travel in 16 bits (--compress): statistics, loss, count and health stay exact.
+    const reduced = await this.reducer.allReduce(this.buffer, step, { compressible: layout.paramCount });
     const t2 = performance.now();
-    const anomaly = this.checked ? this.judge(reduced, step) : undefined;
-    if (anomaly) {
-      const count = reduced[layout.countIndex]!;
-      return { loss: count > 0 ? reduced[layout.lossIndex]! / count : NaN, globalCount: count, anomaly, computeMs: t1 - t0, allReduceMs: t2 - t1, applyMs: 0 };
+    try {
+      const anomaly = this.checked ? this.judge(reduced, step) : undefined;
+      if (anomaly) {
+        // Nothing of a skipped step may reach a later one, error-feedback residuals included.
+        this.reducer.discardCarry?.();
+        const count = reduced[layout.countIndex]!;
+        return { loss: count > 0 ? reduced[layout.lossIndex]! / count : NaN, globalCount: count, anomaly, computeMs: t1 - t0, allReduceMs: t2 - t1, applyMs: 0 };
+      }
+      const { loss, count } = this.replica.applyReduced(reduced, lr, step);
+      const t3 = performance.now();
+      return { loss, globalCount: count, computeMs: t1 - t0, allReduceMs: t2 - t1, applyMs: t3 - t2 };
+    } catch (err) {
+      // GRADIENT_ANOMALY, NON_FINITE_GRADIENT: this sum is not applied either.
+      this.reducer.discardCarry?.();
+      throw err;
     }
-    const { loss, count } = this.replica.applyReduced(reduced, lr, step);
-    const t3 = performance.now();
-    return { loss, globalCount: count, computeMs: t1 - t0, allReduceMs: t2 - t1, applyMs: t3 - t2 };
   }
 
   /** The verdict on the reduced buffer: identical on every rank, since every rank holds the same bits. */
   private judge(reduced: Float32Array, step: number): GradientAnomaly | undefined {
     const { layout } = this.replica;
-    const anomaly = detectAnomaly(readHealth(reduced, layout, this.reducer.worldSize), this.policy.anomalyFactor, gradientNorm(reduced, layout.paramCount));
+    const { worldSize, wireRoundoff } = this.reducer;
+    const anomaly = detectAnomaly(readHealth(reduced, layout, worldSize), this.policy.anomalyFactor, gradientNorm(reduced, layout.paramCount), sumTolerance(worldSize, wireRoundoff));
     if (!anomaly) return undefined;
     const who = anomaly.ranks.length > 0 ? `rank ${anomaly.ranks.join(', ')}` : 'an unnamed rank';
     const details = { step, ranks: anomaly.ranks, reasons: anomaly.reasons, onAnomaly: this.policy.onAnomaly };

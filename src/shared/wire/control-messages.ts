@@ -89,10 +89,23 @@ export const welcomeMessage = z.object({ type: z.literal('welcome'), protocolVer
 /** Sent once the coordinator accepted a join; the worker waits for open-inbox / ring / load-state. */
 export const admittedMessage = z.object({ type: z.literal('admitted'), workerId: uint });
 export const rejectMessage = z.object({ type: z.literal('reject'), code: z.string(), message: z.string() });
-/** `allowKey`: the ring key of this rank's predecessor in the new generation, the only client its inbox admits. */
-export const openInboxMessage = z.object({ type: z.literal('open-inbox'), generation: uint, allowKey: z85Key.optional() });
-/** `keys`: each rank's ring key, by rank (CURVE runs); rank r connects to peers[r+1] as a client of keys[r+1]. */
-export const ringMessage = z.object({ type: z.literal('ring'), generation: uint, rank: uint, worldSize: uint, peers: z.array(z.string()), keys: z.array(z85Key).optional() });
+/**
+ * `allowKeys`: the ring keys of the ranks that send to this one in the new generation (CURVE runs), the only clients
+ * its inbox admits: the predecessor on a ring, the partners in recursive doubling.
+ */
+export const openInboxMessage = z.object({ type: z.literal('open-inbox'), generation: uint, allowKeys: z.array(z85Key).min(1).max(64).optional() });
+/** A link token (doubling-allreduce.ts LinkTokens) as 32 hex digits, by the peer's rank. */
+const linkTokens = z.record(z.string().regex(/^\d+$/), z.string().regex(/^[0-9a-f]{32}$/));
+/**
+ * `keys`: each rank's ring key, by rank (CURVE runs); a rank connects to the inbox of each rank it sends to as a
+ * client of that rank's key. `collective`: the all-reduce of this generation (shared/wire/collectives.ts). `links`:
+ * recursive doubling's link tokens for this rank (CURVE runs), which bind each frame to its sender.
+ */
+export const ringMessage = z.object({
+  type: z.literal('ring'), generation: uint, rank: uint, worldSize: uint, peers: z.array(z.string()), keys: z.array(z85Key).optional(),
+  collective: z.enum(['ring', 'doubling']).default('ring'),
+  links: z.object({ send: linkTokens, receive: linkTokens }).optional(),
+});
 export const loadStateMessage = replicaSnapshotSchema.extend({ type: z.literal('load-state'), generation: uint, appliedStep: z.number().int() });
 /** `digest`: report the replica's weights digest with this step (the coordinator compares them across ranks). */
 export const stepMessage = stepPlanSchema.extend({ type: z.literal('step'), digest: z.boolean() });

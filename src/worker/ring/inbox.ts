@@ -18,12 +18,15 @@ export const HIGH_WATER_MARK = 10_000;
  */
 export const DEFAULT_CHUNK_BYTES = 1024 * 1024;
 
-/** A ring inbox's CURVE identity and the one client it admits: this rank's predecessor in the ring. */
+/**
+ * A ring inbox's CURVE identity and the clients it admits: this rank's predecessor in the ring, or the partners that
+ * send to it in recursive doubling.
+ */
 export interface InboxCurve {
   /** This worker's ring keypair (made at start-up; its public half went to the coordinator in hello). */
   keyPair: CurveKeyPair;
-  /** The predecessor's ring public key (Z85). */
-  allowKey: string;
+  /** The senders' ring public keys (Z85). */
+  allowKey: string | readonly string[];
 }
 
 export interface InboxOptions {
@@ -42,7 +45,8 @@ export interface InboxOptions {
 /**
  * A bound PULL socket. Bind to `tcp://host:*` to let the OS pick a port; `endpoint` is the address to advertise.
  * With CURVE it admits only the predecessor's key (ZAP), so every frame it delivers came from that peer, whatever
- * the frame says about itself (issue #15).
+ * the frame says about itself (issue #15). Admitting several keys (recursive doubling) leaves binding each frame to
+ * its sender to the frame's link token (doubling-allreduce.ts).
  */
 export interface RingInbox {
   readonly endpoint: string;
@@ -51,8 +55,8 @@ export interface RingInbox {
   readonly maxMessageSize: number;
   /** Whether CURVE secures this inbox. */
   readonly curve: boolean;
-  /** Admit `publicKey` (Z85) instead, for the ring formed next; CURVE inboxes only. */
-  allow(publicKey: string): void;
+  /** Admit `publicKey` (Z85; several for recursive doubling) instead, for the collective formed next; CURVE inboxes only. */
+  allow(publicKey: string | readonly string[]): void;
   close(): void;
 }
 
@@ -61,12 +65,12 @@ export async function openRingInbox(bindAddress: string, options: InboxOptions =
   const maxMessageSize = ringFrameLimit(options.chunkBytes ?? DEFAULT_CHUNK_BYTES);
   let zap: ZapRegistration | undefined;
   let security = {};
-  let allow = (_publicKey: string): void => undefined;
+  let allow = (_publicKey: string | readonly string[]): void => undefined;
   if (curve) {
     const onRefused = log ? refusalLogger('ring inbox', log) : undefined;
-    const policy = (allowKey: string) => {
-      const allowed = z85Decode(allowKey);
-      return { allows: (key: Buffer) => key.equals(allowed), ...(onRefused ? { onRefused } : {}) };
+    const policy = (allowKey: string | readonly string[]) => {
+      const allowed = (typeof allowKey === 'string' ? [allowKey] : allowKey).map(z85Decode);
+      return { allows: (key: Buffer) => allowed.some((k) => key.equals(k)), ...(onRefused ? { onRefused } : {}) };
     };
     zap = await registerZapDomain(uniqueZapDomain('ring'), policy(curve.allowKey));
     security = curveServerOptions(curve.keyPair, zap.domain);

@@ -1,33 +1,40 @@
 import { MnistDdpError } from '../../shared/core/errors.js';
 
 /**
- * The ring's start-up barrier: a rank is ready once a hello from every other rank went round to it. Fails with
- * PEER_TIMEOUT naming the rank most likely down when the deadline passes first.
+ * A collective's start-up barrier: the ring is ready once a hello from every other rank went round to it; recursive
+ * doubling, once each rank it receives from (`expected`) said hello directly. Fails with PEER_TIMEOUT naming the
+ * rank most likely down when the deadline passes first.
  */
 export class RingReadyBarrier {
   private readonly heardFrom = new Set<number>();
   private waiter: { resolve: () => void; reject: (err: Error) => void } | undefined;
+  private readonly expected: ReadonlySet<number>;
 
   constructor(
     private readonly rank: number,
     private readonly worldSize: number,
     private readonly generation: number,
     private readonly peers: readonly string[],
-  ) {}
+    /** The ranks to hear from directly (recursive doubling); absent: every other rank, through the ring. */
+    private readonly direct?: readonly number[],
+  ) {
+    this.expected = new Set(direct ?? [...Array(worldSize).keys()].filter((r) => r !== rank));
+  }
 
   /** Resolves once every other rank was heard from, or rejects after `timeoutMs` or on `fail`. */
   wait(timeoutMs: number): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
-        const missing = [...Array(this.worldSize).keys()].filter((r) => r !== this.rank && !this.heardFrom.has(r));
-        // A hello from rank o reaches this rank through every rank between them, so the nearest silent rank on the
-        // left is the one that is down (or unreachable); the others are merely behind it.
-        const nearest = this.nearestMissingOnLeft(missing);
+        const missing = [...this.expected].filter((r) => !this.heardFrom.has(r)).sort((a, b) => a - b);
+        // A hello from rank o reaches a ring rank through every rank between them, so the nearest silent rank on the
+        // left is the one that is down (or unreachable); the others are merely behind it. Direct hellos blame no one else.
+        const nearest = this.direct ? missing[0]! : this.nearestMissingOnLeft(missing);
+        const which = this.direct ? 'is silent' : 'is the nearest silent rank on the left';
         reject(
           new MnistDdpError(
             'PEER_TIMEOUT',
-            `rank ${this.rank} waited ${timeoutMs} ms for the ring of ${this.worldSize} (generation ${this.generation}) to form and never heard from rank(s) ${missing.join(', ')}; ` +
-              `rank ${nearest} (${this.peers[nearest] ?? '?'}) is the nearest silent rank on the left: check that it runs and that its inbox is reachable`,
+            `rank ${this.rank} waited ${timeoutMs} ms for the ${this.direct ? 'collective' : 'ring'} of ${this.worldSize} (generation ${this.generation}) to form and never heard from rank(s) ${missing.join(', ')}; ` +
+              `rank ${nearest} (${this.peers[nearest] ?? '?'}) ${which}: check that it runs and that its inbox is reachable`,
             { missingRank: nearest, missingRanks: missing, rank: this.rank, timeoutMs },
           ),
         );
@@ -49,7 +56,7 @@ export class RingReadyBarrier {
   hear(origin: number): { duplicate: boolean; complete: boolean } {
     if (this.heardFrom.has(origin)) return { duplicate: true, complete: false };
     this.heardFrom.add(origin);
-    const complete = this.heardFrom.size === this.worldSize - 1;
+    const complete = this.heardFrom.size === this.expected.size;
     if (complete) this.waiter?.resolve();
     return { duplicate: false, complete };
   }

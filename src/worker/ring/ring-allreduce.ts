@@ -15,6 +15,8 @@ import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_SCAVENGE_EVERY_BYTES, parseRingConf
 import { FutureStepStash } from './stash.js';
 import { RingOperation } from './ring-operation.js';
 import { ArenaPool } from './arena-pool.js';
+import { ChunkCompressor, type ChunkPayload } from './chunk-compressor.js';
+import { UNIT_ROUNDOFF } from '../../shared/wire/half-float.js';
 import { RingReadyBarrier } from './ready-barrier.js';
 
 export { DEFAULT_CHUNK_BYTES, openRingInbox, type RingInbox } from './inbox.js';
@@ -34,6 +36,7 @@ export class RingAllReducer implements AllReducer {
   readonly endpoint: string;
   /** Frames refused so far, by reason. Rejected frames never touch a reduction. */
   readonly rejectedFrames: Record<RejectReason, number> = zeroRejectCounts();
+  readonly wireRoundoff: number | undefined;
 
   private readonly config: ParsedRingConfig;
   private readonly left: number;
@@ -50,6 +53,8 @@ export class RingAllReducer implements AllReducer {
   private readonly arenas = new ArenaPool();
   private readonly barrier: RingReadyBarrier;
   private readonly stash = new FutureStepStash<RingChunk>();
+  /** Present under --compress fp16|bf16: encodes every chunk's gradients in 16 bits, with error feedback. */
+  private readonly compressor: ChunkCompressor | undefined;
   private op: RingOperation | undefined;
   private lastStep = -1;
   private layoutCache: RingLayout | undefined;
@@ -94,6 +99,8 @@ export class RingAllReducer implements AllReducer {
     this.left = (config.rank - 1 + config.worldSize) % config.worldSize;
     this.right = (config.rank + 1) % config.worldSize;
     this.chunkFloats = (config.chunkBytes ?? DEFAULT_CHUNK_BYTES) / 4;
+    this.compressor = config.compress === 'none' ? undefined : new ChunkCompressor(config.compress, this.chunkFloats);
+    this.wireRoundoff = config.compress === 'none' ? undefined : UNIT_ROUNDOFF[config.compress];
     this.log = options.logger ?? componentLogger('ring', { rank: config.rank, generation: config.generation });
     this.onRejectedFrame = options.onRejectedFrame;
     this.barrier = new RingReadyBarrier(config.rank, config.worldSize, config.generation, config.peers);
@@ -146,7 +153,7 @@ export class RingAllReducer implements AllReducer {
   private ready(): Promise<void> {
     if (this.worldSize === 1) return Promise.resolve();
     const ready = this.barrier.wait(this.config.readyTimeoutMs ?? this.config.timeoutMs);
-    this.send({ type: 'ring-hello', protocolVersion: PROTOCOL_VERSION, generation: this.generation, worldSize: this.worldSize, rank: this.rank, origin: this.rank });
+    this.send({ type: 'ring-hello', protocolVersion: PROTOCOL_VERSION, generation: this.generation, worldSize: this.worldSize, rank: this.rank, origin: this.rank, compress: this.config.compress });
     return ready;
   }
 
@@ -179,13 +186,16 @@ export class RingAllReducer implements AllReducer {
     const layout = this.layoutFor(buf.length);
     const arena = this.arenas.arenaFor(buf);
     const timeoutMs = opts.timeoutMs ?? this.config.timeoutMs;
+    const compressor = this.compressor;
+    compressor?.begin(buf, opts.compressible ?? buf.length);
     return new Promise<Float32Array>((resolve, reject) => {
       const op = new RingOperation(step, buf, layout, this.rank, arena, timeoutMs, (timedOut) => this.onTimeout(timedOut), resolve, reject);
       this.op = op;
       const own = this.rank;
       for (let chunk = 0; chunk < (layout.chunksInSegment[own] ?? 0); chunk++) {
         const [start, end] = chunkBounds(layout, own, chunk);
-        this.sendChunk(op, 'reduce-scatter', own, chunk, buf.subarray(start, end));
+        const values = buf.subarray(start, end);
+        this.sendChunk(op, 'reduce-scatter', own, chunk, compressor ? compressor.encode(values, start) : { data: values });
       }
       const { current, dropped } = this.stash.take(step);
       for (const { frame, reason, message } of dropped) this.reject(reason, message, frame);
@@ -202,6 +212,16 @@ export class RingAllReducer implements AllReducer {
    */
   allocate(length: number): Float32Array {
     return this.arenas.allocate(length);
+  }
+
+  /** Drops the error-feedback residuals of a compressed ring: the caller skipped the step that produced them. */
+  discardCarry(): void {
+    this.compressor?.reset();
+  }
+
+  /** L2 norm of what the applied sums still owe the true ones (error feedback's residual); 0 without compression. */
+  residualNorm(): number {
+    return this.compressor?.residualNorm() ?? 0;
   }
 
   /** Ends every wait (PEER_LOST) and closes the sockets; `keepInbox` leaves the inbox bound (connect's failure path). */
@@ -246,10 +266,11 @@ export class RingAllReducer implements AllReducer {
    * confirmed before allReduce resolves and the caller may reuse `buf`, so they are views of the op's staging region
    * (the sum is written there directly; forwarded chunks are copied there); the region is reused two steps later,
    * when the next step's frames (queued behind these on the same connection) have come back round the ring.
-   * Received memory is never sent on (over ipc that breaks ZeroMQ).
+   * Received memory is never sent on (over ipc that breaks ZeroMQ). A compressed ring's payloads are fresh memory
+   * each (chunk-compressor.ts), so none of this applies to them.
    */
-  private sendChunk(op: RingOperation, phase: RingPhase, segment: number, chunk: number, data: Float32Array): void {
-    this.enqueue(encodeWithPayload({ type: 'ring-chunk', generation: this.generation, step: op.step, rank: this.rank, phase, segment, chunk, data }));
+  private sendChunk(op: RingOperation, phase: RingPhase, segment: number, chunk: number, { data, halves }: ChunkPayload): void {
+    this.enqueue(encodeWithPayload({ type: 'ring-chunk', generation: this.generation, step: op.step, rank: this.rank, phase, segment, chunk, ...(halves !== undefined ? { halves } : {}), data }));
   }
 
   private async receiveLoop(): Promise<void> {
@@ -315,26 +336,34 @@ export class RingAllReducer implements AllReducer {
     if (t < 0) return this.reject('unexpected', `rank ${this.rank} never receives segment ${segment} in ${phase}`, frame);
     if (chunk >= (layout.chunksInSegment[segment] ?? 0)) return this.reject('unexpected', `segment ${segment} has ${layout.chunksInSegment[segment] ?? 0} chunks, got chunk ${chunk}`, frame);
     const [start, end] = chunkBounds(layout, segment, chunk);
-    if (frame.data.length !== end - start) {
-      return this.reject('unexpected', `chunk ${segment}/${chunk} has ${frame.data.length} floats, expected ${end - start} (do all ranks reduce ${layout.length} floats?)`, frame);
-    }
+    const c = this.compressor;
+    const data = c
+      ? c.decode(frame, start, end)
+      : frame.data.length === end - start && frame.halves === undefined
+        ? frame.data
+        : `chunk ${segment}/${chunk} has ${frame.data.length} floats${frame.halves === undefined ? '' : ` and ${frame.halves} 16-bit values`}, expected ${end - start} floats (do all ranks reduce ${layout.length} floats, uncompressed?)`;
+    if (typeof data === 'string') return this.reject('unexpected', data, frame);
     if (!op.markReceived(phase, segment, chunk)) return this.reject('duplicate', `chunk ${segment}/${chunk} of ${phase} arrived twice`, frame);
 
     const target = op.buf.subarray(start, end);
-    const data = frame.data;
     const staged = op.staging.subarray(start, end);
     if (phase === 'reduce-scatter' && t < N - 2) {
       op.arena.sumInto(target, data);
-      this.sendChunk(op, 'reduce-scatter', segment, chunk, target);
+      this.sendChunk(op, 'reduce-scatter', segment, chunk, c ? c.encode(target, start) : { data: target });
+    } else if (phase === 'reduce-scatter' && c) {
+      // The finished sum is encoded once, here; this rank keeps the decoded values, as every receiver will.
+      op.arena.sumInto(target, data);
+      this.sendChunk(op, 'all-gather', segment, chunk, c.encode(target, start, true));
     } else if (phase === 'reduce-scatter') {
       // The last reduce-scatter step completes this segment's sum: it leaves as the first all-gather frame.
       op.arena.sumInto(target, data, staged);
-      this.sendChunk(op, 'all-gather', segment, chunk, staged);
+      this.sendChunk(op, 'all-gather', segment, chunk, { data: staged });
     } else {
       target.set(data);
-      if (t < N - 2) {
+      if (t < N - 2 && c) this.sendChunk(op, 'all-gather', segment, chunk, c.forward(frame));
+      else if (t < N - 2) {
         staged.set(data);
-        this.sendChunk(op, 'all-gather', segment, chunk, staged);
+        this.sendChunk(op, 'all-gather', segment, chunk, { data: staged });
       }
     }
     if (op.remaining === 0) this.finish(op);
@@ -352,6 +381,8 @@ export class RingAllReducer implements AllReducer {
     clearTimeout(op.timer);
     // Frames of a failed step may sit in ZeroMQ indefinitely: never write into their staging again.
     this.arenas.retire();
+    // The buffer that absorbed the residuals is not applied anywhere (chunk-compressor.ts says why they are dropped).
+    this.compressor?.reset();
     if (this.op === op) this.op = undefined;
     op.reject(err);
   }
@@ -383,10 +414,27 @@ export class RingAllReducer implements AllReducer {
     }
     if (!this.checkOrigin(hello)) return;
     if (hello.origin === this.rank || hello.origin >= this.worldSize) return this.reject('unexpected', `hello with origin ${hello.origin}`, hello);
+    if (hello.compress !== this.config.compress) return this.refuseCompression(hello);
     const { duplicate, complete } = this.barrier.hear(hello.origin);
     if (duplicate) return this.reject('duplicate', `second hello from rank ${hello.origin}`, hello);
     if (this.right !== hello.origin) this.send({ ...hello, rank: this.rank });
     if (complete) this.log.debug({ peers: this.config.peers }, 'ring ready');
+  }
+
+  /**
+   * Ranks that disagree on --compress would misread each other's chunks: the ring refuses to form. The hello goes on
+   * round the ring first, so every rank refuses at start-up instead of waiting out its barrier for this one.
+   */
+  private refuseCompression(hello: RingHello): void {
+    if (this.right !== hello.origin) this.send({ ...hello, rank: this.rank });
+    const theirs = hello.compress ?? 'unknown';
+    const err = new MnistDdpError(
+      'HANDSHAKE_MISMATCH',
+      `rank ${hello.origin} sends gradients with --compress ${theirs}, rank ${this.rank} with --compress ${this.config.compress}: every rank of a ring must use the same mode (the coordinator's run config sets it for all its workers)`,
+      { theirs: { compress: theirs, rank: hello.origin }, ours: { compress: this.config.compress, rank: this.rank } },
+    );
+    this.reject('unexpected', err.message, hello);
+    this.barrier.fail(err);
   }
 
   private reject(reason: RejectReason, message: string, frame?: { type: string; rank: number; generation: number; step?: number }): void {

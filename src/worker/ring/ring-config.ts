@@ -4,6 +4,7 @@ import type { Logger } from '../../shared/core/log.js';
 import type { CurveKeyPair } from '../../shared/security/keys.js';
 import type { TransportObserver } from '../../shared/security/transport.js';
 import { ringFrameLimit } from '../../shared/wire/frame-limits.js';
+import { COMPRESS_MODES } from '../../shared/wire/half-float.js';
 import type { RejectReason } from '../../shared/wire/reject-reasons.js';
 import { DEFAULT_CHUNK_BYTES, type RingInbox } from './inbox.js';
 
@@ -41,6 +42,11 @@ const ringConfigSchema = z
     closeLingerMs: z.number().int().nonnegative().optional(),
     /** A scavenge after every this many bytes received (young-gc.ts). Default 8 MiB; 0 turns it off (benchmarks compare). */
     scavengeEveryBytes: z.number().int().nonnegative().optional(),
+    /**
+     * 16-bit gradients on the wire, with error feedback (chunk-compressor.ts); every rank must use the same mode
+     * (HANDSHAKE_MISMATCH at start-up otherwise).
+     */
+    compress: z.enum(COMPRESS_MODES).default('none'),
   })
   .strict()
   .superRefine((c, ctx) => {
