@@ -19,7 +19,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { lastJson, startCli, type BackgroundProcess } from '../test/helpers/cli.js';
+import { exitWithin, lastJson, startCli, type BackgroundProcess } from '../test/helpers/cli.js';
 import { readRecords, readSteps } from '../test/helpers/history.js';
 import { NamespaceLab, namespacesUnavailable } from '../test/helpers/netns.js';
 import { flag, freePort, median } from './common.js';
@@ -53,16 +53,6 @@ interface RunResult {
   recoveries: number;
 }
 
-async function exitOf(proc: BackgroundProcess, ms: number): Promise<number | null> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${proc.name} still running after ${ms} ms:\n${proc.output().slice(-3000)}`)), ms)));
-  try {
-    return await Promise.race([proc.exited, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 /** `mode` is a --compress mode in namespaces, or LOOPBACK: --compress none with every process on 127.0.0.1. */
 async function runOnce(dir: string, keys: string, round: number, mode: string): Promise<RunResult> {
   const onLoopback = mode === LOOPBACK;
@@ -86,7 +76,7 @@ async function runOnce(dir: string, keys: string, round: number, mode: string): 
     for (const w of ['w0', 'w1']) {
       processes.push(start(w, ['worker', '--keys', keys, '--coordinator', `tcp://${address}:${port}`, '--backend', 'wasm', '--no-metrics']));
     }
-    const code = await exitOf(coordinator, RUN_DEADLINE_MS);
+    const code = await exitWithin(coordinator, RUN_DEADLINE_MS);
     if (code !== 0) throw new Error(`coordinator (--compress ${mode}) exited with ${code}:\n${coordinator.output().slice(-3000)}`);
     const summary = lastJson<Summary>(coordinator.stdout());
     const steps = readSteps(runDir);

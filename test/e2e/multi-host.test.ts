@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { lastJson, type BackgroundProcess } from '../helpers/cli.js';
+import { exitWithin, lastJson, type BackgroundProcess } from '../helpers/cli.js';
 import { expectRunAccountedOnce } from '../helpers/exactly-once.js';
 import { readSteps } from '../helpers/history.js';
 import { NamespaceLab, namespacesUnavailable, netDelayUnavailable, type LabOptions } from '../helpers/netns.js';
@@ -60,17 +60,6 @@ function startWorker(lab: NamespaceLab, host: string, flags: string[], env?: Nod
   return start(lab, host, host, ['worker', '--keys', keys, '--coordinator', `tcp://${lab.host('coordinator').address}:${CONTROL_PORT}`, '--backend', 'wasm', ...flags], env);
 }
 
-/** The exit code, or a rejection naming the process and its output's tail when it is still running after `ms`. */
-async function exitOf(proc: BackgroundProcess, ms: number): Promise<number | null> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${proc.name} still running after ${ms} ms:\n${proc.output().slice(-3000)}`)), ms)));
-  try {
-    return await Promise.race([proc.exited, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 const stepsWith = (runDir: string, workers: number): number => readSteps(runDir).filter((s) => s.workers === workers).length;
 
 /** Resolves once `runDir` recorded `n` steps trained by `workers` workers. */
@@ -122,7 +111,7 @@ describe.skipIf(UNAVAILABLE !== undefined)('multi-host training in network names
     const statuses = await Promise.all(targets.map((t) => lab.fetchFrom('w0', `http://${t}/metrics`)));
     expect(statuses, `scrapes of ${targets.join(', ')} from w0`).toEqual(targets.map(() => 200));
 
-    expect(await exitOf(coordinator, 120_000), coordinator.output().slice(-3000)).toBe(0);
+    expect(await exitWithin(coordinator, 120_000), coordinator.output().slice(-3000)).toBe(0);
     const steps = expectRunAccountedOnce(runDir, SAMPLES, 0.7);
     expect(steps.every((s) => s.workers === 3), 'every step trained by all three hosts').toBe(true);
     // Each inbox is advertised at its host's bridge address (not the decoy's) on a port of --ring-ports.
@@ -158,7 +147,7 @@ describe.skipIf(UNAVAILABLE !== undefined)('multi-host training in network names
       deadlineMs: 60_000, describeLast: () => `\n${coordinator.output().slice(-3000)}`,
     });
 
-    expect(await exitOf(coordinator, 120_000), coordinator.output().slice(-3000)).toBe(0);
+    expect(await exitWithin(coordinator, 120_000), coordinator.output().slice(-3000)).toBe(0);
     // Pipelined orders may let a step finish as the link goes down; the ring cannot go on without w1.
     expect(during, 'steps completed while w1 was cut off').toBeLessThanOrEqual(2);
     const steps = expectRunAccountedOnce(runDir, SAMPLES, 0.7);
@@ -189,8 +178,8 @@ describe.skipIf(UNAVAILABLE !== undefined)('multi-host training in network names
       deadlineMs: 60_000, describeLast: () => `\n${coordinator.output().slice(-3000)}`,
     });
 
-    expect(await exitOf(coordinator, 120_000), coordinator.output().slice(-3000)).toBe(0);
-    for (const w of workers) expect(await exitOf(w, 30_000), w.output().slice(-3000)).toBe(0);
+    expect(await exitWithin(coordinator, 120_000), coordinator.output().slice(-3000)).toBe(0);
+    for (const w of workers) expect(await exitWithin(w, 30_000), w.output().slice(-3000)).toBe(0);
     // The coordinator records a step when every report is in: one whose reports were in flight at the cut may land.
     expect(during, 'steps recorded while the coordinator was cut off').toBeLessThanOrEqual(1);
     const steps = expectRunAccountedOnce(runDir, SAMPLES, 0.7);
@@ -218,8 +207,8 @@ describe.skipIf(UNAVAILABLE !== undefined)('multi-host training in network names
     await untilOutput(coordinator, RESTORED, 'the run restored onto the three rejoined workers', 60_000);
     const restored = logLines(coordinator.output(), RESTORED)[0]!;
 
-    expect(await exitOf(coordinator, 120_000), coordinator.output().slice(-3000)).toBe(0);
-    for (const w of workers) expect(await exitOf(w, 30_000), w.output().slice(-3000)).toBe(0);
+    expect(await exitWithin(coordinator, 120_000), coordinator.output().slice(-3000)).toBe(0);
+    for (const w of workers) expect(await exitWithin(w, 30_000), w.output().slice(-3000)).toBe(0);
     const steps = expectRunAccountedOnce(runDir, SAMPLES, 0.7);
     expect(steps.every((s) => s.workers === 3), 'every step trained by all three hosts').toBe(true);
     const position = restored.position as { globalStep: number };
@@ -243,12 +232,12 @@ describe.skipIf(UNAVAILABLE !== undefined)('multi-host training in network names
 
     // A leave, as `kubectl scale` or `pm2 scale` does it: SIGTERM, and the worker exits without being told to rejoin.
     w0.child.kill('SIGTERM');
-    expect(await exitOf(w0, 30_000), w0.output().slice(-3000)).not.toBeNull();
+    expect(await exitWithin(w0, 30_000), w0.output().slice(-3000)).not.toBeNull();
     await untilRecorded(runDir, 'a step with 2 workers after the leave', () => (readSteps(runDir).some((s) => s.workers === 2 && s.generation > joinedGeneration) ? true : undefined), {
       deadlineMs: 60_000, describeLast: () => `\n${coordinator.output().slice(-3000)}`,
     });
 
-    expect(await exitOf(coordinator, 150_000), coordinator.output().slice(-3000)).toBe(0);
+    expect(await exitWithin(coordinator, 150_000), coordinator.output().slice(-3000)).toBe(0);
     const steps = expectRunAccountedOnce(runDir, SAMPLES, 0.7);
     const sizes = steps.map((s) => s.workers);
     // 2 → 3 (the join) → 2 (the leave), in that order.
@@ -308,7 +297,7 @@ describe.skipIf(UNAVAILABLE !== undefined)('multi-host training in network names
     // Beside the coordinator, dialling it on loopback: it advertises 127.0.0.1, which the other hosts cannot reach.
     const local = start(lab, 'coordinator', 'loopback worker', ['worker', '--keys', keys, '--coordinator', `tcp://127.0.0.1:${CONTROL_PORT}`, '--backend', 'wasm', ...ringFlags]);
 
-    const [wrongCode, localCode] = await Promise.all([exitOf(wrong, 90_000), exitOf(local, 90_000)]);
+    const [wrongCode, localCode] = await Promise.all([exitWithin(wrong, 90_000), exitWithin(local, 90_000)]);
     const wrongExitedAt = Date.now();
     expect(wrongCode, wrong.output().slice(-3000)).toBe(1);
     expect(wrong.stderr()).toMatch(new RegExp(`error \\[PEER_UNREACHABLE\\].*could not connect to it: .*ring inbox at tcp://${escape(coordinatorAddress)}:\\d+`));
@@ -332,8 +321,8 @@ describe.skipIf(UNAVAILABLE !== undefined)('multi-host training in network names
     // Three ranks: rank 1 folds into rank 0, which doubles with rank 2, so rank 0's inbox admits two keys.
     const coordinator = startCoordinator(lab, runDir, ['--min-workers', '3', '--train-subset', String(SAMPLES), '--collective', 'doubling'], { MNIST_DDP_LOG_LEVEL: 'info' });
     const workers = WORKERS.map((w) => startWorker(lab, w, ['--no-metrics']));
-    expect(await exitOf(coordinator, 120_000), coordinator.output().slice(-3000)).toBe(0);
-    for (const w of workers) expect(await exitOf(w, 30_000), w.output().slice(-3000)).toBe(0);
+    expect(await exitWithin(coordinator, 120_000), coordinator.output().slice(-3000)).toBe(0);
+    for (const w of workers) expect(await exitWithin(w, 30_000), w.output().slice(-3000)).toBe(0);
     expect(logLines(coordinator.output(), /^ring formed/).map((f) => f.collective)).toEqual(['doubling']);
     const steps = expectRunAccountedOnce(runDir, SAMPLES, 0.6);
     expect(steps.every((s) => s.workers === 3)).toBe(true);
@@ -347,7 +336,7 @@ describe.skipIf(UNAVAILABLE !== undefined)('multi-host training in network names
     const runDir = join(dir, 'tbf');
     const coordinator = startCoordinator(lab, runDir, ['--min-workers', '3', '--train-subset', String(SAMPLES)]);
     for (const w of WORKERS) startWorker(lab, w, ['--no-metrics']);
-    expect(await exitOf(coordinator, 120_000), coordinator.output().slice(-3000)).toBe(0);
+    expect(await exitWithin(coordinator, 120_000), coordinator.output().slice(-3000)).toBe(0);
     const steps = expectRunAccountedOnce(runDir, SAMPLES, 0.6);
     expect(steps.every((s) => s.workers === 3)).toBe(true);
     const summary = lastJson<Summary>(coordinator.stdout());
@@ -367,7 +356,7 @@ describe.skipIf(UNAVAILABLE !== undefined)('multi-host training in network names
     const runDir = join(dir, 'wan');
     const coordinator = startCoordinator(lab, runDir, ['--min-workers', '3', '--train-subset', String(SAMPLES)]);
     for (const w of WORKERS) startWorker(lab, w, ['--no-metrics']);
-    expect(await exitOf(coordinator, 150_000), coordinator.output().slice(-3000)).toBe(0);
+    expect(await exitWithin(coordinator, 150_000), coordinator.output().slice(-3000)).toBe(0);
     const steps = expectRunAccountedOnce(runDir, SAMPLES, 0.6);
     expect(steps.every((s) => s.workers === 3)).toBe(true);
     const summary = lastJson<Summary>(coordinator.stdout());

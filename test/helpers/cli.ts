@@ -101,6 +101,17 @@ export function startProcess(
   };
 }
 
+/** `proc`'s exit code, or a rejection naming the process and its output's tail when it is still running after `ms`. */
+export async function exitWithin(proc: BackgroundProcess, ms: number): Promise<number | null> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${proc.name} still running after ${ms} ms:\n${proc.output().slice(-3000)}`)), ms)));
+  try {
+    return await Promise.race([proc.exited, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** The shipped CLI (bin/mnist-ddp.js) in the background, logging at warn unless `env` says otherwise. */
 export function startCli(name: string, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; keepChars?: number } = {}): BackgroundProcess {
   return startProcess(name, process.execPath, [BIN, ...args], { ...opts, env: { MNIST_DDP_LOG_LEVEL: 'warn', ...opts.env } });

@@ -3,7 +3,7 @@ import * as zmq from 'zeromq';
 import { decodeParts, encode } from '../../shared/wire/codec.js';
 import { MnistDdpError } from '../../shared/core/errors.js';
 import { componentLogger, type Logger } from '../../shared/core/log.js';
-import { REJECT_CODES, zeroRejectCounts, type RejectReason } from '../../shared/wire/reject-reasons.js';
+import type { RejectReason } from '../../shared/wire/reject-reasons.js';
 import { SerialSender } from '../../shared/wire/sender.js';
 import {
   PROTOCOL_VERSION, isDoublingChunk, isDoublingHello, messageProblem, type DoublingChunk, type DoublingHello,
@@ -16,6 +16,8 @@ import { DEFAULT_CONNECT_TIMEOUT_MS, parseRingConfig, type ParsedRingConfig, typ
 import { doublingSchedule, type DoublingRound, type DoublingSchedule } from '../../shared/wire/doubling-schedule.js';
 import { FutureStepStash } from './stash.js';
 import { RingReadyBarrier } from './ready-barrier.js';
+import { FrameRejecter, type RejectedFrame } from './frame-rejecter.js';
+import { allReduceCallProblem, drainWithin, helloMismatch, receiveFrames, untilReady, watchFirstConnect } from './peer-sockets.js';
 
 /**
  * The secrets that bind frames to senders when the inbox admits several peers: one per directed link of this
@@ -71,14 +73,16 @@ export class DoublingAllReducer implements AllReducer {
   readonly generation: number;
   readonly endpoint: string;
   readonly schedule: DoublingSchedule;
-  readonly rejectedFrames: Record<RejectReason, number> = zeroRejectCounts();
+  get rejectedFrames(): Record<RejectReason, number> {
+    return this.rejecter.counts;
+  }
 
   private readonly config: ParsedRingConfig;
   private readonly chunkFloats: number;
   private readonly inbox: RingInbox;
   private readonly pushes = new Map<number, { socket: zmq.Push; sender: SerialSender<Buffer> }>();
   private readonly log: Logger;
-  private readonly onRejectedFrame: RingReducerOptions['onRejectedFrame'];
+  private readonly rejecter: FrameRejecter;
   private readonly links: LinkTokens | undefined;
   private readonly barrier: RingReadyBarrier;
   private readonly stash = new FutureStepStash<DoublingChunk>();
@@ -102,17 +106,7 @@ export class DoublingAllReducer implements AllReducer {
     }));
     if (curve) inbox.allow(allowKeys);
     const reducer = new DoublingAllReducer(c, schedule, inbox, options);
-    const abort = (): void => void reducer.close();
-    options.signal?.addEventListener('abort', abort, { once: true });
-    try {
-      if (options.signal?.aborted) abort();
-      await reducer.ready();
-    } catch (err) {
-      await reducer.close(options.inbox !== undefined);
-      throw err;
-    } finally {
-      options.signal?.removeEventListener('abort', abort);
-    }
+    await untilReady(() => reducer.ready(), (keep) => reducer.close(keep), options.signal, options.inbox !== undefined);
     return reducer;
   }
 
@@ -124,7 +118,7 @@ export class DoublingAllReducer implements AllReducer {
     this.schedule = schedule;
     this.chunkFloats = (config.chunkBytes ?? DEFAULT_CHUNK_BYTES) / 4;
     this.log = options.logger ?? componentLogger('doubling', { rank: config.rank, generation: config.generation });
-    this.onRejectedFrame = options.onRejectedFrame;
+    this.rejecter = new FrameRejecter(config.rank, this.log, options.onRejectedFrame);
     this.links = options.links;
     this.barrier = new RingReadyBarrier(config.rank, config.worldSize, config.generation, config.peers, schedule.receivesFrom);
     this.inbox = inbox;
@@ -137,27 +131,14 @@ export class DoublingAllReducer implements AllReducer {
         ...(options.curve && serverKey ? curveClientOptions(options.curve.keyPair, serverKey) : {}),
       });
       this.pushes.set(to, { socket, sender: new SerialSender((frame) => socket.send(frame)) });
-      this.watchFirstConnect(socket, to, connectTimeout);
+      watchFirstConnect(socket, { rank: this.rank, to, address: config.peers[to] ?? '?', generation: this.generation, connectTimeoutMs: connectTimeout },
+        (err) => this.barrier.fail(err), () => this.closed);
       socket.connect(config.peers[to] ?? '');
     }
-    void this.receiveLoop();
-  }
-
-  /** As the ring's: a first connection that fails ends the start-up at once, naming the partner's address. */
-  private watchFirstConnect(socket: zmq.Push, to: number, connectTimeoutMs: number): void {
-    let established = false;
-    const address = this.config.peers[to] ?? '?';
-    const fail = (why: string): void => {
-      if (established || this.closed) return;
-      this.barrier.fail(new MnistDdpError('PEER_UNREACHABLE',
-        `rank ${this.rank} could not connect to rank ${to}'s ring inbox at ${address} (${why}): ` +
-        `that address must be rank ${to}'s on a network this host reaches (set it with --advertise-host on that worker), and a firewall must let its port through (--ring-ports)`,
-        { missingRank: to, rank: this.rank, address, generation: this.generation }));
-    };
-    socket.events.on('handshake', () => (established = true));
-    socket.events.on('connect:retry', () => fail(`refused, no route, or no answer within ${connectTimeoutMs} ms`));
-    socket.events.on('handshake:error:protocol', (e) => fail(`the process listening there failed the handshake: ${e.error.code ?? e.error.message}`));
-    socket.events.on('handshake:error:auth', () => fail('the process listening there refused this rank\'s key'));
+    void receiveFrames(this.inbox.socket, this.rank, () => this.closed, (parts) => this.onFrame(parts), (lost) => {
+      this.barrier.fail(lost);
+      if (this.op) this.fail(this.op, lost);
+    });
   }
 
   private ready(): Promise<void> {
@@ -170,17 +151,8 @@ export class DoublingAllReducer implements AllReducer {
   }
 
   allReduce(buf: Float32Array, step: number, opts: AllReduceOptions = {}): Promise<Float32Array> {
-    if (this.closed) return Promise.reject(new MnistDdpError('PEER_LOST', `rank ${this.rank}: allReduce called after close()`, { rank: this.rank }));
-    if (this.op) {
-      return Promise.reject(new MnistDdpError('ALLREDUCE_BUSY', `rank ${this.rank}: allReduce(step ${step}) called while step ${this.op.step} is still running; await each all-reduce before the next`, {
-        rank: this.rank, step, running: this.op.step,
-      }));
-    }
-    if (!Number.isSafeInteger(step) || step <= this.lastStep) {
-      return Promise.reject(new MnistDdpError('STEP_OUT_OF_ORDER', `rank ${this.rank}: step ${step} must be an integer above the previous step ${this.lastStep}`, {
-        rank: this.rank, step, previousStep: this.lastStep,
-      }));
-    }
+    const problem = allReduceCallProblem(this.rank, step, { closed: this.closed, running: this.op?.step, lastStep: this.lastStep });
+    if (problem) return Promise.reject(problem);
     this.lastStep = step;
     if (this.worldSize === 1 || buf.length === 0) return Promise.resolve(buf);
     this.stash.noteBuffer(buf.byteLength);
@@ -209,11 +181,7 @@ export class DoublingAllReducer implements AllReducer {
     if (this.op) this.fail(this.op, new MnistDdpError('PEER_LOST', `rank ${this.rank}: collective closed during step ${this.op.step}`, { rank: this.rank, step: this.op.step }));
     const lingerMs = this.config.closeLingerMs ?? 500;
     // As the ring's close: the last step's last frames get a bounded time to leave, so a partner does not time out.
-    if (lingerMs > 0) {
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([Promise.all([...this.pushes.values()].map((p) => p.sender.drained())), new Promise<void>((resolve) => (timer = setTimeout(resolve, lingerMs)))]);
-      clearTimeout(timer);
-    }
+    await drainWithin(Promise.all([...this.pushes.values()].map((p) => p.sender.drained())), lingerMs);
     for (const { socket } of this.pushes.values()) {
       socket.linger = lingerMs;
       socket.close();
@@ -283,23 +251,6 @@ export class DoublingAllReducer implements AllReducer {
     });
   }
 
-  private async receiveLoop(): Promise<void> {
-    for (;;) {
-      let parts: Buffer[];
-      try {
-        parts = await this.inbox.socket.receive();
-      } catch (err) {
-        if (this.closed) return;
-        const lost = new MnistDdpError('PEER_LOST', `rank ${this.rank} can no longer receive: ${(err as Error).message}`, { rank: this.rank }, { cause: err });
-        this.barrier.fail(lost);
-        if (this.op) this.fail(this.op, lost);
-        return;
-      }
-      if (this.closed) return;
-      this.onFrame(parts);
-    }
-  }
-
   private onFrame(parts: Buffer[]): void {
     let message: unknown;
     try {
@@ -332,14 +283,10 @@ export class DoublingAllReducer implements AllReducer {
   }
 
   private onHello(hello: DoublingHello): void {
-    if (hello.protocolVersion !== PROTOCOL_VERSION || hello.worldSize !== this.worldSize) {
-      const err = new MnistDdpError(
-        'HANDSHAKE_MISMATCH',
-        `rank ${hello.rank} speaks protocol ${hello.protocolVersion} with world size ${hello.worldSize}; rank ${this.rank} speaks protocol ${PROTOCOL_VERSION} with world size ${this.worldSize}. Run the same mnist-ddp version and membership everywhere`,
-        { theirs: { protocolVersion: hello.protocolVersion, worldSize: hello.worldSize, rank: hello.rank }, ours: { protocolVersion: PROTOCOL_VERSION, worldSize: this.worldSize, rank: this.rank } },
-      );
-      this.reject('unexpected', err.message, hello);
-      this.barrier.fail(err);
+    const mismatch = helloMismatch(hello, hello.rank, this.rank, this.worldSize);
+    if (mismatch) {
+      this.reject('unexpected', mismatch.message, hello);
+      this.barrier.fail(mismatch);
       return;
     }
     if (!this.checkOrigin(hello)) return;
@@ -395,13 +342,8 @@ export class DoublingAllReducer implements AllReducer {
     ));
   }
 
-  private reject(reason: RejectReason, message: string, frame?: { type: string; rank: number; generation: number; step?: number }): void {
-    this.rejectedFrames[reason]++;
-    const err = new MnistDdpError(REJECT_CODES[reason], `rank ${this.rank} rejected a frame: ${message}`, {
-      reason,
-      ...(frame && { type: frame.type, from: frame.rank, generation: frame.generation, step: frame.step }),
-    });
-    this.log.warn({ err: err.toJSON() }, 'frame rejected');
-    this.onRejectedFrame?.(err, reason);
+  private reject(reason: RejectReason, message: string, frame?: RejectedFrame): void {
+    this.rejecter.reject(reason, message, frame);
   }
+
 }

@@ -2,7 +2,7 @@ import * as zmq from 'zeromq';
 import { decodeParts, encode, encodeWithPayload } from '../../shared/wire/codec.js';
 import { MnistDdpError } from '../../shared/core/errors.js';
 import { componentLogger, type Logger } from '../../shared/core/log.js';
-import { REJECT_CODES, zeroRejectCounts, type RejectReason } from '../../shared/wire/reject-reasons.js';
+import type { RejectReason } from '../../shared/wire/reject-reasons.js';
 import { SerialSender } from '../../shared/wire/sender.js';
 import { PROTOCOL_VERSION, isRingChunk, isRingHello, messageProblem, type RingChunk, type RingHello, type RingPhase } from '../../shared/wire/ring-messages.js';
 import type { AllReduceOptions, AllReducer } from '../../shared/train/reducer.js';
@@ -18,6 +18,8 @@ import { ArenaPool } from './arena-pool.js';
 import { ChunkCompressor, type ChunkPayload } from './chunk-compressor.js';
 import { UNIT_ROUNDOFF } from '../../shared/wire/half-float.js';
 import { RingReadyBarrier } from './ready-barrier.js';
+import { FrameRejecter, type RejectedFrame } from './frame-rejecter.js';
+import { allReduceCallProblem, drainWithin, helloMismatch, receiveFrames, untilReady, watchFirstConnect } from './peer-sockets.js';
 
 export { DEFAULT_CHUNK_BYTES, openRingInbox, type RingInbox } from './inbox.js';
 export { DEFAULT_SCAVENGE_EVERY_BYTES, type RingConfig, type RingCurve, type RingReducerOptions } from './ring-config.js';
@@ -35,7 +37,9 @@ export class RingAllReducer implements AllReducer {
   /** Where this rank's inbox is bound (the address the left neighbour pushes to). */
   readonly endpoint: string;
   /** Frames refused so far, by reason. Rejected frames never touch a reduction. */
-  readonly rejectedFrames: Record<RejectReason, number> = zeroRejectCounts();
+  get rejectedFrames(): Record<RejectReason, number> {
+    return this.rejecter.counts;
+  }
   readonly wireRoundoff: number | undefined;
 
   private readonly config: ParsedRingConfig;
@@ -46,7 +50,7 @@ export class RingAllReducer implements AllReducer {
   private readonly inbox: RingInbox;
   private readonly push: zmq.Push;
   private readonly log: Logger;
-  private readonly onRejectedFrame: RingReducerOptions['onRejectedFrame'];
+  private readonly rejecter: FrameRejecter;
   private readonly sender: SerialSender<Buffer | Buffer[]>;
   private readonly collector: ReceivedFrameCollector | undefined;
   /** The SIMD add's memories: the buffer from `allocate` (summed in place) and those for buffers from elsewhere. */
@@ -77,17 +81,7 @@ export class RingAllReducer implements AllReducer {
     }));
     if (allowKey) inbox.allow(allowKey);
     const reducer = new RingAllReducer(c, inbox, options);
-    const abort = (): void => void reducer.close();
-    options.signal?.addEventListener('abort', abort, { once: true });
-    try {
-      if (options.signal?.aborted) abort();
-      await reducer.ready();
-    } catch (err) {
-      await reducer.close(options.inbox !== undefined);
-      throw err;
-    } finally {
-      options.signal?.removeEventListener('abort', abort);
-    }
+    await untilReady(() => reducer.ready(), (keep) => reducer.close(keep), options.signal, options.inbox !== undefined);
     return reducer;
   }
 
@@ -102,7 +96,7 @@ export class RingAllReducer implements AllReducer {
     this.compressor = config.compress === 'none' ? undefined : new ChunkCompressor(config.compress, this.chunkFloats);
     this.wireRoundoff = config.compress === 'none' ? undefined : UNIT_ROUNDOFF[config.compress];
     this.log = options.logger ?? componentLogger('ring', { rank: config.rank, generation: config.generation });
-    this.onRejectedFrame = options.onRejectedFrame;
+    this.rejecter = new FrameRejecter(config.rank, this.log, options.onRejectedFrame);
     this.barrier = new RingReadyBarrier(config.rank, config.worldSize, config.generation, config.peers);
     this.pull = inbox.socket;
     this.inbox = inbox;
@@ -120,34 +114,15 @@ export class RingAllReducer implements AllReducer {
     this.collector = scavengeEveryBytes > 0 ? new ReceivedFrameCollector(scavengeEveryBytes) : undefined;
     if (this.collector && !this.collector.enabled) this.log.warn('V8 did not expose gc: received frames will be freed by full GCs only (slower)');
     if (config.worldSize > 1) {
-      this.watchFirstConnect(connectTimeout);
+      // A failed first connection to the right neighbour ends the start-up barrier at once (peer-sockets.ts).
+      watchFirstConnect(this.push, { rank: this.rank, to: this.right, address: config.peers[this.right] ?? '?', generation: this.generation, connectTimeoutMs: connectTimeout },
+        (err) => this.barrier.fail(err), () => this.closed);
       this.push.connect(config.peers[this.right] ?? '');
     }
-    void this.receiveLoop();
-  }
-
-  /**
-   * Every inbox was bound before the coordinator sent the ring, so a first connection to the right neighbour that
-   * fails (refused, no route, no answer within `connectTimeoutMs`, or a handshake with whatever else listens at that
-   * address) will not succeed by waiting: the start-up barrier fails at once, naming the address, instead of at its
-   * deadline blaming whichever rank is silent (issue #16). A connection counts once its ZMTP handshake succeeds (a TCP
-   * connect alone can reach another process that happens to hold that port); one that was up and dropped means the
-   * neighbour went away (PEER_LOST's business).
-   */
-  private watchFirstConnect(connectTimeoutMs: number): void {
-    let established = false;
-    const address = this.config.peers[this.right] ?? '?';
-    const fail = (why: string): void => {
-      if (established || this.closed) return;
-      this.barrier.fail(new MnistDdpError('PEER_UNREACHABLE',
-        `rank ${this.rank} could not connect to rank ${this.right}'s ring inbox at ${address} (${why}): ` +
-        `that address must be rank ${this.right}'s on a network this host reaches (set it with --advertise-host on that worker), and a firewall must let its port through (--ring-ports)`,
-        { missingRank: this.right, rank: this.rank, address, generation: this.generation }));
-    };
-    this.push.events.on('handshake', () => (established = true));
-    this.push.events.on('connect:retry', () => fail(`refused, no route, or no answer within ${connectTimeoutMs} ms`));
-    this.push.events.on('handshake:error:protocol', (e) => fail(`the process listening there failed the handshake: ${e.error.code ?? e.error.message}`));
-    this.push.events.on('handshake:error:auth', () => fail('the process listening there refused this rank\'s key'));
+    void receiveFrames(this.pull, this.rank, () => this.closed, (parts) => this.onFrame(parts), (lost) => {
+      this.barrier.fail(lost);
+      if (this.op) this.fail(this.op, lost);
+    });
   }
 
   private ready(): Promise<void> {
@@ -164,21 +139,8 @@ export class RingAllReducer implements AllReducer {
    * integer above the previous one).
    */
   allReduce(buf: Float32Array, step: number, opts: AllReduceOptions = {}): Promise<Float32Array> {
-    if (this.closed) return Promise.reject(new MnistDdpError('PEER_LOST', `rank ${this.rank}: allReduce called after close()`, { rank: this.rank }));
-    if (this.op) {
-      return Promise.reject(
-        new MnistDdpError('ALLREDUCE_BUSY', `rank ${this.rank}: allReduce(step ${step}) called while step ${this.op.step} is still running; await each all-reduce before the next`, {
-          rank: this.rank, step, running: this.op.step,
-        }),
-      );
-    }
-    if (!Number.isSafeInteger(step) || step <= this.lastStep) {
-      return Promise.reject(
-        new MnistDdpError('STEP_OUT_OF_ORDER', `rank ${this.rank}: step ${step} must be an integer above the previous step ${this.lastStep}`, {
-          rank: this.rank, step, previousStep: this.lastStep,
-        }),
-      );
-    }
+    const problem = allReduceCallProblem(this.rank, step, { closed: this.closed, running: this.op?.step, lastStep: this.lastStep });
+    if (problem) return Promise.reject(problem);
     this.lastStep = step;
     if (this.worldSize === 1 || buf.length === 0) return Promise.resolve(buf);
 
@@ -233,11 +195,7 @@ export class RingAllReducer implements AllReducer {
     const lingerMs = this.config.closeLingerMs ?? 500;
     // The last frames of the last step may still be queued here or in ZeroMQ; without them the right neighbour
     // would time out. Give them a bounded time, then drop them (linger) so close() never hangs on a dead peer.
-    if (lingerMs > 0) {
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([this.sender.drained(), new Promise<void>((resolve) => (timer = setTimeout(resolve, lingerMs)))]);
-      clearTimeout(timer);
-    }
+    await drainWithin(this.sender.drained(), lingerMs);
     this.push.linger = lingerMs;
     this.push.close();
     if (!keepInbox) this.inbox.close();
@@ -271,24 +229,6 @@ export class RingAllReducer implements AllReducer {
    */
   private sendChunk(op: RingOperation, phase: RingPhase, segment: number, chunk: number, { data, halves }: ChunkPayload): void {
     this.enqueue(encodeWithPayload({ type: 'ring-chunk', generation: this.generation, step: op.step, rank: this.rank, phase, segment, chunk, ...(halves !== undefined ? { halves } : {}), data }));
-  }
-
-  private async receiveLoop(): Promise<void> {
-    for (;;) {
-      let parts: Buffer[];
-      try {
-        parts = await this.pull.receive();
-      } catch (err) {
-        if (this.closed) return;
-        const lost = new MnistDdpError('PEER_LOST', `rank ${this.rank} can no longer receive: ${(err as Error).message}`, { rank: this.rank }, { cause: err });
-        this.barrier.fail(lost);
-        if (this.op) this.fail(this.op, lost);
-        return;
-      }
-      // Closed with its inbox left bound (a failed start-up): what still arrives is for no one.
-      if (this.closed) return;
-      this.onFrame(parts);
-    }
   }
 
   private onFrame(parts: Buffer[]): void {
@@ -402,14 +342,10 @@ export class RingAllReducer implements AllReducer {
   }
 
   private onHello(hello: RingHello): void {
-    if (hello.protocolVersion !== PROTOCOL_VERSION || hello.worldSize !== this.worldSize) {
-      const err = new MnistDdpError(
-        'HANDSHAKE_MISMATCH',
-        `rank ${hello.origin} speaks protocol ${hello.protocolVersion} with world size ${hello.worldSize}; rank ${this.rank} speaks protocol ${PROTOCOL_VERSION} with world size ${this.worldSize}. Run the same mnist-ddp version and membership everywhere`,
-        { theirs: { protocolVersion: hello.protocolVersion, worldSize: hello.worldSize, rank: hello.origin }, ours: { protocolVersion: PROTOCOL_VERSION, worldSize: this.worldSize, rank: this.rank } },
-      );
-      this.reject('unexpected', err.message, hello);
-      this.barrier.fail(err);
+    const mismatch = helloMismatch(hello, hello.origin, this.rank, this.worldSize);
+    if (mismatch) {
+      this.reject('unexpected', mismatch.message, hello);
+      this.barrier.fail(mismatch);
       return;
     }
     if (!this.checkOrigin(hello)) return;
@@ -437,13 +373,8 @@ export class RingAllReducer implements AllReducer {
     this.barrier.fail(err);
   }
 
-  private reject(reason: RejectReason, message: string, frame?: { type: string; rank: number; generation: number; step?: number }): void {
-    this.rejectedFrames[reason]++;
-    const err = new MnistDdpError(REJECT_CODES[reason], `rank ${this.rank} rejected a frame: ${message}`, {
-      reason,
-      ...(frame && { type: frame.type, from: frame.rank, generation: frame.generation, step: frame.step }),
-    });
-    this.log.warn({ err: err.toJSON() }, 'frame rejected');
-    this.onRejectedFrame?.(err, reason);
+  private reject(reason: RejectReason, message: string, frame?: RejectedFrame): void {
+    this.rejecter.reject(reason, message, frame);
   }
+
 }
