@@ -135,9 +135,14 @@ describe.skipIf(UNAVAILABLE !== undefined)('delay and loss in the namespace lab 
     expect(first.missing.length).toBe(COUNT - first.received);
     expect(first.missing.length).toBeGreaterThan(60);
     expect(first.missing.length).toBeLessThan(140);
-    // Every missing datagram is one the delayer dropped (the sink's buffer lost none), and the seed fixes which.
+    // Every missing datagram is one the delayer dropped (the sink's buffer lost none), and the seed fixes which. The
+    // delayer draws once per IPv4 packet it sees, so a packet that is not one of the datagrams (a CI dry run saw one
+    // pass with one more than the other) shifts the draws: the same seed loses the same pattern, offset by a packet or
+    // two. Compared away from the ends, where a shift moves indices out of range.
     expect(first.missing.length).toBeLessThanOrEqual(first.dropped);
-    expect(second.missing).toEqual(first.missing);
+    const inner = (xs: number[]): string => JSON.stringify(xs.filter((i) => i >= 3 && i < COUNT - 3));
+    const offset = [0, 1, -1, 2, -2, 3, -3].find((k) => inner(second.missing.map((i) => i - k)) === inner(first.missing));
+    expect(offset, `second pass ${JSON.stringify(second.missing)} vs first ${JSON.stringify(first.missing)}`).toBeDefined();
   });
 
   it('a delayer dies with the process that started it, even when that process is killed outright', async () => {
