@@ -9,6 +9,7 @@ import { LINK_TOKEN_BYTES, type DoublingChunk } from '../../src/shared/wire/ring
 import type { RejectReason } from '../../src/shared/wire/reject-reasons.js';
 import { DoublingAllReducer, type LinkTokens } from '../../src/worker/ring/doubling-allreduce.js';
 import { openRingInbox, type RingInbox } from '../../src/worker/ring/inbox.js';
+import { RingAllReducer } from '../../src/worker/ring/ring-allreduce.js';
 import { randomFloats } from '../helpers/random.js';
 import { until } from '../helpers/poll.js';
 import { expectExactSum } from '../helpers/ring.js';
@@ -127,5 +128,20 @@ describe('recursive doubling all-reduce', () => {
     ).catch((e: unknown) => e);
     expect(isMnistDdpError(err) && err.code).toBe('PEER_UNREACHABLE');
     expect((err as MnistDdpError).details).toMatchObject({ missingRank: 1, address: deadEndpoint });
+  });
+
+  // Found in CI: a rank that hears every peer passed its barrier even when its own outgoing link had not come up, so
+  // the peer waited out its whole deadline. Rank 1 reaches rank 0; rank 0 is told a dead address for rank 1.
+  it.each(['ring', 'doubling'] as const)('%s: a rank whose own link to a peer never comes up fails its start-up with PEER_UNREACHABLE, although it heard that peer', async (collective) => {
+    const [inbox0, inbox1] = [await openRingInbox('tcp://127.0.0.1:*'), await openRingInbox('tcp://127.0.0.1:*')] as [RingInbox, RingInbox];
+    inboxes.push(inbox0, inbox1);
+    const base = { worldSize: 2, generation: 1, timeoutMs: 2_000, connectTimeoutMs: 500 };
+    const connect = collective === 'ring' ? RingAllReducer.connect.bind(RingAllReducer) : DoublingAllReducer.connect.bind(DoublingAllReducer);
+    const rank1 = connect({ ...base, rank: 1, peers: [inbox0.endpoint, inbox1.endpoint] }, { inbox: inbox1 }).catch((e: unknown) => e);
+    const err = await connect({ ...base, rank: 0, peers: [inbox0.endpoint, 'tcp://127.0.0.1:9'] }, { inbox: inbox0 }).catch((e: unknown) => e);
+    expect(isMnistDdpError(err) && err.code, String(err)).toBe('PEER_UNREACHABLE');
+    expect((err as MnistDdpError).details).toMatchObject({ missingRank: 1, address: 'tcp://127.0.0.1:9' });
+    const other = await rank1;
+    if (other instanceof DoublingAllReducer || other instanceof RingAllReducer) await other.close();
   });
 });

@@ -17,7 +17,7 @@ import { doublingSchedule, type DoublingRound, type DoublingSchedule } from '../
 import { FutureStepStash } from './stash.js';
 import { RingReadyBarrier } from './ready-barrier.js';
 import { FrameRejecter, type RejectedFrame } from './frame-rejecter.js';
-import { allReduceCallProblem, drainWithin, helloMismatch, receiveFrames, untilReady, watchFirstConnect } from './peer-sockets.js';
+import { allReduceCallProblem, drainWithin, helloMismatch, linksUpWithin, receiveFrames, untilReady, watchFirstConnect } from './peer-sockets.js';
 
 /**
  * The secrets that bind frames to senders when the inbox admits several peers: one per directed link of this
@@ -89,6 +89,8 @@ export class DoublingAllReducer implements AllReducer {
   private op: DoublingOperation | undefined;
   private lastStep = -1;
   private closed = false;
+  /** Settles when every connection to a partner is up (its handshake succeeded), or one failed. */
+  private linksUp: Promise<void> = Promise.resolve();
 
   /** Binds (or takes) the inbox, connects to every partner and waits for a hello from each partner that sends here. */
   static async connect(config: RingConfig, options: DoublingReducerOptions = {}): Promise<DoublingAllReducer> {
@@ -124,6 +126,7 @@ export class DoublingAllReducer implements AllReducer {
     this.inbox = inbox;
     this.endpoint = inbox.endpoint;
     const connectTimeout = config.connectTimeoutMs ?? Math.min(DEFAULT_CONNECT_TIMEOUT_MS, config.readyTimeoutMs ?? config.timeoutMs);
+    const links: Promise<void>[] = [];
     for (const to of schedule.sendsTo) {
       const serverKey = options.curve?.peerKeys[to];
       const socket = new zmq.Push({
@@ -131,10 +134,14 @@ export class DoublingAllReducer implements AllReducer {
         ...(options.curve && serverKey ? curveClientOptions(options.curve.keyPair, serverKey) : {}),
       });
       this.pushes.set(to, { socket, sender: new SerialSender((frame) => socket.send(frame)) });
-      watchFirstConnect(socket, { rank: this.rank, to, address: config.peers[to] ?? '?', generation: this.generation, connectTimeoutMs: connectTimeout },
+      const up = watchFirstConnect(socket, { rank: this.rank, to, address: config.peers[to] ?? '?', generation: this.generation, connectTimeoutMs: connectTimeout },
         (err) => this.barrier.fail(err), () => this.closed);
+      up.catch(() => undefined);
+      links.push(up);
       socket.connect(config.peers[to] ?? '');
     }
+    this.linksUp = Promise.all(links).then(() => undefined);
+    this.linksUp.catch(() => undefined);
     void receiveFrames(this.inbox.socket, this.rank, () => this.closed, (parts) => this.onFrame(parts), (lost) => {
       this.barrier.fail(lost);
       if (this.op) this.fail(this.op, lost);
@@ -143,7 +150,8 @@ export class DoublingAllReducer implements AllReducer {
 
   private ready(): Promise<void> {
     if (this.worldSize === 1) return Promise.resolve();
-    const ready = this.barrier.wait(this.config.readyTimeoutMs ?? this.config.timeoutMs);
+    const deadline = this.config.readyTimeoutMs ?? this.config.timeoutMs;
+    const ready = Promise.all([this.barrier.wait(deadline), linksUpWithin(this.linksUp, deadline, this.rank, this.generation)]).then(() => undefined);
     for (const to of this.schedule.sendsTo) {
       this.sendTo(to, encode({ type: 'doubling-hello', protocolVersion: PROTOCOL_VERSION, generation: this.generation, worldSize: this.worldSize, rank: this.rank, ...this.tokenFor(to) } satisfies DoublingHello));
     }

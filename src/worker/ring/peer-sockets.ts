@@ -8,27 +8,37 @@ import { PROTOCOL_VERSION } from '../../shared/wire/ring-messages.js';
  * at that address) will not succeed by waiting: `fail` gets PEER_UNREACHABLE naming the address at once, instead of a
  * start-up deadline blaming whichever rank is silent (issue #16). A connection counts once its ZMTP handshake succeeds
  * (a TCP connect alone can reach another process that happens to hold that port); one that was up and dropped means
- * the peer went away (PEER_LOST's business). `ignore()` true (closed) silences it.
+ * the peer went away (PEER_LOST's business). `ignore()` true (closed) silences it. Resolves once the handshake
+ * succeeded, rejects with what `fail` got: a collective is ready only when its own links are up too, since hearing
+ * every peer says nothing about whether this rank's frames reach them (a rank whose outgoing link never came up
+ * would otherwise pass its barrier and leave its peer to wait out the deadline).
  */
 export function watchFirstConnect(
   socket: zmq.Push,
   peer: { rank: number; to: number; address: string; generation: number; connectTimeoutMs: number },
   fail: (err: MnistDdpError) => void,
   ignore: () => boolean,
-): void {
+): Promise<void> {
   let established = false;
   const { rank, to, address, generation, connectTimeoutMs } = peer;
-  const report = (why: string): void => {
-    if (established || ignore()) return;
-    fail(new MnistDdpError('PEER_UNREACHABLE',
-      `rank ${rank} could not connect to rank ${to}'s ring inbox at ${address} (${why}): ` +
-      `that address must be rank ${to}'s on a network this host reaches (set it with --advertise-host on that worker), and a firewall must let its port through (--ring-ports)`,
-      { missingRank: to, rank, address, generation }));
-  };
-  socket.events.on('handshake', () => (established = true));
-  socket.events.on('connect:retry', () => report(`refused, no route, or no answer within ${connectTimeoutMs} ms`));
-  socket.events.on('handshake:error:protocol', (e) => report(`the process listening there failed the handshake: ${e.error.code ?? e.error.message}`));
-  socket.events.on('handshake:error:auth', () => report('the process listening there refused this rank\'s key'));
+  return new Promise<void>((resolve, reject) => {
+    const report = (why: string): void => {
+      if (established || ignore()) return;
+      const err = new MnistDdpError('PEER_UNREACHABLE',
+        `rank ${rank} could not connect to rank ${to}'s ring inbox at ${address} (${why}): ` +
+        `that address must be rank ${to}'s on a network this host reaches (set it with --advertise-host on that worker), and a firewall must let its port through (--ring-ports)`,
+        { missingRank: to, rank, address, generation });
+      fail(err);
+      reject(err);
+    };
+    socket.events.on('handshake', () => {
+      established = true;
+      resolve();
+    });
+    socket.events.on('connect:retry', () => report(`refused, no route, or no answer within ${connectTimeoutMs} ms`));
+    socket.events.on('handshake:error:protocol', (e) => report(`the process listening there failed the handshake: ${e.error.code ?? e.error.message}`));
+    socket.events.on('handshake:error:auth', () => report('the process listening there refused this rank\'s key'));
+  });
 }
 
 /**
@@ -107,4 +117,20 @@ export function helloMismatch(hello: { protocolVersion: number; worldSize: numbe
     `rank ${from} speaks protocol ${hello.protocolVersion} with world size ${hello.worldSize}; rank ${rank} speaks protocol ${PROTOCOL_VERSION} with world size ${worldSize}. Run the same mnist-ddp version and membership everywhere`,
     { theirs: { protocolVersion: hello.protocolVersion, worldSize: hello.worldSize, rank: from }, ours: { protocolVersion: PROTOCOL_VERSION, worldSize, rank } },
   );
+}
+
+/**
+ * `links` (watchFirstConnect's promises, joined), failing with PEER_UNREACHABLE when they are not all up within `ms`:
+ * a handshake that neither succeeds nor fails (a process at that address that never answers it) must not hold a
+ * start-up past its deadline.
+ */
+export function linksUpWithin(links: Promise<void>, ms: number, rank: number, generation: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new MnistDdpError('PEER_UNREACHABLE',
+      `rank ${rank}'s connections to its peers' ring inboxes were not all up within ${ms} ms (generation ${generation}): a process at one of those addresses accepted the connection but never completed the handshake`,
+      { rank, generation, timeoutMs: ms })), ms);
+    timer.unref();
+  });
+  return Promise.race([links, late]).finally(() => clearTimeout(timer));
 }

@@ -19,7 +19,7 @@ import { ChunkCompressor, type ChunkPayload } from './chunk-compressor.js';
 import { UNIT_ROUNDOFF } from '../../shared/wire/half-float.js';
 import { RingReadyBarrier } from './ready-barrier.js';
 import { FrameRejecter, type RejectedFrame } from './frame-rejecter.js';
-import { allReduceCallProblem, drainWithin, helloMismatch, receiveFrames, untilReady, watchFirstConnect } from './peer-sockets.js';
+import { allReduceCallProblem, drainWithin, helloMismatch, linksUpWithin, receiveFrames, untilReady, watchFirstConnect } from './peer-sockets.js';
 
 export { DEFAULT_CHUNK_BYTES, openRingInbox, type RingInbox } from './inbox.js';
 export { DEFAULT_SCAVENGE_EVERY_BYTES, type RingConfig, type RingCurve, type RingReducerOptions } from './ring-config.js';
@@ -63,6 +63,8 @@ export class RingAllReducer implements AllReducer {
   private lastStep = -1;
   private layoutCache: RingLayout | undefined;
   private closed = false;
+  /** Settles when the connection to the right neighbour is up (its handshake succeeded), or failed. */
+  private linksUp: Promise<void> = Promise.resolve();
 
   /**
    * Binds this rank's inbox, connects to the right neighbour and waits until every rank's hello went round. When it
@@ -115,8 +117,9 @@ export class RingAllReducer implements AllReducer {
     if (this.collector && !this.collector.enabled) this.log.warn('V8 did not expose gc: received frames will be freed by full GCs only (slower)');
     if (config.worldSize > 1) {
       // A failed first connection to the right neighbour ends the start-up barrier at once (peer-sockets.ts).
-      watchFirstConnect(this.push, { rank: this.rank, to: this.right, address: config.peers[this.right] ?? '?', generation: this.generation, connectTimeoutMs: connectTimeout },
+      this.linksUp = watchFirstConnect(this.push, { rank: this.rank, to: this.right, address: config.peers[this.right] ?? '?', generation: this.generation, connectTimeoutMs: connectTimeout },
         (err) => this.barrier.fail(err), () => this.closed);
+      this.linksUp.catch(() => undefined);
       this.push.connect(config.peers[this.right] ?? '');
     }
     void receiveFrames(this.pull, this.rank, () => this.closed, (parts) => this.onFrame(parts), (lost) => {
@@ -127,7 +130,8 @@ export class RingAllReducer implements AllReducer {
 
   private ready(): Promise<void> {
     if (this.worldSize === 1) return Promise.resolve();
-    const ready = this.barrier.wait(this.config.readyTimeoutMs ?? this.config.timeoutMs);
+    const deadline = this.config.readyTimeoutMs ?? this.config.timeoutMs;
+    const ready = Promise.all([this.barrier.wait(deadline), linksUpWithin(this.linksUp, deadline, this.rank, this.generation)]).then(() => undefined);
     this.send({ type: 'ring-hello', protocolVersion: PROTOCOL_VERSION, generation: this.generation, worldSize: this.worldSize, rank: this.rank, origin: this.rank, compress: this.config.compress });
     return ready;
   }
