@@ -22,7 +22,7 @@ const REPO = new URL('../..', import.meta.url).pathname;
 const length = 5000;
 const log = componentLogger('test');
 
-/** Pushes every frame of the JSON file argv[1] at its endpoint from each socket, prints "sent", then stays (retrying). */
+/** Pushes every frame of the JSON file argv[1] at its endpoint from each socket, one send at a time, prints "sent" once they are queued, then stays (retrying). */
 const FORGER = `
 const zmq = require('zeromq');
 const spec = JSON.parse(require('fs').readFileSync(process.argv[1], 'utf8'));
@@ -32,7 +32,9 @@ for (const options of spec.sockets) {
   const push = new zmq.Push({ linger: 0, ...options });
   held.push(push);
   push.connect(spec.endpoint);
-  for (const f of frames) push.send(f).catch(() => undefined);
+  // One send in flight per socket (zeromq.js throws EBUSY otherwise, e.g. once a refused handshake makes them wait).
+  let chain = Promise.resolve();
+  for (const f of frames) chain = chain.then(() => push.send(f)).catch(() => undefined);
 }
 console.log('sent');
 setInterval(() => held.length, 1000);
