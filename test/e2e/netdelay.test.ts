@@ -131,18 +131,23 @@ describe.skipIf(UNAVAILABLE !== undefined)('delay and loss in the namespace lab 
     }
     const [first, second] = runs as [typeof runs[0], typeof runs[0]];
     console.log(`[netdelay] 5 % loss, seed 42: ${COUNT - first.received} of ${COUNT} datagrams lost (delayer dropped ${first.dropped} packets in all)`);
-    // Binomial(2000, 0.05): mean 100, σ ≈ 9.7; the bounds are ±4σ.
+    // Binomial(2000, 0.05): mean 100, σ ≈ 9.7; the bounds are ±4σ, on the delayer's own count: a loaded machine can
+    // also lose datagrams in the sink's socket buffer (a CI dry run lost 11 of 2 000 that way), which are not its.
     expect(first.missing.length).toBe(COUNT - first.received);
-    expect(first.missing.length).toBeGreaterThan(60);
-    expect(first.missing.length).toBeLessThan(140);
-    // Every missing datagram is one the delayer dropped (the sink's buffer lost none), and the seed fixes which. The
-    // delayer draws once per IPv4 packet it sees, so a packet that is not one of the datagrams (a CI dry run saw one
-    // pass with one more than the other) shifts the draws: the same seed loses the same pattern, offset by a packet or
-    // two. Compared away from the ends, where a shift moves indices out of range.
-    expect(first.missing.length).toBeLessThanOrEqual(first.dropped);
-    const inner = (xs: number[]): string => JSON.stringify(xs.filter((i) => i >= 3 && i < COUNT - 3));
-    const offset = [0, 1, -1, 2, -2, 3, -3].find((k) => inner(second.missing.map((i) => i - k)) === inner(first.missing));
-    expect(offset, `second pass ${JSON.stringify(second.missing)} vs first ${JSON.stringify(first.missing)}`).toBeDefined();
+    for (const r of runs) {
+      expect(r.dropped).toBeGreaterThan(60);
+      expect(r.dropped).toBeLessThan(140);
+      // Every datagram the delayer dropped is missing (it may also have dropped a packet or two that were not datagrams).
+      expect(r.missing.length).toBeGreaterThanOrEqual(r.dropped - 3);
+    }
+    // The seed fixes which are dropped. The delayer draws once per IPv4 packet it sees, so a packet that is not one of
+    // the datagrams shifts the draws after it (a CI dry run: the same pattern, but 8 of 100 indices moved by 4 in one
+    // stretch). So: most of the lost datagrams are the same ones in both passes; two independent 5 % draws would share
+    // about 5 of 100.
+    const again = new Set(second.missing);
+    const shared = first.missing.filter((i) => again.has(i)).length;
+    expect(Math.abs(second.dropped - first.dropped)).toBeLessThanOrEqual(3);
+    expect(shared, `second pass ${JSON.stringify(second.missing)} vs first ${JSON.stringify(first.missing)}`).toBeGreaterThanOrEqual(0.5 * Math.min(first.missing.length, second.missing.length));
   });
 
   it('a delayer dies with the process that started it, even when that process is killed outright', async () => {
