@@ -9,7 +9,6 @@ import { createTransportMetrics, createWorkerMetrics, instanceIndexFromEnv, metr
 import { newKeyPair } from '../shared/security/keys.js';
 import { isLoopbackEndpoint, workerSecurity } from '../shared/security/transport.js';
 import { WORKER_CONTROL_FRAME_LIMIT } from '../shared/wire/frame-limits.js';
-import { wireBytes } from '../shared/wire/half-float.js';
 import { describeLayout } from '../shared/model/layout.js';
 import { LocalReducer, type AllReducer } from '../shared/train/reducer.js';
 import { openRingInbox, RingAllReducer } from './ring/ring-allreduce.js';
@@ -193,6 +192,7 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
             break;
           }
           try {
+            const sentBefore = reducer.bytesSent;
             const report = await core.runStep(m);
             appliedStep = m.step;
             await client.send({ type: 'step-done', generation: m.generation, ...report, step: m.step, ...(m.digest ? { digest: replica.digest() } : {}) });
@@ -200,7 +200,7 @@ export async function runWorker(cfg: WorkerConfig, env: NodeJS.ProcessEnv = proc
             if (config.onAnomaly === 'evict') for (const rank of report.anomaly?.ranks.filter((r) => r !== core.rank) ?? []) await client.send({ type: 'leave', reason: `anomalous gradients at step ${m.step}: ${report.anomaly!.reasons.join('; ')}`, rank });
             // After the report: the coordinator (and the next step's order) need not wait for the serialisation.
             if (metrics) {
-              recordStep(metrics, report, m, plan.train.length, wireBytes(replica.layout.bufferLength, replica.layout.paramCount, config.compress), core.worldSize);
+              recordStep(metrics, report, m, plan.train.length, reducer.bytesSent - sentBefore, core.worldSize);
               metricsServer?.publish();
             }
           } catch (err) {

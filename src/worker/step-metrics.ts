@@ -3,9 +3,9 @@ import type { StepPlan, StepReport } from '../shared/train/worker-core.js';
 
 /**
  * Publishes one finished step on the worker's /metrics. Runs once per step: a handful of gauge/histogram updates.
- * `bufferBytes`: the all-reduce buffer's size on the wire (half-float.ts wireBytes).
+ * `sentBytes`: what the step's all-reduce sent (AllReducer.bytesSent before and after).
  */
-export function recordStep(metrics: WorkerMetrics, report: StepReport, plan: StepPlan, epochSize: number, bufferBytes: number, worldSize: number): void {
+export function recordStep(metrics: WorkerMetrics, report: StepReport, plan: StepPlan, epochSize: number, sentBytes: number, worldSize: number): void {
   const stepSeconds = (report.computeMs + report.allReduceMs + report.applyMs) / 1000;
   metrics.samplesProcessed.inc(report.localCount);
   if (stepSeconds > 0) metrics.samplesPerSecond.set(report.localCount / stepSeconds);
@@ -17,8 +17,7 @@ export function recordStep(metrics: WorkerMetrics, report: StepReport, plan: Ste
   metrics.epoch.set(plan.epoch);
   metrics.epochProgress.set(Math.min(1, (plan.cursor + plan.count) / epochSize));
   if (worldSize > 1) {
-    // A ring all-reduce sends 2·(N−1)/N of the buffer from every rank.
-    metrics.allReduceBytes.inc((2 * (worldSize - 1) * bufferBytes) / worldSize);
+    metrics.allReduceBytes.inc(sentBytes);
     metrics.allReduceDuration.observe(report.allReduceMs / 1000);
   }
 }

@@ -77,6 +77,8 @@ describe('recursive doubling all-reduce', () => {
       const { inputs, results } = await allReduceAll(group, 34_826, step, 100 * step);
       expectExactSum(inputs, results);
     }
+    // What each rank sent (mnistddp_allreduce_bytes_total): its whole buffer once per round it sends in, every step.
+    for (const r of group) expect(r.bytesSent).toBe(4 * 4 * 34_826 * r.schedule.rounds.filter((x) => x.sendTo !== undefined).length);
   });
 
   it('sums a buffer cut into many chunks, with partners running a round ahead', async () => {

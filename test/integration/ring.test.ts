@@ -77,6 +77,8 @@ describe.each<Transport>(['tcp', 'ipc'])('ring all-reduce over %s', (transport) 
       await allReduceRing(ring, 30_000, 1, 5);
       // Each of the 3 ranks received 2 of the 3 segments twice (reduce-scatter, all-gather): 4/3 of 120 000 bytes.
       expect(noted.mock.calls.map(([bytes]) => bytes)).toEqual([160_000, 160_000, 160_000]);
+      // And sent as much (mnistddp_allreduce_bytes_total): 2 of 3 segments, twice.
+      expect(ring.map((r) => r.bytesSent)).toEqual([160_000, 160_000, 160_000]);
     } finally {
       noted.mockRestore();
     }

@@ -71,7 +71,7 @@ export function createWorkerMetrics(registry: Registry, options: WorkerMetricsOp
   });
   const allReduceBytes = new Counter({
     name: `${p}allreduce_bytes_total`,
-    help: 'Gradient bytes this worker sent in ring all-reduces: 2(N-1)/N of the gradient buffer per step, as it travels (trainable gradients in 2 bytes each under --compress fp16|bf16; frame headers not counted).',
+    help: 'Gradient bytes this worker sent in all-reduces, as they travel: 2(N-1)/N of the gradient buffer per step on the ring, whole buffers per round under recursive doubling, trainable gradients in 2 bytes each under --compress fp16|bf16 (frame headers not counted).',
     registers,
   });
   const allReduceDuration = new Histogram({

@@ -30,6 +30,8 @@ export interface AllReducer {
   allocate(length: number): Float32Array;
   /** Releases sockets; a pending allReduce rejects. Idempotent. */
   close(): Promise<void>;
+  /** Payload bytes this reducer has sent so far (frame headers not counted): what each collective really moves. */
+  readonly bytesSent: number;
   /**
    * Relative rounding of the values a lossy reducer puts on the wire (2^-11 for fp16, 2^-8 for bf16); absent: the
    * sums are exact float32. Checks that compare a sum's norm with its terms' widen their tolerance by it.
@@ -46,6 +48,7 @@ export interface AllReducer {
 export class LocalReducer implements AllReducer {
   readonly rank = 0;
   readonly worldSize = 1;
+  readonly bytesSent = 0;
 
   allReduce(buf: Float32Array): Promise<Float32Array> {
     return Promise.resolve(buf);

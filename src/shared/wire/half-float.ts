@@ -53,8 +53,11 @@ export function bf16FromFloat32Bits(x: number): number {
   return (x + 0x7fff + ((x >>> 16) & 1)) >>> 16;
 }
 
-/** float32 bits of every fp16 value, by its bits: decoding is one lookup. */
-const FP16_TO_FLOAT32_BITS = (() => {
+/**
+ * float32 bits of every fp16 value, by its bits: decoding is one lookup. Built on first use (256 KiB and a 65 536-step
+ * loop), not when config.ts imports COMPRESS_MODES at every start of the CLI.
+ */
+function buildFp16Table(): Uint32Array {
   const table = new Uint32Array(65536);
   for (let h = 0; h < 65536; h++) {
     const sign = (h & 0x8000) << 16;
@@ -75,15 +78,25 @@ const FP16_TO_FLOAT32_BITS = (() => {
     }
   }
   return table;
-})();
+}
 
-/** The same values as floats, for the error of one encoding (a NaN read through a float loses its payload: fine there). */
-const FP16_TO_FLOAT32 = new Float32Array(FP16_TO_FLOAT32_BITS.buffer);
-const BF16_TO_FLOAT32 = (() => {
-  const bits = new Uint32Array(65536);
-  for (let h = 0; h < 65536; h++) bits[h] = h << 16;
-  return new Float32Array(bits.buffer);
-})();
+interface DecodeTables {
+  fp16Bits: Uint32Array;
+  /** The same values as floats, for the error of one encoding (a NaN read through a float loses its payload: fine there). */
+  fp16: Float32Array;
+  bf16: Float32Array;
+}
+let decodeTables: DecodeTables | undefined;
+
+function tables(): DecodeTables {
+  if (!decodeTables) {
+    const fp16Bits = buildFp16Table();
+    const bf16Bits = new Uint32Array(65536);
+    for (let h = 0; h < 65536; h++) bf16Bits[h] = h << 16;
+    decodeTables = { fp16Bits, fp16: new Float32Array(fp16Bits.buffer), bf16: new Float32Array(bf16Bits.buffer) };
+  }
+  return decodeTables;
+}
 
 function bitsOf(values: Float32Array): Uint32Array {
   return new Uint32Array(values.buffer, values.byteOffset, values.length);
@@ -101,7 +114,8 @@ export function encodeHalves(format: HalfFormat, src: Float32Array, dst: Uint16A
 export function decodeHalves(format: HalfFormat, src: Uint16Array, dst: Float32Array): void {
   const out = bitsOf(dst);
   const n = src.length;
-  if (format === 'fp16') for (let i = 0; i < n; i++) out[i] = FP16_TO_FLOAT32_BITS[src[i]!]!;
+  const { fp16Bits } = tables();
+  if (format === 'fp16') for (let i = 0; i < n; i++) out[i] = fp16Bits[src[i]!]!;
   else for (let i = 0; i < n; i++) out[i] = src[i]! << 16;
 }
 
@@ -113,31 +127,24 @@ export function decodeHalves(format: HalfFormat, src: Uint16Array, dst: Float32A
 export function encodeHalvesWithError(format: HalfFormat, src: Float32Array, dst: Uint16Array, residual: Float32Array, writeBack: boolean): void {
   const bits = bitsOf(src);
   const n = src.length;
+  const { fp16Bits, fp16, bf16 } = tables();
   // One loop per format: no format test per element.
   if (format === 'fp16') {
     for (let i = 0; i < n; i++) {
       const h = fp16FromFloat32Bits(bits[i]!);
       dst[i] = h;
-      const error = src[i]! - FP16_TO_FLOAT32[h]!;
+      const error = src[i]! - fp16[h]!;
       if (error === error) residual[i] = residual[i]! + error; // false only for NaN: a NaN or infinite value
-      if (writeBack) bits[i] = FP16_TO_FLOAT32_BITS[h]!;
+      if (writeBack) bits[i] = fp16Bits[h]!;
     }
   } else {
     for (let i = 0; i < n; i++) {
       const h = bf16FromFloat32Bits(bits[i]!);
       dst[i] = h;
-      const error = src[i]! - BF16_TO_FLOAT32[h]!;
+      const error = src[i]! - bf16[h]!;
       if (error === error) residual[i] = residual[i]! + error;
       if (writeBack) bits[i] = h << 16;
     }
   }
 }
 
-/**
- * Bytes one copy of a buffer of `floats` floats takes on the wire when its first `compressible` travel as 16-bit
- * values under `mode` (frame headers not counted).
- */
-export function wireBytes(floats: number, compressible: number, mode: CompressMode): number {
-  const halves = mode === 'none' ? 0 : Math.min(Math.max(compressible, 0), floats);
-  return 2 * halves + 4 * (floats - halves);
-}

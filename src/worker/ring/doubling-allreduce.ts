@@ -15,6 +15,7 @@ import { DEFAULT_CHUNK_BYTES, HIGH_WATER_MARK, openRingInbox, type RingInbox } f
 import { DEFAULT_CONNECT_TIMEOUT_MS, parseRingConfig, type ParsedRingConfig, type RingConfig, type RingReducerOptions } from './ring-config.js';
 import { doublingSchedule, type DoublingRound, type DoublingSchedule } from '../../shared/wire/doubling-schedule.js';
 import { FutureStepStash } from './stash.js';
+import { ArenaPool } from './arena-pool.js';
 import { RingReadyBarrier } from './ready-barrier.js';
 import { FrameRejecter, type RejectedFrame } from './frame-rejecter.js';
 import { allReduceCallProblem, drainWithin, helloMismatch, linksUpWithin, receiveFrames, untilReady, watchFirstConnect } from './peer-sockets.js';
@@ -73,6 +74,7 @@ export class DoublingAllReducer implements AllReducer {
   readonly generation: number;
   readonly endpoint: string;
   readonly schedule: DoublingSchedule;
+  bytesSent = 0;
   get rejectedFrames(): Record<RejectReason, number> {
     return this.rejecter.counts;
   }
@@ -86,6 +88,8 @@ export class DoublingAllReducer implements AllReducer {
   private readonly links: LinkTokens | undefined;
   private readonly barrier: RingReadyBarrier;
   private readonly stash = new FutureStepStash<DoublingChunk>();
+  /** The ring's SIMD add (bit-identical to a JS add): in place for a buffer from `allocate`, through a scratch otherwise. */
+  private readonly arenas = new ArenaPool();
   private op: DoublingOperation | undefined;
   private lastStep = -1;
   private closed = false;
@@ -178,8 +182,9 @@ export class DoublingAllReducer implements AllReducer {
     });
   }
 
+  /** A zeroed buffer in the memory of the SIMD add (sum-arena.ts), which then sums into it in place. */
   allocate(length: number): Float32Array {
-    return new Float32Array(length);
+    return this.arenas.allocate(length);
   }
 
   async close(keepInbox = false): Promise<void> {
@@ -233,21 +238,19 @@ export class DoublingAllReducer implements AllReducer {
     for (let chunk = 0; chunk < n; chunk++) {
       const data = op.buf.subarray(chunk * this.chunkFloats, Math.min(op.buf.length, (chunk + 1) * this.chunkFloats));
       // encode copies `data` into the frame: this rank adds into `buf` as soon as the partner's partial is in.
+      this.bytesSent += data.byteLength;
       this.sendTo(to, encode({ type: 'doubling-chunk', generation: this.generation, step: op.step, rank: this.rank, round: round.round, chunk, ...this.tokenFor(to), data } satisfies DoublingChunk));
     }
   }
 
   private combine(op: DoublingOperation, round: DoublingRound, chunks: readonly Float32Array[]): void {
     const buf = op.buf;
+    const arena = round.receiveAs === 'take' ? undefined : this.arenas.arenaFor(buf);
     for (let chunk = 0; chunk < chunks.length; chunk++) {
       const data = chunks[chunk]!;
       const at = chunk * this.chunkFloats;
-      if (round.receiveAs === 'take') {
-        buf.set(data, at);
-      } else {
-        const target = buf.subarray(at, at + data.length);
-        for (let i = 0; i < data.length; i++) target[i]! += data[i]!;
-      }
+      if (arena) arena.sumInto(buf.subarray(at, at + data.length), data);
+      else buf.set(data, at);
     }
   }
 

@@ -41,6 +41,7 @@ export class RingAllReducer implements AllReducer {
     return this.rejecter.counts;
   }
   readonly wireRoundoff: number | undefined;
+  bytesSent = 0;
 
   private readonly config: ParsedRingConfig;
   private readonly left: number;
@@ -232,6 +233,7 @@ export class RingAllReducer implements AllReducer {
    * each (chunk-compressor.ts), so none of this applies to them.
    */
   private sendChunk(op: RingOperation, phase: RingPhase, segment: number, chunk: number, { data, halves }: ChunkPayload): void {
+    this.bytesSent += data.byteLength;
     this.enqueue(encodeWithPayload({ type: 'ring-chunk', generation: this.generation, step: op.step, rank: this.rank, phase, segment, chunk, ...(halves !== undefined ? { halves } : {}), data }));
   }
 
