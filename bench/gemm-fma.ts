@@ -1,6 +1,6 @@
 /**
  * Per-layer GEMM microbenchmark (issue #17, part 2): XNNPACK's f32 GEMM as our kernels called it (src/shared/kernels/
- * gemm.ts called it before issue #17) against native/kernels.c `gemm_f32` built two ways with the same pinned clang: plain SIMD128, and
+ * gemm.ts called it before issue #17) against native/gemm.c `gemm_f32` built two ways with the same pinned clang: plain SIMD128, and
  * relaxed-SIMD (one f32x4.relaxed_madd per multiply-add). Shapes are the GEMMs of a `cnn` training step at B=64.
  *   npx tsx bench/gemm-fma.ts [--clang clang-16] [--reps 30] [--json]
  * Needs clang ≥ 16 (relaxed-SIMD builtins; Debian 12: apt-get install clang-16 lld-16). On Node 20 the relaxed build
@@ -8,7 +8,7 @@
  * Reports median ms, GFLOP/s and the max relative error against a float64 product.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -33,9 +33,10 @@ const SHAPES: Array<[string, number, number, number]> = [
 
 function build(relaxed: boolean, dir: string): Uint8Array<ArrayBuffer> {
   const out = join(dir, relaxed ? 'relaxed.wasm' : 'plain.wasm');
-  const src = fileURLToPath(new URL('../native/kernels.c', import.meta.url));
+  const nativeDir = fileURLToPath(new URL('../native/', import.meta.url));
+  const sources = readdirSync(nativeDir).filter((f) => f.endsWith('.c')).sort().map((f) => join(nativeDir, f));
   const flags = ['--target=wasm32', '-O3', '-msimd128', ...(relaxed ? ['-mrelaxed-simd'] : []), '-mbulk-memory', '-nostdlib', '-ffreestanding',
-    '-fno-ident', '-Wall', '-Werror', '-Wl,--no-entry', '-Wl,--import-memory', '-Wl,--strip-all', '-Wl,-z,stack-size=0', '-o', out, src];
+    '-fno-ident', '-Wall', '-Werror', '-Wl,--no-entry', '-Wl,--import-memory', '-Wl,--strip-all', '-Wl,-z,stack-size=0', '-o', out, ...sources];
   const r = spawnSync(clang, flags, { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`${clang} failed: ${r.stderr || r.error?.message}`);
   return new Uint8Array(readFileSync(out));

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""PyTorch baseline for `mnist-ddp bench`: the same `cnn`, batch, optimiser and data, on real MNIST.
+"""PyTorch baseline for `mnist-ddp bench`: the same model (`--model cnn`, the default, or `cnn-large`), batch,
+optimiser and data, on real MNIST.
 
 One process, torch.set_num_threads(1) (the figure our single WASM thread is compared with), or --ddp N processes
 with gloo and 1 thread each (the figure our ZeroMQ ring is compared with). Prints one JSON line:
-{"framework": "pytorch", "samplesPerSec": median over timed windows, "windows": [...], ...}.
+{"framework": "pytorch", "model": ..., "samplesPerSec": median over timed windows, "windows": [...], ...}.
 
 --device cuda (one process; the figure `bench --backend webgpu` is compared with, scripts/gpu-host/h200.sh) keeps the
 training set on the GPU, as a PyTorch user would, and synchronises the device at each window's ends so the time
@@ -54,11 +55,44 @@ class Cnn(nn.Module):
         return self.head(torch.flatten(x, 1))
 
 
+class CnnLarge(nn.Module):
+    """mnist-ddp `cnn-large` (src/shared/model/zoo.ts): 468 138 trainable parameters, as tfjs counts its trainable weights.
+
+    Two blocks of [conv 3x3 'same' without bias → batch norm → relu] × 2 → max pool 2 → dropout 0.25 (32 then 64
+    filters), then dense 128 without bias → batch norm → relu → dropout 0.4 → dense 10. Batch norm takes tfjs's
+    (Keras's) defaults: momentum 0.99 on the moving statistics is PyTorch's momentum 0.01, epsilon 1e-3; its moving
+    mean and variance are buffers here, non-trainable weights there, so neither side counts them. Dropout is
+    elementwise, as tf.layers.dropout is. The layout is NCHW instead of NHWC: same shapes, same work.
+    """
+
+    def __init__(self):
+        super().__init__()
+
+        def conv_bn(cin, cout):
+            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout, eps=1e-3, momentum=0.01), nn.ReLU()]
+
+        self.features = nn.Sequential(
+            *conv_bn(1, 32), *conv_bn(32, 32), nn.MaxPool2d(2), nn.Dropout(0.25),
+            *conv_bn(32, 64), *conv_bn(64, 64), nn.MaxPool2d(2), nn.Dropout(0.25),
+            nn.Flatten(),
+            nn.Linear(64 * 7 * 7, 128, bias=False), nn.BatchNorm1d(128, eps=1e-3, momentum=0.01), nn.ReLU(), nn.Dropout(0.4),
+        )
+        self.head = nn.Linear(128, 10)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+# Trainable parameter counts of mnist-ddp's models (buildModel(name).trainableWeights): each PyTorch model must match.
+MODELS = {'cnn': (Cnn, 34826), 'cnn-large': (CnnLarge, 468138)}
+
+
 def run(rank, world, args, x, y, out_path=None):
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
-    model = Cnn()
-    assert sum(p.numel() for p in model.parameters()) == 34826
+    model_class, param_count = MODELS[args.model]
+    model = model_class()
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == param_count
     cuda = args.device == 'cuda'
     if cuda:
         model, x, y = model.cuda(), x.cuda(), y.cuda()
@@ -66,6 +100,7 @@ def run(rank, world, args, x, y, out_path=None):
         import torch.distributed as dist
         dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{args.port}', rank=rank, world_size=world)
         model = nn.parallel.DistributedDataParallel(model)
+    # `mnist-ddp bench` trains every model with SGD, momentum 0.9, lr 0.01, no weight decay (src/commands/bench.ts).
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(args.seed + rank)).to(x.device)
     b = args.batch_size
@@ -97,7 +132,7 @@ def run(rank, world, args, x, y, out_path=None):
             torch.cuda.synchronize()
         windows.append(per_window * b * world / (time.perf_counter() - t0))
     if rank == 0:
-        result = {'framework': 'pytorch', 'torch': torch.__version__, 'threads': 1, 'processes': world,
+        result = {'framework': 'pytorch', 'model': args.model, 'torch': torch.__version__, 'threads': 1, 'processes': world,
                   'batchSize': b, 'samplesPerSec': round(statistics.median(windows), 1),
                   'windows': [round(w, 1) for w in windows]}
         if cuda:
@@ -114,6 +149,7 @@ def run(rank, world, args, x, y, out_path=None):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument('--data-dir', required=True)
+    p.add_argument('--model', choices=sorted(MODELS), default='cnn', help="mnist-ddp's model of that name")
     p.add_argument('--batch-size', type=int, default=64)
     p.add_argument('--steps', type=int, default=100)
     p.add_argument('--warmup', type=int, default=10)

@@ -1,28 +1,10 @@
 /*
- * mnist-ddp training glue kernels, WebAssembly SIMD128.
- *
- * This module imports tfjs-backend-wasm's linear memory and works in place on tensor buffers (pointers are the
- * tensors' byte offsets). It therefore owns no memory of its own: no static data, no stack frames (every function
- * is a leaf working on scalars and v128 values), and no libc — memcpy/memset lower to bulk-memory instructions.
- * scripts/build-wasm.sh checks the linked module for data segments before embedding it.
- *
- * It holds the memory-bound passes around the backward GEMMs and, since issue #17, those GEMMs too (gemm_f32, at the
- * end; the forward convolutions stay in XNNPACK). Each kernel's caller in src/shared/kernels/ gives the stock kernel
- * it replaces and the times measured.
+ * mnist-ddp training glue kernels, WebAssembly SIMD128: the memory-bound passes around the convolution GEMMs
+ * (im2col and its adjoint, max-pool and ReLU gradients, bias sums, transposes) and the ring's adds. The GEMMs are in
+ * gemm.c, the Winograd convolutions in winograd.c; kernels.h says how the three share tfjs-backend-wasm's memory.
+ * Each kernel's caller in src/shared/kernels/ gives the stock kernel it replaces and the times measured.
  */
-#include <wasm_simd128.h>
-
-#define EXPORT(name) __attribute__((export_name(#name))) __attribute__((visibility("default")))
-
-typedef struct {
-  int batch, in_h, in_w, in_c, out_h, out_w, k_h, k_w, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left;
-} conv_geometry;
-
-/* Geometry arrives as 14 int32 in memory (one pointer) so that signatures stay short. */
-static inline conv_geometry load_geometry(const int* g) {
-  conv_geometry c = {g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], g[9], g[10], g[11], g[12], g[13]};
-  return c;
-}
+#include "kernels.h"
 
 static inline void add_run(float* restrict dst, const float* restrict src, int n) {
   int i = 0;
@@ -396,85 +378,6 @@ EXPORT(transpose_2d) void transpose_2d(const float* in, float* out, int rows, in
         float* dst = out + (long)c * rows;
         for (int r = r0; r < r1; r++) dst[r] = in[(long)r * cols + c];
       }
-    }
-  }
-}
-
-/*
- * f32 GEMM, C[M, N] = A[M, K] · B[K, N], all row-major and contiguous, register-blocked without packing (issue #17,
- * part 2; a candidate to replace XNNPACK's GEMM where per-layer measurement says it is faster: bench/gemm-fma.ts).
- * Built with -mrelaxed-simd, each multiply-add is one f32x4.relaxed_madd (a fused multiply-add on x86 with FMA and
- * on ARM); built without it, a mul and an add. The blocking: a 4-row by 8-column tile of C lives in 8 v128
- * accumulators; per k, two loads of B's row slice and four splats of A. K is cut into blocks of GEMM_KC so that
- * B's [GEMM_KC, 8] panel stays in L1 while every 4-row tile of A passes over it.
- */
-#ifdef __wasm_relaxed_simd__
-#define MADD(a, b, c) __builtin_wasm_relaxed_madd_f32x4((a), (b), (c))
-#else
-#define MADD(a, b, c) wasm_f32x4_add(wasm_f32x4_mul((a), (b)), (c))
-#endif
-#define GEMM_KC 128
-
-static inline void gemm_tile_4x8(const float* a, int lda, const float* b, int ldb, float* c, int ldc, int k, int first) {
-  v128_t c00, c01, c10, c11, c20, c21, c30, c31;
-  if (first) {
-    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = wasm_f32x4_splat(0.0f);
-  } else {
-    c00 = wasm_v128_load(c), c01 = wasm_v128_load(c + 4);
-    c10 = wasm_v128_load(c + ldc), c11 = wasm_v128_load(c + ldc + 4);
-    c20 = wasm_v128_load(c + 2 * ldc), c21 = wasm_v128_load(c + 2 * ldc + 4);
-    c30 = wasm_v128_load(c + 3 * ldc), c31 = wasm_v128_load(c + 3 * ldc + 4);
-  }
-  for (int p = 0; p < k; p++) {
-    const v128_t b0 = wasm_v128_load(b + (long)p * ldb), b1 = wasm_v128_load(b + (long)p * ldb + 4);
-    const v128_t a0 = wasm_f32x4_splat(a[p]), a1 = wasm_f32x4_splat(a[lda + p]);
-    const v128_t a2 = wasm_f32x4_splat(a[2 * lda + p]), a3 = wasm_f32x4_splat(a[3 * lda + p]);
-    c00 = MADD(a0, b0, c00), c01 = MADD(a0, b1, c01);
-    c10 = MADD(a1, b0, c10), c11 = MADD(a1, b1, c11);
-    c20 = MADD(a2, b0, c20), c21 = MADD(a2, b1, c21);
-    c30 = MADD(a3, b0, c30), c31 = MADD(a3, b1, c31);
-  }
-  wasm_v128_store(c, c00), wasm_v128_store(c + 4, c01);
-  wasm_v128_store(c + ldc, c10), wasm_v128_store(c + ldc + 4, c11);
-  wasm_v128_store(c + 2 * ldc, c20), wasm_v128_store(c + 2 * ldc + 4, c21);
-  wasm_v128_store(c + 3 * ldc, c30), wasm_v128_store(c + 3 * ldc + 4, c31);
-}
-
-/* Any tile at the edges (fewer than 4 rows or 8 columns): four columns at a time, then scalars. */
-static inline void gemm_tile_edge(const float* a, int lda, const float* b, int ldb, float* c, int ldc, int rows, int cols, int k, int first) {
-  for (int r = 0; r < rows; r++) {
-    const float* ar = a + (long)r * lda;
-    float* cr = c + (long)r * ldc;
-    int j = 0;
-    for (; j + 4 <= cols; j += 4) {
-      v128_t acc = first ? wasm_f32x4_splat(0.0f) : wasm_v128_load(cr + j);
-      for (int p = 0; p < k; p++) acc = MADD(wasm_f32x4_splat(ar[p]), wasm_v128_load(b + (long)p * ldb + j), acc);
-      wasm_v128_store(cr + j, acc);
-    }
-    for (; j < cols; j++) {
-      float acc = first ? 0.0f : cr[j];
-      for (int p = 0; p < k; p++) acc += ar[p] * b[(long)p * ldb + j];
-      cr[j] = acc;
-    }
-  }
-}
-
-EXPORT(gemm_f32) void gemm_f32(const float* a, const float* b, float* c, int m, int k, int n) {
-  if (k == 0) {
-    __builtin_memset(c, 0, (unsigned)(m * n) * sizeof(float));
-    return;
-  }
-  for (int k0 = 0; k0 < k; k0 += GEMM_KC) {
-    const int kc = k - k0 < GEMM_KC ? k - k0 : GEMM_KC;
-    const int first = k0 == 0;
-    for (int j0 = 0; j0 < n; j0 += 8) {
-      const int cols = n - j0 < 8 ? n - j0 : 8;
-      const float* bp = b + (long)k0 * n + j0;
-      int i0 = 0;
-      if (cols == 8) {
-        for (; i0 + 4 <= m; i0 += 4) gemm_tile_4x8(a + (long)i0 * k + k0, k, bp, n, c + (long)i0 * n + j0, n, kc, first);
-      }
-      if (i0 < m) gemm_tile_edge(a + (long)i0 * k + k0, k, bp, n, c + (long)i0 * n + j0, n, m - i0, cols, kc, first);
     }
   }
 }

@@ -79,6 +79,11 @@ const CASES: Case[] = [
   { name: 'Conv2DBackpropFilter, int32 x', ...convFilter({ shape: [2, 6, 6, 1], dtype: 'int32' }, { shape: [2, 4, 4, 4] }), message: /Error in conv2dDerFilter: x must be float32/, stock: 'unchecked' },
   { name: 'Conv2DBackpropFilter, window larger than a valid input', ...convFilter({ shape: [2, 2, 2, 1] }, { shape: [2, 1, 1, 4] }), message: /Error in conv2dDerFilter: .*every size must be a positive whole number/, stock: 'unchecked' },
 
+  // The Winograd route (3x3, stride 1, channels ≥ 8 in fours): x [2,6,6,8] * filter [3,3,8,8], valid → dy [2,4,4,8].
+  { name: 'Conv2D (Winograd route), filter in-depth 4 vs input 8', kernel: 'Conv2D', inputs: { x: { shape: [2, 6, 6, 8] }, filter: { shape: [3, 3, 4, 8] } }, attrs: { ...conv, dilations: [1, 1] }, message: /Error in conv2d: depth of input \(8\) must match input depth for filter 4/, stock: () => tf.conv2d(zeros([2, 6, 6, 8]), zeros([3, 3, 4, 8]), 1, 'valid') },
+  { name: 'Conv2DBackpropInput (Winograd route), dy spatial 3x3 instead of 4x4', kernel: 'Conv2DBackpropInput', inputs: { dy: { shape: [2, 3, 3, 8] }, filter: { shape: [3, 3, 8, 8] } }, attrs: { ...conv, inputShape: [2, 6, 6, 8] }, message: /Error in conv2dDerInput: dy must have shape \[2,4,4,8\]/, stock: 'unchecked' },
+  { name: 'Conv2DBackpropFilter (Winograd route), dy batch 1 instead of 2', kernel: 'Conv2DBackpropFilter', inputs: { x: { shape: [2, 6, 6, 8] }, dy: { shape: [1, 4, 4, 8] } }, attrs: { ...conv, filterShape: [3, 3, 8, 8] }, message: /Error in conv2dDerFilter: dy must have shape \[2,4,4,8\]/, stock: 'kernel' },
+
   { name: 'MaxPoolGrad, dy spatial 2x2 instead of 3x3', ...maxPoolGrad({ shape: [2, 2, 2, 3] }, { shape: [2, 6, 6, 3] }), message: /Error in maxPoolGrad: dy must have shape \[2,3,3,3\].*but got \[2,2,2,3\]/, stock: 'kernel' },
   { name: 'MaxPoolGrad, dy channels 2 vs input 3', ...maxPoolGrad({ shape: [2, 3, 3, 2] }, { shape: [2, 6, 6, 3] }), message: /dy must have shape \[2,3,3,3\]/, stock: 'kernel' },
   { name: 'MaxPoolGrad, dy batch 1 instead of 2', ...maxPoolGrad({ shape: [1, 3, 3, 3] }, { shape: [2, 6, 6, 3] }), message: /dy must have shape \[2,3,3,3\]/, stock: 'kernel' },
@@ -119,6 +124,9 @@ describe('wasm training kernels validate their inputs like stock tfjs (issue #15
       runKernel('Conv2DBackpropInput', { dy: { shape: [2, 4, 4, 4] }, filter: { shape: [3, 3, 1, 4] } }, { ...conv, inputShape: [2, 6, 6, 1] }),
       runKernel('Conv2DBackpropFilter', { x: { shape: [2, 6, 6, 1] }, dy: { shape: [2, 4, 4, 4] } }, { ...conv, filterShape: [3, 3, 1, 4] }),
       runKernel('Conv2DBackpropInput', { dy: { shape: [2, 3, 3, 4] }, filter: { shape: [3, 3, 2, 4] } }, { ...conv, strides: [2, 2], pad: 1, dimRoundingMode: 'floor', inputShape: [2, 6, 6, 2] }),
+      runKernel('Conv2D', { x: { shape: [2, 6, 6, 8] }, filter: { shape: [3, 3, 8, 8] } }, { ...conv, dilations: [1, 1] }),
+      runKernel('Conv2D', { x: { shape: [2, 6, 6, 8] }, filter: { shape: [3, 3, 8, 8] } }, { ...conv, dilations: [1, 1], pad: 1, dimRoundingMode: 'floor' }),
+      runKernel('Conv2D', { x: { shape: [2, 6, 6, 8] }, filter: { shape: [3, 3, 8, 8] } }, { ...conv, dilations: [1, 1], strides: [2, 2] }),
       runKernel('MaxPoolGrad', { dy: { shape: [2, 3, 3, 3] }, input: { shape: [2, 6, 6, 3] }, output: { shape: [2, 3, 3, 3] } }, { filterSize: 2, strides: 2, pad: 'valid' }),
       // Tile by 0 is an empty tensor (stock kernel); the block-repeat fast path needs whole counts ≥ 1.
       runKernel('Tile', { x: { shape: [1, 3] } }, { reps: [0, 1] }),

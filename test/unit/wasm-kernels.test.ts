@@ -22,13 +22,18 @@ function runKernel(name: string, inputs: Record<string, Float32Array>, shapes: R
 const GRID: RefConv[] = [];
 // Filter-gradient paths: direct (≤ 32 taps and Cout a multiple of 16: the 14x14x1→32 layer), col(x)ᵀ · dy (taps ≥
 // Cout; col(x)ᵀ gathered directly for Cin a multiple of 4: Cin 4 and 32, else im2col + transpose: Cin 1 and 5), and
-// dyᵀ · col(x) (taps < Cout: the 8x7x3→4 and 6x6x36→40 1x1 layers).
-for (const [h, w, cin, cout, kh, kw] of [[12, 12, 1, 8, 3, 3], [14, 14, 1, 32, 3, 3], [9, 11, 5, 6, 3, 3], [10, 10, 4, 3, 5, 5], [8, 7, 3, 4, 1, 1], [6, 6, 36, 40, 1, 1], [13, 13, 32, 64, 3, 3]] as const) {
+// dyᵀ · col(x) (taps < Cout: the 8x7x3→4 and 6x6x36→40 1x1 layers). Winograd (3x3, stride 1, undilated, channels
+// ≥ 8 in fours; winograd.ts): `cnn`'s conv2 13x13x32→64, `cnn-large`'s 14x14x64→64, and 7x9x8→12 / 6x5x12→8,
+// whose odd output sizes leave partial tiles on one or both edges.
+for (const [h, w, cin, cout, kh, kw] of [
+  [12, 12, 1, 8, 3, 3], [14, 14, 1, 32, 3, 3], [9, 11, 5, 6, 3, 3], [10, 10, 4, 3, 5, 5], [8, 7, 3, 4, 1, 1], [6, 6, 36, 40, 1, 1],
+  [13, 13, 32, 64, 3, 3], [14, 14, 64, 64, 3, 3], [7, 9, 8, 12, 3, 3], [6, 5, 12, 8, 3, 3],
+] as const) {
   for (const [sh, sw] of [[1, 1], [2, 2], [2, 1]] as const) {
     for (const pad of ['valid', 'same'] as const) {
       for (const [dh, dw] of [[1, 1], [2, 2]] as const) {
         if ((sh > 1 || sw > 1) && (dh > 1 || dw > 1)) continue; // tfjs forbids strides > 1 together with dilations > 1
-        const c: RefConv = { b: cin === 32 ? 4 : 3, h, w, cin, cout, kh, kw, sh, sw, dh, dw, pad };
+        const c: RefConv = { b: cin >= 32 ? 2 : 3, h, w, cin, cout, kh, kw, sh, sw, dh, dw, pad };
         const { oh, ow } = outDims(c);
         if (oh > 0 && ow > 0) GRID.push(c);
       }
@@ -53,6 +58,13 @@ describe('wasm training kernels', () => {
     const dyShape = [c.b, oh, ow, c.cout];
     const common = { strides: [c.sh, c.sw], pad: c.pad, dataFormat: 'NHWC', dilations: [c.dh, c.dw] };
     const dilated = c.dh > 1 || c.dw > 1;
+
+    it('Conv2D matches the reference within 1e-4', async () => {
+      const got = await on('wasm', () => runKernel('Conv2D', { x, filter: w }, { x: xShape, filter: wShape }, common));
+      expect(relError(got, convForward(c, x, w))).toBeLessThan(1e-4);
+      const cpu = await on('cpu', () => runKernel('Conv2D', { x, filter: w }, { x: xShape, filter: wShape }, common));
+      expect(relError(got, cpu)).toBeLessThan(1e-4);
+    });
 
     it('Conv2DBackpropFilter matches the reference within 1e-4', async () => {
       const got = await on('wasm', () => runKernel('Conv2DBackpropFilter', { x, dy }, { x: xShape, dy: dyShape }, { ...common, filterShape: wShape }));
@@ -104,6 +116,26 @@ describe('wasm training kernels', () => {
     for (let i = 0; i < x.length; i += Math.max(1, Math.floor(x.length / 23))) {
       expect(Math.abs(fd(x, i, (p) => loss(p, w)) - gx[i]!)).toBeLessThan(1e-3 * Math.max(1, Math.abs(gx[i]!)));
     }
+  });
+
+  it.each([
+    { name: 'Winograd, bias + relu, valid 13x13x32→64', shape: [2, 13, 13, 32], cout: 64, pad: 'valid', activation: 'relu', bias: [64] },
+    { name: 'Winograd, [1,1,1,C] bias, linear, same 7x9x8→12', shape: [2, 7, 9, 8], cout: 12, pad: 'same', activation: 'linear', bias: [1, 1, 1, 12] },
+    { name: 'Winograd, no bias, relu, same 6x5x12→8', shape: [3, 6, 5, 12], cout: 8, pad: 'same', activation: 'relu', bias: undefined },
+    { name: 'stock (leakyrelu), same 7x9x8→12', shape: [2, 7, 9, 8], cout: 12, pad: 'same', activation: 'leakyrelu', bias: [12] },
+  ] as const)('FusedConv2D matches cpu ($name)', async ({ shape, cout, pad, activation, bias }) => {
+    const [b, h, w, cin] = shape;
+    const x = randomFloats(b * h * w * cin, 31);
+    const f = randomFloats(9 * cin * cout, 32);
+    const bv = randomFloats(cout, 33);
+    const run = () => tf.tidy(() => tf.fused.conv2d({
+      x: tf.tensor4d(x, [b, h, w, cin]), filter: tf.tensor4d(f, [3, 3, cin, cout]), strides: 1, pad,
+      bias: bias ? tf.tensor(bv, [...bias]) : undefined, activation, leakyreluAlpha: 0.1,
+    }).dataSync());
+    const got = await on('wasm', run);
+    const cpu = await on('cpu', run);
+    expect(relError(got, cpu)).toBeLessThan(1e-4);
+    if (activation === 'relu') expect(got.some((v) => v === 0) && got.some((v) => v > 0)).toBe(true);
   });
 
   it.each([

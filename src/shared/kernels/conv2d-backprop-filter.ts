@@ -8,6 +8,7 @@ import { assertWasmBackend, type WasmBackend } from './heap.js';
 import { nhwcConvGeometry, type ConvGeometry, type DilatedConvAttrs } from './geometry.js';
 import { nativeKernels } from './native.js';
 import { transpose2d } from './transpose.js';
+import { winogradApplies, winogradFilterGrad } from './winograd.js';
 import { assertDyShape, assertFloat32, assertGeometry, assertRank } from './validate.js';
 
 /** tfjs-core's name for this op in its error messages. */
@@ -24,7 +25,7 @@ const useDirect = (taps: number, outC: number): boolean => taps <= DIRECT_MAX_TA
 const gatherTransposed = (inC: number): boolean => inC % 4 === 0;
 
 /**
- * dW[KH,KW,Cin,Cout] = col(x)ᵀ · dy with P = B·OH·OW rows, as one untransposed XNNPACK GEMM (see gemm.ts), except
+ * dW[KH,KW,Cin,Cout] = col(x)ᵀ · dy with P = B·OH·OW rows, as one untransposed GEMM (see gemm.ts), except
  * for layers with few taps (Cin = 1), where a direct SIMD kernel avoids a GEMM of a poor shape (K = KH·KW).
  *
  * XNNPACK packs the right-hand operand of every new tensor, at a cost that grows with that operand's size: packing
@@ -62,6 +63,7 @@ function conv2dBackpropFilter(args: {
 
 /** dW as [taps, Cout] (the filter's memory layout); dy is exactly [B, OH, OW, Cout]. */
 function filterGradient(backend: WasmBackend, x: TensorInfo, dy: TensorInfo, g: ConvGeometry, p: number, taps: number): TensorInfo {
+  if (winogradApplies(g)) return winogradFilterGrad(backend, x, dy, g);
   if (useDirect(taps, g.outC)) {
     const dw = backend.makeOutput([taps, g.outC], 'float32');
     nativeKernels(backend).filterGradDirect(x, dy, dw, g);

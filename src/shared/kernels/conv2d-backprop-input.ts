@@ -8,16 +8,17 @@ import { assertWasmBackend } from './heap.js';
 import { nhwcConvGeometry, type DilatedConvAttrs } from './geometry.js';
 import { nativeKernels } from './native.js';
 import { transpose2d } from './transpose.js';
+import { winogradApplies, winogradInputGrad } from './winograd.js';
 import { assertDyShape, assertFloat32, assertGeometry, assertRank } from './validate.js';
 
 /** tfjs-core's name for this op in its error messages. */
 const OP = 'conv2dDerInput';
 
 /**
- * dx = col2im(dy · Wᵀ): one untransposed XNNPACK GEMM [P, Cout] · [Cout, KH·KW·Cin] followed by the adjoint of
+ * dx = col2im(dy · Wᵀ): one untransposed GEMM [P, Cout] · [Cout, KH·KW·Cin] followed by the adjoint of
  * im2col. This replaces tfjs-backend-wasm's naive Conv2DBackpropInput (a scalar loop per output pixel, an order of
  * magnitude slower than the GEMM on the `cnn` layers) and handles every stride, dilation and padding with the same
- * code. Checks its inputs as tfjs-core's conv2DBackpropInput op does, and dy's whole shape (see validate.ts).
+ * code; 3×3 stride-1 layers take the Winograd kernel instead (winograd.ts). Checks its inputs as tfjs-core's conv2DBackpropInput op does, and dy's whole shape (see validate.ts).
  */
 function conv2dBackpropInput(args: {
   inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap;
@@ -39,6 +40,11 @@ function conv2dBackpropInput(args: {
   assertDyShape(OP, dyInput, g, g.outC);
 
   const { dy, release } = dyWindow(backend, dyInput, g, g.outC);
+  if (winogradApplies(g)) {
+    const dx = winogradInputGrad(backend, dy, filter, g);
+    release();
+    return dx;
+  }
   const wT = transpose2d(backend, filter, taps, g.outC);
   const colGrad = gemm(backend, dy, wT, p, g.outC, taps);
   backend.disposeData(wT.dataId);

@@ -3,6 +3,7 @@ import {
   type BatchMatMulAttrs, type TileAttrs, type KernelFunc, type NamedAttrMap, type NamedTensorInfoMap, type TensorInfo,
   type SumAttrs,
 } from '@tensorflow/tfjs';
+import { CONV2D_PATHS } from './conv2d.js';
 import { gemm } from './gemm.js';
 import { assertWasmBackend, f32 } from './heap.js';
 import { nativeKernels } from './native.js';
@@ -20,6 +21,7 @@ type KernelArgs = { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedA
  * - Sum over every axis but the last (the bias gradient of every conv and dense layer): a native column sum
  *   (sum_rows in native/kernels.c). The stock kernel transposes the whole input first.
  * - Identity shares the input's memory instead of copying it (see identityFastPath).
+ * - Conv2D and FusedConv2D of the layers the Winograd kernels take (conv2d.ts).
  * - BatchMatMul with a transposed operand and batch 1 (both dense-layer gradients): the stock kernel reaches
  *   XNNPACK only without transposes and otherwise runs a naive loop; we transpose each flagged operand natively and
  *   run the untransposed GEMM.
@@ -142,4 +144,5 @@ export const FAST_PATHS: ReadonlyArray<{ kernelName: string; wrap: (stock: Kerne
   { kernelName: BatchMatMul, wrap: batchMatMulFastPath },
   { kernelName: Tile, wrap: tileFastPath },
   { kernelName: Identity, wrap: identityFastPath },
+  ...CONV2D_PATHS,
 ];

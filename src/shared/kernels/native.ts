@@ -4,7 +4,7 @@ import type { ConvGeometry } from './geometry.js';
 import { kernelsModule } from './module.js';
 
 /**
- * Our WebAssembly SIMD kernels (native/kernels.c), instantiated on tfjs-backend-wasm's own linear memory so they
+ * Our WebAssembly SIMD kernels (native/*.c), instantiated on tfjs-backend-wasm's own linear memory so they
  * read inputs and write their freshly allocated outputs directly there, without copies. Pointers are the tensors'
  * byte offsets in that memory.
  */
@@ -19,9 +19,13 @@ interface NativeExports {
   relu_grad(dy: number, y: number, out: number, n: number): void;
   transpose_2d(input: number, out: number, rows: number, cols: number): void;
   gemm_f32(a: number, b: number, c: number, m: number, k: number, n: number): void;
+  winograd_scratch_floats(inC: number, outC: number): number;
+  winograd_conv(x: number, w: number, bias: number, y: number, scratch: number, outC: number, flags: number, geometry: number): void;
+  winograd_conv_dx(dy: number, w: number, dx: number, scratch: number, outC: number, geometry: number): void;
+  winograd_conv_dw(x: number, dy: number, dw: number, scratch: number, outC: number, geometry: number): void;
 }
 
-/** int32 fields of native/kernels.c `conv_geometry`. */
+/** int32 fields of native/kernels.h `conv_geometry`. */
 const GEOMETRY_INTS = 14;
 
 class NativeKernels {
@@ -90,6 +94,27 @@ class NativeKernels {
   /** c[M, N] <- a[M, K] · b[K, N], all row-major; overwrites c. */
   gemm(a: TensorInfo, b: TensorInfo, c: TensorInfo, m: number, k: number, n: number): void {
     this.exports.gemm_f32(this.ptr(a), this.ptr(b), this.ptr(c), m, k, n);
+  }
+
+  /** Floats of scratch the Winograd kernels need for a layer with these channel counts (native/winograd.c). */
+  winogradScratchFloats(inC: number, outC: number): number {
+    return this.exports.winograd_scratch_floats(inC, outC);
+  }
+
+  /** y[B, OH, OW, Cout] <- x conv w (+ bias[Cout]) (then ReLU) by Winograd F(2×2, 3×3); overwrites y. */
+  winogradConv(x: TensorInfo, w: TensorInfo, bias: TensorInfo | undefined, relu: boolean, y: TensorInfo, scratch: TensorInfo, g: ConvGeometry): void {
+    const flags = (bias ? 1 : 0) | (relu ? 2 : 0);
+    this.exports.winograd_conv(this.ptr(x), this.ptr(w), bias ? this.ptr(bias) : 0, this.ptr(y), this.ptr(scratch), g.outC, flags, this.geometry(g));
+  }
+
+  /** dx[B, H, W, Cin] <- that convolution's input gradient; overwrites dx. */
+  winogradConvDx(dy: TensorInfo, w: TensorInfo, dx: TensorInfo, scratch: TensorInfo, g: ConvGeometry): void {
+    this.exports.winograd_conv_dx(this.ptr(dy), this.ptr(w), this.ptr(dx), this.ptr(scratch), g.outC, this.geometry(g));
+  }
+
+  /** dw[3, 3, Cin, Cout] <- that convolution's filter gradient; overwrites dw. */
+  winogradConvDw(x: TensorInfo, dy: TensorInfo, dw: TensorInfo, scratch: TensorInfo, g: ConvGeometry): void {
+    this.exports.winograd_conv_dw(this.ptr(x), this.ptr(dy), this.ptr(dw), this.ptr(scratch), g.outC, this.geometry(g));
   }
 
   reluGrad(dy: TensorInfo, y: TensorInfo, out: TensorInfo, n: number): void {

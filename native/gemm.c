@@ -1,0 +1,105 @@
+/*
+ * f32 GEMM, register-blocked without packing (issue #17, part 2): C[M, N] (+)= A · B with A either [M, K] (nn) or
+ * stored transposed as [K, M] (tn), B [K, N], all row-major and contiguous. Built with -mrelaxed-simd, each
+ * multiply-add is one f32x4.relaxed_madd (a fused multiply-add on x86 with FMA and on ARM); built without it, a mul
+ * and an add. The blocking: a 4-row by 8-column tile of C lives in 8 v128 accumulators; per k, two loads of B's row
+ * slice and four splats of A. K is cut into blocks of GEMM_KC so that B's [GEMM_KC, 8] panel stays in L1 while
+ * every 4-row tile of A passes over it. bench/gemm-fma.ts measures it against XNNPACK's GEMM per layer.
+ */
+#include "kernels.h"
+
+#define GEMM_KC 128
+
+/*
+ * One 4x8 tile of C over k steps. A's four values for step p are at a_at(p) + {0, 1, 2, 3} * a_row (nn: a_row = lda,
+ * consecutive p are adjacent) or in one v128 at a + p * lda (tn: the four rows are adjacent in memory).
+ */
+static inline void tile_4x8(const float* a, int lda, int transposed, const float* b, int ldb, float* c, int ldc, int k, int first) {
+  v128_t c00, c01, c10, c11, c20, c21, c30, c31;
+  if (first) {
+    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = wasm_f32x4_splat(0.0f);
+  } else {
+    c00 = wasm_v128_load(c), c01 = wasm_v128_load(c + 4);
+    c10 = wasm_v128_load(c + ldc), c11 = wasm_v128_load(c + ldc + 4);
+    c20 = wasm_v128_load(c + 2 * ldc), c21 = wasm_v128_load(c + 2 * ldc + 4);
+    c30 = wasm_v128_load(c + 3 * ldc), c31 = wasm_v128_load(c + 3 * ldc + 4);
+  }
+  for (int p = 0; p < k; p++) {
+    const v128_t b0 = wasm_v128_load(b + (long)p * ldb), b1 = wasm_v128_load(b + (long)p * ldb + 4);
+    v128_t a0, a1, a2, a3;
+    if (transposed) {
+      const v128_t col = wasm_v128_load(a + (long)p * lda);
+      a0 = wasm_i32x4_shuffle(col, col, 0, 0, 0, 0), a1 = wasm_i32x4_shuffle(col, col, 1, 1, 1, 1);
+      a2 = wasm_i32x4_shuffle(col, col, 2, 2, 2, 2), a3 = wasm_i32x4_shuffle(col, col, 3, 3, 3, 3);
+    } else {
+      a0 = wasm_f32x4_splat(a[p]), a1 = wasm_f32x4_splat(a[lda + p]);
+      a2 = wasm_f32x4_splat(a[2 * lda + p]), a3 = wasm_f32x4_splat(a[3 * lda + p]);
+    }
+    c00 = MADD(a0, b0, c00), c01 = MADD(a0, b1, c01);
+    c10 = MADD(a1, b0, c10), c11 = MADD(a1, b1, c11);
+    c20 = MADD(a2, b0, c20), c21 = MADD(a2, b1, c21);
+    c30 = MADD(a3, b0, c30), c31 = MADD(a3, b1, c31);
+  }
+  wasm_v128_store(c, c00), wasm_v128_store(c + 4, c01);
+  wasm_v128_store(c + ldc, c10), wasm_v128_store(c + ldc + 4, c11);
+  wasm_v128_store(c + 2 * ldc, c20), wasm_v128_store(c + 2 * ldc + 4, c21);
+  wasm_v128_store(c + 3 * ldc, c30), wasm_v128_store(c + 3 * ldc + 4, c31);
+}
+
+/* Any tile at the edges (fewer than 4 rows or 8 columns): four columns at a time, then scalars. */
+static inline void tile_edge(const float* a, int lda, int transposed, const float* b, int ldb, float* c, int ldc, int rows, int cols, int k, int first) {
+  /* Element (r, p) of the logical A. */
+  const long r_step = transposed ? 1 : lda, p_step = transposed ? lda : 1;
+  for (int r = 0; r < rows; r++) {
+    const float* ar = a + r * r_step;
+    float* cr = c + (long)r * ldc;
+    int j = 0;
+    for (; j + 4 <= cols; j += 4) {
+      v128_t acc = first ? wasm_f32x4_splat(0.0f) : wasm_v128_load(cr + j);
+      for (int p = 0; p < k; p++) acc = MADD(wasm_f32x4_splat(ar[p * p_step]), wasm_v128_load(b + (long)p * ldb + j), acc);
+      wasm_v128_store(cr + j, acc);
+    }
+    for (; j < cols; j++) {
+      float acc = first ? 0.0f : cr[j];
+      for (int p = 0; p < k; p++) acc += ar[p * p_step] * b[(long)p * ldb + j];
+      cr[j] = acc;
+    }
+  }
+}
+
+static inline void gemm_run(const float* a, int transposed, const float* b, float* c, int m, int k, int n, int accumulate) {
+  if (k == 0) {
+    if (!accumulate) __builtin_memset(c, 0, (unsigned)(m * n) * sizeof(float));
+    return;
+  }
+  /* nn: A is [M, K], row i at a + i * k. tn: A is [K, M], column i at a + i. */
+  const int lda = transposed ? m : k;
+  for (int k0 = 0; k0 < k; k0 += GEMM_KC) {
+    const int kc = k - k0 < GEMM_KC ? k - k0 : GEMM_KC;
+    const int first = k0 == 0 && !accumulate;
+    const float* ak = transposed ? a + (long)k0 * m : a + k0;
+    for (int j0 = 0; j0 < n; j0 += 8) {
+      const int cols = n - j0 < 8 ? n - j0 : 8;
+      const float* bp = b + (long)k0 * n + j0;
+      int i0 = 0;
+      const long row_offset = transposed ? 1 : lda;
+      if (cols == 8) {
+        for (; i0 + 4 <= m; i0 += 4) tile_4x8(ak + i0 * row_offset, lda, transposed, bp, n, c + (long)i0 * n + j0, n, kc, first);
+      }
+      if (i0 < m) tile_edge(ak + i0 * row_offset, lda, transposed, bp, n, c + (long)i0 * n + j0, n, m - i0, cols, kc, first);
+    }
+  }
+}
+
+void gemm_nn(const float* a, const float* b, float* c, int m, int k, int n, int accumulate) {
+  gemm_run(a, 0, b, c, m, k, n, accumulate);
+}
+
+void gemm_tn(const float* a, const float* b, float* c, int m, int k, int n, int accumulate) {
+  gemm_run(a, 1, b, c, m, k, n, accumulate);
+}
+
+/* C[M, N] <- A[M, K] · B[K, N]: src/shared/kernels/gemm.ts. */
+EXPORT(gemm_f32) void gemm_f32(const float* a, const float* b, float* c, int m, int k, int n) {
+  gemm_nn(a, b, c, m, k, n, 0);
+}

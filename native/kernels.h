@@ -1,0 +1,42 @@
+/*
+ * What the translation units of the mnist-ddp kernels module share (scripts/build-wasm.sh links every .c file of native/ into one
+ * WebAssembly module).
+ *
+ * The module imports tfjs-backend-wasm's linear memory and works in place on tensor buffers (pointers are the
+ * tensors' byte offsets). It therefore owns no memory of its own: no static data, no stack frames (every function
+ * works on scalars and v128 values, never on a local array or an address-taken local), and no libc — memcpy/memset
+ * lower to bulk-memory instructions. scripts/build-wasm.sh checks the linked module for data segments and for a
+ * stack pointer before embedding it. Scratch space, where a kernel needs it, is a tensor its caller allocated.
+ */
+#ifndef MNIST_DDP_KERNELS_H
+#define MNIST_DDP_KERNELS_H
+#include <wasm_simd128.h>
+
+/* For helpers that take a pointer to a caller's local (the geometry): inlined, the local stays in registers. */
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+#define EXPORT(name) __attribute__((export_name(#name))) __attribute__((visibility("default")))
+
+typedef struct {
+  int batch, in_h, in_w, in_c, out_h, out_w, k_h, k_w, stride_h, stride_w, dil_h, dil_w, pad_top, pad_left;
+} conv_geometry;
+
+/* Geometry arrives as 14 int32 in memory (one pointer) so that signatures stay short. */
+static inline conv_geometry load_geometry(const int* g) {
+  conv_geometry c = {g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], g[9], g[10], g[11], g[12], g[13]};
+  return c;
+}
+
+/* c + a * b, four lanes: one f32x4.relaxed_madd (a fused multiply-add) in the relaxed-SIMD build, else mul + add. */
+#ifdef __wasm_relaxed_simd__
+#define MADD(a, b, c) __builtin_wasm_relaxed_madd_f32x4((a), (b), (c))
+#else
+#define MADD(a, b, c) wasm_f32x4_add(wasm_f32x4_mul((a), (b)), (c))
+#endif
+
+/* C[M, N] (+)= A[M, K] · B[K, N], all row-major and contiguous (gemm.c). accumulate = 0 overwrites C. */
+void gemm_nn(const float* a, const float* b, float* c, int m, int k, int n, int accumulate);
+/* C[M, N] (+)= Aᵀ · B with A stored as [K, M] row-major, B as [K, N] (gemm.c). accumulate = 0 overwrites C. */
+void gemm_tn(const float* a, const float* b, float* c, int m, int k, int n, int accumulate);
+
+#endif
