@@ -5,10 +5,11 @@
  *   npx tsx bench/gemm-fma.ts [--clang clang-16] [--reps 30] [--json]
  * Needs clang ≥ 16 (relaxed-SIMD builtins; Debian 12: apt-get install clang-16 lld-16). On Node 20 the relaxed build
  * is compiled after v8.setFlagsFromString('--experimental-wasm-relaxed-simd'); Node 24 validates it by default.
- * Reports median ms, GFLOP/s and the max relative error against a float64 product.
+ * Reports median ms, GFLOP/s, the fraction of the FMA peak WebAssembly reaches here (measured by the same run:
+ * fma_peak below) and the max relative error against a float64 product.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,14 +23,69 @@ const opt = (name: string, fallback: string): string => { const i = args.indexOf
 const clang = opt('--clang', 'clang-16');
 const reps = Number(opt('--reps', '30'));
 
-/** [name, M, K, N]: who calls it in a `cnn` B=64 step. */
-const SHAPES: Array<[string, number, number, number]> = [
-  ['conv2 dx: dy[7744,64]·Wᵀ[64,288]', 7744, 64, 288],
-  ['conv2 dW: col(x)ᵀ[288,7744]·dy[7744,64]', 288, 7744, 64],
+/**
+ * [name, M, K, N, calls]: who calls it in a `cnn` B=64 step, or would. The Winograd GEMMs are small and come 36 at a time (one
+ * per transformed position, per block of 32 tiles): timed as 36 back-to-back calls.
+ */
+const SHAPES: Array<[string, number, number, number, number?]> = [
+  ['conv2 Winograd forward, 36 × V[32,32]·U[32,64]', 32, 32, 64, 36],
+  ['conv2 Winograd dx, 36 × Ŷ[32,64]·Uᵀ[64,32]', 32, 64, 32, 36],
+  // The im2col route's GEMMs (layers Winograd does not take), at conv2's shape.
+  ['im2col dx at conv2: dy[7744,64]·Wᵀ[64,288]', 7744, 64, 288],
+  ['im2col dW at conv2: col(x)ᵀ[288,7744]·dy[7744,64]', 288, 7744, 64],
   ['fc1 dW: xᵀ[1600,64]·dy[64,128]', 1600, 64, 128],
   ['fc1 dx: dy[64,128]·Wᵀ[128,1600]', 64, 128, 1600],
   ['fc1 forward: x[64,1600]·W[1600,128]', 64, 1600, 128],
 ];
+
+/*
+ * The FMA peak as WebAssembly reaches it on this machine: 12 independent chains of f32x4 multiply-adds (more than
+ * the 2 ports x 4 cycles of latency need, few enough for x64's 16 vector registers), nothing else in the loop. Bench-only
+ * code, so it is compiled here rather than shipped in native/.
+ */
+const PEAK_C = `
+#include <wasm_simd128.h>
+#ifdef __wasm_relaxed_simd__
+#define MADD(a, b, c) __builtin_wasm_relaxed_madd_f32x4((a), (b), (c))
+#else
+#define MADD(a, b, c) wasm_f32x4_add(wasm_f32x4_mul((a), (b)), (c))
+#endif
+__attribute__((export_name("fma_peak"))) float fma_peak(int n, float seed) {
+  const v128_t m = wasm_f32x4_splat(0.999f), k = wasm_f32x4_splat(seed);
+  v128_t a0 = k, a1 = k, a2 = k, a3 = k, a4 = k, a5 = k, a6 = k, a7 = k, a8 = k, a9 = k, a10 = k, a11 = k;
+  for (int i = 0; i < n; i++) {
+    a0 = MADD(a0, m, k), a1 = MADD(a1, m, k), a2 = MADD(a2, m, k), a3 = MADD(a3, m, k);
+    a4 = MADD(a4, m, k), a5 = MADD(a5, m, k), a6 = MADD(a6, m, k), a7 = MADD(a7, m, k);
+    a8 = MADD(a8, m, k), a9 = MADD(a9, m, k), a10 = MADD(a10, m, k), a11 = MADD(a11, m, k);
+  }
+  const v128_t s = wasm_f32x4_add(wasm_f32x4_add(wasm_f32x4_add(wasm_f32x4_add(a0, a1), wasm_f32x4_add(a2, a3)), wasm_f32x4_add(wasm_f32x4_add(a4, a5), wasm_f32x4_add(a6, a7))),
+                                  wasm_f32x4_add(wasm_f32x4_add(a8, a9), wasm_f32x4_add(a10, a11)));
+  return wasm_f32x4_extract_lane(s, 0);
+}
+`;
+
+function buildPeak(relaxed: boolean, dir: string): Uint8Array<ArrayBuffer> {
+  const src = join(dir, 'peak.c');
+  writeFileSync(src, PEAK_C);
+  const out = join(dir, 'peak.wasm');
+  const r = spawnSync(clang, ['--target=wasm32', '-O3', '-msimd128', ...(relaxed ? ['-mrelaxed-simd'] : []), '-nostdlib', '-Wl,--no-entry', '-o', out, src], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${clang} failed: ${r.stderr || r.error?.message}`);
+  return new Uint8Array(readFileSync(out));
+}
+
+/** GFLOP/s of fma_peak: 12 chains x 4 lanes x 2 flops per iteration, median of 9 runs of 2^24 iterations. */
+function peakGflops(bytes: Uint8Array<ArrayBuffer>): number {
+  const { fma_peak } = new WebAssembly.Instance(new WebAssembly.Module(bytes)).exports as { fma_peak(n: number, seed: number): number };
+  const n = 1 << 24;
+  fma_peak(1 << 20, 1);
+  const times: number[] = [];
+  for (let r = 0; r < 9; r++) {
+    const t0 = performance.now();
+    fma_peak(n, 1 + r);
+    times.push(performance.now() - t0);
+  }
+  return (n * 12 * 4 * 2) / median(times) / 1e6;
+}
 
 function build(relaxed: boolean, dir: string): Uint8Array<ArrayBuffer> {
   const out = join(dir, relaxed ? 'relaxed.wasm' : 'plain.wasm');
@@ -60,9 +116,12 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'gemm-fma-'));
   const plainBytes = build(false, dir);
   const relaxedBytes = build(true, dir);
+  const peakRelaxedBytes = buildPeak(true, dir);
   rmSync(dir, { recursive: true, force: true });
   if (!WebAssembly.validate(relaxedBytes)) setFlagsFromString('--experimental-wasm-relaxed-simd');
   const relaxedOk = WebAssembly.validate(relaxedBytes);
+  // Only the FMA build has a throughput-bound peak this way (a mul + add chain is latency-bound).
+  const peak: Record<string, number> = relaxedOk ? { 'relaxed FMA': peakGflops(peakRelaxedBytes) } : {};
 
   await initBackend('wasm');
   const backend = tf.backend();
@@ -73,7 +132,7 @@ async function main(): Promise<void> {
   const variants: Array<[string, Gemm | undefined]> = [['plain SIMD', load(plainBytes)], ['relaxed FMA', relaxedOk ? load(relaxedBytes) : undefined]];
 
   const rows: Array<Record<string, unknown>> = [];
-  for (const [name, m, k, n] of SHAPES) {
+  for (const [name, m, k, n, calls = 1] of SHAPES) {
     const a = tf.randomNormal([m, k], 0, 1, 'float32', 1);
     const b = tf.randomNormal([k, n], 0, 1, 'float32', 2);
     const ai = { dataId: a.dataId, shape: a.shape, dtype: 'float32' as const };
@@ -85,7 +144,7 @@ async function main(): Promise<void> {
     const scale = Math.max(...ref.map(Math.abs));
     const check = (c: Float32Array): number => Math.max(...sample.map(([i, j], s) => Math.abs(c[i * n + j]! - ref[s]!))) / scale;
 
-    const flop = 2 * m * k * n;
+    const flop = 2 * m * k * n * calls;
     const row: Record<string, unknown> = { shape: name, m, k, n };
     // Times the product only (allocation of C included, as a kernel pays it); checks the first result.
     const timeIt = (label: string, run: () => tf.TensorInfo): void => {
@@ -100,14 +159,20 @@ async function main(): Promise<void> {
         backend.disposeData(c.dataId);
       }
       const ms = median(times);
-      row[label] = { ms: +ms.toFixed(3), gflops: +(flop / ms / 1e6).toFixed(1), relErr: +err.toExponential(2) };
+      const gflops = flop / ms / 1e6;
+      const ofPeak = peak[label] ? { ofPeak: +(gflops / peak[label]).toFixed(2) } : {};
+      row[label] = { ms: +ms.toFixed(3), gflops: +gflops.toFixed(1), ...ofPeak, relErr: +err.toExponential(2) };
     };
-    timeIt('XNNPACK', () => xnnpackGemm(backend, ai, bi, m, k, n));
+    timeIt('XNNPACK', () => {
+      for (let i = 1; i < calls; i++) backend.disposeData(xnnpackGemm(backend, ai, bi, m, k, n).dataId);
+      return xnnpackGemm(backend, ai, bi, m, k, n);
+    });
     for (const [label, fn] of variants) {
       if (!fn) { row[label] = 'relaxed SIMD not available'; continue; }
       timeIt(label, () => {
         const c = backend.makeOutput([m, n], 'float32');
-        fn(entryOf(backend, ai).memoryOffset, entryOf(backend, bi).memoryOffset, entryOf(backend, c).memoryOffset, m, k, n);
+        const [pa, pb, pc] = [entryOf(backend, ai).memoryOffset, entryOf(backend, bi).memoryOffset, entryOf(backend, c).memoryOffset];
+        for (let i = 0; i < calls; i++) fn(pa, pb, pc, m, k, n);
         return c;
       });
     }
@@ -115,8 +180,12 @@ async function main(): Promise<void> {
     a.dispose();
     b.dispose();
   }
-  if (args.includes('--json')) console.log(JSON.stringify({ node: process.version, clang, reps, rows }));
-  else for (const r of rows) console.log(JSON.stringify(r));
+  const peakGf = Object.fromEntries(Object.entries(peak).map(([k, v]) => [k, +v.toFixed(1)]));
+  if (args.includes('--json')) console.log(JSON.stringify({ node: process.version, clang, reps, peakGflops: peakGf, rows }));
+  else {
+    console.log(JSON.stringify({ peakGflops: peakGf }));
+    for (const r of rows) console.log(JSON.stringify(r));
+  }
 }
 
 main().catch((err: unknown) => { console.error(err); process.exit(1); });

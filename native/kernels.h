@@ -32,11 +32,17 @@ static inline conv_geometry load_geometry(const int* g) {
 #define MADD(a, b, c) __builtin_wasm_relaxed_madd_f32x4((a), (b), (c))
 #else
 #define MADD(a, b, c) wasm_f32x4_add(wasm_f32x4_mul((a), (b)), (c))
+/* out[C, R] <- in[R, C] (kernels.c). */
+void transpose_2d(const float* in, float* out, int rows, int cols);
+
 #endif
 
 /* C[M, N] (+)= A[M, K] · B[K, N], all row-major and contiguous (gemm.c). accumulate = 0 overwrites C. */
 void gemm_nn(const float* a, const float* b, float* c, int m, int k, int n, int accumulate);
 /* C[M, N] (+)= Aᵀ · B with A stored as [K, M] row-major, B as [K, N] (gemm.c). accumulate = 0 overwrites C. */
 void gemm_tn(const float* a, const float* b, float* c, int m, int k, int n, int accumulate);
+
+/* out[C, R] <- in[R, C] (kernels.c). */
+void transpose_2d(const float* in, float* out, int rows, int cols);
 
 #endif

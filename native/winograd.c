@@ -1,267 +1,326 @@
 /*
- * Winograd F(2x2, 3x3) convolutions for 3x3, stride 1, undilated layers (issue #17, part 3): the forward pass, the
- * input gradient and the filter gradient, NHWC, any padding. Each 2x2 block of outputs ("tile") reads a 4x4 block of
- * the input; in the transformed domain the convolution is 16 independent GEMMs, one per position xi of the 4x4
+ * Winograd F(4x4, 3x3) convolutions for 3x3, stride 1, undilated layers (issue #17, part 3): the forward pass, the
+ * input gradient and the filter gradient, NHWC, any padding. Each 4x4 block of outputs ("tile") reads a 6x6 block of
+ * the input; in the transformed domain the convolution is 36 independent GEMMs, one per position xi of the 6x6
  * block, over channels:
  *
  *   forward  Y   = Aᵀ [ U ⊙ V ] A        M[xi] = V[xi] · U[xi]      ([tiles, Cin] · [Cin, Cout])
  *   dx       dX += B [ U ⊙ Ŷ ] Bᵀ         M[xi] = Ŷ[xi] · U[xi]ᵀ     ([tiles, Cout] · [Cout, Cin])
  *   dW       dW  = Gᵀ [ Σ V ⊙ Ŷ ] G       dU[xi] = V[xi]ᵀ · Ŷ[xi]    ([Cin, tiles] · [tiles, Cout])
  *
- * with V = Bᵀ d B (input tile d), U = G g Gᵀ (filter g), Ŷ = A dy Aᵀ (a 2x2 block of dy, zero beyond the output).
- * dx and dW are the adjoints of the forward map in d and in g, so all three share the same three matrices:
+ * with V = Bᵀ d B (6x6 input tile d), U = G g Gᵀ (3x3 filter g), Ŷ = A dy Aᵀ (a 4x4 block of dy, zero beyond the
+ * output). dx and dW are the adjoints of the forward map in d and in g, so all three use the same matrices, those of
+ * the interpolation points 0, ±1, ±2, ∞ (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016):
  *
- *   Bᵀ = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]   G = [1 0 0; ½ ½ ½; ½ -½ ½; 0 0 1]   Aᵀ = [1 1 1 0; 0 1 -1 -1]
+ *   Bᵀ = [4  0 -5  0 1 0]   G = [ 1/4     0    0 ]   Aᵀ = [1 1  1 1  1 0]
+ *        [0 -4 -4  1 1 0]       [-1/6 -1/6 -1/6 ]        [0 1 -1 2 -2 0]
+ *        [0  4 -4 -1 1 0]       [-1/6  1/6 -1/6 ]        [0 1  1 4  4 0]
+ *        [0 -2 -1  2 1 0]       [1/24 1/12  1/6 ]        [0 1 -1 8 -8 1]
+ *        [0  2 -1 -2 1 0]       [1/24 -1/12 1/6 ]
+ *        [0  4  0 -5 0 1]       [   0    0    1 ]
  *
- * A GEMM's multiply-adds per output fall from 9 to 4 (2.25x fewer), less the waste of tiles that overhang the output
- * (an 11x11 output is covered by 6x6 tiles: 2.25 x 121/144 = 1.89x). Tiles are processed WINO_TB at a time so the
- * transformed blocks stay in L2 between the transform, the 16 GEMMs and the inverse transform.
+ * A GEMM's multiply-adds per output fall from 9 to 36/16 = 2.25 (4x fewer), less the waste of tiles that overhang
+ * the output (11x11 is covered by 3x3 tiles of 4: 4 x 121/144 = 3.4x). Tiles are processed WINO_TB at a time so
+ * the transformed blocks stay in L2 between the transform, the 36 GEMMs and the inverse transform. Each 2-D
+ * transform is a pass over rows then a pass over columns, staged in the block's own planes (no local arrays: see
+ * kernels.h).
+ *
+ * Why 4x4 tiles and not 2x2 (F(2x2, 3x3): 16 GEMMs, 2.25x fewer multiply-adds): both were built and measured on the
+ * layers of `cnn` and `cnn-large` at B=64 (ms per pass, forward / dx / dW, median of 15, Node 20, 2 vCPU Xeon):
+ *   13x13x32->64 valid  2x2: 3.9 / 4.1 / 4.0   4x4: 2.5 / 2.6 / 2.4
+ *   28x28x32->32 same   2x2: 12.4 / 12.6 / 12.1  4x4: 8.2 / 8.7 / 8.0
+ *   14x14x32->64 same   2x2: 5.4 / 5.6 / 5.3   4x4: 4.4 / 4.5 / 4.3
+ *   14x14x64->64 same   2x2: 10.5 / 10.9 / 10.5  4x4: 8.6 / 8.9 / 8.4
+ * The price is rounding: 4x4 tiles' relative error against a float64 reference is about 2e-6 to 2e-5 (2x2: 2e-7 to
+ * 4e-6), inside the 1e-4 the kernel tests require. WINO_TB = 32 was as fast as 64 and faster than 16.
  *
  * Channels go four to a v128: in_c and out_c must be multiples of 4 (src/shared/kernels/winograd.ts routes only
  * such layers here). Scratch is one caller-allocated buffer of winograd_scratch_floats(in_c, out_c) floats.
  */
 #include "kernels.h"
 
-#define WINO_TB 64
+/*
+ * Consecutive positions' planes are PLANE floats apart: the matrix plus one cache line. The transforms touch all 36
+ * planes of a tile, and planes a power of two apart (32 tiles x 32 channels is exactly 4 KiB) all map to the same L1
+ * sets: on `cnn`'s second layer at B=64 the padding took each pass from 5.0-7.0 ms to 3.9 ms with 2x2 tiles
+ * (.scratch harness, median of 15, Node 20, 2 vCPU Xeon).
+ */
+#define PLANE(rows, cols) ((long)(rows) * (cols) + 16)
+
+#define WINO_TB 32
+#define TILE 4
+#define AREA 36
 
 #define ADD wasm_f32x4_add
 #define SUB wasm_f32x4_sub
-#define HALF(v) wasm_f32x4_mul((v), wasm_f32x4_splat(0.5f))
+#define MUL wasm_f32x4_mul
+#define K(v) wasm_f32x4_splat(v)
 
-/* Bᵀ · (a0..a3) */
-#define BT(a0, a1, a2, a3, o0, o1, o2, o3) \
-  o0 = SUB(a0, a2), o1 = ADD(a1, a2), o2 = SUB(a2, a1), o3 = SUB(a1, a3)
-/* B · (a0..a3), the adjoint of Bᵀ */
-#define BB(a0, a1, a2, a3, o0, o1, o2, o3) \
-  o0 = (a0), o1 = ADD(SUB(a1, a2), a3), o2 = SUB(ADD(a1, a2), a0), o3 = wasm_f32x4_neg(a3)
-/* Aᵀ · (a0..a3) */
-#define AT(a0, a1, a2, a3, o0, o1) o0 = ADD(ADD(a0, a1), a2), o1 = SUB(SUB(a1, a2), a3)
-/* A · (a0, a1), the adjoint of Aᵀ */
-#define AA(a0, a1, o0, o1, o2, o3) o0 = (a0), o1 = ADD(a0, a1), o2 = SUB(a0, a1), o3 = wasm_f32x4_neg(a1)
-/* G · (a0, a1, a2) */
-#define GG(a0, a1, a2, o0, o1, o2, o3) \
-  o0 = (a0), o1 = HALF(ADD(ADD(a0, a1), a2)), o2 = HALF(ADD(SUB(a0, a1), a2)), o3 = (a2)
-/* Gᵀ · (a0..a3), the adjoint of G */
-#define GT(a0, a1, a2, a3, o0, o1, o2) \
-  o0 = ADD(a0, HALF(ADD(a1, a2))), o1 = HALF(SUB(a1, a2)), o2 = ADD(HALF(ADD(a1, a2)), a3)
+/* Bᵀ · (d0..d5) */
+#define BT6(d0, d1, d2, d3, d4, d5, o0, o1, o2, o3, o4, o5)                          \
+  o0 = MADD(K(4.0f), d0, MADD(K(-5.0f), d2, d4));                                      \
+  o1 = MADD(K(-4.0f), ADD(d1, d2), ADD(d3, d4));                                       \
+  o2 = MADD(K(4.0f), SUB(d1, d2), SUB(d4, d3));                                        \
+  o3 = MADD(K(2.0f), SUB(d3, d1), SUB(d4, d2));                                        \
+  o4 = MADD(K(-2.0f), SUB(d3, d1), SUB(d4, d2));                                       \
+  o5 = MADD(K(4.0f), d1, MADD(K(-5.0f), d3, d5))
+/* B · (m0..m5), the adjoint of Bᵀ */
+#define BB6(m0, m1, m2, m3, m4, m5, o0, o1, o2, o3, o4, o5)                                               \
+  o0 = MUL(K(4.0f), m0);                                                                                  \
+  o1 = MADD(K(4.0f), ADD(SUB(m2, m1), m5), MUL(K(2.0f), SUB(m4, m3)));                                    \
+  o2 = SUB(MADD(K(-5.0f), m0, MUL(K(-4.0f), ADD(m1, m2))), ADD(m3, m4));                                  \
+  o3 = MADD(K(2.0f), SUB(m3, m4), MADD(K(-5.0f), m5, SUB(m1, m2)));                                       \
+  o4 = ADD(ADD(ADD(m0, m1), ADD(m2, m3)), m4);                                                            \
+  o5 = (m5)
+/* Aᵀ · (m0..m5) */
+#define AT6(m0, m1, m2, m3, m4, m5, o0, o1, o2, o3)                                   \
+  o0 = ADD(ADD(ADD(m0, m1), ADD(m2, m3)), m4);                                        \
+  o1 = MADD(K(2.0f), SUB(m3, m4), SUB(m1, m2));                                       \
+  o2 = MADD(K(4.0f), ADD(m3, m4), ADD(m1, m2));                                       \
+  o3 = ADD(MADD(K(8.0f), SUB(m3, m4), SUB(m1, m2)), m5)
+/* A · (y0..y3), the adjoint of Aᵀ */
+#define AA6(y0, y1, y2, y3, o0, o1, o2, o3, o4, o5)                                   \
+  o0 = (y0);                                                                          \
+  o1 = ADD(ADD(y0, y1), ADD(y2, y3));                                                 \
+  o2 = SUB(ADD(y0, y2), ADD(y1, y3));                                                 \
+  o3 = MADD(K(8.0f), y3, MADD(K(4.0f), y2, MADD(K(2.0f), y1, y0)));                   \
+  o4 = MADD(K(-8.0f), y3, MADD(K(4.0f), y2, MADD(K(-2.0f), y1, y0)));                 \
+  o5 = (y3)
+/* G · (g0, g1, g2) */
+#define GG6(g0, g1, g2, o0, o1, o2, o3, o4, o5)                                                     \
+  o0 = MUL(K(0.25f), g0);                                                                           \
+  o1 = MUL(K(-1.0f / 6.0f), ADD(ADD(g0, g1), g2));                                                  \
+  o2 = MUL(K(-1.0f / 6.0f), ADD(SUB(g0, g1), g2));                                                  \
+  o3 = MADD(K(1.0f / 24.0f), g0, MADD(K(1.0f / 12.0f), g1, MUL(K(1.0f / 6.0f), g2)));               \
+  o4 = MADD(K(1.0f / 24.0f), g0, MADD(K(-1.0f / 12.0f), g1, MUL(K(1.0f / 6.0f), g2)));              \
+  o5 = (g2)
+/* Gᵀ · (m0..m5), the adjoint of G */
+#define GT6(m0, m1, m2, m3, m4, m5, o0, o1, o2)                                                          \
+  o0 = MADD(K(0.25f), m0, MADD(K(-1.0f / 6.0f), ADD(m1, m2), MUL(K(1.0f / 24.0f), ADD(m3, m4))));       \
+  o1 = MADD(K(1.0f / 6.0f), SUB(m2, m1), MUL(K(1.0f / 12.0f), SUB(m3, m4)));                            \
+  o2 = MADD(K(1.0f / 6.0f), SUB(ADD(m3, m4), ADD(m1, m2)), m5)
+
+/* Load / store position (r, s) of the 6x6 block whose position 0 is at p, planes `plane` floats apart. */
+#define AT(p, plane, r, s) ((p) + (long)((r) * 6 + (s)) * (plane))
+#define LD6ROW(p, plane, r, v0, v1, v2, v3, v4, v5)                                                                  \
+  v0 = wasm_v128_load(AT(p, plane, r, 0)), v1 = wasm_v128_load(AT(p, plane, r, 1)), v2 = wasm_v128_load(AT(p, plane, r, 2)); \
+  v3 = wasm_v128_load(AT(p, plane, r, 3)), v4 = wasm_v128_load(AT(p, plane, r, 4)), v5 = wasm_v128_load(AT(p, plane, r, 5))
+#define ST6ROW(p, plane, r, v0, v1, v2, v3, v4, v5)                                                                  \
+  wasm_v128_store(AT(p, plane, r, 0), v0), wasm_v128_store(AT(p, plane, r, 1), v1), wasm_v128_store(AT(p, plane, r, 2), v2); \
+  wasm_v128_store(AT(p, plane, r, 3), v3), wasm_v128_store(AT(p, plane, r, 4), v4), wasm_v128_store(AT(p, plane, r, 5), v5)
+#define LD6COL(p, plane, s, v0, v1, v2, v3, v4, v5)                                                                  \
+  v0 = wasm_v128_load(AT(p, plane, 0, s)), v1 = wasm_v128_load(AT(p, plane, 1, s)), v2 = wasm_v128_load(AT(p, plane, 2, s)); \
+  v3 = wasm_v128_load(AT(p, plane, 3, s)), v4 = wasm_v128_load(AT(p, plane, 4, s)), v5 = wasm_v128_load(AT(p, plane, 5, s))
+#define ST6COL(p, plane, s, v0, v1, v2, v3, v4, v5)                                                                  \
+  wasm_v128_store(AT(p, plane, 0, s), v0), wasm_v128_store(AT(p, plane, 1, s), v1), wasm_v128_store(AT(p, plane, 2, s), v2); \
+  wasm_v128_store(AT(p, plane, 3, s), v3), wasm_v128_store(AT(p, plane, 4, s), v4), wasm_v128_store(AT(p, plane, 5, s), v5)
 
 EXPORT(winograd_scratch_floats) int winograd_scratch_floats(int in_c, int out_c) {
-  return 16 * (in_c * out_c + WINO_TB * (in_c + out_c));
+  return AREA * (2 * PLANE(in_c, out_c) + PLANE(WINO_TB, in_c) + PLANE(WINO_TB, out_c));
 }
 
 typedef struct {
   int b, oh0, ow0;
 } tile_origin;
 
-/* Tile t (in (batch, tile row, tile column) order) covers outputs [oh0, oh0 + 2) x [ow0, ow0 + 2). */
+/* Tile t (in (batch, tile row, tile column) order) covers outputs [oh0, oh0 + 4) x [ow0, ow0 + 4). */
 ALWAYS_INLINE tile_origin tile_at(const conv_geometry* g, int t) {
-  const int tw = (g->out_w + 1) / 2, th = (g->out_h + 1) / 2;
+  const int tw = (g->out_w + TILE - 1) / TILE, th = (g->out_h + TILE - 1) / TILE;
   const int j = t % tw, rest = t / tw;
-  const tile_origin o = {rest / th, 2 * (rest % th), 2 * j};
+  const tile_origin o = {rest / th, TILE * (rest % th), TILE * j};
   return o;
 }
 
+ALWAYS_INLINE int tile_count(const conv_geometry* g) {
+  return g->batch * ((g->out_h + TILE - 1) / TILE) * ((g->out_w + TILE - 1) / TILE);
+}
+
+/* How many of n positions starting at `from` lie in [0, size): the run [lo, hi) of offsets that do. */
+ALWAYS_INLINE int first_inside(int from) { return from < 0 ? -from : 0; }
+ALWAYS_INLINE int end_inside(int from, int n, int size) { return from + n > size ? size - from : n; }
+
 /*
- * V = Bᵀ d B for one tile: d is the 4x4 input block at (oh0 - pad_top, ow0 - pad_left), zero outside x. Position xi
- * of channel c goes to out[xi * plane + c].
+ * V = Bᵀ d B for one tile: d is the 6x6 input block at (oh0 - pad_top, ow0 - pad_left), zero outside x. Position
+ * xi of channel c goes to out[xi * plane + c].
  */
 ALWAYS_INLINE void input_tile(const float* x, const conv_geometry* g, tile_origin o, float* out, long plane) {
   const int ih0 = o.oh0 - g->pad_top, iw0 = o.ow0 - g->pad_left, ch = g->in_c;
   const long row = (long)g->in_w * ch;
   const float* base = x + ((long)o.b * g->in_h + ih0) * row + (long)iw0 * ch;
-  const int row0 = ih0 >= 0 && ih0 < g->in_h, row1 = ih0 + 1 >= 0 && ih0 + 1 < g->in_h;
-  const int row2 = ih0 + 2 >= 0 && ih0 + 2 < g->in_h, row3 = ih0 + 3 >= 0 && ih0 + 3 < g->in_h;
-  const int col0 = iw0 >= 0 && iw0 < g->in_w, col1 = iw0 + 1 >= 0 && iw0 + 1 < g->in_w;
-  const int col2 = iw0 + 2 >= 0 && iw0 + 2 < g->in_w, col3 = iw0 + 3 >= 0 && iw0 + 3 < g->in_w;
+  const int r_lo = first_inside(ih0), r_hi = end_inside(ih0, 6, g->in_h);
+  const int s_lo = first_inside(iw0), s_hi = end_inside(iw0, 6, g->in_w);
+  const int inside = r_lo == 0 && r_hi == 6 && s_lo == 0 && s_hi == 6;
   const v128_t zero = wasm_f32x4_splat(0.0f);
-#define LD(r, s) ((row##r && col##s) ? wasm_v128_load(base + r * row + s * ch + c) : zero)
   for (int c = 0; c < ch; c += 4) {
-    v128_t w00, w01, w02, w03, w10, w11, w12, w13, w20, w21, w22, w23, w30, w31, w32, w33;
-    BT(LD(0, 0), LD(0, 1), LD(0, 2), LD(0, 3), w00, w01, w02, w03);
-    BT(LD(1, 0), LD(1, 1), LD(1, 2), LD(1, 3), w10, w11, w12, w13);
-    BT(LD(2, 0), LD(2, 1), LD(2, 2), LD(2, 3), w20, w21, w22, w23);
-    BT(LD(3, 0), LD(3, 1), LD(3, 2), LD(3, 3), w30, w31, w32, w33);
-    v128_t v00, v01, v02, v03, v10, v11, v12, v13, v20, v21, v22, v23, v30, v31, v32, v33;
-    BT(w00, w10, w20, w30, v00, v10, v20, v30);
-    BT(w01, w11, w21, w31, v01, v11, v21, v31);
-    BT(w02, w12, w22, w32, v02, v12, v22, v32);
-    BT(w03, w13, w23, w33, v03, v13, v23, v33);
     float* p = out + c;
-    wasm_v128_store(p, v00), wasm_v128_store(p + plane, v01), wasm_v128_store(p + 2 * plane, v02), wasm_v128_store(p + 3 * plane, v03);
-    wasm_v128_store(p + 4 * plane, v10), wasm_v128_store(p + 5 * plane, v11), wasm_v128_store(p + 6 * plane, v12), wasm_v128_store(p + 7 * plane, v13);
-    wasm_v128_store(p + 8 * plane, v20), wasm_v128_store(p + 9 * plane, v21), wasm_v128_store(p + 10 * plane, v22), wasm_v128_store(p + 11 * plane, v23);
-    wasm_v128_store(p + 12 * plane, v30), wasm_v128_store(p + 13 * plane, v31), wasm_v128_store(p + 14 * plane, v32), wasm_v128_store(p + 15 * plane, v33);
+    for (int r = 0; r < 6; r++) {
+      v128_t d0, d1, d2, d3, d4, d5;
+      const float* src = base + r * row + c;
+      if (inside) {
+        d0 = wasm_v128_load(src), d1 = wasm_v128_load(src + ch), d2 = wasm_v128_load(src + 2 * ch);
+        d3 = wasm_v128_load(src + 3 * ch), d4 = wasm_v128_load(src + 4 * ch), d5 = wasm_v128_load(src + 5 * ch);
+      } else if (r < r_lo || r >= r_hi) {
+        d0 = d1 = d2 = d3 = d4 = d5 = zero;
+      } else {
+#define LDX(s) ((s) >= s_lo && (s) < s_hi ? wasm_v128_load(src + (s) * ch) : zero)
+        d0 = LDX(0), d1 = LDX(1), d2 = LDX(2), d3 = LDX(3), d4 = LDX(4), d5 = LDX(5);
+#undef LDX
+      }
+      v128_t w0, w1, w2, w3, w4, w5;
+      BT6(d0, d1, d2, d3, d4, d5, w0, w1, w2, w3, w4, w5);
+      ST6ROW(p, plane, r, w0, w1, w2, w3, w4, w5);
+    }
+    for (int s = 0; s < 6; s++) {
+      v128_t w0, w1, w2, w3, w4, w5, v0, v1, v2, v3, v4, v5;
+      LD6COL(p, plane, s, w0, w1, w2, w3, w4, w5);
+      BT6(w0, w1, w2, w3, w4, w5, v0, v1, v2, v3, v4, v5);
+      ST6COL(p, plane, s, v0, v1, v2, v3, v4, v5);
+    }
   }
-#undef LD
 }
 
-/* Ŷ = A dy Aᵀ for one tile: dy's 2x2 block at (oh0, ow0), zero beyond the output. Layout as input_tile's. */
+/* Ŷ = A dy Aᵀ for one tile: dy's 4x4 block at (oh0, ow0), zero beyond the output. Layout as input_tile's. */
 ALWAYS_INLINE void dy_tile(const float* dy, const conv_geometry* g, int out_c, tile_origin o, float* out, long plane) {
   const long row = (long)g->out_w * out_c;
   const float* base = dy + ((long)o.b * g->out_h + o.oh0) * row + (long)o.ow0 * out_c;
-  const int r1 = o.oh0 + 1 < g->out_h, c1 = o.ow0 + 1 < g->out_w;
+  const int r_hi = end_inside(o.oh0, TILE, g->out_h), s_hi = end_inside(o.ow0, TILE, g->out_w);
   const v128_t zero = wasm_f32x4_splat(0.0f);
   for (int c = 0; c < out_c; c += 4) {
-    const v128_t y00 = wasm_v128_load(base + c);
-    const v128_t y01 = c1 ? wasm_v128_load(base + out_c + c) : zero;
-    const v128_t y10 = r1 ? wasm_v128_load(base + row + c) : zero;
-    const v128_t y11 = r1 && c1 ? wasm_v128_load(base + row + out_c + c) : zero;
-    v128_t q00, q01, q02, q03, q10, q11, q12, q13;
-    AA(y00, y01, q00, q01, q02, q03);
-    AA(y10, y11, q10, q11, q12, q13);
-    v128_t v00, v01, v02, v03, v10, v11, v12, v13, v20, v21, v22, v23, v30, v31, v32, v33;
-    AA(q00, q10, v00, v10, v20, v30);
-    AA(q01, q11, v01, v11, v21, v31);
-    AA(q02, q12, v02, v12, v22, v32);
-    AA(q03, q13, v03, v13, v23, v33);
     float* p = out + c;
-    wasm_v128_store(p, v00), wasm_v128_store(p + plane, v01), wasm_v128_store(p + 2 * plane, v02), wasm_v128_store(p + 3 * plane, v03);
-    wasm_v128_store(p + 4 * plane, v10), wasm_v128_store(p + 5 * plane, v11), wasm_v128_store(p + 6 * plane, v12), wasm_v128_store(p + 7 * plane, v13);
-    wasm_v128_store(p + 8 * plane, v20), wasm_v128_store(p + 9 * plane, v21), wasm_v128_store(p + 10 * plane, v22), wasm_v128_store(p + 11 * plane, v23);
-    wasm_v128_store(p + 12 * plane, v30), wasm_v128_store(p + 13 * plane, v31), wasm_v128_store(p + 14 * plane, v32), wasm_v128_store(p + 15 * plane, v33);
+    for (int r = 0; r < TILE; r++) {
+      v128_t y0 = zero, y1 = zero, y2 = zero, y3 = zero;
+      if (r < r_hi) {
+        const float* src = base + r * row + c;
+        y0 = wasm_v128_load(src);
+        if (s_hi > 1) y1 = wasm_v128_load(src + out_c);
+        if (s_hi > 2) y2 = wasm_v128_load(src + 2 * out_c);
+        if (s_hi > 3) y3 = wasm_v128_load(src + 3 * out_c);
+      }
+      v128_t q0, q1, q2, q3, q4, q5;
+      AA6(y0, y1, y2, y3, q0, q1, q2, q3, q4, q5);
+      ST6ROW(p, plane, r, q0, q1, q2, q3, q4, q5);
+    }
+    for (int s = 0; s < 6; s++) {
+      const v128_t q0 = wasm_v128_load(AT(p, plane, 0, s)), q1 = wasm_v128_load(AT(p, plane, 1, s));
+      const v128_t q2 = wasm_v128_load(AT(p, plane, 2, s)), q3 = wasm_v128_load(AT(p, plane, 3, s));
+      v128_t v0, v1, v2, v3, v4, v5;
+      AA6(q0, q1, q2, q3, v0, v1, v2, v3, v4, v5);
+      ST6COL(p, plane, s, v0, v1, v2, v3, v4, v5);
+    }
   }
 }
-
-#define LOAD16(p, plane)                                                                                           \
-  const v128_t m00 = wasm_v128_load(p), m01 = wasm_v128_load(p + plane), m02 = wasm_v128_load(p + 2 * plane);     \
-  const v128_t m03 = wasm_v128_load(p + 3 * plane), m10 = wasm_v128_load(p + 4 * plane);                         \
-  const v128_t m11 = wasm_v128_load(p + 5 * plane), m12 = wasm_v128_load(p + 6 * plane);                         \
-  const v128_t m13 = wasm_v128_load(p + 7 * plane), m20 = wasm_v128_load(p + 8 * plane);                         \
-  const v128_t m21 = wasm_v128_load(p + 9 * plane), m22 = wasm_v128_load(p + 10 * plane);                        \
-  const v128_t m23 = wasm_v128_load(p + 11 * plane), m30 = wasm_v128_load(p + 12 * plane);                       \
-  const v128_t m31 = wasm_v128_load(p + 13 * plane), m32 = wasm_v128_load(p + 14 * plane);                       \
-  const v128_t m33 = wasm_v128_load(p + 15 * plane)
 
 /*
  * Y = Aᵀ M A for one tile, plus bias[c] when bias is non-null, then max(0, ·) when relu: written to the outputs that
- * exist.
+ * exist. M's block is overwritten (it stages the row pass).
  */
-ALWAYS_INLINE void output_tile(const float* m, long plane, float* y, const conv_geometry* g, int out_c, tile_origin o,
+ALWAYS_INLINE void output_tile(float* m, long plane, float* y, const conv_geometry* g, int out_c, tile_origin o,
                                const float* bias, int relu) {
   const long row = (long)g->out_w * out_c;
   float* base = y + ((long)o.b * g->out_h + o.oh0) * row + (long)o.ow0 * out_c;
-  const int r1 = o.oh0 + 1 < g->out_h, c1 = o.ow0 + 1 < g->out_w;
+  const int r_hi = end_inside(o.oh0, TILE, g->out_h), s_hi = end_inside(o.ow0, TILE, g->out_w);
   const v128_t zero = wasm_f32x4_splat(0.0f);
   for (int c = 0; c < out_c; c += 4) {
-    const float* p = m + c;
-    LOAD16(p, plane);
-    v128_t z00, z01, z10, z11, z20, z21, z30, z31;
-    AT(m00, m01, m02, m03, z00, z01);
-    AT(m10, m11, m12, m13, z10, z11);
-    AT(m20, m21, m22, m23, z20, z21);
-    AT(m30, m31, m32, m33, z30, z31);
-    v128_t y00, y01, y10, y11;
-    AT(z00, z10, z20, z30, y00, y10);
-    AT(z01, z11, z21, z31, y01, y11);
-    if (bias) {
-      const v128_t b = wasm_v128_load(bias + c);
-      y00 = ADD(y00, b), y01 = ADD(y01, b), y10 = ADD(y10, b), y11 = ADD(y11, b);
+    float* p = m + c;
+    for (int r = 0; r < 6; r++) {
+      v128_t m0, m1, m2, m3, m4, m5, z0, z1, z2, z3;
+      LD6ROW(p, plane, r, m0, m1, m2, m3, m4, m5);
+      AT6(m0, m1, m2, m3, m4, m5, z0, z1, z2, z3);
+      wasm_v128_store(AT(p, plane, r, 0), z0), wasm_v128_store(AT(p, plane, r, 1), z1);
+      wasm_v128_store(AT(p, plane, r, 2), z2), wasm_v128_store(AT(p, plane, r, 3), z3);
     }
-    if (relu) {
-      y00 = wasm_f32x4_max(y00, zero), y01 = wasm_f32x4_max(y01, zero);
-      y10 = wasm_f32x4_max(y10, zero), y11 = wasm_f32x4_max(y11, zero);
+    const v128_t b = bias ? wasm_v128_load(bias + c) : zero;
+    for (int s = 0; s < s_hi; s++) {
+      v128_t z0, z1, z2, z3, z4, z5, y0, y1, y2, y3;
+      LD6COL(p, plane, s, z0, z1, z2, z3, z4, z5);
+      AT6(z0, z1, z2, z3, z4, z5, y0, y1, y2, y3);
+      y0 = ADD(y0, b), y1 = ADD(y1, b), y2 = ADD(y2, b), y3 = ADD(y3, b);
+      if (relu) {
+        y0 = wasm_f32x4_max(y0, zero), y1 = wasm_f32x4_max(y1, zero);
+        y2 = wasm_f32x4_max(y2, zero), y3 = wasm_f32x4_max(y3, zero);
+      }
+      float* dst = base + (long)s * out_c + c;
+      wasm_v128_store(dst, y0);
+      if (r_hi > 1) wasm_v128_store(dst + row, y1);
+      if (r_hi > 2) wasm_v128_store(dst + 2 * row, y2);
+      if (r_hi > 3) wasm_v128_store(dst + 3 * row, y3);
     }
-    wasm_v128_store(base + c, y00);
-    if (c1) wasm_v128_store(base + out_c + c, y01);
-    if (r1) wasm_v128_store(base + row + c, y10);
-    if (r1 && c1) wasm_v128_store(base + row + out_c + c, y11);
   }
 }
 
-/* dx += B M Bᵀ for one tile, over the 4x4 input block that lies inside x. */
-ALWAYS_INLINE void scatter_tile(const float* m, long plane, float* dx, const conv_geometry* g, tile_origin o) {
+/* dx += B M Bᵀ for one tile, over the 6x6 input block that lies inside x. M's block is overwritten. */
+ALWAYS_INLINE void scatter_tile(float* m, long plane, float* dx, const conv_geometry* g, tile_origin o) {
   const int ih0 = o.oh0 - g->pad_top, iw0 = o.ow0 - g->pad_left, ch = g->in_c;
   const long row = (long)g->in_w * ch;
   float* base = dx + ((long)o.b * g->in_h + ih0) * row + (long)iw0 * ch;
-  const int row0 = ih0 >= 0 && ih0 < g->in_h, row1 = ih0 + 1 >= 0 && ih0 + 1 < g->in_h;
-  const int row2 = ih0 + 2 >= 0 && ih0 + 2 < g->in_h, row3 = ih0 + 3 >= 0 && ih0 + 3 < g->in_h;
-  const int col0 = iw0 >= 0 && iw0 < g->in_w, col1 = iw0 + 1 >= 0 && iw0 + 1 < g->in_w;
-  const int col2 = iw0 + 2 >= 0 && iw0 + 2 < g->in_w, col3 = iw0 + 3 >= 0 && iw0 + 3 < g->in_w;
-#define ACC(r, s, v)                                                  \
-  if (row##r && col##s) {                                                 \
-    float* q = base + r * row + s * ch + c;                           \
-    wasm_v128_store(q, wasm_f32x4_add(wasm_v128_load(q), v));         \
-  }
+  const int r_lo = first_inside(ih0), r_hi = end_inside(ih0, 6, g->in_h);
+  const int s_lo = first_inside(iw0), s_hi = end_inside(iw0, 6, g->in_w);
   for (int c = 0; c < ch; c += 4) {
-    const float* p = m + c;
-    LOAD16(p, plane);
-    v128_t w00, w01, w02, w03, w10, w11, w12, w13, w20, w21, w22, w23, w30, w31, w32, w33;
-    BB(m00, m01, m02, m03, w00, w01, w02, w03);
-    BB(m10, m11, m12, m13, w10, w11, w12, w13);
-    BB(m20, m21, m22, m23, w20, w21, w22, w23);
-    BB(m30, m31, m32, m33, w30, w31, w32, w33);
-    v128_t d00, d01, d02, d03, d10, d11, d12, d13, d20, d21, d22, d23, d30, d31, d32, d33;
-    BB(w00, w10, w20, w30, d00, d10, d20, d30);
-    BB(w01, w11, w21, w31, d01, d11, d21, d31);
-    BB(w02, w12, w22, w32, d02, d12, d22, d32);
-    BB(w03, w13, w23, w33, d03, d13, d23, d33);
-    ACC(0, 0, d00) ACC(0, 1, d01) ACC(0, 2, d02) ACC(0, 3, d03)
-    ACC(1, 0, d10) ACC(1, 1, d11) ACC(1, 2, d12) ACC(1, 3, d13)
-    ACC(2, 0, d20) ACC(2, 1, d21) ACC(2, 2, d22) ACC(2, 3, d23)
-    ACC(3, 0, d30) ACC(3, 1, d31) ACC(3, 2, d32) ACC(3, 3, d33)
+    float* p = m + c;
+    for (int r = 0; r < 6; r++) {
+      v128_t m0, m1, m2, m3, m4, m5, w0, w1, w2, w3, w4, w5;
+      LD6ROW(p, plane, r, m0, m1, m2, m3, m4, m5);
+      BB6(m0, m1, m2, m3, m4, m5, w0, w1, w2, w3, w4, w5);
+      ST6ROW(p, plane, r, w0, w1, w2, w3, w4, w5);
+    }
+    for (int s = s_lo; s < s_hi; s++) {
+      v128_t w0, w1, w2, w3, w4, w5, d0, d1, d2, d3, d4, d5;
+      LD6COL(p, plane, s, w0, w1, w2, w3, w4, w5);
+      BB6(w0, w1, w2, w3, w4, w5, d0, d1, d2, d3, d4, d5);
+      float* dst = base + (long)s * ch + c;
+#define ACC(r, v)                                                                    \
+  if ((r) >= r_lo && (r) < r_hi) {                                                   \
+    float* q = dst + (r) * row;                                                      \
+    wasm_v128_store(q, ADD(wasm_v128_load(q), v));                                   \
   }
+      ACC(0, d0) ACC(1, d1) ACC(2, d2) ACC(3, d3) ACC(4, d4) ACC(5, d5)
 #undef ACC
-}
-
-/*
- * U = G g Gᵀ for every (ci, co) of a [3, 3, Cin, Cout] filter: u[xi][ci][co], or u[xi][co][ci] when transposed
- * (the dx GEMM's right operand).
- */
-ALWAYS_INLINE void filter_transform(const float* w, float* u, int in_c, int out_c, int transposed) {
-  const long tap = (long)in_c * out_c, plane = tap;
-  for (int ci = 0; ci < in_c; ci++) {
-    for (int co = 0; co < out_c; co += 4) {
-      const float* p = w + (long)ci * out_c + co;
-#define WL(kh, kw) wasm_v128_load(p + (kh * 3 + kw) * tap)
-      v128_t h00, h01, h02, h03, h10, h11, h12, h13, h20, h21, h22, h23;
-      GG(WL(0, 0), WL(0, 1), WL(0, 2), h00, h01, h02, h03);
-      GG(WL(1, 0), WL(1, 1), WL(1, 2), h10, h11, h12, h13);
-      GG(WL(2, 0), WL(2, 1), WL(2, 2), h20, h21, h22, h23);
-#undef WL
-      v128_t u00, u01, u02, u03, u10, u11, u12, u13, u20, u21, u22, u23, u30, u31, u32, u33;
-      GG(h00, h10, h20, u00, u10, u20, u30);
-      GG(h01, h11, h21, u01, u11, u21, u31);
-      GG(h02, h12, h22, u02, u12, u22, u32);
-      GG(h03, h13, h23, u03, u13, u23, u33);
-#define ST(xi, v)                                                                    \
-  if (transposed) {                                                                  \
-    float* q = u + xi * plane + (long)co * in_c + ci;                                \
-    q[0] = wasm_f32x4_extract_lane(v, 0), q[in_c] = wasm_f32x4_extract_lane(v, 1);   \
-    q[2 * in_c] = wasm_f32x4_extract_lane(v, 2), q[3 * in_c] = wasm_f32x4_extract_lane(v, 3); \
-  } else {                                                                           \
-    wasm_v128_store(u + xi * plane + (long)ci * out_c + co, v);                      \
-  }
-      ST(0, u00) ST(1, u01) ST(2, u02) ST(3, u03) ST(4, u10) ST(5, u11) ST(6, u12) ST(7, u13)
-      ST(8, u20) ST(9, u21) ST(10, u22) ST(11, u23) ST(12, u30) ST(13, u31) ST(14, u32) ST(15, u33)
-#undef ST
     }
   }
 }
 
-/* dW = Gᵀ dU G for every (ci, co): du[xi][ci][co] -> dw[3][3][Cin][Cout]. */
-ALWAYS_INLINE void filter_gradient_inverse(const float* du, float* dw, int in_c, int out_c) {
-  const long plane = (long)in_c * out_c;
-  for (long i = 0; i < plane; i += 4) {
-    const float* p = du + i;
-    LOAD16(p, plane);
-    v128_t e00, e01, e02, e10, e11, e12, e20, e21, e22, e30, e31, e32;
-    GT(m00, m01, m02, m03, e00, e01, e02);
-    GT(m10, m11, m12, m13, e10, e11, e12);
-    GT(m20, m21, m22, m23, e20, e21, e22);
-    GT(m30, m31, m32, m33, e30, e31, e32);
-    v128_t g00, g01, g02, g10, g11, g12, g20, g21, g22;
-    GT(e00, e10, e20, e30, g00, g10, g20);
-    GT(e01, e11, e21, e31, g01, g11, g21);
-    GT(e02, e12, e22, e32, g02, g12, g22);
-    float* q = dw + i;
-    wasm_v128_store(q, g00), wasm_v128_store(q + plane, g01), wasm_v128_store(q + 2 * plane, g02);
-    wasm_v128_store(q + 3 * plane, g10), wasm_v128_store(q + 4 * plane, g11), wasm_v128_store(q + 5 * plane, g12);
-    wasm_v128_store(q + 6 * plane, g20), wasm_v128_store(q + 7 * plane, g21), wasm_v128_store(q + 8 * plane, g22);
+/* U = G g Gᵀ for every (ci, co) of a [3, 3, Cin, Cout] filter: u[xi][ci][co]. */
+ALWAYS_INLINE void filter_transform(const float* w, float* u, int in_c, int out_c) {
+  const long plane = PLANE(in_c, out_c), taps = (long)in_c * out_c;
+  for (long i = 0; i < taps; i += 4) {
+    const float* src = w + i;
+    float* p = u + i;
+    for (int kh = 0; kh < 3; kh++) {
+      const v128_t g0 = wasm_v128_load(src + (kh * 3) * taps), g1 = wasm_v128_load(src + (kh * 3 + 1) * taps);
+      const v128_t g2 = wasm_v128_load(src + (kh * 3 + 2) * taps);
+      v128_t h0, h1, h2, h3, h4, h5;
+      GG6(g0, g1, g2, h0, h1, h2, h3, h4, h5);
+      ST6ROW(p, plane, kh, h0, h1, h2, h3, h4, h5);
+    }
+    for (int s = 0; s < 6; s++) {
+      const v128_t h0 = wasm_v128_load(AT(p, plane, 0, s)), h1 = wasm_v128_load(AT(p, plane, 1, s));
+      const v128_t h2 = wasm_v128_load(AT(p, plane, 2, s));
+      v128_t u0, u1, u2, u3, u4, u5;
+      GG6(h0, h1, h2, u0, u1, u2, u3, u4, u5);
+      ST6COL(p, plane, s, u0, u1, u2, u3, u4, u5);
+    }
   }
 }
 
-ALWAYS_INLINE int tile_count(const conv_geometry* g) {
-  return g->batch * ((g->out_h + 1) / 2) * ((g->out_w + 1) / 2);
+/* dW = Gᵀ dU G for every (ci, co): du[xi][ci][co] -> dw[3][3][Cin][Cout]. dU is overwritten. */
+ALWAYS_INLINE void filter_gradient_inverse(float* du, float* dw, int in_c, int out_c) {
+  const long plane = PLANE(in_c, out_c), taps = (long)in_c * out_c;
+  for (long i = 0; i < taps; i += 4) {
+    float* p = du + i;
+    for (int r = 0; r < 6; r++) {
+      v128_t m0, m1, m2, m3, m4, m5, e0, e1, e2;
+      LD6ROW(p, plane, r, m0, m1, m2, m3, m4, m5);
+      GT6(m0, m1, m2, m3, m4, m5, e0, e1, e2);
+      wasm_v128_store(AT(p, plane, r, 0), e0), wasm_v128_store(AT(p, plane, r, 1), e1), wasm_v128_store(AT(p, plane, r, 2), e2);
+    }
+    for (int s = 0; s < 3; s++) {
+      v128_t e0, e1, e2, e3, e4, e5, g0, g1, g2;
+      LD6COL(p, plane, s, e0, e1, e2, e3, e4, e5);
+      GT6(e0, e1, e2, e3, e4, e5, g0, g1, g2);
+      float* q = dw + i + (long)s * taps;
+      wasm_v128_store(q, g0), wasm_v128_store(q + 3 * taps, g1), wasm_v128_store(q + 6 * taps, g2);
+    }
+  }
 }
 
 /*
@@ -274,17 +333,17 @@ EXPORT(winograd_conv) void winograd_conv(const float* x, const float* w, const f
   const conv_geometry g = load_geometry(geometry);
   const int in_c = g.in_c, tiles = tile_count(&g);
   float* u = scratch;
-  float* v = u + 16L * in_c * out_c;
-  float* m = v + 16L * WINO_TB * in_c;
-  filter_transform(w, u, in_c, out_c, 0);
+  float* v = u + 2 * AREA * PLANE(in_c, out_c);
+  float* m = v + AREA * PLANE(WINO_TB, in_c);
+  filter_transform(w, u, in_c, out_c);
   for (int t0 = 0; t0 < tiles; t0 += WINO_TB) {
     const int nt = tiles - t0 < WINO_TB ? tiles - t0 : WINO_TB;
-    for (int t = 0; t < nt; t++) input_tile(x, &g, tile_at(&g, t0 + t), v + (long)t * in_c, (long)nt * in_c);
-    for (int xi = 0; xi < 16; xi++) {
-      gemm_nn(v + (long)xi * nt * in_c, u + (long)xi * in_c * out_c, m + (long)xi * nt * out_c, nt, in_c, out_c, 0);
+    for (int t = 0; t < nt; t++) input_tile(x, &g, tile_at(&g, t0 + t), v + (long)t * in_c, PLANE(nt, in_c));
+    for (int xi = 0; xi < AREA; xi++) {
+      gemm_nn(v + xi * PLANE(nt, in_c), u + xi * PLANE(in_c, out_c), m + xi * PLANE(nt, out_c), nt, in_c, out_c, 0);
     }
     for (int t = 0; t < nt; t++) {
-      output_tile(m + (long)t * out_c, (long)nt * out_c, y, &g, out_c, tile_at(&g, t0 + t), flags & WINO_BIAS ? bias : 0, flags & WINO_RELU);
+      output_tile(m + (long)t * out_c, PLANE(nt, out_c), y, &g, out_c, tile_at(&g, t0 + t), flags & WINO_BIAS ? bias : 0, flags & WINO_RELU);
     }
   }
 }
@@ -293,18 +352,20 @@ EXPORT(winograd_conv) void winograd_conv(const float* x, const float* w, const f
 EXPORT(winograd_conv_dx) void winograd_conv_dx(const float* dy, const float* w, float* dx, float* scratch, int out_c, const int* geometry) {
   const conv_geometry g = load_geometry(geometry);
   const int in_c = g.in_c, tiles = tile_count(&g);
-  float* ut = scratch;
-  float* yh = ut + 16L * in_c * out_c;
-  float* m = yh + 16L * WINO_TB * out_c;
-  filter_transform(w, ut, in_c, out_c, 1);
+  float* u = scratch;
+  float* ut = u + AREA * PLANE(in_c, out_c);
+  float* yh = ut + AREA * PLANE(in_c, out_c);
+  float* m = yh + AREA * PLANE(WINO_TB, out_c);
+  filter_transform(w, u, in_c, out_c);
+  for (int xi = 0; xi < AREA; xi++) transpose_2d(u + xi * PLANE(in_c, out_c), ut + xi * PLANE(in_c, out_c), in_c, out_c);
   __builtin_memset(dx, 0, (unsigned)(g.batch * g.in_h * g.in_w * in_c) * sizeof(float));
   for (int t0 = 0; t0 < tiles; t0 += WINO_TB) {
     const int nt = tiles - t0 < WINO_TB ? tiles - t0 : WINO_TB;
-    for (int t = 0; t < nt; t++) dy_tile(dy, &g, out_c, tile_at(&g, t0 + t), yh + (long)t * out_c, (long)nt * out_c);
-    for (int xi = 0; xi < 16; xi++) {
-      gemm_nn(yh + (long)xi * nt * out_c, ut + (long)xi * in_c * out_c, m + (long)xi * nt * in_c, nt, out_c, in_c, 0);
+    for (int t = 0; t < nt; t++) dy_tile(dy, &g, out_c, tile_at(&g, t0 + t), yh + (long)t * out_c, PLANE(nt, out_c));
+    for (int xi = 0; xi < AREA; xi++) {
+      gemm_nn(yh + xi * PLANE(nt, out_c), ut + xi * PLANE(in_c, out_c), m + xi * PLANE(nt, in_c), nt, out_c, in_c, 0);
     }
-    for (int t = 0; t < nt; t++) scatter_tile(m + (long)t * in_c, (long)nt * in_c, dx, &g, tile_at(&g, t0 + t));
+    for (int t = 0; t < nt; t++) scatter_tile(m + (long)t * in_c, PLANE(nt, in_c), dx, &g, tile_at(&g, t0 + t));
   }
 }
 
@@ -313,17 +374,17 @@ EXPORT(winograd_conv_dw) void winograd_conv_dw(const float* x, const float* dy, 
   const conv_geometry g = load_geometry(geometry);
   const int in_c = g.in_c, tiles = tile_count(&g);
   float* du = scratch;
-  float* v = du + 16L * in_c * out_c;
-  float* yh = v + 16L * WINO_TB * in_c;
+  float* v = du + 2 * AREA * PLANE(in_c, out_c);
+  float* yh = v + AREA * PLANE(WINO_TB, in_c);
   for (int t0 = 0; t0 < tiles; t0 += WINO_TB) {
     const int nt = tiles - t0 < WINO_TB ? tiles - t0 : WINO_TB;
     for (int t = 0; t < nt; t++) {
       const tile_origin o = tile_at(&g, t0 + t);
-      input_tile(x, &g, o, v + (long)t * in_c, (long)nt * in_c);
-      dy_tile(dy, &g, out_c, o, yh + (long)t * out_c, (long)nt * out_c);
+      input_tile(x, &g, o, v + (long)t * in_c, PLANE(nt, in_c));
+      dy_tile(dy, &g, out_c, o, yh + (long)t * out_c, PLANE(nt, out_c));
     }
-    for (int xi = 0; xi < 16; xi++) {
-      gemm_tn(v + (long)xi * nt * in_c, yh + (long)xi * nt * out_c, du + (long)xi * in_c * out_c, in_c, nt, out_c, t0 > 0);
+    for (int xi = 0; xi < AREA; xi++) {
+      gemm_tn(v + xi * PLANE(nt, in_c), yh + xi * PLANE(nt, out_c), du + xi * PLANE(in_c, out_c), in_c, nt, out_c, t0 > 0);
     }
   }
   filter_gradient_inverse(du, dw, in_c, out_c);

@@ -22,8 +22,9 @@ function runKernel(name: string, inputs: Record<string, Float32Array>, shapes: R
 const GRID: RefConv[] = [];
 // Filter-gradient paths: direct (≤ 32 taps and Cout a multiple of 16: the 14x14x1→32 layer), col(x)ᵀ · dy (taps ≥
 // Cout; col(x)ᵀ gathered directly for Cin a multiple of 4: Cin 4 and 32, else im2col + transpose: Cin 1 and 5), and
-// dyᵀ · col(x) (taps < Cout: the 8x7x3→4 and 6x6x36→40 1x1 layers). Winograd (3x3, stride 1, undilated, channels
-// ≥ 8 in fours; winograd.ts): `cnn`'s conv2 13x13x32→64, `cnn-large`'s 14x14x64→64, and 7x9x8→12 / 6x5x12→8,
+// dyᵀ · col(x) (taps < Cout: the 8x7x3→4 and 6x6x36→40 1x1 layers). Forward: direct for ≤ 32 taps and Cout a
+// multiple of 16 (14x14x1→32; conv2d.ts). All three: Winograd (3x3, stride 1, undilated, channels ≥ 8 in fours;
+// winograd.ts): `cnn`'s conv2 13x13x32→64, `cnn-large`'s 14x14x64→64, and 7x9x8→12 / 6x5x12→8,
 // whose odd output sizes leave partial tiles on one or both edges.
 for (const [h, w, cin, cout, kh, kw] of [
   [12, 12, 1, 8, 3, 3], [14, 14, 1, 32, 3, 3], [9, 11, 5, 6, 3, 3], [10, 10, 4, 3, 5, 5], [8, 7, 3, 4, 1, 1], [6, 6, 36, 40, 1, 1],
@@ -122,6 +123,8 @@ describe('wasm training kernels', () => {
     { name: 'Winograd, bias + relu, valid 13x13x32→64', shape: [2, 13, 13, 32], cout: 64, pad: 'valid', activation: 'relu', bias: [64] },
     { name: 'Winograd, [1,1,1,C] bias, linear, same 7x9x8→12', shape: [2, 7, 9, 8], cout: 12, pad: 'same', activation: 'linear', bias: [1, 1, 1, 12] },
     { name: 'Winograd, no bias, relu, same 6x5x12→8', shape: [3, 6, 5, 12], cout: 8, pad: 'same', activation: 'relu', bias: undefined },
+    { name: 'direct (9 taps), bias + relu, valid 28x28x1→32', shape: [2, 28, 28, 1], cout: 32, pad: 'valid', activation: 'relu', bias: [32] },
+    { name: 'direct (9 taps), no bias, linear, same 9x7x1→16', shape: [2, 9, 7, 1], cout: 16, pad: 'same', activation: 'linear', bias: undefined },
     { name: 'stock (leakyrelu), same 7x9x8→12', shape: [2, 7, 9, 8], cout: 12, pad: 'same', activation: 'leakyrelu', bias: [12] },
   ] as const)('FusedConv2D matches cpu ($name)', async ({ shape, cout, pad, activation, bias }) => {
     const [b, h, w, cin] = shape;

@@ -3,7 +3,8 @@ import {
   type Conv2DAttrs, type FusedConv2DAttrs, type KernelFunc, type NamedAttrMap, type NamedTensorInfoMap, type TensorInfo,
 } from '@tensorflow/tfjs';
 import { geometryOf, type ConvGeometry } from './geometry.js';
-import { assertWasmBackend } from './heap.js';
+import { assertWasmBackend, type WasmBackend } from './heap.js';
+import { nativeKernels } from './native.js';
 import { assertGeometry } from './validate.js';
 import { winogradApplies, winogradConv } from './winograd.js';
 
@@ -14,14 +15,22 @@ const OP = 'conv2d';
 const FUSED_OP = 'fused conv2d';
 
 /**
- * The geometry of a convolution the Winograd kernels take (winograd.ts: 3×3, stride 1, undilated, NHWC float32,
- * channels in fours and at least WINOGRAD_MIN_CHANNELS), after the checks tfjs-core's conv2d op makes of its inputs;
- * undefined for every other convolution, which the stock kernel then gets unchanged.
+ * Layers with at most this many taps (KH·KW·Cin) and Cout a multiple of 16 take the direct kernel
+ * (native/conv_direct.c): first layers, Cin = 1. On `cnn`'s first layer (28×28×1 → 32, 3×3, B=64) XNNPACK's
+ * convolution took about 4 ms of a 6.6 ms Conv2D total in `bench --profile`; see bench/RESULTS.md for the kernel's.
  */
-function winogradGeometry(op: string, x: TensorInfo, filter: TensorInfo, attrs: Conv2DAttrs): ConvGeometry | undefined {
+const DIRECT_MAX_TAPS = 32;
+
+type Route = { g: ConvGeometry; kernel: 'winograd' | 'direct' };
+
+/**
+ * Which of our kernels takes a convolution, after the checks tfjs-core's conv2d op makes of its inputs: Winograd
+ * (winograd.ts: 3×3, stride 1, undilated, channels in fours and at least WINOGRAD_MIN_CHANNELS) or the direct kernel
+ * (few taps); undefined for every other convolution, which the stock kernel then gets unchanged. NHWC float32 only.
+ */
+function route(op: string, x: TensorInfo, filter: TensorInfo, attrs: Conv2DAttrs): Route | undefined {
   const nhwc = backend_util.convertConv2DDataFormat(attrs.dataFormat) === 'channelsLast';
-  const candidate = nhwc && x.shape.length === 4 && filter.shape.length === 4 && x.dtype === 'float32' && filter.dtype === 'float32' &&
-    filter.shape[0] === 3 && filter.shape[1] === 3;
+  const candidate = nhwc && x.shape.length === 4 && filter.shape.length === 4 && x.dtype === 'float32' && filter.dtype === 'float32';
   if (!candidate) return undefined;
   util.assert(x.shape[3] === filter.shape[2], () => `Error in ${op}: depth of input (${x.shape[3]}) must match input depth for filter ${filter.shape[2]}.`);
   const info = backend_util.computeConv2DInfo(
@@ -29,13 +38,23 @@ function winogradGeometry(op: string, x: TensorInfo, filter: TensorInfo, attrs: 
     attrs.strides, attrs.dilations ?? 1, attrs.pad, attrs.dimRoundingMode,
   );
   const g = geometryOf(info);
-  if (!winogradApplies(g)) return undefined;
+  const kernel = winogradApplies(g) ? 'winograd' : g.kH * g.kW * g.inC <= DIRECT_MAX_TAPS && g.outC % 16 === 0 ? 'direct' : undefined;
+  if (!kernel) return undefined;
   assertGeometry(op, g, attrs.pad, attrs.dimRoundingMode);
-  return g;
+  return { g, kernel };
+}
+
+function convolve(
+  backend: WasmBackend, x: TensorInfo, filter: TensorInfo, { g, kernel }: Route, epilogue: { bias?: TensorInfo; relu?: boolean } = {},
+): TensorInfo {
+  if (kernel === 'winograd') return winogradConv(backend, x, filter, g, epilogue);
+  const y = backend.makeOutput([g.batch, g.outH, g.outW, g.outC], 'float32');
+  nativeKernels(backend).convDirect(x, filter, epilogue.bias, epilogue.relu ?? false, y, g);
+  return y;
 }
 
 /**
- * Conv2D in front of tfjs-backend-wasm's (XNNPACK's) for the layers the Winograd kernels take. Before touching memory
+ * Conv2D in front of tfjs-backend-wasm's (XNNPACK's) for the layers our kernels take (route). Before touching memory
  * it checks what tfjs-core's conv2d op checks, so a direct runKernel call with mismatched shapes throws as the op
  * would.
  */
@@ -43,18 +62,18 @@ export function conv2dWinogradPath(stock: KernelFunc): KernelFunc {
   return ((args: KernelArgs) => {
     const x = args.inputs.x!;
     const filter = args.inputs.filter!;
-    const g = winogradGeometry(OP, x, filter, args.attrs as unknown as Conv2DAttrs);
-    if (!g) return stock(args as never);
+    const r = route(OP, x, filter, args.attrs as unknown as Conv2DAttrs);
+    if (!r) return stock(args as never);
     const { backend } = args;
     assertWasmBackend(backend);
-    return winogradConv(backend, x, filter, g);
+    return convolve(backend, x, filter, r);
   }) as KernelFunc;
 }
 
 /**
  * FusedConv2D (what tfjs-layers' conv2d runs: convolution, bias, activation) likewise, for a bias of Cout values
- * along the last axis and a linear or ReLU activation, which the Winograd output transform applies as it writes each
- * tile. Other activations and bias shapes go to the stock kernel.
+ * along the last axis and a linear or ReLU activation, which our kernels apply as they write each output. Other
+ * activations and bias shapes go to the stock kernel.
  */
 export function fusedConv2dWinogradPath(stock: KernelFunc): KernelFunc {
   return ((args: KernelArgs) => {
@@ -66,11 +85,11 @@ export function fusedConv2dWinogradPath(stock: KernelFunc): KernelFunc {
     const biasOk = !bias || (bias.dtype === 'float32' && bias.shape.length >= 1 && bias.shape[bias.shape.length - 1] === outC &&
       util.sizeFromShape(bias.shape) === outC);
     if (!biasOk) return stock(args as never);
-    const g = winogradGeometry(FUSED_OP, x, filter, attrs);
-    if (!g) return stock(args as never);
+    const r = route(FUSED_OP, x, filter, attrs);
+    if (!r) return stock(args as never);
     const { backend } = args;
     assertWasmBackend(backend);
-    return winogradConv(backend, x, filter, g, { bias, relu: attrs.activation === 'relu' });
+    return convolve(backend, x, filter, r, { bias, relu: attrs.activation === 'relu' });
   }) as KernelFunc;
 }
 

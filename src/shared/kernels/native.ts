@@ -15,15 +15,27 @@ interface NativeExports {
   col2im(col: number, dx: number, geometry: number): void;
   max_pool_grad(x: number, dy: number, dx: number, geometry: number): void;
   sum_rows(x: number, out: number, rows: number, channels: number): void;
+  mean_rows(x: number, out: number, rows: number, channels: number): void;
+  batch_norm(x: number, mean: number, variance: number, offset: number, scale: number, epsilon: number, out: number, rows: number, channels: number): void;
+  channel_op(x: number, v: number, out: number, rows: number, channels: number, op: ChannelOp): void;
   add_bias(x: number, bias: number, out: number, rows: number, channels: number): void;
   relu_grad(dy: number, y: number, out: number, n: number): void;
   transpose_2d(input: number, out: number, rows: number, cols: number): void;
   gemm_f32(a: number, b: number, c: number, m: number, k: number, n: number): void;
+  max_pool_grad_2x2(x: number, dy: number, dx: number, channels: number, geometry: number): void;
+  conv_direct(x: number, w: number, bias: number, y: number, outC: number, flags: number, geometry: number): void;
   winograd_scratch_floats(inC: number, outC: number): number;
   winograd_conv(x: number, w: number, bias: number, y: number, scratch: number, outC: number, flags: number, geometry: number): void;
   winograd_conv_dx(dy: number, w: number, dx: number, scratch: number, outC: number, geometry: number): void;
   winograd_conv_dw(x: number, dy: number, dw: number, scratch: number, outC: number, geometry: number): void;
 }
+
+/**
+ * The op codes of native/kernels.c `channel_op`: out <- x op v, or v op x for the subFrom / divInto codes, where v holds one
+ * value per channel (the last axis) or one value in all.
+ */
+export const CHANNEL_OP = { mul: 0, sub: 1, subFrom: 2, div: 3, divInto: 4 } as const;
+export type ChannelOp = (typeof CHANNEL_OP)[keyof typeof CHANNEL_OP];
 
 /** int32 fields of native/kernels.h `conv_geometry`. */
 const GEOMETRY_INTS = 14;
@@ -86,6 +98,21 @@ class NativeKernels {
     this.exports.sum_rows(this.ptr(x), this.ptr(out), rows, channels);
   }
 
+  /** out[channels] <- column means of x[rows, channels], summed in float64 and rounded once. */
+  meanRows(x: TensorInfo, out: TensorInfo, rows: number, channels: number): void {
+    this.exports.mean_rows(this.ptr(x), this.ptr(out), rows, channels);
+  }
+
+  /** out[rows, channels] <- (x - mean) · scale / sqrt(variance + epsilon) + offset, every parameter [channels]; overwrites out. */
+  batchNorm(x: TensorInfo, mean: TensorInfo, variance: TensorInfo, offset: TensorInfo | undefined, scale: TensorInfo | undefined, epsilon: number, out: TensorInfo, rows: number, channels: number): void {
+    this.exports.batch_norm(this.ptr(x), this.ptr(mean), this.ptr(variance), offset ? this.ptr(offset) : 0, scale ? this.ptr(scale) : 0, epsilon, this.ptr(out), rows, channels);
+  }
+
+  /** out[rows, channels] <- x op v with v[channels] broadcast over the rows (or v[1] over everything when channels is 1). */
+  channelOp(x: TensorInfo, v: TensorInfo, out: TensorInfo, rows: number, channels: number, op: ChannelOp): void {
+    this.exports.channel_op(this.ptr(x), this.ptr(v), this.ptr(out), rows, channels, op);
+  }
+
   /** out[cols, rows] <- a[rows, cols]; `a` may be a view of any tensor of rows·cols elements. */
   transpose2d(a: TensorInfo, out: TensorInfo, rows: number, cols: number): void {
     this.exports.transpose_2d(this.ptr(a), this.ptr(out), rows, cols);
@@ -96,12 +123,23 @@ class NativeKernels {
     this.exports.gemm_f32(this.ptr(a), this.ptr(b), this.ptr(c), m, k, n);
   }
 
+  /** maxPoolGrad for 2×2 windows, stride 2, no padding, channels a multiple of 4; overwrites dx. */
+  maxPoolGrad2x2(x: TensorInfo, dy: TensorInfo, dx: TensorInfo, g: ConvGeometry): void {
+    this.exports.max_pool_grad_2x2(this.ptr(x), this.ptr(dy), this.ptr(dx), g.inC, this.geometry(g));
+  }
+
+  /** y[B, OH, OW, Cout] <- x conv w (+ bias[Cout]) (then ReLU) computed directly (few taps; Cout a multiple of 16). */
+  convDirect(x: TensorInfo, w: TensorInfo, bias: TensorInfo | undefined, relu: boolean, y: TensorInfo, g: ConvGeometry): void {
+    const flags = (bias ? 1 : 0) | (relu ? 2 : 0);
+    this.exports.conv_direct(this.ptr(x), this.ptr(w), bias ? this.ptr(bias) : 0, this.ptr(y), g.outC, flags, this.geometry(g));
+  }
+
   /** Floats of scratch the Winograd kernels need for a layer with these channel counts (native/winograd.c). */
   winogradScratchFloats(inC: number, outC: number): number {
     return this.exports.winograd_scratch_floats(inC, outC);
   }
 
-  /** y[B, OH, OW, Cout] <- x conv w (+ bias[Cout]) (then ReLU) by Winograd F(2×2, 3×3); overwrites y. */
+  /** y[B, OH, OW, Cout] <- x conv w (+ bias[Cout]) (then ReLU) by Winograd F(4×4, 3×3); overwrites y. */
   winogradConv(x: TensorInfo, w: TensorInfo, bias: TensorInfo | undefined, relu: boolean, y: TensorInfo, scratch: TensorInfo, g: ConvGeometry): void {
     const flags = (bias ? 1 : 0) | (relu ? 2 : 0);
     this.exports.winograd_conv(this.ptr(x), this.ptr(w), bias ? this.ptr(bias) : 0, this.ptr(y), this.ptr(scratch), g.outC, flags, this.geometry(g));

@@ -4,7 +4,7 @@ import type { WasmBackend } from './heap.js';
 import { nativeKernels } from './native.js';
 
 /**
- * Winograd F(2×2, 3×3) convolutions (native/winograd.c): forward, input gradient and filter gradient of 3×3,
+ * Winograd F(4×4, 3×3) convolutions (native/winograd.c): forward, input gradient and filter gradient of 3×3,
  * stride-1, undilated layers, any padding. They replace im2col + GEMM (and XNNPACK's forward convolution) on the
  * layers where they were measured faster; WINOGRAD_MIN_CHANNELS says which.
  */
