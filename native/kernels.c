@@ -414,45 +414,6 @@ EXPORT(transpose_2d) void transpose_2d(const float* in, float* out, int rows, in
 EXPORT(mean_rows) void mean_rows(const float* x, float* out, int rows, int c) { column_sums(x, out, rows, c, (double)rows); }
 
 /*
- * out[R, C] <- (x - mean) * f + offset with f = scale / sqrt(variance + epsilon) per channel: FusedBatchNorm with
- * [C] parameters (offset 0 and scale 1 where their pointer is 0). The stock kernel takes a square root and a
- * division per element; here f is computed in float64 and rounded once, for 4 channels at a time per block of 64
- * rows (which stays in L1 while its channels are swept).
- */
-static inline v128_t batch_norm_factor(const float* variance, const float* scale, int c0, double epsilon) {
-  const v128_t v = wasm_v128_load(variance + c0);
-  const v128_t s = scale ? wasm_v128_load(scale + c0) : wasm_f32x4_splat(1.0f);
-  const v128_t e = wasm_f64x2_splat(epsilon);
-  const v128_t lo = wasm_f64x2_div(wasm_f64x2_promote_low_f32x4(s),
-                                   wasm_f64x2_sqrt(wasm_f64x2_add(wasm_f64x2_promote_low_f32x4(v), e)));
-  const v128_t hi = wasm_f64x2_div(wasm_f64x2_promote_low_f32x4(wasm_i32x4_shuffle(s, s, 2, 3, 0, 1)),
-                                   wasm_f64x2_sqrt(wasm_f64x2_add(wasm_f64x2_promote_low_f32x4(wasm_i32x4_shuffle(v, v, 2, 3, 0, 1)), e)));
-  return wasm_i32x4_shuffle(wasm_f32x4_demote_f64x2_zero(lo), wasm_f32x4_demote_f64x2_zero(hi), 0, 1, 4, 5);
-}
-
-EXPORT(batch_norm) void batch_norm(const float* x, const float* mean, const float* variance, const float* offset,
-                                   const float* scale, double epsilon, float* out, int rows, int c) {
-  const int vec_c = c & ~3;
-  for (int r0 = 0; r0 < rows; r0 += 64) {
-    const int r1 = r0 + 64 < rows ? r0 + 64 : rows;
-    for (int c0 = 0; c0 < vec_c; c0 += 4) {
-      const v128_t f = batch_norm_factor(variance, scale, c0, epsilon);
-      const v128_t m = wasm_v128_load(mean + c0);
-      const v128_t o = offset ? wasm_v128_load(offset + c0) : wasm_f32x4_splat(0.0f);
-      for (int r = r0; r < r1; r++) {
-        const long at = (long)r * c + c0;
-        wasm_v128_store(out + at, wasm_f32x4_add(wasm_f32x4_mul(wasm_f32x4_sub(wasm_v128_load(x + at), m), f), o));
-      }
-    }
-    for (int c0 = vec_c; c0 < c; c0++) {
-      const float f = (float)((scale ? (double)scale[c0] : 1.0) / __builtin_sqrt((double)variance[c0] + epsilon));
-      const float o = offset ? offset[c0] : 0.0f;
-      for (int r = r0; r < r1; r++) out[(long)r * c + c0] = (x[(long)r * c + c0] - mean[c0]) * f + o;
-    }
-  }
-}
-
-/*
  * Channel-wise binary ops: out[R, C] <- x op v, where v holds C values along the last axis (broadcast over the rows)
  * or, with C = 1, one value for every element. The codes are native.ts's CHANNEL_OP; the *_FROM / *_INTO codes take v
  * as the left operand (the non-commutative Sub and RealDiv with the channel operand first).

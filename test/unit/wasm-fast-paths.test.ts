@@ -215,30 +215,74 @@ describe('Cast to the same dtype', () => {
 });
 
 describe('a batch-norm training step', () => {
-  /** Loss and gradients of a batch-normalised [4,6,6,12] activation as tfjs-layers trains it (tf.moments + tf.batchNorm). */
-  const step = () => {
-    const x = tensor([4, 6, 6, 12], 91, -2, 3);
-    const gamma = tensor([12], 92, 0.5, 1.5);
-    const beta = tensor([12], 93);
-    const r = tensor([4, 6, 6, 12], 94);
+  /**
+   * Loss and gradients of a batch-normalised activation as tfjs-layers trains it (tf.moments + tf.batchNorm), with
+   * parameters of shape paramShape.
+   */
+  const stepOf = (xShape: number[], paramShape: number[]) => () => {
+    const x = tensor(xShape, 91, -2, 3);
+    const gamma = tf.reshape(tensor([paramShape.at(-1)!], 92, 0.5, 1.5), paramShape);
+    const beta = tf.reshape(tensor([paramShape.at(-1)!], 93), paramShape);
+    const r = tensor(xShape, 94);
+    const axes = xShape.slice(0, -1).map((_, i) => i);
     const loss = (xt: tf.Tensor, g: tf.Tensor, b: tf.Tensor): tf.Scalar => {
-      const { mean, variance } = tf.moments(xt, [0, 1, 2]);
+      const { mean, variance } = tf.moments(xt, axes, paramShape.length > 1);
       return tf.sum(tf.mul(tf.relu(tf.batchNorm(xt, mean, variance, b, g, 1e-3)), r));
     };
     const { value, grads } = tf.valueAndGrads(loss)([x, gamma, beta]);
     return [value, ...grads];
   };
+  const step = stepOf([4, 6, 6, 12], [12]);
 
-  it('gives the loss and gradients of cpu', async () => {
+  // The native gradient (MnistDdpBatchNormGrad) takes the first three; 3 rows is below its minimum of 4, so tfjs-core's
+  // own gradient runs there. tfjs-core's gradient cannot take [1,1,1,C] parameters (it reduces only rank-1 ones), so
+  // that case is checked against cpu's [C] run.
+  it.each([
+    { name: '[4,6,6,12], [C] parameters', xShape: [4, 6, 6, 12], paramShape: [12], cpuParamShape: [12], native: 1 },
+    { name: '[4,6,6,12], [1,1,1,C] parameters', xShape: [4, 6, 6, 12], paramShape: [1, 1, 1, 12], cpuParamShape: [12], native: 1 },
+    { name: '[5,7,9], 9 channels', xShape: [5, 7, 9], paramShape: [9], cpuParamShape: [9], native: 1 },
+    { name: '[3,10], 3 rows: stock gradient', xShape: [3, 10], paramShape: [10], cpuParamShape: [10], native: 0 },
+  ])('gives the loss and gradients of cpu ($name)', async ({ xShape, paramShape, cpuParamShape, native }) => {
     await tf.setBackend('wasm');
-    const wasm = evaluate(step);
+    const spy = vi.spyOn(nativeKernels(tf.backend() as never), 'batchNormGrad');
+    const wasm = evaluate(stepOf(xShape, paramShape));
+    const nativeCalls = spy.mock.calls.length;
+    spy.mockRestore();
     await tf.setBackend('cpu');
-    const cpu = evaluate(step);
+    const cpu = evaluate(stepOf(xShape, cpuParamShape));
     await tf.setBackend('wasm');
+    expect(nativeCalls).toBe(native);
     wasm.forEach((w, i) => {
-      expect(w.shape, `output ${i}`).toEqual(cpu[i]!.shape);
+      expect(size(w.shape), `output ${i}`).toBe(size(cpu[i]!.shape));
       expect(scaledError(w.values, cpu[i]!.values), `output ${i}`).toBeLessThan(1e-5);
     });
+    expect(wasm.slice(1).map((w) => w.shape)).toEqual([xShape, paramShape, paramShape]);
+  });
+
+  // tfjs-core cannot differentiate tf.batchNorm without a scale (it saves the absent input), so the kernel is checked
+  // directly against the float64 derivatives, with and without scale.
+  it.each([{ withScale: true }, { withScale: false }])('MnistDdpBatchNormGrad equals the float64 derivatives (scale: $withScale)', async ({ withScale }) => {
+    await tf.setBackend('wasm');
+    const [rows, c, eps] = [37, 7, 1e-3];
+    const x = randomFloats(rows * c, 101, -2, 3), dy = randomFloats(rows * c, 102);
+    const mean = randomFloats(c, 103), variance = randomFloats(c, 104, 0.1, 2), scale = randomFloats(c, 105, 0.5, 1.5);
+    const got = tf.tidy(() => (tf.engine().runKernel('MnistDdpBatchNormGrad', {
+      dy: tf.tensor2d(dy, [rows, c]), x: tf.tensor2d(x, [rows, c]), mean: tf.tensor1d(mean), variance: tf.tensor1d(variance),
+      ...(withScale ? { scale: tf.tensor1d(scale) } : {}),
+    }, { varianceEpsilon: eps }) as tf.Tensor[]).map((t) => Array.from(t.dataSync())));
+    const want = [new Array<number>(rows * c), ...[0, 1, 2, 3].map(() => new Array<number>(c).fill(0))] as number[][];
+    for (let j = 0; j < c; j++) {
+      const r = 1 / Math.sqrt(variance[j]! + eps), s = withScale ? scale[j]! : 1;
+      let s1 = 0, s2 = 0;
+      for (let i = 0; i < rows; i++) {
+        const g = dy[i * c + j]!;
+        s1 += g;
+        s2 += g * (x[i * c + j]! - mean[j]!);
+        want[0]![i * c + j] = g * s * r;
+      }
+      [want[1]![j], want[2]![j], want[3]![j], want[4]![j]] = [-s * r * s1, -0.5 * s * r ** 3 * s2, r * s2, s1];
+    }
+    got.forEach((g, i) => expect(scaledError(g, want[i]!), `output ${i}`).toBeLessThan(1e-6));
   });
 
   it('leaks no tensors, bytes or buffers over repeated steps', async () => {
@@ -250,5 +294,36 @@ describe('a batch-norm training step', () => {
     expect(after.numTensors).toBe(before.numTensors);
     expect(after.numBytes).toBe(before.numBytes);
     expect(after.numDataBuffers).toBe(before.numDataBuffers);
+  });
+});
+
+describe('Mean gradient (mean-grad.ts, registered for every backend)', () => {
+  it.each([
+    { shape: [4, 6, 6, 12], axis: [0, 1, 2], keepDims: false },
+    { shape: [4, 6, 6, 12], axis: [0, 1, 2], keepDims: true },
+    { shape: [5, 7, 9], axis: [-1], keepDims: false },
+    { shape: [5, 7, 9], axis: [2, 0], keepDims: true },
+    { shape: [6, 10], axis: null, keepDims: false },
+  ])('is dy / N broadcast over the reduced axes: $shape, axis $axis, keepDims $keepDims', async ({ shape, axis, keepDims }) => {
+    for (const backend of ['wasm', 'cpu'] as const) {
+      await tf.setBackend(backend);
+      const x = tensor(shape, 111);
+      const outShape = tf.tidy(() => tf.mean(x, axis ?? undefined, keepDims).shape);
+      const dy = tensor(outShape, 112);
+      const got = tf.tidy(() => tf.grad((t: tf.Tensor) => tf.mean(t, axis ?? undefined, keepDims))(x, dy).dataSync());
+      // Expected, from the definition: every element of x contributes 1/N of its group's dy.
+      const axes = axis === null ? shape.map((_, i) => i) : axis.map((a) => (a + shape.length) % shape.length);
+      const n = axes.reduce((p, a) => p * shape[a]!, 1);
+      const dyValues = dy.dataSync();
+      const strides = shape.map((_, i) => shape.slice(i + 1).reduce((p, d) => p * d, 1));
+      const keptStrides = shape.map((_, i) => shape.slice(i + 1).reduce((p, d, j) => p * (axes.includes(i + 1 + j) ? 1 : d), 1));
+      for (let flat = 0; flat < got.length; flat++) {
+        const at = shape.reduce((p, _, i) => p + (axes.includes(i) ? 0 : Math.floor(flat / strides[i]!) % shape[i]! * keptStrides[i]!), 0);
+        expect(got[flat], `${backend} element ${flat}`).toBe(Math.fround(dyValues[at]! / n));
+      }
+      x.dispose();
+      dy.dispose();
+    }
+    await tf.setBackend('wasm');
   });
 });

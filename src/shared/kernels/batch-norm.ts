@@ -5,7 +5,7 @@ import { nativeKernels } from './native.js';
 type KernelArgs = { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap };
 
 /** A batch-norm parameter of one value per channel: [C] or [1, …, 1, C]. */
-function perChannel(p: TensorInfo | undefined, channels: number): boolean {
+export function perChannel(p: TensorInfo | undefined, channels: number): boolean {
   return p === undefined || (p.dtype === 'float32' && p.shape[p.shape.length - 1] === channels && util.sizeFromShape(p.shape) === channels);
 }
 

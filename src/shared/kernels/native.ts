@@ -17,6 +17,7 @@ interface NativeExports {
   sum_rows(x: number, out: number, rows: number, channels: number): void;
   mean_rows(x: number, out: number, rows: number, channels: number): void;
   batch_norm(x: number, mean: number, variance: number, offset: number, scale: number, epsilon: number, out: number, rows: number, channels: number): void;
+  batch_norm_grad(x: number, dy: number, mean: number, variance: number, scale: number, epsilon: number, dx: number, dMean: number, dVariance: number, dScale: number, dOffset: number, rows: number, channels: number): void;
   channel_op(x: number, v: number, out: number, rows: number, channels: number, op: ChannelOp): void;
   add_bias(x: number, bias: number, out: number, rows: number, channels: number): void;
   relu_grad(dy: number, y: number, out: number, n: number): void;
@@ -153,6 +154,18 @@ class NativeKernels {
   /** dw[3, 3, Cin, Cout] <- that convolution's filter gradient; overwrites dw. */
   winogradConvDw(x: TensorInfo, dy: TensorInfo, dw: TensorInfo, scratch: TensorInfo, g: ConvGeometry): void {
     this.exports.winograd_conv_dw(this.ptr(x), this.ptr(dy), this.ptr(dw), this.ptr(scratch), g.outC, this.geometry(g));
+  }
+
+  /**
+   * Batch norm's gradient over the last axis of x[rows, C] (native/batch_norm.c): overwrites dx [rows, C] and the
+   * per-channel dMean, dVariance, dScale, dOffset. rows ≥ 4 (dx holds the float64 sums until it is written).
+   */
+  batchNormGrad(
+    x: TensorInfo, dy: TensorInfo, mean: TensorInfo, variance: TensorInfo, scale: TensorInfo | undefined, epsilon: number,
+    out: { dx: TensorInfo; dMean: TensorInfo; dVariance: TensorInfo; dScale: TensorInfo; dOffset: TensorInfo }, rows: number, channels: number,
+  ): void {
+    this.exports.batch_norm_grad(this.ptr(x), this.ptr(dy), this.ptr(mean), this.ptr(variance), scale ? this.ptr(scale) : 0, epsilon,
+      this.ptr(out.dx), this.ptr(out.dMean), this.ptr(out.dVariance), this.ptr(out.dScale), this.ptr(out.dOffset), rows, channels);
   }
 
   reluGrad(dy: TensorInfo, y: TensorInfo, out: TensorInfo, n: number): void {

@@ -1,15 +1,17 @@
-import { getKernel, registerGradient, registerKernel, unregisterKernel, type KernelConfig } from '@tensorflow/tfjs';
+import { FusedBatchNorm, getGradient, getKernel, registerGradient, registerKernel, unregisterKernel, type KernelConfig } from '@tensorflow/tfjs';
+import { batchNormGradConfig, batchNormGradKernelConfig } from './batch-norm-grad.js';
 import { conv2dBackpropFilterConfig } from './conv2d-backprop-filter.js';
 import { conv2dBackpropInputConfig } from './conv2d-backprop-input.js';
 import { conv2dGradConfig } from './conv2d-grad.js';
 import { FAST_PATHS } from './fast-paths.js';
 import { filterGradByTapsKernel, webgpuFilterGrad } from './filter-grad-by-taps.js';
 import { maxPoolGradConfig } from './max-pool-grad.js';
+import { meanGradConfig } from './mean-grad.js';
 import { reluGradConfig, reluGradKernelConfig } from './relu-grad.js';
 
 /** The training kernels mnist-ddp adds to, or replaces in, tfjs-backend-wasm. */
 const WASM_TRAINING_KERNELS: readonly KernelConfig[] = [
-  conv2dBackpropFilterConfig, conv2dBackpropInputConfig, maxPoolGradConfig, reluGradKernelConfig,
+  conv2dBackpropFilterConfig, conv2dBackpropInputConfig, maxPoolGradConfig, reluGradKernelConfig, batchNormGradKernelConfig,
 ];
 
 let registered = false;
@@ -30,6 +32,8 @@ export function registerWasmTrainingKernels(): void {
   }
   registerGradient(conv2dGradConfig);
   registerGradient(reluGradConfig);
+  registerGradient(batchNormGradConfig(getGradient(FusedBatchNorm)));
+  registerGradient(meanGradConfig);
   registered = true;
 }
 

@@ -1,0 +1,110 @@
+/*
+ * Batch normalisation over the last axis of x[R, C] with per-channel parameters: the forward pass (FusedBatchNorm)
+ * and its gradient. src/shared/kernels/batch-norm.ts and batch-norm-grad.ts route tfjs's calls here and give the
+ * measurements.
+ */
+#include "kernels.h"
+
+/*
+ * out[R, C] <- (x - mean) * f + offset with f = scale / sqrt(variance + epsilon) per channel: FusedBatchNorm with
+ * [C] parameters (offset 0 and scale 1 where their pointer is 0). The stock kernel takes a square root and a
+ * division per element; here f is computed in float64 and rounded once, for 4 channels at a time per block of 64
+ * rows (which stays in L1 while its channels are swept).
+ */
+ALWAYS_INLINE v128_t batch_norm_factor(const float* variance, const float* scale, int c0, double epsilon) {
+  const v128_t v = wasm_v128_load(variance + c0);
+  const v128_t s = scale ? wasm_v128_load(scale + c0) : wasm_f32x4_splat(1.0f);
+  const v128_t e = wasm_f64x2_splat(epsilon);
+  const v128_t lo = wasm_f64x2_div(wasm_f64x2_promote_low_f32x4(s),
+                                   wasm_f64x2_sqrt(wasm_f64x2_add(wasm_f64x2_promote_low_f32x4(v), e)));
+  const v128_t hi = wasm_f64x2_div(wasm_f64x2_promote_low_f32x4(wasm_i32x4_shuffle(s, s, 2, 3, 0, 1)),
+                                   wasm_f64x2_sqrt(wasm_f64x2_add(wasm_f64x2_promote_low_f32x4(wasm_i32x4_shuffle(v, v, 2, 3, 0, 1)), e)));
+  return wasm_i32x4_shuffle(wasm_f32x4_demote_f64x2_zero(lo), wasm_f32x4_demote_f64x2_zero(hi), 0, 1, 4, 5);
+}
+
+EXPORT(batch_norm) void batch_norm(const float* x, const float* mean, const float* variance, const float* offset,
+                                   const float* scale, double epsilon, float* out, int rows, int c) {
+  const int vec_c = c & ~3;
+  for (int r0 = 0; r0 < rows; r0 += 64) {
+    const int r1 = r0 + 64 < rows ? r0 + 64 : rows;
+    for (int c0 = 0; c0 < vec_c; c0 += 4) {
+      const v128_t f = batch_norm_factor(variance, scale, c0, epsilon);
+      const v128_t m = wasm_v128_load(mean + c0);
+      const v128_t o = offset ? wasm_v128_load(offset + c0) : wasm_f32x4_splat(0.0f);
+      for (int r = r0; r < r1; r++) {
+        const long at = (long)r * c + c0;
+        wasm_v128_store(out + at, wasm_f32x4_add(wasm_f32x4_mul(wasm_f32x4_sub(wasm_v128_load(x + at), m), f), o));
+      }
+    }
+    for (int c0 = vec_c; c0 < c; c0++) {
+      const float f = (float)((scale ? (double)scale[c0] : 1.0) / __builtin_sqrt((double)variance[c0] + epsilon));
+      const float o = offset ? offset[c0] : 0.0f;
+      for (int r = r0; r < r1; r++) out[(long)r * c + c0] = (x[(long)r * c + c0] - mean[c0]) * f + o;
+    }
+  }
+}
+
+/*
+ * The gradient of out = (x - mean) * scale / sqrt(variance + epsilon) + offset, per channel c with r = 1/sqrt(v + e):
+ *   dOffset = S1, dScale = r S2, dMean = -scale r S1, dVariance = -scale r^3 S2 / 2, dx = scale r dy,
+ * where S1 = sum over rows of dy and S2 = sum over rows of dy (x - mean). Two passes over memory instead of tfjs-core's
+ * dozen kernels (each a pass). The sums fold float32 partials over 64 rows into float64 totals, which live in dx
+ * (2C doubles, so dx must hold at least 4C floats: rows >= 4) until the second pass overwrites it. scale may be 0
+ * (1 for every channel). Overwrites dx, d_mean, d_variance, d_scale, d_offset (C floats each).
+ */
+EXPORT(batch_norm_grad) void batch_norm_grad(const float* x, const float* dy, const float* mean, const float* variance,
+                                             const float* scale, double epsilon, float* dx, float* d_mean, float* d_variance,
+                                             float* d_scale, float* d_offset, int rows, int c) {
+  double* s1 = (double*)dx;
+  double* s2 = s1 + c;
+  __builtin_memset(dx, 0, (unsigned)(2 * c) * sizeof(double));
+  const int vec_c = c & ~3;
+  for (int r0 = 0; r0 < rows; r0 += 64) {
+    const int r1 = r0 + 64 < rows ? r0 + 64 : rows;
+    for (int c0 = 0; c0 < vec_c; c0 += 4) {
+      const v128_t m = wasm_v128_load(mean + c0);
+      v128_t p1 = wasm_f32x4_splat(0.0f), p2 = wasm_f32x4_splat(0.0f);
+      for (int r = r0; r < r1; r++) {
+        const long at = (long)r * c + c0;
+        const v128_t g = wasm_v128_load(dy + at);
+        p1 = wasm_f32x4_add(p1, g);
+        p2 = MADD(g, wasm_f32x4_sub(wasm_v128_load(x + at), m), p2);
+      }
+      wasm_v128_store(s1 + c0, wasm_f64x2_add(wasm_v128_load(s1 + c0), wasm_f64x2_promote_low_f32x4(p1)));
+      wasm_v128_store(s1 + c0 + 2, wasm_f64x2_add(wasm_v128_load(s1 + c0 + 2), wasm_f64x2_promote_low_f32x4(wasm_i32x4_shuffle(p1, p1, 2, 3, 0, 1))));
+      wasm_v128_store(s2 + c0, wasm_f64x2_add(wasm_v128_load(s2 + c0), wasm_f64x2_promote_low_f32x4(p2)));
+      wasm_v128_store(s2 + c0 + 2, wasm_f64x2_add(wasm_v128_load(s2 + c0 + 2), wasm_f64x2_promote_low_f32x4(wasm_i32x4_shuffle(p2, p2, 2, 3, 0, 1))));
+    }
+    for (int c0 = vec_c; c0 < c; c0++) {
+      float p1 = 0.0f, p2 = 0.0f;
+      for (int r = r0; r < r1; r++) {
+        const float g = dy[(long)r * c + c0];
+        p1 += g;
+        p2 += g * (x[(long)r * c + c0] - mean[c0]);
+      }
+      s1[c0] += p1;
+      s2[c0] += p2;
+    }
+  }
+  for (int i = 0; i < c; i++) {
+    const double r = 1.0 / __builtin_sqrt((double)variance[i] + epsilon), sc = scale ? (double)scale[i] : 1.0;
+    d_offset[i] = (float)s1[i];
+    d_scale[i] = (float)(r * s2[i]);
+    d_mean[i] = (float)(-sc * r * s1[i]);
+    d_variance[i] = (float)(-0.5 * sc * r * r * r * s2[i]);
+  }
+  for (int r0 = 0; r0 < rows; r0 += 64) {
+    const int r1 = r0 + 64 < rows ? r0 + 64 : rows;
+    for (int c0 = 0; c0 < vec_c; c0 += 4) {
+      const v128_t f = batch_norm_factor(variance, scale, c0, epsilon);
+      for (int r = r0; r < r1; r++) {
+        const long at = (long)r * c + c0;
+        wasm_v128_store(dx + at, wasm_f32x4_mul(wasm_v128_load(dy + at), f));
+      }
+    }
+    for (int c0 = vec_c; c0 < c; c0++) {
+      const float f = (float)((scale ? (double)scale[c0] : 1.0) / __builtin_sqrt((double)variance[c0] + epsilon));
+      for (int r = r0; r < r1; r++) dx[(long)r * c + c0] = dy[(long)r * c + c0] * f;
+    }
+  }
+}
