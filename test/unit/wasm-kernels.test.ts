@@ -23,12 +23,12 @@ const GRID: RefConv[] = [];
 // Filter-gradient paths: direct (≤ 32 taps and Cout a multiple of 16: the 14x14x1→32 layer), col(x)ᵀ · dy (taps ≥
 // Cout; col(x)ᵀ gathered directly for Cin a multiple of 4: Cin 4 and 32, else im2col + transpose: Cin 1 and 5), and
 // dyᵀ · col(x) (taps < Cout: the 8x7x3→4 and 6x6x36→40 1x1 layers). Forward: direct for ≤ 32 taps and Cout a
-// multiple of 16 (14x14x1→32; conv2d.ts). All three: Winograd (3x3, stride 1, undilated, channels ≥ 8 in fours;
-// winograd.ts): `cnn`'s conv2 13x13x32→64, `cnn-large`'s 14x14x64→64, and 7x9x8→12 / 6x5x12→8,
-// whose odd output sizes leave partial tiles on one or both edges.
+// multiple of 16 (14x14x1→32; conv2d.ts). All three: Winograd (3x3, stride 1, undilated, channels in fours;
+// winograd.ts): `cnn`'s conv2 13x13x32→64, `cnn-large`'s 14x14x64→64, and 7x9x8→12 / 6x5x12→8 /
+// 7x6x4→4, whose output sizes leave partial tiles on one or both edges.
 for (const [h, w, cin, cout, kh, kw] of [
   [12, 12, 1, 8, 3, 3], [14, 14, 1, 32, 3, 3], [9, 11, 5, 6, 3, 3], [10, 10, 4, 3, 5, 5], [8, 7, 3, 4, 1, 1], [6, 6, 36, 40, 1, 1],
-  [13, 13, 32, 64, 3, 3], [14, 14, 64, 64, 3, 3], [7, 9, 8, 12, 3, 3], [6, 5, 12, 8, 3, 3],
+  [13, 13, 32, 64, 3, 3], [14, 14, 64, 64, 3, 3], [7, 9, 8, 12, 3, 3], [6, 5, 12, 8, 3, 3], [7, 6, 4, 4, 3, 3],
 ] as const) {
   for (const [sh, sw] of [[1, 1], [2, 2], [2, 1]] as const) {
     for (const pad of ['valid', 'same'] as const) {

@@ -11,7 +11,7 @@ export function perChannel(p: TensorInfo | undefined, channels: number): boolean
 
 /**
  * FusedBatchNorm of x[..., C] with per-channel mean, variance, offset and scale (what tfjs-layers' BatchNormalization
- * passes in training and inference): one native pass (batch_norm in native/kernels.c) with the factor
+ * passes in training and inference): one native pass (batch_norm in native/batch_norm.c) with the factor
  * scale / sqrt(variance + ε) computed once per channel and block of rows. The stock kernel takes a square root and a
  * division per element: `npx tsx bench/batch-norm-kernels.ts --reps 30` (min) 6.0 → 0.84 ms on [64,28,28,32],
  * 2.8 → 0.34 ms on [64,14,14,64]; per `cnn-large` step (`bench --model cnn-large --backend wasm --profile

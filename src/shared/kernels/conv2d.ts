@@ -6,7 +6,7 @@ import { geometryOf, type ConvGeometry } from './geometry.js';
 import { assertWasmBackend, type WasmBackend } from './heap.js';
 import { nativeKernels } from './native.js';
 import { assertGeometry } from './validate.js';
-import { winogradApplies, winogradConv } from './winograd.js';
+import { convKernelsEnabled, winogradApplies, winogradConv } from './winograd.js';
 
 type KernelArgs = { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap };
 
@@ -16,8 +16,8 @@ const FUSED_OP = 'fused conv2d';
 
 /**
  * Layers with at most this many taps (KH·KW·Cin) and Cout a multiple of 16 take the direct kernel
- * (native/conv_direct.c): first layers, Cin = 1. On `cnn`'s first layer (28×28×1 → 32, 3×3, B=64) XNNPACK's
- * convolution took about 4 ms of a 6.6 ms Conv2D total in `bench --profile`; see bench/RESULTS.md for the kernel's.
+ * (native/conv_direct.c): first layers, Cin = 1. `npx tsx bench/conv-layers.ts` (B=64, median of 15, M3):
+ * 1.61 vs XNNPACK's 1.82 ms on `cnn`'s conv1, 1.77 vs 2.02 ms on `cnn-large`'s conv1a.
  */
 const DIRECT_MAX_TAPS = 32;
 
@@ -25,7 +25,7 @@ type Route = { g: ConvGeometry; kernel: 'winograd' | 'direct' };
 
 /**
  * Which of our kernels takes a convolution, after the checks tfjs-core's conv2d op makes of its inputs: Winograd
- * (winograd.ts: 3×3, stride 1, undilated, channels in fours and at least WINOGRAD_MIN_CHANNELS) or the direct kernel
+ * (winograd.ts: 3×3, stride 1, undilated, channels in fours) or the direct kernel
  * (few taps); undefined for every other convolution, which the stock kernel then gets unchanged. NHWC float32 only.
  */
 function route(op: string, x: TensorInfo, filter: TensorInfo, attrs: Conv2DAttrs): Route | undefined {
@@ -38,7 +38,8 @@ function route(op: string, x: TensorInfo, filter: TensorInfo, attrs: Conv2DAttrs
     attrs.strides, attrs.dilations ?? 1, attrs.pad, attrs.dimRoundingMode,
   );
   const g = geometryOf(info);
-  const kernel = winogradApplies(g) ? 'winograd' : g.kH * g.kW * g.inC <= DIRECT_MAX_TAPS && g.outC % 16 === 0 ? 'direct' : undefined;
+  const direct = convKernelsEnabled() && g.kH * g.kW * g.inC <= DIRECT_MAX_TAPS && g.outC % 16 === 0;
+  const kernel = winogradApplies(g) ? 'winograd' : direct ? 'direct' : undefined;
   if (!kernel) return undefined;
   assertGeometry(op, g, attrs.pad, attrs.dimRoundingMode);
   return { g, kernel };

@@ -3,7 +3,7 @@ import type { WasmBackend } from './heap.js';
 import { nativeKernels } from './native.js';
 
 /**
- * C[M,N] = A[M,K] · B[K,N] with gemm_f32 of native/kernels.c: register-blocked 4×8 tiles, fused multiply-adds where
+ * C[M,N] = A[M,K] · B[K,N] with gemm_f32 of native/gemm.c: register-blocked 4×8 tiles, fused multiply-adds where
  * the runtime has relaxed SIMD (module.ts), no packing.
  *
  * It replaces XNNPACK's GEMM (tfjs-backend-wasm's BatchMatMul entry point, which packs B on every call) because it

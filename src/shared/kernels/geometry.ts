@@ -1,7 +1,7 @@
 import { backend_util, type Conv2DBackpropFilterAttrs } from '@tensorflow/tfjs';
 
 /**
- * The NHWC window geometry our native kernels take (14 int32, see native/kernels.c `conv_geometry`). Convolutions
+ * The NHWC window geometry our native kernels take (14 int32, see native/kernels.h `conv_geometry`). Convolutions
  * and pools share it: for a pool, k* is the window and dil* is 1.
  *
  * Column matrices (im2col) have one row per output pixel (b, oh, ow) and one column per filter tap (kh, kw, ci):

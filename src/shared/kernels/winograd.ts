@@ -6,30 +6,36 @@ import { nativeKernels } from './native.js';
 /**
  * Winograd F(4×4, 3×3) convolutions (native/winograd.c): forward, input gradient and filter gradient of 3×3,
  * stride-1, undilated layers, any padding. They replace im2col + GEMM (and XNNPACK's forward convolution) on the
- * layers where they were measured faster; WINOGRAD_MIN_CHANNELS says which.
+ * layers where they were measured faster: winogradApplies says which. `npx tsx bench/conv-layers.ts` (B=64,
+ * median of 15, M3), forward / dx / dW speed-up over im2col + GEMM and XNNPACK: `cnn` conv2 3.3 / 3.0 / 3.7;
+ * `cnn-large` conv1b 3.5 / 5.7 / 8.2, conv2a 3.1 / 2.8 / 3.7, conv2b 3.3 / 3.9 / 4.3.
  */
-
-/**
- * Layers with fewer input or output channels than this keep im2col + GEMM. The per-position GEMMs have K = Cin (or
- * Cout for dx) and the transforms cost per channel, so thin layers gain little: the `cnn`/`cnn-large` first layers
- * (Cin = 1) never qualify; the channel rule is the measured one, see bench/winograd.ts and bench/RESULTS.md.
- */
-export const WINOGRAD_MIN_CHANNELS = 8;
 
 let enabled = true;
 
 /**
- * Turns the Winograd kernels off (every layer then takes im2col + GEMM, and XNNPACK forward) or back on, for the
- * process: bench/winograd.ts measures both routes on the same layers, and tests compare them.
+ * Turns our convolution kernels (Winograd, and conv2d.ts's direct forward kernel) off for the process, or back on:
+ * layers then take im2col + GEMM for their gradients and XNNPACK for their forward pass. bench/conv-layers.ts
+ * measures both routes on the same layers.
  */
-export function setWinogradEnabled(on: boolean): void {
+export function setConvKernelsEnabled(on: boolean): void {
   enabled = on;
 }
 
-/** Whether a layer takes the Winograd kernels: 3×3, stride 1, no dilation, channels in fours (SIMD lanes). */
+/** Whether setConvKernelsEnabled left our convolution kernels on (the default). */
+export function convKernelsEnabled(): boolean {
+  return enabled;
+}
+
+/**
+ * Whether a layer takes the Winograd kernels: 3×3, stride 1, no dilation, channels in fours (SIMD lanes). Thin layers
+ * win too: on 28×28 inputs at B=64 (bench/conv-layers.ts with these layers added, median of 11, M3) forward / dx / dW
+ * ran 1.3 / 2.2 / 4.8× faster than im2col + GEMM at 4 → 4 channels, 1.8 / 4.2 / 4.6× at 8 → 8. The first layers
+ * (Cin = 1) do not qualify and take the direct kernel (conv2d.ts).
+ */
 export function winogradApplies(g: ConvGeometry): boolean {
   return enabled && g.kH === 3 && g.kW === 3 && g.strideH === 1 && g.strideW === 1 && g.dilH === 1 && g.dilW === 1 &&
-    g.inC % 4 === 0 && g.outC % 4 === 0 && g.inC >= WINOGRAD_MIN_CHANNELS && g.outC >= WINOGRAD_MIN_CHANNELS;
+    g.inC % 4 === 0 && g.outC % 4 === 0;
 }
 
 function withScratch<T>(backend: WasmBackend, g: ConvGeometry, run: (scratch: TensorInfo) => T): T {
