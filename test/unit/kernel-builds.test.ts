@@ -1,0 +1,97 @@
+import { describe, expect, it } from 'vitest';
+import { KERNELS_RELAXED_WASM_BASE64, KERNELS_WASM_BASE64 } from '../../src/shared/kernels/module.generated.js';
+import { kernelsVariant } from '../../src/shared/kernels/module.js';
+import { convForward, convGradFilter, convGradInput, outDims, relError, type RefConv } from '../helpers/conv-reference.js';
+import { randomFloats } from '../helpers/random.js';
+
+// Both embedded builds of native/*.c, each on a WebAssembly.Memory of its own: the relaxed-SIMD build every runtime
+// here picks (module.ts), and the plain SIMD128 build a runtime without relaxed SIMD falls back to, which training
+// never exercises on these machines. Their convolution kernels must match the float64 definitions alike.
+
+interface Exports {
+  winograd_scratch_floats(inC: number, outC: number): number;
+  winograd_conv(x: number, w: number, bias: number, y: number, scratch: number, outC: number, flags: number, geometry: number): void;
+  winograd_conv_dx(dy: number, w: number, dx: number, scratch: number, outC: number, geometry: number): void;
+  winograd_conv_dw(x: number, dy: number, dw: number, scratch: number, outC: number, geometry: number): void;
+  conv_direct(x: number, w: number, bias: number, y: number, outC: number, flags: number, geometry: number): void;
+  gemm_f32(a: number, b: number, c: number, m: number, k: number, n: number): void;
+}
+
+/** One build on its own memory, with a bump allocator over it (8-byte aligned float32 buffers). */
+function instantiate(base64: string): { exports: Exports; put(values: ArrayLike<number>): number; alloc(n: number): number; read(ptr: number, n: number): Float32Array; geometry(g: number[]): number } {
+  const memory = new WebAssembly.Memory({ initial: 256 });
+  const exports = new WebAssembly.Instance(new WebAssembly.Module(Buffer.from(base64, 'base64')), { env: { memory } }).exports as unknown as Exports;
+  let next = 1 << 16;
+  const alloc = (n: number): number => {
+    const ptr = next;
+    next += Math.ceil((n * 4) / 64) * 64 + 64;
+    if (next > memory.buffer.byteLength) memory.grow(Math.ceil((next - memory.buffer.byteLength) / 65536));
+    return ptr;
+  };
+  return {
+    exports,
+    alloc,
+    put: (values) => {
+      const ptr = alloc(values.length);
+      new Float32Array(memory.buffer, ptr, values.length).set(values);
+      return ptr;
+    },
+    read: (ptr, n) => new Float32Array(memory.buffer, ptr, n).slice(),
+    geometry: (g) => {
+      const ptr = alloc(g.length);
+      new Int32Array(memory.buffer, ptr, g.length).set(g);
+      return ptr;
+    },
+  };
+}
+
+// Relaxed SIMD needs a V8 flag on Node 20; module.ts sets it when it picks a build.
+const relaxedAvailable = kernelsVariant() === 'relaxed-simd';
+const BUILDS = [['SIMD128', KERNELS_WASM_BASE64, true], ['relaxed SIMD', KERNELS_RELAXED_WASM_BASE64, relaxedAvailable]] as const;
+
+describe.each(BUILDS)('the %s build of native/*.c', (_name, base64, available) => {
+  const cases: RefConv[] = [
+    { b: 2, h: 13, w: 13, cin: 32, cout: 64, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, pad: 'valid' },
+    { b: 3, h: 7, w: 9, cin: 8, cout: 12, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, pad: 'same' },
+  ];
+
+  it.runIf(available).each(cases.map((c) => [`${c.h}x${c.w}x${c.cin}→${c.cout} ${c.pad}`, c] as const))(
+    'Winograd forward (with bias and ReLU), dx and dW match float64 within 1e-4: %s', (_label, c) => {
+      const k = instantiate(base64);
+      const { oh, ow, pt, pl } = outDims(c);
+      const x = randomFloats(c.b * c.h * c.w * c.cin, 1), w = randomFloats(9 * c.cin * c.cout, 2);
+      const dy = randomFloats(c.b * oh * ow * c.cout, 3), bias = randomFloats(c.cout, 4);
+      const g = k.geometry([c.b, c.h, c.w, c.cin, oh, ow, 3, 3, 1, 1, 1, 1, pt, pl]);
+      const [px, pw, pdy, pbias] = [k.put(x), k.put(w), k.put(dy), k.put(bias)];
+      const scratch = k.alloc(k.exports.winograd_scratch_floats(c.cin, c.cout));
+      const [py, pdx, pdw] = [k.alloc(dy.length), k.alloc(x.length), k.alloc(w.length)];
+      k.exports.winograd_conv(px, pw, pbias, py, scratch, c.cout, 3, g);
+      k.exports.winograd_conv_dx(pdy, pw, pdx, scratch, c.cout, g);
+      k.exports.winograd_conv_dw(px, pdy, pdw, scratch, c.cout, g);
+      const y = convForward(c, x, w).map((v, i) => Math.max(0, v + bias[i % c.cout]!));
+      expect(relError(k.read(py, dy.length), y)).toBeLessThan(1e-4);
+      expect(relError(k.read(pdx, x.length), convGradInput(c, w, dy))).toBeLessThan(1e-4);
+      expect(relError(k.read(pdw, w.length), convGradFilter(c, x, dy))).toBeLessThan(1e-4);
+    });
+
+  it.runIf(available)('the direct forward kernel and the GEMM match float64', () => {
+    const k = instantiate(base64);
+    const c: RefConv = { b: 2, h: 10, w: 9, cin: 1, cout: 32, kh: 3, kw: 3, sh: 2, sw: 1, dh: 1, dw: 1, pad: 'same' };
+    const { oh, ow, pt, pl } = outDims(c);
+    const x = randomFloats(c.b * c.h * c.w, 5), w = randomFloats(9 * c.cout, 6);
+    const py = k.alloc(c.b * oh * ow * c.cout);
+    k.exports.conv_direct(k.put(x), k.put(w), 0, py, c.cout, 0, k.geometry([c.b, c.h, c.w, 1, oh, ow, 3, 3, 2, 1, 1, 1, pt, pl]));
+    expect(relError(k.read(py, c.b * oh * ow * c.cout), convForward(c, x, w))).toBeLessThan(1e-5);
+
+    const [m, kk, n] = [37, 45, 29];
+    const a = randomFloats(m * kk, 7), b = randomFloats(kk * n, 8);
+    const pc = k.alloc(m * n);
+    k.exports.gemm_f32(k.put(a), k.put(b), pc, m, kk, n);
+    const want = Array.from({ length: m * n }, (_, i) => {
+      let s = 0;
+      for (let p = 0; p < kk; p++) s += a[Math.floor(i / n) * kk + p]! * b[p * n + (i % n)]!;
+      return s;
+    });
+    expect(relError(k.read(pc, m * n), want)).toBeLessThan(1e-5);
+  });
+});
