@@ -33,6 +33,39 @@
   } while (0)
 
 /*
+ * Two horizontally adjacent output pixels whose windows lie inside x, channels [co, co + 16): each weight load
+ * serves both pixels, and no tap needs a bounds check.
+ */
+ALWAYS_INLINE void pixel_pair_inside(const float* x0, long x_step, const float* w, const float* bias, float* out, int co,
+                                     int out_c, const conv_geometry* g, int relu) {
+  const v128_t zero = wasm_f32x4_splat(0.0f);
+  v128_t a0 = zero, a1 = zero, a2 = zero, a3 = zero;
+  if (bias) a0 = wasm_v128_load(bias + co), a1 = wasm_v128_load(bias + co + 4), a2 = wasm_v128_load(bias + co + 8), a3 = wasm_v128_load(bias + co + 12);
+  v128_t b0 = a0, b1 = a1, b2 = a2, b3 = a3;
+  const long row = (long)g->in_w * g->in_c;
+  for (int kh = 0; kh < g->k_h; kh++) {
+    for (int kw = 0; kw < g->k_w; kw++) {
+      const float* xs = x0 + kh * g->dil_h * row + (long)kw * g->dil_w * g->in_c;
+      const float* ws = w + (long)(kh * g->k_w + kw) * g->in_c * out_c + co;
+      for (int ci = 0; ci < g->in_c; ci++, ws += out_c) {
+        const v128_t p = wasm_f32x4_splat(xs[ci]), q = wasm_f32x4_splat(xs[x_step + ci]);
+        const v128_t w0 = wasm_v128_load(ws), w1 = wasm_v128_load(ws + 4), w2 = wasm_v128_load(ws + 8), w3 = wasm_v128_load(ws + 12);
+        a0 = MADD(p, w0, a0), a1 = MADD(p, w1, a1), a2 = MADD(p, w2, a2), a3 = MADD(p, w3, a3);
+        b0 = MADD(q, w0, b0), b1 = MADD(q, w1, b1), b2 = MADD(q, w2, b2), b3 = MADD(q, w3, b3);
+      }
+    }
+  }
+  if (relu) {
+    a0 = wasm_f32x4_max(a0, zero), a1 = wasm_f32x4_max(a1, zero), a2 = wasm_f32x4_max(a2, zero), a3 = wasm_f32x4_max(a3, zero);
+    b0 = wasm_f32x4_max(b0, zero), b1 = wasm_f32x4_max(b1, zero), b2 = wasm_f32x4_max(b2, zero), b3 = wasm_f32x4_max(b3, zero);
+  }
+  float* o = out + co;
+  wasm_v128_store(o, a0), wasm_v128_store(o + 4, a1), wasm_v128_store(o + 8, a2), wasm_v128_store(o + 12, a3);
+  o += out_c;
+  wasm_v128_store(o, b0), wasm_v128_store(o + 4, b1), wasm_v128_store(o + 8, b2), wasm_v128_store(o + 12, b3);
+}
+
+/*
  * y[B, OH, OW, Cout] <- x conv w (w: [KH, KW, Cin, Cout], Cout a multiple of 16), + bias[Cout] if flags & 1, then
  * ReLU if flags & 2 (the epilogue flags of winograd_conv); overwrites y.
  */
@@ -45,8 +78,16 @@ EXPORT(conv_direct) void conv_direct(const float* x, const float* w, const float
     const float* image = x + (long)b * g.in_h * g.in_w * g.in_c;
     for (int oh = 0; oh < g.out_h; oh++) {
       const int ih0 = oh * g.stride_h - g.pad_top;
+      const int rows_inside = ih0 >= 0 && ih0 + (g.k_h - 1) * g.dil_h < g.in_h;
       for (int ow = 0; ow < g.out_w; ow++, out += out_c) {
         const int iw0 = ow * g.stride_w - g.pad_left;
+        const int pair_inside = rows_inside && ow + 1 < g.out_w && iw0 >= 0 && iw0 + g.stride_w + (g.k_w - 1) * g.dil_w < g.in_w;
+        if (pair_inside) {
+          const float* x0 = image + ((long)ih0 * g.in_w + iw0) * g.in_c;
+          for (int co = 0; co < out_c; co += 16) pixel_pair_inside(x0, (long)g.stride_w * g.in_c, w, has_bias ? bias : 0, out, co, out_c, &g, relu);
+          ow++, out += out_c;
+          continue;
+        }
         int co = 0;
         for (; co + 32 <= out_c; co += 32) PIXEL_BLOCK(8);
         for (; co < out_c; co += 16) PIXEL_BLOCK(4);

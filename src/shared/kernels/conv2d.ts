@@ -17,7 +17,7 @@ const FUSED_OP = 'fused conv2d';
 /**
  * Layers with at most this many taps (KH·KW·Cin) and Cout a multiple of 16 take the direct kernel
  * (native/conv_direct.c): first layers, Cin = 1. `npx tsx bench/conv-layers.ts` (B=64, median of 15, M3):
- * 1.61 vs XNNPACK's 1.82 ms on `cnn`'s conv1, 1.77 vs 2.02 ms on `cnn-large`'s conv1a.
+ * 1.18 vs XNNPACK's 1.84 ms on `cnn`'s conv1, 1.41 vs 2.11 ms on `cnn-large`'s conv1a.
  */
 const DIRECT_MAX_TAPS = 32;
 
