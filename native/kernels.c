@@ -174,10 +174,10 @@ EXPORT(filter_grad_direct) void filter_grad_direct(const float* x, const float* 
               for (int ow = ow0; ow < ow1; ow++) {
                 const v128_t xv = wasm_f32x4_splat(xs[(long)(ow * g.stride_w + shift) * g.in_c]);
                 const float* d = dy_row + (long)ow * out_c + co;
-                a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(xv, wasm_v128_load(d)));
-                a1 = wasm_f32x4_add(a1, wasm_f32x4_mul(xv, wasm_v128_load(d + 4)));
-                a2 = wasm_f32x4_add(a2, wasm_f32x4_mul(xv, wasm_v128_load(d + 8)));
-                a3 = wasm_f32x4_add(a3, wasm_f32x4_mul(xv, wasm_v128_load(d + 12)));
+                a0 = MADD(xv, wasm_v128_load(d), a0);
+                a1 = MADD(xv, wasm_v128_load(d + 4), a1);
+                a2 = MADD(xv, wasm_v128_load(d + 8), a2);
+                a3 = MADD(xv, wasm_v128_load(d + 12), a3);
               }
               wasm_v128_store(acc + co, a0);
               wasm_v128_store(acc + co + 4, a1);
