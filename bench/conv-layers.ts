@@ -8,7 +8,9 @@
  *     XNNPACK for the forward pass, as before issue #17 part 3.
  * Each kernel is called through the engine, alternating the routes, `reps` times after 2 warm-up calls; its output is
  * disposed without being read (wasm kernels run synchronously). Reports median ms and our route's speed-up.
- *   npx tsx bench/conv-layers.ts [--reps 15] [--batch-size 64] [--json]
+ *   npx tsx bench/conv-layers.ts [--reps 15] [--batch-size 64] [--thin] [--json]
+ * --thin adds 28×28 'same' layers of 4 → 4, 8 → 8, 16 → 16 and 4 → 32 channels (where Winograd's channel rule comes
+ * from: src/shared/kernels/winograd.ts).
  */
 import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/shared/core/backend.js';
@@ -20,6 +22,9 @@ const batch = Number(flag('batch-size', '64'));
 const json = process.argv.includes('--json');
 
 /** [layer, H, W, Cin, Cout, padding]. */
+const THIN: Array<[string, number, number, number, number, 'valid' | 'same']> = [
+  ['thin 4→4', 28, 28, 4, 4, 'same'], ['thin 8→8', 28, 28, 8, 8, 'same'], ['thin 16→16', 28, 28, 16, 16, 'same'], ['thin 4→32', 28, 28, 4, 32, 'same'],
+];
 const LAYERS: Array<[string, number, number, number, number, 'valid' | 'same']> = [
   ['cnn conv1', 28, 28, 1, 32, 'valid'],
   ['cnn conv2', 13, 13, 32, 64, 'valid'],
@@ -34,7 +39,7 @@ type Pass = 'forward' | 'dx' | 'dW';
 async function main(): Promise<void> {
   await initBackend('wasm');
   const rows: Array<Record<string, unknown>> = [];
-  for (const [layer, h, w, cin, cout, pad] of LAYERS) {
+  for (const [layer, h, w, cin, cout, pad] of [...(process.argv.includes('--thin') ? THIN : []), ...LAYERS]) {
     const x = tf.randomNormal([batch, h, w, cin], 0, 1, 'float32', 1) as tf.Tensor4D;
     const filter = tf.randomNormal([3, 3, cin, cout], 0, 0.1, 'float32', 2) as tf.Tensor4D;
     const bias = tf.randomNormal([cout], 0, 0.1, 'float32', 3);

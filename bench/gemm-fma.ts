@@ -25,7 +25,9 @@ const reps = Number(opt('--reps', '30'));
 
 /**
  * [name, M, K, N, calls]: who calls it in a `cnn` B=64 step, or would. The Winograd GEMMs are small and come 36 at a time (one
- * per transformed position, per block of 32 tiles): timed as 36 back-to-back calls.
+ * per transformed position, per block of 32 tiles): timed as 36 back-to-back calls on the same operands, which stay in
+ * cache. A proxy: the kernel's 36 calls read 36 different planes (native/winograd.c), so inside a layer they run
+ * somewhat slower than this.
  */
 const SHAPES: Array<[string, number, number, number, number?]> = [
   ['conv2 Winograd forward, 36 × V[32,32]·U[32,64]', 32, 32, 64, 36],

@@ -1,7 +1,8 @@
 /*
  * mnist-ddp training glue kernels, WebAssembly SIMD128: the memory-bound passes around the convolution GEMMs
- * (im2col and its adjoint, max-pool and ReLU gradients, bias sums, transposes) and the ring's adds. The GEMMs are in
- * gemm.c, the Winograd convolutions in winograd.c; kernels.h says how the three share tfjs-backend-wasm's memory.
+ * (im2col and its adjoint, max-pool and ReLU gradients, bias sums, transposes, channel-wise arithmetic) and the
+ * ring's adds. The other files of native/ hold one kernel family each (gemm.c, winograd.c, conv_direct.c, pool.c,
+ * batch_norm.c); kernels.h says how they share tfjs-backend-wasm's memory.
  * Each kernel's caller in src/shared/kernels/ gives the stock kernel it replaces and the times measured.
  */
 #include "kernels.h"
@@ -232,8 +233,9 @@ EXPORT(col2im) void col2im(const float* col, float* dx, const int* geometry) {
 }
 
 /*
- * MaxPoolGrad: each output gradient goes to the first maximum of its window in row-major order (the cpu
- * backend's tie rule; ties are common after ReLU). Four channels per v128: running maxima and their flat indices
+ * MaxPoolGrad: each output gradient goes to the first maximum of its window in row-major order, found as the cpu
+ * backend finds it: from -inf, replaced only by a strictly greater value (ties, common after ReLU, keep the first;
+ * NaN is never taken; a window of -inf and NaN sends its gradient nowhere). Four channels per v128: running maxima and their flat indices
  * stay in registers. Pool geometry uses the conv_geometry layout with k_* as the window and dil_* unused.
  */
 EXPORT(max_pool_grad) void max_pool_grad(const float* x, const float* dy, float* dx, const int* geometry) {
@@ -253,13 +255,13 @@ EXPORT(max_pool_grad) void max_pool_grad(const float* x, const float* dy, float*
         const int w_start = w0 < 0 ? 0 : w0;
         const int w_end = w0 + g.k_w > g.in_w ? g.in_w : w0 + g.k_w;
         for (int ch = 0; ch < c4; ch += 4) {
-          v128_t best = wasm_f32x4_splat(0.0f);
+          v128_t best = wasm_f32x4_splat(-__builtin_inff());
           v128_t where = wasm_i32x4_splat(-1);
           for (int h = h_start; h < h_end; h++) {
             for (int w = w_start; w < w_end; w++) {
               const int at = ((b * g.in_h + h) * g.in_w + w) * c + ch;
               const v128_t v = wasm_v128_load(x + at);
-              const v128_t take = wasm_v128_or(wasm_f32x4_gt(v, best), wasm_i32x4_eq(where, wasm_i32x4_splat(-1)));
+              const v128_t take = wasm_f32x4_gt(v, best);
               best = wasm_v128_bitselect(v, best, take);
               where = wasm_v128_bitselect(wasm_i32x4_add(wasm_i32x4_splat(at), lane), where, take);
             }
@@ -272,12 +274,12 @@ EXPORT(max_pool_grad) void max_pool_grad(const float* x, const float* dy, float*
           if (i3 >= 0) dx[i3] += grad[ch + 3];
         }
         for (int ch = c4; ch < c; ch++) {
-          float best = 0.0f;
+          float best = -__builtin_inff();
           int where = -1;
           for (int h = h_start; h < h_end; h++) {
             for (int w = w_start; w < w_end; w++) {
               const int at = ((b * g.in_h + h) * g.in_w + w) * c + ch;
-              if (where < 0 || x[at] > best) { best = x[at]; where = at; }
+              if (x[at] > best) { best = x[at]; where = at; }
             }
           }
           if (where >= 0) dx[where] += grad[ch];

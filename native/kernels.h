@@ -4,8 +4,8 @@
  *
  * The module imports tfjs-backend-wasm's linear memory and works in place on tensor buffers (pointers are the
  * tensors' byte offsets). It therefore owns no memory of its own: no static data, no stack frames (every function
- * works on scalars and v128 values, never on a local array or an address-taken local), and no libc — memcpy/memset
- * lower to bulk-memory instructions. scripts/build-wasm.sh checks the linked module for data segments and for a
+ * works on scalars and v128 values; a local array or an address-taken local only where inlining and full unrolling
+ * turn it into registers), and no libc — memcpy/memset lower to bulk-memory instructions. scripts/build-wasm.sh checks the linked module for data segments and for a
  * stack pointer before embedding it. Scratch space, where a kernel needs it, is a tensor its caller allocated.
  */
 #ifndef MNIST_DDP_KERNELS_H
@@ -32,9 +32,6 @@ static inline conv_geometry load_geometry(const int* g) {
 #define MADD(a, b, c) __builtin_wasm_relaxed_madd_f32x4((a), (b), (c))
 #else
 #define MADD(a, b, c) wasm_f32x4_add(wasm_f32x4_mul((a), (b)), (c))
-/* out[C, R] <- in[R, C] (kernels.c). */
-void transpose_2d(const float* in, float* out, int rows, int cols);
-
 #endif
 
 /* C[M, N] (+)= A[M, K] · B[K, N], all row-major and contiguous (gemm.c). accumulate = 0 overwrites C. */

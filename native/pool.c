@@ -1,8 +1,8 @@
 /*
  * Max-pool gradient for the pools every zoo model uses: 2x2 windows, stride 2, no padding (src/shared/kernels/
  * max-pool-grad.ts routes them here; other pools take max_pool_grad in kernels.c). The windows tile the input without
- * overlap, so each dx element is written exactly once: the window's first maximum (row-major, the cpu backend's tie
- * rule; ties are common after ReLU) gets dy, the other three get 0, and rows or columns that no window covers (odd
+ * overlap, so each dx element is written exactly once: the window's first maximum (row-major, the cpu backend's rule
+ * for ties, which are common after ReLU, and for NaN and -inf) gets dy, the other three get 0, and rows or columns that no window covers (odd
  * sizes) are zeroed. No scatter, no zeroing pass over dx first.
  */
 #include "kernels.h"
@@ -11,6 +11,7 @@ EXPORT(max_pool_grad_2x2) void max_pool_grad_2x2(const float* x, const float* dy
   const conv_geometry g = load_geometry(geometry);
   const int c = channels;
   const long row = (long)g.in_w * c;
+  const v128_t minus_inf = wasm_f32x4_splat(-__builtin_inff());
   for (int b = 0; b < g.batch; b++) {
     const float* xb = x + (long)b * g.in_h * row;
     float* dxb = dx + (long)b * g.in_h * row;
@@ -24,15 +25,20 @@ EXPORT(max_pool_grad_2x2) void max_pool_grad_2x2(const float* x, const float* dy
           const float* p = x0 + at + ch;
           const v128_t a = wasm_v128_load(p), bb = wasm_v128_load(p + c);
           const v128_t cc = wasm_v128_load(p + row), d = wasm_v128_load(p + row + c);
-          /* Running maximum in row-major order, replaced only by a strictly greater value (NaN never replaces). */
-          const v128_t take_b = wasm_f32x4_gt(bb, a);
-          const v128_t best_ab = wasm_v128_bitselect(bb, a, take_b);
+          /*
+           * Running maximum in row-major order from -inf, replaced only by a strictly greater value, as the cpu
+           * backend does: NaN is never taken, and a window of -inf and NaN sends dy nowhere.
+           */
+          const v128_t take_a = wasm_f32x4_gt(a, minus_inf);
+          const v128_t best_a = wasm_v128_bitselect(a, minus_inf, take_a);
+          const v128_t take_b = wasm_f32x4_gt(bb, best_a);
+          const v128_t best_ab = wasm_v128_bitselect(bb, best_a, take_b);
           const v128_t take_c = wasm_f32x4_gt(cc, best_ab);
           const v128_t best_abc = wasm_v128_bitselect(cc, best_ab, take_c);
           const v128_t take_d = wasm_f32x4_gt(d, best_abc);
           const v128_t to_c = wasm_v128_andnot(take_c, take_d);
           const v128_t to_b = wasm_v128_andnot(wasm_v128_andnot(take_b, take_c), take_d);
-          const v128_t to_a = wasm_v128_not(wasm_v128_or(wasm_v128_or(take_b, take_c), take_d));
+          const v128_t to_a = wasm_v128_andnot(take_a, wasm_v128_or(wasm_v128_or(take_b, take_c), take_d));
           const v128_t gv = wasm_v128_load(grad + ch);
           float* q = d0 + at + ch;
           wasm_v128_store(q, wasm_v128_and(gv, to_a));

@@ -26,13 +26,18 @@
  * kernels.h).
  *
  * Why 4x4 tiles and not 2x2 (F(2x2, 3x3): 16 GEMMs, 2.25x fewer multiply-adds): both were built and measured on the
- * layers of `cnn` and `cnn-large` at B=64 (ms per pass, forward / dx / dW, median of 15, Node 20, 2 vCPU Xeon):
+ * layers of `cnn` and `cnn-large` at B=64, with a development harness that called each build's kernels on memory of
+ * its own (not kept, nor is the 2x2 code; bench/conv-layers.ts measures the kept kernels). Ms per pass, forward /
+ * dx / dW, median of 15, Node 20, 2 vCPU Xeon:
  *   13x13x32->64 valid  2x2: 3.9 / 4.1 / 4.0   4x4: 2.5 / 2.6 / 2.4
  *   28x28x32->32 same   2x2: 12.4 / 12.6 / 12.1  4x4: 8.2 / 8.7 / 8.0
  *   14x14x32->64 same   2x2: 5.4 / 5.6 / 5.3   4x4: 4.4 / 4.5 / 4.3
  *   14x14x64->64 same   2x2: 10.5 / 10.9 / 10.5  4x4: 8.6 / 8.9 / 8.4
  * The price is rounding: 4x4 tiles' relative error against a float64 reference is about 2e-6 to 2e-5 (2x2: 2e-7 to
  * 4e-6), inside the 1e-4 the kernel tests require. WINO_TB = 32 was as fast as 64 and faster than 16.
+ *
+ * A NaN or ±Inf in an input tile makes all 16 outputs of its tile NaN (the transforms mix the tile; Inf - Inf is NaN),
+ * a superset of the outputs a direct convolution makes non-finite.
  *
  * Channels go four to a v128: in_c and out_c must be multiples of 4 (src/shared/kernels/winograd.ts routes only
  * such layers here). Scratch is one caller-allocated buffer of winograd_scratch_floats(in_c, out_c) floats.
@@ -42,8 +47,8 @@
 /*
  * Consecutive positions' planes are PLANE floats apart: the matrix plus one cache line. The transforms touch all 36
  * planes of a tile, and planes a power of two apart (32 tiles x 32 channels is exactly 4 KiB) all map to the same L1
- * sets: on `cnn`'s second layer at B=64 the padding took each pass from 5.0-7.0 ms to 3.9 ms with 2x2 tiles
- * (.scratch harness, median of 15, Node 20, 2 vCPU Xeon).
+ * sets: on `cnn`'s second layer at B=64 the padding took each pass from 5.0-7.0 ms to 3.9 ms with 2x2 tiles (the
+ * development harness below, median of 15, Node 20, 2 vCPU Xeon).
  */
 #define PLANE(rows, cols) ((long)(rows) * (cols) + 16)
 

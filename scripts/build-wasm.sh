@@ -8,10 +8,14 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 clang=${CLANG:-clang-16}
 if ! "$clang" --version 2>/dev/null | grep -q 'clang version 16\.'; then
-  echo "build-wasm: needs clang 16 (set CLANG=…; Debian 12: apt-get install clang-16 lld-16); got: $("$clang" --version 2>&1 | head -1)" >&2
+  echo "build-wasm: needs clang 16 (set CLANG=…; Debian 12: apt-get install clang-16 lld-16 llvm-16); got: $("$clang" --version 2>&1 | head -1)" >&2
   exit 1
 fi
 objdump=${LLVM_OBJDUMP:-llvm-objdump-16}
+if ! command -v "$objdump" >/dev/null; then
+  echo "build-wasm: needs $objdump for the stack-frame check (set LLVM_OBJDUMP=…; Debian 12: apt-get install llvm-16)" >&2
+  exit 1
+fi
 out_ts="$root/src/shared/kernels/module.generated.ts"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

@@ -17,20 +17,38 @@ interface Exports {
   gemm_f32(a: number, b: number, c: number, m: number, k: number, n: number): void;
 }
 
-/** One build on its own memory, with a bump allocator over it (8-byte aligned float32 buffers). */
-function instantiate(base64: string): { exports: Exports; put(values: ArrayLike<number>): number; alloc(n: number): number; read(ptr: number, n: number): Float32Array; geometry(g: number[]): number } {
+interface Instance {
+  exports: Exports;
+  put(values: ArrayLike<number>): number;
+  alloc(n: number): number;
+  read(ptr: number, n: number): Float32Array;
+  geometry(g: number[]): number;
+  /** No kernel wrote past the end of a buffer (into the canary after it). */
+  intact(): boolean;
+}
+
+/** One build on its own memory, with a bump allocator over it. */
+function instantiate(base64: string): Instance {
   const memory = new WebAssembly.Memory({ initial: 256 });
   const exports = new WebAssembly.Instance(new WebAssembly.Module(Buffer.from(base64, 'base64')), { env: { memory } }).exports as unknown as Exports;
+  // Every buffer is followed by a 256-byte canary; `intact` says whether a kernel wrote into any of them.
+  const CANARY = 64;
+  const canaries: number[] = [];
   let next = 1 << 16;
   const alloc = (n: number): number => {
     const ptr = next;
-    next += Math.ceil((n * 4) / 64) * 64 + 64;
+    const canary = ptr + n * 4;
+    next = Math.ceil((canary + CANARY * 4) / 64) * 64;
     if (next > memory.buffer.byteLength) memory.grow(Math.ceil((next - memory.buffer.byteLength) / 65536));
+    new Uint32Array(memory.buffer, canary, CANARY).fill(0xdeadbeef);
+    canaries.push(canary);
     return ptr;
   };
+  const intact = (): boolean => canaries.every((c) => new Uint32Array(memory.buffer, c, CANARY).every((v) => v === 0xdeadbeef));
   return {
     exports,
     alloc,
+    intact,
     put: (values) => {
       const ptr = alloc(values.length);
       new Float32Array(memory.buffer, ptr, values.length).set(values);
@@ -53,6 +71,8 @@ describe.each(BUILDS)('the %s build of native/*.c', (_name, base64, available) =
   const cases: RefConv[] = [
     { b: 2, h: 13, w: 13, cin: 32, cout: 64, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, pad: 'valid' },
     { b: 3, h: 7, w: 9, cin: 8, cout: 12, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, pad: 'same' },
+    // 48 tiles: a full block of 32 and a partial one (dW accumulates across blocks).
+    { b: 3, h: 14, w: 14, cin: 64, cout: 64, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, pad: 'same' },
   ];
 
   it.runIf(available).each(cases.map((c) => [`${c.h}x${c.w}x${c.cin}→${c.cout} ${c.pad}`, c] as const))(
@@ -72,6 +92,7 @@ describe.each(BUILDS)('the %s build of native/*.c', (_name, base64, available) =
       expect(relError(k.read(py, dy.length), y)).toBeLessThan(1e-4);
       expect(relError(k.read(pdx, x.length), convGradInput(c, w, dy))).toBeLessThan(1e-4);
       expect(relError(k.read(pdw, w.length), convGradFilter(c, x, dy))).toBeLessThan(1e-4);
+      expect(k.intact()).toBe(true);
     });
 
   it.runIf(available)('the direct forward kernel and the GEMM match float64', () => {
@@ -93,5 +114,6 @@ describe.each(BUILDS)('the %s build of native/*.c', (_name, base64, available) =
       return s;
     });
     expect(relError(k.read(pc, m * n), want)).toBeLessThan(1e-5);
+    expect(k.intact()).toBe(true);
   });
 });

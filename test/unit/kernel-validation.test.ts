@@ -127,6 +127,9 @@ describe('wasm training kernels validate their inputs like stock tfjs (issue #15
       runKernel('Conv2D', { x: { shape: [2, 6, 6, 8] }, filter: { shape: [3, 3, 8, 8] } }, { ...conv, dilations: [1, 1] }),
       runKernel('Conv2D', { x: { shape: [2, 6, 6, 8] }, filter: { shape: [3, 3, 8, 8] } }, { ...conv, dilations: [1, 1], pad: 1, dimRoundingMode: 'floor' }),
       runKernel('Conv2D', { x: { shape: [2, 6, 6, 8] }, filter: { shape: [3, 3, 8, 8] } }, { ...conv, dilations: [1, 1], strides: [2, 2] }),
+      // Empty outputs stay the stock kernel's: batch 0, and a 'valid' window larger than the input.
+      runKernel('Conv2D', { x: { shape: [0, 6, 6, 8] }, filter: { shape: [3, 3, 8, 8] } }, { ...conv, dilations: [1, 1], pad: 'same' }),
+      runKernel('Conv2D', { x: { shape: [1, 2, 2, 4] }, filter: { shape: [3, 3, 4, 4] } }, { ...conv, dilations: [1, 1] }),
       runKernel('MaxPoolGrad', { dy: { shape: [2, 3, 3, 3] }, input: { shape: [2, 6, 6, 3] }, output: { shape: [2, 3, 3, 3] } }, { filterSize: 2, strides: 2, pad: 'valid' }),
       // Tile by 0 is an empty tensor (stock kernel); the block-repeat fast path needs whole counts ≥ 1.
       runKernel('Tile', { x: { shape: [1, 3] } }, { reps: [0, 1] }),

@@ -326,4 +326,14 @@ describe('Mean gradient (mean-grad.ts, registered for every backend)', () => {
     }
     await tf.setBackend('wasm');
   });
+
+  it('gives an empty gradient for an empty x, as tfjs-core does', async () => {
+    for (const backend of ['wasm', 'cpu'] as const) {
+      await tf.setBackend(backend);
+      const g = tf.tidy(() => tf.grad((t: tf.Tensor) => tf.mean(t, 1))(tf.zeros([3, 0])));
+      expect(g.shape).toEqual([3, 0]);
+      g.dispose();
+    }
+    await tf.setBackend('wasm');
+  });
 });

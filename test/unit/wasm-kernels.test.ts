@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it, vi } from 'vitest';
 import { initBackend } from '../../src/shared/core/backend.js';
+import { nativeKernels } from '../../src/shared/kernels/native.js';
 import { convForward, convGradFilter, convGradInput, outDims, relError, type RefConv } from '../helpers/conv-reference.js';
 import { randomFloats } from '../helpers/random.js';
 
@@ -34,7 +35,8 @@ for (const [h, w, cin, cout, kh, kw] of [
     for (const pad of ['valid', 'same'] as const) {
       for (const [dh, dw] of [[1, 1], [2, 2]] as const) {
         if ((sh > 1 || sw > 1) && (dh > 1 || dw > 1)) continue; // tfjs forbids strides > 1 together with dilations > 1
-        const c: RefConv = { b: cin >= 32 ? 2 : 3, h, w, cin, cout, kh, kw, sh, sw, dh, dw, pad };
+        // B=4 on 13x13x32→64: 36 tiles, more than one Winograd block of 32 (dW accumulates across blocks).
+        const c: RefConv = { b: cin === 32 ? 4 : cin > 32 ? 2 : 3, h, w, cin, cout, kh, kw, sh, sw, dh, dw, pad };
         const { oh, ow } = outDims(c);
         if (oh > 0 && ow > 0) GRID.push(c);
       }
@@ -60,8 +62,16 @@ describe('wasm training kernels', () => {
     const common = { strides: [c.sh, c.sw], pad: c.pad, dataFormat: 'NHWC', dilations: [c.dh, c.dw] };
     const dilated = c.dh > 1 || c.dw > 1;
 
-    it('Conv2D matches the reference within 1e-4', async () => {
+    // The route conv2d.ts must take: Winograd, the direct kernel, or the stock (XNNPACK) one.
+    const winograd = c.kh === 3 && c.kw === 3 && c.sh === 1 && c.sw === 1 && !dilated && c.cin % 4 === 0 && c.cout % 4 === 0;
+    const direct = !winograd && c.kh * c.kw * c.cin <= 32 && c.cout % 16 === 0;
+
+    it(`Conv2D matches the reference within 1e-4`, async () => {
+      const k = nativeKernels(tf.engine().findBackend('wasm') as never);
+      const spies = [vi.spyOn(k, 'winogradConv'), vi.spyOn(k, 'convDirect')];
       const got = await on('wasm', () => runKernel('Conv2D', { x, filter: w }, { x: xShape, filter: wShape }, common));
+      expect(spies.map((spy) => spy.mock.calls.length)).toEqual([winograd ? 1 : 0, direct ? 1 : 0]);
+      spies.forEach((spy) => spy.mockRestore());
       expect(relError(got, convForward(c, x, w))).toBeLessThan(1e-4);
       const cpu = await on('cpu', () => runKernel('Conv2D', { x, filter: w }, { x: xShape, filter: wShape }, common));
       expect(relError(got, cpu)).toBeLessThan(1e-4);
@@ -119,6 +129,24 @@ describe('wasm training kernels', () => {
     }
   });
 
+  it('Winograd: outputs that are non-finite on cpu are non-finite here, and a tile without NaN or Inf is finite', async () => {
+    const [b, h, w, cin, cout] = [1, 10, 10, 4, 4];
+    const x = randomFloats(b * h * w * cin, 41);
+    x[(3 * w + 3) * cin] = Number.NaN;
+    x[(8 * w + 8) * cin + 1] = Number.POSITIVE_INFINITY;
+    const f = randomFloats(9 * cin * cout, 42);
+    const run = () => tf.tidy(() => tf.conv2d(tf.tensor4d(x, [b, h, w, cin]), tf.tensor4d(f, [3, 3, cin, cout]), 1, 'valid').dataSync());
+    const spy = vi.spyOn(nativeKernels(tf.engine().findBackend('wasm') as never), 'winogradConv');
+    const got = await on('wasm', run);
+    expect(spy).toHaveBeenCalledTimes(1);
+    spy.mockRestore();
+    const cpu = await on('cpu', run);
+    cpu.forEach((v, i) => { if (!Number.isFinite(v)) expect(Number.isFinite(got[i]!), `output ${i}`).toBe(false); });
+    // 8x8 outputs in 2x2 tiles of 4x4: the NaN (input 3,3) reaches tile (0,0) only, the Inf (input 8,8) tile (1,1) only.
+    const tileOf = (i: number): number => { const p = Math.floor(i / cout); return Math.floor(Math.floor(p / 8) / 4) * 2 + Math.floor((p % 8) / 4); };
+    got.forEach((v, i) => { if (tileOf(i) === 1 || tileOf(i) === 2) expect(v, `output ${i}`).toBeCloseTo(cpu[i]!, 4); });
+  });
+
   it.each([
     { name: 'Winograd, bias + relu, valid 13x13x32→64', shape: [2, 13, 13, 32], cout: 64, pad: 'valid', activation: 'relu', bias: [64] },
     { name: 'Winograd, [1,1,1,C] bias, linear, same 7x9x8→12', shape: [2, 7, 9, 8], cout: 12, pad: 'same', activation: 'linear', bias: [1, 1, 1, 12] },
@@ -126,7 +154,7 @@ describe('wasm training kernels', () => {
     { name: 'direct (9 taps), bias + relu, valid 28x28x1→32', shape: [2, 28, 28, 1], cout: 32, pad: 'valid', activation: 'relu', bias: [32] },
     { name: 'direct (9 taps), no bias, linear, same 9x7x1→16', shape: [2, 9, 7, 1], cout: 16, pad: 'same', activation: 'linear', bias: undefined },
     { name: 'stock (leakyrelu), same 7x9x8→12', shape: [2, 7, 9, 8], cout: 12, pad: 'same', activation: 'leakyrelu', bias: [12] },
-  ] as const)('FusedConv2D matches cpu ($name)', async ({ shape, cout, pad, activation, bias }) => {
+  ] as const)('FusedConv2D matches cpu ($name)', async ({ name, shape, cout, pad, activation, bias }) => {
     const [b, h, w, cin] = shape;
     const x = randomFloats(b * h * w * cin, 31);
     const f = randomFloats(9 * cin * cout, 32);
@@ -135,10 +163,34 @@ describe('wasm training kernels', () => {
       x: tf.tensor4d(x, [b, h, w, cin]), filter: tf.tensor4d(f, [3, 3, cin, cout]), strides: 1, pad,
       bias: bias ? tf.tensor(bv, [...bias]) : undefined, activation, leakyreluAlpha: 0.1,
     }).dataSync());
+    const k = nativeKernels(tf.engine().findBackend('wasm') as never);
+    const spies = [vi.spyOn(k, 'winogradConv'), vi.spyOn(k, 'convDirect')];
     const got = await on('wasm', run);
+    expect(spies.map((spy) => spy.mock.calls.length)).toEqual([name.startsWith('Winograd') ? 1 : 0, name.startsWith('direct') ? 1 : 0]);
+    spies.forEach((spy) => spy.mockRestore());
     const cpu = await on('cpu', run);
     expect(relError(got, cpu)).toBeLessThan(1e-4);
     if (activation === 'relu') expect(got.some((v) => v === 0) && got.some((v) => v > 0)).toBe(true);
+  });
+
+  it.each([
+    { name: '2x2 windows, stride 2 (max_pool_grad_2x2)', filterSize: [2, 2], strides: [2, 2], pad: 'valid', shape: [1, 4, 4, 4] },
+    { name: '3x3 windows, stride 1, same (max_pool_grad)', filterSize: [3, 3], strides: [1, 1], pad: 'same', shape: [1, 4, 4, 3] },
+  ])('MaxPoolGrad routes NaN and -inf windows as cpu does ($name)', async ({ filterSize, strides, pad, shape }) => {
+    // Window values chosen so that each rule shows: a leading NaN (cpu takes the maximum of the rest), a window of
+    // -inf and NaN only (cpu sends dy nowhere), ties (the first wins), +inf.
+    const n = shape.reduce((a, b) => a * b);
+    const specials = [Number.NaN, Number.NEGATIVE_INFINITY, Number.POSITIVE_INFINITY, 0, 0, 1];
+    const x = Float32Array.from({ length: n }, (_, i) => (i % 7 === 0 ? Number.NEGATIVE_INFINITY : specials[(i * 5) % specials.length]!));
+    const run = () => tf.tidy(() => {
+      const xt = tf.tensor4d(x, shape as [number, number, number, number]);
+      const y = tf.maxPool(xt, filterSize as [number, number], strides as [number, number], pad as 'same');
+      const dy = tf.range(1, 1 + y.size).reshape(y.shape);
+      return (tf.engine().runKernel('MaxPoolGrad', { dy, input: xt, output: y }, { filterSize, strides, pad }) as tf.Tensor).dataSync();
+    });
+    const got = await on('wasm', run);
+    const cpu = await on('cpu', run);
+    expect(Array.from(got)).toEqual(Array.from(cpu));
   });
 
   it.each([

@@ -24,8 +24,9 @@ function channelOperand(v: TensorInfo, x: TensorInfo): number | undefined {
  * a few per cent per scalar. `npx tsx bench/batch-norm-kernels.ts --reps 30` (min): [64,28,28,32]·[32] 0.75 → 0.46 ms,
  * [64,14,14,64]·[64] 0.27 → 0.21 ms, Sub alike, [64,28,28,32]/[] 0.46 → 0.44 ms. Per `cnn-large` step at B=64
  * (`bench --model cnn-large --backend wasm --profile --steps 10`): Multiply 46.6 → 37.8 ms over 100 calls, Sub
- * 10.6 → 8.4 ms over 34, RealDiv 6.8 → 6.2 ms over 13. Equal shapes are left to the stock kernel: a native pass was
- * no faster there (0.67 ms stock, 0.66 ms native on [64,28,28,32] in isolation).
+ * 10.6 → 8.4 ms over 34, RealDiv 6.8 → 6.2 ms over 13. Equal shapes of more than one axis are left to the stock
+ * kernel: a native pass was no faster there (0.67 ms stock, 0.66 ms native on [64,28,28,32] in isolation); [C] op [C]
+ * takes the native pass as a channel operand.
  */
 function channelFastPath(ops: { xFirst: ChannelOp; vFirst: ChannelOp }) {
   return (stock: KernelFunc): KernelFunc =>

@@ -21,7 +21,7 @@ const FUSED_OP = 'fused conv2d';
  */
 const DIRECT_MAX_TAPS = 32;
 
-type Route = { g: ConvGeometry; kernel: 'winograd' | 'direct' };
+type Route = { g: ConvGeometry; kernel: 'winograd' | 'direct' | 'empty' };
 
 /**
  * Which of our kernels takes a convolution, after the checks tfjs-core's conv2d op makes of its inputs: Winograd
@@ -38,6 +38,12 @@ function route(op: string, x: TensorInfo, filter: TensorInfo, attrs: Conv2DAttrs
     attrs.strides, attrs.dilations ?? 1, attrs.pad, attrs.dimRoundingMode,
   );
   const g = geometryOf(info);
+  // An empty output (batch, output side or Cout of 0) is returned as such, without a kernel: tfjs-backend-wasm's own
+  // kernel reads out of bounds on some of them (x [1,2,2,4] ⋆ [3,3,4,4] 'valid', called through runKernel). Other
+  // non-positive sizes (no input channels, a negative side) are the stock kernel's.
+  const sizes = [g.batch, g.outH, g.outW, g.outC];
+  if (g.inC > 0 && sizes.every((d) => Number.isInteger(d) && d >= 0) && sizes.includes(0)) return { g, kernel: 'empty' };
+  if ([g.inC, ...sizes].some((d) => Number.isInteger(d) && d <= 0)) return undefined;
   const direct = convKernelsEnabled() && g.kH * g.kW * g.inC <= DIRECT_MAX_TAPS && g.outC % 16 === 0;
   const kernel = winogradApplies(g) ? 'winograd' : direct ? 'direct' : undefined;
   if (!kernel) return undefined;
@@ -50,6 +56,7 @@ function convolve(
 ): TensorInfo {
   if (kernel === 'winograd') return winogradConv(backend, x, filter, g, epilogue);
   const y = backend.makeOutput([g.batch, g.outH, g.outW, g.outC], 'float32');
+  if (kernel === 'empty') return y;
   nativeKernels(backend).convDirect(x, filter, epilogue.bias, epilogue.relu ?? false, y, g);
   return y;
 }
@@ -80,7 +87,7 @@ export function fusedConv2dWinogradPath(stock: KernelFunc): KernelFunc {
   return ((args: KernelArgs) => {
     const { x, filter, bias, preluActivationWeights } = args.inputs;
     const attrs = args.attrs as unknown as FusedConv2DAttrs;
-    const epilogueOk = !preluActivationWeights && (attrs.activation === 'linear' || attrs.activation === 'relu' || attrs.activation === undefined);
+    const epilogueOk = !preluActivationWeights && (attrs.activation === 'linear' || attrs.activation === 'relu');
     if (!epilogueOk || !x || !filter) return stock(args as never);
     const outC = filter.shape[3];
     const biasOk = !bias || (bias.dtype === 'float32' && bias.shape.length >= 1 && bias.shape[bias.shape.length - 1] === outC &&

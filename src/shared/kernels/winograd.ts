@@ -9,7 +9,17 @@ import { nativeKernels } from './native.js';
  * layers where they were measured faster: winogradApplies says which. `npx tsx bench/conv-layers.ts` (B=64,
  * median of 15, M3), forward / dx / dW speed-up over im2col + GEMM and XNNPACK: `cnn` conv2 3.3 / 3.0 / 3.7;
  * `cnn-large` conv1b 3.5 / 5.7 / 8.2, conv2a 3.1 / 2.8 / 3.7, conv2b 3.3 / 3.9 / 4.3.
+ *
+ * Non-finite values spread further than in a direct convolution: a NaN or ±Inf anywhere in a 6×6 input tile makes
+ * all 16 outputs of its tile NaN (the transforms add and subtract the tile's values, and Inf − Inf is NaN). Every
+ * output that is non-finite on the stock kernels is non-finite here too, so the NaN guard stops the same steps.
  */
+
+/**
+ * The scratch grows with Cin·Cout (72 floats per pair: the filter's transform and its transpose); up to 2^20 pairs
+ * (1024 × 1024 channels) it stays under 80 M floats and winograd_scratch_floats's int. Wider layers keep im2col.
+ */
+const WINOGRAD_MAX_CHANNEL_PAIRS = 1 << 20;
 
 let enabled = true;
 
@@ -29,13 +39,13 @@ export function convKernelsEnabled(): boolean {
 
 /**
  * Whether a layer takes the Winograd kernels: 3×3, stride 1, no dilation, channels in fours (SIMD lanes). Thin layers
- * win too: on 28×28 inputs at B=64 (bench/conv-layers.ts with these layers added, median of 11, M3) forward / dx / dW
- * ran 1.3 / 2.2 / 4.8× faster than im2col + GEMM at 4 → 4 channels, 1.8 / 4.2 / 4.6× at 8 → 8. The first layers
+ * win too: on 28×28 inputs at B=64 (`npx tsx bench/conv-layers.ts --thin --reps 11`, M3) forward / dx / dW ran
+ * 1.3 / 2.2 / 4.8× faster than im2col + GEMM at 4 → 4 channels, 1.8 / 4.2 / 4.6× at 8 → 8. The first layers
  * (Cin = 1) do not qualify and take the direct kernel (conv2d.ts).
  */
 export function winogradApplies(g: ConvGeometry): boolean {
   return enabled && g.kH === 3 && g.kW === 3 && g.strideH === 1 && g.strideW === 1 && g.dilH === 1 && g.dilW === 1 &&
-    g.inC % 4 === 0 && g.outC % 4 === 0;
+    g.inC % 4 === 0 && g.outC % 4 === 0 && g.inC * g.outC <= WINOGRAD_MAX_CHANNEL_PAIRS;
 }
 
 function withScratch<T>(backend: WasmBackend, g: ConvGeometry, run: (scratch: TensorInfo) => T): T {
