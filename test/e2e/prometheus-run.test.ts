@@ -27,8 +27,12 @@ if (!HAS_PROMETHEUS) console.warn('[prometheus-run.test] prometheus/promtool not
  */
 const GRAFANA_VARIABLES: Record<string, string> = { __rate_interval: '10s', __interval: '5s', __range: '5m' };
 
-/** ~3 000 training samples × 4 epochs: long enough for rate() windows and an end-of-epoch validation while it runs. */
-const TRAIN_FLAGS = ['--train-subset', '4000', '--epochs', '4', '--warmup-steps', '0', '--validation-size', '1000', '--backend', 'wasm', '--no-report', '--seed', '7'];
+/**
+ * ~3 000 training samples × 30 epochs (about 20 s of training here): the run must outlast every check below (rate()
+ * windows, an end-of-epoch validation, a rejected frame counted and scraped) while it trains. 4 epochs ended too early
+ * once the wasm kernels got about twice as fast (a CI dry run: "the run ended first").
+ */
+const TRAIN_FLAGS = ['--train-subset', '4000', '--epochs', '30', '--warmup-steps', '0', '--validation-size', '1000', '--backend', 'wasm', '--no-report', '--seed', '7'];
 
 interface DashboardPanel {
   title?: string;
@@ -237,7 +241,7 @@ describe.skipIf(!HAS_PROMETHEUS)('Grafana dashboard on a real run: coordinator +
     const codes = await until('the run to finish', async () => {
       const running = procs.filter((p) => p.name !== 'prometheus' && p.running());
       return running.length === 0 ? procs.filter((p) => p.name !== 'prometheus').map((p) => `${p.name}:${p.child.exitCode}`) : undefined;
-    }, 120_000, logs);
+    }, 180_000, logs);
     expect(codes, logs()).toEqual(['coordinator:0', 'worker 0:0', 'worker 1:0']);
-  });
+  }, 200_000);
 });
