@@ -13,7 +13,7 @@ import { registerWasmTrainingKernels } from '../src/shared/kernels/register.js';
 import { flag, median, roundTo } from './common.js';
 
 const REPS = Number(flag('reps', '15'));
-const KERNELS = ['Mean', 'Sum', 'FusedBatchNorm', 'Multiply', 'Sub', 'RealDiv', 'Cast'] as const;
+const KERNELS = ['Mean', 'Sum', 'FusedBatchNorm', 'Add', 'Multiply', 'Sub', 'RealDiv', 'Cast'] as const;
 
 interface Call { name: string; kernel: (typeof KERNELS)[number]; inputs: Record<string, tf.Tensor>; attrs: tf.NamedAttrMap }
 
@@ -29,6 +29,7 @@ function calls(): Call[] {
       { name: `Mean ${s} axes 0,1,2`, kernel: 'Mean', inputs: { x }, attrs: { axis: [0, 1, 2], keepDims: false } },
       { name: `Sum ${s} axes 0,1,2`, kernel: 'Sum', inputs: { x }, attrs: { axis: [0, 1, 2], keepDims: false } },
       { name: `FusedBatchNorm ${s}, [${c}] parameters`, kernel: 'FusedBatchNorm', inputs: { x, mean: v, variance: v, offset: v, scale: v }, attrs: { varianceEpsilon: 1e-3 } },
+      { name: `Add ${s}+[${c}] (a layer's bias)`, kernel: 'Add', inputs: { a: x, b: v }, attrs: {} },
       { name: `Multiply ${s}·[${c}]`, kernel: 'Multiply', inputs: { a: x, b: v }, attrs: {} },
       { name: `Multiply [1,1,1,${c}]·${s}`, kernel: 'Multiply', inputs: { a: v4, b: x }, attrs: {} },
       { name: `Sub ${s}−[1,1,1,${c}]`, kernel: 'Sub', inputs: { a: x, b: v4 }, attrs: {} },

@@ -66,13 +66,13 @@ ALWAYS_INLINE void pixel_pair_inside(const float* x0, long x_step, const float* 
 }
 
 /*
- * y[B, OH, OW, Cout] <- x conv w (w: [KH, KW, Cin, Cout], Cout a multiple of 16), + bias[Cout] if flags & 1, then
- * ReLU if flags & 2 (the epilogue flags of winograd_conv); overwrites y.
+ * y[B, OH, OW, Cout] <- x conv w (w: [KH, KW, Cin, Cout], Cout a multiple of 16), then the epilogue `flags` asks for
+ * (kernels.h); overwrites y.
  */
 EXPORT(conv_direct) void conv_direct(const float* x, const float* w, const float* bias, float* y, int out_c, int flags, const int* geometry) {
   const conv_geometry g = load_geometry(geometry);
   const v128_t zero = wasm_f32x4_splat(0.0f);
-  const int has_bias = flags & 1, relu = flags & 2;
+  const int has_bias = flags & EPILOGUE_BIAS, relu = flags & EPILOGUE_RELU;
   float* out = y;
   for (int b = 0; b < g.batch; b++) {
     const float* image = x + (long)b * g.in_h * g.in_w * g.in_c;

@@ -289,21 +289,6 @@ EXPORT(max_pool_grad) void max_pool_grad(const float* x, const float* dy, float*
   }
 }
 
-/*
- * out[R, C] <- x[R, C] + bias[C]: the bias add of every conv and dense layer in training (tfjs-layers adds a
- * [1, 1, 1, C] bias by broadcasting; see fast-paths.ts for the stock kernel's time).
- */
-EXPORT(add_bias) void add_bias(const float* x, const float* bias, float* out, int rows, int c) {
-  const int vec_c = c & ~3;
-  for (int r = 0; r < rows; r++) {
-    const float* xr = x + (long)r * c;
-    float* o = out + (long)r * c;
-    int i = 0;
-    for (; i < vec_c; i += 4) wasm_v128_store(o + i, wasm_f32x4_add(wasm_v128_load(xr + i), wasm_v128_load(bias + i)));
-    for (; i < c; i++) o[i] = xr[i] + bias[i];
-  }
-}
-
 /* (lo, hi) += the four lanes of p, widened to float64. */
 #define FOLD_F64(lo, hi, p)                                                   \
   do {                                                                        \
@@ -417,28 +402,30 @@ EXPORT(mean_rows) void mean_rows(const float* x, float* out, int rows, int c) { 
 
 /*
  * Channel-wise binary ops: out[R, C] <- x op v, where v holds C values along the last axis (broadcast over the rows)
- * or, with C = 1, one value for every element. The codes are native.ts's CHANNEL_OP; the *_FROM / *_INTO codes take v
+ * or, with C = 1, one value for every element: the bias add of every conv and dense layer, and batch norm's arithmetic. The codes are native.ts's CHANNEL_OP; the *_FROM / *_INTO codes take v
  * as the left operand (the non-commutative Sub and RealDiv with the channel operand first).
  */
-enum { CHANNEL_MUL = 0, CHANNEL_SUB = 1, CHANNEL_SUB_FROM = 2, CHANNEL_DIV = 3, CHANNEL_DIV_INTO = 4 };
+enum { CHANNEL_MUL = 0, CHANNEL_SUB = 1, CHANNEL_SUB_FROM = 2, CHANNEL_DIV = 3, CHANNEL_DIV_INTO = 4, CHANNEL_ADD = 5 };
 
 ALWAYS_INLINE v128_t channel_apply(int op, v128_t x, v128_t v) {
   switch (op) {
+    case CHANNEL_ADD: return wasm_f32x4_add(x, v);
     case CHANNEL_MUL: return wasm_f32x4_mul(x, v);
     case CHANNEL_SUB: return wasm_f32x4_sub(x, v);
     case CHANNEL_SUB_FROM: return wasm_f32x4_sub(v, x);
     case CHANNEL_DIV: return wasm_f32x4_div(x, v);
-    default: return wasm_f32x4_div(v, x);
+    default: return wasm_f32x4_div(v, x); /* CHANNEL_DIV_INTO */
   }
 }
 
 ALWAYS_INLINE float channel_apply_scalar(int op, float x, float v) {
   switch (op) {
+    case CHANNEL_ADD: return x + v;
     case CHANNEL_MUL: return x * v;
     case CHANNEL_SUB: return x - v;
     case CHANNEL_SUB_FROM: return v - x;
     case CHANNEL_DIV: return x / v;
-    default: return v / x;
+    default: return v / x; /* CHANNEL_DIV_INTO */
   }
 }
 
@@ -463,6 +450,7 @@ ALWAYS_INLINE void channel_loop(const float* x, const float* v, float* out, int 
 
 EXPORT(channel_op) void channel_op(const float* x, const float* v, float* out, int rows, int c, int op) {
   switch (op) {
+    case CHANNEL_ADD: channel_loop(x, v, out, rows, c, CHANNEL_ADD); break;
     case CHANNEL_MUL: channel_loop(x, v, out, rows, c, CHANNEL_MUL); break;
     case CHANNEL_SUB: channel_loop(x, v, out, rows, c, CHANNEL_SUB); break;
     case CHANNEL_SUB_FROM: channel_loop(x, v, out, rows, c, CHANNEL_SUB_FROM); break;

@@ -34,6 +34,10 @@ static inline conv_geometry load_geometry(const int* g) {
 #define MADD(a, b, c) wasm_f32x4_add(wasm_f32x4_mul((a), (b)), (c))
 #endif
 
+/* A convolution's epilogue, applied as each output is written (winograd_conv, conv_direct): + bias[Cout], then ReLU. */
+#define EPILOGUE_BIAS 1
+#define EPILOGUE_RELU 2
+
 /* C[M, N] (+)= A[M, K] · B[K, N], all row-major and contiguous (gemm.c). accumulate = 0 overwrites C. */
 void gemm_nn(const float* a, const float* b, float* c, int m, int k, int n, int accumulate);
 /* C[M, N] (+)= Aᵀ · B with A stored as [K, M] row-major, B as [K, N] (gemm.c). accumulate = 0 overwrites C. */

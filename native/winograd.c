@@ -328,12 +328,7 @@ ALWAYS_INLINE void filter_gradient_inverse(float* du, float* dw, int in_c, int o
   }
 }
 
-/*
- * y[B, OH, OW, Cout] <- x conv w (w: [3, 3, Cin, Cout]), + bias[Cout] if flags & WINO_BIAS, then ReLU if
- * flags & WINO_RELU (tfjs's FusedConv2D); overwrites y.
- */
-#define WINO_BIAS 1
-#define WINO_RELU 2
+/* y[B, OH, OW, Cout] <- x conv w (w: [3, 3, Cin, Cout]), then the epilogue `flags` asks for (kernels.h); overwrites y. */
 EXPORT(winograd_conv) void winograd_conv(const float* x, const float* w, const float* bias, float* y, float* scratch, int out_c, int flags, const int* geometry) {
   const conv_geometry g = load_geometry(geometry);
   const int in_c = g.in_c, tiles = tile_count(&g);
@@ -348,7 +343,7 @@ EXPORT(winograd_conv) void winograd_conv(const float* x, const float* w, const f
       gemm_nn(v + xi * PLANE(nt, in_c), u + xi * PLANE(in_c, out_c), m + xi * PLANE(nt, out_c), nt, in_c, out_c, 0);
     }
     for (int t = 0; t < nt; t++) {
-      output_tile(m + (long)t * out_c, PLANE(nt, out_c), y, &g, out_c, tile_at(&g, t0 + t), flags & WINO_BIAS ? bias : 0, flags & WINO_RELU);
+      output_tile(m + (long)t * out_c, PLANE(nt, out_c), y, &g, out_c, tile_at(&g, t0 + t), flags & EPILOGUE_BIAS ? bias : 0, flags & EPILOGUE_RELU);
     }
   }
 }

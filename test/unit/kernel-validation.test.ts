@@ -80,7 +80,7 @@ const CASES: Case[] = [
   { name: 'Conv2DBackpropFilter, window larger than a valid input', ...convFilter({ shape: [2, 2, 2, 1] }, { shape: [2, 1, 1, 4] }), message: /Error in conv2dDerFilter: .*every size must be a positive whole number/, stock: 'unchecked' },
 
   // The Winograd route (3x3, stride 1, channels in fours): x [2,6,6,8] * filter [3,3,8,8], valid → dy [2,4,4,8].
-  { name: 'Conv2D (Winograd route), filter in-depth 4 vs input 8', kernel: 'Conv2D', inputs: { x: { shape: [2, 6, 6, 8] }, filter: { shape: [3, 3, 4, 8] } }, attrs: { ...conv, dilations: [1, 1] }, message: /Error in conv2d: depth of input \(8\) must match input depth for filter 4/, stock: () => tf.conv2d(zeros([2, 6, 6, 8]), zeros([3, 3, 4, 8]), 1, 'valid') },
+  { name: 'Conv2D, filter in-depth 4 vs input 8 (shapes the Winograd route takes once they agree)', kernel: 'Conv2D', inputs: { x: { shape: [2, 6, 6, 8] }, filter: { shape: [3, 3, 4, 8] } }, attrs: { ...conv, dilations: [1, 1] }, message: /Error in conv2d: depth of input \(8\) must match input depth for filter 4/, stock: () => tf.conv2d(zeros([2, 6, 6, 8]), zeros([3, 3, 4, 8]), 1, 'valid') },
   { name: 'Conv2DBackpropInput (Winograd route), dy spatial 3x3 instead of 4x4', kernel: 'Conv2DBackpropInput', inputs: { dy: { shape: [2, 3, 3, 8] }, filter: { shape: [3, 3, 8, 8] } }, attrs: { ...conv, inputShape: [2, 6, 6, 8] }, message: /Error in conv2dDerInput: dy must have shape \[2,4,4,8\]/, stock: 'unchecked' },
   { name: 'Conv2DBackpropFilter (Winograd route), dy batch 1 instead of 2', kernel: 'Conv2DBackpropFilter', inputs: { x: { shape: [2, 6, 6, 8] }, dy: { shape: [1, 4, 4, 8] } }, attrs: { ...conv, filterShape: [3, 3, 8, 8] }, message: /Error in conv2dDerFilter: dy must have shape \[2,4,4,8\]/, stock: 'kernel' },
 

@@ -1,4 +1,4 @@
-import { Multiply, RealDiv, Sub, util, type KernelFunc, type NamedAttrMap, type NamedTensorInfoMap, type TensorInfo } from '@tensorflow/tfjs';
+import { Add, Multiply, RealDiv, Sub, util, type KernelFunc, type NamedAttrMap, type NamedTensorInfoMap, type TensorInfo } from '@tensorflow/tfjs';
 import { assertWasmBackend } from './heap.js';
 import { CHANNEL_OP, nativeKernels, type ChannelOp } from './native.js';
 
@@ -15,13 +15,14 @@ function channelOperand(v: TensorInfo, x: TensorInfo): number | undefined {
 }
 
 /**
- * Channel-wise Multiply, Sub and RealDiv: x[..., C] op v where v holds C values along the last axis ([C] or
- * [1, …, 1, C]) or a single value ([] or [1, …, 1]), in either operand order; batch norm's gradient and the
- * gradients of `tf.moments` are made of these. One native pass (channel_op in native/kernels.c); every other call,
- * and every non-float32 one, goes to the stock kernel.
+ * Channel-wise Add, Multiply, Sub and RealDiv: x[..., C] op v where v holds C values along the last axis ([C] or
+ * [1, …, 1, C]) or a single value ([] or [1, …, 1]), in either operand order. tfjs-layers adds every conv and dense
+ * layer's bias this way, and batch norm's gradient and the gradients of `tf.moments` are made of these. One native
+ * pass (channel_op in native/kernels.c); every other call, and every non-float32 one, goes to the stock kernel.
  *
  * The stock kernels (XNNPACK) broadcast well; the native pass is still faster, by a third per channel operand and by
- * a few per cent per scalar. `npx tsx bench/batch-norm-kernels.ts --reps 30` (min): [64,28,28,32]·[32] 0.75 → 0.46 ms,
+ * a few per cent per scalar. `npx tsx bench/batch-norm-kernels.ts --reps 30` (min): [64,28,28,32] + [32] (a bias)
+ * 0.64 → 0.44 ms and [64,14,14,64] + [64] 0.25 → 0.22 ms (M3, after Add joined this path); [64,28,28,32]·[32] 0.75 → 0.46 ms,
  * [64,14,14,64]·[64] 0.27 → 0.21 ms, Sub alike, [64,28,28,32]/[] 0.46 → 0.44 ms. Per `cnn-large` step at B=64
  * (`bench --model cnn-large --backend wasm --profile --steps 10`): Multiply 46.6 → 37.8 ms over 100 calls, Sub
  * 10.6 → 8.4 ms over 34, RealDiv 6.8 → 6.2 ms over 13. Equal shapes of more than one axis are left to the stock
@@ -49,6 +50,7 @@ function channelFastPath(ops: { xFirst: ChannelOp; vFirst: ChannelOp }) {
 }
 
 export const CHANNEL_PATHS: ReadonlyArray<{ kernelName: string; wrap: (stock: KernelFunc) => KernelFunc }> = [
+  { kernelName: Add, wrap: channelFastPath({ xFirst: CHANNEL_OP.add, vFirst: CHANNEL_OP.add }) },
   { kernelName: Multiply, wrap: channelFastPath({ xFirst: CHANNEL_OP.mul, vFirst: CHANNEL_OP.mul }) },
   { kernelName: Sub, wrap: channelFastPath({ xFirst: CHANNEL_OP.sub, vFirst: CHANNEL_OP.subFrom }) },
   { kernelName: RealDiv, wrap: channelFastPath({ xFirst: CHANNEL_OP.div, vFirst: CHANNEL_OP.divInto }) },

@@ -1,5 +1,5 @@
 import {
-  Add, BatchMatMul, Cast, Identity, Mean, Sum, Tile, util,
+  BatchMatMul, Cast, Identity, Mean, Sum, Tile, util,
   type BatchMatMulAttrs, type CastAttrs, type TileAttrs, type KernelFunc, type NamedAttrMap, type NamedTensorInfoMap, type TensorInfo,
   type SumAttrs,
 } from '@tensorflow/tfjs';
@@ -17,38 +17,18 @@ type KernelArgs = { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedA
  * Fast paths in front of stock tfjs-backend-wasm kernels, for the shapes training produces; every other call goes to
  * the stock kernel unchanged.
  *
- * - Add of a bias along the last axis (every conv and dense layer's forward pass): a native row-wise SIMD add
- *   (add_bias): 0.47 ms against the stock broadcasting Add's 0.72 ms on [64,28,28,32] + [32] (bench/
- *   batch-norm-kernels.ts's machine and method, one run).
+ * - Channel-wise Add, Multiply, Sub and RealDiv (channel-ops.ts): the bias add of every conv and dense layer's forward
+ *   pass, batch norm's arithmetic.
  * - Sum and Mean over every axis but the last (bias gradients; batch norm's mean and variance): a native column
  *   pass (columnReduceFastPath). The stock kernels transpose the whole input first.
  * - Identity, and Cast to the dtype the tensor already has, share the input's memory instead of copying it (see
  *   identityFastPath).
- * - FusedBatchNorm with per-channel parameters (batch-norm.ts), and channel-wise Multiply, Sub and RealDiv
- *   (channel-ops.ts): batch norm's forward pass and gradient.
+ * - FusedBatchNorm with per-channel parameters (batch-norm.ts).
  * - Conv2D and FusedConv2D of the layers the Winograd or direct kernels take (conv2d.ts).
  * - BatchMatMul with a transposed operand and batch 1 (both dense-layer gradients): the stock kernel reaches
  *   XNNPACK only without transposes and otherwise runs a naive loop; we transpose each flagged operand natively and
  *   run the untransposed GEMM.
  */
-/** x[..., C] + b where b holds C values along the last axis (a bias: [C] or [1, …, 1, C]), either operand order. */
-function addFastPath(stock: KernelFunc): KernelFunc {
-  return ((args: KernelArgs) => {
-    const { a, b } = args.inputs as { a: TensorInfo; b: TensorInfo };
-    const isBias = (t: TensorInfo, of: TensorInfo): boolean =>
-      of.shape.length >= 2 && t.shape.length >= 1 && t.shape.length <= of.shape.length && t.shape[t.shape.length - 1] === of.shape[of.shape.length - 1] &&
-      t.shape.slice(0, -1).every((d) => d === 1);
-    const [x, bias] = isBias(b, a) ? [a, b] : isBias(a, b) ? [b, a] : [undefined, undefined];
-    if (!x || !bias || x.dtype !== 'float32' || bias.dtype !== 'float32') return stock(args as never);
-    const { backend } = args;
-    assertWasmBackend(backend);
-    const channels = x.shape[x.shape.length - 1]!;
-    const out = backend.makeOutput([...x.shape], 'float32');
-    nativeKernels(backend).addBias(x, bias, out, util.sizeFromShape(x.shape) / channels, channels);
-    return out;
-  }) as KernelFunc;
-}
-
 /**
  * Sum or Mean of a float32 tensor over every axis but the last (Sum: the bias gradient of every conv and dense layer;
  * Mean: batch norm's mean and variance in training, `tf.moments`): one native column pass, sum_rows / mean_rows in
@@ -143,14 +123,16 @@ function tileFastPath(stock: KernelFunc): KernelFunc {
  * than writing into it.
  */
 function identityFastPath(stock: KernelFunc): KernelFunc {
-  return ((args: KernelArgs) => {
-    const x = args.inputs.x!;
-    if (x.dtype === 'string') return stock(args as never);
-    const { backend } = args;
-    assertWasmBackend(backend);
-    backend.incRef(x.dataId);
-    return { dataId: x.dataId, shape: [...x.shape], dtype: x.dtype };
-  }) as KernelFunc;
+  return ((args: KernelArgs) => (args.inputs.x!.dtype === 'string' ? stock(args as never) : sharedWith(args))) as KernelFunc;
+}
+
+/** The kernel's input x itself, as a second owner of its memory. */
+function sharedWith(args: KernelArgs): TensorInfo {
+  const x = args.inputs.x!;
+  const { backend } = args;
+  assertWasmBackend(backend);
+  backend.incRef(x.dataId);
+  return { dataId: x.dataId, shape: [...x.shape], dtype: x.dtype };
 }
 
 /**
@@ -161,18 +143,13 @@ function identityFastPath(stock: KernelFunc): KernelFunc {
  */
 function castFastPath(stock: KernelFunc): KernelFunc {
   return ((args: KernelArgs) => {
-    const x = args.inputs.x!;
     const { dtype } = args.attrs as unknown as CastAttrs;
-    if (x.dtype !== dtype || !(dtype === 'float32' || dtype === 'int32' || dtype === 'bool')) return stock(args as never);
-    const { backend } = args;
-    assertWasmBackend(backend);
-    backend.incRef(x.dataId);
-    return { dataId: x.dataId, shape: [...x.shape], dtype: x.dtype };
+    const same = args.inputs.x!.dtype === dtype && (dtype === 'float32' || dtype === 'int32' || dtype === 'bool');
+    return same ? sharedWith(args) : stock(args as never);
   }) as KernelFunc;
 }
 
 export const FAST_PATHS: ReadonlyArray<{ kernelName: string; wrap: (stock: KernelFunc) => KernelFunc }> = [
-  { kernelName: Add, wrap: addFastPath },
   { kernelName: Sum, wrap: columnReduceFastPath('sum') },
   { kernelName: Mean, wrap: columnReduceFastPath('mean') },
   { kernelName: BatchMatMul, wrap: batchMatMulFastPath },

@@ -19,7 +19,6 @@ interface NativeExports {
   batch_norm(x: number, mean: number, variance: number, offset: number, scale: number, epsilon: number, out: number, rows: number, channels: number): void;
   batch_norm_grad(x: number, dy: number, mean: number, variance: number, scale: number, epsilon: number, dx: number, dMean: number, dVariance: number, dScale: number, dOffset: number, rows: number, channels: number): void;
   channel_op(x: number, v: number, out: number, rows: number, channels: number, op: ChannelOp): void;
-  add_bias(x: number, bias: number, out: number, rows: number, channels: number): void;
   relu_grad(dy: number, y: number, out: number, n: number): void;
   transpose_2d(input: number, out: number, rows: number, cols: number): void;
   gemm_f32(a: number, b: number, c: number, m: number, k: number, n: number): void;
@@ -35,8 +34,11 @@ interface NativeExports {
  * The op codes of native/kernels.c `channel_op`: out <- x op v, or v op x for the subFrom / divInto codes, where v holds one
  * value per channel (the last axis) or one value in all.
  */
-export const CHANNEL_OP = { mul: 0, sub: 1, subFrom: 2, div: 3, divInto: 4 } as const;
+export const CHANNEL_OP = { mul: 0, sub: 1, subFrom: 2, div: 3, divInto: 4, add: 5 } as const;
 export type ChannelOp = (typeof CHANNEL_OP)[keyof typeof CHANNEL_OP];
+
+/** The flags of a convolution's epilogue (native/kernels.h EPILOGUE_BIAS, EPILOGUE_RELU). */
+const epilogueFlags = (bias: TensorInfo | undefined, relu: boolean): number => (bias ? 1 : 0) | (relu ? 2 : 0);
 
 /** int32 fields of native/kernels.h `conv_geometry`. */
 const GEOMETRY_INTS = 14;
@@ -90,11 +92,6 @@ class NativeKernels {
     this.exports.max_pool_grad(this.ptr(x), this.ptr(dy), this.ptr(dx), this.geometry(g));
   }
 
-  /** out[rows, channels] <- x + bias[channels]. `out` must be a fresh output: tensors may share memory (the Identity fast path), so writing into an input would change its clones too. */
-  addBias(x: TensorInfo, bias: TensorInfo, out: TensorInfo, rows: number, channels: number): void {
-    this.exports.add_bias(this.ptr(x), this.ptr(bias), this.ptr(out), rows, channels);
-  }
-
   sumRows(x: TensorInfo, out: TensorInfo, rows: number, channels: number): void {
     this.exports.sum_rows(this.ptr(x), this.ptr(out), rows, channels);
   }
@@ -109,7 +106,11 @@ class NativeKernels {
     this.exports.batch_norm(this.ptr(x), this.ptr(mean), this.ptr(variance), offset ? this.ptr(offset) : 0, scale ? this.ptr(scale) : 0, epsilon, this.ptr(out), rows, channels);
   }
 
-  /** out[rows, channels] <- x op v with v[channels] broadcast over the rows (or v[1] over everything when channels is 1). */
+  /**
+   * out[rows, channels] <- x op v with v[channels] broadcast over the rows (or v[1] over everything when channels is
+   * 1). `out` must be a fresh output: tensors may share memory (the Identity and Cast fast paths), so writing into an
+   * input would change its clones too.
+   */
   channelOp(x: TensorInfo, v: TensorInfo, out: TensorInfo, rows: number, channels: number, op: ChannelOp): void {
     this.exports.channel_op(this.ptr(x), this.ptr(v), this.ptr(out), rows, channels, op);
   }
@@ -131,8 +132,7 @@ class NativeKernels {
 
   /** y[B, OH, OW, Cout] <- x conv w (+ bias[Cout]) (then ReLU) computed directly (few taps; Cout a multiple of 16). */
   convDirect(x: TensorInfo, w: TensorInfo, bias: TensorInfo | undefined, relu: boolean, y: TensorInfo, g: ConvGeometry): void {
-    const flags = (bias ? 1 : 0) | (relu ? 2 : 0);
-    this.exports.conv_direct(this.ptr(x), this.ptr(w), bias ? this.ptr(bias) : 0, this.ptr(y), g.outC, flags, this.geometry(g));
+    this.exports.conv_direct(this.ptr(x), this.ptr(w), bias ? this.ptr(bias) : 0, this.ptr(y), g.outC, epilogueFlags(bias, relu), this.geometry(g));
   }
 
   /** Floats of scratch the Winograd kernels need for a layer with these channel counts (native/winograd.c). */
@@ -142,8 +142,7 @@ class NativeKernels {
 
   /** y[B, OH, OW, Cout] <- x conv w (+ bias[Cout]) (then ReLU) by Winograd F(4×4, 3×3); overwrites y. */
   winogradConv(x: TensorInfo, w: TensorInfo, bias: TensorInfo | undefined, relu: boolean, y: TensorInfo, scratch: TensorInfo, g: ConvGeometry): void {
-    const flags = (bias ? 1 : 0) | (relu ? 2 : 0);
-    this.exports.winograd_conv(this.ptr(x), this.ptr(w), bias ? this.ptr(bias) : 0, this.ptr(y), this.ptr(scratch), g.outC, flags, this.geometry(g));
+    this.exports.winograd_conv(this.ptr(x), this.ptr(w), bias ? this.ptr(bias) : 0, this.ptr(y), this.ptr(scratch), g.outC, epilogueFlags(bias, relu), this.geometry(g));
   }
 
   /** dx[B, H, W, Cin] <- that convolution's input gradient; overwrites dx. */
