@@ -4,14 +4,19 @@
  * overlap, so each dx element is written exactly once: the window's first maximum (row-major, the cpu backend's rule
  * for ties, which are common after ReLU, and for NaN and -inf) gets dy, the other three get 0, and rows or columns that no window covers (odd
  * sizes) are zeroed. No scatter, no zeroing pass over dx first.
+ *
+ * relu_mask = 1 also applies the gradient of a ReLU in front of the pool (x = relu(z), dz wanted;
+ * src/shared/kernels/conv-relu-pool.ts): dy reaches the window's first maximum only where that maximum is > 0, exactly
+ * what relu_grad would keep of this kernel's output, without the second pass over dx.
  */
 #include "kernels.h"
 
-EXPORT(max_pool_grad_2x2) void max_pool_grad_2x2(const float* x, const float* dy, float* dx, int channels, const int* geometry) {
+EXPORT(max_pool_grad_2x2) void max_pool_grad_2x2(const float* x, const float* dy, float* dx, int channels, int relu_mask, const int* geometry) {
   const conv_geometry g = load_geometry(geometry);
   const int c = channels;
   const long row = (long)g.in_w * c;
   const v128_t minus_inf = wasm_f32x4_splat(-__builtin_inff());
+  const v128_t zero = wasm_f32x4_splat(0);
   for (int b = 0; b < g.batch; b++) {
     const float* xb = x + (long)b * g.in_h * row;
     float* dxb = dx + (long)b * g.in_h * row;
@@ -39,7 +44,8 @@ EXPORT(max_pool_grad_2x2) void max_pool_grad_2x2(const float* x, const float* dy
           const v128_t to_c = wasm_v128_andnot(take_c, take_d);
           const v128_t to_b = wasm_v128_andnot(wasm_v128_andnot(take_b, take_c), take_d);
           const v128_t to_a = wasm_v128_andnot(take_a, wasm_v128_or(wasm_v128_or(take_b, take_c), take_d));
-          const v128_t gv = wasm_v128_load(grad + ch);
+          v128_t gv = wasm_v128_load(grad + ch);
+          if (relu_mask) gv = wasm_v128_and(gv, wasm_f32x4_gt(wasm_v128_bitselect(d, best_abc, take_d), zero));
           float* q = d0 + at + ch;
           wasm_v128_store(q, wasm_v128_and(gv, to_a));
           wasm_v128_store(q + c, wasm_v128_and(gv, to_b));

@@ -22,7 +22,8 @@ interface NativeExports {
   relu_grad(dy: number, y: number, out: number, n: number): void;
   transpose_2d(input: number, out: number, rows: number, cols: number): void;
   gemm_f32(a: number, b: number, c: number, m: number, k: number, n: number): void;
-  max_pool_grad_2x2(x: number, dy: number, dx: number, channels: number, geometry: number): void;
+  max_pool_grad_2x2(x: number, dy: number, dx: number, channels: number, reluMask: number, geometry: number): void;
+  masked_sum_rows(x: number, mask: number, out: number, rows: number, channels: number): void;
   conv_direct(x: number, w: number, bias: number, y: number, outC: number, flags: number, geometry: number): void;
   winograd_scratch_floats(inC: number, outC: number): number;
   winograd_conv(x: number, w: number, bias: number, y: number, scratch: number, outC: number, flags: number, geometry: number): void;
@@ -96,6 +97,11 @@ class NativeKernels {
     this.exports.sum_rows(this.ptr(x), this.ptr(out), rows, channels);
   }
 
+  /** out[channels] <- column sums of x[rows, channels] over the elements where mask (same shape) is > 0. */
+  maskedSumRows(x: TensorInfo, mask: TensorInfo, out: TensorInfo, rows: number, channels: number): void {
+    this.exports.masked_sum_rows(this.ptr(x), this.ptr(mask), this.ptr(out), rows, channels);
+  }
+
   /** out[channels] <- column means of x[rows, channels], summed in float64 and rounded once. */
   meanRows(x: TensorInfo, out: TensorInfo, rows: number, channels: number): void {
     this.exports.mean_rows(this.ptr(x), this.ptr(out), rows, channels);
@@ -125,9 +131,12 @@ class NativeKernels {
     this.exports.gemm_f32(this.ptr(a), this.ptr(b), this.ptr(c), m, k, n);
   }
 
-  /** maxPoolGrad for 2×2 windows, stride 2, no padding, channels a multiple of 4; overwrites dx. */
-  maxPoolGrad2x2(x: TensorInfo, dy: TensorInfo, dx: TensorInfo, g: ConvGeometry): void {
-    this.exports.max_pool_grad_2x2(this.ptr(x), this.ptr(dy), this.ptr(dx), g.inC, this.geometry(g));
+  /**
+   * maxPoolGrad for 2×2 windows, stride 2, no padding, channels a multiple of 4; overwrites dx. With reluMask, x is
+   * relu(z) and dx becomes dz: dy reaches a window's first maximum only where it is > 0.
+   */
+  maxPoolGrad2x2(x: TensorInfo, dy: TensorInfo, dx: TensorInfo, g: ConvGeometry, reluMask = false): void {
+    this.exports.max_pool_grad_2x2(this.ptr(x), this.ptr(dy), this.ptr(dx), g.inC, reluMask ? 1 : 0, this.geometry(g));
   }
 
   /** y[B, OH, OW, Cout] <- x conv w (+ bias[Cout]) (then ReLU) computed directly (few taps; Cout a multiple of 16). */

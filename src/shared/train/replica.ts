@@ -6,6 +6,7 @@ import { createOptimizer, type FlatOptimizer, type OptimizerConfig } from './opt
 import { paramLayout, weightsDigest, type ParamLayout, type ParamSlot } from '../model/layout.js';
 import { IMAGE_COLS, IMAGE_ROWS, NUM_CLASSES, type Batch } from '../data/mnist.js';
 import { passLimitFor, passSizes, PROBE_SAMPLES, UNSPLIT_SAMPLES } from './pass-limit.js';
+import { trainingForward } from './training-forward.js';
 
 export type { Batch };
 
@@ -38,6 +39,8 @@ export class Replica {
   readonly evaluator: Evaluator;
   private readonly trainableVars: tf.LayerVariable[];
   private readonly syncedVars: tf.LayerVariable[];
+  /** The logits in training mode, as the step differentiates them (training-forward.ts). */
+  private readonly forward: (xs: tf.Tensor) => tf.Tensor;
   /** Samples per pass: given, or measured on the first wasm batch above UNSPLIT_SAMPLES. */
   private passLimit: number | undefined;
 
@@ -58,6 +61,7 @@ export class Replica {
       layer.trainable = false;
     }
     this.logits = logitsModel(this.model);
+    this.forward = trainingForward(this.logits);
     this.layout = paramLayout(this.model);
     const byName = new Map([...this.model.trainableWeights, ...this.model.nonTrainableWeights].map((w) => [w.originalName, w]));
     const lookup = (s: ParamSlot): tf.LayerVariable => byName.get(s.name)!;
@@ -166,7 +170,7 @@ export class Replica {
       const labels = tf.oneHot(tf.tensor1d(batch.y.subarray(start, start + n), 'int32'), NUM_CLASSES);
       const vars = this.trainableVars.map((v) => v.read() as tf.Variable);
       const { value, grads } = tf.variableGrads(
-        () => tf.losses.softmaxCrossEntropy(labels, this.logits.apply(xs, { training: true }) as tf.Tensor2D, undefined, undefined, tf.Reduction.SUM) as tf.Scalar,
+        () => tf.losses.softmaxCrossEntropy(labels, this.forward(xs) as tf.Tensor2D, undefined, undefined, tf.Reduction.SUM) as tf.Scalar,
         vars,
       );
       // A weight the loss does not reach has no gradient: it contributes zeros, as before.

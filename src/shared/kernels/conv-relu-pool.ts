@@ -1,0 +1,110 @@
+import {
+  backend_util, Conv2DBackpropFilter, Conv2DBackpropInput, customGrad, engine, FusedConv2D, MaxPool, util, zerosLike,
+  type Conv2DBackpropFilterAttrs, type Conv2DBackpropInputAttrs, type FusedConv2DAttrs, type GradSaveFunc, type KernelConfig,
+  type KernelFunc, type MaxPoolAttrs, type NamedAttrMap, type NamedTensorInfoMap, type Tensor, type Tensor1D, type Tensor4D,
+  type TensorInfo,
+} from '@tensorflow/tfjs';
+import { geometryOf } from './geometry.js';
+import { assertWasmBackend } from './heap.js';
+import { nativeKernels } from './native.js';
+import { assertFloat32, assertRank } from './validate.js';
+
+/**
+ * A convolution with bias and ReLU followed by a 2×2, stride-2 max pool, as one op for training on wasm: the conv
+ * blocks of `cnn` (both) and `lenet` (the second). tfjs-core runs such a block in training as Conv2D, Add, Relu and
+ * MaxPool (it fuses bias and ReLU only when no gradient is recorded), and its gradient as MaxPoolGrad, ReluGrad, Sum,
+ * then the convolution's own: each a full pass over the convolution's output, 5.5 MB on `cnn`'s conv1 at B=64.
+ *
+ * - Forward: FusedConv2D with bias and ReLU (our kernels apply both as they write each output), then MaxPool.
+ * - Backward: the gradient in front of the ReLU in one pass (max_pool_grad_2x2 with its ReLU mask), the bias gradient
+ *   summed over the pooled gradient, a quarter of the elements (masked_sum_rows), then Conv2DBackpropFilter and
+ *   Conv2DBackpropInput on it.
+ *
+ * It is one tape node with one output (tf.customGrad), the activation saved for the gradient: a kernel with a
+ * second, unused output would get a zero-filled gradient for it built in JavaScript at every step (tfjs-core's
+ * engine does so for every null dy), which cost more than the passes saved. customGrad computes every input's
+ * gradient when the node is reached, so the caller says which it needs (ConvReluPoolGrads). Same values as the
+ * unfused layers, up to the order of the bias gradient's additions (test/unit/conv-relu-pool.test.ts).
+ */
+export const RELU_POOL_GRAD = 'MnistDdpReluPoolGrad';
+
+/** The convolution's attributes; the pool is always 2×2 at stride 2 without padding, the convolution undilated. */
+export interface ConvReluPoolAttrs {
+  strides: [number, number];
+  pad: 'valid' | 'same';
+}
+
+/**
+ * Which gradients the tape needs: an input whose gradient is off is a constant of the op (its gradient is zeros, as
+ * under tf.stopGradient). A first layer's x (the images) needs none; a frozen layer's weights need none.
+ */
+export interface ConvReluPoolGrads {
+  x: boolean;
+  weights: boolean;
+}
+
+const POOL: Omit<MaxPoolAttrs, 'dimRoundingMode'> = { filterSize: 2, strides: 2, pad: 'valid' };
+
+/** Whether the op takes a block whose convolution has `outC` filters: max_pool_grad_2x2 reads channels in fours. */
+export function convReluPoolApplies(outC: number): boolean {
+  return outC > 0 && outC % 4 === 0;
+}
+
+type KernelArgs = { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap };
+
+/** [dz, dBias] from the pooled gradient: dz in front of the ReLU ([B, H, W, C]), dBias [C]. */
+function reluPoolGrad({ inputs, backend }: KernelArgs): TensorInfo[] {
+  assertWasmBackend(backend);
+  const { dy, activation, pooled } = inputs as { dy: TensorInfo; activation: TensorInfo; pooled: TensorInfo };
+  assertFloat32('reluPoolGrad', { dy, activation, pooled });
+  assertRank('reluPoolGrad', 'activation', activation.shape, 4);
+  const info = backend_util.computePool2DInfo(activation.shape as [number, number, number, number], POOL.filterSize, POOL.strides, 1, POOL.pad);
+  const g = geometryOf(info);
+  const pooledShape = [g.batch, g.outH, g.outW, g.inC];
+  util.assertShapesMatch(dy.shape, pooledShape, 'Error in reluPoolGrad: dy must have the pooled shape.');
+  util.assertShapesMatch(pooled.shape, pooledShape, 'Error in reluPoolGrad: pooled must have the pooled shape.');
+  util.assert(convReluPoolApplies(g.inC), () => `Error in reluPoolGrad: channels must be a multiple of 4, got ${g.inC}.`);
+  const dz = backend.makeOutput([...activation.shape], 'float32');
+  const dBias = backend.makeOutput([g.inC], 'float32');
+  const kernels = nativeKernels(backend);
+  kernels.maxPoolGrad2x2(activation, dy, dz, g, true);
+  // pooled > 0 exactly where dy reached an element > 0 of its window: the window's maximum is that element.
+  kernels.maskedSumRows(dy, pooled, dBias, g.batch * g.outH * g.outW, g.inC);
+  return [dz, dBias];
+}
+
+export const reluPoolGradKernelConfig: KernelConfig = {
+  kernelName: RELU_POOL_GRAD, backendName: 'wasm', kernelFunc: reluPoolGrad as unknown as KernelFunc,
+};
+
+/**
+ * maxPool(relu(conv2d(x, filter) + bias)), 2×2 at stride 2, as one op (see the file comment). Only where
+ * RELU_POOL_GRAD is registered: the wasm backend with mnist-ddp's training kernels (register.ts).
+ */
+export function convReluPool(x: Tensor4D, filter: Tensor4D, bias: Tensor1D, attrs: ConvReluPoolAttrs, grads: ConvReluPoolGrads): Tensor4D {
+  const { strides, pad } = attrs;
+  util.assert(convReluPoolApplies(filter.shape[3]) && bias.shape[0] === filter.shape[3], () =>
+    `Error in convReluPool: needs a multiple of 4 filters and a bias of one value per filter, got filter [${filter.shape.join(',')}] and bias [${bias.shape.join(',')}].`);
+  const op = customGrad((...args: Array<Tensor | GradSaveFunc>) => {
+    const [x, filter, bias, save] = args as [Tensor4D, Tensor4D, Tensor1D, GradSaveFunc];
+    const convAttrs: Partial<FusedConv2DAttrs> = { strides, pad, dataFormat: 'NHWC', dilations: 1, activation: 'relu' };
+    const activation = engine().runKernel(FusedConv2D, { x, filter, bias }, convAttrs as unknown as NamedAttrMap) as Tensor4D;
+    const pooled = engine().runKernel(MaxPool, { x: activation }, POOL as unknown as NamedAttrMap) as Tensor4D;
+    save([x, filter, bias, activation, pooled]);
+    return {
+      value: pooled,
+      gradFunc: (dy: Tensor, saved: Tensor[]) => {
+        const [sx, sFilter, sBias, sActivation, sPooled] = saved as [Tensor4D, Tensor4D, Tensor1D, Tensor4D, Tensor4D];
+        const [dz, dBias] = engine().runKernel(RELU_POOL_GRAD, { dy, activation: sActivation, pooled: sPooled }) as [Tensor4D, Tensor1D];
+        const conv = { strides, pad, dataFormat: 'NHWC' as const, dimRoundingMode: undefined };
+        const dx = grads.x
+          ? engine().runKernel(Conv2DBackpropInput, { dy: dz, filter: sFilter }, { ...conv, inputShape: sx.shape } satisfies Conv2DBackpropInputAttrs as unknown as NamedAttrMap) as Tensor
+          : zerosLike(sx);
+        if (!grads.weights) return [dx, zerosLike(sFilter), zerosLike(sBias)];
+        const dFilter = engine().runKernel(Conv2DBackpropFilter, { x: sx, dy: dz }, { ...conv, filterShape: sFilter.shape } satisfies Conv2DBackpropFilterAttrs as unknown as NamedAttrMap) as Tensor;
+        return [dx, dFilter, dBias];
+      },
+    };
+  });
+  return op(x, filter, bias) as Tensor4D;
+}

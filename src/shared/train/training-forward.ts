@@ -1,0 +1,114 @@
+import * as tf from '@tensorflow/tfjs';
+import { convReluPool, RELU_POOL_GRAD, convReluPoolApplies, type ConvReluPoolAttrs } from '../kernels/conv-relu-pool.js';
+import { convKernelsEnabled } from '../kernels/winograd.js';
+
+/** One step of the plan: a layer run by tfjs-layers, or a conv block run as one op. */
+type Step =
+  | { kind: 'layer'; layer: tf.layers.Layer }
+  | { kind: 'conv-relu-pool'; conv: tf.layers.Layer; attrs: ConvReluPoolAttrs };
+
+/** Layer config fields the plan reads (tfjs-layers' getConfig(), serialised). */
+interface ConvConfig {
+  filters?: number;
+  strides?: number | number[];
+  padding?: string;
+  dataFormat?: string;
+  dilationRate?: number | number[];
+  activation?: string;
+  useBias?: boolean;
+  kernelRegularizer?: unknown;
+  biasRegularizer?: unknown;
+  activityRegularizer?: unknown;
+}
+interface PoolConfig {
+  poolSize?: number | number[];
+  strides?: number | number[] | null;
+  padding?: string;
+  dataFormat?: string;
+}
+
+const pair = (v: number | number[] | null | undefined): number[] | undefined =>
+  v == null ? undefined : Array.isArray(v) ? v : [v, v];
+const isPair = (v: number | number[] | null | undefined, n: number): boolean => {
+  const p = pair(v);
+  return p !== undefined && p.length === 2 && p[0] === n && p[1] === n;
+};
+
+/** The conv block's attributes when `conv` then `pool` are a Conv2D(bias, ReLU) and a 2×2/2 MaxPooling2D the op takes. */
+function convReluPoolAttrs(conv: tf.layers.Layer, pool: tf.layers.Layer | undefined): ConvReluPoolAttrs | undefined {
+  if (!pool || conv.getClassName() !== 'Conv2D' || pool.getClassName() !== 'MaxPooling2D') return undefined;
+  const c = conv.getConfig() as ConvConfig;
+  const p = pool.getConfig() as PoolConfig;
+  const strides = pair(c.strides);
+  const convOk = c.activation === 'relu' && c.useBias === true && c.dataFormat === 'channelsLast' && isPair(c.dilationRate, 1) &&
+    (c.padding === 'valid' || c.padding === 'same') && strides?.length === 2 && convReluPoolApplies(c.filters ?? 0) &&
+    c.kernelRegularizer == null && c.biasRegularizer == null && c.activityRegularizer == null && conv.weights.length === 2;
+  const poolOk = isPair(p.poolSize, 2) && (p.strides == null || isPair(p.strides, 2)) && p.padding === 'valid' && p.dataFormat === 'channelsLast';
+  return convOk && poolOk ? { strides: strides as [number, number], pad: c.padding as 'valid' | 'same' } : undefined;
+}
+
+/** The model's layers in order when it is a chain (each layer takes the previous one's only output); else undefined. */
+function chainOf(model: tf.LayersModel): tf.layers.Layer[] | undefined {
+  const layers = model.layers.filter((l) => l.getClassName() !== 'InputLayer');
+  const linked = layers.every((layer, i) => {
+    const nodes = layer.inboundNodes;
+    if (nodes.length !== 1 || nodes[0]!.inboundLayers.length !== 1) return false;
+    const from = nodes[0]!.inboundLayers[0]!;
+    return i === 0 ? from.getClassName() === 'InputLayer' : from === layers[i - 1];
+  });
+  const output = model.outputs.length === 1 ? model.outputs[0]!.sourceLayer : undefined;
+  return linked && layers.length > 0 && output === layers[layers.length - 1] ? layers : undefined;
+}
+
+function planOf(layers: tf.layers.Layer[]): Step[] {
+  const steps: Step[] = [];
+  for (let i = 0; i < layers.length; i++) {
+    const attrs = convReluPoolAttrs(layers[i]!, layers[i + 1]);
+    if (attrs) {
+      steps.push({ kind: 'conv-relu-pool', conv: layers[i]!, attrs });
+      i++;
+    } else {
+      steps.push({ kind: 'layer', layer: layers[i]! });
+    }
+  }
+  return steps;
+}
+
+/**
+ * The forward pass a training step differentiates (training mode: dropout on, batch norm on batch statistics).
+ *
+ * On wasm with mnist-ddp's kernels, each Conv2D(bias, ReLU) → MaxPooling2D(2×2, stride 2) pair of a chain model runs
+ * as one convReluPool op (kernels/conv-relu-pool.ts): four fewer passes over the convolution's output per step,
+ * forward and backward. Every other layer runs as tfjs-layers runs it (`layer.apply`, as the model's own executor
+ * calls it). Other backends, our convolution kernels switched off (bench/conv-layers.ts), and models that are not a
+ * chain run `model.apply` unchanged. Weights, layer names and the saved model are untouched: evaluation, export and
+ * fine-tuning see the usual model. Same values and gradients, up to the order of the bias gradients' additions
+ * (test/unit/training-forward.test.ts).
+ */
+export function trainingForward(model: tf.LayersModel): (xs: tf.Tensor) => tf.Tensor {
+  const layers = chainOf(model);
+  const steps = layers ? planOf(layers) : [];
+  const fuses = steps.some((s) => s.kind === 'conv-relu-pool');
+  return (xs) => {
+    const fused = fuses && convKernelsEnabled() && tf.getBackend() === 'wasm' && tf.getKernel(RELU_POOL_GRAD, 'wasm') !== undefined;
+    if (!fused) return model.apply(xs, { training: true }) as tf.Tensor;
+    let y = xs;
+    steps.forEach((step, i) => {
+      if (step.kind === 'layer') {
+        y = step.layer.apply(y, { training: true }) as tf.Tensor;
+      } else {
+        const [kernel, bias] = step.conv.weights as [tf.LayerVariable, tf.LayerVariable];
+        // The first step's input is the images: a constant. Frozen weights are constants too.
+        const grads = { x: i > 0, weights: step.conv.trainable };
+        y = convReluPool(y as tf.Tensor4D, kernel.read() as tf.Tensor4D, bias.read() as tf.Tensor1D, step.attrs, grads);
+      }
+    });
+    return y;
+  };
+}
+
+/** How many conv blocks `trainingForward(model)` runs as one op when it can (for tests and the profile). */
+export function fusedBlockCount(model: tf.LayersModel): number {
+  const layers = chainOf(model);
+  return layers ? planOf(layers).filter((s) => s.kind === 'conv-relu-pool').length : 0;
+}

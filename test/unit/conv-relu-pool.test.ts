@@ -1,0 +1,172 @@
+import * as tf from '@tensorflow/tfjs';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { initBackend } from '../../src/shared/core/backend.js';
+import { convReluPool, RELU_POOL_GRAD, type ConvReluPoolAttrs } from '../../src/shared/kernels/conv-relu-pool.js';
+import { buildModel, logitsModel } from '../../src/shared/model/zoo.js';
+import { fusedBlockCount, trainingForward } from '../../src/shared/train/training-forward.js';
+import { relError } from '../helpers/conv-reference.js';
+import { randomFloats } from '../helpers/random.js';
+
+// Issue #17: a Conv2D(bias, ReLU) → 2×2 max pool block runs as one op in training on wasm. Its value and its three
+// gradients must equal the unfused layers' on the cpu backend (and on wasm without the op) within 1e-4 relative, for
+// every route its convolution takes and for windows whose maximum is a ReLU zero.
+
+interface Case {
+  name: string;
+  x: [number, number, number, number];
+  filter: [number, number, number, number];
+  attrs: ConvReluPoolAttrs;
+  /** Shifts the bias down so that most activations are ReLU zeros: all-zero windows and ties. */
+  negativeBias?: boolean;
+}
+
+const CASES: Case[] = [
+  { name: "cnn's conv1 (direct kernel, 26×26 → 13×13)", x: [3, 28, 28, 1], filter: [3, 3, 1, 32], attrs: { strides: [1, 1], pad: 'valid' } },
+  { name: "cnn's conv2 (Winograd, 11×11: the last row and column no window covers)", x: [3, 13, 13, 32], filter: [3, 3, 32, 64], attrs: { strides: [1, 1], pad: 'valid' } },
+  { name: '5×5 same (stock convolution)', x: [2, 10, 10, 6], filter: [5, 5, 6, 16], attrs: { strides: [1, 1], pad: 'same' } },
+  { name: 'stride 2, same, odd output (stock)', x: [2, 9, 9, 4], filter: [3, 3, 4, 8], attrs: { strides: [2, 2], pad: 'same' } },
+  { name: 'mostly ReLU zeros: all-zero windows and ties', x: [2, 8, 8, 4], filter: [3, 3, 4, 4], attrs: { strides: [1, 1], pad: 'same' }, negativeBias: true },
+];
+
+function inputs(c: Case) {
+  const cout = c.filter[3];
+  const bias = randomFloats(cout, 3).map((v) => (c.negativeBias ? v - 2 : v));
+  return {
+    x: randomFloats(c.x.reduce((a, b) => a * b), 1),
+    filter: randomFloats(c.filter.reduce((a, b) => a * b), 2),
+    bias,
+  };
+}
+
+/** The block as tfjs-layers runs it: conv2d, add, relu, maxPool; its value and d/d(x, filter, bias) of Σ value·dy. */
+function unfused(c: Case, v: ReturnType<typeof inputs>, dy: Float32Array): Float32Array[] {
+  return tf.tidy(() => {
+    const f = (x: tf.Tensor, filter: tf.Tensor, bias: tf.Tensor) =>
+      tf.maxPool(tf.relu(tf.add(tf.conv2d(x as tf.Tensor4D, filter as tf.Tensor4D, c.attrs.strides, c.attrs.pad), bias)), 2, 2, 'valid');
+    const args = [tf.tensor(v.x, c.x), tf.tensor(v.filter, c.filter), tf.tensor1d(v.bias)] as const;
+    const value = f(...args);
+    const grads = tf.grads((x, filter, bias) => tf.sum(tf.mul(f(x!, filter!, bias!), tf.tensor(dy, value.shape))))([...args]);
+    return [value, ...grads].map((t) => t.dataSync() as Float32Array);
+  });
+}
+
+function fused(c: Case, v: ReturnType<typeof inputs>, dy: Float32Array, grads = { x: true, weights: true }): Float32Array[] {
+  return tf.tidy(() => {
+    const f = (x: tf.Tensor, filter: tf.Tensor, bias: tf.Tensor) =>
+      convReluPool(x as tf.Tensor4D, filter as tf.Tensor4D, bias as tf.Tensor1D, c.attrs, grads);
+    const args = [tf.tensor(v.x, c.x), tf.tensor(v.filter, c.filter), tf.tensor1d(v.bias)] as const;
+    const value = f(...args);
+    const g = tf.grads((x, filter, bias) => tf.sum(tf.mul(f(x!, filter!, bias!), tf.tensor(dy, value.shape))))([...args]);
+    return [value, ...g].map((t) => t.dataSync() as Float32Array);
+  });
+}
+
+describe('convReluPool (kernels/conv-relu-pool.ts)', () => {
+  beforeAll(async () => {
+    await initBackend('wasm');
+  });
+
+  describe.each(CASES.map((c) => [c.name, c] as const))('%s', (_name, c) => {
+    const v = inputs(c);
+    const pooledSize = (): number => tf.tidy(() => tf.maxPool(tf.conv2d(tf.zeros(c.x) as tf.Tensor4D, tf.zeros(c.filter) as tf.Tensor4D, c.attrs.strides, c.attrs.pad), 2, 2, 'valid').size);
+
+    it('equals conv2d → add → relu → maxPool on cpu, value and the gradients of x, filter and bias', async () => {
+      const dy = randomFloats(pooledSize(), 4);
+      await tf.setBackend('cpu');
+      const want = unfused(c, v, dy);
+      await tf.setBackend('wasm');
+      const got = fused(c, v, dy);
+      const unfusedWasm = unfused(c, v, dy);
+      ['value', 'dx', 'dFilter', 'dBias'].forEach((what, i) => {
+        expect(got[i]!.length, what).toBe(want[i]!.length);
+        expect(relError(got[i]!, want[i]!), `${what} vs cpu`).toBeLessThan(1e-4);
+        expect(relError(got[i]!, unfusedWasm[i]!), `${what} vs wasm unfused`).toBeLessThan(1e-4);
+      });
+      if (c.negativeBias) {
+        const zeros = got[0]!.filter((p) => p === 0).length;
+        expect(zeros, 'windows whose maximum is a ReLU zero').toBeGreaterThan(got[0]!.length / 4);
+      }
+    });
+
+    it('treats an input whose gradient is off as a constant, and leaks no tensor', () => {
+      const dy = randomFloats(pooledSize(), 5);
+      const all = fused(c, v, dy);
+      const before = tf.memory().numTensors;
+      const noX = fused(c, v, dy, { x: false, weights: true });
+      const noWeights = fused(c, v, dy, { x: true, weights: false });
+      expect(tf.memory().numTensors).toBe(before);
+      expect(noX[1]!.every((g) => g === 0)).toBe(true);
+      expect([...noX[2]!]).toEqual([...all[2]!]);
+      expect([...noX[3]!]).toEqual([...all[3]!]);
+      expect([...noWeights[1]!]).toEqual([...all[1]!]);
+      expect(noWeights[2]!.every((g) => g === 0) && noWeights[3]!.every((g) => g === 0)).toBe(true);
+    });
+  });
+
+  it('its gradient kernel checks shapes, dtype and channels as a stock kernel does', () => {
+    const run = (dy: number[], activation: number[], pooled: number[], dtype: 'float32' | 'int32' = 'float32') => () => tf.tidy(() =>
+      tf.engine().runKernel(RELU_POOL_GRAD, { dy: tf.zeros(dy), activation: tf.zeros(activation, dtype), pooled: tf.zeros(pooled) }));
+    expect(run([1, 2, 2, 4], [1, 4, 4, 4], [1, 2, 2, 4])).not.toThrow();
+    expect(run([1, 2, 3, 4], [1, 4, 4, 4], [1, 2, 2, 4])).toThrow(/dy must have the pooled shape/);
+    expect(run([1, 2, 2, 4], [1, 4, 4, 4], [1, 2, 2, 8])).toThrow(/pooled must have the pooled shape/);
+    expect(run([1, 2, 2, 6], [1, 4, 4, 6], [1, 2, 2, 6])).toThrow(/multiple of 4/);
+    expect(run([1, 2, 2, 4], [1, 4, 4, 4], [1, 2, 2, 4], 'int32')).toThrow(/float32/);
+    expect(run([2, 2, 4], [4, 4, 4], [2, 2, 4])).toThrow(/rank 4/);
+  });
+});
+
+describe('trainingForward (train/training-forward.ts)', () => {
+  beforeAll(async () => {
+    await initBackend('wasm');
+  });
+
+  it('fuses the conv blocks the op takes: both of cnn, the second of lenet (the first has 6 filters), none elsewhere', () => {
+    const count = (name: string) => fusedBlockCount(logitsModel(buildModel(name, { seed: 1 })));
+    expect([count('cnn'), count('lenet'), count('mlp'), count('cnn-large')]).toEqual([2, 1, 0, 0]);
+  });
+
+  // The models with fused blocks; the others run model.apply itself (trainingForward).
+  describe.each([['cnn'], ['lenet']] as const)('%s', (name) => {
+    it('gives the loss and the gradients of model.apply, and tf.memory() stays flat', () => {
+      const model = buildModel(name, { seed: 3 });
+      const logits = logitsModel(model);
+      const forward = trainingForward(logits);
+      const B = 8;
+      const xs = tf.tensor4d(randomFloats(B * 784, 6, 0, 1), [B, 28, 28, 1]);
+      const labels = tf.oneHot(tf.tensor1d(Array.from({ length: B }, (_, i) => i % 10), 'int32'), 10);
+      const vars = model.trainableWeights.map((w) => w.read() as tf.Variable);
+      const run = (f: (x: tf.Tensor) => tf.Tensor) => tf.tidy(() => {
+        const { value, grads } = tf.variableGrads(() => tf.losses.softmaxCrossEntropy(labels, f(xs) as tf.Tensor2D) as tf.Scalar, vars);
+        return [value.dataSync()[0]!, ...vars.map((v) => grads[v.name]!.dataSync() as Float32Array)] as const;
+      });
+      const plainForward = (x: tf.Tensor) => logits.apply(x, { training: true }) as tf.Tensor;
+      const want = run(plainForward);
+      const before = tf.memory().numTensors;
+      const got = run(forward);
+      run(forward);
+      expect(tf.memory().numTensors).toBe(before);
+      expect(Math.abs(got[0] - want[0]) / Math.abs(want[0])).toBeLessThan(1e-5);
+      vars.forEach((v, i) => expect(relError(got[i + 1] as Float32Array, want[i + 1] as Float32Array), v.name).toBeLessThan(1e-4));
+      tf.dispose([xs, labels]);
+    });
+  });
+
+  it('leaves a frozen conv layer\'s weights out and still matches model.apply for the rest', () => {
+    const model = buildModel('cnn', { seed: 4 });
+    model.getLayer('conv1').trainable = false;
+    const logits = logitsModel(model);
+    const forward = trainingForward(logits);
+    const xs = tf.tensor4d(randomFloats(4 * 784, 7, 0, 1), [4, 28, 28, 1]);
+    const labels = tf.oneHot(tf.tensor1d([1, 2, 3, 4], 'int32'), 10);
+    const vars = model.trainableWeights.map((w) => w.read() as tf.Variable);
+    expect(vars.map((v) => v.name).some((n) => n.includes('conv1'))).toBe(false);
+    const grads = (f: (x: tf.Tensor) => tf.Tensor) => tf.tidy(() => {
+      const { grads: g } = tf.variableGrads(() => tf.losses.softmaxCrossEntropy(labels, f(xs) as tf.Tensor2D) as tf.Scalar, vars);
+      return vars.map((v) => g[v.name]!.dataSync() as Float32Array);
+    });
+    const want = grads((x) => logits.apply(x, { training: true }) as tf.Tensor);
+    const got = grads(forward);
+    vars.forEach((v, i) => expect(relError(got[i]!, want[i]!), v.name).toBeLessThan(1e-4));
+    tf.dispose([xs, labels]);
+  });
+});
