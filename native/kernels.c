@@ -310,25 +310,34 @@ static inline void store_quotient(float* out, v128_t lo, v128_t hi, double divis
  * `npx tsx bench/batch-norm-kernels.ts` (min): 8-channel blocks took 0.80 ms on [64,28,28,32] and 0.52 ms on
  * [64,14,14,64], these 0.43 ms and 0.32 ms.
  */
-/* x[i], or 0 where mask[i] is not > 0 (mask may be 0: no mask; column_sums is inlined, so the test folds away). */
-ALWAYS_INLINE v128_t load_masked(const float* x, const float* mask, long i) {
+/*
+ * The term column_sums adds for x[i]: x[i]; with a mask, 0 where mask[i] is not > 0; with a centre m (the four
+ * channels' values), (x[i] - m)^2. mask and centre may be 0 (absent): column_sums is inlined, so the tests fold away.
+ */
+ALWAYS_INLINE v128_t column_term(const float* x, const float* mask, const float* centre, v128_t m, long i) {
   const v128_t v = wasm_v128_load(x + i);
+  if (centre) {
+    const v128_t d = wasm_f32x4_sub(v, m);
+    return wasm_f32x4_mul(d, d);
+  }
   return mask ? wasm_v128_and(v, wasm_f32x4_gt(wasm_v128_load(mask + i), wasm_f32x4_splat(0))) : v;
 }
 
-ALWAYS_INLINE void column_sums(const float* x, const float* mask, float* out, int rows, int c, double divisor) {
+ALWAYS_INLINE void column_sums(const float* x, const float* mask, const float* centre, float* out, int rows, int c, double divisor) {
   int c0 = 0;
   for (; c0 + 16 <= c; c0 += 16) {
     v128_t t0 = wasm_f64x2_splat(0), t1 = t0, t2 = t0, t3 = t0, t4 = t0, t5 = t0, t6 = t0, t7 = t0;
+    const v128_t m0 = centre ? wasm_v128_load(centre + c0) : t0, m1 = centre ? wasm_v128_load(centre + c0 + 4) : t0;
+    const v128_t m2 = centre ? wasm_v128_load(centre + c0 + 8) : t0, m3 = centre ? wasm_v128_load(centre + c0 + 12) : t0;
     for (int r0 = 0; r0 < rows; r0 += 64) {
       const int r1 = r0 + 64 < rows ? r0 + 64 : rows;
       v128_t p0 = wasm_f32x4_splat(0), p1 = p0, p2 = p0, p3 = p0;
       for (int r = r0; r < r1; r++) {
         const long row = (long)r * c + c0;
-        p0 = wasm_f32x4_add(p0, load_masked(x, mask, row));
-        p1 = wasm_f32x4_add(p1, load_masked(x, mask, row + 4));
-        p2 = wasm_f32x4_add(p2, load_masked(x, mask, row + 8));
-        p3 = wasm_f32x4_add(p3, load_masked(x, mask, row + 12));
+        p0 = wasm_f32x4_add(p0, column_term(x, mask, centre, m0, row));
+        p1 = wasm_f32x4_add(p1, column_term(x, mask, centre, m1, row + 4));
+        p2 = wasm_f32x4_add(p2, column_term(x, mask, centre, m2, row + 8));
+        p3 = wasm_f32x4_add(p3, column_term(x, mask, centre, m3, row + 12));
       }
       FOLD_F64(t0, t1, p0);
       FOLD_F64(t2, t3, p1);
@@ -342,10 +351,11 @@ ALWAYS_INLINE void column_sums(const float* x, const float* mask, float* out, in
   }
   for (; c0 + 4 <= c; c0 += 4) {
     v128_t t0 = wasm_f64x2_splat(0), t1 = t0;
+    const v128_t m0 = centre ? wasm_v128_load(centre + c0) : t0;
     for (int r0 = 0; r0 < rows; r0 += 64) {
       const int r1 = r0 + 64 < rows ? r0 + 64 : rows;
       v128_t p0 = wasm_f32x4_splat(0);
-      for (int r = r0; r < r1; r++) p0 = wasm_f32x4_add(p0, load_masked(x, mask, (long)r * c + c0));
+      for (int r = r0; r < r1; r++) p0 = wasm_f32x4_add(p0, column_term(x, mask, centre, m0, (long)r * c + c0));
       FOLD_F64(t0, t1, p0);
     }
     store_quotient(out + c0, t0, t1, divisor);
@@ -354,14 +364,15 @@ ALWAYS_INLINE void column_sums(const float* x, const float* mask, float* out, in
     double total = 0;
     for (int r = 0; r < rows; r++) {
       const long i = (long)r * c + c0;
-      if (!mask || mask[i] > 0) total += x[i];
+      if (centre) total += (double)((x[i] - centre[c0]) * (x[i] - centre[c0]));
+      else if (!mask || mask[i] > 0) total += x[i];
     }
     out[c0] = (float)(total / divisor);
   }
 }
 
 /* out[C] <- column sums of x[rows, C] (the bias gradient). */
-EXPORT(sum_rows) void sum_rows(const float* x, float* out, int rows, int c) { column_sums(x, 0, out, rows, c, 1.0); }
+EXPORT(sum_rows) void sum_rows(const float* x, float* out, int rows, int c) { column_sums(x, 0, 0, out, rows, c, 1.0); }
 
 /*
  * out[C] <- column sums of x[rows, C] over the elements where mask[rows, C] > 0: the bias gradient of a ReLU
@@ -369,7 +380,7 @@ EXPORT(sum_rows) void sum_rows(const float* x, float* out, int rows, int c) { co
  * larger gradient in front of the pool, whose other elements are zero (src/shared/kernels/conv-relu-pool.ts).
  */
 EXPORT(masked_sum_rows) void masked_sum_rows(const float* x, const float* mask, float* out, int rows, int c) {
-  column_sums(x, mask, out, rows, c, 1.0);
+  column_sums(x, mask, 0, out, rows, c, 1.0);
 }
 
 /* out[i] <- dy[i] where y[i] > 0, else 0: the ReLU gradient in one pass (tfjs runs Step, Cast and Multiply). */
@@ -416,7 +427,15 @@ EXPORT(transpose_2d) void transpose_2d(const float* in, float* out, int rows, in
 }
 
 /* out[C] <- column means of x[rows, C]: Mean over every axis but the last (batch norm's mean and variance). */
-EXPORT(mean_rows) void mean_rows(const float* x, float* out, int rows, int c) { column_sums(x, 0, out, rows, c, (double)rows); }
+EXPORT(mean_rows) void mean_rows(const float* x, float* out, int rows, int c) { column_sums(x, 0, 0, out, rows, c, (double)rows); }
+
+/*
+ * out[C] <- column means of (x[rows, C] - mean)^2: the biased batch variance, as tfjs's moments computes it (mean of
+ * the squared deviations, not E[x^2] - mean^2), summed like mean_rows.
+ */
+EXPORT(variance_rows) void variance_rows(const float* x, const float* mean, float* out, int rows, int c) {
+  column_sums(x, 0, mean, out, rows, c, (double)rows);
+}
 
 /*
  * Channel-wise binary ops: out[R, C] <- x op v, where v holds C values along the last axis (broadcast over the rows)

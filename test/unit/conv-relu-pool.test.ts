@@ -2,8 +2,6 @@ import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/shared/core/backend.js';
 import { convReluPool, RELU_POOL_GRAD, type ConvReluPoolAttrs } from '../../src/shared/kernels/conv-relu-pool.js';
-import { buildModel, logitsModel } from '../../src/shared/model/zoo.js';
-import { fusedBlockCount, trainingForward } from '../../src/shared/train/training-forward.js';
 import { relError } from '../helpers/conv-reference.js';
 import { randomFloats } from '../helpers/random.js';
 
@@ -42,7 +40,7 @@ function inputs(c: Case) {
 function unfused(c: Case, v: ReturnType<typeof inputs>, dy: Float32Array): Float32Array[] {
   return tf.tidy(() => {
     const f = (x: tf.Tensor, filter: tf.Tensor, bias: tf.Tensor) =>
-      tf.maxPool(tf.relu(tf.add(tf.conv2d(x as tf.Tensor4D, filter as tf.Tensor4D, c.attrs.strides, c.attrs.pad), bias)), 2, 2, 'valid');
+      tf.maxPool(tf.relu(tf.add<tf.Tensor4D>(tf.conv2d(x as tf.Tensor4D, filter as tf.Tensor4D, c.attrs.strides, c.attrs.pad), bias)), 2, 2, 'valid');
     const args = [tf.tensor(v.x, c.x), tf.tensor(v.filter, c.filter), tf.tensor1d(v.bias)] as const;
     const value = f(...args);
     const grads = tf.grads((x, filter, bias) => tf.sum(tf.mul(f(x!, filter!, bias!), tf.tensor(dy, value.shape))))([...args]);
@@ -112,61 +110,5 @@ describe('convReluPool (kernels/conv-relu-pool.ts)', () => {
     expect(run([1, 2, 2, 6], [1, 4, 4, 6], [1, 2, 2, 6])).toThrow(/multiple of 4/);
     expect(run([1, 2, 2, 4], [1, 4, 4, 4], [1, 2, 2, 4], 'int32')).toThrow(/float32/);
     expect(run([2, 2, 4], [4, 4, 4], [2, 2, 4])).toThrow(/rank 4/);
-  });
-});
-
-describe('trainingForward (train/training-forward.ts)', () => {
-  beforeAll(async () => {
-    await initBackend('wasm');
-  });
-
-  it('fuses the conv blocks the op takes: both of cnn, the second of lenet (the first has 6 filters), none elsewhere', () => {
-    const count = (name: string) => fusedBlockCount(logitsModel(buildModel(name, { seed: 1 })));
-    expect([count('cnn'), count('lenet'), count('mlp'), count('cnn-large')]).toEqual([2, 1, 0, 0]);
-  });
-
-  // The models with fused blocks; the others run model.apply itself (trainingForward).
-  describe.each([['cnn'], ['lenet']] as const)('%s', (name) => {
-    it('gives the loss and the gradients of model.apply, and tf.memory() stays flat', () => {
-      const model = buildModel(name, { seed: 3 });
-      const logits = logitsModel(model);
-      const forward = trainingForward(logits);
-      const B = 8;
-      const xs = tf.tensor4d(randomFloats(B * 784, 6, 0, 1), [B, 28, 28, 1]);
-      const labels = tf.oneHot(tf.tensor1d(Array.from({ length: B }, (_, i) => i % 10), 'int32'), 10);
-      const vars = model.trainableWeights.map((w) => w.read() as tf.Variable);
-      const run = (f: (x: tf.Tensor) => tf.Tensor) => tf.tidy(() => {
-        const { value, grads } = tf.variableGrads(() => tf.losses.softmaxCrossEntropy(labels, f(xs) as tf.Tensor2D) as tf.Scalar, vars);
-        return [value.dataSync()[0]!, ...vars.map((v) => grads[v.name]!.dataSync() as Float32Array)] as const;
-      });
-      const plainForward = (x: tf.Tensor) => logits.apply(x, { training: true }) as tf.Tensor;
-      const want = run(plainForward);
-      const before = tf.memory().numTensors;
-      const got = run(forward);
-      run(forward);
-      expect(tf.memory().numTensors).toBe(before);
-      expect(Math.abs(got[0] - want[0]) / Math.abs(want[0])).toBeLessThan(1e-5);
-      vars.forEach((v, i) => expect(relError(got[i + 1] as Float32Array, want[i + 1] as Float32Array), v.name).toBeLessThan(1e-4));
-      tf.dispose([xs, labels]);
-    });
-  });
-
-  it('leaves a frozen conv layer\'s weights out and still matches model.apply for the rest', () => {
-    const model = buildModel('cnn', { seed: 4 });
-    model.getLayer('conv1').trainable = false;
-    const logits = logitsModel(model);
-    const forward = trainingForward(logits);
-    const xs = tf.tensor4d(randomFloats(4 * 784, 7, 0, 1), [4, 28, 28, 1]);
-    const labels = tf.oneHot(tf.tensor1d([1, 2, 3, 4], 'int32'), 10);
-    const vars = model.trainableWeights.map((w) => w.read() as tf.Variable);
-    expect(vars.map((v) => v.name).some((n) => n.includes('conv1'))).toBe(false);
-    const grads = (f: (x: tf.Tensor) => tf.Tensor) => tf.tidy(() => {
-      const { grads: g } = tf.variableGrads(() => tf.losses.softmaxCrossEntropy(labels, f(xs) as tf.Tensor2D) as tf.Scalar, vars);
-      return vars.map((v) => g[v.name]!.dataSync() as Float32Array);
-    });
-    const want = grads((x) => logits.apply(x, { training: true }) as tf.Tensor);
-    const got = grads(forward);
-    vars.forEach((v, i) => expect(relError(got[i]!, want[i]!), v.name).toBeLessThan(1e-4));
-    tf.dispose([xs, labels]);
   });
 });

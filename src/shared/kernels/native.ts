@@ -16,7 +16,9 @@ interface NativeExports {
   max_pool_grad(x: number, dy: number, dx: number, geometry: number): void;
   sum_rows(x: number, out: number, rows: number, channels: number): void;
   mean_rows(x: number, out: number, rows: number, channels: number): void;
-  batch_norm(x: number, mean: number, variance: number, offset: number, scale: number, epsilon: number, out: number, rows: number, channels: number): void;
+  batch_norm(x: number, mean: number, variance: number, offset: number, scale: number, epsilon: number, relu: number, out: number, rows: number, channels: number): void;
+  variance_rows(x: number, mean: number, out: number, rows: number, channels: number): void;
+  batch_norm_train_grad(x: number, y: number, dy: number, mean: number, variance: number, scale: number, epsilon: number, dx: number, dScale: number, dOffset: number, rows: number, channels: number): void;
   batch_norm_grad(x: number, dy: number, mean: number, variance: number, scale: number, epsilon: number, dx: number, dMean: number, dVariance: number, dScale: number, dOffset: number, rows: number, channels: number): void;
   channel_op(x: number, v: number, out: number, rows: number, channels: number, op: ChannelOp): void;
   relu_grad(dy: number, y: number, out: number, n: number): void;
@@ -107,9 +109,27 @@ class NativeKernels {
     this.exports.mean_rows(this.ptr(x), this.ptr(out), rows, channels);
   }
 
-  /** out[rows, channels] <- (x - mean) · scale / sqrt(variance + epsilon) + offset, every parameter [channels]; overwrites out. */
-  batchNorm(x: TensorInfo, mean: TensorInfo, variance: TensorInfo, offset: TensorInfo | undefined, scale: TensorInfo | undefined, epsilon: number, out: TensorInfo, rows: number, channels: number): void {
-    this.exports.batch_norm(this.ptr(x), this.ptr(mean), this.ptr(variance), offset ? this.ptr(offset) : 0, scale ? this.ptr(scale) : 0, epsilon, this.ptr(out), rows, channels);
+  /**
+   * out[rows, channels] <- (x - mean) · scale / sqrt(variance + epsilon) + offset, every parameter [channels], then
+   * max(·, 0) with relu; overwrites out.
+   */
+  batchNorm(x: TensorInfo, mean: TensorInfo, variance: TensorInfo, offset: TensorInfo | undefined, scale: TensorInfo | undefined, epsilon: number, out: TensorInfo, rows: number, channels: number, relu = false): void {
+    this.exports.batch_norm(this.ptr(x), this.ptr(mean), this.ptr(variance), offset ? this.ptr(offset) : 0, scale ? this.ptr(scale) : 0, epsilon, relu ? 1 : 0, this.ptr(out), rows, channels);
+  }
+
+  /** out[channels] <- column means of (x[rows, channels] - mean)²: the biased batch variance. */
+  varianceRows(x: TensorInfo, mean: TensorInfo, out: TensorInfo, rows: number, channels: number): void {
+    this.exports.variance_rows(this.ptr(x), this.ptr(mean), this.ptr(out), rows, channels);
+  }
+
+  /**
+   * Training-mode batch norm's gradient with the batch's own mean and variance (native/batch_norm.c), through a ReLU
+   * on its output when `y` (that output) is given: overwrites dx [rows, C], dScale and dOffset [C]. rows >= 4.
+   */
+  batchNormTrainGrad(x: TensorInfo, y: TensorInfo | undefined, dy: TensorInfo, mean: TensorInfo, variance: TensorInfo, scale: TensorInfo | undefined, epsilon: number,
+    out: { dx: TensorInfo; dScale: TensorInfo; dOffset: TensorInfo }, rows: number, channels: number): void {
+    this.exports.batch_norm_train_grad(this.ptr(x), y ? this.ptr(y) : 0, this.ptr(dy), this.ptr(mean), this.ptr(variance), scale ? this.ptr(scale) : 0, epsilon,
+      this.ptr(out.dx), this.ptr(out.dScale), this.ptr(out.dOffset), rows, channels);
   }
 
   /**

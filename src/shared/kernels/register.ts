@@ -1,5 +1,6 @@
 import { FusedBatchNorm, getGradient, getKernel, registerGradient, registerKernel, unregisterKernel, type KernelConfig } from '@tensorflow/tfjs';
 import { batchNormGradConfig, batchNormGradKernelConfig } from './batch-norm-grad.js';
+import { batchNormTrainKernelConfigs } from './batch-norm-train.js';
 import { conv2dBackpropFilterConfig } from './conv2d-backprop-filter.js';
 import { conv2dBackpropInputConfig } from './conv2d-backprop-input.js';
 import { conv2dGradConfig } from './conv2d-grad.js';
@@ -13,7 +14,7 @@ import { reluGradConfig, reluGradKernelConfig } from './relu-grad.js';
 /** The training kernels mnist-ddp adds to, or replaces in, tfjs-backend-wasm. */
 const WASM_TRAINING_KERNELS: readonly KernelConfig[] = [
   conv2dBackpropFilterConfig, conv2dBackpropInputConfig, maxPoolGradConfig, reluGradKernelConfig, batchNormGradKernelConfig,
-  reluPoolGradKernelConfig,
+  reluPoolGradKernelConfig, ...batchNormTrainKernelConfigs,
 ];
 
 let registered = false;

@@ -1,11 +1,20 @@
 import * as tf from '@tensorflow/tfjs';
+import { BATCH_NORM_TRAIN_GRAD, batchNormTraining, MIN_ROWS } from '../kernels/batch-norm-train.js';
 import { convReluPool, RELU_POOL_GRAD, convReluPoolApplies, type ConvReluPoolAttrs } from '../kernels/conv-relu-pool.js';
 import { convKernelsEnabled } from '../kernels/winograd.js';
 
-/** One step of the plan: a layer run by tfjs-layers, or a conv block run as one op. */
+/** One step of the plan: a layer run by tfjs-layers, or a group of layers run as one op. */
 type Step =
   | { kind: 'layer'; layer: tf.layers.Layer }
-  | { kind: 'conv-relu-pool'; conv: tf.layers.Layer; attrs: ConvReluPoolAttrs };
+  | { kind: 'conv-relu-pool'; conv: tf.layers.Layer; attrs: ConvReluPoolAttrs }
+  | { kind: 'batch-norm'; layers: tf.layers.Layer[]; bn: BatchNormWeights; epsilon: number; momentum: number; relu: boolean };
+
+interface BatchNormWeights {
+  gamma: tf.LayerVariable;
+  beta: tf.LayerVariable;
+  movingMean: tf.LayerVariable;
+  movingVariance: tf.LayerVariable;
+}
 
 /** Layer config fields the plan reads (tfjs-layers' getConfig(), serialised). */
 interface ConvConfig {
@@ -47,6 +56,44 @@ function convReluPoolAttrs(conv: tf.layers.Layer, pool: tf.layers.Layer | undefi
   return convOk && poolOk ? { strides: strides as [number, number], pad: c.padding as 'valid' | 'same' } : undefined;
 }
 
+interface BatchNormConfig {
+  axis?: number;
+  momentum?: number;
+  epsilon?: number;
+  center?: boolean;
+  scale?: boolean;
+  betaRegularizer?: unknown;
+  gammaRegularizer?: unknown;
+}
+
+/**
+ * The batch-norm step when `bn` is a BatchNormalization over the last axis with scale and offset (optionally followed
+ * by a ReLU Activation, which joins the op), as batch-norm-train.ts computes it.
+ */
+function batchNormStep(bn: tf.layers.Layer, next: tf.layers.Layer | undefined): Step | undefined {
+  if (bn.getClassName() !== 'BatchNormalization') return undefined;
+  const c = bn.getConfig() as BatchNormConfig;
+  const rank = (bn.input as tf.SymbolicTensor).shape.length;
+  const weight = (name: string) => bn.weights.find((w) => w.originalName === `${bn.name}/${name}`);
+  const [gamma, beta, movingMean, movingVariance] = ['gamma', 'beta', 'moving_mean', 'moving_variance'].map(weight);
+  const ok = (c.axis === -1 || c.axis === rank - 1) && c.center === true && c.scale === true && c.betaRegularizer == null && c.gammaRegularizer == null &&
+    typeof c.epsilon === 'number' && typeof c.momentum === 'number' && gamma && beta && movingMean && movingVariance;
+  if (!ok) return undefined;
+  const relu = next?.getClassName() === 'Activation' && (next.getConfig() as { activation?: string }).activation === 'relu';
+  return {
+    kind: 'batch-norm', layers: relu ? [bn, next!] : [bn], bn: { gamma, beta, movingMean, movingVariance },
+    epsilon: c.epsilon!, momentum: c.momentum!, relu,
+  };
+}
+
+/** tfjs-layers' moving-average update of a BatchNormalization variable (normalization.js), the same arithmetic. */
+function movingAverage(variable: tf.LayerVariable, value: tf.Tensor, momentum: number): void {
+  tf.tidy(() => {
+    const origValue = variable.read();
+    variable.write(tf.sub(origValue, tf.mul(tf.sub(origValue, value), 1 - momentum)));
+  });
+}
+
 /** The model's layers in order when it is a chain (each layer takes the previous one's only output); else undefined. */
 function chainOf(model: tf.LayersModel): tf.layers.Layer[] | undefined {
   const layers = model.layers.filter((l) => l.getClassName() !== 'InputLayer');
@@ -64,9 +111,13 @@ function planOf(layers: tf.layers.Layer[]): Step[] {
   const steps: Step[] = [];
   for (let i = 0; i < layers.length; i++) {
     const attrs = convReluPoolAttrs(layers[i]!, layers[i + 1]);
+    const batchNorm = attrs ? undefined : batchNormStep(layers[i]!, layers[i + 1]);
     if (attrs) {
       steps.push({ kind: 'conv-relu-pool', conv: layers[i]!, attrs });
       i++;
+    } else if (batchNorm?.kind === 'batch-norm') {
+      steps.push(batchNorm);
+      i += batchNorm.layers.length - 1;
     } else {
       steps.push({ kind: 'layer', layer: layers[i]! });
     }
@@ -77,9 +128,12 @@ function planOf(layers: tf.layers.Layer[]): Step[] {
 /**
  * The forward pass a training step differentiates (training mode: dropout on, batch norm on batch statistics).
  *
- * On wasm with mnist-ddp's kernels, each Conv2D(bias, ReLU) → MaxPooling2D(2×2, stride 2) pair of a chain model runs
- * as one convReluPool op (kernels/conv-relu-pool.ts): four fewer passes over the convolution's output per step,
- * forward and backward. Every other layer runs as tfjs-layers runs it (`layer.apply`, as the model's own executor
+ * On wasm with mnist-ddp's kernels, in a chain model:
+ * - each Conv2D(bias, ReLU) → MaxPooling2D(2×2, stride 2) pair runs as one convReluPool op (kernels/conv-relu-pool.ts):
+ *   four fewer passes over the convolution's output per step, forward and backward;
+ * - each BatchNormalization (→ ReLU) runs as one batchNormTraining op (kernels/batch-norm-train.ts), which updates the
+ *   layer's moving mean and variance with tfjs-layers' own arithmetic.
+ * Every other layer runs as tfjs-layers runs it (`layer.apply`, as the model's own executor
  * calls it). Other backends, our convolution kernels switched off (bench/conv-layers.ts), and models that are not a
  * chain run `model.apply` unchanged. Weights, layer names and the saved model are untouched: evaluation, export and
  * fine-tuning see the usual model. Same values and gradients, up to the order of the bias gradients' additions
@@ -88,14 +142,17 @@ function planOf(layers: tf.layers.Layer[]): Step[] {
 export function trainingForward(model: tf.LayersModel): (xs: tf.Tensor) => tf.Tensor {
   const layers = chainOf(model);
   const steps = layers ? planOf(layers) : [];
-  const fuses = steps.some((s) => s.kind === 'conv-relu-pool');
+  const fuses = steps.some((s) => s.kind !== 'layer');
+  const registered = () => [RELU_POOL_GRAD, BATCH_NORM_TRAIN_GRAD].every((k) => tf.getKernel(k, 'wasm') !== undefined);
   return (xs) => {
-    const fused = fuses && convKernelsEnabled() && tf.getBackend() === 'wasm' && tf.getKernel(RELU_POOL_GRAD, 'wasm') !== undefined;
+    const fused = fuses && convKernelsEnabled() && tf.getBackend() === 'wasm' && registered();
     if (!fused) return model.apply(xs, { training: true }) as tf.Tensor;
     let y = xs;
     steps.forEach((step, i) => {
       if (step.kind === 'layer') {
         y = step.layer.apply(y, { training: true }) as tf.Tensor;
+      } else if (step.kind === 'batch-norm') {
+        y = batchNorm(step, y);
       } else {
         const [kernel, bias] = step.conv.weights as [tf.LayerVariable, tf.LayerVariable];
         // The first step's input is the images: a constant. Frozen weights are constants too.
@@ -107,8 +164,25 @@ export function trainingForward(model: tf.LayersModel): (xs: tf.Tensor) => tf.Te
   };
 }
 
-/** How many conv blocks `trainingForward(model)` runs as one op when it can (for tests and the profile). */
-export function fusedBlockCount(model: tf.LayersModel): number {
-  const layers = chainOf(model);
-  return layers ? planOf(layers).filter((s) => s.kind === 'conv-relu-pool').length : 0;
+/** A batch-norm step: one op, or the layers themselves for batches too small for it (fewer than MIN_ROWS rows). */
+function batchNorm(step: Extract<Step, { kind: 'batch-norm' }>, x: tf.Tensor): tf.Tensor {
+  const channels = x.shape[x.shape.length - 1]!;
+  if (x.size / channels < MIN_ROWS) {
+    return step.layers.reduce((y, layer) => layer.apply(y, { training: true }) as tf.Tensor, x);
+  }
+  const { gamma, beta, movingMean, movingVariance } = step.bn;
+  return batchNormTraining(x, gamma.read(), beta.read(), { epsilon: step.epsilon, relu: step.relu }, (mean, variance) => {
+    movingAverage(movingMean, mean, step.momentum);
+    movingAverage(movingVariance, variance, step.momentum);
+  });
+}
+
+/** What `trainingForward(model)` runs as one op when it can, by kind (for tests and the profile). */
+export function fusedSteps(model: tf.LayersModel): { convReluPool: number; batchNorm: number; batchNormRelu: number } {
+  const steps = planOf(chainOf(model) ?? []);
+  return {
+    convReluPool: steps.filter((s) => s.kind === 'conv-relu-pool').length,
+    batchNorm: steps.filter((s) => s.kind === 'batch-norm' && !s.relu).length,
+    batchNormRelu: steps.filter((s) => s.kind === 'batch-norm' && s.relu).length,
+  };
 }

@@ -1,0 +1,104 @@
+import * as tf from '@tensorflow/tfjs';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { initBackend } from '../../src/shared/core/backend.js';
+import { BATCH_NORM_TRAIN_GRAD, batchNormTraining } from '../../src/shared/kernels/batch-norm-train.js';
+import { relError } from '../helpers/conv-reference.js';
+import { randomFloats } from '../helpers/random.js';
+
+// Issue #17: training-mode batch norm (→ ReLU) as one op on wasm. Its value, its batch moments and the gradients of
+// x, scale and offset must equal tfjs-core's composition (moments, batchNorm, relu) on the cpu backend within 1e-4
+// relative, including channel counts that are not a multiple of 4 (the kernels' scalar tails).
+
+const EPSILON = 1e-3;
+
+const CASES = [
+  { name: 'conv output [4, 6, 6, 32], ReLU', shape: [4, 6, 6, 32], relu: true },
+  { name: 'dense output [16, 128], ReLU', shape: [16, 128], relu: true },
+  { name: 'without ReLU [5, 3, 3, 8]', shape: [5, 3, 3, 8], relu: false },
+  { name: '6 channels (scalar tail) [4, 5, 6], ReLU', shape: [4, 5, 6], relu: true },
+  { name: 'exactly 4 rows [4, 12], ReLU', shape: [4, 12], relu: true },
+] as const;
+
+type Values = { x: Float32Array; scale: Float32Array; offset: Float32Array; dy: Float32Array };
+
+function reference(shape: readonly number[], relu: boolean, v: Values): Float32Array[] {
+  return tf.tidy(() => {
+    const axes = shape.slice(0, -1).map((_, i) => i);
+    const f = (x: tf.Tensor, scale: tf.Tensor, offset: tf.Tensor) => {
+      const { mean, variance } = tf.moments(x, axes);
+      const y = tf.batchNorm(x, mean, variance, offset, scale, EPSILON);
+      return { y: relu ? tf.relu(y) : y, mean, variance };
+    };
+    const c = shape[shape.length - 1]!;
+    const args = [tf.tensor(v.x, [...shape]), tf.tensor1d(v.scale), tf.tensor1d(v.offset)] as const;
+    const { y, mean, variance } = f(...args);
+    const grads = tf.grads((x, s, o) => tf.sum(tf.mul(f(x!, s!, o!).y, tf.tensor(v.dy, [...shape]))))([...args]);
+    expect(mean.shape).toEqual([c]);
+    return [y, mean, variance, ...grads].map((t) => t.dataSync() as Float32Array);
+  });
+}
+
+function fused(shape: readonly number[], relu: boolean, v: Values): Float32Array[] {
+  return tf.tidy(() => {
+    const moments: tf.Tensor[] = [];
+    const f = (x: tf.Tensor, scale: tf.Tensor, offset: tf.Tensor) =>
+      batchNormTraining(x, scale, offset, { epsilon: EPSILON, relu }, (mean, variance) => {
+        if (moments.length === 0) moments.push(tf.keep(mean.clone()), tf.keep(variance.clone()));
+      });
+    const args = [tf.tensor(v.x, [...shape]), tf.tensor1d(v.scale), tf.tensor1d(v.offset)] as const;
+    const y = f(...args);
+    const grads = tf.grads((x, s, o) => tf.sum(tf.mul(f(x!, s!, o!), tf.tensor(v.dy, [...shape]))))([...args]);
+    const out = [y, moments[0]!, moments[1]!, ...grads].map((t) => t.dataSync() as Float32Array);
+    tf.dispose(moments);
+    return out;
+  });
+}
+
+describe('batchNormTraining (kernels/batch-norm-train.ts)', () => {
+  beforeAll(async () => {
+    await initBackend('wasm');
+  });
+
+  describe.each(CASES.map((c) => [c.name, c] as const))('%s', (_name, c) => {
+    it('equals moments → batchNorm (→ relu) on cpu: value, mean, variance and the gradients of x, scale and offset', async () => {
+      const size = c.shape.reduce((a, b) => a * b, 1);
+      const channels = c.shape[c.shape.length - 1]!;
+      // An offset mean and spread per channel, as a layer's input has; a negative offset so that ReLU zeros occur.
+      const v: Values = {
+        x: randomFloats(size, 11).map((x, i) => 3 * x + (i % channels) * 0.25 - 1),
+        scale: randomFloats(channels, 12, 0.5, 1.5),
+        offset: randomFloats(channels, 13, -0.5, 0.2),
+        dy: randomFloats(size, 14),
+      };
+      await tf.setBackend('cpu');
+      const want = reference(c.shape, c.relu, v);
+      await tf.setBackend('wasm');
+      const before = tf.memory().numTensors;
+      const got = fused(c.shape, c.relu, v);
+      expect(tf.memory().numTensors).toBe(before);
+      ['value', 'mean', 'variance', 'dx', 'dScale', 'dOffset'].forEach((what, i) => {
+        expect(got[i]!.length, what).toBe(want[i]!.length);
+        expect(relError(got[i]!, want[i]!), what).toBeLessThan(1e-4);
+      });
+      if (c.relu) expect(got[0]!.filter((y) => y === 0).length, 'ReLU zeros').toBeGreaterThan(size / 10);
+    });
+  });
+
+  it('its gradient kernel checks rows, shapes, dtype and the ReLU output as a stock kernel does', () => {
+    const run = (x: number[], p: number[], opts: { relu?: boolean; dy?: number[]; y?: number[]; dtype?: 'float32' | 'int32' } = {}) => () => tf.tidy(() => {
+      const inputs: Record<string, tf.Tensor> = {
+        dy: tf.zeros(opts.dy ?? x), x: tf.zeros(x, opts.dtype ?? 'float32'), mean: tf.zeros(p), variance: tf.ones(p), scale: tf.ones(p),
+      };
+      if (opts.y) inputs.y = tf.zeros(opts.y);
+      return tf.engine().runKernel(BATCH_NORM_TRAIN_GRAD, inputs, { varianceEpsilon: EPSILON, relu: opts.relu ?? false });
+    });
+    expect(run([4, 8], [8])).not.toThrow();
+    expect(run([4, 8], [8], { relu: true, y: [4, 8] })).not.toThrow();
+    expect(run([3, 8], [8])).toThrow(/at least 4 rows/);
+    expect(run([4, 8], [6])).toThrow(/must have shape \[8\]/);
+    expect(run([4, 8], [8], { dy: [4, 6] })).toThrow(/dy and x must have the same shape/);
+    expect(run([4, 8], [8], { relu: true })).toThrow(/relu needs the output y/);
+    expect(run([4, 8], [8], { relu: true, y: [8, 4] })).toThrow(/y and x must have the same shape/);
+    expect(run([4, 8], [8], { dtype: 'int32' })).toThrow(/float32/);
+  });
+});
