@@ -117,21 +117,23 @@ EXPORT(batch_norm_grad) void batch_norm_grad(const float* x, const float* dy, co
 
 /*
  * The gradient of training-mode batch norm, where mean and variance are the batch's own (computed from x), optionally
- * followed by a ReLU (y = its output, relu = 1): with g = dy where y > 0 (or dy), r = 1/sqrt(variance + epsilon),
- * S1 = sum over rows of g and S2 = sum over rows of g (x - mean), per channel,
- *   dOffset = S1, dScale = r S2, dx = scale r (g - S1/R - (x - mean) r^2 S2/R).
+ * followed by a ReLU (relu = 1): with g = dy where the output y = (x - mean) f + offset is > 0 (or g = dy),
+ * f = scale r, r = 1/sqrt(variance + epsilon), S1 = sum over rows of g and S2 = sum over rows of g (x - mean), per
+ * channel,
+ *   dOffset = S1, dScale = r S2, dx = f (g - S1/R - (x - mean) r^2 S2/R).
  * dx includes the paths through the batch mean and variance that tfjs-core differentiates op by op (Mean, Sub,
- * Square, their gradients and the adds that join them: about a dozen passes). Two passes here; the first keeps its
- * float64 sums in dx (rows >= 4, as batch_norm_grad), the second reads them back through d_offset and d_scale.
- * scale may be 0 (1 for every channel). Overwrites dx, d_scale and d_offset.
+ * Square, their gradients and the adds that join them: about a dozen passes). Two passes here, each reading x and dy
+ * only: the ReLU's mask is recomputed from x with batch_norm's own arithmetic (bit for bit the forward's y > 0)
+ * instead of read from y. The first pass keeps its float64 sums in dx (rows >= 4, as batch_norm_grad), the second
+ * reads them back through d_offset and d_scale. scale and offset may be 0 (1 and 0 for every channel). Overwrites dx,
+ * d_scale and d_offset.
  */
-ALWAYS_INLINE v128_t relu_masked(const float* dy, const float* y, long at) {
-  const v128_t g = wasm_v128_load(dy + at);
-  return y ? wasm_v128_and(g, wasm_f32x4_gt(wasm_v128_load(y + at), wasm_f32x4_splat(0.0f))) : g;
+ALWAYS_INLINE v128_t relu_masked(v128_t g, v128_t centred, v128_t f, v128_t o, int relu) {
+  return relu ? wasm_v128_and(g, wasm_f32x4_gt(wasm_f32x4_add(wasm_f32x4_mul(centred, f), o), wasm_f32x4_splat(0.0f))) : g;
 }
 
-EXPORT(batch_norm_train_grad) void batch_norm_train_grad(const float* x, const float* y, const float* dy, const float* mean,
-                                                         const float* variance, const float* scale, double epsilon,
+EXPORT(batch_norm_train_grad) void batch_norm_train_grad(const float* x, const float* dy, const float* mean, const float* variance,
+                                                         const float* scale, const float* offset, double epsilon, int relu,
                                                          float* dx, float* d_scale, float* d_offset, int rows, int c) {
   double* s1 = (double*)dx;
   double* s2 = s1 + c;
@@ -141,12 +143,15 @@ EXPORT(batch_norm_train_grad) void batch_norm_train_grad(const float* x, const f
     const int r1 = r0 + 64 < rows ? r0 + 64 : rows;
     for (int c0 = 0; c0 < vec_c; c0 += 4) {
       const v128_t m = wasm_v128_load(mean + c0);
+      const v128_t f = batch_norm_factor(variance, scale, c0, epsilon);
+      const v128_t o = offset ? wasm_v128_load(offset + c0) : wasm_f32x4_splat(0.0f);
       v128_t p1 = wasm_f32x4_splat(0.0f), p2 = wasm_f32x4_splat(0.0f);
       for (int r = r0; r < r1; r++) {
         const long at = (long)r * c + c0;
-        const v128_t g = relu_masked(dy, y, at);
+        const v128_t centred = wasm_f32x4_sub(wasm_v128_load(x + at), m);
+        const v128_t g = relu_masked(wasm_v128_load(dy + at), centred, f, o, relu);
         p1 = wasm_f32x4_add(p1, g);
-        p2 = MADD(g, wasm_f32x4_sub(wasm_v128_load(x + at), m), p2);
+        p2 = MADD(g, centred, p2);
       }
       wasm_v128_store(s1 + c0, wasm_f64x2_add(wasm_v128_load(s1 + c0), wasm_f64x2_promote_low_f32x4(p1)));
       wasm_v128_store(s1 + c0 + 2, wasm_f64x2_add(wasm_v128_load(s1 + c0 + 2), wasm_f64x2_promote_low_f32x4(wasm_i32x4_shuffle(p1, p1, 2, 3, 0, 1))));
@@ -154,12 +159,15 @@ EXPORT(batch_norm_train_grad) void batch_norm_train_grad(const float* x, const f
       wasm_v128_store(s2 + c0 + 2, wasm_f64x2_add(wasm_v128_load(s2 + c0 + 2), wasm_f64x2_promote_low_f32x4(wasm_i32x4_shuffle(p2, p2, 2, 3, 0, 1))));
     }
     for (int c0 = vec_c; c0 < c; c0++) {
+      const float f = (float)((scale ? (double)scale[c0] : 1.0) / __builtin_sqrt((double)variance[c0] + epsilon));
+      const float o = offset ? offset[c0] : 0.0f;
       float p1 = 0.0f, p2 = 0.0f;
       for (int r = r0; r < r1; r++) {
         const long at = (long)r * c + c0;
-        const float g = y && !(y[at] > 0.0f) ? 0.0f : dy[at];
+        const float centred = x[at] - mean[c0];
+        const float g = relu && !(centred * f + o > 0.0f) ? 0.0f : dy[at];
         p1 += g;
-        p2 += g * (x[at] - mean[c0]);
+        p2 += g * centred;
       }
       s1[c0] += p1;
       s2[c0] += p2;
@@ -170,31 +178,34 @@ EXPORT(batch_norm_train_grad) void batch_norm_train_grad(const float* x, const f
     d_offset[i] = (float)s1[i];
     d_scale[i] = (float)(r * s2[i]);
   }
-  /* Per channel: dx = f (g - a - (x - mean) b) with f = scale r, a = S1/R, b = r^2 S2/R = r dScale/R. */
+  /* Per channel: dx = f (g - a - (x - mean) b) with a = S1/R, b = r^2 S2/R = r dScale/R. */
   const double inv_rows = 1.0 / rows;
   for (int r0 = 0; r0 < rows; r0 += 64) {
     const int r1 = r0 + 64 < rows ? r0 + 64 : rows;
     for (int c0 = 0; c0 < vec_c; c0 += 4) {
       const v128_t f = batch_norm_factor(variance, scale, c0, epsilon);
       const v128_t r_only = batch_norm_factor(variance, 0, c0, epsilon);
+      const v128_t o = offset ? wasm_v128_load(offset + c0) : wasm_f32x4_splat(0.0f);
       const v128_t a = wasm_f32x4_mul(wasm_v128_load(d_offset + c0), wasm_f32x4_splat((float)inv_rows));
       const v128_t b = wasm_f32x4_mul(wasm_f32x4_mul(wasm_v128_load(d_scale + c0), r_only), wasm_f32x4_splat((float)inv_rows));
       const v128_t m = wasm_v128_load(mean + c0);
       for (int r = r0; r < r1; r++) {
         const long at = (long)r * c + c0;
         const v128_t centred = wasm_f32x4_sub(wasm_v128_load(x + at), m);
-        const v128_t inner = wasm_f32x4_sub(wasm_f32x4_sub(relu_masked(dy, y, at), a), wasm_f32x4_mul(centred, b));
-        wasm_v128_store(dx + at, wasm_f32x4_mul(inner, f));
+        const v128_t g = relu_masked(wasm_v128_load(dy + at), centred, f, o, relu);
+        wasm_v128_store(dx + at, wasm_f32x4_mul(wasm_f32x4_sub(wasm_f32x4_sub(g, a), wasm_f32x4_mul(centred, b)), f));
       }
     }
     for (int c0 = vec_c; c0 < c; c0++) {
       const double r = 1.0 / __builtin_sqrt((double)variance[c0] + epsilon);
-      const float f = (float)((scale ? (double)scale[c0] : 1.0) * r);
+      const float f = (float)((scale ? (double)scale[c0] : 1.0) / __builtin_sqrt((double)variance[c0] + epsilon));
+      const float o = offset ? offset[c0] : 0.0f;
       const float a = (float)(d_offset[c0] * inv_rows), b = (float)(d_scale[c0] * r * inv_rows);
       for (int r = r0; r < r1; r++) {
         const long at = (long)r * c + c0;
-        const float g = y && !(y[at] > 0.0f) ? 0.0f : dy[at];
-        dx[at] = (g - a - (x[at] - mean[c0]) * b) * f;
+        const float centred = x[at] - mean[c0];
+        const float g = relu && !(centred * f + o > 0.0f) ? 0.0f : dy[at];
+        dx[at] = (g - a - centred * b) * f;
       }
     }
   }

@@ -16,7 +16,7 @@ import { assertFloat32 } from './validate.js';
  * - forward: the mean, the variance (the mean of squared deviations, summed in float64) and the normalised output
  *   with the ReLU applied as it is written: three passes;
  * - backward: batch_norm_train_grad (native/batch_norm.c), the closed form of the whole gradient, ReLU included: two
- *   passes.
+ *   passes over x and dy (the ReLU's mask is recomputed from x, so the output is not kept).
  *
  * The batch's mean and variance go to `onMoments` during the forward pass, for the layer's moving averages. One
  * tape node with one output (tf.customGrad): see conv-relu-pool.ts for why not a kernel with several outputs.
@@ -61,22 +61,20 @@ function forward({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
   return [y, mean, variance];
 }
 
-/** [dx, dScale, dOffset]; `y` (the op's output) is an input only with relu. */
+/** [dx, dScale, dOffset]. With relu, the mask y > 0 is recomputed from x and the parameters (native/batch_norm.c). */
 function gradient({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
   assertWasmBackend(backend);
-  const { dy, x, y, mean, variance, scale } = inputs as { dy: TensorInfo; x: TensorInfo; y?: TensorInfo; mean: TensorInfo; variance: TensorInfo; scale: TensorInfo };
+  const { dy, x, mean, variance, scale, offset } = inputs as { dy: TensorInfo; x: TensorInfo; mean: TensorInfo; variance: TensorInfo; scale: TensorInfo; offset: TensorInfo };
   const { varianceEpsilon, relu } = attrs as unknown as Attrs;
-  util.assert(!relu || y !== undefined, () => 'Error in batchNormTrainGrad: relu needs the output y.');
-  assertFloat32('batchNormTrainGrad', { dy, x, mean, variance, scale, ...(y ? { y } : {}) });
+  assertFloat32('batchNormTrainGrad', { dy, x, mean, variance, scale, offset });
   util.assertShapesMatch(dy.shape, x.shape, 'Error in batchNormTrainGrad: dy and x must have the same shape.');
-  if (y) util.assertShapesMatch(y.shape, x.shape, 'Error in batchNormTrainGrad: y and x must have the same shape.');
-  const { rows, channels } = rowsOf('batchNormTrainGrad', x, { mean, variance, scale });
+  const { rows, channels } = rowsOf('batchNormTrainGrad', x, { mean, variance, scale, offset });
   const out = {
     dx: backend.makeOutput([...x.shape], 'float32'),
     dScale: backend.makeOutput([channels], 'float32'),
     dOffset: backend.makeOutput([channels], 'float32'),
   };
-  nativeKernels(backend).batchNormTrainGrad(x, relu ? y : undefined, dy, mean, variance, scale, varianceEpsilon, out, rows, channels);
+  nativeKernels(backend).batchNormTrainGrad(x, dy, { mean, variance, scale, offset }, varianceEpsilon, relu, out, rows, channels);
   return [out.dx, out.dScale, out.dOffset];
 }
 
@@ -99,12 +97,12 @@ export function batchNormTraining(
     const [x, scale, offset, save] = args as [Tensor, Tensor, Tensor, GradSaveFunc];
     const [y, mean, variance] = engine().runKernel(BATCH_NORM_TRAIN, { x, scale, offset }, attrs as unknown as NamedAttrMap) as [Tensor, Tensor, Tensor];
     onMoments(mean, variance);
-    save([x, scale, y, mean, variance]);
+    save([x, scale, offset, mean, variance]);
     return {
       value: y,
       gradFunc: (dy: Tensor, saved: Tensor[]) => {
-        const [sx, sScale, sy, sMean, sVariance] = saved as [Tensor, Tensor, Tensor, Tensor, Tensor];
-        const inputs = { dy, x: sx, mean: sMean, variance: sVariance, scale: sScale, ...(options.relu ? { y: sy } : {}) };
+        const [sx, sScale, sOffset, sMean, sVariance] = saved as [Tensor, Tensor, Tensor, Tensor, Tensor];
+        const inputs = { dy, x: sx, mean: sMean, variance: sVariance, scale: sScale, offset: sOffset };
         return engine().runKernel(BATCH_NORM_TRAIN_GRAD, inputs, attrs as unknown as NamedAttrMap) as Tensor[];
       },
     };

@@ -18,7 +18,7 @@ interface NativeExports {
   mean_rows(x: number, out: number, rows: number, channels: number): void;
   batch_norm(x: number, mean: number, variance: number, offset: number, scale: number, epsilon: number, relu: number, out: number, rows: number, channels: number): void;
   variance_rows(x: number, mean: number, out: number, rows: number, channels: number): void;
-  batch_norm_train_grad(x: number, y: number, dy: number, mean: number, variance: number, scale: number, epsilon: number, dx: number, dScale: number, dOffset: number, rows: number, channels: number): void;
+  batch_norm_train_grad(x: number, dy: number, mean: number, variance: number, scale: number, offset: number, epsilon: number, relu: number, dx: number, dScale: number, dOffset: number, rows: number, channels: number): void;
   batch_norm_grad(x: number, dy: number, mean: number, variance: number, scale: number, epsilon: number, dx: number, dMean: number, dVariance: number, dScale: number, dOffset: number, rows: number, channels: number): void;
   channel_op(x: number, v: number, out: number, rows: number, channels: number, op: ChannelOp): void;
   relu_grad(dy: number, y: number, out: number, n: number): void;
@@ -124,12 +124,12 @@ class NativeKernels {
 
   /**
    * Training-mode batch norm's gradient with the batch's own mean and variance (native/batch_norm.c), through a ReLU
-   * on its output when `y` (that output) is given: overwrites dx [rows, C], dScale and dOffset [C]. rows >= 4.
+   * on its output with relu: overwrites dx [rows, C], dScale and dOffset [C]. rows >= 4.
    */
-  batchNormTrainGrad(x: TensorInfo, y: TensorInfo | undefined, dy: TensorInfo, mean: TensorInfo, variance: TensorInfo, scale: TensorInfo | undefined, epsilon: number,
+  batchNormTrainGrad(x: TensorInfo, dy: TensorInfo, params: { mean: TensorInfo; variance: TensorInfo; scale: TensorInfo; offset: TensorInfo }, epsilon: number, relu: boolean,
     out: { dx: TensorInfo; dScale: TensorInfo; dOffset: TensorInfo }, rows: number, channels: number): void {
-    this.exports.batch_norm_train_grad(this.ptr(x), y ? this.ptr(y) : 0, this.ptr(dy), this.ptr(mean), this.ptr(variance), scale ? this.ptr(scale) : 0, epsilon,
-      this.ptr(out.dx), this.ptr(out.dScale), this.ptr(out.dOffset), rows, channels);
+    this.exports.batch_norm_train_grad(this.ptr(x), this.ptr(dy), this.ptr(params.mean), this.ptr(params.variance), this.ptr(params.scale), this.ptr(params.offset),
+      epsilon, relu ? 1 : 0, this.ptr(out.dx), this.ptr(out.dScale), this.ptr(out.dOffset), rows, channels);
   }
 
   /**

@@ -7,6 +7,7 @@ import { convKernelsEnabled } from '../kernels/winograd.js';
 type Step =
   | { kind: 'layer'; layer: tf.layers.Layer }
   | { kind: 'conv-relu-pool'; conv: tf.layers.Layer; attrs: ConvReluPoolAttrs }
+  | { kind: 'conv'; conv: tf.layers.Layer; strides: [number, number]; pad: 'valid' | 'same'; dilations: [number, number] }
   | { kind: 'batch-norm'; layers: tf.layers.Layer[]; bn: BatchNormWeights; epsilon: number; momentum: number; relu: boolean };
 
 interface BatchNormWeights {
@@ -94,6 +95,21 @@ function movingAverage(variable: tf.LayerVariable, value: tf.Tensor, momentum: n
   });
 }
 
+/**
+ * A Conv2D without bias or activation (`cnn-large`'s, before batch norm) as a plain conv2d: tfjs-layers runs it as
+ * fused.conv2d, whose gradient (a tf.customGrad) computes the input's gradient even where nothing needs it (a first
+ * layer's images: 1.9 ms of a `cnn-large` step); Conv2D's registered gradient computes each input's on demand.
+ */
+function plainConvStep(conv: tf.layers.Layer): Step | undefined {
+  if (conv.getClassName() !== 'Conv2D') return undefined;
+  const c = conv.getConfig() as ConvConfig;
+  const strides = pair(c.strides);
+  const dilations = pair(c.dilationRate);
+  const ok = c.activation === 'linear' && c.useBias === false && c.dataFormat === 'channelsLast' && (c.padding === 'valid' || c.padding === 'same') &&
+    strides?.length === 2 && dilations?.length === 2 && c.kernelRegularizer == null && c.activityRegularizer == null && conv.weights.length === 1;
+  return ok ? { kind: 'conv', conv, strides: strides as [number, number], pad: c.padding as 'valid' | 'same', dilations: dilations as [number, number] } : undefined;
+}
+
 /** The model's layers in order when it is a chain (each layer takes the previous one's only output); else undefined. */
 function chainOf(model: tf.LayersModel): tf.layers.Layer[] | undefined {
   const layers = model.layers.filter((l) => l.getClassName() !== 'InputLayer');
@@ -111,13 +127,15 @@ function planOf(layers: tf.layers.Layer[]): Step[] {
   const steps: Step[] = [];
   for (let i = 0; i < layers.length; i++) {
     const attrs = convReluPoolAttrs(layers[i]!, layers[i + 1]);
-    const batchNorm = attrs ? undefined : batchNormStep(layers[i]!, layers[i + 1]);
+    const other = attrs ? undefined : batchNormStep(layers[i]!, layers[i + 1]) ?? plainConvStep(layers[i]!);
     if (attrs) {
       steps.push({ kind: 'conv-relu-pool', conv: layers[i]!, attrs });
       i++;
-    } else if (batchNorm?.kind === 'batch-norm') {
-      steps.push(batchNorm);
-      i += batchNorm.layers.length - 1;
+    } else if (other?.kind === 'batch-norm') {
+      steps.push(other);
+      i += other.layers.length - 1;
+    } else if (other) {
+      steps.push(other);
     } else {
       steps.push({ kind: 'layer', layer: layers[i]! });
     }
@@ -132,7 +150,8 @@ function planOf(layers: tf.layers.Layer[]): Step[] {
  * - each Conv2D(bias, ReLU) → MaxPooling2D(2×2, stride 2) pair runs as one convReluPool op (kernels/conv-relu-pool.ts):
  *   four fewer passes over the convolution's output per step, forward and backward;
  * - each BatchNormalization (→ ReLU) runs as one batchNormTraining op (kernels/batch-norm-train.ts), which updates the
- *   layer's moving mean and variance with tfjs-layers' own arithmetic.
+ *   layer's moving mean and variance with tfjs-layers' own arithmetic;
+ * - each Conv2D without bias or activation runs as tf.conv2d (plainConvStep).
  * Every other layer runs as tfjs-layers runs it (`layer.apply`, as the model's own executor
  * calls it). Other backends, our convolution kernels switched off (bench/conv-layers.ts), and models that are not a
  * chain run `model.apply` unchanged. Weights, layer names and the saved model are untouched: evaluation, export and
@@ -153,6 +172,9 @@ export function trainingForward(model: tf.LayersModel): (xs: tf.Tensor) => tf.Te
         y = step.layer.apply(y, { training: true }) as tf.Tensor;
       } else if (step.kind === 'batch-norm') {
         y = batchNorm(step, y);
+      } else if (step.kind === 'conv') {
+        const [kernel] = step.conv.weights as [tf.LayerVariable];
+        y = tf.conv2d(y as tf.Tensor4D, kernel.read() as tf.Tensor4D, step.strides, step.pad, 'NHWC', step.dilations);
       } else {
         const [kernel, bias] = step.conv.weights as [tf.LayerVariable, tf.LayerVariable];
         // The first step's input is the images: a constant. Frozen weights are constants too.
@@ -178,10 +200,11 @@ function batchNorm(step: Extract<Step, { kind: 'batch-norm' }>, x: tf.Tensor): t
 }
 
 /** What `trainingForward(model)` runs as one op when it can, by kind (for tests and the profile). */
-export function fusedSteps(model: tf.LayersModel): { convReluPool: number; batchNorm: number; batchNormRelu: number } {
+export function fusedSteps(model: tf.LayersModel): { convReluPool: number; conv: number; batchNorm: number; batchNormRelu: number } {
   const steps = planOf(chainOf(model) ?? []);
   return {
     convReluPool: steps.filter((s) => s.kind === 'conv-relu-pool').length,
+    conv: steps.filter((s) => s.kind === 'conv').length,
     batchNorm: steps.filter((s) => s.kind === 'batch-norm' && !s.relu).length,
     batchNormRelu: steps.filter((s) => s.kind === 'batch-norm' && s.relu).length,
   };
