@@ -51,7 +51,7 @@ describe('batches of 1024 per worker on wasm', () => {
     expect(Array.from(replica.params).every(Number.isFinite)).toBe(true);
   });
 
-  it('measures cnn-large\'s pass limit once, below 1024 (its batch norm keeps ≈ 6.6 MB per sample), leaving nothing changed', async () => {
+  it('measures cnn-large\'s pass limit once, below 2048 (≈ 2 MB of tensors per sample), leaving nothing changed', async () => {
     const data = loadMnist();
     const batch = gatherBatch(data.train.images, data.train.labels, range(UNSPLIT_SAMPLES + 8));
     const measured = await Replica.create({ model: 'cnn-large', seed: 2, optimizer });
@@ -64,7 +64,7 @@ describe('batches of 1024 per worker on wasm', () => {
     await unmeasured.computeGradients(batch, outUnmeasured);
     const limit = measured.maxPassSamples!;
     expect(limit).toBeGreaterThan(batch.size);
-    expect(limit).toBeLessThan(1024);
+    expect(limit).toBeLessThan(2048);
     // The probe's training-mode pass moved the batch-norm moving statistics; they were put back, so the step is the
     // same, bit for bit, as without a probe.
     expect(outMeasured).toEqual(outUnmeasured);

@@ -2,8 +2,8 @@
  * How many samples one forward/backward pass may hold (issue #13 item 4, batches up to 1024 per worker and more).
  *
  * tfjs keeps every activation of a pass for its backward pass, so a pass's memory grows linearly with its samples:
- * ≈ 0.8 MB per sample for `cnn` and ≈ 6.6 MB for `cnn-large` (tf.profile on wasm; its batch-norm layers keep several
- * batch-sized intermediates each). The wasm backend's heap is a 32-bit address space: tfjs-backend-wasm grows it to
+ * ≈ 0.8 MB per sample for `cnn` and ≈ 2 MB for `cnn-large` (tf.profile on wasm, where training-forward.ts runs batch
+ * norm as one op; tfjs-layers' own batch-norm layers keep several batch-sized intermediates each: ≈ 6.6 MB). The wasm backend's heap is a 32-bit address space: tfjs-backend-wasm grows it to
  * 4 GiB at most, and near that limit its allocator hands out blocks that run past the end (a `cnn-large` step at
  * B=1024 failed with "memory access out of bounds" in the middle of a kernel). The cpu and webgpu backends have no
  * such ceiling, so only wasm batches are split.
@@ -22,7 +22,7 @@ export const PROBE_SAMPLES = 16;
 
 /**
  * Batches up to this many samples are computed in one pass without measuring: every zoo model's pass of this many
- * fits the budget (cnn-large, the largest: ≈ 0.85 GB), and smaller batches, the default 64 among them, skip the probe.
+ * fits the budget (cnn-large, the largest: ≈ 0.85 GB even through tfjs-layers' own batch norm), and smaller batches, the default 64 among them, skip the probe.
  */
 export const UNSPLIT_SAMPLES = 128;
 
