@@ -83,7 +83,9 @@ describe('a batch computed in passes', () => {
     for (const n of sizes) {
       const rank = await Replica.create({ model, seed: 9, optimizer });
       const out = new Float32Array(rank.layout.bufferLength);
-      await rank.computeGradients({ x: batch.x.subarray(start * IMAGE_PIXELS, (start + n) * IMAGE_PIXELS), y: batch.y.subarray(start, start + n), size: n }, out);
+      // A rank taking samples [start, start + n) of the stream keys them from start (WorkerCore.localBatch): the same
+      // dropout masks as the pass over those samples.
+      await rank.computeGradients({ x: batch.x.subarray(start * IMAGE_PIXELS, (start + n) * IMAGE_PIXELS), y: batch.y.subarray(start, start + n), size: n, sampleKey: start }, out);
       if (!sum) sum = out;
       else for (let i = 0; i < rank.layout.lossIndex + 1; i++) sum[i] = sum[i]! + out[i]!;
       start += n;

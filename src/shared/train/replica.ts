@@ -39,8 +39,8 @@ export class Replica {
   readonly evaluator: Evaluator;
   private readonly trainableVars: tf.LayerVariable[];
   private readonly syncedVars: tf.LayerVariable[];
-  /** The logits in training mode, as the step differentiates them (training-forward.ts). */
-  private readonly forward: (xs: tf.Tensor) => tf.Tensor;
+  /** The logits in training mode, as the step differentiates them, for samples keyed from sampleKey (training-forward.ts). */
+  private readonly forward: (xs: tf.Tensor, sampleKey?: number) => tf.Tensor;
   /** Samples per pass: given, or measured on the first wasm batch above UNSPLIT_SAMPLES. */
   private passLimit: number | undefined;
 
@@ -170,7 +170,7 @@ export class Replica {
       const labels = tf.oneHot(tf.tensor1d(batch.y.subarray(start, start + n), 'int32'), NUM_CLASSES);
       const vars = this.trainableVars.map((v) => v.read() as tf.Variable);
       const { value, grads } = tf.variableGrads(
-        () => tf.losses.softmaxCrossEntropy(labels, this.forward(xs) as tf.Tensor2D, undefined, undefined, tf.Reduction.SUM) as tf.Scalar,
+        () => tf.losses.softmaxCrossEntropy(labels, this.forward(xs, (batch.sampleKey ?? 0) + start) as tf.Tensor2D, undefined, undefined, tf.Reduction.SUM) as tf.Scalar,
         vars,
       );
       // A weight the loss does not reach has no gradient: it contributes zeros, as before.

@@ -2,13 +2,19 @@ import * as tf from '@tensorflow/tfjs';
 import { BATCH_NORM_TRAIN_GRAD, batchNormTraining, MIN_ROWS } from '../kernels/batch-norm-train.js';
 import { convReluPool, RELU_POOL_GRAD, convReluPoolApplies, type ConvReluPoolAttrs } from '../kernels/conv-relu-pool.js';
 import { convKernelsEnabled } from '../kernels/winograd.js';
+import { dropoutMask } from './dropout.js';
 
-/** One step of the plan: a layer run by tfjs-layers, or a group of layers run as one op. */
-type Step =
-  | { kind: 'layer'; layer: tf.layers.Layer }
-  | { kind: 'conv-relu-pool'; conv: tf.layers.Layer; attrs: ConvReluPoolAttrs }
-  | { kind: 'conv'; conv: tf.layers.Layer; strides: [number, number]; pad: 'valid' | 'same'; dilations: [number, number] }
-  | { kind: 'batch-norm'; layers: tf.layers.Layer[]; bn: BatchNormWeights; epsilon: number; momentum: number; relu: boolean };
+/**
+ * One step of the plan: a layer run by tfjs-layers, or layers run another way. `layers` are the layers a step
+ * covers, run by tfjs-layers where the step's own way is not available (wasm kernels: `wasmOnly`).
+ */
+type Step = { layers: tf.layers.Layer[] } & (
+  | { kind: 'layer' }
+  | { kind: 'conv-relu-pool'; wasmOnly: true; conv: tf.layers.Layer; attrs: ConvReluPoolAttrs }
+  | { kind: 'conv'; wasmOnly: true; conv: tf.layers.Layer; strides: [number, number]; pad: 'valid' | 'same'; dilations: [number, number] }
+  | { kind: 'batch-norm'; wasmOnly: true; bn: BatchNormWeights; epsilon: number; momentum: number; relu: boolean }
+  | { kind: 'dropout'; rate: number; seed: number }
+);
 
 interface BatchNormWeights {
   gamma: tf.LayerVariable;
@@ -82,7 +88,7 @@ function batchNormStep(bn: tf.layers.Layer, next: tf.layers.Layer | undefined): 
   if (!ok) return undefined;
   const relu = next?.getClassName() === 'Activation' && (next.getConfig() as { activation?: string }).activation === 'relu';
   return {
-    kind: 'batch-norm', layers: relu ? [bn, next!] : [bn], bn: { gamma, beta, movingMean, movingVariance },
+    kind: 'batch-norm', wasmOnly: true, layers: relu ? [bn, next!] : [bn], bn: { gamma, beta, movingMean, movingVariance },
     epsilon: c.epsilon!, momentum: c.momentum!, relu,
   };
 }
@@ -107,7 +113,16 @@ function plainConvStep(conv: tf.layers.Layer): Step | undefined {
   const dilations = pair(c.dilationRate);
   const ok = c.activation === 'linear' && c.useBias === false && c.dataFormat === 'channelsLast' && (c.padding === 'valid' || c.padding === 'same') &&
     strides?.length === 2 && dilations?.length === 2 && c.kernelRegularizer == null && c.activityRegularizer == null && conv.weights.length === 1;
-  return ok ? { kind: 'conv', conv, strides: strides as [number, number], pad: c.padding as 'valid' | 'same', dilations: dilations as [number, number] } : undefined;
+  return ok ? { kind: 'conv', wasmOnly: true, layers: [conv], conv, strides: strides as [number, number], pad: c.padding as 'valid' | 'same', dilations: dilations as [number, number] } : undefined;
+}
+
+/** A Dropout over whole samples (no noiseShape) as dropout.ts draws it; `index` (its place in the chain) tells unseeded ones apart. */
+function dropoutStep(layer: tf.layers.Layer, index: number): Step | undefined {
+  if (layer.getClassName() !== 'Dropout') return undefined;
+  const c = layer.getConfig() as { rate?: number; noiseShape?: unknown; seed?: number };
+  const rate = c.rate;
+  if (c.noiseShape != null || typeof rate !== 'number' || !(rate >= 0 && rate < 1)) return undefined;
+  return { kind: 'dropout', layers: [layer], rate, seed: ((c.seed ?? 0) ^ Math.imul(index + 1, 0x9e3779b9)) >>> 0 };
 }
 
 /** The model's layers in order when it is a chain (each layer takes the previous one's only output); else undefined. */
@@ -125,51 +140,50 @@ function chainOf(model: tf.LayersModel): tf.layers.Layer[] | undefined {
 
 function planOf(layers: tf.layers.Layer[]): Step[] {
   const steps: Step[] = [];
-  for (let i = 0; i < layers.length; i++) {
-    const attrs = convReluPoolAttrs(layers[i]!, layers[i + 1]);
-    const other = attrs ? undefined : batchNormStep(layers[i]!, layers[i + 1]) ?? plainConvStep(layers[i]!);
-    if (attrs) {
-      steps.push({ kind: 'conv-relu-pool', conv: layers[i]!, attrs });
-      i++;
-    } else if (other?.kind === 'batch-norm') {
-      steps.push(other);
-      i += other.layers.length - 1;
-    } else if (other) {
-      steps.push(other);
-    } else {
-      steps.push({ kind: 'layer', layer: layers[i]! });
-    }
+  for (let i = 0; i < layers.length;) {
+    const layer = layers[i]!;
+    const attrs = convReluPoolAttrs(layer, layers[i + 1]);
+    const step: Step = attrs
+      ? { kind: 'conv-relu-pool', wasmOnly: true, layers: [layer, layers[i + 1]!], conv: layer, attrs }
+      : batchNormStep(layer, layers[i + 1]) ?? plainConvStep(layer) ?? dropoutStep(layer, i) ?? { kind: 'layer', layers: [layer] };
+    steps.push(step);
+    i += step.layers.length;
   }
   return steps;
 }
 
 /**
- * The forward pass a training step differentiates (training mode: dropout on, batch norm on batch statistics).
+ * The forward pass a training step differentiates (training mode: dropout on, batch norm on batch statistics), for
+ * samples keyed from `sampleKey` on (Batch.sampleKey).
  *
- * On wasm with mnist-ddp's kernels, in a chain model:
+ * In a chain model:
+ * - each Dropout draws its masks per sample from the sample's key (train/dropout.ts), on every backend: tfjs-layers'
+ *   seeded Dropout drops the same units at every step;
+ * and on wasm with mnist-ddp's kernels:
  * - each Conv2D(bias, ReLU) → MaxPooling2D(2×2, stride 2) pair runs as one convReluPool op (kernels/conv-relu-pool.ts):
  *   four fewer passes over the convolution's output per step, forward and backward;
  * - each BatchNormalization (→ ReLU) runs as one batchNormTraining op (kernels/batch-norm-train.ts), which updates the
  *   layer's moving mean and variance with tfjs-layers' own arithmetic;
  * - each Conv2D without bias or activation runs as tf.conv2d (plainConvStep).
- * Every other layer runs as tfjs-layers runs it (`layer.apply`, as the model's own executor
- * calls it). Other backends, our convolution kernels switched off (bench/conv-layers.ts), and models that are not a
- * chain run `model.apply` unchanged. Weights, layer names and the saved model are untouched: evaluation, export and
- * fine-tuning see the usual model. Same values and gradients, up to the order of the bias gradients' additions
- * (test/unit/training-forward.test.ts).
+ * Every other layer runs as tfjs-layers runs it (`layer.apply`, as the model's own executor calls it), and so do
+ * the wasm steps' layers on other backends or with our convolution kernels switched off (bench/conv-layers.ts).
+ * Models that are not a chain run `model.apply` unchanged. Weights, layer names and the saved model are untouched:
+ * evaluation, export and fine-tuning see the usual model. The wasm steps give the same values and gradients as the
+ * layers, up to the order of some sums' additions (test/unit/training-forward.test.ts).
  */
-export function trainingForward(model: tf.LayersModel): (xs: tf.Tensor) => tf.Tensor {
+export function trainingForward(model: tf.LayersModel): (xs: tf.Tensor, sampleKey?: number) => tf.Tensor {
   const layers = chainOf(model);
-  const steps = layers ? planOf(layers) : [];
-  const fuses = steps.some((s) => s.kind !== 'layer');
+  if (!layers) return (xs) => model.apply(xs, { training: true }) as tf.Tensor;
+  const steps = planOf(layers);
   const registered = () => [RELU_POOL_GRAD, BATCH_NORM_TRAIN_GRAD].every((k) => tf.getKernel(k, 'wasm') !== undefined);
-  return (xs) => {
-    const fused = fuses && convKernelsEnabled() && tf.getBackend() === 'wasm' && registered();
-    if (!fused) return model.apply(xs, { training: true }) as tf.Tensor;
+  return (xs, sampleKey = 0) => {
+    const wasm = convKernelsEnabled() && tf.getBackend() === 'wasm' && registered();
     let y = xs;
     steps.forEach((step, i) => {
-      if (step.kind === 'layer') {
-        y = step.layer.apply(y, { training: true }) as tf.Tensor;
+      if (step.kind === 'layer' || ('wasmOnly' in step && !wasm)) {
+        y = step.layers.reduce((t, layer) => layer.apply(t, { training: true }) as tf.Tensor, y);
+      } else if (step.kind === 'dropout') {
+        y = dropout(y, step, sampleKey);
       } else if (step.kind === 'batch-norm') {
         y = batchNorm(step, y);
       } else if (step.kind === 'conv') {
@@ -186,6 +200,14 @@ export function trainingForward(model: tf.LayersModel): (xs: tf.Tensor) => tf.Te
   };
 }
 
+/** Inverted dropout with dropout.ts's per-sample masks; the mask is a constant of the step's gradient. */
+function dropout(x: tf.Tensor, step: Extract<Step, { kind: 'dropout' }>, sampleKey: number): tf.Tensor {
+  if (step.rate === 0) return x;
+  const samples = x.shape[0]!;
+  const mask = dropoutMask(samples, samples > 0 ? x.size / samples : 0, step.rate, step.seed, sampleKey);
+  return tf.mul(x, tf.tensor(mask, x.shape, 'float32'));
+}
+
 /** A batch-norm step: one op, or the layers themselves for batches too small for it (fewer than MIN_ROWS rows). */
 function batchNorm(step: Extract<Step, { kind: 'batch-norm' }>, x: tf.Tensor): tf.Tensor {
   const channels = x.shape[x.shape.length - 1]!;
@@ -200,9 +222,10 @@ function batchNorm(step: Extract<Step, { kind: 'batch-norm' }>, x: tf.Tensor): t
 }
 
 /** What `trainingForward(model)` runs as one op when it can, by kind (for tests and the profile). */
-export function fusedSteps(model: tf.LayersModel): { convReluPool: number; conv: number; batchNorm: number; batchNormRelu: number } {
+export function fusedSteps(model: tf.LayersModel): { convReluPool: number; conv: number; batchNorm: number; batchNormRelu: number; dropout: number } {
   const steps = planOf(chainOf(model) ?? []);
   return {
+    dropout: steps.filter((s) => s.kind === 'dropout').length,
     convReluPool: steps.filter((s) => s.kind === 'conv-relu-pool').length,
     conv: steps.filter((s) => s.kind === 'conv').length,
     batchNorm: steps.filter((s) => s.kind === 'batch-norm' && !s.relu).length,

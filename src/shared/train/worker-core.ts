@@ -84,7 +84,7 @@ export class WorkerCore {
     if (this.options.augment && batch.size > 0) {
       augmentBatch(batch.x, batch.size, new Rng(deriveSeed(this.options.seed, p.epoch, p.step, this.rank)));
     }
-    return batch;
+    return { ...batch, sampleKey: p.epoch * this.plan.train.length + start };
   }
 
   async runStep(p: StepPlan): Promise<StepReport> {
