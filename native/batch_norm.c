@@ -50,6 +50,58 @@ EXPORT(batch_norm) void batch_norm(const float* x, const float* mean, const floa
   }
 }
 
+ALWAYS_INLINE v128_t relu_masked(v128_t g, v128_t centred, v128_t f, v128_t o, int relu) {
+  return relu ? wasm_v128_and(g, wasm_f32x4_gt(wasm_f32x4_add(wasm_f32x4_mul(centred, f), o), wasm_f32x4_splat(0.0f))) : g;
+}
+
+/*
+ * The first pass of both gradients: S1 = sum over rows of g and S2 = sum over rows of g (x - mean), per channel,
+ * with g = dy, or with relu the ReLU-masked dy (relu_masked; f and o as batch_norm's). Float32 partials over 64 rows
+ * are folded into float64 totals, kept in dx (2C doubles: dx must hold at least 4C floats, rows >= 4) and returned
+ * through s1 and s2, which point there.
+ */
+ALWAYS_INLINE void gradient_sums(const float* x, const float* dy, const float* mean, const float* variance, const float* scale,
+                                 const float* offset, double epsilon, int relu, float* dx, int rows, int c) {
+  double* s1 = (double*)dx;
+  double* s2 = s1 + c;
+  __builtin_memset(dx, 0, (unsigned)(2 * c) * sizeof(double));
+  const int vec_c = c & ~3;
+  for (int r0 = 0; r0 < rows; r0 += 64) {
+    const int r1 = r0 + 64 < rows ? r0 + 64 : rows;
+    for (int c0 = 0; c0 < vec_c; c0 += 4) {
+      const v128_t m = wasm_v128_load(mean + c0);
+      const v128_t f = batch_norm_factor(variance, scale, c0, epsilon);
+      const v128_t o = offset ? wasm_v128_load(offset + c0) : wasm_f32x4_splat(0.0f);
+      v128_t p1 = wasm_f32x4_splat(0.0f), p2 = wasm_f32x4_splat(0.0f);
+      for (int r = r0; r < r1; r++) {
+        const long at = (long)r * c + c0;
+        const v128_t centred = wasm_f32x4_sub(wasm_v128_load(x + at), m);
+        const v128_t g = relu_masked(wasm_v128_load(dy + at), centred, f, o, relu);
+        p1 = wasm_f32x4_add(p1, g);
+        p2 = MADD(g, centred, p2);
+      }
+      wasm_v128_store(s1 + c0, wasm_f64x2_add(wasm_v128_load(s1 + c0), wasm_f64x2_promote_low_f32x4(p1)));
+      wasm_v128_store(s1 + c0 + 2, wasm_f64x2_add(wasm_v128_load(s1 + c0 + 2), wasm_f64x2_promote_low_f32x4(wasm_i32x4_shuffle(p1, p1, 2, 3, 0, 1))));
+      wasm_v128_store(s2 + c0, wasm_f64x2_add(wasm_v128_load(s2 + c0), wasm_f64x2_promote_low_f32x4(p2)));
+      wasm_v128_store(s2 + c0 + 2, wasm_f64x2_add(wasm_v128_load(s2 + c0 + 2), wasm_f64x2_promote_low_f32x4(wasm_i32x4_shuffle(p2, p2, 2, 3, 0, 1))));
+    }
+    for (int c0 = vec_c; c0 < c; c0++) {
+      const float f = relu ? (float)((scale ? (double)scale[c0] : 1.0) / __builtin_sqrt((double)variance[c0] + epsilon)) : 1.0f;
+      const float o = offset ? offset[c0] : 0.0f;
+      float p1 = 0.0f, p2 = 0.0f;
+      for (int r = r0; r < r1; r++) {
+        const long at = (long)r * c + c0;
+        const float centred = x[at] - mean[c0];
+        const float g = relu && !(centred * f + o > 0.0f) ? 0.0f : dy[at];
+        p1 += g;
+        p2 += g * centred;
+      }
+      s1[c0] += p1;
+      s2[c0] += p2;
+    }
+  }
+}
+
 /*
  * The gradient of out = (x - mean) * scale / sqrt(variance + epsilon) + offset, per channel c with r = 1/sqrt(v + e):
  *   dOffset = S1, dScale = r S2, dMean = -scale r S1, dVariance = -scale r^3 S2 / 2, dx = scale r dy,
@@ -61,37 +113,10 @@ EXPORT(batch_norm) void batch_norm(const float* x, const float* mean, const floa
 EXPORT(batch_norm_grad) void batch_norm_grad(const float* x, const float* dy, const float* mean, const float* variance,
                                              const float* scale, double epsilon, float* dx, float* d_mean, float* d_variance,
                                              float* d_scale, float* d_offset, int rows, int c) {
-  double* s1 = (double*)dx;
-  double* s2 = s1 + c;
-  __builtin_memset(dx, 0, (unsigned)(2 * c) * sizeof(double));
+  gradient_sums(x, dy, mean, variance, scale, 0, epsilon, 0, dx, rows, c);
+  const double* s1 = (const double*)dx;
+  const double* s2 = s1 + c;
   const int vec_c = c & ~3;
-  for (int r0 = 0; r0 < rows; r0 += 64) {
-    const int r1 = r0 + 64 < rows ? r0 + 64 : rows;
-    for (int c0 = 0; c0 < vec_c; c0 += 4) {
-      const v128_t m = wasm_v128_load(mean + c0);
-      v128_t p1 = wasm_f32x4_splat(0.0f), p2 = wasm_f32x4_splat(0.0f);
-      for (int r = r0; r < r1; r++) {
-        const long at = (long)r * c + c0;
-        const v128_t g = wasm_v128_load(dy + at);
-        p1 = wasm_f32x4_add(p1, g);
-        p2 = MADD(g, wasm_f32x4_sub(wasm_v128_load(x + at), m), p2);
-      }
-      wasm_v128_store(s1 + c0, wasm_f64x2_add(wasm_v128_load(s1 + c0), wasm_f64x2_promote_low_f32x4(p1)));
-      wasm_v128_store(s1 + c0 + 2, wasm_f64x2_add(wasm_v128_load(s1 + c0 + 2), wasm_f64x2_promote_low_f32x4(wasm_i32x4_shuffle(p1, p1, 2, 3, 0, 1))));
-      wasm_v128_store(s2 + c0, wasm_f64x2_add(wasm_v128_load(s2 + c0), wasm_f64x2_promote_low_f32x4(p2)));
-      wasm_v128_store(s2 + c0 + 2, wasm_f64x2_add(wasm_v128_load(s2 + c0 + 2), wasm_f64x2_promote_low_f32x4(wasm_i32x4_shuffle(p2, p2, 2, 3, 0, 1))));
-    }
-    for (int c0 = vec_c; c0 < c; c0++) {
-      float p1 = 0.0f, p2 = 0.0f;
-      for (int r = r0; r < r1; r++) {
-        const float g = dy[(long)r * c + c0];
-        p1 += g;
-        p2 += g * (x[(long)r * c + c0] - mean[c0]);
-      }
-      s1[c0] += p1;
-      s2[c0] += p2;
-    }
-  }
   for (int i = 0; i < c; i++) {
     const double r = 1.0 / __builtin_sqrt((double)variance[i] + epsilon), sc = scale ? (double)scale[i] : 1.0;
     d_offset[i] = (float)s1[i];
@@ -128,51 +153,13 @@ EXPORT(batch_norm_grad) void batch_norm_grad(const float* x, const float* dy, co
  * reads them back through d_offset and d_scale. scale and offset may be 0 (1 and 0 for every channel). Overwrites dx,
  * d_scale and d_offset.
  */
-ALWAYS_INLINE v128_t relu_masked(v128_t g, v128_t centred, v128_t f, v128_t o, int relu) {
-  return relu ? wasm_v128_and(g, wasm_f32x4_gt(wasm_f32x4_add(wasm_f32x4_mul(centred, f), o), wasm_f32x4_splat(0.0f))) : g;
-}
-
 EXPORT(batch_norm_train_grad) void batch_norm_train_grad(const float* x, const float* dy, const float* mean, const float* variance,
                                                          const float* scale, const float* offset, double epsilon, int relu,
                                                          float* dx, float* d_scale, float* d_offset, int rows, int c) {
-  double* s1 = (double*)dx;
-  double* s2 = s1 + c;
-  __builtin_memset(dx, 0, (unsigned)(2 * c) * sizeof(double));
+  gradient_sums(x, dy, mean, variance, scale, offset, epsilon, relu, dx, rows, c);
+  const double* s1 = (const double*)dx;
+  const double* s2 = s1 + c;
   const int vec_c = c & ~3;
-  for (int r0 = 0; r0 < rows; r0 += 64) {
-    const int r1 = r0 + 64 < rows ? r0 + 64 : rows;
-    for (int c0 = 0; c0 < vec_c; c0 += 4) {
-      const v128_t m = wasm_v128_load(mean + c0);
-      const v128_t f = batch_norm_factor(variance, scale, c0, epsilon);
-      const v128_t o = offset ? wasm_v128_load(offset + c0) : wasm_f32x4_splat(0.0f);
-      v128_t p1 = wasm_f32x4_splat(0.0f), p2 = wasm_f32x4_splat(0.0f);
-      for (int r = r0; r < r1; r++) {
-        const long at = (long)r * c + c0;
-        const v128_t centred = wasm_f32x4_sub(wasm_v128_load(x + at), m);
-        const v128_t g = relu_masked(wasm_v128_load(dy + at), centred, f, o, relu);
-        p1 = wasm_f32x4_add(p1, g);
-        p2 = MADD(g, centred, p2);
-      }
-      wasm_v128_store(s1 + c0, wasm_f64x2_add(wasm_v128_load(s1 + c0), wasm_f64x2_promote_low_f32x4(p1)));
-      wasm_v128_store(s1 + c0 + 2, wasm_f64x2_add(wasm_v128_load(s1 + c0 + 2), wasm_f64x2_promote_low_f32x4(wasm_i32x4_shuffle(p1, p1, 2, 3, 0, 1))));
-      wasm_v128_store(s2 + c0, wasm_f64x2_add(wasm_v128_load(s2 + c0), wasm_f64x2_promote_low_f32x4(p2)));
-      wasm_v128_store(s2 + c0 + 2, wasm_f64x2_add(wasm_v128_load(s2 + c0 + 2), wasm_f64x2_promote_low_f32x4(wasm_i32x4_shuffle(p2, p2, 2, 3, 0, 1))));
-    }
-    for (int c0 = vec_c; c0 < c; c0++) {
-      const float f = (float)((scale ? (double)scale[c0] : 1.0) / __builtin_sqrt((double)variance[c0] + epsilon));
-      const float o = offset ? offset[c0] : 0.0f;
-      float p1 = 0.0f, p2 = 0.0f;
-      for (int r = r0; r < r1; r++) {
-        const long at = (long)r * c + c0;
-        const float centred = x[at] - mean[c0];
-        const float g = relu && !(centred * f + o > 0.0f) ? 0.0f : dy[at];
-        p1 += g;
-        p2 += g * centred;
-      }
-      s1[c0] += p1;
-      s2[c0] += p2;
-    }
-  }
   for (int i = 0; i < c; i++) {
     const double r = 1.0 / __builtin_sqrt((double)variance[i] + epsilon);
     d_offset[i] = (float)s1[i];
