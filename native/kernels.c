@@ -141,6 +141,37 @@ EXPORT(im2col_t) void im2col_t(const float* x, float* col_t, const int* geometry
   }
 }
 
+/* dW[kh, kw, c, :] += sum over output columns [ow0, ow1) of one output row of x(tap) * dy (filter_grad_direct). */
+ALWAYS_INLINE void accumulate_columns(const float* x_row, const float* dy_row, float* dw, const conv_geometry* gp, int out_c, int vec_c,
+                                      int kh, int kw, int shift, int ow0, int ow1) {
+  const conv_geometry g = *gp;
+  for (int c = 0; c < g.in_c; c++) {
+    float* acc = dw + (long)((kh * g.k_w + kw) * g.in_c + c) * out_c;
+    const float* xs = x_row + c;
+    for (int co = 0; co < vec_c; co += 16) {
+      v128_t a0 = wasm_v128_load(acc + co), a1 = wasm_v128_load(acc + co + 4);
+      v128_t a2 = wasm_v128_load(acc + co + 8), a3 = wasm_v128_load(acc + co + 12);
+      for (int ow = ow0; ow < ow1; ow++) {
+        const v128_t xv = wasm_f32x4_splat(xs[(long)(ow * g.stride_w + shift) * g.in_c]);
+        const float* d = dy_row + (long)ow * out_c + co;
+        a0 = MADD(xv, wasm_v128_load(d), a0);
+        a1 = MADD(xv, wasm_v128_load(d + 4), a1);
+        a2 = MADD(xv, wasm_v128_load(d + 8), a2);
+        a3 = MADD(xv, wasm_v128_load(d + 12), a3);
+      }
+      wasm_v128_store(acc + co, a0);
+      wasm_v128_store(acc + co + 4, a1);
+      wasm_v128_store(acc + co + 8, a2);
+      wasm_v128_store(acc + co + 12, a3);
+    }
+    for (int co = vec_c; co < out_c; co++) {
+      float a = acc[co];
+      for (int ow = ow0; ow < ow1; ow++) a += xs[(long)(ow * g.stride_w + shift) * g.in_c] * dy_row[(long)ow * out_c + co];
+      acc[co] = a;
+    }
+  }
+}
+
 /*
  * dW[KH, KW, C, Cout] <- sum over positions of x(tap) * dy: the filter gradient computed directly, for layers with
  * few taps (first layers, C = 1). There the GEMM formulation is a poor shape (K = 9) that first needs col(x), dyᵀ
@@ -160,37 +191,55 @@ EXPORT(filter_grad_direct) void filter_grad_direct(const float* x, const float* 
         const int ih = oh * g.stride_h - g.pad_top + kh * g.dil_h;
         if (ih < 0 || ih >= g.in_h) continue;
         const float* x_row = x + (long)(b * g.in_h + ih) * g.in_w * g.in_c;
+        /*
+         * Three horizontal taps over one channel at stride 1 (every zoo model's first layer, in the interior of the
+         * row): the three taps' 8-channel slices accumulate together, so each dy load serves three multiply-adds and
+         * each x splat is loaded once and reused by the next two columns. Conv2DBackpropFilter of [64,28,28,1] ⋆
+         * 3x3x1x32 in isolation (median of 41, two alternating runs each): 'valid' 0.959 and 0.927 ms tap by tap,
+         * 0.848 and 0.775 ms so; 'same' 0.987 and 1.019 ms, 0.958 and 0.930 ms.
+         */
+        int ow_lo = 0, ow_hi = 0;
+        if (g.k_w == 3 && g.in_c == 1 && g.stride_w == 1 && g.dil_w == 1 && (out_c & 7) == 0) {
+          ow_lo = g.pad_left;
+          ow_hi = g.in_w - 2 + g.pad_left < g.out_w ? g.in_w - 2 + g.pad_left : g.out_w;
+          if (ow_hi < ow_lo) ow_hi = ow_lo;
+          float* acc = dw + (long)(kh * 3) * out_c;
+          /* Column ow's three taps read x_row[ow - pad_left + 0..2]; ow_lo = pad_left starts at x_row[0]. */
+          const float* xs = x_row;
+          for (int co = 0; co < out_c; co += 8) {
+            v128_t a0 = wasm_v128_load(acc + co), a1 = wasm_v128_load(acc + co + 4);
+            v128_t b0 = wasm_v128_load(acc + out_c + co), b1 = wasm_v128_load(acc + out_c + co + 4);
+            v128_t c0 = wasm_v128_load(acc + 2 * out_c + co), c1 = wasm_v128_load(acc + 2 * out_c + co + 4);
+            if (ow_lo < ow_hi) {
+              v128_t x0 = wasm_f32x4_splat(xs[0]), x1 = wasm_f32x4_splat(xs[1]);
+              for (int ow = ow_lo; ow < ow_hi; ow++) {
+                const v128_t x2 = wasm_f32x4_splat(xs[ow - ow_lo + 2]);
+                const float* d = dy_row + (long)ow * out_c + co;
+                const v128_t d0 = wasm_v128_load(d), d1 = wasm_v128_load(d + 4);
+                a0 = MADD(x0, d0, a0), a1 = MADD(x0, d1, a1);
+                b0 = MADD(x1, d0, b0), b1 = MADD(x1, d1, b1);
+                c0 = MADD(x2, d0, c0), c1 = MADD(x2, d1, c1);
+                x0 = x1, x1 = x2;
+              }
+            }
+            wasm_v128_store(acc + co, a0), wasm_v128_store(acc + co + 4, a1);
+            wasm_v128_store(acc + out_c + co, b0), wasm_v128_store(acc + out_c + co + 4, b1);
+            wasm_v128_store(acc + 2 * out_c + co, c0), wasm_v128_store(acc + 2 * out_c + co + 4, c1);
+          }
+        }
         for (int kw = 0; kw < g.k_w; kw++) {
-          /* Output columns whose tap lands inside the input row. */
+          /* Output columns whose tap lands inside the input row (less those the three-tap loop above took). */
           const int shift = kw * g.dil_w - g.pad_left;
           int ow0 = 0, ow1 = g.out_w;
           while (ow0 < ow1 && ow0 * g.stride_w + shift < 0) ow0++;
           while (ow1 > ow0 && (ow1 - 1) * g.stride_w + shift >= g.in_w) ow1--;
-          for (int c = 0; c < g.in_c; c++) {
-            float* acc = dw + (long)((kh * g.k_w + kw) * g.in_c + c) * out_c;
-            const float* xs = x_row + c;
-            for (int co = 0; co < vec_c; co += 16) {
-              v128_t a0 = wasm_v128_load(acc + co), a1 = wasm_v128_load(acc + co + 4);
-              v128_t a2 = wasm_v128_load(acc + co + 8), a3 = wasm_v128_load(acc + co + 12);
-              for (int ow = ow0; ow < ow1; ow++) {
-                const v128_t xv = wasm_f32x4_splat(xs[(long)(ow * g.stride_w + shift) * g.in_c]);
-                const float* d = dy_row + (long)ow * out_c + co;
-                a0 = MADD(xv, wasm_v128_load(d), a0);
-                a1 = MADD(xv, wasm_v128_load(d + 4), a1);
-                a2 = MADD(xv, wasm_v128_load(d + 8), a2);
-                a3 = MADD(xv, wasm_v128_load(d + 12), a3);
-              }
-              wasm_v128_store(acc + co, a0);
-              wasm_v128_store(acc + co + 4, a1);
-              wasm_v128_store(acc + co + 8, a2);
-              wasm_v128_store(acc + co + 12, a3);
-            }
-            for (int co = vec_c; co < out_c; co++) {
-              float a = acc[co];
-              for (int ow = ow0; ow < ow1; ow++) a += xs[(long)(ow * g.stride_w + shift) * g.in_c] * dy_row[(long)ow * out_c + co];
-              acc[co] = a;
-            }
+          if (ow_lo < ow_hi) {
+            /* Only the columns outside [ow_lo, ow_hi) remain: before it, then after it. */
+            accumulate_columns(x_row, dy_row, dw, &g, out_c, vec_c, kh, kw, shift, ow0, ow_lo < ow1 ? ow_lo : ow1);
+            accumulate_columns(x_row, dy_row, dw, &g, out_c, vec_c, kh, kw, shift, ow_hi > ow0 ? ow_hi : ow0, ow1);
+            continue;
           }
+          accumulate_columns(x_row, dy_row, dw, &g, out_c, vec_c, kh, kw, shift, ow0, ow1);
         }
       }
     }
