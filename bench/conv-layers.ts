@@ -5,7 +5,7 @@
  *   - ours: what training uses (native/winograd.c for 3×3 stride-1 layers; native/conv_direct.c for the first layers'
  *     forward pass, whose gradients stay as before);
  *   - im2col: our convolution kernels turned off (setConvKernelsEnabled(false)): im2col + GEMM for the gradients and
- *     XNNPACK for the forward pass, as before issue #17 part 3.
+ *     XNNPACK for the forward pass.
  * Each kernel is called through the engine, alternating the routes, `reps` times after 2 warm-up calls; its output is
  * disposed without being read (wasm kernels run synchronously). Reports median ms and our route's speed-up.
  *   npx tsx bench/conv-layers.ts [--reps 15] [--batch-size 64] [--thin] [--json]

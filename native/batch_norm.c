@@ -57,8 +57,8 @@ ALWAYS_INLINE v128_t relu_masked(v128_t g, v128_t centred, v128_t f, v128_t o, i
 /*
  * The first pass of both gradients: S1 = sum over rows of g and S2 = sum over rows of g (x - mean), per channel,
  * with g = dy, or with relu the ReLU-masked dy (relu_masked; f and o as batch_norm's). Float32 partials over 64 rows
- * are folded into float64 totals, kept in dx (2C doubles: dx must hold at least 4C floats, rows >= 4) and returned
- * through s1 and s2, which point there.
+ * are folded into float64 totals, left in dx as S1[C] then S2[C] doubles (dx must hold at least 4C floats: rows >= 4),
+ * where the caller reads them.
  */
 ALWAYS_INLINE void gradient_sums(const float* x, const float* dy, const float* mean, const float* variance, const float* scale,
                                  const float* offset, double epsilon, int relu, float* dx, int rows, int c) {
@@ -80,10 +80,12 @@ ALWAYS_INLINE void gradient_sums(const float* x, const float* dy, const float* m
         p1 = wasm_f32x4_add(p1, g);
         p2 = MADD(g, centred, p2);
       }
-      wasm_v128_store(s1 + c0, wasm_f64x2_add(wasm_v128_load(s1 + c0), wasm_f64x2_promote_low_f32x4(p1)));
-      wasm_v128_store(s1 + c0 + 2, wasm_f64x2_add(wasm_v128_load(s1 + c0 + 2), wasm_f64x2_promote_low_f32x4(wasm_i32x4_shuffle(p1, p1, 2, 3, 0, 1))));
-      wasm_v128_store(s2 + c0, wasm_f64x2_add(wasm_v128_load(s2 + c0), wasm_f64x2_promote_low_f32x4(p2)));
-      wasm_v128_store(s2 + c0 + 2, wasm_f64x2_add(wasm_v128_load(s2 + c0 + 2), wasm_f64x2_promote_low_f32x4(wasm_i32x4_shuffle(p2, p2, 2, 3, 0, 1))));
+      v128_t lo1 = wasm_v128_load(s1 + c0), hi1 = wasm_v128_load(s1 + c0 + 2);
+      v128_t lo2 = wasm_v128_load(s2 + c0), hi2 = wasm_v128_load(s2 + c0 + 2);
+      FOLD_F64(lo1, hi1, p1);
+      FOLD_F64(lo2, hi2, p2);
+      wasm_v128_store(s1 + c0, lo1), wasm_v128_store(s1 + c0 + 2, hi1);
+      wasm_v128_store(s2 + c0, lo2), wasm_v128_store(s2 + c0 + 2, hi2);
     }
     for (int c0 = vec_c; c0 < c; c0++) {
       const float f = relu ? (float)((scale ? (double)scale[c0] : 1.0) / __builtin_sqrt((double)variance[c0] + epsilon)) : 1.0f;

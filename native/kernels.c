@@ -203,24 +203,23 @@ EXPORT(filter_grad_direct) void filter_grad_direct(const float* x, const float* 
           ow_lo = g.pad_left;
           ow_hi = g.in_w - 2 + g.pad_left < g.out_w ? g.in_w - 2 + g.pad_left : g.out_w;
           if (ow_hi < ow_lo) ow_hi = ow_lo;
+        }
+        if (ow_lo < ow_hi) {
           float* acc = dw + (long)(kh * 3) * out_c;
           /* Column ow's three taps read x_row[ow - pad_left + 0..2]; ow_lo = pad_left starts at x_row[0]. */
-          const float* xs = x_row;
           for (int co = 0; co < out_c; co += 8) {
             v128_t a0 = wasm_v128_load(acc + co), a1 = wasm_v128_load(acc + co + 4);
             v128_t b0 = wasm_v128_load(acc + out_c + co), b1 = wasm_v128_load(acc + out_c + co + 4);
             v128_t c0 = wasm_v128_load(acc + 2 * out_c + co), c1 = wasm_v128_load(acc + 2 * out_c + co + 4);
-            if (ow_lo < ow_hi) {
-              v128_t x0 = wasm_f32x4_splat(xs[0]), x1 = wasm_f32x4_splat(xs[1]);
-              for (int ow = ow_lo; ow < ow_hi; ow++) {
-                const v128_t x2 = wasm_f32x4_splat(xs[ow - ow_lo + 2]);
-                const float* d = dy_row + (long)ow * out_c + co;
-                const v128_t d0 = wasm_v128_load(d), d1 = wasm_v128_load(d + 4);
-                a0 = MADD(x0, d0, a0), a1 = MADD(x0, d1, a1);
-                b0 = MADD(x1, d0, b0), b1 = MADD(x1, d1, b1);
-                c0 = MADD(x2, d0, c0), c1 = MADD(x2, d1, c1);
-                x0 = x1, x1 = x2;
-              }
+            v128_t x0 = wasm_f32x4_splat(x_row[0]), x1 = wasm_f32x4_splat(x_row[1]);
+            for (int ow = ow_lo; ow < ow_hi; ow++) {
+              const v128_t x2 = wasm_f32x4_splat(x_row[ow - ow_lo + 2]);
+              const float* d = dy_row + (long)ow * out_c + co;
+              const v128_t d0 = wasm_v128_load(d), d1 = wasm_v128_load(d + 4);
+              a0 = MADD(x0, d0, a0), a1 = MADD(x0, d1, a1);
+              b0 = MADD(x1, d0, b0), b1 = MADD(x1, d1, b1);
+              c0 = MADD(x2, d0, c0), c1 = MADD(x2, d1, c1);
+              x0 = x1, x1 = x2;
             }
             wasm_v128_store(acc + co, a0), wasm_v128_store(acc + co + 4, a1);
             wasm_v128_store(acc + out_c + co, b0), wasm_v128_store(acc + out_c + co + 4, b1);
@@ -233,13 +232,9 @@ EXPORT(filter_grad_direct) void filter_grad_direct(const float* x, const float* 
           int ow0 = 0, ow1 = g.out_w;
           while (ow0 < ow1 && ow0 * g.stride_w + shift < 0) ow0++;
           while (ow1 > ow0 && (ow1 - 1) * g.stride_w + shift >= g.in_w) ow1--;
-          if (ow_lo < ow_hi) {
-            /* Only the columns outside [ow_lo, ow_hi) remain: before it, then after it. */
-            accumulate_columns(x_row, dy_row, dw, &g, out_c, vec_c, kh, kw, shift, ow0, ow_lo < ow1 ? ow_lo : ow1);
-            accumulate_columns(x_row, dy_row, dw, &g, out_c, vec_c, kh, kw, shift, ow_hi > ow0 ? ow_hi : ow0, ow1);
-            continue;
-          }
-          accumulate_columns(x_row, dy_row, dw, &g, out_c, vec_c, kh, kw, shift, ow0, ow1);
+          /* The columns outside [ow_lo, ow_hi), before it and after it (all of them when that range is empty). */
+          accumulate_columns(x_row, dy_row, dw, &g, out_c, vec_c, kh, kw, shift, ow0, ow_lo < ow1 ? ow_lo : ow1);
+          accumulate_columns(x_row, dy_row, dw, &g, out_c, vec_c, kh, kw, shift, ow_hi > ow0 ? ow_hi : ow0, ow1);
         }
       }
     }
@@ -338,13 +333,6 @@ EXPORT(max_pool_grad) void max_pool_grad(const float* x, const float* dy, float*
   }
 }
 
-/* (lo, hi) += the four lanes of p, widened to float64. */
-#define FOLD_F64(lo, hi, p)                                                   \
-  do {                                                                        \
-    lo = wasm_f64x2_add(lo, wasm_f64x2_promote_low_f32x4(p));                 \
-    hi = wasm_f64x2_add(hi, wasm_f64x2_promote_low_f32x4(wasm_i32x4_shuffle(p, p, 2, 3, 0, 1))); \
-  } while (0)
-
 /* out[0..4) <- (lo, hi) / divisor, rounded once to float32. */
 static inline void store_quotient(float* out, v128_t lo, v128_t hi, double divisor) {
   const v128_t d = wasm_f64x2_splat(divisor);
@@ -352,13 +340,6 @@ static inline void store_quotient(float* out, v128_t lo, v128_t hi, double divis
                                           wasm_f32x4_demote_f64x2_zero(wasm_f64x2_div(hi, d)), 0, 1, 4, 5));
 }
 
-/*
- * out[c] <- (sum over r of x[r, c]) / divisor. Float32 partial sums over 64 rows are folded into float64 totals,
- * which are divided before the one rounding to float32, so the error does not grow with the batch. Blocks of 16
- * channels: one 64-byte cache line per row per sweep and four independent adds per row. Sum in
- * `npx tsx bench/batch-norm-kernels.ts` (min): 8-channel blocks took 0.80 ms on [64,28,28,32] and 0.52 ms on
- * [64,14,14,64], these 0.43 ms and 0.32 ms.
- */
 /*
  * The term column_sums adds for x[i]: x[i]; with a mask, 0 where mask[i] is not > 0; with a centre m (the four
  * channels' values), (x[i] - m)^2. mask and centre may be 0 (absent): column_sums is inlined, so the tests fold away.
@@ -372,6 +353,13 @@ ALWAYS_INLINE v128_t column_term(const float* x, const float* mask, const float*
   return mask ? wasm_v128_and(v, wasm_f32x4_gt(wasm_v128_load(mask + i), wasm_f32x4_splat(0))) : v;
 }
 
+/*
+ * out[c] <- (sum over r of x[r, c]) / divisor. Float32 partial sums over 64 rows are folded into float64 totals,
+ * which are divided before the one rounding to float32, so the error does not grow with the batch. Blocks of 16
+ * channels: one 64-byte cache line per row per sweep and four independent adds per row. Sum in
+ * `npx tsx bench/batch-norm-kernels.ts` (min): 8-channel blocks took 0.80 ms on [64,28,28,32] and 0.52 ms on
+ * [64,14,14,64], these 0.43 ms and 0.32 ms.
+ */
 ALWAYS_INLINE void column_sums(const float* x, const float* mask, const float* centre, float* out, int rows, int c, double divisor) {
   int c0 = 0;
   for (; c0 + 16 <= c; c0 += 16) {

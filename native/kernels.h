@@ -38,6 +38,13 @@ static inline conv_geometry load_geometry(const int* g) {
 #define EPILOGUE_BIAS 1
 #define EPILOGUE_RELU 2
 
+/* (lo, hi) += the four lanes of p, widened to float64. */
+#define FOLD_F64(lo, hi, p)                                                   \
+  do {                                                                        \
+    lo = wasm_f64x2_add(lo, wasm_f64x2_promote_low_f32x4(p));                 \
+    hi = wasm_f64x2_add(hi, wasm_f64x2_promote_low_f32x4(wasm_i32x4_shuffle(p, p, 2, 3, 0, 1))); \
+  } while (0)
+
 /* C[M, N] (+)= A[M, K] · B[K, N], all row-major and contiguous (gemm.c). accumulate = 0 overwrites C. */
 void gemm_nn(const float* a, const float* b, float* c, int m, int k, int n, int accumulate);
 /* C[M, N] (+)= Aᵀ · B with A stored as [K, M] row-major, B as [K, N] (gemm.c). accumulate = 0 overwrites C. */

@@ -47,8 +47,9 @@
 /*
  * Consecutive positions' planes are PLANE floats apart: the matrix plus one cache line. The transforms touch all 36
  * planes of a tile, and planes a power of two apart (32 tiles x 32 channels is exactly 4 KiB) all map to the same L1
- * sets: on `cnn`'s second layer at B=64 the padding took each pass from 5.0-7.0 ms to 3.9 ms with 2x2 tiles (the
- * development harness below, median of 15, Node 20, 2 vCPU Xeon).
+ * sets, and every transform then evicts the planes it just wrote. (Measured on the 2x2-tile version of this file,
+ * which was not kept: on `cnn`'s second layer at B=64 the padding took each pass from 5.0-7.0 ms to 3.9 ms, median
+ * of 15, Node 20, 2 vCPU Xeon.)
  */
 #define PLANE(rows, cols) ((long)(rows) * (cols) + 16)
 

@@ -56,8 +56,10 @@ export async function runTrainingBench(config: BenchConfig): Promise<BenchResult
   const nextBatch = () => {
     if (cursor + config.batchSize > perm.length) cursor = 0;
     const ids = perm.subarray(cursor, cursor + config.batchSize);
+    // Keyed by position, as a worker keys its batches: a new dropout mask every step (train/dropout.ts).
+    const batch = { ...gatherBatch(data.train.images, data.train.labels, ids), sampleKey: cursor };
     cursor += config.batchSize;
-    return gatherBatch(data.train.images, data.train.labels, ids);
+    return batch;
   };
   let stepId = 0;
   for (let i = 0; i < config.warmup; i++) await step.run(nextBatch(), stepId++, 0.01);

@@ -29,11 +29,9 @@ function reference(shape: readonly number[], relu: boolean, v: Values): Float32A
       const y = tf.batchNorm(x, mean, variance, offset, scale, EPSILON);
       return { y: relu ? tf.relu(y) : y, mean, variance };
     };
-    const c = shape[shape.length - 1]!;
     const args = [tf.tensor(v.x, [...shape]), tf.tensor1d(v.scale), tf.tensor1d(v.offset)] as const;
     const { y, mean, variance } = f(...args);
     const grads = tf.grads((x, s, o) => tf.sum(tf.mul(f(x!, s!, o!).y, tf.tensor(v.dy, [...shape]))))([...args]);
-    expect(mean.shape).toEqual([c]);
     return [y, mean, variance, ...grads].map((t) => t.dataSync() as Float32Array);
   });
 }

@@ -108,7 +108,8 @@ export interface Batch {
   /**
    * The key of the first sample (the others follow consecutively): its position in the run's sample stream, epoch ×
    * training-set size + position in the epoch's order. Per-sample randomness (dropout, train/dropout.ts) is drawn
-   * from it, so a sample's draw does not depend on which rank or pass computes it. Absent: 0.
+   * from it, so a sample's draw does not depend on which rank or pass computes it. Absent: 0 (a batch without a key
+   * draws the same masks every time).
    */
   sampleKey?: number;
 }

@@ -22,7 +22,7 @@ function channelOperand(v: TensorInfo, x: TensorInfo): number | undefined {
  *
  * The stock kernels (XNNPACK) broadcast well; the native pass is still faster, by a third per channel operand and by
  * a few per cent per scalar. `npx tsx bench/batch-norm-kernels.ts --reps 30` (min): [64,28,28,32] + [32] (a bias)
- * 0.64 → 0.44 ms and [64,14,14,64] + [64] 0.25 → 0.22 ms (M3, after Add joined this path); [64,28,28,32]·[32] 0.75 → 0.46 ms,
+ * 0.64 → 0.44 ms and [64,14,14,64] + [64] 0.25 → 0.22 ms (M3); [64,28,28,32]·[32] 0.75 → 0.46 ms,
  * [64,14,14,64]·[64] 0.27 → 0.21 ms, Sub alike, [64,28,28,32]/[] 0.46 → 0.44 ms. Per `cnn-large` step at B=64
  * (`bench --model cnn-large --backend wasm --profile --steps 10`): Multiply 46.6 → 37.8 ms over 100 calls, Sub
  * 10.6 → 8.4 ms over 34, RealDiv 6.8 → 6.2 ms over 13. Equal shapes of more than one axis are left to the stock

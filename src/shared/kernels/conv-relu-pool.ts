@@ -22,7 +22,7 @@ import { assertFloat32, assertRank } from './validate.js';
  *
  * It is one tape node with one output (tf.customGrad), the activation saved for the gradient: a kernel with a
  * second, unused output would get a zero-filled gradient for it built in JavaScript at every step (tfjs-core's
- * engine does so for every null dy), which cost more than the passes saved. customGrad computes every input's
+ * engine does so for every null dy), which ate most of what the passes saved (bench/RESULTS.md, 2026-12-05). customGrad computes every input's
  * gradient when the node is reached, so the caller says which it needs (ConvReluPoolGrads). Same values as the
  * unfused layers, up to the order of the bias gradient's additions (test/unit/conv-relu-pool.test.ts).
  */
@@ -85,9 +85,10 @@ export function convReluPool(x: Tensor4D, filter: Tensor4D, bias: Tensor1D, attr
   const { strides, pad } = attrs;
   util.assert(convReluPoolApplies(filter.shape[3]) && bias.shape[0] === filter.shape[3], () =>
     `Error in convReluPool: needs a multiple of 4 filters and a bias of one value per filter, got filter [${filter.shape.join(',')}] and bias [${bias.shape.join(',')}].`);
+  const convAttrs: Partial<FusedConv2DAttrs> = { strides, pad, dataFormat: 'NHWC', dilations: 1, activation: 'relu' };
+  const conv = { strides, pad, dataFormat: 'NHWC' as const, dimRoundingMode: undefined };
   const op = customGrad((...args: Array<Tensor | GradSaveFunc>) => {
     const [x, filter, bias, save] = args as [Tensor4D, Tensor4D, Tensor1D, GradSaveFunc];
-    const convAttrs: Partial<FusedConv2DAttrs> = { strides, pad, dataFormat: 'NHWC', dilations: 1, activation: 'relu' };
     const activation = engine().runKernel(FusedConv2D, { x, filter, bias }, convAttrs as unknown as NamedAttrMap) as Tensor4D;
     const pooled = engine().runKernel(MaxPool, { x: activation }, POOL as unknown as NamedAttrMap) as Tensor4D;
     save([x, filter, bias, activation, pooled]);
@@ -96,7 +97,6 @@ export function convReluPool(x: Tensor4D, filter: Tensor4D, bias: Tensor1D, attr
       gradFunc: (dy: Tensor, saved: Tensor[]) => {
         const [sx, sFilter, sBias, sActivation, sPooled] = saved as [Tensor4D, Tensor4D, Tensor1D, Tensor4D, Tensor4D];
         const [dz, dBias] = engine().runKernel(RELU_POOL_GRAD, { dy, activation: sActivation, pooled: sPooled }) as [Tensor4D, Tensor1D];
-        const conv = { strides, pad, dataFormat: 'NHWC' as const, dimRoundingMode: undefined };
         const dx = grads.x
           ? engine().runKernel(Conv2DBackpropInput, { dy: dz, filter: sFilter }, { ...conv, inputShape: sx.shape } satisfies Conv2DBackpropInputAttrs as unknown as NamedAttrMap) as Tensor
           : zerosLike(sx);

@@ -12,10 +12,10 @@ export const meanGradConfig: GradConfig = {
   gradFunc: (dy: Tensor | Tensor[], saved: Tensor[], attrs: NamedAttrMap) => {
     const [x] = saved as [Tensor];
     const axes = util.parseAxisParam((attrs as unknown as MeanAttrs).axis, x.shape);
-    const reduceSize = util.sizeFromShape(backend_util.computeOutAndReduceShapes(x.shape, axes)[1]);
-    const keptShape = x.shape.map((d, i) => (axes.includes(i) ? 1 : d));
     // An empty x (a reduced axis of size 0) has an empty gradient; broadcastTo cannot produce one from dy.
     if (util.sizeFromShape(x.shape) === 0) return { x: () => zeros(x.shape) };
+    const reduceSize = util.sizeFromShape(backend_util.computeOutAndReduceShapes(x.shape, axes)[1]);
+    const keptShape = x.shape.map((d, i) => (axes.includes(i) ? 1 : d));
     return { x: () => broadcastTo(div(reshape(dy as Tensor, keptShape), reduceSize), x.shape) };
   },
 };

@@ -8,8 +8,7 @@
  * and reproducible from the run's seed. Keys are consecutive over a batch's samples (Batch.sampleKey).
  *
  * The generator is a counter-based hash (murmur3's 32-bit finaliser over sample and element), so no state is
- * carried between calls. Drawing in JavaScript costs about as much as tfjs's own seeded draw did; it runs once per
- * dropout layer per pass.
+ * carried between calls. It runs in JavaScript, once per dropout layer per pass, on every backend.
  */
 
 /** murmur3's fmix32: a bijective 32-bit mix whose every output bit depends on every input bit. */

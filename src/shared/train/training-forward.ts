@@ -6,15 +6,22 @@ import { dropoutMask } from './dropout.js';
 
 /**
  * One step of the plan: a layer run by tfjs-layers, or layers run another way. `layers` are the layers a step
- * covers, run by tfjs-layers where the step's own way is not available (wasm kernels: `wasmOnly`).
+ * covers; the WASM_KINDS steps run them as tfjs-layers does where our wasm kernels are not registered.
  */
 type Step = { layers: tf.layers.Layer[] } & (
   | { kind: 'layer' }
-  | { kind: 'conv-relu-pool'; wasmOnly: true; conv: tf.layers.Layer; attrs: ConvReluPoolAttrs }
-  | { kind: 'conv'; wasmOnly: true; conv: tf.layers.Layer; strides: [number, number]; pad: 'valid' | 'same'; dilations: [number, number] }
-  | { kind: 'batch-norm'; wasmOnly: true; bn: BatchNormWeights; epsilon: number; momentum: number; relu: boolean }
+  | { kind: 'conv-relu-pool'; kernel: tf.LayerVariable; bias: tf.LayerVariable; trainable: () => boolean; attrs: ConvReluPoolAttrs }
+  | { kind: 'conv'; kernel: tf.LayerVariable; strides: [number, number]; pad: 'valid' | 'same'; dilations: [number, number] }
+  | { kind: 'batch-norm'; bn: BatchNormWeights; epsilon: number; momentum: number; relu: boolean }
   | { kind: 'dropout'; rate: number; seed: number }
 );
+
+/** The kinds whose ops are mnist-ddp's wasm kernels. */
+const WASM_KINDS: ReadonlySet<Step['kind']> = new Set(['conv-relu-pool', 'conv', 'batch-norm']);
+
+/** A layer's weight by its name within the layer (`kernel`, `gamma`, …), looked up once when the plan is built. */
+const weightOf = (layer: tf.layers.Layer, name: string): tf.LayerVariable | undefined =>
+  layer.weights.find((w) => w.originalName === `${layer.name}/${name}`);
 
 interface BatchNormWeights {
   gamma: tf.LayerVariable;
@@ -50,17 +57,22 @@ const isPair = (v: number | number[] | null | undefined, n: number): boolean => 
   return p !== undefined && p.length === 2 && p[0] === n && p[1] === n;
 };
 
-/** The conv block's attributes when `conv` then `pool` are a Conv2D(bias, ReLU) and a 2×2/2 MaxPooling2D the op takes. */
-function convReluPoolAttrs(conv: tf.layers.Layer, pool: tf.layers.Layer | undefined): ConvReluPoolAttrs | undefined {
+/** The conv-block step when `conv` then `pool` are a Conv2D(bias, ReLU) and a 2×2/2 MaxPooling2D the op takes. */
+function convReluPoolStep(conv: tf.layers.Layer, pool: tf.layers.Layer | undefined): Step | undefined {
   if (!pool || conv.getClassName() !== 'Conv2D' || pool.getClassName() !== 'MaxPooling2D') return undefined;
   const c = conv.getConfig() as ConvConfig;
   const p = pool.getConfig() as PoolConfig;
   const strides = pair(c.strides);
   const convOk = c.activation === 'relu' && c.useBias === true && c.dataFormat === 'channelsLast' && isPair(c.dilationRate, 1) &&
     (c.padding === 'valid' || c.padding === 'same') && strides?.length === 2 && convReluPoolApplies(c.filters ?? 0) &&
-    c.kernelRegularizer == null && c.biasRegularizer == null && c.activityRegularizer == null && conv.weights.length === 2;
+    c.kernelRegularizer == null && c.biasRegularizer == null && c.activityRegularizer == null;
   const poolOk = isPair(p.poolSize, 2) && (p.strides == null || isPair(p.strides, 2)) && p.padding === 'valid' && p.dataFormat === 'channelsLast';
-  return convOk && poolOk ? { strides: strides as [number, number], pad: c.padding as 'valid' | 'same' } : undefined;
+  const [kernel, bias] = [weightOf(conv, 'kernel'), weightOf(conv, 'bias')];
+  if (!convOk || !poolOk || !kernel || !bias) return undefined;
+  return {
+    kind: 'conv-relu-pool', layers: [conv, pool], kernel, bias, trainable: () => conv.trainable,
+    attrs: { strides: strides as [number, number], pad: c.padding as 'valid' | 'same' },
+  };
 }
 
 interface BatchNormConfig {
@@ -81,14 +93,13 @@ function batchNormStep(bn: tf.layers.Layer, next: tf.layers.Layer | undefined): 
   if (bn.getClassName() !== 'BatchNormalization') return undefined;
   const c = bn.getConfig() as BatchNormConfig;
   const rank = (bn.input as tf.SymbolicTensor).shape.length;
-  const weight = (name: string) => bn.weights.find((w) => w.originalName === `${bn.name}/${name}`);
-  const [gamma, beta, movingMean, movingVariance] = ['gamma', 'beta', 'moving_mean', 'moving_variance'].map(weight);
+  const [gamma, beta, movingMean, movingVariance] = ['gamma', 'beta', 'moving_mean', 'moving_variance'].map((n) => weightOf(bn, n));
   const ok = (c.axis === -1 || c.axis === rank - 1) && c.center === true && c.scale === true && c.betaRegularizer == null && c.gammaRegularizer == null &&
     typeof c.epsilon === 'number' && typeof c.momentum === 'number' && gamma && beta && movingMean && movingVariance;
   if (!ok) return undefined;
   const relu = next?.getClassName() === 'Activation' && (next.getConfig() as { activation?: string }).activation === 'relu';
   return {
-    kind: 'batch-norm', wasmOnly: true, layers: relu ? [bn, next!] : [bn], bn: { gamma, beta, movingMean, movingVariance },
+    kind: 'batch-norm', layers: relu ? [bn, next!] : [bn], bn: { gamma, beta, movingMean, movingVariance },
     epsilon: c.epsilon!, momentum: c.momentum!, relu,
   };
 }
@@ -112,8 +123,10 @@ function plainConvStep(conv: tf.layers.Layer): Step | undefined {
   const strides = pair(c.strides);
   const dilations = pair(c.dilationRate);
   const ok = c.activation === 'linear' && c.useBias === false && c.dataFormat === 'channelsLast' && (c.padding === 'valid' || c.padding === 'same') &&
-    strides?.length === 2 && dilations?.length === 2 && c.kernelRegularizer == null && c.activityRegularizer == null && conv.weights.length === 1;
-  return ok ? { kind: 'conv', wasmOnly: true, layers: [conv], conv, strides: strides as [number, number], pad: c.padding as 'valid' | 'same', dilations: dilations as [number, number] } : undefined;
+    strides?.length === 2 && dilations?.length === 2 && c.kernelRegularizer == null && c.activityRegularizer == null;
+  const kernel = weightOf(conv, 'kernel');
+  if (!ok || !kernel) return undefined;
+  return { kind: 'conv', layers: [conv], kernel, strides: strides as [number, number], pad: c.padding as 'valid' | 'same', dilations: dilations as [number, number] };
 }
 
 /** A Dropout over whole samples (no noiseShape) as dropout.ts draws it; `index` (its place in the chain) tells unseeded ones apart. */
@@ -142,10 +155,8 @@ function planOf(layers: tf.layers.Layer[]): Step[] {
   const steps: Step[] = [];
   for (let i = 0; i < layers.length;) {
     const layer = layers[i]!;
-    const attrs = convReluPoolAttrs(layer, layers[i + 1]);
-    const step: Step = attrs
-      ? { kind: 'conv-relu-pool', wasmOnly: true, layers: [layer, layers[i + 1]!], conv: layer, attrs }
-      : batchNormStep(layer, layers[i + 1]) ?? plainConvStep(layer) ?? dropoutStep(layer, i) ?? { kind: 'layer', layers: [layer] };
+    const step: Step = convReluPoolStep(layer, layers[i + 1]) ?? batchNormStep(layer, layers[i + 1]) ?? plainConvStep(layer) ??
+      dropoutStep(layer, i) ?? { kind: 'layer', layers: [layer] };
     steps.push(step);
     i += step.layers.length;
   }
@@ -166,7 +177,9 @@ function planOf(layers: tf.layers.Layer[]): Step[] {
  *   layer's moving mean and variance with tfjs-layers' own arithmetic;
  * - each Conv2D without bias or activation runs as tf.conv2d (plainConvStep).
  * Every other layer runs as tfjs-layers runs it (`layer.apply`, as the model's own executor calls it), and so do
- * the wasm steps' layers on other backends or with our convolution kernels switched off (bench/conv-layers.ts).
+ * the wasm steps' layers on other backends or with our kernels switched off (winograd.ts setConvKernelsEnabled).
+ * The model's input is treated as a constant (the first conv block computes no gradient for it): differentiate
+ * with respect to the weights only.
  * Models that are not a chain run `model.apply` unchanged. Weights, layer names and the saved model are untouched:
  * evaluation, export and fine-tuning see the usual model. The wasm steps give the same values and gradients as the
  * layers, up to the order of some sums' additions (test/unit/training-forward.test.ts).
@@ -175,29 +188,34 @@ export function trainingForward(model: tf.LayersModel): (xs: tf.Tensor, sampleKe
   const layers = chainOf(model);
   if (!layers) return (xs) => model.apply(xs, { training: true }) as tf.Tensor;
   const steps = planOf(layers);
-  const registered = () => [RELU_POOL_GRAD, BATCH_NORM_TRAIN_GRAD].every((k) => tf.getKernel(k, 'wasm') !== undefined);
+  // Registration is idempotent and never undone: once seen, it is not looked up again.
+  let registered = false;
   return (xs, sampleKey = 0) => {
-    const wasm = convKernelsEnabled() && tf.getBackend() === 'wasm' && registered();
+    registered ||= [RELU_POOL_GRAD, BATCH_NORM_TRAIN_GRAD].every((k) => tf.getKernel(k, 'wasm') !== undefined);
+    const wasm = registered && convKernelsEnabled() && tf.getBackend() === 'wasm';
     let y = xs;
     steps.forEach((step, i) => {
-      if (step.kind === 'layer' || ('wasmOnly' in step && !wasm)) {
-        y = step.layers.reduce((t, layer) => layer.apply(t, { training: true }) as tf.Tensor, y);
+      if (step.kind === 'layer' || (WASM_KINDS.has(step.kind) && !wasm)) {
+        y = applyLayers(step.layers, y);
       } else if (step.kind === 'dropout') {
         y = dropout(y, step, sampleKey);
       } else if (step.kind === 'batch-norm') {
         y = batchNorm(step, y);
       } else if (step.kind === 'conv') {
-        const [kernel] = step.conv.weights as [tf.LayerVariable];
-        y = tf.conv2d(y as tf.Tensor4D, kernel.read() as tf.Tensor4D, step.strides, step.pad, 'NHWC', step.dilations);
+        y = tf.conv2d(y as tf.Tensor4D, step.kernel.read() as tf.Tensor4D, step.strides, step.pad, 'NHWC', step.dilations);
       } else {
-        const [kernel, bias] = step.conv.weights as [tf.LayerVariable, tf.LayerVariable];
         // The first step's input is the images: a constant. Frozen weights are constants too.
-        const grads = { x: i > 0, weights: step.conv.trainable };
-        y = convReluPool(y as tf.Tensor4D, kernel.read() as tf.Tensor4D, bias.read() as tf.Tensor1D, step.attrs, grads);
+        const grads = { x: i > 0, weights: step.trainable() };
+        y = convReluPool(y as tf.Tensor4D, step.kernel.read() as tf.Tensor4D, step.bias.read() as tf.Tensor1D, step.attrs, grads);
       }
     });
     return y;
   };
+}
+
+/** The layers in order, as tfjs-layers runs them in training (`layer.apply`, as the model's own executor calls it). */
+function applyLayers(layers: readonly tf.layers.Layer[], x: tf.Tensor): tf.Tensor {
+  return layers.reduce((y, layer) => layer.apply(y, { training: true }) as tf.Tensor, x);
 }
 
 /** Inverted dropout with dropout.ts's per-sample masks; the mask is a constant of the step's gradient. */
@@ -211,9 +229,7 @@ function dropout(x: tf.Tensor, step: Extract<Step, { kind: 'dropout' }>, sampleK
 /** A batch-norm step: one op, or the layers themselves for batches too small for it (fewer than MIN_ROWS rows). */
 function batchNorm(step: Extract<Step, { kind: 'batch-norm' }>, x: tf.Tensor): tf.Tensor {
   const channels = x.shape[x.shape.length - 1]!;
-  if (x.size / channels < MIN_ROWS) {
-    return step.layers.reduce((y, layer) => layer.apply(y, { training: true }) as tf.Tensor, x);
-  }
+  if (x.size / channels < MIN_ROWS) return applyLayers(step.layers, x);
   const { gamma, beta, movingMean, movingVariance } = step.bn;
   return batchNormTraining(x, gamma.read(), beta.read(), { epsilon: step.epsilon, relu: step.relu }, (mean, variance) => {
     movingAverage(movingMean, mean, step.momentum);
@@ -221,7 +237,7 @@ function batchNorm(step: Extract<Step, { kind: 'batch-norm' }>, x: tf.Tensor): t
   });
 }
 
-/** What `trainingForward(model)` runs as one op when it can, by kind (for tests and the profile). */
+/** How many steps of each kind other than 'layer' `trainingForward(model)` plans (test/unit/training-forward.test.ts). */
 export function fusedSteps(model: tf.LayersModel): { convReluPool: number; conv: number; batchNorm: number; batchNormRelu: number; dropout: number } {
   const steps = planOf(chainOf(model) ?? []);
   return {
