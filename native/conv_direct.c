@@ -67,12 +67,14 @@ ALWAYS_INLINE void pixel_pair_inside(const float* x0, long x_step, const float* 
 
 /*
  * y[B, OH, OW, Cout] <- x conv w (w: [KH, KW, Cin, Cout], Cout a multiple of 16), then the epilogue `flags` asks for
- * (kernels.h); overwrites y.
+ * (kernels.h); overwrites y. With pooled non-null, also pooled[B, OH / 2, OW / 2, Cout] <- y's 2x2, stride-2 max
+ * pool, each pair of rows as soon as it is written.
  */
-EXPORT(conv_direct) void conv_direct(const float* x, const float* w, const float* bias, float* y, int out_c, int flags, const int* geometry) {
+EXPORT(conv_direct) void conv_direct(const float* x, const float* w, const float* bias, float* y, float* pooled, int out_c, int flags, const int* geometry) {
   const conv_geometry g = load_geometry(geometry);
   const v128_t zero = wasm_f32x4_splat(0.0f);
   const int has_bias = flags & EPILOGUE_BIAS, relu = flags & EPILOGUE_RELU;
+  const int pool_w = g.out_w / 2 * 2;
   float* out = y;
   for (int b = 0; b < g.batch; b++) {
     const float* image = x + (long)b * g.in_h * g.in_w * g.in_c;
@@ -91,6 +93,10 @@ EXPORT(conv_direct) void conv_direct(const float* x, const float* w, const float
         int co = 0;
         for (; co + 32 <= out_c; co += 32) PIXEL_BLOCK(8);
         for (; co < out_c; co += 16) PIXEL_BLOCK(4);
+      }
+      if (pooled && oh % 2 == 1) {
+        /* Rows oh - 1 and oh are written, just behind `out`: their windows. */
+        max_pool_2x2_region(out - 2L * g.out_w * out_c, pooled + ((long)b * (g.out_h / 2) + oh / 2) * (g.out_w / 2) * out_c, g.out_w, out_c, 0, 2, 0, pool_w);
       }
     }
   }

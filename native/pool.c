@@ -11,6 +11,24 @@
  */
 #include "kernels.h"
 
+/* f32x4.max propagates NaN, so a non-finite activation reaches the pooled output (and the loss, and the NaN guard). */
+void max_pool_2x2_region(const float* z, float* pooled, int w, int c, int r0, int r1, int c0, int c1) {
+  const long row = (long)w * c, pooled_row = (long)(w / 2) * c;
+  for (int r = r0; r < r1; r += 2) {
+    const float* top = z + r * row;
+    float* out = pooled + (r / 2) * pooled_row;
+    for (int col = c0; col < c1; col += 2) {
+      const float* p = top + (long)col * c;
+      float* q = out + (long)(col / 2) * c;
+      for (int ch = 0; ch < c; ch += 4) {
+        const v128_t upper = wasm_f32x4_max(wasm_v128_load(p + ch), wasm_v128_load(p + c + ch));
+        const v128_t lower = wasm_f32x4_max(wasm_v128_load(p + row + ch), wasm_v128_load(p + row + c + ch));
+        wasm_v128_store(q + ch, wasm_f32x4_max(upper, lower));
+      }
+    }
+  }
+}
+
 EXPORT(max_pool_grad_2x2) void max_pool_grad_2x2(const float* x, const float* dy, float* dx, int channels, int relu_mask, const int* geometry) {
   const conv_geometry g = load_geometry(geometry);
   const int c = channels;

@@ -329,13 +329,20 @@ ALWAYS_INLINE void filter_gradient_inverse(float* du, float* dw, int in_c, int o
   }
 }
 
-/* y[B, OH, OW, Cout] <- x conv w (w: [3, 3, Cin, Cout]), then the epilogue `flags` asks for (kernels.h); overwrites y. */
-EXPORT(winograd_conv) void winograd_conv(const float* x, const float* w, const float* bias, float* y, float* scratch, int out_c, int flags, const int* geometry) {
+/*
+ * y[B, OH, OW, Cout] <- x conv w (w: [3, 3, Cin, Cout]), then the epilogue `flags` asks for (kernels.h); overwrites y.
+ * With pooled non-null, also pooled[B, OH / 2, OW / 2, Cout] <- y's 2x2, stride-2 max pool, each tile's windows as
+ * soon as the tile is written (tiles start at multiples of 4, so every window lies in one tile).
+ */
+EXPORT(winograd_conv) void winograd_conv(const float* x, const float* w, const float* bias, float* y, float* pooled, float* scratch, int out_c, int flags, const int* geometry) {
   const conv_geometry g = load_geometry(geometry);
   const int in_c = g.in_c, tiles = tile_count(&g);
   float* u = scratch;
   float* v = u + 2 * AREA * PLANE(in_c, out_c);
   float* m = v + AREA * PLANE(WINO_TB, in_c);
+  /* The rows and columns that pooled windows cover (an odd last one is left out), and the floats of one image. */
+  const int pool_h = g.out_h / 2 * 2, pool_w = g.out_w / 2 * 2;
+  const long image = (long)g.out_h * g.out_w * out_c, pooled_image = (long)(g.out_h / 2) * (g.out_w / 2) * out_c;
   filter_transform(w, u, in_c, out_c);
   for (int t0 = 0; t0 < tiles; t0 += WINO_TB) {
     const int nt = tiles - t0 < WINO_TB ? tiles - t0 : WINO_TB;
@@ -344,7 +351,12 @@ EXPORT(winograd_conv) void winograd_conv(const float* x, const float* w, const f
       gemm_nn(v + xi * PLANE(nt, in_c), u + xi * PLANE(in_c, out_c), m + xi * PLANE(nt, out_c), nt, in_c, out_c, 0);
     }
     for (int t = 0; t < nt; t++) {
-      output_tile(m + (long)t * out_c, PLANE(nt, out_c), y, &g, out_c, tile_at(&g, t0 + t), flags & EPILOGUE_BIAS ? bias : 0, flags & EPILOGUE_RELU);
+      const tile_origin o = tile_at(&g, t0 + t);
+      output_tile(m + (long)t * out_c, PLANE(nt, out_c), y, &g, out_c, o, flags & EPILOGUE_BIAS ? bias : 0, flags & EPILOGUE_RELU);
+      if (pooled) {
+        const int r1 = o.oh0 + TILE < pool_h ? o.oh0 + TILE : pool_h, c1 = o.ow0 + TILE < pool_w ? o.ow0 + TILE : pool_w;
+        max_pool_2x2_region(y + (long)o.b * image, pooled + (long)o.b * pooled_image, g.out_w, out_c, o.oh0, r1, o.ow0, c1);
+      }
     }
   }
 }

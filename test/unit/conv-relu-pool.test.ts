@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/shared/core/backend.js';
-import { convReluPool, RELU_POOL_GRAD, type ConvReluPoolAttrs } from '../../src/shared/kernels/conv-relu-pool.js';
+import { CONV_RELU_POOL, convReluPool, RELU_POOL_GRAD, type ConvReluPoolAttrs } from '../../src/shared/kernels/conv-relu-pool.js';
 import { relError } from '../helpers/conv-reference.js';
 import { randomFloats } from '../helpers/random.js';
 
@@ -21,6 +21,9 @@ interface Case {
 const CASES: Case[] = [
   { name: "cnn's conv1 (direct kernel, 26×26 → 13×13)", x: [3, 28, 28, 1], filter: [3, 3, 1, 32], attrs: { strides: [1, 1], pad: 'valid' } },
   { name: "cnn's conv2 (Winograd, 11×11: the last row and column no window covers)", x: [3, 13, 13, 32], filter: [3, 3, 32, 64], attrs: { strides: [1, 1], pad: 'valid' } },
+  { name: 'direct kernel, odd output (7×7 → 3×3)', x: [2, 9, 9, 1], filter: [3, 3, 1, 16], attrs: { strides: [1, 1], pad: 'valid' } },
+  { name: "Winograd, same, cnn-large's second block (14×14 → 7×7)", x: [2, 14, 14, 8], filter: [3, 3, 8, 16], attrs: { strides: [1, 1], pad: 'same' } },
+  { name: 'Winograd, 10×10: a last tile row that is half outside', x: [2, 12, 12, 4], filter: [3, 3, 4, 8], attrs: { strides: [1, 1], pad: 'valid' } },
   { name: '5×5 same (stock convolution)', x: [2, 10, 10, 6], filter: [5, 5, 6, 16], attrs: { strides: [1, 1], pad: 'same' } },
   { name: 'stride 2, same, odd output (stock)', x: [2, 9, 9, 4], filter: [3, 3, 4, 8], attrs: { strides: [2, 2], pad: 'same' } },
   { name: 'mostly ReLU zeros: all-zero windows and ties', x: [2, 8, 8, 4], filter: [3, 3, 4, 4], attrs: { strides: [1, 1], pad: 'same' }, negativeBias: true },
@@ -99,6 +102,16 @@ describe('convReluPool (kernels/conv-relu-pool.ts)', () => {
       expect([...noWeights[1]!]).toEqual([...all[1]!]);
       expect(noWeights[2]!.every((g) => g === 0) && noWeights[3]!.every((g) => g === 0)).toBe(true);
     });
+  });
+
+  it('its forward kernel checks shapes and dtypes as conv2d does', () => {
+    const run = (x: number[], filter: number[], bias: number[], dtype: 'float32' | 'int32' = 'float32') => () => tf.tidy(() =>
+      tf.engine().runKernel(CONV_RELU_POOL, { x: tf.zeros(x), filter: tf.zeros(filter, dtype), bias: tf.zeros(bias) }, { strides: [1, 1], pad: 'same' }));
+    expect(run([1, 4, 4, 4], [3, 3, 4, 8], [8])).not.toThrow();
+    expect(run([1, 4, 4, 4], [3, 3, 2, 8], [8])).toThrow(/depth of input/);
+    expect(run([1, 4, 4, 4], [3, 3, 4, 8], [4])).toThrow(/one value per filter/);
+    expect(run([1, 4, 4, 4], [3, 3, 4, 8], [1, 8])).toThrow(/one value per filter/);
+    expect(run([1, 4, 4, 4], [3, 3, 4, 8], [8], 'int32')).toThrow(/float32/);
   });
 
   it('its gradient kernel checks shapes, dtype and channels as a stock kernel does', () => {

@@ -1,9 +1,10 @@
 import {
-  backend_util, Conv2DBackpropFilter, Conv2DBackpropInput, customGrad, engine, FusedConv2D, MaxPool, util, zerosLike,
-  type Conv2DBackpropFilterAttrs, type Conv2DBackpropInputAttrs, type FusedConv2DAttrs, type GradSaveFunc, type KernelConfig,
+  backend_util, Conv2DBackpropFilter, Conv2DBackpropInput, customGrad, engine, FusedConv2D, getKernel, MaxPool, util, zerosLike,
+  type Conv2DAttrs, type Conv2DBackpropFilterAttrs, type Conv2DBackpropInputAttrs, type GradSaveFunc, type KernelConfig,
   type KernelFunc, type MaxPoolAttrs, type NamedAttrMap, type NamedTensorInfoMap, type Tensor, type Tensor1D, type Tensor4D,
   type TensorInfo,
 } from '@tensorflow/tfjs';
+import { convolveReluPool } from './conv2d.js';
 import { geometryOf } from './geometry.js';
 import { assertWasmBackend } from './heap.js';
 import { nativeKernels } from './native.js';
@@ -15,7 +16,9 @@ import { assertFloat32, assertRank } from './validate.js';
  * MaxPool (it fuses bias and ReLU only when no gradient is recorded), and its gradient as MaxPoolGrad, ReluGrad, Sum,
  * then the convolution's own: each a full pass over the convolution's output, 5.5 MB on `cnn`'s conv1 at B=64.
  *
- * - Forward: FusedConv2D with bias and ReLU (our kernels apply both as they write each output), then MaxPool.
+ * - Forward: one kernel (CONV_RELU_POOL) writes the activation relu(x ⋆ filter + bias) and pools each block of it
+ *   while the block is still in cache (conv2d.ts convolveReluPool). Layers our convolution kernels do not take run
+ *   FusedConv2D, then MaxPool.
  * - Backward: the gradient in front of the ReLU in one pass (max_pool_grad_2x2 with its ReLU mask), the bias gradient
  *   summed over the pooled gradient, a quarter of the elements (masked_sum_rows), then Conv2DBackpropFilter and
  *   Conv2DBackpropInput on it.
@@ -26,6 +29,7 @@ import { assertFloat32, assertRank } from './validate.js';
  * gradient when the node is reached, so the caller says which it needs (ConvReluPoolGrads). Same values as the
  * unfused layers, up to the order of the bias gradient's additions (test/unit/conv-relu-pool.test.ts).
  */
+export const CONV_RELU_POOL = 'MnistDdpConvReluPool';
 export const RELU_POOL_GRAD = 'MnistDdpReluPoolGrad';
 
 /** The convolution's attributes; the pool is always 2×2 at stride 2 without padding, the convolution undilated. */
@@ -51,6 +55,28 @@ export function convReluPoolApplies(outC: number): boolean {
 }
 
 type KernelArgs = { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap };
+
+/** [activation, pooled]: relu(x ⋆ filter + bias) and its 2×2, stride-2 max pool. */
+function convReluPoolForward({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
+  assertWasmBackend(backend);
+  const { x, filter, bias } = inputs as { x: TensorInfo; filter: TensorInfo; bias: TensorInfo };
+  const { strides, pad } = attrs as unknown as ConvReluPoolAttrs;
+  const convAttrs = { strides, pad, dataFormat: 'NHWC', dilations: 1, activation: 'relu' } as const;
+  assertFloat32('convReluPool', { x, filter, bias });
+  assertRank('convReluPool', 'filter', filter.shape, 4);
+  util.assert(bias.shape.length === 1 && bias.shape[0] === filter.shape[3], () =>
+    `Error in convReluPool: bias must hold one value per filter (${filter.shape[3]}), got shape [${bias.shape.join(',')}].`);
+  const fused = convolveReluPool(backend, x, filter, bias, convAttrs as unknown as Conv2DAttrs);
+  if (fused) return fused;
+  const run = (name: string, kernelInputs: NamedTensorInfoMap, kernelAttrs: object): TensorInfo =>
+    getKernel(name, 'wasm')!.kernelFunc({ inputs: kernelInputs, backend, attrs: kernelAttrs as unknown as NamedAttrMap }) as TensorInfo;
+  const activation = run(FusedConv2D, { x, filter, bias }, convAttrs);
+  return [activation, run(MaxPool, { x: activation }, POOL)];
+}
+
+export const convReluPoolKernelConfig: KernelConfig = {
+  kernelName: CONV_RELU_POOL, backendName: 'wasm', kernelFunc: convReluPoolForward as unknown as KernelFunc,
+};
 
 /** [dz, dBias] from the pooled gradient: dz in front of the ReLU ([B, H, W, C]), dBias [C]. */
 function reluPoolGrad({ inputs, backend }: KernelArgs): TensorInfo[] {
@@ -79,18 +105,17 @@ export const reluPoolGradKernelConfig: KernelConfig = {
 
 /**
  * maxPool(relu(conv2d(x, filter) + bias)), 2×2 at stride 2, as one op (see the file comment). Only where
- * RELU_POOL_GRAD is registered: the wasm backend with mnist-ddp's training kernels (register.ts).
+ * CONV_RELU_POOL and RELU_POOL_GRAD are registered: the wasm backend with mnist-ddp's training kernels (register.ts).
  */
 export function convReluPool(x: Tensor4D, filter: Tensor4D, bias: Tensor1D, attrs: ConvReluPoolAttrs, grads: ConvReluPoolGrads): Tensor4D {
   const { strides, pad } = attrs;
   util.assert(convReluPoolApplies(filter.shape[3]) && bias.shape[0] === filter.shape[3], () =>
     `Error in convReluPool: needs a multiple of 4 filters and a bias of one value per filter, got filter [${filter.shape.join(',')}] and bias [${bias.shape.join(',')}].`);
-  const convAttrs: Partial<FusedConv2DAttrs> = { strides, pad, dataFormat: 'NHWC', dilations: 1, activation: 'relu' };
+  const forwardAttrs = { strides, pad } satisfies ConvReluPoolAttrs as unknown as NamedAttrMap;
   const conv = { strides, pad, dataFormat: 'NHWC' as const, dimRoundingMode: undefined };
   const op = customGrad((...args: Array<Tensor | GradSaveFunc>) => {
     const [x, filter, bias, save] = args as [Tensor4D, Tensor4D, Tensor1D, GradSaveFunc];
-    const activation = engine().runKernel(FusedConv2D, { x, filter, bias }, convAttrs as unknown as NamedAttrMap) as Tensor4D;
-    const pooled = engine().runKernel(MaxPool, { x: activation }, POOL as unknown as NamedAttrMap) as Tensor4D;
+    const [activation, pooled] = engine().runKernel(CONV_RELU_POOL, { x, filter, bias }, forwardAttrs) as [Tensor4D, Tensor4D];
     save([x, filter, bias, activation, pooled]);
     return {
       value: pooled,

@@ -6,7 +6,7 @@ import { geometryOf, type ConvGeometry } from './geometry.js';
 import { assertWasmBackend, type WasmBackend } from './heap.js';
 import { nativeKernels } from './native.js';
 import { assertGeometry } from './validate.js';
-import { convKernelsEnabled, winogradApplies, winogradConv } from './winograd.js';
+import { convKernelsEnabled, winogradApplies, winogradConv, type ConvEpilogue } from './winograd.js';
 
 type KernelArgs = { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap };
 
@@ -51,14 +51,26 @@ function route(op: string, x: TensorInfo, filter: TensorInfo, attrs: Conv2DAttrs
   return { g, kernel };
 }
 
-function convolve(
-  backend: WasmBackend, x: TensorInfo, filter: TensorInfo, { g, kernel }: Route, epilogue: { bias?: TensorInfo; relu?: boolean } = {},
-): TensorInfo {
+function convolve(backend: WasmBackend, x: TensorInfo, filter: TensorInfo, { g, kernel }: Route, epilogue: ConvEpilogue = {}): TensorInfo {
   if (kernel === 'winograd') return winogradConv(backend, x, filter, g, epilogue);
   const y = backend.makeOutput([g.batch, g.outH, g.outW, g.outC], 'float32');
   if (kernel === 'empty') return y;
-  nativeKernels(backend).convDirect(x, filter, epilogue.bias, epilogue.relu ?? false, y, g);
+  nativeKernels(backend).convDirect(x, filter, epilogue.bias, epilogue.relu ?? false, y, g, epilogue.pooled);
   return y;
+}
+
+/**
+ * relu(x ⋆ filter + bias) and its 2×2, stride-2 max pool from one kernel call, which pools each block of the output
+ * while it is still in cache (conv-relu-pool.ts): [activation, pooled]. Undefined where our kernels do not take the
+ * layer (route), or its output is empty; the caller then runs FusedConv2D and MaxPool. bias is Cout float32 values,
+ * checked by the caller.
+ */
+export function convolveReluPool(backend: WasmBackend, x: TensorInfo, filter: TensorInfo, bias: TensorInfo, attrs: Conv2DAttrs): [TensorInfo, TensorInfo] | undefined {
+  const r = route(FUSED_OP, x, filter, attrs);
+  if (!r || r.kernel === 'empty') return undefined;
+  const { g } = r;
+  const pooled = backend.makeOutput([g.batch, Math.floor(g.outH / 2), Math.floor(g.outW / 2), g.outC], 'float32');
+  return [convolve(backend, x, filter, r, { bias, relu: true, pooled }), pooled];
 }
 
 /**

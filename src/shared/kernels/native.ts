@@ -26,9 +26,9 @@ interface NativeExports {
   gemm_f32(a: number, b: number, c: number, m: number, k: number, n: number): void;
   max_pool_grad_2x2(x: number, dy: number, dx: number, channels: number, reluMask: number, geometry: number): void;
   masked_sum_rows(x: number, mask: number, out: number, rows: number, channels: number): void;
-  conv_direct(x: number, w: number, bias: number, y: number, outC: number, flags: number, geometry: number): void;
+  conv_direct(x: number, w: number, bias: number, y: number, pooled: number, outC: number, flags: number, geometry: number): void;
   winograd_scratch_floats(inC: number, outC: number): number;
-  winograd_conv(x: number, w: number, bias: number, y: number, scratch: number, outC: number, flags: number, geometry: number): void;
+  winograd_conv(x: number, w: number, bias: number, y: number, pooled: number, scratch: number, outC: number, flags: number, geometry: number): void;
   winograd_conv_dx(dy: number, w: number, dx: number, scratch: number, outC: number, geometry: number): void;
   winograd_conv_dw(x: number, dy: number, dw: number, scratch: number, outC: number, geometry: number): void;
 }
@@ -159,9 +159,12 @@ class NativeKernels {
     this.exports.max_pool_grad_2x2(this.ptr(x), this.ptr(dy), this.ptr(dx), g.inC, reluMask ? 1 : 0, this.geometry(g));
   }
 
-  /** y[B, OH, OW, Cout] <- x conv w (+ bias[Cout]) (then ReLU) computed directly (few taps; Cout a multiple of 16). */
-  convDirect(x: TensorInfo, w: TensorInfo, bias: TensorInfo | undefined, relu: boolean, y: TensorInfo, g: ConvGeometry): void {
-    this.exports.conv_direct(this.ptr(x), this.ptr(w), bias ? this.ptr(bias) : 0, this.ptr(y), g.outC, epilogueFlags(bias, relu), this.geometry(g));
+  /**
+   * y[B, OH, OW, Cout] <- x conv w (+ bias[Cout]) (then ReLU) computed directly (few taps; Cout a multiple of 16);
+   * with pooled, also pooled[B, OH/2, OW/2, Cout] <- y's 2×2, stride-2 max pool.
+   */
+  convDirect(x: TensorInfo, w: TensorInfo, bias: TensorInfo | undefined, relu: boolean, y: TensorInfo, g: ConvGeometry, pooled?: TensorInfo): void {
+    this.exports.conv_direct(this.ptr(x), this.ptr(w), bias ? this.ptr(bias) : 0, this.ptr(y), pooled ? this.ptr(pooled) : 0, g.outC, epilogueFlags(bias, relu), this.geometry(g));
   }
 
   /** Floats of scratch the Winograd kernels need for a layer with these channel counts (native/winograd.c). */
@@ -169,9 +172,12 @@ class NativeKernels {
     return this.exports.winograd_scratch_floats(inC, outC);
   }
 
-  /** y[B, OH, OW, Cout] <- x conv w (+ bias[Cout]) (then ReLU) by Winograd F(4×4, 3×3); overwrites y. */
-  winogradConv(x: TensorInfo, w: TensorInfo, bias: TensorInfo | undefined, relu: boolean, y: TensorInfo, scratch: TensorInfo, g: ConvGeometry): void {
-    this.exports.winograd_conv(this.ptr(x), this.ptr(w), bias ? this.ptr(bias) : 0, this.ptr(y), this.ptr(scratch), g.outC, epilogueFlags(bias, relu), this.geometry(g));
+  /**
+   * y[B, OH, OW, Cout] <- x conv w (+ bias[Cout]) (then ReLU) by Winograd F(4×4, 3×3); overwrites y. With pooled,
+   * also pooled[B, OH/2, OW/2, Cout] <- y's 2×2, stride-2 max pool.
+   */
+  winogradConv(x: TensorInfo, w: TensorInfo, bias: TensorInfo | undefined, relu: boolean, y: TensorInfo, scratch: TensorInfo, g: ConvGeometry, pooled?: TensorInfo): void {
+    this.exports.winograd_conv(this.ptr(x), this.ptr(w), bias ? this.ptr(bias) : 0, this.ptr(y), pooled ? this.ptr(pooled) : 0, this.ptr(scratch), g.outC, epilogueFlags(bias, relu), this.geometry(g));
   }
 
   /** dx[B, H, W, Cin] <- that convolution's input gradient; overwrites dx. */

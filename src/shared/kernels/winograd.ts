@@ -58,14 +58,23 @@ function withScratch<T>(backend: WasmBackend, g: ConvGeometry, run: (scratch: Te
 }
 
 /**
- * y[B, OH, OW, Cout] = x ⋆ filter (+ bias) (then ReLU). x is [B, H, W, Cin], filter [3, 3, Cin, Cout], bias Cout
- * floats, all checked by the caller.
+ * What a convolution's kernel does as it writes each block of its output: + bias (Cout floats), then ReLU, then the
+ * 2×2, stride-2 max pool of the result into `pooled` ([B, OH/2, OW/2, Cout], allocated by the caller).
  */
-export function winogradConv(
-  backend: WasmBackend, x: TensorInfo, filter: TensorInfo, g: ConvGeometry, epilogue: { bias?: TensorInfo; relu?: boolean } = {},
-): TensorInfo {
+export interface ConvEpilogue {
+  bias?: TensorInfo;
+  relu?: boolean;
+  pooled?: TensorInfo;
+}
+
+/**
+ * y[B, OH, OW, Cout] = x ⋆ filter, then the epilogue. x is [B, H, W, Cin], filter [3, 3, Cin, Cout], all checked by
+ * the caller.
+ */
+export function winogradConv(backend: WasmBackend, x: TensorInfo, filter: TensorInfo, g: ConvGeometry, epilogue: ConvEpilogue = {}): TensorInfo {
   const y = backend.makeOutput([g.batch, g.outH, g.outW, g.outC], 'float32');
-  withScratch(backend, g, (scratch) => nativeKernels(backend).winogradConv(x, filter, epilogue.bias, epilogue.relu ?? false, y, scratch, g));
+  withScratch(backend, g, (scratch) =>
+    nativeKernels(backend).winogradConv(x, filter, epilogue.bias, epilogue.relu ?? false, y, scratch, g, epilogue.pooled));
   return y;
 }
 

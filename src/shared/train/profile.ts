@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { BackendSelection } from '../core/backend.js';
 import { roundTo } from '../core/stats.js';
+import { CONV_RELU_POOL } from '../kernels/conv-relu-pool.js';
 
 /**
  * Where a step's time goes, kernel by kernel (issue #17, `bench --profile`): a few training steps run under
@@ -90,8 +91,10 @@ export function kernelFlops(name: string, inputShapes: readonly (readonly number
     }
     case 'Conv2D':
     case 'FusedConv2D':
+    case CONV_RELU_POOL:
     case 'Conv2DBackpropInput': {
-      // filter [fh, fw, inC, outC]: each output (Conv2D) or each dy element (BackpropInput) takes fh·fw·inC MACs.
+      // filter [fh, fw, inC, outC]: each output (Conv2D; CONV_RELU_POOL's first output is the convolution's) or each
+      // dy element (BackpropInput) takes fh·fw·inC MACs.
       const [fh, fw, inC] = second;
       if (fh === undefined || fw === undefined || inC === undefined) return undefined;
       return 2 * size(name === 'Conv2DBackpropInput' ? first : out) * fh * fw * inC;
