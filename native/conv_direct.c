@@ -67,18 +67,23 @@ ALWAYS_INLINE void pixel_pair_inside(const float* x0, long x_step, const float* 
 
 /*
  * y[B, OH, OW, Cout] <- x conv w (w: [KH, KW, Cin, Cout], Cout a multiple of 16), then the epilogue `flags` asks for
- * (kernels.h); overwrites y. With pooled non-null, also pooled[B, OH / 2, OW / 2, Cout] <- y's 2x2, stride-2 max
- * pool, each pair of rows as soon as it is written.
+ * (kernels.h); overwrites y. With pooled non-null instead (y is then unused): pooled[B, OH / 2, OW / 2, Cout] and
+ * codes (bytes at pooled's indices) <- the 2x2, stride-2 max pool of that output (pool.c), each pair of rows written
+ * to scratch (2 * OW * Cout floats) and pooled there, so the output itself never reaches memory.
  */
-EXPORT(conv_direct) void conv_direct(const float* x, const float* w, const float* bias, float* y, float* pooled, int out_c, int flags, const int* geometry) {
+EXPORT(conv_direct) void conv_direct(const float* x, const float* w, const float* bias, float* y, float* pooled, unsigned char* codes, float* scratch, int out_c, int flags, const int* geometry) {
   const conv_geometry g = load_geometry(geometry);
   const v128_t zero = wasm_f32x4_splat(0.0f);
   const int has_bias = flags & EPILOGUE_BIAS, relu = flags & EPILOGUE_RELU;
-  const int pool_w = g.out_w / 2 * 2;
+  const int pool_h = g.out_h / 2, pool_w = g.out_w / 2;
+  const long out_row = (long)g.out_w * out_c;
+  /* Rows no window covers are not computed when pooling: the last one of an odd height. */
+  const int rows = pooled ? 2 * pool_h : g.out_h;
   float* out = y;
   for (int b = 0; b < g.batch; b++) {
     const float* image = x + (long)b * g.in_h * g.in_w * g.in_c;
-    for (int oh = 0; oh < g.out_h; oh++) {
+    for (int oh = 0; oh < rows; oh++) {
+      if (pooled) out = scratch + (oh % 2) * out_row;
       const int ih0 = oh * g.stride_h - g.pad_top;
       const int rows_inside = ih0 >= 0 && ih0 + (g.k_h - 1) * g.dil_h < g.in_h;
       for (int ow = 0; ow < g.out_w; ow++, out += out_c) {
@@ -95,8 +100,8 @@ EXPORT(conv_direct) void conv_direct(const float* x, const float* w, const float
         for (; co < out_c; co += 16) PIXEL_BLOCK(4);
       }
       if (pooled && oh % 2 == 1) {
-        /* Rows oh - 1 and oh are written, just behind `out`: their windows. */
-        max_pool_2x2_region(out - 2L * g.out_w * out_c, pooled + ((long)b * (g.out_h / 2) + oh / 2) * (g.out_w / 2) * out_c, g.out_w, out_c, 0, 2, 0, pool_w);
+        const long at = ((long)b * pool_h + oh / 2) * pool_w * out_c;
+        max_pool_2x2_region(scratch, out_row, pooled + at, codes + at, (long)pool_w * out_c, out_c, 1, pool_w);
       }
     }
   }

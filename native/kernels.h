@@ -51,11 +51,11 @@ void gemm_nn(const float* a, const float* b, float* c, int m, int k, int n, int 
 void gemm_tn(const float* a, const float* b, float* c, int m, int k, int n, int accumulate);
 
 /*
- * The 2x2, stride-2 max pool of one image z[H, W, C] (C a multiple of 4) into pooled[H / 2, W / 2, C], for the windows
- * whose top-left corner lies in rows [r0, r1) and columns [c0, c1), all even and r1 <= 2 * (H / 2), c1 <= 2 * (W / 2)
- * (pool.c). The convolutions call it on the block they have just written, while it is still in L1.
+ * The 2x2, stride-2 max pool of a block of an activation (C a multiple of 4), with each output's first-maximum code
+ * (pool.c): z is the block's top-left, z_row floats per row; windows_h x windows_w windows go to pooled and codes,
+ * whose rows are out_row elements apart. The convolutions call it on each block they compute, while it is in L1.
  */
-void max_pool_2x2_region(const float* z, float* pooled, int w, int c, int r0, int r1, int c0, int c1);
+void max_pool_2x2_region(const float* z, long z_row, float* pooled, unsigned char* codes, long out_row, int c, int windows_h, int windows_w);
 
 /* out[C, R] <- in[R, C] (kernels.c). */
 void transpose_2d(const float* in, float* out, int rows, int cols);

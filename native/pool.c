@@ -1,85 +1,140 @@
 /*
- * Max-pool gradient for the pools every zoo model uses: 2x2 windows, stride 2, no padding (src/shared/kernels/
- * max-pool-grad.ts routes them here; other pools take max_pool_grad in kernels.c). The windows tile the input without
- * overlap, so each dx element is written exactly once: the window's first maximum (row-major, the cpu backend's rule
- * for ties, which are common after ReLU, and for NaN and -inf) gets dy, the other three get 0, and rows or columns that no window covers (odd
- * sizes) are zeroed. No scatter, no zeroing pass over dx first.
+ * 2x2 max pools at stride 2 without padding, the pools every zoo model uses. Their windows tile the input without
+ * overlap, so each element of a gradient in front of the pool is written exactly once, with no scatter and no zeroing
+ * pass first: the window's first maximum gets dy, the other three get 0, and rows or columns that no window covers
+ * (odd sizes) are zeroed. "First maximum" is the cpu backend's rule: a running maximum in row-major order from -inf,
+ * replaced only by a strictly greater value. It decides ties, which are common after ReLU, and never takes NaN, so a
+ * window of -inf and NaN sends dy nowhere.
  *
- * relu_mask = 1 also applies the gradient of a ReLU in front of the pool (x = relu(z), dz wanted;
- * src/shared/kernels/conv-relu-pool.ts): dy reaches the window's first maximum only where that maximum is > 0, exactly
- * what relu_grad would keep of this kernel's output, without the second pass over dx.
+ * - max_pool_grad_2x2: the gradient from the pool's input x (src/shared/kernels/max-pool-grad.ts).
+ * - max_pool_2x2_region / max_pool_2x2_codes: the pool's output and, per output element, a one-byte code of where its
+ *   window's first maximum is (0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right). The convolutions of
+ *   src/shared/kernels/conv-relu-pool.ts call the region form on each block of their output while it is in L1, so the
+ *   activation in front of the pool is never written to memory.
+ * - max_pool_grad_2x2_codes: the gradient in front of a ReLU and the pool, from the codes and the pooled output.
  */
 #include "kernels.h"
 
-/* f32x4.max propagates NaN, so a non-finite activation reaches the pooled output (and the loss, and the NaN guard). */
-void max_pool_2x2_region(const float* z, float* pooled, int w, int c, int r0, int r1, int c0, int c1) {
-  const long row = (long)w * c, pooled_row = (long)(w / 2) * c;
-  for (int r = r0; r < r1; r += 2) {
-    const float* top = z + r * row;
-    float* out = pooled + (r / 2) * pooled_row;
-    for (int col = c0; col < c1; col += 2) {
-      const float* p = top + (long)col * c;
-      float* q = out + (long)(col / 2) * c;
-      for (int ch = 0; ch < c; ch += 4) {
-        const v128_t upper = wasm_f32x4_max(wasm_v128_load(p + ch), wasm_v128_load(p + c + ch));
-        const v128_t lower = wasm_f32x4_max(wasm_v128_load(p + row + ch), wasm_v128_load(p + row + c + ch));
-        wasm_v128_store(q + ch, wasm_f32x4_max(upper, lower));
-      }
-    }
-  }
+/* The first-maximum mask per position of four windows (four lanes), and their maximum. */
+typedef struct {
+  v128_t to_a, to_b, to_c, to_d, best;
+} window_choice;
+
+ALWAYS_INLINE window_choice first_maximum(v128_t a, v128_t b, v128_t c, v128_t d) {
+  const v128_t minus_inf = wasm_f32x4_splat(-__builtin_inff());
+  const v128_t take_a = wasm_f32x4_gt(a, minus_inf);
+  const v128_t best_a = wasm_v128_bitselect(a, minus_inf, take_a);
+  const v128_t take_b = wasm_f32x4_gt(b, best_a);
+  const v128_t best_ab = wasm_v128_bitselect(b, best_a, take_b);
+  const v128_t take_c = wasm_f32x4_gt(c, best_ab);
+  const v128_t best_abc = wasm_v128_bitselect(c, best_ab, take_c);
+  const v128_t take_d = wasm_f32x4_gt(d, best_abc);
+  window_choice w;
+  w.to_d = take_d;
+  w.to_c = wasm_v128_andnot(take_c, take_d);
+  w.to_b = wasm_v128_andnot(wasm_v128_andnot(take_b, take_c), take_d);
+  w.to_a = wasm_v128_andnot(take_a, wasm_v128_or(wasm_v128_or(take_b, take_c), take_d));
+  w.best = wasm_v128_bitselect(d, best_abc, take_d);
+  return w;
 }
 
-EXPORT(max_pool_grad_2x2) void max_pool_grad_2x2(const float* x, const float* dy, float* dx, int channels, int relu_mask, const int* geometry) {
+/* Stores dy's four lanes to the window positions the masks choose, 0 elsewhere. */
+ALWAYS_INLINE void scatter_window(float* q, long c, long row, v128_t gv, v128_t to_a, v128_t to_b, v128_t to_c, v128_t to_d) {
+  wasm_v128_store(q, wasm_v128_and(gv, to_a));
+  wasm_v128_store(q + c, wasm_v128_and(gv, to_b));
+  wasm_v128_store(q + row, wasm_v128_and(gv, to_c));
+  wasm_v128_store(q + row + c, wasm_v128_and(gv, to_d));
+}
+
+/* Zeroes what no window covers in one image's gradient dx[H, W, C]: the last column and row of odd sizes. */
+ALWAYS_INLINE void zero_uncovered(float* dxb, const conv_geometry* g, int c) {
+  const long row = (long)g->in_w * c;
+  if (g->in_w > 2 * g->out_w) {
+    const unsigned tail = (unsigned)((g->in_w - 2 * g->out_w) * c) * sizeof(float);
+    for (int r = 0; r < 2 * g->out_h; r++) __builtin_memset(dxb + r * row + (long)(2 * g->out_w) * c, 0, tail);
+  }
+  if (g->in_h > 2 * g->out_h) __builtin_memset(dxb + (long)(2 * g->out_h) * row, 0, (unsigned)((g->in_h - 2 * g->out_h) * row) * sizeof(float));
+}
+
+EXPORT(max_pool_grad_2x2) void max_pool_grad_2x2(const float* x, const float* dy, float* dx, int channels, const int* geometry) {
   const conv_geometry g = load_geometry(geometry);
   const int c = channels;
   const long row = (long)g.in_w * c;
-  const v128_t minus_inf = wasm_f32x4_splat(-__builtin_inff());
-  const v128_t zero = wasm_f32x4_splat(0);
   for (int b = 0; b < g.batch; b++) {
     const float* xb = x + (long)b * g.in_h * row;
     float* dxb = dx + (long)b * g.in_h * row;
     const float* grad = dy + (long)b * g.out_h * g.out_w * c;
     for (int oh = 0; oh < g.out_h; oh++) {
-      const float* x0 = xb + (long)(2 * oh) * row;
-      float* d0 = dxb + (long)(2 * oh) * row;
       for (int ow = 0; ow < g.out_w; ow++, grad += c) {
-        const long at = (long)(2 * ow) * c;
+        const long at = (long)(2 * oh) * row + (long)(2 * ow) * c;
         for (int ch = 0; ch < c; ch += 4) {
-          const float* p = x0 + at + ch;
-          const v128_t a = wasm_v128_load(p), bb = wasm_v128_load(p + c);
-          const v128_t cc = wasm_v128_load(p + row), d = wasm_v128_load(p + row + c);
-          /*
-           * Running maximum in row-major order from -inf, replaced only by a strictly greater value, as the cpu
-           * backend does: NaN is never taken, and a window of -inf and NaN sends dy nowhere.
-           */
-          const v128_t take_a = wasm_f32x4_gt(a, minus_inf);
-          const v128_t best_a = wasm_v128_bitselect(a, minus_inf, take_a);
-          const v128_t take_b = wasm_f32x4_gt(bb, best_a);
-          const v128_t best_ab = wasm_v128_bitselect(bb, best_a, take_b);
-          const v128_t take_c = wasm_f32x4_gt(cc, best_ab);
-          const v128_t best_abc = wasm_v128_bitselect(cc, best_ab, take_c);
-          const v128_t take_d = wasm_f32x4_gt(d, best_abc);
-          const v128_t to_c = wasm_v128_andnot(take_c, take_d);
-          const v128_t to_b = wasm_v128_andnot(wasm_v128_andnot(take_b, take_c), take_d);
-          const v128_t to_a = wasm_v128_andnot(take_a, wasm_v128_or(wasm_v128_or(take_b, take_c), take_d));
-          v128_t gv = wasm_v128_load(grad + ch);
-          if (relu_mask) gv = wasm_v128_and(gv, wasm_f32x4_gt(wasm_v128_bitselect(d, best_abc, take_d), zero));
-          float* q = d0 + at + ch;
-          wasm_v128_store(q, wasm_v128_and(gv, to_a));
-          wasm_v128_store(q + c, wasm_v128_and(gv, to_b));
-          wasm_v128_store(q + row, wasm_v128_and(gv, to_c));
-          wasm_v128_store(q + row + c, wasm_v128_and(gv, take_d));
+          const float* p = xb + at + ch;
+          const window_choice w = first_maximum(wasm_v128_load(p), wasm_v128_load(p + c), wasm_v128_load(p + row), wasm_v128_load(p + row + c));
+          scatter_window(dxb + at + ch, c, row, wasm_v128_load(grad + ch), w.to_a, w.to_b, w.to_c, w.to_d);
         }
       }
-      /* The column no window covers when the width is odd. */
-      if (g.in_w > 2 * g.out_w) {
-        __builtin_memset(d0 + (long)(2 * g.out_w) * c, 0, (unsigned)((g.in_w - 2 * g.out_w) * c) * sizeof(float));
-        __builtin_memset(d0 + row + (long)(2 * g.out_w) * c, 0, (unsigned)((g.in_w - 2 * g.out_w) * c) * sizeof(float));
+    }
+    zero_uncovered(dxb, &g, c);
+  }
+}
+
+/*
+ * f32x4.max propagates NaN, so a non-finite activation reaches the pooled output (and the loss, and the NaN guard);
+ * the code follows the first-maximum rule. z is the block's top-left, z_row floats per row; `windows_h` x `windows_w`
+ * windows; pooled's and codes' rows are `out_row` elements apart (codes: one byte per element, at pooled's index).
+ */
+void max_pool_2x2_region(const float* z, long z_row, float* pooled, unsigned char* codes, long out_row, int c, int windows_h, int windows_w) {
+  const v128_t one = wasm_i32x4_splat(1), two = wasm_i32x4_splat(2), three = wasm_i32x4_splat(3);
+  for (int i = 0; i < windows_h; i++) {
+    for (int j = 0; j < windows_w; j++) {
+      const float* p = z + 2L * i * z_row + 2L * j * c;
+      const long at = i * out_row + (long)j * c;
+      for (int ch = 0; ch < c; ch += 4) {
+        const v128_t a = wasm_v128_load(p + ch), b = wasm_v128_load(p + c + ch);
+        const v128_t cc = wasm_v128_load(p + z_row + ch), d = wasm_v128_load(p + z_row + c + ch);
+        const window_choice w = first_maximum(a, b, cc, d);
+        wasm_v128_store(pooled + at + ch, wasm_f32x4_max(wasm_f32x4_max(a, b), wasm_f32x4_max(cc, d)));
+        const v128_t code = wasm_v128_or(wasm_v128_or(wasm_v128_and(w.to_b, one), wasm_v128_and(w.to_c, two)), wasm_v128_and(w.to_d, three));
+        const v128_t bytes = wasm_u8x16_narrow_i16x8(wasm_u16x8_narrow_i32x4(code, code), wasm_u16x8_narrow_i32x4(code, code));
+        wasm_v128_store32_lane(codes + at + ch, bytes, 0);
       }
     }
-    /* The rows no window covers when the height is odd. */
-    if (g.in_h > 2 * g.out_h) {
-      __builtin_memset(dxb + (long)(2 * g.out_h) * row, 0, (unsigned)((g.in_h - 2 * g.out_h) * row) * sizeof(float));
+  }
+}
+
+/* pooled[B, H/2, W/2, C] and codes (bytes at pooled's indices) from z[B, H, W, C]: the whole-tensor form. */
+EXPORT(max_pool_2x2_codes) void max_pool_2x2_codes(const float* z, float* pooled, unsigned char* codes, int channels, const int* geometry) {
+  const conv_geometry g = load_geometry(geometry);
+  const long image = (long)g.in_h * g.in_w * channels, pooled_image = (long)g.out_h * g.out_w * channels;
+  for (int b = 0; b < g.batch; b++) {
+    max_pool_2x2_region(z + b * image, (long)g.in_w * channels, pooled + b * pooled_image, codes + b * pooled_image,
+                        (long)g.out_w * channels, channels, g.out_h, g.out_w);
+  }
+}
+
+/*
+ * dz[B, H, W, C] <- the gradient in front of relu and the pool, from dy[B, H/2, W/2, C]: dy reaches the position its
+ * code names where the pooled output is > 0 (the window's maximum is a ReLU output that is not 0), else nothing.
+ */
+EXPORT(max_pool_grad_2x2_codes) void max_pool_grad_2x2_codes(const float* dy, const float* pooled, const unsigned char* codes, float* dz, int channels, const int* geometry) {
+  const conv_geometry g = load_geometry(geometry);
+  const int c = channels;
+  const long row = (long)g.in_w * c;
+  const v128_t zero = wasm_f32x4_splat(0), one = wasm_i32x4_splat(1), two = wasm_i32x4_splat(2), three = wasm_i32x4_splat(3);
+  long at_pooled = 0;
+  for (int b = 0; b < g.batch; b++) {
+    float* dzb = dz + (long)b * g.in_h * row;
+    for (int oh = 0; oh < g.out_h; oh++) {
+      for (int ow = 0; ow < g.out_w; ow++, at_pooled += c) {
+        float* q = dzb + (long)(2 * oh) * row + (long)(2 * ow) * c;
+        for (int ch = 0; ch < c; ch += 4) {
+          const long i = at_pooled + ch;
+          const v128_t gv = wasm_v128_and(wasm_v128_load(dy + i), wasm_f32x4_gt(wasm_v128_load(pooled + i), zero));
+          const v128_t code = wasm_u32x4_extend_low_u16x8(wasm_u16x8_extend_low_u8x16(wasm_v128_load32_zero(codes + i)));
+          scatter_window(q + ch, c, row, gv, wasm_i32x4_eq(code, zero), wasm_i32x4_eq(code, one), wasm_i32x4_eq(code, two), wasm_i32x4_eq(code, three));
+        }
+      }
     }
+    zero_uncovered(dzb, &g, c);
   }
 }

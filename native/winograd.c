@@ -217,14 +217,11 @@ ALWAYS_INLINE void dy_tile(const float* dy, const conv_geometry* g, int out_c, t
 }
 
 /*
- * Y = Aᵀ M A for one tile, plus bias[c] when bias is non-null, then max(0, ·) when relu: written to the outputs that
- * exist. M's block is overwritten (it stages the row pass).
+ * Y = Aᵀ M A for one tile, plus bias[c] when bias is non-null, then max(0, ·) when relu: its first r_hi rows and s_hi
+ * columns (those that exist) to dst, the tile's top-left, rows `row` floats apart. M's block is overwritten (it
+ * stages the row pass).
  */
-ALWAYS_INLINE void output_tile(float* m, long plane, float* y, const conv_geometry* g, int out_c, tile_origin o,
-                               const float* bias, int relu) {
-  const long row = (long)g->out_w * out_c;
-  float* base = y + ((long)o.b * g->out_h + o.oh0) * row + (long)o.ow0 * out_c;
-  const int r_hi = end_inside(o.oh0, TILE, g->out_h), s_hi = end_inside(o.ow0, TILE, g->out_w);
+ALWAYS_INLINE void output_tile(float* m, long plane, float* dst, long row, int r_hi, int s_hi, int out_c, const float* bias, int relu) {
   const v128_t zero = wasm_f32x4_splat(0.0f);
   for (int c = 0; c < out_c; c += 4) {
     float* p = m + c;
@@ -245,11 +242,11 @@ ALWAYS_INLINE void output_tile(float* m, long plane, float* y, const conv_geomet
         y0 = wasm_f32x4_max(y0, zero), y1 = wasm_f32x4_max(y1, zero);
         y2 = wasm_f32x4_max(y2, zero), y3 = wasm_f32x4_max(y3, zero);
       }
-      float* dst = base + (long)s * out_c + c;
-      wasm_v128_store(dst, y0);
-      if (r_hi > 1) wasm_v128_store(dst + row, y1);
-      if (r_hi > 2) wasm_v128_store(dst + 2 * row, y2);
-      if (r_hi > 3) wasm_v128_store(dst + 3 * row, y3);
+      float* q = dst + (long)s * out_c + c;
+      wasm_v128_store(q, y0);
+      if (r_hi > 1) wasm_v128_store(q + row, y1);
+      if (r_hi > 2) wasm_v128_store(q + 2 * row, y2);
+      if (r_hi > 3) wasm_v128_store(q + 3 * row, y3);
     }
   }
 }
@@ -331,18 +328,20 @@ ALWAYS_INLINE void filter_gradient_inverse(float* du, float* dw, int in_c, int o
 
 /*
  * y[B, OH, OW, Cout] <- x conv w (w: [3, 3, Cin, Cout]), then the epilogue `flags` asks for (kernels.h); overwrites y.
- * With pooled non-null, also pooled[B, OH / 2, OW / 2, Cout] <- y's 2x2, stride-2 max pool, each tile's windows as
- * soon as the tile is written (tiles start at multiples of 4, so every window lies in one tile).
+ * With pooled non-null instead (y is then unused): pooled[B, OH / 2, OW / 2, Cout] and codes (bytes at pooled's
+ * indices) <- the 2x2, stride-2 max pool of that output (pool.c), each tile staged in scratch and pooled there, so
+ * the output itself never reaches memory. Tiles start at multiples of 4, so every window lies in one tile.
  */
-EXPORT(winograd_conv) void winograd_conv(const float* x, const float* w, const float* bias, float* y, float* pooled, float* scratch, int out_c, int flags, const int* geometry) {
+EXPORT(winograd_conv) void winograd_conv(const float* x, const float* w, const float* bias, float* y, float* pooled, unsigned char* codes, float* scratch, int out_c, int flags, const int* geometry) {
   const conv_geometry g = load_geometry(geometry);
   const int in_c = g.in_c, tiles = tile_count(&g);
   float* u = scratch;
+  /* The forward pass needs one filter transform; the second, dx's transpose, holds a pooled tile (16 x Cout floats). */
+  float* staged = u + AREA * PLANE(in_c, out_c);
   float* v = u + 2 * AREA * PLANE(in_c, out_c);
   float* m = v + AREA * PLANE(WINO_TB, in_c);
-  /* The rows and columns that pooled windows cover (an odd last one is left out), and the floats of one image. */
-  const int pool_h = g.out_h / 2 * 2, pool_w = g.out_w / 2 * 2;
-  const long image = (long)g.out_h * g.out_w * out_c, pooled_image = (long)(g.out_h / 2) * (g.out_w / 2) * out_c;
+  const float* b = flags & EPILOGUE_BIAS ? bias : 0;
+  const int relu = flags & EPILOGUE_RELU, pool_h = g.out_h / 2, pool_w = g.out_w / 2;
   filter_transform(w, u, in_c, out_c);
   for (int t0 = 0; t0 < tiles; t0 += WINO_TB) {
     const int nt = tiles - t0 < WINO_TB ? tiles - t0 : WINO_TB;
@@ -352,11 +351,18 @@ EXPORT(winograd_conv) void winograd_conv(const float* x, const float* w, const f
     }
     for (int t = 0; t < nt; t++) {
       const tile_origin o = tile_at(&g, t0 + t);
-      output_tile(m + (long)t * out_c, PLANE(nt, out_c), y, &g, out_c, o, flags & EPILOGUE_BIAS ? bias : 0, flags & EPILOGUE_RELU);
-      if (pooled) {
-        const int r1 = o.oh0 + TILE < pool_h ? o.oh0 + TILE : pool_h, c1 = o.ow0 + TILE < pool_w ? o.ow0 + TILE : pool_w;
-        max_pool_2x2_region(y + (long)o.b * image, pooled + (long)o.b * pooled_image, g.out_w, out_c, o.oh0, r1, o.ow0, c1);
+      const int r_hi = end_inside(o.oh0, TILE, g.out_h), s_hi = end_inside(o.ow0, TILE, g.out_w);
+      if (!pooled) {
+        const long row = (long)g.out_w * out_c;
+        output_tile(m + (long)t * out_c, PLANE(nt, out_c), y + ((long)o.b * g.out_h + o.oh0) * row + (long)o.ow0 * out_c, row, r_hi, s_hi, out_c, b, relu);
+        continue;
       }
+      /* The tile's windows: those of its rows and columns below 2 * pool_h and 2 * pool_w. */
+      const int windows_h = end_inside(o.oh0 / 2, TILE / 2, pool_h), windows_w = end_inside(o.ow0 / 2, TILE / 2, pool_w);
+      if (windows_h <= 0 || windows_w <= 0) continue;
+      output_tile(m + (long)t * out_c, PLANE(nt, out_c), staged, (long)TILE * out_c, r_hi, s_hi, out_c, b, relu);
+      const long at = (((long)o.b * pool_h + o.oh0 / 2) * pool_w + o.ow0 / 2) * out_c;
+      max_pool_2x2_region(staged, (long)TILE * out_c, pooled + at, codes + at, (long)pool_w * out_c, out_c, windows_h, windows_w);
     }
   }
 }

@@ -114,14 +114,16 @@ describe('convReluPool (kernels/conv-relu-pool.ts)', () => {
     expect(run([1, 4, 4, 4], [3, 3, 4, 8], [8], 'int32')).toThrow(/float32/);
   });
 
-  it('its gradient kernel checks shapes, dtype and channels as a stock kernel does', () => {
-    const run = (dy: number[], activation: number[], pooled: number[], dtype: 'float32' | 'int32' = 'float32') => () => tf.tidy(() =>
-      tf.engine().runKernel(RELU_POOL_GRAD, { dy: tf.zeros(dy), activation: tf.zeros(activation, dtype), pooled: tf.zeros(pooled) }));
-    expect(run([1, 2, 2, 4], [1, 4, 4, 4], [1, 2, 2, 4])).not.toThrow();
-    expect(run([1, 2, 3, 4], [1, 4, 4, 4], [1, 2, 2, 4])).toThrow(/dy must have the pooled shape/);
-    expect(run([1, 2, 2, 4], [1, 4, 4, 4], [1, 2, 2, 8])).toThrow(/pooled must have the pooled shape/);
-    expect(run([1, 2, 2, 6], [1, 4, 4, 6], [1, 2, 2, 6])).toThrow(/multiple of 4/);
-    expect(run([1, 2, 2, 4], [1, 4, 4, 4], [1, 2, 2, 4], 'int32')).toThrow(/float32/);
-    expect(run([2, 2, 4], [4, 4, 4], [2, 2, 4])).toThrow(/rank 4/);
+  it('its gradient kernel checks shapes, dtypes and channels as a stock kernel does', () => {
+    const run = (dy: number[], pooled: number[], codes: number[], activationShape: number[], codesDtype: 'int32' | 'float32' = 'int32') => () => tf.tidy(() =>
+      tf.engine().runKernel(RELU_POOL_GRAD, { dy: tf.zeros(dy), pooled: tf.zeros(pooled), codes: tf.zeros(codes, codesDtype) }, { activationShape } as never));
+    expect(run([1, 2, 2, 4], [1, 2, 2, 4], [1, 2, 2, 1], [1, 4, 4, 4])).not.toThrow();
+    expect(run([1, 2, 2, 4], [1, 2, 2, 4], [1, 2, 2, 1], [1, 5, 5, 4])).not.toThrow();
+    expect(run([1, 2, 3, 4], [1, 2, 2, 4], [1, 2, 2, 1], [1, 4, 4, 4])).toThrow(/dy must have the pooled shape/);
+    expect(run([1, 2, 2, 4], [1, 2, 2, 8], [1, 2, 2, 1], [1, 4, 4, 4])).toThrow(/pooled must have the pooled shape/);
+    expect(run([1, 2, 2, 4], [1, 2, 2, 4], [1, 2, 2, 4], [1, 4, 4, 4])).toThrow(/codes must be/);
+    expect(run([1, 2, 2, 4], [1, 2, 2, 4], [1, 2, 2, 1], [1, 4, 4, 4], 'float32')).toThrow(/int32/);
+    expect(run([1, 2, 2, 6], [1, 2, 2, 6], [1, 2, 2, 1], [1, 4, 4, 6])).toThrow(/multiple of 4/);
+    expect(run([2, 2, 4], [2, 2, 4], [2, 2, 1], [4, 4, 4])).toThrow(/rank 4/);
   });
 });

@@ -10,10 +10,10 @@ import { randomFloats } from '../helpers/random.js';
 
 interface Exports {
   winograd_scratch_floats(inC: number, outC: number): number;
-  winograd_conv(x: number, w: number, bias: number, y: number, pooled: number, scratch: number, outC: number, flags: number, geometry: number): void;
+  winograd_conv(x: number, w: number, bias: number, y: number, pooled: number, codes: number, scratch: number, outC: number, flags: number, geometry: number): void;
   winograd_conv_dx(dy: number, w: number, dx: number, scratch: number, outC: number, geometry: number): void;
   winograd_conv_dw(x: number, dy: number, dw: number, scratch: number, outC: number, geometry: number): void;
-  conv_direct(x: number, w: number, bias: number, y: number, pooled: number, outC: number, flags: number, geometry: number): void;
+  conv_direct(x: number, w: number, bias: number, y: number, pooled: number, codes: number, scratch: number, outC: number, flags: number, geometry: number): void;
   gemm_f32(a: number, b: number, c: number, m: number, k: number, n: number): void;
 }
 
@@ -85,7 +85,7 @@ describe.each(BUILDS)('the %s build of native/*.c', (_name, base64, available) =
       const [px, pw, pdy, pbias] = [k.put(x), k.put(w), k.put(dy), k.put(bias)];
       const scratch = k.alloc(k.exports.winograd_scratch_floats(c.cin, c.cout));
       const [py, pdx, pdw] = [k.alloc(dy.length), k.alloc(x.length), k.alloc(w.length)];
-      k.exports.winograd_conv(px, pw, pbias, py, 0, scratch, c.cout, 3, g);
+      k.exports.winograd_conv(px, pw, pbias, py, 0, 0, scratch, c.cout, 3, g);
       k.exports.winograd_conv_dx(pdy, pw, pdx, scratch, c.cout, g);
       k.exports.winograd_conv_dw(px, pdy, pdw, scratch, c.cout, g);
       const y = convForward(c, x, w).map((v, i) => Math.max(0, v + bias[i % c.cout]!));
@@ -101,7 +101,7 @@ describe.each(BUILDS)('the %s build of native/*.c', (_name, base64, available) =
     const { oh, ow, pt, pl } = outDims(c);
     const x = randomFloats(c.b * c.h * c.w, 5), w = randomFloats(9 * c.cout, 6);
     const py = k.alloc(c.b * oh * ow * c.cout);
-    k.exports.conv_direct(k.put(x), k.put(w), 0, py, 0, c.cout, 0, k.geometry([c.b, c.h, c.w, 1, oh, ow, 3, 3, 2, 1, 1, 1, pt, pl]));
+    k.exports.conv_direct(k.put(x), k.put(w), 0, py, 0, 0, 0, c.cout, 0, k.geometry([c.b, c.h, c.w, 1, oh, ow, 3, 3, 2, 1, 1, 1, pt, pl]));
     expect(relError(k.read(py, c.b * oh * ow * c.cout), convForward(c, x, w))).toBeLessThan(1e-5);
 
     const [m, kk, n] = [37, 45, 29];

@@ -1,13 +1,14 @@
 import {
-  backend_util, Conv2DBackpropFilter, Conv2DBackpropInput, customGrad, engine, FusedConv2D, getKernel, MaxPool, util, zerosLike,
+  backend_util, Conv2DBackpropFilter, Conv2DBackpropInput, customGrad, engine, FusedConv2D, getKernel, util, zerosLike,
   type Conv2DAttrs, type Conv2DBackpropFilterAttrs, type Conv2DBackpropInputAttrs, type GradSaveFunc, type KernelConfig,
   type KernelFunc, type MaxPoolAttrs, type NamedAttrMap, type NamedTensorInfoMap, type Tensor, type Tensor1D, type Tensor4D,
   type TensorInfo,
 } from '@tensorflow/tfjs';
 import { convolveReluPool } from './conv2d.js';
-import { geometryOf } from './geometry.js';
+import { geometryOf, type ConvGeometry } from './geometry.js';
 import { assertWasmBackend } from './heap.js';
 import { nativeKernels } from './native.js';
+import { makePooledWithCodes, pooledShapes } from './pool-codes.js';
 import { assertFloat32, assertRank } from './validate.js';
 
 /**
@@ -16,18 +17,19 @@ import { assertFloat32, assertRank } from './validate.js';
  * MaxPool (it fuses bias and ReLU only when no gradient is recorded), and its gradient as MaxPoolGrad, ReluGrad, Sum,
  * then the convolution's own: each a full pass over the convolution's output, 5.5 MB on `cnn`'s conv1 at B=64.
  *
- * - Forward: one kernel (CONV_RELU_POOL) writes the activation relu(x ⋆ filter + bias) and pools each block of it
- *   while the block is still in cache (conv2d.ts convolveReluPool). Layers our convolution kernels do not take run
- *   FusedConv2D, then MaxPool.
- * - Backward: the gradient in front of the ReLU in one pass (max_pool_grad_2x2 with its ReLU mask), the bias gradient
- *   summed over the pooled gradient, a quarter of the elements (masked_sum_rows), then Conv2DBackpropFilter and
- *   Conv2DBackpropInput on it.
+ * - Forward (CONV_RELU_POOL): the pooled output and the pool's codes (pool-codes.ts), which are all the gradient
+ *   needs of the activation. Our convolution kernels pool each block of their output while it is in cache and never
+ *   write the activation (conv2d.ts convolveReluPool); other layers run FusedConv2D, then pool it with codes.
+ * - Backward (RELU_POOL_GRAD): the gradient in front of the ReLU in one pass from the codes (max_pool_grad_2x2_codes),
+ *   the bias gradient summed over the pooled gradient, a quarter of the elements (masked_sum_rows), then
+ *   Conv2DBackpropFilter and Conv2DBackpropInput on it.
  *
- * It is one tape node with one output (tf.customGrad), the activation saved for the gradient: a kernel with a
- * second, unused output would get a zero-filled gradient for it built in JavaScript at every step (tfjs-core's
- * engine does so for every null dy), which ate most of what the passes saved (bench/RESULTS.md, 2026-12-05). customGrad computes every input's
- * gradient when the node is reached, so the caller says which it needs (ConvReluPoolGrads). Same values as the
- * unfused layers, up to the order of the bias gradient's additions (test/unit/conv-relu-pool.test.ts).
+ * It is one tape node with one output (tf.customGrad): a kernel with a second output that the tape saw would get a
+ * zero-filled gradient for it built in JavaScript at every step (tfjs-core's engine does so for every null dy), which
+ * ate most of what the passes saved (bench/RESULTS.md, 2026-12-05); kernels run inside customGrad are not taped.
+ * customGrad computes every input's gradient when the node is reached, so the caller says which it needs
+ * (ConvReluPoolGrads). Same values as the unfused layers, up to the order of the bias gradient's additions
+ * (test/unit/conv-relu-pool.test.ts).
  */
 export const CONV_RELU_POOL = 'MnistDdpConvReluPool';
 export const RELU_POOL_GRAD = 'MnistDdpReluPoolGrad';
@@ -49,14 +51,14 @@ export interface ConvReluPoolGrads {
 
 const POOL: Omit<MaxPoolAttrs, 'dimRoundingMode'> = { filterSize: 2, strides: 2, pad: 'valid' };
 
-/** Whether the op takes a block whose convolution has `outC` filters: max_pool_grad_2x2 reads channels in fours. */
+/** Whether the op takes a block whose convolution has `outC` filters: the pool's codes pack channels in fours. */
 export function convReluPoolApplies(outC: number): boolean {
   return outC > 0 && outC % 4 === 0;
 }
 
 type KernelArgs = { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap };
 
-/** [activation, pooled]: relu(x ⋆ filter + bias) and its 2×2, stride-2 max pool. */
+/** [pooled, codes] of relu(x ⋆ filter + bias) (pool-codes.ts). */
 function convReluPoolForward({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
   assertWasmBackend(backend);
   const { x, filter, bias } = inputs as { x: TensorInfo; filter: TensorInfo; bias: TensorInfo };
@@ -64,36 +66,53 @@ function convReluPoolForward({ inputs, backend, attrs }: KernelArgs): TensorInfo
   const convAttrs = { strides, pad, dataFormat: 'NHWC', dilations: 1, activation: 'relu' } as const;
   assertFloat32('convReluPool', { x, filter, bias });
   assertRank('convReluPool', 'filter', filter.shape, 4);
+  util.assert(convReluPoolApplies(filter.shape[3]!), () => `Error in convReluPool: needs a multiple of 4 filters, got ${filter.shape[3]}.`);
   util.assert(bias.shape.length === 1 && bias.shape[0] === filter.shape[3], () =>
     `Error in convReluPool: bias must hold one value per filter (${filter.shape[3]}), got shape [${bias.shape.join(',')}].`);
   const fused = convolveReluPool(backend, x, filter, bias, convAttrs as unknown as Conv2DAttrs);
-  if (fused) return fused;
-  const run = (name: string, kernelInputs: NamedTensorInfoMap, kernelAttrs: object): TensorInfo =>
-    getKernel(name, 'wasm')!.kernelFunc({ inputs: kernelInputs, backend, attrs: kernelAttrs as unknown as NamedAttrMap }) as TensorInfo;
-  const activation = run(FusedConv2D, { x, filter, bias }, convAttrs);
-  return [activation, run(MaxPool, { x: activation }, POOL)];
+  if (fused) return [fused.pooled, fused.codes];
+  const activation = getKernel(FusedConv2D, 'wasm')!.kernelFunc({ inputs: { x, filter, bias }, backend, attrs: convAttrs as unknown as NamedAttrMap }) as TensorInfo;
+  try {
+    const out = makePooledWithCodes(backend, activation.shape);
+    nativeKernels(backend).maxPool2x2Codes(activation, out, poolGeometry(activation.shape));
+    return [out.pooled, out.codes];
+  } finally {
+    backend.disposeData(activation.dataId);
+  }
+}
+
+/** The geometry of the 2×2, stride-2 pool of a [B, H, W, C] activation. */
+function poolGeometry(activationShape: readonly number[]): ConvGeometry {
+  return geometryOf(backend_util.computePool2DInfo(activationShape as [number, number, number, number], POOL.filterSize, POOL.strides, 1, POOL.pad));
 }
 
 export const convReluPoolKernelConfig: KernelConfig = {
   kernelName: CONV_RELU_POOL, backendName: 'wasm', kernelFunc: convReluPoolForward as unknown as KernelFunc,
 };
 
-/** [dz, dBias] from the pooled gradient: dz in front of the ReLU ([B, H, W, C]), dBias [C]. */
-function reluPoolGrad({ inputs, backend }: KernelArgs): TensorInfo[] {
+/** The pool's input shape, which its output does not determine (odd sizes). */
+interface ReluPoolGradAttrs {
+  activationShape: number[];
+}
+
+/** [dz, dBias] from the pooled gradient, the pooled output and its codes: dz in front of the ReLU, dBias [C]. */
+function reluPoolGrad({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
   assertWasmBackend(backend);
-  const { dy, activation, pooled } = inputs as { dy: TensorInfo; activation: TensorInfo; pooled: TensorInfo };
-  assertFloat32('reluPoolGrad', { dy, activation, pooled });
-  assertRank('reluPoolGrad', 'activation', activation.shape, 4);
-  const info = backend_util.computePool2DInfo(activation.shape as [number, number, number, number], POOL.filterSize, POOL.strides, 1, POOL.pad);
-  const g = geometryOf(info);
-  const pooledShape = [g.batch, g.outH, g.outW, g.inC];
-  util.assertShapesMatch(dy.shape, pooledShape, 'Error in reluPoolGrad: dy must have the pooled shape.');
-  util.assertShapesMatch(pooled.shape, pooledShape, 'Error in reluPoolGrad: pooled must have the pooled shape.');
+  const { dy, pooled, codes } = inputs as { dy: TensorInfo; pooled: TensorInfo; codes: TensorInfo };
+  const { activationShape } = attrs as unknown as ReluPoolGradAttrs;
+  assertFloat32('reluPoolGrad', { dy, pooled });
+  assertRank('reluPoolGrad', 'activation', activationShape, 4);
+  const g = poolGeometry(activationShape);
   util.assert(convReluPoolApplies(g.inC), () => `Error in reluPoolGrad: channels must be a multiple of 4, got ${g.inC}.`);
-  const dz = backend.makeOutput([...activation.shape], 'float32');
+  const shapes = pooledShapes(activationShape);
+  util.assertShapesMatch(dy.shape, shapes.pooled, 'Error in reluPoolGrad: dy must have the pooled shape.');
+  util.assertShapesMatch(pooled.shape, shapes.pooled, 'Error in reluPoolGrad: pooled must have the pooled shape.');
+  util.assertShapesMatch(codes.shape, shapes.codes, 'Error in reluPoolGrad: codes must be [B, H/2, W/2, C/4].');
+  util.assert(codes.dtype === 'int32', () => `Error in reluPoolGrad: codes must be int32, got ${codes.dtype}.`);
+  const dz = backend.makeOutput([...activationShape], 'float32');
   const dBias = backend.makeOutput([g.inC], 'float32');
   const kernels = nativeKernels(backend);
-  kernels.maxPoolGrad2x2(activation, dy, dz, g, true);
+  kernels.maxPoolGrad2x2Codes(dy, { pooled, codes }, dz, g);
   // pooled > 0 exactly where dy reached an element > 0 of its window: the window's maximum is that element.
   kernels.maskedSumRows(dy, pooled, dBias, g.batch * g.outH * g.outW, g.inC);
   return [dz, dBias];
@@ -112,16 +131,18 @@ export function convReluPool(x: Tensor4D, filter: Tensor4D, bias: Tensor1D, attr
   util.assert(convReluPoolApplies(filter.shape[3]) && bias.shape[0] === filter.shape[3], () =>
     `Error in convReluPool: needs a multiple of 4 filters and a bias of one value per filter, got filter [${filter.shape.join(',')}] and bias [${bias.shape.join(',')}].`);
   const forwardAttrs = { strides, pad } satisfies ConvReluPoolAttrs as unknown as NamedAttrMap;
+  const activationShape = backend_util.computeConv2DInfo(x.shape, filter.shape, strides, 1, pad).outShape;
   const conv = { strides, pad, dataFormat: 'NHWC' as const, dimRoundingMode: undefined };
   const op = customGrad((...args: Array<Tensor | GradSaveFunc>) => {
     const [x, filter, bias, save] = args as [Tensor4D, Tensor4D, Tensor1D, GradSaveFunc];
-    const [activation, pooled] = engine().runKernel(CONV_RELU_POOL, { x, filter, bias }, forwardAttrs) as [Tensor4D, Tensor4D];
-    save([x, filter, bias, activation, pooled]);
+    const [pooled, codes] = engine().runKernel(CONV_RELU_POOL, { x, filter, bias }, forwardAttrs) as [Tensor4D, Tensor4D];
+    save([x, filter, bias, pooled, codes]);
     return {
       value: pooled,
       gradFunc: (dy: Tensor, saved: Tensor[]) => {
-        const [sx, sFilter, sBias, sActivation, sPooled] = saved as [Tensor4D, Tensor4D, Tensor1D, Tensor4D, Tensor4D];
-        const [dz, dBias] = engine().runKernel(RELU_POOL_GRAD, { dy, activation: sActivation, pooled: sPooled }) as [Tensor4D, Tensor1D];
+        const [sx, sFilter, sBias, sPooled, sCodes] = saved as [Tensor4D, Tensor4D, Tensor1D, Tensor4D, Tensor4D];
+        const [dz, dBias] = engine().runKernel(RELU_POOL_GRAD, { dy, pooled: sPooled, codes: sCodes },
+          { activationShape } satisfies ReluPoolGradAttrs as unknown as NamedAttrMap) as [Tensor4D, Tensor1D];
         const dx = grads.x
           ? engine().runKernel(Conv2DBackpropInput, { dy: dz, filter: sFilter }, { ...conv, inputShape: sx.shape } satisfies Conv2DBackpropInputAttrs as unknown as NamedAttrMap) as Tensor
           : zerosLike(sx);

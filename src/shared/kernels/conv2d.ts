@@ -6,7 +6,8 @@ import { geometryOf, type ConvGeometry } from './geometry.js';
 import { assertWasmBackend, type WasmBackend } from './heap.js';
 import { nativeKernels } from './native.js';
 import { assertGeometry } from './validate.js';
-import { convKernelsEnabled, winogradApplies, winogradConv, type ConvEpilogue } from './winograd.js';
+import { makePooledWithCodes, type PooledWithCodes } from './pool-codes.js';
+import { convKernelsEnabled, winogradApplies, winogradConv, winogradConvTo, type ConvEpilogue } from './winograd.js';
 
 type KernelArgs = { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap };
 
@@ -55,22 +56,33 @@ function convolve(backend: WasmBackend, x: TensorInfo, filter: TensorInfo, { g, 
   if (kernel === 'winograd') return winogradConv(backend, x, filter, g, epilogue);
   const y = backend.makeOutput([g.batch, g.outH, g.outW, g.outC], 'float32');
   if (kernel === 'empty') return y;
-  nativeKernels(backend).convDirect(x, filter, epilogue.bias, epilogue.relu ?? false, y, g, epilogue.pooled);
+  nativeKernels(backend).convDirect(x, filter, epilogue.bias, epilogue.relu ?? false, { y }, g);
   return y;
 }
 
 /**
- * relu(x ⋆ filter + bias) and its 2×2, stride-2 max pool from one kernel call, which pools each block of the output
- * while it is still in cache (conv-relu-pool.ts): [activation, pooled]. Undefined where our kernels do not take the
- * layer (route), or its output is empty; the caller then runs FusedConv2D and MaxPool. bias is Cout float32 values,
- * checked by the caller.
+ * The 2×2, stride-2 max pool of relu(x ⋆ filter + bias) and its codes (pool-codes.ts), from one kernel call that
+ * pools each block of the convolution's output while the block is in cache and never writes the output itself
+ * (conv-relu-pool.ts). Undefined where our kernels do not take the layer (route), or its output is empty; the caller
+ * then convolves another way. bias is Cout float32 values, checked by the caller.
  */
-export function convolveReluPool(backend: WasmBackend, x: TensorInfo, filter: TensorInfo, bias: TensorInfo, attrs: Conv2DAttrs): [TensorInfo, TensorInfo] | undefined {
+export function convolveReluPool(backend: WasmBackend, x: TensorInfo, filter: TensorInfo, bias: TensorInfo, attrs: Conv2DAttrs): PooledWithCodes | undefined {
   const r = route(FUSED_OP, x, filter, attrs);
   if (!r || r.kernel === 'empty') return undefined;
   const { g } = r;
-  const pooled = backend.makeOutput([g.batch, Math.floor(g.outH / 2), Math.floor(g.outW / 2), g.outC], 'float32');
-  return [convolve(backend, x, filter, r, { bias, relu: true, pooled }), pooled];
+  const out = makePooledWithCodes(backend, [g.batch, g.outH, g.outW, g.outC]);
+  const epilogue = { bias, relu: true };
+  if (r.kernel === 'winograd') {
+    winogradConvTo(backend, x, filter, g, epilogue, out);
+    return out;
+  }
+  const rows = backend.makeOutput([2 * g.outW * g.outC], 'float32');
+  try {
+    nativeKernels(backend).convDirect(x, filter, bias, true, out, g, rows);
+  } finally {
+    backend.disposeData(rows.dataId);
+  }
+  return out;
 }
 
 /**

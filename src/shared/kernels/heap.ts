@@ -24,7 +24,7 @@ interface TensorEntry {
 export interface WasmBackend {
   wasm: WasmModule;
   dataIdMap: { get(dataId: object): TensorEntry | undefined };
-  makeOutput(shape: number[], dtype: 'float32'): TensorInfo;
+  makeOutput(shape: number[], dtype: 'float32' | 'int32'): TensorInfo;
   disposeData(dataId: object, force?: boolean): boolean;
   /** One more owner of the tensor's memory: it is freed when the last owner disposes it. */
   incRef(dataId: object): void;

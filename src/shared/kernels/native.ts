@@ -1,6 +1,7 @@
 import type { TensorInfo } from '@tensorflow/tfjs';
 import { entryOf, type WasmBackend } from './heap.js';
 import type { ConvGeometry } from './geometry.js';
+import type { PooledWithCodes } from './pool-codes.js';
 import { kernelsModule } from './module.js';
 
 /**
@@ -24,11 +25,13 @@ interface NativeExports {
   relu_grad(dy: number, y: number, out: number, n: number): void;
   transpose_2d(input: number, out: number, rows: number, cols: number): void;
   gemm_f32(a: number, b: number, c: number, m: number, k: number, n: number): void;
-  max_pool_grad_2x2(x: number, dy: number, dx: number, channels: number, reluMask: number, geometry: number): void;
+  max_pool_grad_2x2(x: number, dy: number, dx: number, channels: number, geometry: number): void;
+  max_pool_2x2_codes(z: number, pooled: number, codes: number, channels: number, geometry: number): void;
+  max_pool_grad_2x2_codes(dy: number, pooled: number, codes: number, dz: number, channels: number, geometry: number): void;
   masked_sum_rows(x: number, mask: number, out: number, rows: number, channels: number): void;
-  conv_direct(x: number, w: number, bias: number, y: number, pooled: number, outC: number, flags: number, geometry: number): void;
+  conv_direct(x: number, w: number, bias: number, y: number, pooled: number, codes: number, scratch: number, outC: number, flags: number, geometry: number): void;
   winograd_scratch_floats(inC: number, outC: number): number;
-  winograd_conv(x: number, w: number, bias: number, y: number, pooled: number, scratch: number, outC: number, flags: number, geometry: number): void;
+  winograd_conv(x: number, w: number, bias: number, y: number, pooled: number, codes: number, scratch: number, outC: number, flags: number, geometry: number): void;
   winograd_conv_dx(dy: number, w: number, dx: number, scratch: number, outC: number, geometry: number): void;
   winograd_conv_dw(x: number, dy: number, dw: number, scratch: number, outC: number, geometry: number): void;
 }
@@ -42,6 +45,9 @@ export type ChannelOp = (typeof CHANNEL_OP)[keyof typeof CHANNEL_OP];
 
 /** The flags of a convolution's epilogue (native/kernels.h EPILOGUE_BIAS, EPILOGUE_RELU). */
 const epilogueFlags = (bias: TensorInfo | undefined, relu: boolean): number => (bias ? 1 : 0) | (relu ? 2 : 0);
+
+/** Where a convolution kernel writes: its output y, or only the 2×2, stride-2 max pool of it and the pool's codes. */
+export type ConvOutput = { y: TensorInfo } | PooledWithCodes;
 
 /** int32 fields of native/kernels.h `conv_geometry`. */
 const GEOMETRY_INTS = 14;
@@ -151,20 +157,35 @@ class NativeKernels {
     this.exports.gemm_f32(this.ptr(a), this.ptr(b), this.ptr(c), m, k, n);
   }
 
-  /**
-   * maxPoolGrad for 2×2 windows, stride 2, no padding, channels a multiple of 4; overwrites dx. With reluMask, x is
-   * relu(z) and dx becomes dz: dy reaches a window's first maximum only where it is > 0.
-   */
-  maxPoolGrad2x2(x: TensorInfo, dy: TensorInfo, dx: TensorInfo, g: ConvGeometry, reluMask = false): void {
-    this.exports.max_pool_grad_2x2(this.ptr(x), this.ptr(dy), this.ptr(dx), g.inC, reluMask ? 1 : 0, this.geometry(g));
+  /** maxPoolGrad for 2×2 windows, stride 2, no padding, channels a multiple of 4; overwrites dx. */
+  maxPoolGrad2x2(x: TensorInfo, dy: TensorInfo, dx: TensorInfo, g: ConvGeometry): void {
+    this.exports.max_pool_grad_2x2(this.ptr(x), this.ptr(dy), this.ptr(dx), g.inC, this.geometry(g));
+  }
+
+  /** The 2×2, stride-2 max pool of z and its codes (pool-codes.ts); `g` describes the pool, channels in fours. */
+  maxPool2x2Codes(z: TensorInfo, out: PooledWithCodes, g: ConvGeometry): void {
+    this.exports.max_pool_2x2_codes(this.ptr(z), this.ptr(out.pooled), this.ptr(out.codes), g.inC, this.geometry(g));
   }
 
   /**
-   * y[B, OH, OW, Cout] <- x conv w (+ bias[Cout]) (then ReLU) computed directly (few taps; Cout a multiple of 16);
-   * with pooled, also pooled[B, OH/2, OW/2, Cout] <- y's 2×2, stride-2 max pool.
+   * dz in front of a ReLU and a 2×2, stride-2 max pool, from the pooled gradient, the pooled output and its codes:
+   * dy reaches the position its code names where pooled > 0. Overwrites dz; `g` describes the pool.
    */
-  convDirect(x: TensorInfo, w: TensorInfo, bias: TensorInfo | undefined, relu: boolean, y: TensorInfo, g: ConvGeometry, pooled?: TensorInfo): void {
-    this.exports.conv_direct(this.ptr(x), this.ptr(w), bias ? this.ptr(bias) : 0, this.ptr(y), pooled ? this.ptr(pooled) : 0, g.outC, epilogueFlags(bias, relu), this.geometry(g));
+  maxPoolGrad2x2Codes(dy: TensorInfo, pool: PooledWithCodes, dz: TensorInfo, g: ConvGeometry): void {
+    this.exports.max_pool_grad_2x2_codes(this.ptr(dy), this.ptr(pool.pooled), this.ptr(pool.codes), this.ptr(dz), g.inC, this.geometry(g));
+  }
+
+  /**
+   * x conv w (+ bias[Cout]) (then ReLU) computed directly (few taps; Cout a multiple of 16), to `out`. Pooling needs
+   * scratch of 2·OW·Cout floats.
+   */
+  convDirect(x: TensorInfo, w: TensorInfo, bias: TensorInfo | undefined, relu: boolean, out: ConvOutput, g: ConvGeometry, scratch?: TensorInfo): void {
+    this.exports.conv_direct(this.ptr(x), this.ptr(w), bias ? this.ptr(bias) : 0, ...this.outputs(out), scratch ? this.ptr(scratch) : 0, g.outC, epilogueFlags(bias, relu), this.geometry(g));
+  }
+
+  /** [y, pooled, codes] pointers of a ConvOutput, 0 for those it lacks. */
+  private outputs(out: ConvOutput): [number, number, number] {
+    return 'y' in out ? [this.ptr(out.y), 0, 0] : [0, this.ptr(out.pooled), this.ptr(out.codes)];
   }
 
   /** Floats of scratch the Winograd kernels need for a layer with these channel counts (native/winograd.c). */
@@ -172,12 +193,9 @@ class NativeKernels {
     return this.exports.winograd_scratch_floats(inC, outC);
   }
 
-  /**
-   * y[B, OH, OW, Cout] <- x conv w (+ bias[Cout]) (then ReLU) by Winograd F(4×4, 3×3); overwrites y. With pooled,
-   * also pooled[B, OH/2, OW/2, Cout] <- y's 2×2, stride-2 max pool.
-   */
-  winogradConv(x: TensorInfo, w: TensorInfo, bias: TensorInfo | undefined, relu: boolean, y: TensorInfo, scratch: TensorInfo, g: ConvGeometry, pooled?: TensorInfo): void {
-    this.exports.winograd_conv(this.ptr(x), this.ptr(w), bias ? this.ptr(bias) : 0, this.ptr(y), pooled ? this.ptr(pooled) : 0, this.ptr(scratch), g.outC, epilogueFlags(bias, relu), this.geometry(g));
+  /** x conv w (+ bias[Cout]) (then ReLU) by Winograd F(4×4, 3×3), to `out`. */
+  winogradConv(x: TensorInfo, w: TensorInfo, bias: TensorInfo | undefined, relu: boolean, out: ConvOutput, scratch: TensorInfo, g: ConvGeometry): void {
+    this.exports.winograd_conv(this.ptr(x), this.ptr(w), bias ? this.ptr(bias) : 0, ...this.outputs(out), this.ptr(scratch), g.outC, epilogueFlags(bias, relu), this.geometry(g));
   }
 
   /** dx[B, H, W, Cin] <- that convolution's input gradient; overwrites dx. */

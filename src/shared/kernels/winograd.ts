@@ -1,7 +1,7 @@
 import type { TensorInfo } from '@tensorflow/tfjs';
 import type { ConvGeometry } from './geometry.js';
 import type { WasmBackend } from './heap.js';
-import { nativeKernels } from './native.js';
+import { nativeKernels, type ConvOutput } from './native.js';
 
 /**
  * Winograd F(4×4, 3×3) convolutions (native/winograd.c): forward, input gradient and filter gradient of 3×3,
@@ -57,14 +57,10 @@ function withScratch<T>(backend: WasmBackend, g: ConvGeometry, run: (scratch: Te
   }
 }
 
-/**
- * What a convolution's kernel does as it writes each block of its output: + bias (Cout floats), then ReLU, then the
- * 2×2, stride-2 max pool of the result into `pooled` ([B, OH/2, OW/2, Cout], allocated by the caller).
- */
+/** What a convolution's kernel does as it writes each output: + bias (Cout floats), then ReLU. */
 export interface ConvEpilogue {
   bias?: TensorInfo;
   relu?: boolean;
-  pooled?: TensorInfo;
 }
 
 /**
@@ -73,9 +69,13 @@ export interface ConvEpilogue {
  */
 export function winogradConv(backend: WasmBackend, x: TensorInfo, filter: TensorInfo, g: ConvGeometry, epilogue: ConvEpilogue = {}): TensorInfo {
   const y = backend.makeOutput([g.batch, g.outH, g.outW, g.outC], 'float32');
-  withScratch(backend, g, (scratch) =>
-    nativeKernels(backend).winogradConv(x, filter, epilogue.bias, epilogue.relu ?? false, y, scratch, g, epilogue.pooled));
+  winogradConvTo(backend, x, filter, g, epilogue, { y });
   return y;
+}
+
+/** The same convolution written to `out`: its output, or only its 2×2 max pool and the pool's codes. */
+export function winogradConvTo(backend: WasmBackend, x: TensorInfo, filter: TensorInfo, g: ConvGeometry, epilogue: ConvEpilogue, out: ConvOutput): void {
+  withScratch(backend, g, (scratch) => nativeKernels(backend).winogradConv(x, filter, epilogue.bias, epilogue.relu ?? false, out, scratch, g));
 }
 
 /** dx[B, H, W, Cin] from dy, exactly [B, OH, OW, Cout]. */

@@ -93,11 +93,12 @@ export function kernelFlops(name: string, inputShapes: readonly (readonly number
     case 'FusedConv2D':
     case CONV_RELU_POOL:
     case 'Conv2DBackpropInput': {
-      // filter [fh, fw, inC, outC]: each output (Conv2D; CONV_RELU_POOL's first output is the convolution's) or each
-      // dy element (BackpropInput) takes fh·fw·inC MACs.
+      // filter [fh, fw, inC, outC]: each output (Conv2D), each dy element (BackpropInput) or each of the four outputs
+      // a 2×2 window of CONV_RELU_POOL's pooled output covers takes fh·fw·inC MACs.
       const [fh, fw, inC] = second;
       if (fh === undefined || fw === undefined || inC === undefined) return undefined;
-      return 2 * size(name === 'Conv2DBackpropInput' ? first : out) * fh * fw * inC;
+      const outputs = name === 'Conv2DBackpropInput' ? size(first) : name === CONV_RELU_POOL ? 4 * size(out) : size(out);
+      return 2 * outputs * fh * fw * inC;
     }
     case 'Conv2DBackpropFilter': {
       // {x, dy} → filter [fh, fw, inC, outC]: each dy element meets fh·fw·inC inputs.
