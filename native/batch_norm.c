@@ -36,7 +36,7 @@ EXPORT(batch_norm) void batch_norm(const float* x, const float* mean, const floa
       const v128_t o = offset ? wasm_v128_load(offset + c0) : wasm_f32x4_splat(0.0f);
       for (int r = r0; r < r1; r++) {
         const long at = (long)r * c + c0;
-        wasm_v128_store(out + at, wasm_f32x4_max(wasm_f32x4_add(wasm_f32x4_mul(wasm_f32x4_sub(wasm_v128_load(x + at), m), f), o), floor));
+        wasm_v128_store(out + at, wasm_f32x4_pmax(wasm_f32x4_add(wasm_f32x4_mul(wasm_f32x4_sub(wasm_v128_load(x + at), m), f), o), floor));
       }
     }
     for (int c0 = vec_c; c0 < c; c0++) {

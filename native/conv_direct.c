@@ -29,7 +29,7 @@
         }                                                                                                          \
       }                                                                                                            \
     }                                                                                                              \
-    for (int j = 0; j < LANES4; j++) wasm_v128_store(out + co + 4 * j, relu ? wasm_f32x4_max(acc[j], zero) : acc[j]); \
+    for (int j = 0; j < LANES4; j++) wasm_v128_store(out + co + 4 * j, relu ? RELU(acc[j]) : acc[j]); \
   } while (0)
 
 /*
@@ -56,8 +56,8 @@ ALWAYS_INLINE void pixel_pair_inside(const float* x0, long x_step, const float* 
     }
   }
   if (relu) {
-    a0 = wasm_f32x4_max(a0, zero), a1 = wasm_f32x4_max(a1, zero), a2 = wasm_f32x4_max(a2, zero), a3 = wasm_f32x4_max(a3, zero);
-    b0 = wasm_f32x4_max(b0, zero), b1 = wasm_f32x4_max(b1, zero), b2 = wasm_f32x4_max(b2, zero), b3 = wasm_f32x4_max(b3, zero);
+    a0 = RELU(a0), a1 = RELU(a1), a2 = RELU(a2), a3 = RELU(a3);
+    b0 = RELU(b0), b1 = RELU(b1), b2 = RELU(b2), b3 = RELU(b3);
   }
   float* o = out + co;
   wasm_v128_store(o, a0), wasm_v128_store(o + 4, a1), wasm_v128_store(o + 8, a2), wasm_v128_store(o + 12, a3);

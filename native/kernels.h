@@ -34,6 +34,12 @@ static inline conv_geometry load_geometry(const int* g) {
 #define MADD(a, b, c) wasm_f32x4_add(wasm_f32x4_mul((a), (b)), (c))
 #endif
 
+/*
+ * ReLU as tfjs computes it, v < 0 ? 0 : v (NaN stays NaN, -0 stays -0): f32x4.pmax, one maxps on x86. f32x4.max is
+ * NaN-propagating and orders -0 below +0 in every lane, which V8 emits as a sequence of several instructions.
+ */
+#define RELU(v) wasm_f32x4_pmax((v), wasm_f32x4_const_splat(0.0f))
+
 /* A convolution's epilogue, applied as each output is written (winograd_conv, conv_direct): + bias[Cout], then ReLU. */
 #define EPILOGUE_BIAS 1
 #define EPILOGUE_RELU 2

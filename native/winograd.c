@@ -239,8 +239,7 @@ ALWAYS_INLINE void output_tile(float* m, long plane, float* dst, long row, int r
       AT6(z0, z1, z2, z3, z4, z5, y0, y1, y2, y3);
       y0 = ADD(y0, b), y1 = ADD(y1, b), y2 = ADD(y2, b), y3 = ADD(y3, b);
       if (relu) {
-        y0 = wasm_f32x4_max(y0, zero), y1 = wasm_f32x4_max(y1, zero);
-        y2 = wasm_f32x4_max(y2, zero), y3 = wasm_f32x4_max(y3, zero);
+        y0 = RELU(y0), y1 = RELU(y1), y2 = RELU(y2), y3 = RELU(y3);
       }
       float* q = dst + (long)s * out_c + c;
       wasm_v128_store(q, y0);

@@ -104,6 +104,21 @@ describe('convReluPool (kernels/conv-relu-pool.ts)', () => {
     });
   });
 
+  it('pools NaN activations as the cpu backend does: a NaN is never the maximum, a window of NaN pools to -Infinity', async () => {
+    const c = CASES[0]!;
+    const v = inputs(c);
+    // Image 0's rows 4–6 become NaN from x's row 5 on (its 3×3 windows), row 10's NaN only at column 10 and around.
+    v.x.fill(NaN, 5 * 28, 6 * 28);
+    v.x[10 * 28 + 10] = NaN;
+    const run = () => tf.tidy(() => tf.maxPool(tf.relu(tf.add<tf.Tensor4D>(tf.conv2d(tf.tensor4d(v.x, c.x), tf.tensor4d(v.filter, c.filter), 1, 'valid'), tf.tensor1d(v.bias))), 2, 2, 'valid').dataSync());
+    await tf.setBackend('cpu');
+    const want = run();
+    await tf.setBackend('wasm');
+    const got = tf.tidy(() => convReluPool(tf.tensor4d(v.x, c.x), tf.tensor4d(v.filter, c.filter), tf.tensor1d(v.bias), c.attrs, { x: true, weights: true }).dataSync());
+    expect(want.some((p) => p === -Infinity) && want.every((p) => !Number.isNaN(p))).toBe(true);
+    expect(got.every((p, i) => Object.is(p, want[i]) || Math.abs(p - want[i]!) <= 1e-4 * Math.max(1, Math.abs(want[i]!)))).toBe(true);
+  });
+
   it('its forward kernel checks shapes and dtypes as conv2d does', () => {
     const run = (x: number[], filter: number[], bias: number[], dtype: 'float32' | 'int32' = 'float32') => () => tf.tidy(() =>
       tf.engine().runKernel(CONV_RELU_POOL, { x: tf.zeros(x), filter: tf.zeros(filter, dtype), bias: tf.zeros(bias) }, { strides: [1, 1], pad: 'same' }));
