@@ -1,6 +1,7 @@
 import type { TensorInfo } from '@tensorflow/tfjs';
 import { entryOf, type WasmBackend } from './heap.js';
 import type { ConvGeometry } from './geometry.js';
+import type { DropoutParams } from '../train/dropout.js';
 import type { PooledWithCodes } from './pool-codes.js';
 import { kernelsModule } from './module.js';
 
@@ -31,6 +32,7 @@ interface NativeExports {
   masked_sum_rows(x: number, mask: number, out: number, rows: number, channels: number): void;
   conv_direct(x: number, w: number, bias: number, y: number, pooled: number, codes: number, scratch: number, outC: number, flags: number, geometry: number): void;
   winograd_scratch_floats(inC: number, outC: number): number;
+  dropout(x: number, y: number, samples: number, perSample: number, seedMix: number, keyLow: number, keyHigh: number, threshold: number, scale: number): void;
   winograd_conv(x: number, w: number, bias: number, y: number, pooled: number, codes: number, scratch: number, outC: number, flags: number, geometry: number): void;
   winograd_conv_dx(dy: number, w: number, dx: number, scratch: number, outC: number, geometry: number): void;
   winograd_conv_dw(x: number, dy: number, dw: number, scratch: number, outC: number, geometry: number): void;
@@ -186,6 +188,14 @@ class NativeKernels {
   /** [y, pooled, codes] pointers of a ConvOutput, 0 for those it lacks. */
   private outputs(out: ConvOutput): [number, number, number] {
     return 'y' in out ? [this.ptr(out.y), 0, 0] : [0, this.ptr(out.pooled), this.ptr(out.codes)];
+  }
+
+  /**
+   * y <- x · train/dropout.ts's mask for `samples` samples of `perSample` elements keyed from firstKey (a safe
+   * integer); overwrites y.
+   */
+  dropout(x: TensorInfo, y: TensorInfo, samples: number, perSample: number, params: DropoutParams, firstKey: number): void {
+    this.exports.dropout(this.ptr(x), this.ptr(y), samples, perSample, params.seedMix, firstKey >>> 0, Math.floor(firstKey / 2 ** 32), params.threshold, params.scale);
   }
 
   /** Floats of scratch the Winograd kernels need for a layer with these channel counts (native/winograd.c). */

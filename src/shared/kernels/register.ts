@@ -5,6 +5,7 @@ import { conv2dBackpropFilterConfig } from './conv2d-backprop-filter.js';
 import { conv2dBackpropInputConfig } from './conv2d-backprop-input.js';
 import { conv2dGradConfig } from './conv2d-grad.js';
 import { convReluPoolKernelConfig, reluPoolGradKernelConfig } from './conv-relu-pool.js';
+import { dropoutKernelConfig } from './dropout.js';
 import { FAST_PATHS } from './fast-paths.js';
 import { filterGradByTapsKernel, webgpuFilterGrad } from './filter-grad-by-taps.js';
 import { maxPoolGradConfig } from './max-pool-grad.js';
@@ -14,7 +15,7 @@ import { reluGradConfig, reluGradKernelConfig } from './relu-grad.js';
 /** The training kernels mnist-ddp adds to, or replaces in, tfjs-backend-wasm. */
 const WASM_TRAINING_KERNELS: readonly KernelConfig[] = [
   conv2dBackpropFilterConfig, conv2dBackpropInputConfig, maxPoolGradConfig, reluGradKernelConfig, batchNormGradKernelConfig,
-  convReluPoolKernelConfig, reluPoolGradKernelConfig, ...batchNormTrainKernelConfigs,
+  convReluPoolKernelConfig, reluPoolGradKernelConfig, ...batchNormTrainKernelConfigs, dropoutKernelConfig,
 ];
 
 let registered = false;

@@ -1,8 +1,9 @@
 import * as tf from '@tensorflow/tfjs';
 import { BATCH_NORM_TRAIN_GRAD, batchNormTraining, MIN_ROWS } from '../kernels/batch-norm-train.js';
 import { convReluPool, RELU_POOL_GRAD, convReluPoolApplies, type ConvReluPoolAttrs } from '../kernels/conv-relu-pool.js';
+import { DROPOUT, dropoutOp } from '../kernels/dropout.js';
 import { convKernelsEnabled } from '../kernels/winograd.js';
-import { dropoutMask } from './dropout.js';
+import { dropoutMask, dropoutParams } from './dropout.js';
 
 /**
  * One step of the plan: a layer run by tfjs-layers, or layers run another way. `layers` are the layers a step
@@ -191,14 +192,14 @@ export function trainingForward(model: tf.LayersModel): (xs: tf.Tensor, sampleKe
   // Registration is idempotent and never undone: once seen, it is not looked up again.
   let registered = false;
   return (xs, sampleKey = 0) => {
-    registered ||= [RELU_POOL_GRAD, BATCH_NORM_TRAIN_GRAD].every((k) => tf.getKernel(k, 'wasm') !== undefined);
+    registered ||= [RELU_POOL_GRAD, BATCH_NORM_TRAIN_GRAD, DROPOUT].every((k) => tf.getKernel(k, 'wasm') !== undefined);
     const wasm = registered && convKernelsEnabled() && tf.getBackend() === 'wasm';
     let y = xs;
     steps.forEach((step, i) => {
       if (step.kind === 'layer' || (WASM_KINDS.has(step.kind) && !wasm)) {
         y = applyLayers(step.layers, y);
       } else if (step.kind === 'dropout') {
-        y = dropout(y, step, sampleKey);
+        y = dropout(y, step, sampleKey, wasm);
       } else if (step.kind === 'batch-norm') {
         y = batchNorm(step, y);
       } else if (step.kind === 'conv') {
@@ -218,9 +219,13 @@ function applyLayers(layers: readonly tf.layers.Layer[], x: tf.Tensor): tf.Tenso
   return layers.reduce((y, layer) => layer.apply(y, { training: true }) as tf.Tensor, x);
 }
 
-/** Inverted dropout with dropout.ts's per-sample masks; the mask is a constant of the step's gradient. */
-function dropout(x: tf.Tensor, step: Extract<Step, { kind: 'dropout' }>, sampleKey: number): tf.Tensor {
+/**
+ * Inverted dropout with dropout.ts's per-sample masks; the mask is a constant of the step's gradient. On wasm with our
+ * kernels the dropout kernel draws the same masks as it applies them (kernels/dropout.ts).
+ */
+function dropout(x: tf.Tensor, step: Extract<Step, { kind: 'dropout' }>, sampleKey: number, wasm: boolean): tf.Tensor {
   if (step.rate === 0) return x;
+  if (wasm) return dropoutOp(x, { ...dropoutParams(step.rate, step.seed), firstKey: sampleKey });
   const samples = x.shape[0]!;
   const mask = dropoutMask(samples, samples > 0 ? x.size / samples : 0, step.rate, step.seed, sampleKey);
   return tf.mul(x, tf.tensor(mask, x.shape, 'float32'));
