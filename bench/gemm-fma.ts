@@ -129,7 +129,7 @@ async function main(): Promise<void> {
   const backend = tf.backend();
   assertWasmBackend(backend);
   const memory = backend.wasm.asm!.memory!;
-  type Gemm = (a: number, b: number, c: number, m: number, k: number, n: number) => void;
+  type Gemm = (a: number, b: number, c: number, m: number, k: number, n: number, aTransposed: number) => void;
   const load = (bytes: Uint8Array<ArrayBuffer>): Gemm => (new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { memory } }).exports as { gemm_f32: Gemm }).gemm_f32;
   const variants: Array<[string, Gemm | undefined]> = [['plain SIMD', load(plainBytes)], ['relaxed FMA', relaxedOk ? load(relaxedBytes) : undefined]];
 
@@ -174,7 +174,7 @@ async function main(): Promise<void> {
       timeIt(label, () => {
         const c = backend.makeOutput([m, n], 'float32');
         const [pa, pb, pc] = [entryOf(backend, ai).memoryOffset, entryOf(backend, bi).memoryOffset, entryOf(backend, c).memoryOffset];
-        for (let i = 0; i < calls; i++) fn(pa, pb, pc, m, k, n);
+        for (let i = 0; i < calls; i++) fn(pa, pb, pc, m, k, n, 0);
         return c;
       });
     }

@@ -78,11 +78,22 @@ static inline void gemm_run(const float* a, int transposed, const float* b, floa
     const int kc = k - k0 < GEMM_KC ? k - k0 : GEMM_KC;
     const int first = k0 == 0 && !accumulate;
     const float* ak = transposed ? a + (long)k0 * m : a + k0;
+    const long row_offset = transposed ? 1 : lda;
+    if (transposed) {
+      /* tn: A's [kc, 4] column block is kc cache lines a row apart; it stays in L1 while B's panels pass over it. */
+      int i0 = 0;
+      for (; i0 + 4 <= m; i0 += 4) {
+        int j0 = 0;
+        for (; j0 + 8 <= n; j0 += 8) tile_4x8(ak + i0, lda, 1, b + (long)k0 * n + j0, n, c + (long)i0 * n + j0, n, kc, first);
+        if (j0 < n) tile_edge(ak + i0, lda, 1, b + (long)k0 * n + j0, n, c + (long)i0 * n + j0, n, 4, n - j0, kc, first);
+      }
+      if (i0 < m) tile_edge(ak + i0, lda, 1, b + (long)k0 * n, n, c + (long)i0 * n, n, m - i0, n, kc, first);
+      continue;
+    }
     for (int j0 = 0; j0 < n; j0 += 8) {
       const int cols = n - j0 < 8 ? n - j0 : 8;
       const float* bp = b + (long)k0 * n + j0;
       int i0 = 0;
-      const long row_offset = transposed ? 1 : lda;
       if (cols == 8) {
         for (; i0 + 4 <= m; i0 += 4) tile_4x8(ak + i0 * row_offset, lda, transposed, bp, n, c + (long)i0 * n + j0, n, kc, first);
       }
@@ -99,7 +110,27 @@ void gemm_tn(const float* a, const float* b, float* c, int m, int k, int n, int 
   gemm_run(a, 1, b, c, m, k, n, accumulate);
 }
 
-/* C[M, N] <- A[M, K] · B[K, N]: src/shared/kernels/gemm.ts. */
-EXPORT(gemm_f32) void gemm_f32(const float* a, const float* b, float* c, int m, int k, int n) {
-  gemm_nn(a, b, c, m, k, n, 0);
+/* C[M, N] <- A[M, K] · B[K, N], or Aᵀ · B with A stored as [K, M] when a_transposed: src/shared/kernels/gemm.ts. */
+EXPORT(gemm_f32) void gemm_f32(const float* a, const float* b, float* c, int m, int k, int n, int a_transposed) {
+  gemm_run(a, a_transposed, b, c, m, k, n, 0);
+}
+
+/*
+ * C[M, N] += bias[N] on every row (when bias is non-null), then ReLU (v < 0 ? 0 : v) when relu: a dense layer's
+ * epilogue, in place on the GEMM's fresh output.
+ */
+EXPORT(bias_relu_rows) void bias_relu_rows(float* c, const float* bias, int m, int n, int relu) {
+  for (int i = 0; i < m; i++) {
+    float* row = c + (long)i * n;
+    int j = 0;
+    for (; j + 4 <= n; j += 4) {
+      v128_t v = wasm_v128_load(row + j);
+      if (bias) v = wasm_f32x4_add(v, wasm_v128_load(bias + j));
+      wasm_v128_store(row + j, relu ? RELU(v) : v);
+    }
+    for (; j < n; j++) {
+      const float v = bias ? row[j] + bias[j] : row[j];
+      row[j] = relu && v < 0 ? 0.0f : v;
+    }
+  }
 }

@@ -14,7 +14,7 @@ interface Exports {
   winograd_conv_dx(dy: number, w: number, dx: number, scratch: number, outC: number, geometry: number): void;
   winograd_conv_dw(x: number, dy: number, dw: number, scratch: number, outC: number, geometry: number): void;
   conv_direct(x: number, w: number, bias: number, y: number, pooled: number, codes: number, scratch: number, outC: number, flags: number, geometry: number): void;
-  gemm_f32(a: number, b: number, c: number, m: number, k: number, n: number): void;
+  gemm_f32(a: number, b: number, c: number, m: number, k: number, n: number, aTransposed: number): void;
 }
 
 interface Instance {
@@ -107,7 +107,7 @@ describe.each(BUILDS)('the %s build of native/*.c', (_name, base64, available) =
     const [m, kk, n] = [37, 45, 29];
     const a = randomFloats(m * kk, 7), b = randomFloats(kk * n, 8);
     const pc = k.alloc(m * n);
-    k.exports.gemm_f32(k.put(a), k.put(b), pc, m, kk, n);
+    k.exports.gemm_f32(k.put(a), k.put(b), pc, m, kk, n, 0);
     const want = Array.from({ length: m * n }, (_, i) => {
       let s = 0;
       for (let p = 0; p < kk; p++) s += a[Math.floor(i / n) * kk + p]! * b[p * n + (i % n)]!;

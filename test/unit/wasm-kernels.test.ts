@@ -242,6 +242,34 @@ describe('wasm training kernels', () => {
     got.forEach((g, i) => expect(relError(g, cpu[i]!), `output ${i}`).toBeLessThan(1e-4));
   });
 
+  it.each([
+    { name: "cnn-large's fc1", m: 64, k: 3136, n: 128 },
+    { name: 'a head with an odd width', m: 6, k: 33, n: 10 },
+    { name: 'a product larger than its operands', m: 50, k: 3, n: 41 },
+  ])('dense GEMMs match cpu in every transpose, and fused with a bias and ReLU: $name', async ({ m, k, n }) => {
+    const a = randomFloats(m * k, 51);
+    const b = randomFloats(k * n, 52);
+    const bias = randomFloats(n, 53);
+    const run = () => tf.tidy(() => {
+      const at = tf.tensor2d(a, [m, k]);
+      const bt = tf.tensor2d(b, [k, n]);
+      const [aT, bT] = [at.transpose(), bt.transpose()];
+      return [
+        tf.matMul(aT, bt, true, false), tf.matMul(at, bT, false, true), tf.matMul(aT, bT, true, true),
+        tf.matMul(aT.expandDims(0), bT.expandDims(0), true, true),
+        tf.fused.matMul({ a: at, b: bt }), tf.fused.matMul({ a: at, b: bt, bias: tf.tensor1d(bias), activation: 'relu' }),
+        tf.fused.matMul({ a: at, b: bt, bias: tf.tensor1d(bias) }), tf.fused.matMul({ a: at.expandDims(0), b: bt.expandDims(0), activation: 'relu' }),
+      ].map((t) => ({ shape: t.shape, values: t.dataSync() }));
+    });
+    const got = await on('wasm', run);
+    const cpu = await on('cpu', run);
+    got.forEach((g, i) => {
+      expect(g.shape, `output ${i}`).toEqual(cpu[i]!.shape);
+      expect(relError(g.values as Float32Array, cpu[i]!.values as Float32Array), `output ${i}`).toBeLessThan(1e-5);
+    });
+    expect(got[5]!.values.some((v) => v === 0) && got[5]!.values.some((v) => v > 0)).toBe(true);
+  });
+
   it('Identity shares memory: a clone outlives its source, and the memory is freed with the last owner', async () => {
     await tf.setBackend('wasm');
     const values = randomFloats(64 * 26 * 26, 41);

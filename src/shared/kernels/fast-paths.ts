@@ -1,6 +1,6 @@
 import {
-  BatchMatMul, Cast, Identity, Mean, Sum, Tile, util,
-  type BatchMatMulAttrs, type CastAttrs, type TileAttrs, type KernelFunc, type NamedAttrMap, type NamedTensorInfoMap, type TensorInfo,
+  _FusedMatMul, BatchMatMul, Cast, Identity, Mean, Sum, Tile, util,
+  type _FusedMatMulAttrs, type BatchMatMulAttrs, type CastAttrs, type TileAttrs, type KernelFunc, type NamedAttrMap, type NamedTensorInfoMap, type TensorInfo,
   type SumAttrs,
 } from '@tensorflow/tfjs';
 import { BATCH_NORM_PATH } from './batch-norm.js';
@@ -25,9 +25,8 @@ type KernelArgs = { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedA
  *   identityFastPath).
  * - FusedBatchNorm with per-channel parameters (batch-norm.ts).
  * - Conv2D and FusedConv2D of the layers the Winograd or direct kernels take (conv2d.ts).
- * - BatchMatMul with a transposed operand and batch 1 (both dense-layer gradients): the stock kernel reaches
- *   XNNPACK only without transposes and otherwise runs a naive loop; we transpose each flagged operand natively and
- *   run the untransposed GEMM.
+ * - BatchMatMul with a transposed operand and batch 1 (both dense-layer gradients), and _FusedMatMul without
+ *   transposes (the dense layers' forward pass): our GEMM (batchMatMulFastPath, fusedMatMulFastPath say why).
  */
 /**
  * Sum or Mean of a float32 tensor over every axis but the last (Sum: the bias gradient of every conv and dense layer;
@@ -57,32 +56,74 @@ function columnReduceFastPath(reduce: 'sum' | 'mean') {
     }) as KernelFunc;
 }
 
+/** The two operands' rows and columns and the product's M, K, N; undefined unless both are rank ≥ 2, batch 1. */
+function gemmShape(a: TensorInfo, b: TensorInfo, transposeA: boolean, transposeB: boolean) {
+  const batchOne = util.sizeFromShape(a.shape.slice(0, -2)) === 1 && util.sizeFromShape(b.shape.slice(0, -2)) === 1;
+  if (a.shape.length < 2 || b.shape.length < 2 || !batchOne) return undefined;
+  const [aRows, aCols] = a.shape.slice(-2) as [number, number];
+  const [bRows, bCols] = b.shape.slice(-2) as [number, number];
+  return { aRows, aCols, bRows, bCols, m: transposeA ? aCols : aRows, k: transposeA ? aRows : aCols, n: transposeB ? bRows : bCols, kB: transposeB ? bCols : bRows };
+}
+
+/**
+ * BatchMatMul of batch 1 with a transposed operand (the dense layers' gradients: dW = xᵀ · dy, dx = dy · Wᵀ), as one
+ * of our GEMMs with the fewest floats transposed first: Aᵀ · B reads A as stored (gemm_f32's transposed form);
+ * A · Bᵀ transposes B, or computes (B · Aᵀ)ᵀ where A and the product are smaller than B (fc1's dx: dy and dx are
+ * [64, 128] and [64, 3136], W [3136, 128]); Aᵀ · Bᵀ is (B · A)ᵀ. The stock kernel reaches XNNPACK only without
+ * transposes and otherwise runs a naive loop.
+ */
 function batchMatMulFastPath(stock: KernelFunc): KernelFunc {
   return ((args: KernelArgs) => {
     const a = args.inputs.a!;
     const b = args.inputs.b!;
     const { transposeA, transposeB } = args.attrs as unknown as BatchMatMulAttrs;
-    const batchOne = util.sizeFromShape(a.shape.slice(0, -2)) === 1 && util.sizeFromShape(b.shape.slice(0, -2)) === 1;
-    const [aRows, aCols] = a.shape.slice(-2) as [number, number];
-    const [bRows, bCols] = b.shape.slice(-2) as [number, number];
-    const m = transposeA ? aCols : aRows;
-    const k = transposeA ? aRows : aCols;
-    const n = transposeB ? bRows : bCols;
-    // Operands whose inner dimensions disagree (or of rank < 2) go to the stock kernel, which throws tfjs's "Error in
-    // matMul: inner shapes … must match" (issue #15: this path used to multiply them, reading past one operand).
-    const innerAgree = a.shape.length >= 2 && b.shape.length >= 2 && k === (transposeB ? bCols : bRows);
-    if (!(transposeA || transposeB) || !batchOne || !innerAgree || a.dtype !== 'float32' || b.dtype !== 'float32') {
-      return stock(args as never);
-    }
+    const s = gemmShape(a, b, transposeA, transposeB);
+    // Operands whose inner dimensions disagree go to the stock kernel, which throws tfjs's "Error in matMul: inner
+    // shapes … must match" (issue #15: this path used to multiply them, reading past one operand).
+    if (!(transposeA || transposeB) || !s || s.k !== s.kB || a.dtype !== 'float32' || b.dtype !== 'float32') return stock(args as never);
     const { backend } = args;
     assertWasmBackend(backend);
-    const left = transposeA ? transpose2d(backend, a, aRows, aCols) : a;
-    const right = transposeB ? transpose2d(backend, b, bRows, bCols) : b;
-    const product = gemm(backend, left, right, m, k, n);
-    if (left !== a) backend.disposeData(left.dataId);
-    if (right !== b) backend.disposeData(right.dataId);
+    const { m, k, n } = s;
+    // Temporaries: a transposed operand, or the product's transpose Cᵀ [N, M].
+    const scratch: TensorInfo[] = [];
+    const keep = (t: TensorInfo): TensorInfo => (scratch.push(t), t);
+    let product: TensorInfo;
+    if (transposeA && !transposeB) {
+      product = gemm(backend, a, b, m, k, n, true);
+    } else if (transposeA) {
+      product = transpose2d(backend, keep(gemm(backend, b, a, n, k, m)), n, m);
+    } else if (k * n <= m * k + m * n) {
+      product = gemm(backend, a, keep(transpose2d(backend, b, n, k)), m, k, n);
+    } else {
+      product = transpose2d(backend, keep(gemm(backend, b, keep(transpose2d(backend, a, m, k)), n, k, m)), n, m);
+    }
+    for (const t of scratch) backend.disposeData(t.dataId);
     const rank = Math.max(a.shape.length, b.shape.length);
     return { dataId: product.dataId, shape: [...new Array<number>(rank - 2).fill(1), m, n], dtype: 'float32' };
+  }) as KernelFunc;
+}
+
+/**
+ * _FusedMatMul without transposes, batch 1, with a bias of N values (or none) and a linear or ReLU activation: what
+ * tfjs-layers' dense layers run forward. One of our GEMMs, then the bias and the activation in one pass over the
+ * product. The stock kernel hands XNNPACK a fully-connected operator that packs the weights when it is created, and
+ * creates it again for every new weight tensor, that is at every training step: fc1 of `cnn-large` ([64, 3136] ·
+ * [3136, 128]) 3.2 ms with fresh weights, 1.8 ms with the same ones (.scratch measurement in bench/RESULTS.md).
+ */
+function fusedMatMulFastPath(stock: KernelFunc): KernelFunc {
+  return ((args: KernelArgs) => {
+    const { a, b, bias, preluActivationWeights } = args.inputs;
+    const { transposeA, transposeB, activation } = args.attrs as unknown as _FusedMatMulAttrs;
+    const s = a && b ? gemmShape(a, b, transposeA, transposeB) : undefined;
+    const simple = !transposeA && !transposeB && !preluActivationWeights && (activation === 'linear' || activation === 'relu');
+    const biasOk = !bias || (bias.dtype === 'float32' && util.sizeFromShape(bias.shape) === s?.n && bias.shape[bias.shape.length - 1] === s.n);
+    if (!simple || !s || s.k !== s.kB || !biasOk || a!.dtype !== 'float32' || b!.dtype !== 'float32') return stock(args as never);
+    const { backend } = args;
+    assertWasmBackend(backend);
+    const product = gemm(backend, a!, b!, s.m, s.k, s.n);
+    if (bias || activation === 'relu') nativeKernels(backend).biasReluRows(product, bias, s.m, s.n, activation === 'relu');
+    const rank = Math.max(a!.shape.length, b!.shape.length);
+    return { dataId: product.dataId, shape: [...new Array<number>(rank - 2).fill(1), s.m, s.n], dtype: 'float32' };
   }) as KernelFunc;
 }
 
@@ -153,6 +194,7 @@ export const FAST_PATHS: ReadonlyArray<{ kernelName: string; wrap: (stock: Kerne
   { kernelName: Sum, wrap: columnReduceFastPath('sum') },
   { kernelName: Mean, wrap: columnReduceFastPath('mean') },
   { kernelName: BatchMatMul, wrap: batchMatMulFastPath },
+  { kernelName: _FusedMatMul, wrap: fusedMatMulFastPath },
   { kernelName: Tile, wrap: tileFastPath },
   { kernelName: Identity, wrap: identityFastPath },
   { kernelName: Cast, wrap: castFastPath },

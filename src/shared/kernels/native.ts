@@ -25,7 +25,8 @@ interface NativeExports {
   channel_op(x: number, v: number, out: number, rows: number, channels: number, op: ChannelOp): void;
   relu_grad(dy: number, y: number, out: number, n: number): void;
   transpose_2d(input: number, out: number, rows: number, cols: number): void;
-  gemm_f32(a: number, b: number, c: number, m: number, k: number, n: number): void;
+  gemm_f32(a: number, b: number, c: number, m: number, k: number, n: number, aTransposed: number): void;
+  bias_relu_rows(c: number, bias: number, m: number, n: number, relu: number): void;
   max_pool_grad_2x2(x: number, dy: number, dx: number, channels: number, geometry: number): void;
   max_pool_2x2_codes(z: number, pooled: number, codes: number, channels: number, geometry: number): void;
   max_pool_grad_2x2_codes(dy: number, pooled: number, codes: number, dz: number, channels: number, geometry: number): void;
@@ -154,9 +155,14 @@ class NativeKernels {
     this.exports.transpose_2d(this.ptr(a), this.ptr(out), rows, cols);
   }
 
-  /** c[M, N] <- a[M, K] · b[K, N], all row-major; overwrites c. */
-  gemm(a: TensorInfo, b: TensorInfo, c: TensorInfo, m: number, k: number, n: number): void {
-    this.exports.gemm_f32(this.ptr(a), this.ptr(b), this.ptr(c), m, k, n);
+  /** c[M, N] <- a[M, K] · b[K, N], or aᵀ · b with a stored as [K, M] when aTransposed; row-major; overwrites c. */
+  gemm(a: TensorInfo, b: TensorInfo, c: TensorInfo, m: number, k: number, n: number, aTransposed = false): void {
+    this.exports.gemm_f32(this.ptr(a), this.ptr(b), this.ptr(c), m, k, n, aTransposed ? 1 : 0);
+  }
+
+  /** c[M, N] += bias[N] on every row (when given), then ReLU when relu; in place. */
+  biasReluRows(c: TensorInfo, bias: TensorInfo | undefined, m: number, n: number, relu: boolean): void {
+    this.exports.bias_relu_rows(this.ptr(c), bias ? this.ptr(bias) : 0, m, n, relu ? 1 : 0);
   }
 
   /** maxPoolGrad for 2×2 windows, stride 2, no padding, channels a multiple of 4; overwrites dx. */
