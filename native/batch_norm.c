@@ -50,6 +50,36 @@ EXPORT(batch_norm) void batch_norm(const float* x, const float* mean, const floa
   }
 }
 
+/*
+ * The same normalisation and ReLU of x[B, H, W, C] (C a multiple of 4), pooled 2x2 at stride 2 with codes as it is
+ * computed (pool.c's pool_window): pooled and codes [B, H/2, W/2, C] (codes one byte each), and the normalised output
+ * itself is never written. factors is scratch for C floats (each channel's scale / sqrt(variance + epsilon), computed
+ * once, with batch_norm's arithmetic). `geometry` is the pool's (in_* x's sizes, out_* the pooled ones).
+ */
+EXPORT(batch_norm_relu_pool) void batch_norm_relu_pool(const float* x, const float* mean, const float* variance, const float* offset,
+                                                       const float* scale, double epsilon, float* factors, float* pooled,
+                                                       unsigned char* codes, const int* geometry) {
+  const conv_geometry g = load_geometry(geometry);
+  const int c = g.in_c;
+  for (int c0 = 0; c0 < c; c0 += 4) wasm_v128_store(factors + c0, batch_norm_factor(variance, scale, c0, epsilon));
+  const long row = (long)g.in_w * c;
+  long at = 0;
+  for (int b = 0; b < g.batch; b++) {
+    for (int oh = 0; oh < g.out_h; oh++) {
+      const float* top = x + ((long)b * g.in_h + 2 * oh) * row;
+      for (int ow = 0; ow < g.out_w; ow++, at += c) {
+        const float* p = top + 2L * ow * c;
+        for (int c0 = 0; c0 < c; c0 += 4) {
+          const v128_t m = wasm_v128_load(mean + c0), f = wasm_v128_load(factors + c0), o = wasm_v128_load(offset + c0);
+#define NORMALISED(q) RELU(wasm_f32x4_add(wasm_f32x4_mul(wasm_f32x4_sub(wasm_v128_load(q), m), f), o))
+          pool_window(NORMALISED(p + c0), NORMALISED(p + c + c0), NORMALISED(p + row + c0), NORMALISED(p + row + c + c0), pooled + at + c0, codes + at + c0);
+#undef NORMALISED
+        }
+      }
+    }
+  }
+}
+
 ALWAYS_INLINE v128_t relu_masked(v128_t g, v128_t centred, v128_t f, v128_t o, int relu) {
   return relu ? wasm_v128_and(g, wasm_f32x4_gt(wasm_f32x4_add(wasm_f32x4_mul(centred, f), o), wasm_f32x4_splat(0.0f))) : g;
 }

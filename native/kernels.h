@@ -57,6 +57,24 @@ void gemm_nn(const float* a, const float* b, float* c, int m, int k, int n, int 
 void gemm_tn(const float* a, const float* b, float* c, int m, int k, int n, int accumulate);
 
 /*
+ * One 2x2 window of four channels (a b / c d): the pooled value, the first maximum as the cpu backend pools
+ * (pmax(r, v) = r < v ? v : r is the running maximum that only a strictly greater value replaces, one maxps on x86:
+ * NaN is never taken, a window of NaN and -inf pools to -inf), and its code, the first position equal to it
+ * (0 a, 1 b, 2 c, 3 d), one byte per channel (pool.c).
+ */
+ALWAYS_INLINE void pool_window(v128_t a, v128_t b, v128_t c, v128_t d, float* pooled, unsigned char* code) {
+  const v128_t m = wasm_f32x4_pmax(wasm_f32x4_pmax(wasm_f32x4_pmax(wasm_f32x4_pmax(wasm_f32x4_const_splat(-__builtin_inff()), a), b), c), d);
+  wasm_v128_store(pooled, m);
+  const v128_t index = wasm_v128_bitselect(wasm_i32x4_const_splat(0),
+                                           wasm_v128_bitselect(wasm_i32x4_const_splat(1),
+                                                               wasm_v128_bitselect(wasm_i32x4_const_splat(2), wasm_i32x4_const_splat(3), wasm_f32x4_eq(c, m)),
+                                                               wasm_f32x4_eq(b, m)),
+                                           wasm_f32x4_eq(a, m));
+  const v128_t bytes = wasm_u8x16_narrow_i16x8(wasm_u16x8_narrow_i32x4(index, index), wasm_u16x8_narrow_i32x4(index, index));
+  wasm_v128_store32_lane(code, bytes, 0);
+}
+
+/*
  * The 2x2, stride-2 max pool of a block of an activation (C a multiple of 4), with each output's first-maximum code
  * (pool.c): z is the block's top-left, z_row floats per row; windows_h x windows_w windows go to pooled and codes,
  * whose rows are out_row elements apart. The convolutions call it on each block they compute, while it is in L1.

@@ -79,27 +79,18 @@ EXPORT(max_pool_grad_2x2) void max_pool_grad_2x2(const float* x, const float* dy
 }
 
 /*
- * The pooled value is the first maximum's, as the cpu backend pools: pmax(r, v) = r < v ? v : r is the running
- * maximum that only a strictly greater value replaces (one maxps on x86), so NaN is never taken and a window of NaN
- * and -inf pools to -inf. The code is that of the first position equal to it. z is the block's top-left, z_row floats
- * per row; `windows_h` x `windows_w` windows; pooled's and codes' rows are `out_row` elements apart (codes: one byte
- * per element, at pooled's index).
+ * z is the block's top-left, z_row floats per row; `windows_h` x `windows_w` windows (pool_window says how each is
+ * pooled and coded); pooled's and codes' rows are `out_row` elements apart (codes: one byte per element, at pooled's
+ * index).
  */
 void max_pool_2x2_region(const float* z, long z_row, float* pooled, unsigned char* codes, long out_row, int c, int windows_h, int windows_w) {
-  const v128_t zero = wasm_i32x4_splat(0), one = wasm_i32x4_splat(1), two = wasm_i32x4_splat(2), three = wasm_i32x4_splat(3);
-  const v128_t minus_inf = wasm_f32x4_splat(-__builtin_inff());
   for (int i = 0; i < windows_h; i++) {
     for (int j = 0; j < windows_w; j++) {
       const float* p = z + 2L * i * z_row + 2L * j * c;
       const long at = i * out_row + (long)j * c;
       for (int ch = 0; ch < c; ch += 4) {
-        const v128_t a = wasm_v128_load(p + ch), b = wasm_v128_load(p + c + ch);
-        const v128_t cc = wasm_v128_load(p + z_row + ch), d = wasm_v128_load(p + z_row + c + ch);
-        const v128_t m = wasm_f32x4_pmax(wasm_f32x4_pmax(wasm_f32x4_pmax(wasm_f32x4_pmax(minus_inf, a), b), cc), d);
-        wasm_v128_store(pooled + at + ch, m);
-        const v128_t code = wasm_v128_bitselect(zero, wasm_v128_bitselect(one, wasm_v128_bitselect(two, three, wasm_f32x4_eq(cc, m)), wasm_f32x4_eq(b, m)), wasm_f32x4_eq(a, m));
-        const v128_t bytes = wasm_u8x16_narrow_i16x8(wasm_u16x8_narrow_i32x4(code, code), wasm_u16x8_narrow_i32x4(code, code));
-        wasm_v128_store32_lane(codes + at + ch, bytes, 0);
+        pool_window(wasm_v128_load(p + ch), wasm_v128_load(p + c + ch), wasm_v128_load(p + z_row + ch), wasm_v128_load(p + z_row + c + ch),
+                    pooled + at + ch, codes + at + ch);
       }
     }
   }

@@ -4,6 +4,7 @@ import {
 } from '@tensorflow/tfjs';
 import { assertWasmBackend } from './heap.js';
 import { nativeKernels } from './native.js';
+import { makePooledWithCodes, poolGeometry, pooledShapes } from './pool-codes.js';
 import { assertFloat32 } from './validate.js';
 
 /**
@@ -18,6 +19,11 @@ import { assertFloat32 } from './validate.js';
  * - backward: batch_norm_train_grad (native/batch_norm.c), the closed form of the whole gradient, ReLU included: two
  *   passes over x and dy (the ReLU's mask is recomputed from x, so the output is not kept).
  *
+ * With pool (BatchNormalization → ReLU → 2×2, stride-2 MaxPooling2D: both blocks of `cnn-large`), the forward pass
+ * pools as it normalises (batch_norm_relu_pool) and keeps the pool's codes (pool-codes.ts) instead of writing the
+ * normalised output; the gradient scatters dy by code (max_pool_grad_2x2_codes: where pooled > 0, which is also the
+ * ReLU's mask) and takes batch norm's gradient of that. tfjs runs MaxPool and MaxPoolGrad over the full output.
+ *
  * The batch's mean and variance go to `onMoments` during the forward pass, for the layer's moving averages. One
  * tape node with one output (tf.customGrad): see conv-relu-pool.ts for why not a kernel with several outputs.
  */
@@ -27,6 +33,8 @@ export const BATCH_NORM_TRAIN_GRAD = 'MnistDdpBatchNormTrainGrad';
 interface Attrs {
   varianceEpsilon: number;
   relu: boolean;
+  /** A 2×2, stride-2 max pool after the ReLU (relu must be on; x [B, H, W, C] with C a multiple of 4). */
+  pool: boolean;
 }
 
 type KernelArgs = { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap };
@@ -44,37 +52,72 @@ function rowsOf(op: string, x: TensorInfo, params: Record<string, TensorInfo>): 
   return { rows, channels };
 }
 
-/** [y, mean, variance]. */
+/** Checks the pool option: after a ReLU, over [B, H, W, C] with C in fours (the codes pack four channels). */
+function assertPoolable(op: string, x: TensorInfo, { relu, pool }: Attrs): void {
+  util.assert(!pool || (relu && x.shape.length === 4 && x.shape[3]! % 4 === 0), () =>
+    `Error in ${op}: pooling needs relu and x [B, H, W, C] with C a multiple of 4, got relu ${relu} and x [${x.shape.join(',')}].`);
+}
+
+/** [y, mean, variance], or with pool [pooled, codes, mean, variance]. */
 function forward({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
   assertWasmBackend(backend);
   const { x, scale, offset } = inputs as { x: TensorInfo; scale: TensorInfo; offset: TensorInfo };
-  const { varianceEpsilon, relu } = attrs as unknown as Attrs;
+  const a = attrs as unknown as Attrs;
   assertFloat32('batchNormTrain', { x, scale, offset });
   const { rows, channels } = rowsOf('batchNormTrain', x, { scale, offset });
-  const y = backend.makeOutput([...x.shape], 'float32');
+  assertPoolable('batchNormTrain', x, a);
   const mean = backend.makeOutput([channels], 'float32');
   const variance = backend.makeOutput([channels], 'float32');
   const kernels = nativeKernels(backend);
   kernels.meanRows(x, mean, rows, channels);
   kernels.varianceRows(x, mean, variance, rows, channels);
-  kernels.batchNorm(x, mean, variance, offset, scale, varianceEpsilon, y, rows, channels, relu);
+  if (a.pool) {
+    const out = makePooledWithCodes(backend, x.shape);
+    const factors = backend.makeOutput([channels], 'float32');
+    kernels.batchNormReluPool(x, { mean, variance, offset, scale }, a.varianceEpsilon, factors, out, poolGeometry(x.shape));
+    backend.disposeData(factors.dataId);
+    return [out.pooled, out.codes, mean, variance];
+  }
+  const y = backend.makeOutput([...x.shape], 'float32');
+  kernels.batchNorm(x, mean, variance, offset, scale, a.varianceEpsilon, y, rows, channels, a.relu);
   return [y, mean, variance];
 }
 
-/** [dx, dScale, dOffset]. With relu, the mask y > 0 is recomputed from x and the parameters (native/batch_norm.c). */
+/**
+ * [dx, dScale, dOffset]. With relu, the mask y > 0 is recomputed from x and the parameters (native/batch_norm.c);
+ * with pool, dy is the pooled gradient, scattered by the codes first (inputs pooled and codes).
+ */
 function gradient({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
   assertWasmBackend(backend);
-  const { dy, x, mean, variance, scale, offset } = inputs as { dy: TensorInfo; x: TensorInfo; mean: TensorInfo; variance: TensorInfo; scale: TensorInfo; offset: TensorInfo };
-  const { varianceEpsilon, relu } = attrs as unknown as Attrs;
+  const { dy, x, mean, variance, scale, offset, pooled, codes } =
+    inputs as { dy: TensorInfo; x: TensorInfo; mean: TensorInfo; variance: TensorInfo; scale: TensorInfo; offset: TensorInfo; pooled?: TensorInfo; codes?: TensorInfo };
+  const a = attrs as unknown as Attrs;
   assertFloat32('batchNormTrainGrad', { dy, x, mean, variance, scale, offset });
-  util.assertShapesMatch(dy.shape, x.shape, 'Error in batchNormTrainGrad: dy and x must have the same shape.');
   const { rows, channels } = rowsOf('batchNormTrainGrad', x, { mean, variance, scale, offset });
+  assertPoolable('batchNormTrainGrad', x, a);
+  const kernels = nativeKernels(backend);
+  let g = dy;
+  if (a.pool) {
+    if (!pooled || !codes) throw new Error('Error in batchNormTrainGrad: pooling needs the pooled output and its codes.');
+    assertFloat32('batchNormTrainGrad', { pooled });
+    const shapes = pooledShapes(x.shape);
+    util.assertShapesMatch(dy.shape, shapes.pooled, 'Error in batchNormTrainGrad: dy must have the pooled shape.');
+    util.assertShapesMatch(pooled.shape, shapes.pooled, 'Error in batchNormTrainGrad: pooled must have the pooled shape.');
+    util.assertShapesMatch(codes.shape, shapes.codes, 'Error in batchNormTrainGrad: codes must be [B, H/2, W/2, C/4].');
+    util.assert(codes.dtype === 'int32', () => `Error in batchNormTrainGrad: codes must be int32, got ${codes.dtype}.`);
+    g = backend.makeOutput([...x.shape], 'float32');
+    kernels.maxPoolGrad2x2Codes(dy, { pooled, codes }, g, poolGeometry(x.shape));
+  } else {
+    util.assertShapesMatch(dy.shape, x.shape, 'Error in batchNormTrainGrad: dy and x must have the same shape.');
+  }
   const out = {
     dx: backend.makeOutput([...x.shape], 'float32'),
     dScale: backend.makeOutput([channels], 'float32'),
     dOffset: backend.makeOutput([channels], 'float32'),
   };
-  nativeKernels(backend).batchNormTrainGrad(x, dy, { mean, variance, scale, offset }, varianceEpsilon, relu, out, rows, channels);
+  // The scattered gradient already holds the ReLU's mask (dy reaches only outputs > 0).
+  kernels.batchNormTrainGrad(x, g, { mean, variance, scale, offset }, a.varianceEpsilon, a.relu && !a.pool, out, rows, channels);
+  if (g !== dy) backend.disposeData(g.dataId);
   return [out.dx, out.dScale, out.dOffset];
 }
 
@@ -89,20 +132,22 @@ export const batchNormTrainKernelConfigs: readonly KernelConfig[] = [
  * registered: the wasm backend with mnist-ddp's training kernels (register.ts).
  */
 export function batchNormTraining(
-  x: Tensor, scale: Tensor, offset: Tensor, options: { epsilon: number; relu: boolean },
+  x: Tensor, scale: Tensor, offset: Tensor, options: { epsilon: number; relu: boolean; pool?: boolean },
   onMoments: (mean: Tensor, variance: Tensor) => void,
 ): Tensor {
-  const attrs: Attrs = { varianceEpsilon: options.epsilon, relu: options.relu };
+  const attrs: Attrs = { varianceEpsilon: options.epsilon, relu: options.relu, pool: options.pool ?? false };
   const op = customGrad((...args: Array<Tensor | GradSaveFunc>) => {
     const [x, scale, offset, save] = args as [Tensor, Tensor, Tensor, GradSaveFunc];
-    const [y, mean, variance] = engine().runKernel(BATCH_NORM_TRAIN, { x, scale, offset }, attrs as unknown as NamedAttrMap) as [Tensor, Tensor, Tensor];
+    const outputs = engine().runKernel(BATCH_NORM_TRAIN, { x, scale, offset }, attrs as unknown as NamedAttrMap) as Tensor[];
+    const [mean, variance] = outputs.slice(-2) as [Tensor, Tensor];
+    const [y, codes] = outputs as [Tensor, Tensor];
     onMoments(mean, variance);
-    save([x, scale, offset, mean, variance]);
+    save(attrs.pool ? [x, scale, offset, mean, variance, y, codes] : [x, scale, offset, mean, variance]);
     return {
       value: y,
       gradFunc: (dy: Tensor, saved: Tensor[]) => {
-        const [sx, sScale, sOffset, sMean, sVariance] = saved as [Tensor, Tensor, Tensor, Tensor, Tensor];
-        const inputs = { dy, x: sx, mean: sMean, variance: sVariance, scale: sScale, offset: sOffset };
+        const [sx, sScale, sOffset, sMean, sVariance, sPooled, sCodes] = saved as [Tensor, Tensor, Tensor, Tensor, Tensor, Tensor?, Tensor?];
+        const inputs = { dy, x: sx, mean: sMean, variance: sVariance, scale: sScale, offset: sOffset, ...(attrs.pool ? { pooled: sPooled!, codes: sCodes! } : {}) };
         return engine().runKernel(BATCH_NORM_TRAIN_GRAD, inputs, attrs as unknown as NamedAttrMap) as Tensor[];
       },
     };

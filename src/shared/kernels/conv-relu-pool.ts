@@ -1,14 +1,13 @@
 import {
   backend_util, Conv2DBackpropFilter, Conv2DBackpropInput, customGrad, engine, FusedConv2D, getKernel, util, zerosLike,
   type Conv2DAttrs, type Conv2DBackpropFilterAttrs, type Conv2DBackpropInputAttrs, type GradSaveFunc, type KernelConfig,
-  type KernelFunc, type MaxPoolAttrs, type NamedAttrMap, type NamedTensorInfoMap, type Tensor, type Tensor1D, type Tensor4D,
+  type KernelFunc, type NamedAttrMap, type NamedTensorInfoMap, type Tensor, type Tensor1D, type Tensor4D,
   type TensorInfo,
 } from '@tensorflow/tfjs';
 import { convolveReluPool } from './conv2d.js';
-import { geometryOf, type ConvGeometry } from './geometry.js';
 import { assertWasmBackend } from './heap.js';
 import { nativeKernels } from './native.js';
-import { makePooledWithCodes, pooledShapes } from './pool-codes.js';
+import { makePooledWithCodes, poolGeometry, pooledShapes } from './pool-codes.js';
 import { assertFloat32, assertRank } from './validate.js';
 
 /**
@@ -49,7 +48,6 @@ export interface ConvReluPoolGrads {
   weights: boolean;
 }
 
-const POOL: Omit<MaxPoolAttrs, 'dimRoundingMode'> = { filterSize: 2, strides: 2, pad: 'valid' };
 
 /** Whether the op takes a block whose convolution has `outC` filters: the pool's codes pack channels in fours. */
 export function convReluPoolApplies(outC: number): boolean {
@@ -79,11 +77,6 @@ function convReluPoolForward({ inputs, backend, attrs }: KernelArgs): TensorInfo
   } finally {
     backend.disposeData(activation.dataId);
   }
-}
-
-/** The geometry of the 2×2, stride-2 pool of a [B, H, W, C] activation. */
-function poolGeometry(activationShape: readonly number[]): ConvGeometry {
-  return geometryOf(backend_util.computePool2DInfo(activationShape as [number, number, number, number], POOL.filterSize, POOL.strides, 1, POOL.pad));
 }
 
 export const convReluPoolKernelConfig: KernelConfig = {

@@ -20,6 +20,7 @@ interface NativeExports {
   mean_rows(x: number, out: number, rows: number, channels: number): void;
   batch_norm(x: number, mean: number, variance: number, offset: number, scale: number, epsilon: number, relu: number, out: number, rows: number, channels: number): void;
   variance_rows(x: number, mean: number, out: number, rows: number, channels: number): void;
+  batch_norm_relu_pool(x: number, mean: number, variance: number, offset: number, scale: number, epsilon: number, factors: number, pooled: number, codes: number, geometry: number): void;
   batch_norm_train_grad(x: number, dy: number, mean: number, variance: number, scale: number, offset: number, epsilon: number, relu: number, dx: number, dScale: number, dOffset: number, rows: number, channels: number): void;
   batch_norm_grad(x: number, dy: number, mean: number, variance: number, scale: number, epsilon: number, dx: number, dMean: number, dVariance: number, dScale: number, dOffset: number, rows: number, channels: number): void;
   channel_op(x: number, v: number, out: number, rows: number, channels: number, op: ChannelOp): void;
@@ -124,6 +125,16 @@ class NativeKernels {
    */
   batchNorm(x: TensorInfo, mean: TensorInfo, variance: TensorInfo, offset: TensorInfo | undefined, scale: TensorInfo | undefined, epsilon: number, out: TensorInfo, rows: number, channels: number, relu = false): void {
     this.exports.batch_norm(this.ptr(x), this.ptr(mean), this.ptr(variance), offset ? this.ptr(offset) : 0, scale ? this.ptr(scale) : 0, epsilon, relu ? 1 : 0, this.ptr(out), rows, channels);
+  }
+
+  /**
+   * batchNorm with ReLU of x [B, H, W, C], pooled 2×2 at stride 2 with codes as it is computed (pool-codes.ts); the
+   * normalised output is not written. factors is scratch of C floats; `g` describes the pool; C in fours.
+   */
+  batchNormReluPool(x: TensorInfo, params: { mean: TensorInfo; variance: TensorInfo; offset: TensorInfo; scale: TensorInfo }, epsilon: number,
+    factors: TensorInfo, out: PooledWithCodes, g: ConvGeometry): void {
+    this.exports.batch_norm_relu_pool(this.ptr(x), this.ptr(params.mean), this.ptr(params.variance), this.ptr(params.offset), this.ptr(params.scale), epsilon,
+      this.ptr(factors), this.ptr(out.pooled), this.ptr(out.codes), this.geometry(g));
   }
 
   /** out[channels] <- column means of (x[rows, channels] - mean)²: the biased batch variance. */

@@ -1,4 +1,5 @@
-import type { TensorInfo } from '@tensorflow/tfjs';
+import { backend_util, type TensorInfo } from '@tensorflow/tfjs';
+import { geometryOf, type ConvGeometry } from './geometry.js';
 import type { WasmBackend } from './heap.js';
 
 /**
@@ -22,4 +23,9 @@ export function pooledShapes([b, h, w, c]: readonly number[]): { pooled: number[
 export function makePooledWithCodes(backend: WasmBackend, activationShape: readonly number[]): PooledWithCodes {
   const shapes = pooledShapes(activationShape);
   return { pooled: backend.makeOutput(shapes.pooled, 'float32'), codes: backend.makeOutput(shapes.codes, 'int32') };
+}
+
+/** The geometry of the 2×2, stride-2, unpadded pool of a [B, H, W, C] activation. */
+export function poolGeometry(activationShape: readonly number[]): ConvGeometry {
+  return geometryOf(backend_util.computePool2DInfo(activationShape as [number, number, number, number], 2, 2, 1, 'valid'));
 }

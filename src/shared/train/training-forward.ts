@@ -13,7 +13,7 @@ type Step = { layers: tf.layers.Layer[] } & (
   | { kind: 'layer' }
   | { kind: 'conv-relu-pool'; kernel: tf.LayerVariable; bias: tf.LayerVariable; trainable: () => boolean; attrs: ConvReluPoolAttrs }
   | { kind: 'conv'; kernel: tf.LayerVariable; strides: [number, number]; pad: 'valid' | 'same'; dilations: [number, number] }
-  | { kind: 'batch-norm'; bn: BatchNormWeights; epsilon: number; momentum: number; relu: boolean }
+  | { kind: 'batch-norm'; bn: BatchNormWeights; epsilon: number; momentum: number; relu: boolean; pool: boolean }
   | { kind: 'dropout'; rate: number; seed: number }
 );
 
@@ -60,18 +60,17 @@ const isPair = (v: number | number[] | null | undefined, n: number): boolean => 
 
 /** The conv-block step when `conv` then `pool` are a Conv2D(bias, ReLU) and a 2×2/2 MaxPooling2D the op takes. */
 function convReluPoolStep(conv: tf.layers.Layer, pool: tf.layers.Layer | undefined): Step | undefined {
-  if (!pool || conv.getClassName() !== 'Conv2D' || pool.getClassName() !== 'MaxPooling2D') return undefined;
+  if (conv.getClassName() !== 'Conv2D') return undefined;
   const c = conv.getConfig() as ConvConfig;
-  const p = pool.getConfig() as PoolConfig;
   const strides = pair(c.strides);
   const convOk = c.activation === 'relu' && c.useBias === true && c.dataFormat === 'channelsLast' && isPair(c.dilationRate, 1) &&
     (c.padding === 'valid' || c.padding === 'same') && strides?.length === 2 && convReluPoolApplies(c.filters ?? 0) &&
     c.kernelRegularizer == null && c.biasRegularizer == null && c.activityRegularizer == null;
-  const poolOk = isPair(p.poolSize, 2) && (p.strides == null || isPair(p.strides, 2)) && p.padding === 'valid' && p.dataFormat === 'channelsLast';
+  const poolOk = isPool2x2(pool);
   const [kernel, bias] = [weightOf(conv, 'kernel'), weightOf(conv, 'bias')];
   if (!convOk || !poolOk || !kernel || !bias) return undefined;
   return {
-    kind: 'conv-relu-pool', layers: [conv, pool], kernel, bias, trainable: () => conv.trainable,
+    kind: 'conv-relu-pool', layers: [conv, pool!], kernel, bias, trainable: () => conv.trainable,
     attrs: { strides: strides as [number, number], pad: c.padding as 'valid' | 'same' },
   };
 }
@@ -86,11 +85,19 @@ interface BatchNormConfig {
   gammaRegularizer?: unknown;
 }
 
+/** Whether `pool` is a 2×2, stride-2, unpadded, channels-last MaxPooling2D (the pools the fused ops take). */
+function isPool2x2(pool: tf.layers.Layer | undefined): boolean {
+  if (pool?.getClassName() !== 'MaxPooling2D') return false;
+  const p = pool.getConfig() as PoolConfig;
+  return isPair(p.poolSize, 2) && (p.strides == null || isPair(p.strides, 2)) && p.padding === 'valid' && p.dataFormat === 'channelsLast';
+}
+
 /**
  * The batch-norm step when `bn` is a BatchNormalization over the last axis with scale and offset (optionally followed
- * by a ReLU Activation, which joins the op), as batch-norm-train.ts computes it.
+ * by a ReLU Activation, which joins the op, and then by a 2×2 max pool over channels in fours, which joins it too),
+ * as batch-norm-train.ts computes it.
  */
-function batchNormStep(bn: tf.layers.Layer, next: tf.layers.Layer | undefined): Step | undefined {
+function batchNormStep(bn: tf.layers.Layer, next: tf.layers.Layer | undefined, afterNext: tf.layers.Layer | undefined): Step | undefined {
   if (bn.getClassName() !== 'BatchNormalization') return undefined;
   const c = bn.getConfig() as BatchNormConfig;
   const rank = (bn.input as tf.SymbolicTensor).shape.length;
@@ -99,9 +106,11 @@ function batchNormStep(bn: tf.layers.Layer, next: tf.layers.Layer | undefined): 
     typeof c.epsilon === 'number' && typeof c.momentum === 'number' && gamma && beta && movingMean && movingVariance;
   if (!ok) return undefined;
   const relu = next?.getClassName() === 'Activation' && (next.getConfig() as { activation?: string }).activation === 'relu';
+  const shape = (bn.input as tf.SymbolicTensor).shape;
+  const pool = relu && rank === 4 && (shape[3] ?? 0) % 4 === 0 && isPool2x2(afterNext);
   return {
-    kind: 'batch-norm', layers: relu ? [bn, next!] : [bn], bn: { gamma, beta, movingMean, movingVariance },
-    epsilon: c.epsilon!, momentum: c.momentum!, relu,
+    kind: 'batch-norm', layers: pool ? [bn, next!, afterNext!] : relu ? [bn, next!] : [bn], bn: { gamma, beta, movingMean, movingVariance },
+    epsilon: c.epsilon!, momentum: c.momentum!, relu, pool,
   };
 }
 
@@ -156,7 +165,7 @@ function planOf(layers: tf.layers.Layer[]): Step[] {
   const steps: Step[] = [];
   for (let i = 0; i < layers.length;) {
     const layer = layers[i]!;
-    const step: Step = convReluPoolStep(layer, layers[i + 1]) ?? batchNormStep(layer, layers[i + 1]) ?? plainConvStep(layer) ??
+    const step: Step = convReluPoolStep(layer, layers[i + 1]) ?? batchNormStep(layer, layers[i + 1], layers[i + 2]) ?? plainConvStep(layer) ??
       dropoutStep(layer, i) ?? { kind: 'layer', layers: [layer] };
     steps.push(step);
     i += step.layers.length;
@@ -174,8 +183,8 @@ function planOf(layers: tf.layers.Layer[]): Step[] {
  * and on wasm with mnist-ddp's kernels:
  * - each Conv2D(bias, ReLU) → MaxPooling2D(2×2, stride 2) pair runs as one convReluPool op (kernels/conv-relu-pool.ts):
  *   four fewer passes over the convolution's output per step, forward and backward;
- * - each BatchNormalization (→ ReLU) runs as one batchNormTraining op (kernels/batch-norm-train.ts), which updates the
- *   layer's moving mean and variance with tfjs-layers' own arithmetic;
+ * - each BatchNormalization (→ ReLU (→ 2×2 MaxPooling2D)) runs as one batchNormTraining op (kernels/batch-norm-train.ts),
+ *   which updates the layer's moving mean and variance with tfjs-layers' own arithmetic;
  * - each Conv2D without bias or activation runs as tf.conv2d (plainConvStep).
  * Every other layer runs as tfjs-layers runs it (`layer.apply`, as the model's own executor calls it), and so do
  * the wasm steps' layers on other backends or with our kernels switched off (winograd.ts setConvKernelsEnabled).
@@ -236,20 +245,21 @@ function batchNorm(step: Extract<Step, { kind: 'batch-norm' }>, x: tf.Tensor): t
   const channels = x.shape[x.shape.length - 1]!;
   if (x.size / channels < MIN_ROWS) return applyLayers(step.layers, x);
   const { gamma, beta, movingMean, movingVariance } = step.bn;
-  return batchNormTraining(x, gamma.read(), beta.read(), { epsilon: step.epsilon, relu: step.relu }, (mean, variance) => {
+  return batchNormTraining(x, gamma.read(), beta.read(), { epsilon: step.epsilon, relu: step.relu, pool: step.pool }, (mean, variance) => {
     movingAverage(movingMean, mean, step.momentum);
     movingAverage(movingVariance, variance, step.momentum);
   });
 }
 
 /** How many steps of each kind other than 'layer' `trainingForward(model)` plans (test/unit/training-forward.test.ts). */
-export function fusedSteps(model: tf.LayersModel): { convReluPool: number; conv: number; batchNorm: number; batchNormRelu: number; dropout: number } {
+export function fusedSteps(model: tf.LayersModel): { convReluPool: number; conv: number; batchNorm: number; batchNormRelu: number; batchNormReluPool: number; dropout: number } {
   const steps = planOf(chainOf(model) ?? []);
   return {
     dropout: steps.filter((s) => s.kind === 'dropout').length,
     convReluPool: steps.filter((s) => s.kind === 'conv-relu-pool').length,
     conv: steps.filter((s) => s.kind === 'conv').length,
     batchNorm: steps.filter((s) => s.kind === 'batch-norm' && !s.relu).length,
-    batchNormRelu: steps.filter((s) => s.kind === 'batch-norm' && s.relu).length,
+    batchNormRelu: steps.filter((s) => s.kind === 'batch-norm' && s.relu && !s.pool).length,
+    batchNormReluPool: steps.filter((s) => s.kind === 'batch-norm' && s.pool).length,
   };
 }
