@@ -7,6 +7,7 @@ import { paramLayout, weightsDigest, type ParamLayout, type ParamSlot } from '..
 import { IMAGE_COLS, IMAGE_ROWS, NUM_CLASSES, type Batch } from '../data/mnist.js';
 import { passLimitFor, passSizes, PROBE_SAMPLES, UNSPLIT_SAMPLES } from './pass-limit.js';
 import { trainingForward } from './training-forward.js';
+import { assertWasmBackend, f32 } from '../kernels/heap.js';
 
 export type { Batch };
 
@@ -139,20 +140,20 @@ export class Replica {
     for (const n of passes) {
       if (moving && start > 0) writeVars(this.syncedVars, layout.synced, moving, layout.paramCount);
       const flat = this.gradientPass(batch, start, n);
-      let values: Float32Array;
       try {
-        values = await flat.data() as Float32Array;
+        // On wasm a view of the tensor's memory, used before anything else runs; elsewhere a copy.
+        const values = wasmView(flat) ?? await flat.data() as Float32Array;
+        if (start === 0) {
+          out.set(values);
+          for (let i = layout.paramCount; i < layout.lossIndex; i++) out[i] = out[i]! * n;
+        } else {
+          for (let i = 0; i < layout.paramCount; i++) out[i] = out[i]! + values[i]!;
+          // Rounded as a rank's own buffer holds it, before the sum: passes add up exactly as ranks do.
+          for (let i = layout.paramCount; i < layout.lossIndex; i++) out[i] = out[i]! + Math.fround(values[i]! * n);
+          out[layout.lossIndex] = out[layout.lossIndex]! + values[layout.lossIndex]!;
+        }
       } finally {
         flat.dispose();
-      }
-      if (start === 0) {
-        out.set(values);
-        for (let i = layout.paramCount; i < layout.lossIndex; i++) out[i] = out[i]! * n;
-      } else {
-        for (let i = 0; i < layout.paramCount; i++) out[i] = out[i]! + values[i]!;
-        // Rounded as a rank's own buffer holds it, before the sum: passes add up exactly as ranks do.
-        for (let i = layout.paramCount; i < layout.lossIndex; i++) out[i] = out[i]! + Math.fround(values[i]! * n);
-        out[layout.lossIndex] = out[layout.lossIndex]! + values[layout.lossIndex]!;
       }
       start += n;
     }
@@ -223,14 +224,29 @@ export class Replica {
 }
 
 /**
- * Writes `source` (laid out as `slots`, whose offsets start at `base`) into the variables, from copies: tfjs keeps
- * the typed array it is given, and webgpu uploads it only when the variable is next read. A view would upload
- * whatever `source` (the all-reduce buffer, reused every step) holds by then: on webgpu the batch-norm moving
- * statistics read back as the next step's partial sums and collapsed (test/integration/webgpu-training.test.ts).
+ * A float32 tensor's values as a view of wasm memory, on the wasm backend (undefined elsewhere): no array allocated
+ * per read (1.9 MB per `cnn-large` step, which the garbage collector then has to chase). Valid until wasm memory next
+ * grows, so it is used at once.
+ */
+function wasmView(t: tf.Tensor): Float32Array | undefined {
+  const backend = tf.backend();
+  if (tf.getBackend() !== 'wasm' || t.dtype !== 'float32') return undefined;
+  assertWasmBackend(backend);
+  return f32(backend, t);
+}
+
+/**
+ * Writes `source` (laid out as `slots`, whose offsets start at `base`) into the variables. The wasm backend copies
+ * what it is given into its memory at once, so it gets views. Others get copies: tfjs's cpu backend keeps the typed
+ * array it is given, and webgpu uploads it only when the variable is next read. A view would upload whatever
+ * `source` (the all-reduce buffer, reused every step) holds by then: on webgpu the batch-norm moving statistics read
+ * back as the next step's partial sums and collapsed (test/integration/webgpu-training.test.ts).
  */
 function writeVars(vars: tf.LayerVariable[], slots: ParamSlot[], source: Float32Array, base: number): void {
+  const copies = tf.getBackend() !== 'wasm';
   slots.forEach((slot, i) => {
-    const value = tf.tensor(source.slice(slot.offset - base, slot.offset - base + slot.size), slot.shape);
+    const [from, to] = [slot.offset - base, slot.offset - base + slot.size];
+    const value = tf.tensor(copies ? source.slice(from, to) : source.subarray(from, to), slot.shape);
     vars[i]!.write(value);
     value.dispose();
   });
