@@ -51,6 +51,49 @@ EXPORT(batch_norm) void batch_norm(const float* x, const float* mean, const floa
 }
 
 /*
+ * The batch's mean and (biased) variance per channel of x[R, C], C a multiple of 4, in one pass over memory: each
+ * block of 64 rows (in L1 after its first channels are read) gives its own mean and sum of squared deviations from
+ * it in two sweeps, and the blocks are combined in float64 by Chan et al.'s pairwise update
+ *   n = n_a + n_b, d = mean_b - mean_a, mean = mean_a + d n_b / n, M2 = M2_a + M2_b + d^2 n_a n_b / n,
+ * which, unlike E[x^2] - mean^2, does not cancel when the mean is large against the spread. stats is scratch for 4C
+ * floats (C running means then C M2 sums, as doubles).
+ */
+EXPORT(moments_rows) void moments_rows(const float* x, float* mean, float* variance, float* stats, int rows, int c) {
+  double* run_mean = (double*)stats;
+  double* run_m2 = run_mean + c;
+  __builtin_memset(stats, 0, (unsigned)(2 * c) * sizeof(double));
+  for (int r0 = 0; r0 < rows; r0 += 64) {
+    const int r1 = r0 + 64 < rows ? r0 + 64 : rows;
+    const double n_a = r0, n_b = r1 - r0, n = r1;
+    const v128_t inv_b = wasm_f32x4_splat((float)(1.0 / n_b));
+    for (int c0 = 0; c0 < c; c0 += 4) {
+      v128_t sum = wasm_f32x4_splat(0.0f);
+      for (int r = r0; r < r1; r++) sum = wasm_f32x4_add(sum, wasm_v128_load(x + (long)r * c + c0));
+      const v128_t block_mean = wasm_f32x4_mul(sum, inv_b);
+      v128_t m2 = wasm_f32x4_splat(0.0f);
+      for (int r = r0; r < r1; r++) {
+        const v128_t d = wasm_f32x4_sub(wasm_v128_load(x + (long)r * c + c0), block_mean);
+        m2 = MADD(d, d, m2);
+      }
+      /* Chan's update, two channels per f64x2. */
+      for (int half = 0; half < 2; half++) {
+        const int at = c0 + 2 * half;
+        const v128_t mb = half ? wasm_f64x2_promote_low_f32x4(wasm_i32x4_shuffle(block_mean, block_mean, 2, 3, 0, 1)) : wasm_f64x2_promote_low_f32x4(block_mean);
+        const v128_t m2b = half ? wasm_f64x2_promote_low_f32x4(wasm_i32x4_shuffle(m2, m2, 2, 3, 0, 1)) : wasm_f64x2_promote_low_f32x4(m2);
+        const v128_t ma = wasm_v128_load(run_mean + at), m2a = wasm_v128_load(run_m2 + at);
+        const v128_t d = wasm_f64x2_sub(mb, ma);
+        wasm_v128_store(run_mean + at, wasm_f64x2_add(ma, wasm_f64x2_mul(d, wasm_f64x2_splat(n_b / n))));
+        wasm_v128_store(run_m2 + at, wasm_f64x2_add(wasm_f64x2_add(m2a, m2b), wasm_f64x2_mul(wasm_f64x2_mul(d, d), wasm_f64x2_splat(n_a * n_b / n))));
+      }
+    }
+  }
+  for (int i = 0; i < c; i++) {
+    mean[i] = (float)run_mean[i];
+    variance[i] = (float)(run_m2[i] / rows);
+  }
+}
+
+/*
  * The same normalisation and ReLU of x[B, H, W, C] (C a multiple of 4), pooled 2x2 at stride 2 with codes as it is
  * computed (pool.c's pool_window): pooled and codes [B, H/2, W/2, C] (codes one byte each), and the normalised output
  * itself is never written. factors is scratch for C floats (each channel's scale / sqrt(variance + epsilon), computed

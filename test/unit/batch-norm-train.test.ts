@@ -17,6 +17,7 @@ const CASES = [
   { name: 'without ReLU [5, 3, 3, 8]', shape: [5, 3, 3, 8], relu: false },
   { name: '6 channels (scalar tail) [4, 5, 6], ReLU', shape: [4, 5, 6], relu: true },
   { name: 'exactly 4 rows [4, 12], ReLU', shape: [4, 12], relu: true },
+  { name: 'a mean far from 0 against the spread (x ≈ 500 ± 3) [3, 9, 9, 8], ReLU', shape: [3, 9, 9, 8], relu: true, shift: 500 },
   { name: 'conv output [4, 6, 6, 32], ReLU, 2×2 max pool', shape: [4, 6, 6, 32], relu: true, pool: true },
   { name: 'odd sides [3, 7, 5, 8], ReLU, 2×2 max pool (a row and a column no window covers)', shape: [3, 7, 5, 8], relu: true, pool: true },
 ] as const;
@@ -71,7 +72,7 @@ describe('batchNormTraining (kernels/batch-norm-train.ts)', () => {
       const channels = c.shape[c.shape.length - 1]!;
       // An offset mean and spread per channel, as a layer's input has; a negative offset so that ReLU zeros occur.
       const v: Values = {
-        x: randomFloats(size, 11).map((x, i) => 3 * x + (i % channels) * 0.25 - 1),
+        x: randomFloats(size, 11).map((x, i) => 3 * x + (i % channels) * 0.25 - 1 + ('shift' in c ? c.shift : 0)),
         scale: randomFloats(channels, 12, 0.5, 1.5),
         offset: randomFloats(channels, 13, -0.5, 0.2),
         dy: randomFloats(outShape(c.shape, pool).reduce((a, b) => a * b, 1), 14),

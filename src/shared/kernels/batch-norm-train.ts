@@ -14,8 +14,8 @@ import { assertFloat32 } from './validate.js';
  * tfjs-layers computes it as moments (Mean, Sub, Square, Mean), FusedBatchNorm and Relu, and tfjs-core
  * differentiates each: the gradients through the batch mean and variance alone take about a dozen full passes and
  * their temporaries. Here:
- * - forward: the mean, the variance (the mean of squared deviations, summed in float64) and the normalised output
- *   with the ReLU applied as it is written: three passes;
+ * - forward: the mean and the variance (the mean of squared deviations) in one pass over memory (channels in fours;
+ *   else two), then the normalised output with the ReLU applied as it is written;
  * - backward: batch_norm_train_grad (native/batch_norm.c), the closed form of the whole gradient, ReLU included: two
  *   passes over x and dy (the ReLU's mask is recomputed from x, so the output is not kept).
  *
@@ -69,8 +69,14 @@ function forward({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
   const mean = backend.makeOutput([channels], 'float32');
   const variance = backend.makeOutput([channels], 'float32');
   const kernels = nativeKernels(backend);
-  kernels.meanRows(x, mean, rows, channels);
-  kernels.varianceRows(x, mean, variance, rows, channels);
+  if (channels % 4 === 0) {
+    const stats = backend.makeOutput([4 * channels], 'float32');
+    kernels.momentsRows(x, mean, variance, stats, rows, channels);
+    backend.disposeData(stats.dataId);
+  } else {
+    kernels.meanRows(x, mean, rows, channels);
+    kernels.varianceRows(x, mean, variance, rows, channels);
+  }
   if (a.pool) {
     const out = makePooledWithCodes(backend, x.shape);
     const factors = backend.makeOutput([channels], 'float32');

@@ -20,6 +20,7 @@ interface NativeExports {
   mean_rows(x: number, out: number, rows: number, channels: number): void;
   batch_norm(x: number, mean: number, variance: number, offset: number, scale: number, epsilon: number, relu: number, out: number, rows: number, channels: number): void;
   variance_rows(x: number, mean: number, out: number, rows: number, channels: number): void;
+  moments_rows(x: number, mean: number, variance: number, stats: number, rows: number, channels: number): void;
   batch_norm_relu_pool(x: number, mean: number, variance: number, offset: number, scale: number, epsilon: number, factors: number, pooled: number, codes: number, geometry: number): void;
   batch_norm_train_grad(x: number, dy: number, mean: number, variance: number, scale: number, offset: number, epsilon: number, relu: number, dx: number, dScale: number, dOffset: number, rows: number, channels: number): void;
   batch_norm_grad(x: number, dy: number, mean: number, variance: number, scale: number, epsilon: number, dx: number, dMean: number, dVariance: number, dScale: number, dOffset: number, rows: number, channels: number): void;
@@ -135,6 +136,14 @@ class NativeKernels {
     factors: TensorInfo, out: PooledWithCodes, g: ConvGeometry): void {
     this.exports.batch_norm_relu_pool(this.ptr(x), this.ptr(params.mean), this.ptr(params.variance), this.ptr(params.offset), this.ptr(params.scale), epsilon,
       this.ptr(factors), this.ptr(out.pooled), this.ptr(out.codes), this.geometry(g));
+  }
+
+  /**
+   * mean and variance [channels] <- the column means of x[rows, channels] and of its squared deviations, in one pass
+   * over memory (native/batch_norm.c); channels in fours, stats scratch of 4·channels floats.
+   */
+  momentsRows(x: TensorInfo, mean: TensorInfo, variance: TensorInfo, stats: TensorInfo, rows: number, channels: number): void {
+    this.exports.moments_rows(this.ptr(x), this.ptr(mean), this.ptr(variance), this.ptr(stats), rows, channels);
   }
 
   /** out[channels] <- column means of (x[rows, channels] - mean)²: the biased batch variance. */
