@@ -24,7 +24,7 @@ ALWAYS_INLINE v128_t batch_norm_factor(const float* variance, const float* scale
 
 EXPORT(batch_norm) void batch_norm(const float* x, const float* mean, const float* variance, const float* offset,
                                    const float* scale, double epsilon, int relu, float* out, int rows, int c) {
-  /* relu = 1 applies max(out, 0) as it writes (f32x4.max: NaN stays NaN, for the non-finite guard downstream). */
+  /* relu = 1 applies RELU (kernels.h: NaN stays NaN, for the non-finite guard downstream) as it writes. */
   const v128_t zero = wasm_f32x4_splat(0.0f);
   const v128_t floor = relu ? zero : wasm_f32x4_splat(-__builtin_inff());
   const int vec_c = c & ~3;
@@ -96,7 +96,7 @@ EXPORT(moments_rows) void moments_rows(const float* x, float* mean, float* varia
 /*
  * The same normalisation and ReLU of x[B, H, W, C] (C a multiple of 4), pooled 2x2 at stride 2 with codes as it is
  * computed (pool.c's pool_window): pooled and codes [B, H/2, W/2, C] (codes one byte each), and the normalised output
- * itself is never written. factors is scratch for C floats (each channel's scale / sqrt(variance + epsilon), computed
+ * itself is never written. offset and scale must be given (batch_norm's may be 0). factors is scratch for C floats (each channel's scale / sqrt(variance + epsilon), computed
  * once, with batch_norm's arithmetic). `geometry` is the pool's (in_* x's sizes, out_* the pooled ones).
  */
 EXPORT(batch_norm_relu_pool) void batch_norm_relu_pool(const float* x, const float* mean, const float* variance, const float* offset,

@@ -35,8 +35,9 @@ static inline conv_geometry load_geometry(const int* g) {
 #endif
 
 /*
- * ReLU as tfjs computes it, v < 0 ? 0 : v (NaN stays NaN, -0 stays -0): f32x4.pmax, one maxps on x86. f32x4.max is
- * NaN-propagating and orders -0 below +0 in every lane, which V8 emits as a sequence of several instructions.
+ * ReLU, v < 0 ? 0 : v: NaN stays NaN, as in tfjs's Math.max(0, v) (only -0 differs: it stays -0, which compares equal
+ * to 0). f32x4.pmax is one maxps on x86; f32x4.max, NaN-propagating and ordering -0 below +0 in every lane, is a
+ * sequence of several instructions in V8.
  */
 #define RELU(v) wasm_f32x4_pmax((v), wasm_f32x4_const_splat(0.0f))
 

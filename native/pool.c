@@ -15,9 +15,12 @@
  */
 #include "kernels.h"
 
-/* The first-maximum mask per position of four windows (four lanes), and their maximum. */
+/*
+ * The first-maximum mask per position of four windows (four lanes), from the pool's input. pool_window (kernels.h)
+ * finds the same position from the pooled value by equality; this form needs no pooled value.
+ */
 typedef struct {
-  v128_t to_a, to_b, to_c, to_d, best;
+  v128_t to_a, to_b, to_c, to_d;
 } window_choice;
 
 ALWAYS_INLINE window_choice first_maximum(v128_t a, v128_t b, v128_t c, v128_t d) {
@@ -34,7 +37,6 @@ ALWAYS_INLINE window_choice first_maximum(v128_t a, v128_t b, v128_t c, v128_t d
   w.to_c = wasm_v128_andnot(take_c, take_d);
   w.to_b = wasm_v128_andnot(wasm_v128_andnot(take_b, take_c), take_d);
   w.to_a = wasm_v128_andnot(take_a, wasm_v128_or(wasm_v128_or(take_b, take_c), take_d));
-  w.best = wasm_v128_bitselect(d, best_abc, take_d);
   return w;
 }
 

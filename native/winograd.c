@@ -217,7 +217,7 @@ ALWAYS_INLINE void dy_tile(const float* dy, const conv_geometry* g, int out_c, t
 }
 
 /*
- * Y = Aᵀ M A for one tile, plus bias[c] when bias is non-null, then max(0, ·) when relu: its first r_hi rows and s_hi
+ * Y = Aᵀ M A for one tile, plus bias[c] when bias is non-null, then RELU (kernels.h) when relu: its first r_hi rows and s_hi
  * columns (those that exist) to dst, the tile's top-left, rows `row` floats apart. M's block is overwritten (it
  * stages the row pass).
  */

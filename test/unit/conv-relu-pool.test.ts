@@ -127,6 +127,11 @@ describe('convReluPool (kernels/conv-relu-pool.ts)', () => {
     expect(run([1, 4, 4, 4], [3, 3, 4, 8], [4])).toThrow(/one value per filter/);
     expect(run([1, 4, 4, 4], [3, 3, 4, 8], [1, 8])).toThrow(/one value per filter/);
     expect(run([1, 4, 4, 4], [3, 3, 4, 8], [8], 'int32')).toThrow(/float32/);
+    expect(run([4, 4, 4], [3, 3, 4, 8], [8])).toThrow(/rank 4/);
+    // A 1×1 convolution output has no 2×2 window: empty outputs of the pooled shapes.
+    const shapes = tf.tidy(() => (tf.engine().runKernel(CONV_RELU_POOL, { x: tf.ones([2, 3, 3, 4]), filter: tf.ones([3, 3, 4, 8]), bias: tf.ones([8]) },
+      { strides: [1, 1], pad: 'valid' }) as tf.Tensor[]).map((t) => t.shape));
+    expect(shapes).toEqual([[2, 0, 0, 8], [2, 0, 0, 2]]);
   });
 
   it('its gradient kernel checks shapes, dtypes and channels as a stock kernel does', () => {

@@ -4,12 +4,13 @@ import {
 } from '@tensorflow/tfjs';
 import { assertWasmBackend } from './heap.js';
 import { nativeKernels } from './native.js';
-import { makePooledWithCodes, poolGeometry, pooledShapes } from './pool-codes.js';
+import { assertPooledWithCodes, codesApply, makePooledWithCodes, poolGeometry } from './pool-codes.js';
 import { assertFloat32 } from './validate.js';
 
 /**
- * Training-mode batch normalisation over the last axis, optionally followed by a ReLU, as one op on wasm: every
- * BatchNormalization → ReLU pair of `cnn-large` (four after convolutions, one after a dense layer).
+ * Training-mode batch normalisation over the last axis, optionally followed by a ReLU and then a 2×2 max pool, as one
+ * op on wasm: every BatchNormalization → ReLU of `cnn-large` (four after convolutions, two of them before a pool, one
+ * after a dense layer).
  *
  * tfjs-layers computes it as moments (Mean, Sub, Square, Mean), FusedBatchNorm and Relu, and tfjs-core
  * differentiates each: the gradients through the batch mean and variance alone take about a dozen full passes and
@@ -54,7 +55,7 @@ function rowsOf(op: string, x: TensorInfo, params: Record<string, TensorInfo>): 
 
 /** Checks the pool option: after a ReLU, over [B, H, W, C] with C in fours (the codes pack four channels). */
 function assertPoolable(op: string, x: TensorInfo, { relu, pool }: Attrs): void {
-  util.assert(!pool || (relu && x.shape.length === 4 && x.shape[3]! % 4 === 0), () =>
+  util.assert(!pool || (relu && x.shape.length === 4 && codesApply(x.shape[3]!)), () =>
     `Error in ${op}: pooling needs relu and x [B, H, W, C] with C a multiple of 4, got relu ${relu} and x [${x.shape.join(',')}].`);
 }
 
@@ -105,12 +106,7 @@ function gradient({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
   let g = dy;
   if (a.pool) {
     if (!pooled || !codes) throw new Error('Error in batchNormTrainGrad: pooling needs the pooled output and its codes.');
-    assertFloat32('batchNormTrainGrad', { pooled });
-    const shapes = pooledShapes(x.shape);
-    util.assertShapesMatch(dy.shape, shapes.pooled, 'Error in batchNormTrainGrad: dy must have the pooled shape.');
-    util.assertShapesMatch(pooled.shape, shapes.pooled, 'Error in batchNormTrainGrad: pooled must have the pooled shape.');
-    util.assertShapesMatch(codes.shape, shapes.codes, 'Error in batchNormTrainGrad: codes must be [B, H/2, W/2, C/4].');
-    util.assert(codes.dtype === 'int32', () => `Error in batchNormTrainGrad: codes must be int32, got ${codes.dtype}.`);
+    assertPooledWithCodes('batchNormTrainGrad', x.shape, dy, { pooled, codes });
     g = backend.makeOutput([...x.shape], 'float32');
     kernels.maxPoolGrad2x2Codes(dy, { pooled, codes }, g, poolGeometry(x.shape));
   } else {
@@ -146,11 +142,12 @@ export function batchNormTraining(
     const [x, scale, offset, save] = args as [Tensor, Tensor, Tensor, GradSaveFunc];
     const outputs = engine().runKernel(BATCH_NORM_TRAIN, { x, scale, offset }, attrs as unknown as NamedAttrMap) as Tensor[];
     const [mean, variance] = outputs.slice(-2) as [Tensor, Tensor];
-    const [y, codes] = outputs as [Tensor, Tensor];
+    // [y, …] or, with pool, [pooled, codes, …]: the op's value comes first.
+    const [value, codes] = outputs as [Tensor, Tensor];
     onMoments(mean, variance);
-    save(attrs.pool ? [x, scale, offset, mean, variance, y, codes] : [x, scale, offset, mean, variance]);
+    save(attrs.pool ? [x, scale, offset, mean, variance, value, codes] : [x, scale, offset, mean, variance]);
     return {
-      value: y,
+      value,
       gradFunc: (dy: Tensor, saved: Tensor[]) => {
         const [sx, sScale, sOffset, sMean, sVariance, sPooled, sCodes] = saved as [Tensor, Tensor, Tensor, Tensor, Tensor, Tensor?, Tensor?];
         const inputs = { dy, x: sx, mean: sMean, variance: sVariance, scale: sScale, offset: sOffset, ...(attrs.pool ? { pooled: sPooled!, codes: sCodes! } : {}) };

@@ -7,7 +7,7 @@ import {
 import { convolveReluPool } from './conv2d.js';
 import { assertWasmBackend } from './heap.js';
 import { nativeKernels } from './native.js';
-import { makePooledWithCodes, poolGeometry, pooledShapes } from './pool-codes.js';
+import { assertPooledWithCodes, codesApply, makePooledWithCodes, poolGeometry } from './pool-codes.js';
 import { assertFloat32, assertRank } from './validate.js';
 
 /**
@@ -48,12 +48,6 @@ export interface ConvReluPoolGrads {
   weights: boolean;
 }
 
-
-/** Whether the op takes a block whose convolution has `outC` filters: the pool's codes pack channels in fours. */
-export function convReluPoolApplies(outC: number): boolean {
-  return outC > 0 && outC % 4 === 0;
-}
-
 type KernelArgs = { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap };
 
 /** [pooled, codes] of relu(x ⋆ filter + bias) (pool-codes.ts). */
@@ -63,8 +57,9 @@ function convReluPoolForward({ inputs, backend, attrs }: KernelArgs): TensorInfo
   const { strides, pad } = attrs as unknown as ConvReluPoolAttrs;
   const convAttrs = { strides, pad, dataFormat: 'NHWC', dilations: 1, activation: 'relu' } as const;
   assertFloat32('convReluPool', { x, filter, bias });
+  assertRank('convReluPool', 'x', x.shape, 4);
   assertRank('convReluPool', 'filter', filter.shape, 4);
-  util.assert(convReluPoolApplies(filter.shape[3]!), () => `Error in convReluPool: needs a multiple of 4 filters, got ${filter.shape[3]}.`);
+  util.assert(codesApply(filter.shape[3]!), () => `Error in convReluPool: needs a multiple of 4 filters, got ${filter.shape[3]}.`);
   util.assert(bias.shape.length === 1 && bias.shape[0] === filter.shape[3], () =>
     `Error in convReluPool: bias must hold one value per filter (${filter.shape[3]}), got shape [${bias.shape.join(',')}].`);
   const fused = convolveReluPool(backend, x, filter, bias, convAttrs as unknown as Conv2DAttrs);
@@ -93,15 +88,8 @@ function reluPoolGrad({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
   assertWasmBackend(backend);
   const { dy, pooled, codes } = inputs as { dy: TensorInfo; pooled: TensorInfo; codes: TensorInfo };
   const { activationShape } = attrs as unknown as ReluPoolGradAttrs;
-  assertFloat32('reluPoolGrad', { dy, pooled });
-  assertRank('reluPoolGrad', 'activation', activationShape, 4);
+  assertPooledWithCodes('reluPoolGrad', activationShape, dy, { pooled, codes });
   const g = poolGeometry(activationShape);
-  util.assert(convReluPoolApplies(g.inC), () => `Error in reluPoolGrad: channels must be a multiple of 4, got ${g.inC}.`);
-  const shapes = pooledShapes(activationShape);
-  util.assertShapesMatch(dy.shape, shapes.pooled, 'Error in reluPoolGrad: dy must have the pooled shape.');
-  util.assertShapesMatch(pooled.shape, shapes.pooled, 'Error in reluPoolGrad: pooled must have the pooled shape.');
-  util.assertShapesMatch(codes.shape, shapes.codes, 'Error in reluPoolGrad: codes must be [B, H/2, W/2, C/4].');
-  util.assert(codes.dtype === 'int32', () => `Error in reluPoolGrad: codes must be int32, got ${codes.dtype}.`);
   const dz = backend.makeOutput([...activationShape], 'float32');
   const dBias = backend.makeOutput([g.inC], 'float32');
   const kernels = nativeKernels(backend);
@@ -121,7 +109,7 @@ export const reluPoolGradKernelConfig: KernelConfig = {
  */
 export function convReluPool(x: Tensor4D, filter: Tensor4D, bias: Tensor1D, attrs: ConvReluPoolAttrs, grads: ConvReluPoolGrads): Tensor4D {
   const { strides, pad } = attrs;
-  util.assert(convReluPoolApplies(filter.shape[3]) && bias.shape[0] === filter.shape[3], () =>
+  util.assert(codesApply(filter.shape[3]) && bias.shape[0] === filter.shape[3], () =>
     `Error in convReluPool: needs a multiple of 4 filters and a bias of one value per filter, got filter [${filter.shape.join(',')}] and bias [${bias.shape.join(',')}].`);
   const forwardAttrs = { strides, pad } satisfies ConvReluPoolAttrs as unknown as NamedAttrMap;
   const activationShape = backend_util.computeConv2DInfo(x.shape, filter.shape, strides, 1, pad).outShape;

@@ -5,8 +5,8 @@ import {
 import { geometryOf, type ConvGeometry } from './geometry.js';
 import { assertWasmBackend, type WasmBackend } from './heap.js';
 import { nativeKernels } from './native.js';
-import { assertGeometry } from './validate.js';
 import { makePooledWithCodes, type PooledWithCodes } from './pool-codes.js';
+import { assertGeometry } from './validate.js';
 import { convKernelsEnabled, winogradApplies, winogradConv, winogradConvTo, type ConvEpilogue } from './winograd.js';
 
 type KernelArgs = { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap };
@@ -71,6 +71,8 @@ export function convolveReluPool(backend: WasmBackend, x: TensorInfo, filter: Te
   if (!r || r.kernel === 'empty') return undefined;
   const { g } = r;
   const out = makePooledWithCodes(backend, [g.batch, g.outH, g.outW, g.outC]);
+  // No window fits in a single row or column of output: nothing to compute.
+  if (g.outH < 2 || g.outW < 2) return out;
   const epilogue = { bias, relu: true };
   if (r.kernel === 'winograd') {
     winogradConvTo(backend, x, filter, g, epilogue, out);

@@ -79,7 +79,7 @@ function batchMatMulFastPath(stock: KernelFunc): KernelFunc {
     const { transposeA, transposeB } = args.attrs as unknown as BatchMatMulAttrs;
     const s = gemmShape(a, b, transposeA, transposeB);
     // Operands whose inner dimensions disagree go to the stock kernel, which throws tfjs's "Error in matMul: inner
-    // shapes … must match" (issue #15: this path used to multiply them, reading past one operand).
+    // shapes … must match" (test/unit/kernel-validation.test.ts).
     if (!(transposeA || transposeB) || !s || s.k !== s.kB || a.dtype !== 'float32' || b.dtype !== 'float32') return stock(args as never);
     const { backend } = args;
     assertWasmBackend(backend);
@@ -108,7 +108,7 @@ function batchMatMulFastPath(stock: KernelFunc): KernelFunc {
  * tfjs-layers' dense layers run forward. One of our GEMMs, then the bias and the activation in one pass over the
  * product. The stock kernel hands XNNPACK a fully-connected operator that packs the weights when it is created, and
  * creates it again for every new weight tensor, that is at every training step: fc1 of `cnn-large` ([64, 3136] ·
- * [3136, 128]) 3.2 ms with fresh weights, 1.8 ms with the same ones (.scratch measurement in bench/RESULTS.md).
+ * [3136, 128]) 3.2 ms with fresh weights, 1.8 ms with the same ones (bench/RESULTS.md, 2026-12-05 04:40).
  */
 function fusedMatMulFastPath(stock: KernelFunc): KernelFunc {
   return ((args: KernelArgs) => {

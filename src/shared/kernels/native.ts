@@ -208,6 +208,7 @@ class NativeKernels {
    * scratch of 2·OW·Cout floats.
    */
   convDirect(x: TensorInfo, w: TensorInfo, bias: TensorInfo | undefined, relu: boolean, out: ConvOutput, g: ConvGeometry, scratch?: TensorInfo): void {
+    if (!('y' in out) && !scratch) throw new Error('mnist-ddp wasm kernels: conv_direct pools through scratch of 2·OW·Cout floats');
     this.exports.conv_direct(this.ptr(x), this.ptr(w), bias ? this.ptr(bias) : 0, ...this.outputs(out), scratch ? this.ptr(scratch) : 0, g.outC, epilogueFlags(bias, relu), this.geometry(g));
   }
 

@@ -1,4 +1,4 @@
-import { backend_util, type TensorInfo } from '@tensorflow/tfjs';
+import { backend_util, util, type TensorInfo } from '@tensorflow/tfjs';
 import { geometryOf, type ConvGeometry } from './geometry.js';
 import type { WasmBackend } from './heap.js';
 
@@ -11,6 +11,26 @@ import type { WasmBackend } from './heap.js';
 export interface PooledWithCodes {
   pooled: TensorInfo;
   codes: TensorInfo;
+}
+
+/** Whether an activation of `channels` channels can be pooled with codes: the codes pack channels in fours. */
+export function codesApply(channels: number): boolean {
+  return channels > 0 && channels % 4 === 0;
+}
+
+/**
+ * Checks a pool's gradient inputs against the [B, H, W, C] activation in front of it, as a stock kernel checks its
+ * inputs: dy and pooled float32 of the pooled shape, codes int32 of the codes' shape, C in fours.
+ */
+export function assertPooledWithCodes(op: string, activationShape: readonly number[], dy: TensorInfo, pool: PooledWithCodes): void {
+  util.assert(activationShape.length === 4, () => `Error in ${op}: the activation must be of rank 4, got [${activationShape.join(',')}].`);
+  util.assert(codesApply(activationShape[3]!), () => `Error in ${op}: channels must be a multiple of 4, got ${activationShape[3]}.`);
+  util.assert(dy.dtype === 'float32' && pool.pooled.dtype === 'float32', () => `Error in ${op}: dy and pooled must be float32.`);
+  const shapes = pooledShapes(activationShape);
+  util.assertShapesMatch(dy.shape, shapes.pooled, `Error in ${op}: dy must have the pooled shape.`);
+  util.assertShapesMatch(pool.pooled.shape, shapes.pooled, `Error in ${op}: pooled must have the pooled shape.`);
+  util.assertShapesMatch(pool.codes.shape, shapes.codes, `Error in ${op}: codes must be [B, H/2, W/2, C/4].`);
+  util.assert(pool.codes.dtype === 'int32', () => `Error in ${op}: codes must be int32, got ${pool.codes.dtype}.`);
 }
 
 /** The pooled output of a [B, H, W, C] activation, and its codes' shape. */

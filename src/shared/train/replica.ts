@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { MnistDdpError } from '../core/errors.js';
+import { assertWasmBackend, f32 } from '../kernels/heap.js';
 import { buildModel, logitsModel } from '../model/zoo.js';
 import { Evaluator } from './evaluator.js';
 import { createOptimizer, type FlatOptimizer, type OptimizerConfig } from './optimizers.js';
@@ -7,7 +8,6 @@ import { paramLayout, weightsDigest, type ParamLayout, type ParamSlot } from '..
 import { IMAGE_COLS, IMAGE_ROWS, NUM_CLASSES, type Batch } from '../data/mnist.js';
 import { passLimitFor, passSizes, PROBE_SAMPLES, UNSPLIT_SAMPLES } from './pass-limit.js';
 import { trainingForward } from './training-forward.js';
-import { assertWasmBackend, f32 } from '../kernels/heap.js';
 
 export type { Batch };
 
@@ -100,7 +100,7 @@ export class Replica {
     const tensors = this.model.weights.map((w) => {
       const shape = w.shape.map((d) => d ?? 1);
       const size = shape.reduce((a, b) => a * b, 1);
-      const t = tf.tensor(weights.slice(offset, offset + size), shape); // a copy: see writeVars
+      const t = tf.tensor(weights.slice(offset, offset + size), shape); // a copy on every backend (writeVars says why)
       offsets.set(w.originalName, offset);
       offset += size;
       return t;

@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { BATCH_NORM_TRAIN_GRAD, batchNormTraining, MIN_ROWS } from '../kernels/batch-norm-train.js';
-import { convReluPool, RELU_POOL_GRAD, convReluPoolApplies, type ConvReluPoolAttrs } from '../kernels/conv-relu-pool.js';
+import { convReluPool, RELU_POOL_GRAD, type ConvReluPoolAttrs } from '../kernels/conv-relu-pool.js';
+import { codesApply } from '../kernels/pool-codes.js';
 import { DROPOUT, dropoutOp } from '../kernels/dropout.js';
 import { convKernelsEnabled } from '../kernels/winograd.js';
 import { dropoutMask, dropoutParams } from './dropout.js';
@@ -64,7 +65,7 @@ function convReluPoolStep(conv: tf.layers.Layer, pool: tf.layers.Layer | undefin
   const c = conv.getConfig() as ConvConfig;
   const strides = pair(c.strides);
   const convOk = c.activation === 'relu' && c.useBias === true && c.dataFormat === 'channelsLast' && isPair(c.dilationRate, 1) &&
-    (c.padding === 'valid' || c.padding === 'same') && strides?.length === 2 && convReluPoolApplies(c.filters ?? 0) &&
+    (c.padding === 'valid' || c.padding === 'same') && strides?.length === 2 && codesApply(c.filters ?? 0) &&
     c.kernelRegularizer == null && c.biasRegularizer == null && c.activityRegularizer == null;
   const poolOk = isPool2x2(pool);
   const [kernel, bias] = [weightOf(conv, 'kernel'), weightOf(conv, 'bias')];
@@ -107,7 +108,7 @@ function batchNormStep(bn: tf.layers.Layer, next: tf.layers.Layer | undefined, a
   if (!ok) return undefined;
   const relu = next?.getClassName() === 'Activation' && (next.getConfig() as { activation?: string }).activation === 'relu';
   const shape = (bn.input as tf.SymbolicTensor).shape;
-  const pool = relu && rank === 4 && (shape[3] ?? 0) % 4 === 0 && isPool2x2(afterNext);
+  const pool = relu && rank === 4 && codesApply(shape[3] ?? 0) && isPool2x2(afterNext);
   return {
     kind: 'batch-norm', layers: pool ? [bn, next!, afterNext!] : relu ? [bn, next!] : [bn], bn: { gamma, beta, movingMean, movingVariance },
     epsilon: c.epsilon!, momentum: c.momentum!, relu, pool,
