@@ -211,16 +211,22 @@ export class Replica {
     const end = layout.lossIndex;
     for (let i = 0; i < end; i++) {
       const v = reduced[i]! * scale;
-      if (!Number.isFinite(v)) {
-        const slot = [...layout.trainable, ...layout.synced].find((s) => i >= s.offset && i < s.offset + s.size);
-        throw new MnistDdpError('NON_FINITE_GRADIENT', `step ${step}: gradient of '${slot?.name ?? i}' is ${v}; the update was not applied. Lower the learning rate or check the input data.`, { step, weight: slot?.name });
-      }
+      if (!Number.isFinite(v)) throw nonFiniteGradient(layout, i, v, step);
       reduced[i] = v;
     }
     this.optimizer.apply(this.params, reduced, lr);
     this.writeParams(layout.synced.length > 0 ? reduced.subarray(layout.paramCount, layout.lossIndex) : undefined);
     return { loss: reduced[layout.lossIndex]! / count, count };
   }
+}
+
+/**
+ * NON_FINITE_GRADIENT for the value at `index` of the reduced buffer, naming its weight. Built outside the loop that
+ * finds it: a closure over that loop's index would make V8 keep the index in a context object.
+ */
+function nonFiniteGradient(layout: ParamLayout, index: number, value: number, step: number): MnistDdpError {
+  const slot = [...layout.trainable, ...layout.synced].find((s) => index >= s.offset && index < s.offset + s.size);
+  return new MnistDdpError('NON_FINITE_GRADIENT', `step ${step}: gradient of '${slot?.name ?? index}' is ${value}; the update was not applied. Lower the learning rate or check the input data.`, { step, weight: slot?.name });
 }
 
 /**
