@@ -36,18 +36,17 @@
  * Two horizontally adjacent output pixels whose windows lie inside x, channels [co, co + 16): each weight load
  * serves both pixels, and no tap needs a bounds check.
  */
-ALWAYS_INLINE void pixel_pair_inside(const float* x0, long x_step, const float* w, const float* bias, float* out, int co,
-                                     int out_c, const conv_geometry* g, int relu) {
+ALWAYS_INLINE void pixel_pair_taps(const float* x0, long x_step, const float* w, const float* bias, float* out, int co,
+                                   int out_c, long row, int k_h, int k_w, int in_c, int dil_h, int dil_w, int relu) {
   const v128_t zero = wasm_f32x4_splat(0.0f);
   v128_t a0 = zero, a1 = zero, a2 = zero, a3 = zero;
   if (bias) a0 = wasm_v128_load(bias + co), a1 = wasm_v128_load(bias + co + 4), a2 = wasm_v128_load(bias + co + 8), a3 = wasm_v128_load(bias + co + 12);
   v128_t b0 = a0, b1 = a1, b2 = a2, b3 = a3;
-  const long row = (long)g->in_w * g->in_c;
-  for (int kh = 0; kh < g->k_h; kh++) {
-    for (int kw = 0; kw < g->k_w; kw++) {
-      const float* xs = x0 + kh * g->dil_h * row + (long)kw * g->dil_w * g->in_c;
-      const float* ws = w + (long)(kh * g->k_w + kw) * g->in_c * out_c + co;
-      for (int ci = 0; ci < g->in_c; ci++, ws += out_c) {
+  for (int kh = 0; kh < k_h; kh++) {
+    for (int kw = 0; kw < k_w; kw++) {
+      const float* xs = x0 + kh * dil_h * row + (long)kw * dil_w * in_c;
+      const float* ws = w + (long)(kh * k_w + kw) * in_c * out_c + co;
+      for (int ci = 0; ci < in_c; ci++, ws += out_c) {
         const v128_t p = wasm_f32x4_splat(xs[ci]), q = wasm_f32x4_splat(xs[x_step + ci]);
         const v128_t w0 = wasm_v128_load(ws), w1 = wasm_v128_load(ws + 4), w2 = wasm_v128_load(ws + 8), w3 = wasm_v128_load(ws + 12);
         a0 = MADD(p, w0, a0), a1 = MADD(p, w1, a1), a2 = MADD(p, w2, a2), a3 = MADD(p, w3, a3);
@@ -63,6 +62,20 @@ ALWAYS_INLINE void pixel_pair_inside(const float* x0, long x_step, const float* 
   wasm_v128_store(o, a0), wasm_v128_store(o + 4, a1), wasm_v128_store(o + 8, a2), wasm_v128_store(o + 12, a3);
   o += out_c;
   wasm_v128_store(o, b0), wasm_v128_store(o + 4, b1), wasm_v128_store(o + 8, b2), wasm_v128_store(o + 12, b3);
+}
+
+/*
+ * The pair for any geometry, and for the first layers' 3x3 one-channel undilated filters with the taps as constants,
+ * so that the tap loops unroll and their address arithmetic folds away.
+ */
+ALWAYS_INLINE void pixel_pair_inside(const float* x0, long x_step, const float* w, const float* bias, float* out, int co,
+                                     int out_c, const conv_geometry* g, int relu) {
+  const long row = (long)g->in_w * g->in_c;
+  if (g->k_h == 3 && g->k_w == 3 && g->in_c == 1 && g->dil_h == 1 && g->dil_w == 1) {
+    pixel_pair_taps(x0, x_step, w, bias, out, co, out_c, row, 3, 3, 1, 1, 1, relu);
+  } else {
+    pixel_pair_taps(x0, x_step, w, bias, out, co, out_c, row, g->k_h, g->k_w, g->in_c, g->dil_h, g->dil_w, relu);
+  }
 }
 
 /*
