@@ -2,7 +2,7 @@ import {
   engine, FusedBatchNorm, getBackend, reshape, util,
   type FusedBatchNormAttrs, type GradConfig, type KernelConfig, type NamedAttrMap, type NamedTensorInfoMap, type Tensor, type TensorInfo,
 } from '@tensorflow/tfjs';
-import { perChannel } from './batch-norm.js';
+import { MIN_ROWS, perChannel, rowsOf } from './batch-norm.js';
 import { assertWasmBackend } from './heap.js';
 import { nativeKernels } from './native.js';
 import { assertFloat32 } from './validate.js';
@@ -15,11 +15,10 @@ import { assertFloat32 } from './validate.js';
  */
 const BATCH_NORM_GRAD_KERNEL = 'MnistDdpBatchNormGrad';
 
-/** The calls the native gradient takes: float32, per-channel parameters, at least 4 rows (native/batch_norm.c). */
+/** The calls the native gradient takes: float32, per-channel parameters, at least MIN_ROWS rows. */
 function nativeApplies(x: TensorInfo, mean: TensorInfo, variance: TensorInfo, scale: TensorInfo | undefined): boolean {
-  const channels = x.shape[x.shape.length - 1] ?? 0;
-  const rows = channels > 0 ? util.sizeFromShape(x.shape) / channels : 0;
-  return x.dtype === 'float32' && x.shape.length >= 2 && rows >= 4 && perChannel(mean, channels) && perChannel(variance, channels) && perChannel(scale, channels);
+  const { rows, channels } = rowsOf(x);
+  return x.dtype === 'float32' && x.shape.length >= 2 && rows >= MIN_ROWS && perChannel(mean, channels) && perChannel(variance, channels) && perChannel(scale, channels);
 }
 
 export const batchNormGradKernelConfig: KernelConfig = {
@@ -32,9 +31,9 @@ export const batchNormGradKernelConfig: KernelConfig = {
     assertFloat32('batchNormGrad', { dy, x, mean, variance, ...(scale ? { scale } : {}) });
     util.assertShapesMatch(dy.shape, x.shape, 'Error in batchNormGrad: dy and x must have the same shape.');
     util.assert(nativeApplies(x, mean, variance, scale) && typeof varianceEpsilon === 'number', () =>
-      `Error in batchNormGrad: x [${x.shape.join(',')}] needs at least 4 rows and mean, variance and scale of one value per channel, ` +
+      `Error in batchNormGrad: x [${x.shape.join(',')}] needs at least ${MIN_ROWS} rows and mean, variance and scale of one value per channel, ` +
       `got [${mean.shape.join(',')}], [${variance.shape.join(',')}], [${scale?.shape.join(',') ?? ''}].`);
-    const channels = x.shape[x.shape.length - 1]!;
+    const { rows, channels } = rowsOf(x);
     const out = {
       dx: backend.makeOutput([...x.shape], 'float32'),
       dMean: backend.makeOutput([channels], 'float32'),
@@ -42,7 +41,7 @@ export const batchNormGradKernelConfig: KernelConfig = {
       dScale: backend.makeOutput([channels], 'float32'),
       dOffset: backend.makeOutput([channels], 'float32'),
     };
-    nativeKernels(backend).batchNormGrad(x, dy, mean, variance, scale, varianceEpsilon, out, util.sizeFromShape(x.shape) / channels, channels);
+    nativeKernels(backend).batchNormGrad(x, dy, mean, variance, scale, varianceEpsilon, out, rows, channels);
     return [out.dx, out.dMean, out.dVariance, out.dScale, out.dOffset];
   }) as unknown as KernelConfig['kernelFunc'],
 };

@@ -2,6 +2,7 @@ import {
   customGrad, engine, util,
   type GradSaveFunc, type KernelConfig, type KernelFunc, type NamedAttrMap, type NamedTensorInfoMap, type Tensor, type TensorInfo,
 } from '@tensorflow/tfjs';
+import { MIN_ROWS, rowsOf } from './batch-norm.js';
 import { assertWasmBackend } from './heap.js';
 import { nativeKernels } from './native.js';
 import { assertPooledWithCodes, codesApply, makePooledWithCodes, poolGeometry } from './pool-codes.js';
@@ -40,12 +41,9 @@ interface Attrs {
 
 type KernelArgs = { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap };
 
-/** Rows (elements per channel) the op needs: the gradient keeps its float64 sums in dx (native/batch_norm.c). */
-export const MIN_ROWS = 4;
-
-function rowsOf(op: string, x: TensorInfo, params: Record<string, TensorInfo>): { rows: number; channels: number } {
-  const channels = x.shape[x.shape.length - 1] ?? 0;
-  const rows = channels > 0 ? util.sizeFromShape(x.shape) / channels : 0;
+/** x's rows and channels, after checking x (rank ≥ 2, at least MIN_ROWS rows) and that each parameter is [C]. */
+function checkedRows(op: string, x: TensorInfo, params: Record<string, TensorInfo>): { rows: number; channels: number } {
+  const { rows, channels } = rowsOf(x);
   util.assert(x.shape.length >= 2 && rows >= MIN_ROWS, () => `Error in ${op}: x [${x.shape.join(',')}] needs rank >= 2 and at least ${MIN_ROWS} rows per channel.`);
   for (const [name, p] of Object.entries(params)) {
     util.assert(p.shape.length === 1 && p.shape[0] === channels, () => `Error in ${op}: ${name} must have shape [${channels}], got [${p.shape.join(',')}].`);
@@ -65,7 +63,7 @@ function forward({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
   const { x, scale, offset } = inputs as { x: TensorInfo; scale: TensorInfo; offset: TensorInfo };
   const a = attrs as unknown as Attrs;
   assertFloat32('batchNormTrain', { x, scale, offset });
-  const { rows, channels } = rowsOf('batchNormTrain', x, { scale, offset });
+  const { rows, channels } = checkedRows('batchNormTrain', x, { scale, offset });
   assertPoolable('batchNormTrain', x, a);
   const mean = backend.makeOutput([channels], 'float32');
   const variance = backend.makeOutput([channels], 'float32');
@@ -100,7 +98,7 @@ function gradient({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
     inputs as { dy: TensorInfo; x: TensorInfo; mean: TensorInfo; variance: TensorInfo; scale: TensorInfo; offset: TensorInfo; pooled?: TensorInfo; codes?: TensorInfo };
   const a = attrs as unknown as Attrs;
   assertFloat32('batchNormTrainGrad', { dy, x, mean, variance, scale, offset });
-  const { rows, channels } = rowsOf('batchNormTrainGrad', x, { mean, variance, scale, offset });
+  const { rows, channels } = checkedRows('batchNormTrainGrad', x, { mean, variance, scale, offset });
   assertPoolable('batchNormTrainGrad', x, a);
   const kernels = nativeKernels(backend);
   let g = dy;

@@ -4,6 +4,18 @@ import { nativeKernels } from './native.js';
 
 type KernelArgs = { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap };
 
+/**
+ * Rows (elements per channel) the native gradients need: they keep their float64 sums in dx, 2C doubles in 4C floats,
+ * until they overwrite it (native/batch_norm.c).
+ */
+export const MIN_ROWS = 4;
+
+/** x[..., C] as rows of C channels: C is the last axis, rows the product of the others (0 when C is 0). */
+export function rowsOf(x: TensorInfo): { rows: number; channels: number } {
+  const channels = x.shape[x.shape.length - 1] ?? 0;
+  return { rows: channels > 0 ? util.sizeFromShape(x.shape) / channels : 0, channels };
+}
+
 /** A batch-norm parameter of one value per channel: [C] or [1, …, 1, C]. */
 export function perChannel(p: TensorInfo | undefined, channels: number): boolean {
   return p === undefined || (p.dtype === 'float32' && p.shape[p.shape.length - 1] === channels && util.sizeFromShape(p.shape) === channels);

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
-import { BATCH_NORM_TRAIN_GRAD, batchNormTraining, MIN_ROWS } from '../kernels/batch-norm-train.js';
+import { MIN_ROWS } from '../kernels/batch-norm.js';
+import { BATCH_NORM_TRAIN_GRAD, batchNormTraining } from '../kernels/batch-norm-train.js';
 import { convReluPool, RELU_POOL_GRAD, type ConvReluPoolAttrs } from '../kernels/conv-relu-pool.js';
 import { codesApply } from '../kernels/pool-codes.js';
 import { DROPOUT, dropoutOp } from '../kernels/dropout.js';
