@@ -1,8 +1,9 @@
 import { hostname } from 'node:os';
 import { Registry } from 'prom-client';
-import { resumableCheckpoint, runTrain, type Io, type TrainSummary } from './run.js';
+import { resumableCheckpoint, runFinished, runTrain, type Io, type TrainSummary } from './run.js';
 import { startRemoteGroup } from './start-group.js';
 import { narrowConfig, trainConfigSchema, type CoordinatorConfig } from '../shared/core/config.js';
+import { MnistDdpError } from '../shared/core/errors.js';
 import { componentLogger } from '../shared/core/log.js';
 import { createCoordinatorMetrics, createTransportMetrics, startThreadedMetricsServer } from '../shared/metrics/index.js';
 import { coordinatorSecurity } from '../shared/security/transport.js';
@@ -42,13 +43,20 @@ export async function runCoordinator(config: CoordinatorConfig, io: Io): Promise
     await writeScrapeTargets(config.targetsFile, targets);
   };
   await publishTargets([]);
+  // A finished run is not trained over again: that would replace its checkpoint and history (a coordinator that pm2
+  // starts again after its run, or one started by hand on an old run directory).
+  if (!config.resume && config.autoResume && runFinished(config.runDir)) {
+    await metricsServer.close();
+    throw new MnistDdpError('RUN_FINISHED', `the run in ${config.runDir} is finished (eval.json); start a new run in another --run-dir (MNIST_DDP_RUN_DIR; pm2: \`pm2 delete all\` then \`pm2 start ecosystem.config.js\`), or pass --no-auto-resume to train over it`, { runDir: config.runDir });
+  }
+  let finished = false;
   try {
     // Only the train keys: bind, targets file and the rest are this process's, not the run's (they would end up in
     // config.json, the checkpoint and every worker's welcome).
     // A coordinator restarted (pm2) over an unfinished run directory continues from its latest checkpoint (issue #14).
     const resume = config.resume ?? (config.autoResume ? resumableCheckpoint(config.runDir) : undefined);
     if (resume && !config.resume) log.warn({ resume }, `resuming the unfinished run in ${config.runDir} from ${resume}`);
-    return await runTrain(narrowConfig(trainConfigSchema, config, { workers: config.minWorkers, ...(resume ? { resume } : {}) }), io, async (run) => {
+    const summary = await runTrain(narrowConfig(trainConfigSchema, config, { workers: config.minWorkers, ...(resume ? { resume } : {}) }), io, async (run) => {
       const group = await startRemoteGroup(run, config.minWorkers, {
         bind: config.bind, elastic: config.elastic, joinTimeoutMs: config.joinTimeoutMs, stepTimeoutMs: config.stepTimeoutMs,
         heartbeatTimeoutMs: config.heartbeatTimeoutMs, rejoinTimeoutMs: config.rejoinTimeoutMs, minWorkers: config.minWorkers, digestEvery: config.digestEvery, security, transportObserver: transportMetrics,
@@ -81,11 +89,18 @@ export async function runCoordinator(config: CoordinatorConfig, io: Io): Promise
         metricsServer.publish();
       },
     });
+    finished = true;
+    return summary;
   } finally {
     // The run is over: per-worker gauges and cluster throughput left at their last values would show an idle
     // cluster (pm2 keeps this process serving) as still training.
     metrics.clearWorkers();
-    if (config.exitWhenDone) await metricsServer.close();
-    else log.info('run finished; serving /metrics until stopped (pm2 stop coordinator)');
+    if (config.exitWhenDone || !finished) {
+      await metricsServer.close();
+    } else {
+      // Without this the process would exit (nothing else holds it), and pm2 would start it again.
+      metricsServer.keepProcessAlive();
+      log.info('run finished; serving /metrics until stopped (pm2 stop coordinator)');
+    }
   }
 }

@@ -232,5 +232,10 @@ function keepCheckpoint(latest: string, dir: string, globalStep: number, keep: n
 export function resumableCheckpoint(runDir: string | undefined): string | undefined {
   if (!runDir) return undefined;
   const dir = join(runDir, 'checkpoint');
-  return existsSync(join(dir, 'state.json')) && !existsSync(join(runDir, 'eval.json')) ? dir : undefined;
+  return existsSync(join(dir, 'state.json')) && !runFinished(runDir) ? dir : undefined;
+}
+
+/** Whether runDir holds a finished run: eval.json, written last and atomically, marks one. */
+export function runFinished(runDir: string | undefined): boolean {
+  return runDir !== undefined && existsSync(join(runDir, 'eval.json'));
 }

@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -104,6 +104,18 @@ describe.concurrent('CLI errors', () => {
     } finally {
       taken.close();
     }
+  });
+
+  it('coordinator over a finished run directory: RUN_FINISHED naming it, exit 1, and the run is left as it was', async () => {
+    const runDir = join(work, 'finished-run');
+    mkdirSync(runDir, { recursive: true });
+    writeFileSync(join(runDir, 'eval.json'), '{"accuracy":0.99}');
+    writeFileSync(join(runDir, 'history.jsonl'), '');
+    const r = await runCli(['coordinator', '--run-dir', runDir, '--metrics-host', '127.0.0.1', '--coordinator-metrics-port', '0', '--bind', 'tcp://127.0.0.1:0'], { timeoutMs: 30_000 });
+    expect(r.code).toBe(1);
+    expect(expectOneLineError(r.stderr, 'RUN_FINISHED')).toContain(runDir);
+    expect(readFileSync(join(runDir, 'history.jsonl'), 'utf8')).toBe('');
+    expect(existsSync(join(runDir, 'config.json'))).toBe(false);
   });
 
   it('experiment transfer --label-fraction 2: CONFIG_INVALID naming the flag before any training, exit 2', async () => {

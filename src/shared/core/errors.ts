@@ -34,6 +34,7 @@ export const ERROR_CODES = {
   PORT_RANGE_EXHAUSTED: 'every port of the ring port range (--ring-ports) is in use',
   REPLICA_DIVERGED: 'worker replicas no longer hold identical weights',
   RUN_INTERRUPTED: 'the run was stopped by SIGINT or SIGTERM at a step boundary, after writing a resumable checkpoint',
+  RUN_FINISHED: 'a coordinator that would continue a run found it finished (eval.json): it does not train over it again',
   STEP_ABORTED: 'a queued step order was dropped because an earlier step of the same generation failed',
   GROUP_CLOSED: 'the coordinator closed the worker group while a request was pending',
   ALLREDUCE_BUSY: 'allReduce was called while an earlier all-reduce on the same ring was still running',

@@ -44,6 +44,11 @@ export interface MetricsServer {
   publish(): void;
   /** Stops the server thread, dropping keep-alive connections with it. */
   close(): Promise<void>;
+  /**
+   * Keeps the process running while the server does. The thread does not by default, so that a process exits when
+   * its work is done; a coordinator kept by pm2 after its run (--no-exit-when-done) serves until it is stopped.
+   */
+  keepProcessAlive(): void;
 }
 
 /**
@@ -96,6 +101,9 @@ export async function startThreadedMetricsServer(options: MetricsServerOptions &
     async close() {
       clearInterval(idle);
       await thread.terminate();
+    },
+    keepProcessAlive() {
+      thread.ref();
     },
   };
 }
