@@ -50,6 +50,14 @@ EXPORT(batch_norm) void batch_norm(const float* x, const float* mean, const floa
   }
 }
 
+/* Chan's pairwise update of two channels' running (mean, M2) in float64 by a block's (mean, M2) in float32. */
+ALWAYS_INLINE void chan_update(double* run_mean, double* run_m2, v128_t block_mean, v128_t block_m2, v128_t w_b, v128_t w_ab) {
+  const v128_t ma = wasm_v128_load(run_mean), d = wasm_f64x2_sub(wasm_f64x2_promote_low_f32x4(block_mean), ma);
+  wasm_v128_store(run_mean, wasm_f64x2_add(ma, wasm_f64x2_mul(d, w_b)));
+  const v128_t m2 = wasm_f64x2_add(wasm_v128_load(run_m2), wasm_f64x2_promote_low_f32x4(block_m2));
+  wasm_v128_store(run_m2, wasm_f64x2_add(m2, wasm_f64x2_mul(wasm_f64x2_mul(d, d), w_ab)));
+}
+
 /*
  * The batch's mean and (biased) variance per channel of x[R, C], C a multiple of 4, in one pass over memory: each
  * block of 64 rows (in L1 after its first channels are read) gives its own mean and sum of squared deviations from
@@ -66,6 +74,7 @@ EXPORT(moments_rows) void moments_rows(const float* x, float* mean, float* varia
     const int r1 = r0 + 64 < rows ? r0 + 64 : rows;
     const double n_a = r0, n_b = r1 - r0, n = r1;
     const v128_t inv_b = wasm_f32x4_splat((float)(1.0 / n_b));
+    const v128_t w_b = wasm_f64x2_splat(n_b / n), w_ab = wasm_f64x2_splat(n_a * n_b / n);
     for (int c0 = 0; c0 < c; c0 += 4) {
       v128_t sum = wasm_f32x4_splat(0.0f);
       for (int r = r0; r < r1; r++) sum = wasm_f32x4_add(sum, wasm_v128_load(x + (long)r * c + c0));
@@ -75,16 +84,8 @@ EXPORT(moments_rows) void moments_rows(const float* x, float* mean, float* varia
         const v128_t d = wasm_f32x4_sub(wasm_v128_load(x + (long)r * c + c0), block_mean);
         m2 = MADD(d, d, m2);
       }
-      /* Chan's update, two channels per f64x2. */
-      for (int half = 0; half < 2; half++) {
-        const int at = c0 + 2 * half;
-        const v128_t mb = half ? wasm_f64x2_promote_low_f32x4(wasm_i32x4_shuffle(block_mean, block_mean, 2, 3, 0, 1)) : wasm_f64x2_promote_low_f32x4(block_mean);
-        const v128_t m2b = half ? wasm_f64x2_promote_low_f32x4(wasm_i32x4_shuffle(m2, m2, 2, 3, 0, 1)) : wasm_f64x2_promote_low_f32x4(m2);
-        const v128_t ma = wasm_v128_load(run_mean + at), m2a = wasm_v128_load(run_m2 + at);
-        const v128_t d = wasm_f64x2_sub(mb, ma);
-        wasm_v128_store(run_mean + at, wasm_f64x2_add(ma, wasm_f64x2_mul(d, wasm_f64x2_splat(n_b / n))));
-        wasm_v128_store(run_m2 + at, wasm_f64x2_add(wasm_f64x2_add(m2a, m2b), wasm_f64x2_mul(wasm_f64x2_mul(d, d), wasm_f64x2_splat(n_a * n_b / n))));
-      }
+      chan_update(run_mean + c0, run_m2 + c0, block_mean, m2, w_b, w_ab);
+      chan_update(run_mean + c0 + 2, run_m2 + c0 + 2, wasm_i32x4_shuffle(block_mean, block_mean, 2, 3, 0, 1), wasm_i32x4_shuffle(m2, m2, 2, 3, 0, 1), w_b, w_ab);
     }
   }
   for (int i = 0; i < c; i++) {
@@ -96,8 +97,9 @@ EXPORT(moments_rows) void moments_rows(const float* x, float* mean, float* varia
 /*
  * The same normalisation and ReLU of x[B, H, W, C] (C a multiple of 4), pooled 2x2 at stride 2 with codes as it is
  * computed (pool.c's pool_window): pooled and codes [B, H/2, W/2, C] (codes one byte each), and the normalised output
- * itself is never written. offset and scale must be given (batch_norm's may be 0). factors is scratch for C floats (each channel's scale / sqrt(variance + epsilon), computed
- * once, with batch_norm's arithmetic). `geometry` is the pool's (in_* x's sizes, out_* the pooled ones).
+ * itself is never written. offset and scale must be given (batch_norm's may be 0). factors is scratch for C floats
+ * (each channel's scale / sqrt(variance + epsilon), computed once, with batch_norm's arithmetic). `geometry` is the
+ * pool's (in_* x's sizes, out_* the pooled ones).
  */
 EXPORT(batch_norm_relu_pool) void batch_norm_relu_pool(const float* x, const float* mean, const float* variance, const float* offset,
                                                        const float* scale, double epsilon, float* factors, float* pooled,

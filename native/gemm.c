@@ -81,7 +81,7 @@ static inline void gemm_run(const float* a, int transposed, const float* b, floa
     if (transposed) {
       /*
        * tn: A's [kc, 4] column block is kc cache lines a row apart; it stays in L1 while B's panels pass over it
-       * (bench/RESULTS.md, 2026-12-05 04:40: fc1's dW 1.29 → 1.02 ms; the Winograd filter gradients unchanged).
+       * (bench/RESULTS.md, 2026-12-05 04:40: fc1's dW 1.29 → 1.02 ms; the Winograd filter gradients within noise).
        */
       int i0 = 0;
       for (; i0 + 4 <= m; i0 += 4) {

@@ -87,7 +87,8 @@ describe('batchNormTraining (kernels/batch-norm-train.ts)', () => {
         expect(got[i]!.length, what).toBe(want[i]!.length);
         expect(relError(got[i]!, want[i]!), what).toBeLessThan(1e-4);
       });
-      if (c.relu) expect(got[0]!.filter((y) => y === 0).length, 'ReLU zeros').toBeGreaterThan(got[0]!.length / 20);
+      // Unpooled, a tenth of the outputs are ReLU zeros; pooled, a window pools to 0 only when all four are.
+      if (c.relu) expect(got[0]!.filter((y) => y === 0).length, 'ReLU zeros').toBeGreaterThan(got[0]!.length / (pool ? 20 : 10));
     });
   });
 

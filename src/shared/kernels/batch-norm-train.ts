@@ -68,20 +68,24 @@ function forward({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
   const mean = backend.makeOutput([channels], 'float32');
   const variance = backend.makeOutput([channels], 'float32');
   const kernels = nativeKernels(backend);
-  if (channels % 4 === 0) {
-    const stats = backend.makeOutput([4 * channels], 'float32');
-    kernels.momentsRows(x, mean, variance, stats, rows, channels);
-    backend.disposeData(stats.dataId);
-  } else {
+  if (channels % 4 !== 0) {
     kernels.meanRows(x, mean, rows, channels);
     kernels.varianceRows(x, mean, variance, rows, channels);
+    const y = backend.makeOutput([...x.shape], 'float32');
+    kernels.batchNorm(x, mean, variance, offset, scale, a.varianceEpsilon, y, rows, channels, a.relu);
+    return [y, mean, variance];
   }
-  if (a.pool) {
-    const out = makePooledWithCodes(backend, x.shape);
-    const factors = backend.makeOutput([channels], 'float32');
-    kernels.batchNormReluPool(x, { mean, variance, offset, scale }, a.varianceEpsilon, factors, out, poolGeometry(x.shape));
-    backend.disposeData(factors.dataId);
-    return [out.pooled, out.codes, mean, variance];
+  // Scratch for the moments' float64 sums (4C floats), then for the pooled pass's per-channel factors (C floats).
+  const scratch = backend.makeOutput([4 * channels], 'float32');
+  try {
+    kernels.momentsRows(x, mean, variance, scratch, rows, channels);
+    if (a.pool) {
+      const out = makePooledWithCodes(backend, x.shape);
+      kernels.batchNormReluPool(x, { mean, variance, offset, scale }, a.varianceEpsilon, scratch, out, poolGeometry(x.shape));
+      return [out.pooled, out.codes, mean, variance];
+    }
+  } finally {
+    backend.disposeData(scratch.dataId);
   }
   const y = backend.makeOutput([...x.shape], 'float32');
   kernels.batchNorm(x, mean, variance, offset, scale, a.varianceEpsilon, y, rows, channels, a.relu);

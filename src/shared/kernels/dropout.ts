@@ -9,8 +9,8 @@ import { assertFloat32 } from './validate.js';
 
 /**
  * Inverted dropout with train/dropout.ts's per-sample masks, drawn inside the kernel (native/dropout.c): one pass
- * over x, no mask tensor built in JavaScript and uploaded at every step (about 5 ms of a `cnn-large` step on 2
- * vCPUs, bench/RESULTS.md). The same kernel applied to dy is the gradient: dropout is linear in x.
+ * over x, no mask tensor built in JavaScript and uploaded at every step (dropoutMask alone took 3.8 ms of a
+ * `cnn-large` step in a CPU profile on 2 vCPUs: bench/RESULTS.md, 2026-12-05 04:40). The same kernel applied to dy is the gradient: dropout is linear in x.
  */
 export const DROPOUT = 'MnistDdpDropout';
 

@@ -102,13 +102,13 @@ function isPool2x2(pool: tf.layers.Layer | undefined): boolean {
 function batchNormStep(bn: tf.layers.Layer, next: tf.layers.Layer | undefined, afterNext: tf.layers.Layer | undefined): Step | undefined {
   if (bn.getClassName() !== 'BatchNormalization') return undefined;
   const c = bn.getConfig() as BatchNormConfig;
-  const rank = (bn.input as tf.SymbolicTensor).shape.length;
+  const shape = (bn.input as tf.SymbolicTensor).shape;
+  const rank = shape.length;
   const [gamma, beta, movingMean, movingVariance] = ['gamma', 'beta', 'moving_mean', 'moving_variance'].map((n) => weightOf(bn, n));
   const ok = (c.axis === -1 || c.axis === rank - 1) && c.center === true && c.scale === true && c.betaRegularizer == null && c.gammaRegularizer == null &&
     typeof c.epsilon === 'number' && typeof c.momentum === 'number' && gamma && beta && movingMean && movingVariance;
   if (!ok) return undefined;
   const relu = next?.getClassName() === 'Activation' && (next.getConfig() as { activation?: string }).activation === 'relu';
-  const shape = (bn.input as tf.SymbolicTensor).shape;
   const pool = relu && rank === 4 && codesApply(shape[3] ?? 0) && isPool2x2(afterNext);
   return {
     kind: 'batch-norm', layers: pool ? [bn, next!, afterNext!] : relu ? [bn, next!] : [bn], bn: { gamma, beta, movingMean, movingVariance },
