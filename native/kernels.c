@@ -172,71 +172,96 @@ ALWAYS_INLINE void accumulate_columns(const float* x_row, const float* dy_row, f
   }
 }
 
+/* dW += the contribution of output row oh of image b, whose dy is dy_row (OW x Cout floats) (filter_grad_direct). */
+ALWAYS_INLINE void filter_grad_row(const float* x, const float* dy_row, float* dw, const conv_geometry* gp, int out_c, int b, int oh) {
+  const conv_geometry g = *gp;
+  const int vec_c = out_c & ~15;
+  for (int kh = 0; kh < g.k_h; kh++) {
+    const int ih = oh * g.stride_h - g.pad_top + kh * g.dil_h;
+    if (ih < 0 || ih >= g.in_h) continue;
+    const float* x_row = x + (long)(b * g.in_h + ih) * g.in_w * g.in_c;
+    /*
+     * Three horizontal taps over one channel at stride 1 (every zoo model's first layer, in the interior of the
+     * row): the three taps' 8-channel slices accumulate together, so each dy load serves three multiply-adds and
+     * each x splat is loaded once and reused by the next two columns. Conv2DBackpropFilter of [64,28,28,1] ⋆
+     * 3x3x1x32 in isolation (median of 41, two alternating runs each): 'valid' 0.959 and 0.927 ms tap by tap,
+     * 0.848 and 0.775 ms so; 'same' 0.987 and 1.019 ms, 0.958 and 0.930 ms.
+     */
+    int ow_lo = 0, ow_hi = 0;
+    if (g.k_w == 3 && g.in_c == 1 && g.stride_w == 1 && g.dil_w == 1 && (out_c & 7) == 0) {
+      ow_lo = g.pad_left;
+      ow_hi = g.in_w - 2 + g.pad_left < g.out_w ? g.in_w - 2 + g.pad_left : g.out_w;
+      if (ow_hi < ow_lo) ow_hi = ow_lo;
+    }
+    if (ow_lo < ow_hi) {
+      float* acc = dw + (long)(kh * 3) * out_c;
+      /* Column ow's three taps read x_row[ow - pad_left + 0..2]; ow_lo = pad_left starts at x_row[0]. */
+      for (int co = 0; co < out_c; co += 8) {
+        v128_t a0 = wasm_v128_load(acc + co), a1 = wasm_v128_load(acc + co + 4);
+        v128_t b0 = wasm_v128_load(acc + out_c + co), b1 = wasm_v128_load(acc + out_c + co + 4);
+        v128_t c0 = wasm_v128_load(acc + 2 * out_c + co), c1 = wasm_v128_load(acc + 2 * out_c + co + 4);
+        v128_t x0 = wasm_f32x4_splat(x_row[0]), x1 = wasm_f32x4_splat(x_row[1]);
+        for (int ow = ow_lo; ow < ow_hi; ow++) {
+          const v128_t x2 = wasm_f32x4_splat(x_row[ow - ow_lo + 2]);
+          const float* d = dy_row + (long)ow * out_c + co;
+          const v128_t d0 = wasm_v128_load(d), d1 = wasm_v128_load(d + 4);
+          a0 = MADD(x0, d0, a0), a1 = MADD(x0, d1, a1);
+          b0 = MADD(x1, d0, b0), b1 = MADD(x1, d1, b1);
+          c0 = MADD(x2, d0, c0), c1 = MADD(x2, d1, c1);
+          x0 = x1, x1 = x2;
+        }
+        wasm_v128_store(acc + co, a0), wasm_v128_store(acc + co + 4, a1);
+        wasm_v128_store(acc + out_c + co, b0), wasm_v128_store(acc + out_c + co + 4, b1);
+        wasm_v128_store(acc + 2 * out_c + co, c0), wasm_v128_store(acc + 2 * out_c + co + 4, c1);
+      }
+    }
+    for (int kw = 0; kw < g.k_w; kw++) {
+      /* Output columns whose tap lands inside the input row (less those the three-tap loop above took). */
+      const int shift = kw * g.dil_w - g.pad_left;
+      int ow0 = 0, ow1 = g.out_w;
+      while (ow0 < ow1 && ow0 * g.stride_w + shift < 0) ow0++;
+      while (ow1 > ow0 && (ow1 - 1) * g.stride_w + shift >= g.in_w) ow1--;
+      /* The columns outside [ow_lo, ow_hi), before it and after it (all of them when that range is empty). */
+      accumulate_columns(x_row, dy_row, dw, &g, out_c, vec_c, kh, kw, shift, ow0, ow_lo < ow1 ? ow_lo : ow1);
+      accumulate_columns(x_row, dy_row, dw, &g, out_c, vec_c, kh, kw, shift, ow_hi > ow0 ? ow_hi : ow0, ow1);
+    }
+  }
+}
+
 /*
  * dW[KH, KW, C, Cout] <- sum over positions of x(tap) * dy: the filter gradient computed directly, for layers with
  * few taps (first layers, C = 1). There the GEMM formulation is a poor shape (K = 9) that first needs col(x), dyᵀ
  * and an XNNPACK packing of col on every call: 5.7–6.4 ms in isolation on `cnn`'s first layer at B=64 for 12.5 M
  * multiply-adds (6.7 ms in a tf.profile of a whole training step); this kernel 1.8 ms in isolation. Here each
  * output row's dy (OW x Cout floats) stays in L1 while every tap accumulates into its 4-vector slices of dW.
+ *
+ * dy is [B, OH, OW, Cout]; or, with pooled non-null, the gradient of the 2x2 max pool that follows a ReLU of the
+ * convolution's output (conv_direct with pooled): dy and pooled [B, OH / 2, OW / 2, Cout], codes at pooled's indices.
+ * Each pair of output rows is then unpooled into scratch (2 x OW x Cout floats) by pool.c's unpool_2x2_region, in L1,
+ * and the gradient in front of the pool is never written to memory; rows no window covers contribute nothing.
  */
-EXPORT(filter_grad_direct) void filter_grad_direct(const float* x, const float* dy, float* dw, int out_c, const int* geometry) {
+EXPORT(filter_grad_direct) void filter_grad_direct(const float* x, const float* dy, const float* pooled, const unsigned char* codes,
+                                                   float* scratch, float* dw, int out_c, const int* geometry) {
   const conv_geometry g = load_geometry(geometry);
   const int taps = g.k_h * g.k_w * g.in_c;
   __builtin_memset(dw, 0, (unsigned)(taps * out_c) * sizeof(float));
-  const int vec_c = out_c & ~15;
+  const long dy_row = (long)g.out_w * out_c;
+  if (!pooled) {
+    for (int b = 0; b < g.batch; b++) {
+      for (int oh = 0; oh < g.out_h; oh++) filter_grad_row(x, dy + (long)(b * g.out_h + oh) * dy_row, dw, &g, out_c, b, oh);
+    }
+    return;
+  }
+  const int pool_h = g.out_h / 2, pool_w = g.out_w / 2;
+  const long pooled_row = (long)pool_w * out_c;
+  /* Columns no window covers (odd OW) stay 0. */
+  __builtin_memset(scratch, 0, (unsigned)(2 * dy_row) * sizeof(float));
   for (int b = 0; b < g.batch; b++) {
-    for (int oh = 0; oh < g.out_h; oh++) {
-      const float* dy_row = dy + (long)(b * g.out_h + oh) * g.out_w * out_c;
-      for (int kh = 0; kh < g.k_h; kh++) {
-        const int ih = oh * g.stride_h - g.pad_top + kh * g.dil_h;
-        if (ih < 0 || ih >= g.in_h) continue;
-        const float* x_row = x + (long)(b * g.in_h + ih) * g.in_w * g.in_c;
-        /*
-         * Three horizontal taps over one channel at stride 1 (every zoo model's first layer, in the interior of the
-         * row): the three taps' 8-channel slices accumulate together, so each dy load serves three multiply-adds and
-         * each x splat is loaded once and reused by the next two columns. Conv2DBackpropFilter of [64,28,28,1] ⋆
-         * 3x3x1x32 in isolation (median of 41, two alternating runs each): 'valid' 0.959 and 0.927 ms tap by tap,
-         * 0.848 and 0.775 ms so; 'same' 0.987 and 1.019 ms, 0.958 and 0.930 ms.
-         */
-        int ow_lo = 0, ow_hi = 0;
-        if (g.k_w == 3 && g.in_c == 1 && g.stride_w == 1 && g.dil_w == 1 && (out_c & 7) == 0) {
-          ow_lo = g.pad_left;
-          ow_hi = g.in_w - 2 + g.pad_left < g.out_w ? g.in_w - 2 + g.pad_left : g.out_w;
-          if (ow_hi < ow_lo) ow_hi = ow_lo;
-        }
-        if (ow_lo < ow_hi) {
-          float* acc = dw + (long)(kh * 3) * out_c;
-          /* Column ow's three taps read x_row[ow - pad_left + 0..2]; ow_lo = pad_left starts at x_row[0]. */
-          for (int co = 0; co < out_c; co += 8) {
-            v128_t a0 = wasm_v128_load(acc + co), a1 = wasm_v128_load(acc + co + 4);
-            v128_t b0 = wasm_v128_load(acc + out_c + co), b1 = wasm_v128_load(acc + out_c + co + 4);
-            v128_t c0 = wasm_v128_load(acc + 2 * out_c + co), c1 = wasm_v128_load(acc + 2 * out_c + co + 4);
-            v128_t x0 = wasm_f32x4_splat(x_row[0]), x1 = wasm_f32x4_splat(x_row[1]);
-            for (int ow = ow_lo; ow < ow_hi; ow++) {
-              const v128_t x2 = wasm_f32x4_splat(x_row[ow - ow_lo + 2]);
-              const float* d = dy_row + (long)ow * out_c + co;
-              const v128_t d0 = wasm_v128_load(d), d1 = wasm_v128_load(d + 4);
-              a0 = MADD(x0, d0, a0), a1 = MADD(x0, d1, a1);
-              b0 = MADD(x1, d0, b0), b1 = MADD(x1, d1, b1);
-              c0 = MADD(x2, d0, c0), c1 = MADD(x2, d1, c1);
-              x0 = x1, x1 = x2;
-            }
-            wasm_v128_store(acc + co, a0), wasm_v128_store(acc + co + 4, a1);
-            wasm_v128_store(acc + out_c + co, b0), wasm_v128_store(acc + out_c + co + 4, b1);
-            wasm_v128_store(acc + 2 * out_c + co, c0), wasm_v128_store(acc + 2 * out_c + co + 4, c1);
-          }
-        }
-        for (int kw = 0; kw < g.k_w; kw++) {
-          /* Output columns whose tap lands inside the input row (less those the three-tap loop above took). */
-          const int shift = kw * g.dil_w - g.pad_left;
-          int ow0 = 0, ow1 = g.out_w;
-          while (ow0 < ow1 && ow0 * g.stride_w + shift < 0) ow0++;
-          while (ow1 > ow0 && (ow1 - 1) * g.stride_w + shift >= g.in_w) ow1--;
-          /* The columns outside [ow_lo, ow_hi), before it and after it (all of them when that range is empty). */
-          accumulate_columns(x_row, dy_row, dw, &g, out_c, vec_c, kh, kw, shift, ow0, ow_lo < ow1 ? ow_lo : ow1);
-          accumulate_columns(x_row, dy_row, dw, &g, out_c, vec_c, kh, kw, shift, ow_hi > ow0 ? ow_hi : ow0, ow1);
-        }
-      }
+    for (int ph = 0; ph < pool_h; ph++) {
+      const long at = (long)(b * pool_h + ph) * pooled_row;
+      unpool_2x2_region(dy + at, pooled + at, codes + at, pooled_row, scratch, dy_row, out_c, 1, pool_w);
+      filter_grad_row(x, scratch, dw, &g, out_c, b, 2 * ph);
+      filter_grad_row(x, scratch + dy_row, dw, &g, out_c, b, 2 * ph + 1);
     }
   }
 }

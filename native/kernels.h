@@ -82,6 +82,15 @@ ALWAYS_INLINE void pool_window(v128_t a, v128_t b, v128_t c, v128_t d, float* po
  */
 void max_pool_2x2_region(const float* z, long z_row, float* pooled, unsigned char* codes, long out_row, int c, int windows_h, int windows_w);
 
+/*
+ * The inverse of max_pool_2x2_region for the gradient through a ReLU and the pool (pool.c): for windows_h x windows_w
+ * windows, each window's four positions of dz get dy where its code names the position and pooled > 0 (the window's
+ * maximum is a ReLU output that is not 0), else 0. dy, pooled and codes start at the block's first window, their rows
+ * out_row elements apart; dz is the block's top-left, dz_row floats per row.
+ */
+void unpool_2x2_region(const float* dy, const float* pooled, const unsigned char* codes, long out_row, float* dz, long dz_row, int c,
+                       int windows_h, int windows_w);
+
 /* out[C, R] <- in[R, C] (kernels.c). */
 void transpose_2d(const float* in, float* out, int rows, int cols);
 

@@ -11,7 +11,9 @@
  *   window's first maximum is (0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right). The convolutions of
  *   src/shared/kernels/conv-relu-pool.ts call the region form on each block of their output while it is in L1, so the
  *   activation in front of the pool is never written to memory.
- * - max_pool_grad_2x2_codes: the gradient in front of a ReLU and the pool, from the codes and the pooled output.
+ * - unpool_2x2_region / max_pool_grad_2x2_codes: the gradient in front of a ReLU and the pool, from the codes and the
+ *   pooled output. The gradients of src/shared/kernels/conv-relu-pool.ts call the region form on each block of dy they
+ *   read (winograd.c, kernels.c's filter_grad_direct), so that gradient is never written to memory either.
  */
 #include "kernels.h"
 
@@ -108,29 +110,29 @@ EXPORT(max_pool_2x2_codes) void max_pool_2x2_codes(const float* z, float* pooled
   }
 }
 
-/*
- * dz[B, H, W, C] <- the gradient in front of relu and the pool, from dy[B, H/2, W/2, C]: dy reaches the position its
- * code names where the pooled output is > 0 (the window's maximum is a ReLU output that is not 0), else nothing.
- */
-EXPORT(max_pool_grad_2x2_codes) void max_pool_grad_2x2_codes(const float* dy, const float* pooled, const unsigned char* codes, float* dz, int channels, const int* geometry) {
-  const conv_geometry g = load_geometry(geometry);
-  const int c = channels;
-  const long row = (long)g.in_w * c;
+void unpool_2x2_region(const float* dy, const float* pooled, const unsigned char* codes, long out_row, float* dz, long dz_row, int c,
+                       int windows_h, int windows_w) {
   const v128_t zero = wasm_f32x4_splat(0), one = wasm_i32x4_splat(1), two = wasm_i32x4_splat(2), three = wasm_i32x4_splat(3);
-  long at_pooled = 0;
-  for (int b = 0; b < g.batch; b++) {
-    float* dzb = dz + (long)b * g.in_h * row;
-    for (int oh = 0; oh < g.out_h; oh++) {
-      for (int ow = 0; ow < g.out_w; ow++, at_pooled += c) {
-        float* q = dzb + (long)(2 * oh) * row + (long)(2 * ow) * c;
-        for (int ch = 0; ch < c; ch += 4) {
-          const long i = at_pooled + ch;
-          const v128_t gv = wasm_v128_and(wasm_v128_load(dy + i), wasm_f32x4_gt(wasm_v128_load(pooled + i), zero));
-          const v128_t code = wasm_u32x4_extend_low_u16x8(wasm_u16x8_extend_low_u8x16(wasm_v128_load32_zero(codes + i)));
-          scatter_window(q + ch, c, row, gv, wasm_i32x4_eq(code, zero), wasm_i32x4_eq(code, one), wasm_i32x4_eq(code, two), wasm_i32x4_eq(code, three));
-        }
+  for (int i = 0; i < windows_h; i++) {
+    for (int j = 0; j < windows_w; j++) {
+      const long at = i * out_row + (long)j * c;
+      float* q = dz + 2L * i * dz_row + 2L * j * c;
+      for (int ch = 0; ch < c; ch += 4) {
+        const v128_t gv = wasm_v128_and(wasm_v128_load(dy + at + ch), wasm_f32x4_gt(wasm_v128_load(pooled + at + ch), zero));
+        const v128_t code = wasm_u32x4_extend_low_u16x8(wasm_u16x8_extend_low_u8x16(wasm_v128_load32_zero(codes + at + ch)));
+        scatter_window(q + ch, c, dz_row, gv, wasm_i32x4_eq(code, zero), wasm_i32x4_eq(code, one), wasm_i32x4_eq(code, two), wasm_i32x4_eq(code, three));
       }
     }
-    zero_uncovered(dzb, &g, c);
+  }
+}
+
+/* dz[B, H, W, C] <- the gradient in front of relu and the pool, from dy[B, H/2, W/2, C] (unpool_2x2_region). */
+EXPORT(max_pool_grad_2x2_codes) void max_pool_grad_2x2_codes(const float* dy, const float* pooled, const unsigned char* codes, float* dz, int channels, const int* geometry) {
+  const conv_geometry g = load_geometry(geometry);
+  const long image = (long)g.in_h * g.in_w * channels, pooled_image = (long)g.out_h * g.out_w * channels;
+  for (int b = 0; b < g.batch; b++) {
+    unpool_2x2_region(dy + b * pooled_image, pooled + b * pooled_image, codes + b * pooled_image, (long)g.out_w * channels,
+                      dz + b * image, (long)g.in_w * channels, channels, g.out_h, g.out_w);
+    zero_uncovered(dz + b * image, &g, channels);
   }
 }

@@ -121,8 +121,11 @@
   wasm_v128_store(AT(p, plane, 0, s), v0), wasm_v128_store(AT(p, plane, 1, s), v1), wasm_v128_store(AT(p, plane, 2, s), v2); \
   wasm_v128_store(AT(p, plane, 3, s), v3), wasm_v128_store(AT(p, plane, 4, s), v4), wasm_v128_store(AT(p, plane, 5, s), v5)
 
+/* The gradients' scratch: their two filter-sized and two tile-block areas, then one 4x4 block of dy (unpool_block). */
+#define TILE_AREAS(in_c, out_c) (AREA * (2 * PLANE(in_c, out_c) + PLANE(WINO_TB, in_c) + PLANE(WINO_TB, out_c)))
+
 EXPORT(winograd_scratch_floats) int winograd_scratch_floats(int in_c, int out_c) {
-  return AREA * (2 * PLANE(in_c, out_c) + PLANE(WINO_TB, in_c) + PLANE(WINO_TB, out_c));
+  return TILE_AREAS(in_c, out_c) + TILE * TILE * out_c;
 }
 
 typedef struct {
@@ -185,22 +188,59 @@ ALWAYS_INLINE void input_tile(const float* x, const conv_geometry* g, tile_origi
   }
 }
 
+/*
+ * Where dy_tile reads a tile's 4x4 block of dy: dy itself, or, when the convolution is followed by a ReLU and a 2x2
+ * max pool (pooled non-null), the pooled gradient, unpooled block by block into `block` (16 x Cout floats of scratch)
+ * by pool.c's unpool_2x2_region, so that the gradient in front of the pool is never written to memory.
+ */
+typedef struct {
+  const float* dy;
+  const float* pooled;
+  const unsigned char* codes;
+  float* block;
+} dy_source;
+
+/* The block of tile o as dy_tile reads it: its top-left, floats per row, and how many rows and columns exist. */
+typedef struct {
+  const float* base;
+  long row;
+  int r_hi, s_hi;
+} dy_block;
+
+ALWAYS_INLINE dy_block block_of(dy_source src, const conv_geometry* g, int out_c, tile_origin o) {
+  dy_block d;
+  if (!src.pooled) {
+    d.row = (long)g->out_w * out_c;
+    d.base = src.dy + ((long)o.b * g->out_h + o.oh0) * d.row + (long)o.ow0 * out_c;
+    d.r_hi = end_inside(o.oh0, TILE, g->out_h), d.s_hi = end_inside(o.ow0, TILE, g->out_w);
+    return d;
+  }
+  /* The tile's windows, as winograd_conv pools them; positions no window covers get 0. */
+  const int pool_h = g->out_h / 2, pool_w = g->out_w / 2;
+  const int windows_h = end_inside(o.oh0 / 2, TILE / 2, pool_h), windows_w = end_inside(o.ow0 / 2, TILE / 2, pool_w);
+  d.row = (long)TILE * out_c, d.base = src.block, d.r_hi = TILE, d.s_hi = TILE;
+  if (windows_h < TILE / 2 || windows_w < TILE / 2) __builtin_memset(src.block, 0, (unsigned)(TILE * TILE * out_c) * sizeof(float));
+  if (windows_h > 0 && windows_w > 0) {
+    const long at = (((long)o.b * pool_h + o.oh0 / 2) * pool_w + o.ow0 / 2) * out_c;
+    unpool_2x2_region(src.dy + at, src.pooled + at, src.codes + at, (long)pool_w * out_c, src.block, d.row, out_c, windows_h, windows_w);
+  }
+  return d;
+}
+
 /* Ŷ = A dy Aᵀ for one tile: dy's 4x4 block at (oh0, ow0), zero beyond the output. Layout as input_tile's. */
-ALWAYS_INLINE void dy_tile(const float* dy, const conv_geometry* g, int out_c, tile_origin o, float* out, long plane) {
-  const long row = (long)g->out_w * out_c;
-  const float* base = dy + ((long)o.b * g->out_h + o.oh0) * row + (long)o.ow0 * out_c;
-  const int r_hi = end_inside(o.oh0, TILE, g->out_h), s_hi = end_inside(o.ow0, TILE, g->out_w);
+ALWAYS_INLINE void dy_tile(dy_source src, const conv_geometry* g, int out_c, tile_origin o, float* out, long plane) {
+  const dy_block d = block_of(src, g, out_c, o);
   const v128_t zero = wasm_f32x4_splat(0.0f);
   for (int c = 0; c < out_c; c += 4) {
     float* p = out + c;
     for (int r = 0; r < TILE; r++) {
       v128_t y0 = zero, y1 = zero, y2 = zero, y3 = zero;
-      if (r < r_hi) {
-        const float* src = base + r * row + c;
-        y0 = wasm_v128_load(src);
-        if (s_hi > 1) y1 = wasm_v128_load(src + out_c);
-        if (s_hi > 2) y2 = wasm_v128_load(src + 2 * out_c);
-        if (s_hi > 3) y3 = wasm_v128_load(src + 3 * out_c);
+      if (r < d.r_hi) {
+        const float* src_row = d.base + r * d.row + c;
+        y0 = wasm_v128_load(src_row);
+        if (d.s_hi > 1) y1 = wasm_v128_load(src_row + out_c);
+        if (d.s_hi > 2) y2 = wasm_v128_load(src_row + 2 * out_c);
+        if (d.s_hi > 3) y3 = wasm_v128_load(src_row + 3 * out_c);
       }
       v128_t q0, q1, q2, q3, q4, q5;
       AA6(y0, y1, y2, y3, q0, q1, q2, q3, q4, q5);
@@ -366,20 +406,28 @@ EXPORT(winograd_conv) void winograd_conv(const float* x, const float* w, const f
   }
 }
 
-/* dx[B, H, W, Cin] <- the input gradient of that convolution, from dy[B, OH, OW, Cout]; overwrites dx. */
-EXPORT(winograd_conv_dx) void winograd_conv_dx(const float* dy, const float* w, float* dx, float* scratch, int out_c, const int* geometry) {
+/*
+ * The gradients take dy[B, OH, OW, Cout], or with pooled non-null the gradient of the 2x2 max pool that follows a ReLU
+ * of the convolution's output (winograd_conv with pooled): dy and pooled [B, OH / 2, OW / 2, Cout], codes at pooled's
+ * indices (dy_source).
+ */
+
+/* dx[B, H, W, Cin] <- the input gradient of that convolution; overwrites dx. */
+EXPORT(winograd_conv_dx) void winograd_conv_dx(const float* dy, const float* pooled, const unsigned char* codes, const float* w, float* dx,
+                                               float* scratch, int out_c, const int* geometry) {
   const conv_geometry g = load_geometry(geometry);
   const int in_c = g.in_c, tiles = tile_count(&g);
   float* u = scratch;
   float* ut = u + AREA * PLANE(in_c, out_c);
   float* yh = ut + AREA * PLANE(in_c, out_c);
   float* m = yh + AREA * PLANE(WINO_TB, out_c);
+  const dy_source src = {dy, pooled, codes, scratch + TILE_AREAS(in_c, out_c)};
   filter_transform(w, u, in_c, out_c);
   for (int xi = 0; xi < AREA; xi++) transpose_2d(u + xi * PLANE(in_c, out_c), ut + xi * PLANE(in_c, out_c), in_c, out_c);
   __builtin_memset(dx, 0, (unsigned)(g.batch * g.in_h * g.in_w * in_c) * sizeof(float));
   for (int t0 = 0; t0 < tiles; t0 += WINO_TB) {
     const int nt = tiles - t0 < WINO_TB ? tiles - t0 : WINO_TB;
-    for (int t = 0; t < nt; t++) dy_tile(dy, &g, out_c, tile_at(&g, t0 + t), yh + (long)t * out_c, PLANE(nt, out_c));
+    for (int t = 0; t < nt; t++) dy_tile(src, &g, out_c, tile_at(&g, t0 + t), yh + (long)t * out_c, PLANE(nt, out_c));
     for (int xi = 0; xi < AREA; xi++) {
       gemm_nn(yh + xi * PLANE(nt, out_c), ut + xi * PLANE(in_c, out_c), m + xi * PLANE(nt, in_c), nt, out_c, in_c, 0);
     }
@@ -388,18 +436,20 @@ EXPORT(winograd_conv_dx) void winograd_conv_dx(const float* dy, const float* w, 
 }
 
 /* dw[3, 3, Cin, Cout] <- the filter gradient of that convolution, from x and dy; overwrites dw. */
-EXPORT(winograd_conv_dw) void winograd_conv_dw(const float* x, const float* dy, float* dw, float* scratch, int out_c, const int* geometry) {
+EXPORT(winograd_conv_dw) void winograd_conv_dw(const float* x, const float* dy, const float* pooled, const unsigned char* codes, float* dw,
+                                               float* scratch, int out_c, const int* geometry) {
   const conv_geometry g = load_geometry(geometry);
   const int in_c = g.in_c, tiles = tile_count(&g);
   float* du = scratch;
   float* v = du + 2 * AREA * PLANE(in_c, out_c);
   float* yh = v + AREA * PLANE(WINO_TB, in_c);
+  const dy_source src = {dy, pooled, codes, scratch + TILE_AREAS(in_c, out_c)};
   for (int t0 = 0; t0 < tiles; t0 += WINO_TB) {
     const int nt = tiles - t0 < WINO_TB ? tiles - t0 : WINO_TB;
     for (int t = 0; t < nt; t++) {
       const tile_origin o = tile_at(&g, t0 + t);
       input_tile(x, &g, o, v + (long)t * in_c, PLANE(nt, in_c));
-      dy_tile(dy, &g, out_c, o, yh + (long)t * out_c, PLANE(nt, out_c));
+      dy_tile(src, &g, out_c, o, yh + (long)t * out_c, PLANE(nt, out_c));
     }
     for (int xi = 0; xi < AREA; xi++) {
       gemm_tn(v + xi * PLANE(nt, in_c), yh + xi * PLANE(nt, out_c), du + xi * PLANE(in_c, out_c), in_c, nt, out_c, t0 > 0);

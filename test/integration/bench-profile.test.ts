@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { BenchResult } from '../../src/commands/bench.js';
-import { CONV_RELU_POOL } from '../../src/shared/kernels/conv-relu-pool.js';
+import { CONV_RELU_POOL, CONV_RELU_POOL_GRAD } from '../../src/shared/kernels/conv-relu-pool.js';
 import { kernelFlops } from '../../src/shared/train/profile.js';
 import type { StepProfile } from '../../src/shared/train/profile.js';
 import { lastJson, runCli } from '../helpers/cli.js';
@@ -78,6 +78,10 @@ describe('kernelFlops: 2 FLOPs per multiply-add, from the shapes tf.profile reco
     // conv-relu-pool's kernel records its pooled output and codes: the four outputs under each window count.
     const pooled = [2, 14, 14, 16];
     expect(kernelFlops(CONV_RELU_POOL, [[...x.shape], [...filter.shape], [16]], [pooled, [2, 14, 14, 4]])).toBe(2 * macs);
+    // Its gradient, from the pooled dy: each convolution gradient it returns (dx, dFilter; not dBias) counts as above.
+    const gradInputs = [pooled, [...x.shape], [...filter.shape], pooled, [2, 14, 14, 4]];
+    expect(kernelFlops(CONV_RELU_POOL_GRAD, gradInputs, [[...x.shape], [...filter.shape], [16]])).toBe(2 * 2 * macs);
+    expect(kernelFlops(CONV_RELU_POOL_GRAD, gradInputs, [[...filter.shape], [16]])).toBe(2 * macs);
     const [relu] = await kernelsOf('Relu', () => tf.relu(x));
     expect(kernelFlops('Relu', relu!.inputShapes, relu!.outputShapes)).toBeUndefined();
     tf.dispose([x, filter]);

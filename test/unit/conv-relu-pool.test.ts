@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../src/shared/core/backend.js';
-import { CONV_RELU_POOL, convReluPool, RELU_POOL_GRAD, type ConvReluPoolAttrs } from '../../src/shared/kernels/conv-relu-pool.js';
+import { CONV_RELU_POOL, CONV_RELU_POOL_GRAD, convReluPool, type ConvReluPoolAttrs } from '../../src/shared/kernels/conv-relu-pool.js';
 import { relError } from '../helpers/conv-reference.js';
 import { randomFloats } from '../helpers/random.js';
 
@@ -135,15 +135,18 @@ describe('convReluPool (kernels/conv-relu-pool.ts)', () => {
   });
 
   it('its gradient kernel checks shapes, dtypes and channels as a stock kernel does', () => {
-    const run = (dy: number[], pooled: number[], codes: number[], activationShape: number[], codesDtype: 'int32' | 'float32' = 'int32') => () => tf.tidy(() =>
-      tf.engine().runKernel(RELU_POOL_GRAD, { dy: tf.zeros(dy), pooled: tf.zeros(pooled), codes: tf.zeros(codes, codesDtype) }, { activationShape } as never));
-    expect(run([1, 2, 2, 4], [1, 2, 2, 4], [1, 2, 2, 1], [1, 4, 4, 4])).not.toThrow();
-    expect(run([1, 2, 2, 4], [1, 2, 2, 4], [1, 2, 2, 1], [1, 5, 5, 4])).not.toThrow();
-    expect(run([1, 2, 3, 4], [1, 2, 2, 4], [1, 2, 2, 1], [1, 4, 4, 4])).toThrow(/dy must have the pooled shape/);
-    expect(run([1, 2, 2, 4], [1, 2, 2, 8], [1, 2, 2, 1], [1, 4, 4, 4])).toThrow(/pooled must have the pooled shape/);
-    expect(run([1, 2, 2, 4], [1, 2, 2, 4], [1, 2, 2, 4], [1, 4, 4, 4])).toThrow(/codes must be/);
-    expect(run([1, 2, 2, 4], [1, 2, 2, 4], [1, 2, 2, 1], [1, 4, 4, 4], 'float32')).toThrow(/int32/);
-    expect(run([1, 2, 2, 6], [1, 2, 2, 6], [1, 2, 2, 1], [1, 4, 4, 6])).toThrow(/multiple of 4/);
-    expect(run([2, 2, 4], [2, 2, 4], [2, 2, 1], [4, 4, 4])).toThrow(/rank 4/);
+    const run = (dy: number[], pooled: number[], codes: number[], x: number[], filter: number[], dtypes: { codes?: 'int32' | 'float32'; x?: 'int32' | 'float32' } = {}) => () => tf.tidy(() =>
+      tf.engine().runKernel(CONV_RELU_POOL_GRAD, { dy: tf.zeros(dy), x: tf.zeros(x, dtypes.x ?? 'float32'), filter: tf.zeros(filter), pooled: tf.zeros(pooled), codes: tf.zeros(codes, dtypes.codes ?? 'int32') },
+        { strides: [1, 1], pad: 'same', inputGrad: true, filterGrad: true } as never));
+    expect(run([1, 2, 2, 4], [1, 2, 2, 4], [1, 2, 2, 1], [1, 4, 4, 4], [3, 3, 4, 4])).not.toThrow();
+    expect(run([1, 2, 2, 4], [1, 2, 2, 4], [1, 2, 2, 1], [1, 5, 5, 4], [3, 3, 4, 4])).not.toThrow();
+    expect(run([1, 2, 3, 4], [1, 2, 2, 4], [1, 2, 2, 1], [1, 4, 4, 4], [3, 3, 4, 4])).toThrow(/dy must have the pooled shape/);
+    expect(run([1, 2, 2, 4], [1, 2, 2, 8], [1, 2, 2, 1], [1, 4, 4, 4], [3, 3, 4, 4])).toThrow(/pooled must have the pooled shape/);
+    expect(run([1, 2, 2, 4], [1, 2, 2, 4], [1, 2, 2, 4], [1, 4, 4, 4], [3, 3, 4, 4])).toThrow(/codes must be/);
+    expect(run([1, 2, 2, 4], [1, 2, 2, 4], [1, 2, 2, 1], [1, 4, 4, 4], [3, 3, 4, 4], { codes: 'float32' })).toThrow(/int32/);
+    expect(run([1, 2, 2, 6], [1, 2, 2, 6], [1, 2, 2, 1], [1, 4, 4, 4], [3, 3, 4, 6])).toThrow(/multiple of 4/);
+    expect(run([1, 2, 2, 4], [1, 2, 2, 4], [1, 2, 2, 1], [1, 4, 4, 4], [3, 3, 2, 4])).toThrow(/depth of input/);
+    expect(run([1, 2, 2, 4], [1, 2, 2, 4], [1, 2, 2, 1], [1, 4, 4, 4], [3, 3, 4, 4], { x: 'int32' })).toThrow(/float32/);
+    expect(run([2, 2, 4], [2, 2, 4], [2, 2, 1], [4, 4, 4], [3, 3, 4, 4])).toThrow(/rank 4/);
   });
 });

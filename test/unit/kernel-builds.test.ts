@@ -11,8 +11,8 @@ import { randomFloats } from '../helpers/random.js';
 interface Exports {
   winograd_scratch_floats(inC: number, outC: number): number;
   winograd_conv(x: number, w: number, bias: number, y: number, pooled: number, codes: number, scratch: number, outC: number, flags: number, geometry: number): void;
-  winograd_conv_dx(dy: number, w: number, dx: number, scratch: number, outC: number, geometry: number): void;
-  winograd_conv_dw(x: number, dy: number, dw: number, scratch: number, outC: number, geometry: number): void;
+  winograd_conv_dx(dy: number, pooled: number, codes: number, w: number, dx: number, scratch: number, outC: number, geometry: number): void;
+  winograd_conv_dw(x: number, dy: number, pooled: number, codes: number, dw: number, scratch: number, outC: number, geometry: number): void;
   conv_direct(x: number, w: number, bias: number, y: number, pooled: number, codes: number, scratch: number, outC: number, flags: number, geometry: number): void;
   gemm_f32(a: number, b: number, c: number, m: number, k: number, n: number, aTransposed: number): void;
 }
@@ -86,8 +86,8 @@ describe.each(BUILDS)('the %s build of native/*.c', (_name, base64, available) =
       const scratch = k.alloc(k.exports.winograd_scratch_floats(c.cin, c.cout));
       const [py, pdx, pdw] = [k.alloc(dy.length), k.alloc(x.length), k.alloc(w.length)];
       k.exports.winograd_conv(px, pw, pbias, py, 0, 0, scratch, c.cout, 3, g);
-      k.exports.winograd_conv_dx(pdy, pw, pdx, scratch, c.cout, g);
-      k.exports.winograd_conv_dw(px, pdy, pdw, scratch, c.cout, g);
+      k.exports.winograd_conv_dx(pdy, 0, 0, pw, pdx, scratch, c.cout, g);
+      k.exports.winograd_conv_dw(px, pdy, 0, 0, pdw, scratch, c.cout, g);
       const y = convForward(c, x, w).map((v, i) => Math.max(0, v + bias[i % c.cout]!));
       expect(relError(k.read(py, dy.length), y)).toBeLessThan(1e-4);
       expect(relError(k.read(pdx, x.length), convGradInput(c, w, dy))).toBeLessThan(1e-4);

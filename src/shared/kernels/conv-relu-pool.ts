@@ -1,14 +1,17 @@
 import {
-  backend_util, Conv2DBackpropFilter, Conv2DBackpropInput, customGrad, engine, FusedConv2D, getKernel, util, zerosLike,
+  Conv2DBackpropFilter, Conv2DBackpropInput, customGrad, engine, FusedConv2D, getKernel, util, zeros, zerosLike,
   type Conv2DAttrs, type Conv2DBackpropFilterAttrs, type Conv2DBackpropInputAttrs, type GradSaveFunc, type KernelConfig,
   type KernelFunc, type NamedAttrMap, type NamedTensorInfoMap, type Tensor, type Tensor1D, type Tensor4D,
   type TensorInfo,
 } from '@tensorflow/tfjs';
+import { useDirect } from './conv2d-backprop-filter.js';
 import { convolveReluPool } from './conv2d.js';
+import { nhwcConvGeometry } from './geometry.js';
 import { assertWasmBackend } from './heap.js';
 import { nativeKernels } from './native.js';
 import { assertPooledWithCodes, codesApply, makePooledWithCodes, poolGeometry } from './pool-codes.js';
 import { assertFloat32, assertRank } from './validate.js';
+import { winogradApplies, winogradFilterGrad, winogradInputGrad } from './winograd.js';
 
 /**
  * A convolution with bias and ReLU followed by a 2×2, stride-2 max pool, as one op for training on wasm: the conv
@@ -19,9 +22,11 @@ import { assertFloat32, assertRank } from './validate.js';
  * - Forward (CONV_RELU_POOL): the pooled output and the pool's codes (pool-codes.ts), which are all the gradient
  *   needs of the activation. Our convolution kernels pool each block of their output while it is in cache and never
  *   write the activation (conv2d.ts convolveReluPool); other layers run FusedConv2D, then pool it with codes.
- * - Backward (RELU_POOL_GRAD): the gradient in front of the ReLU in one pass from the codes (max_pool_grad_2x2_codes),
- *   the bias gradient summed over the pooled gradient, a quarter of the elements (masked_sum_rows), then
- *   Conv2DBackpropFilter and Conv2DBackpropInput on it.
+ * - Backward (CONV_RELU_POOL_GRAD): the convolution's gradients read the pooled gradient through the codes, one block
+ *   at a time in cache (Winograd's 4×4 tiles, the direct filter gradient's row pairs), so the gradient in front of
+ *   the ReLU (5.5 MB on `cnn`'s conv1) is never written either; the bias gradient is summed over the pooled gradient,
+ *   a quarter of the elements (masked_sum_rows). Layers our kernels do not take get that gradient written once
+ *   (max_pool_grad_2x2_codes) for Conv2DBackpropFilter and Conv2DBackpropInput.
  *
  * It is one tape node with one output (tf.customGrad): a kernel with a second output that the tape saw would get a
  * zero-filled gradient for it built in JavaScript at every step (tfjs-core's engine does so for every null dy), which
@@ -31,7 +36,7 @@ import { assertFloat32, assertRank } from './validate.js';
  * (test/unit/conv-relu-pool.test.ts).
  */
 export const CONV_RELU_POOL = 'MnistDdpConvReluPool';
-export const RELU_POOL_GRAD = 'MnistDdpReluPoolGrad';
+export const CONV_RELU_POOL_GRAD = 'MnistDdpConvReluPoolGrad';
 
 /** The convolution's attributes; the pool is always 2×2 at stride 2 without padding, the convolution undilated. */
 export interface ConvReluPoolAttrs {
@@ -78,29 +83,78 @@ export const convReluPoolKernelConfig: KernelConfig = {
   kernelName: CONV_RELU_POOL, backendName: 'wasm', kernelFunc: convReluPoolForward as unknown as KernelFunc,
 };
 
-/** The pool's input shape, which its output does not determine (odd sizes). */
-interface ReluPoolGradAttrs {
-  activationShape: number[];
+/** Which gradients CONV_RELU_POOL_GRAD returns (ConvReluPoolGrads), with the convolution's attributes. */
+interface GradAttrs extends ConvReluPoolAttrs {
+  inputGrad: boolean;
+  filterGrad: boolean;
 }
 
-/** [dz, dBias] from the pooled gradient, the pooled output and its codes: dz in front of the ReLU, dBias [C]. */
-function reluPoolGrad({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
+/**
+ * [dx] if inputGrad, then [dFilter, dBias] if filterGrad, from the pooled gradient dy, x, the filter, and the pooled
+ * output and codes of the forward pass. The convolution kernels that take the layer read dy through the codes block by
+ * block (Winograd: each 4×4 tile; the direct filter gradient of first layers: each pair of rows), so the gradient in
+ * front of the pool is never written; other layers get it written once (max_pool_grad_2x2_codes) for the registered
+ * Conv2DBackpropInput and Conv2DBackpropFilter. dBias is the pooled gradient summed where pooled > 0 (the windows
+ * whose maximum passed the ReLU), a quarter of the elements (masked_sum_rows).
+ */
+function convReluPoolGrad({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
   assertWasmBackend(backend);
-  const { dy, pooled, codes } = inputs as { dy: TensorInfo; pooled: TensorInfo; codes: TensorInfo };
-  const { activationShape } = attrs as unknown as ReluPoolGradAttrs;
-  assertPooledWithCodes('reluPoolGrad', activationShape, dy, { pooled, codes });
-  const g = poolGeometry(activationShape);
-  const dz = backend.makeOutput([...activationShape], 'float32');
-  const dBias = backend.makeOutput([g.inC], 'float32');
+  const { dy, x, filter, pooled, codes } = inputs as { dy: TensorInfo; x: TensorInfo; filter: TensorInfo; pooled: TensorInfo; codes: TensorInfo };
+  const { strides, pad, inputGrad, filterGrad } = attrs as unknown as GradAttrs;
+  assertFloat32('convReluPoolGrad', { dy, x, filter });
+  assertRank('convReluPoolGrad', 'x', x.shape, 4);
+  assertRank('convReluPoolGrad', 'filter', filter.shape, 4);
+  util.assert(x.shape[3] === filter.shape[2], () => `Error in convReluPoolGrad: depth of input (${x.shape[3]}) must match input depth for filter ${filter.shape[2]}.`);
+  const conv = { strides, pad, dataFormat: 'NHWC' as const, dimRoundingMode: undefined };
+  const { g, taps } = nhwcConvGeometry(CONV_RELU_POOL_GRAD, x.shape as [number, number, number, number], filter.shape as [number, number, number, number], conv);
+  const activationShape = [g.batch, g.outH, g.outW, g.outC];
+  const pool = { pooled, codes };
+  assertPooledWithCodes('convReluPoolGrad', activationShape, dy, pool);
   const kernels = nativeKernels(backend);
-  kernels.maxPoolGrad2x2Codes(dy, { pooled, codes }, dz, g);
-  // pooled > 0 exactly where dy reached an element > 0 of its window: the window's maximum is that element.
-  kernels.maskedSumRows(dy, pooled, dBias, g.batch * g.outH * g.outW, g.inC);
-  return [dz, dBias];
+  // Empty tensors take the registered kernels, which handle them.
+  const ours = !activationShape.includes(0) && x.shape[3]! > 0;
+  let dz: TensorInfo | undefined;
+  const unpooled = (): TensorInfo => {
+    if (!dz) {
+      dz = backend.makeOutput(activationShape, 'float32');
+      kernels.maxPoolGrad2x2Codes(dy, pool, dz, poolGeometry(activationShape));
+    }
+    return dz;
+  };
+  const run = (kernel: string, kernelInputs: NamedTensorInfoMap, kernelAttrs: object): TensorInfo =>
+    getKernel(kernel, 'wasm')!.kernelFunc({ inputs: kernelInputs, backend, attrs: kernelAttrs as unknown as NamedAttrMap }) as TensorInfo;
+  const out: TensorInfo[] = [];
+  try {
+    if (inputGrad) {
+      out.push(ours && winogradApplies(g)
+        ? winogradInputGrad(backend, dy, filter, g, pool)
+        : run(Conv2DBackpropInput, { dy: unpooled(), filter }, { ...conv, inputShape: x.shape as [number, number, number, number] } satisfies Conv2DBackpropInputAttrs));
+    }
+    if (filterGrad) {
+      let dFilter: TensorInfo;
+      if (ours && winogradApplies(g)) {
+        dFilter = { ...winogradFilterGrad(backend, x, dy, g, pool), shape: [...filter.shape] };
+      } else if (ours && useDirect(taps, g.outC)) {
+        dFilter = backend.makeOutput([...filter.shape], 'float32');
+        const scratch = backend.makeOutput([2 * g.outW * g.outC], 'float32');
+        kernels.filterGradDirect(x, dy, dFilter, g, { ...pool, scratch });
+        backend.disposeData(scratch.dataId);
+      } else {
+        dFilter = run(Conv2DBackpropFilter, { x, dy: unpooled() }, { ...conv, filterShape: filter.shape as [number, number, number, number] } satisfies Conv2DBackpropFilterAttrs);
+      }
+      const dBias = backend.makeOutput([g.outC], 'float32');
+      // pooled > 0 exactly where dy reached an element > 0 of its window: the window's maximum is that element.
+      kernels.maskedSumRows(dy, pooled, dBias, g.batch * Math.floor(g.outH / 2) * Math.floor(g.outW / 2), g.outC);
+      out.push(dFilter, dBias);
+    }
+  } finally {
+    if (dz) backend.disposeData(dz.dataId);
+  }
+  return out;
 }
 
-export const reluPoolGradKernelConfig: KernelConfig = {
-  kernelName: RELU_POOL_GRAD, backendName: 'wasm', kernelFunc: reluPoolGrad as unknown as KernelFunc,
+export const convReluPoolGradKernelConfig: KernelConfig = {
+  kernelName: CONV_RELU_POOL_GRAD, backendName: 'wasm', kernelFunc: convReluPoolGrad as unknown as KernelFunc,
 };
 
 /**
@@ -112,24 +166,21 @@ export function convReluPool(x: Tensor4D, filter: Tensor4D, bias: Tensor1D, attr
   util.assert(codesApply(filter.shape[3]) && bias.shape[0] === filter.shape[3], () =>
     `Error in convReluPool: needs a multiple of 4 filters and a bias of one value per filter, got filter [${filter.shape.join(',')}] and bias [${bias.shape.join(',')}].`);
   const forwardAttrs = { strides, pad } satisfies ConvReluPoolAttrs as unknown as NamedAttrMap;
-  const activationShape = backend_util.computeConv2DInfo(x.shape, filter.shape, strides, 1, pad).outShape;
-  const conv = { strides, pad, dataFormat: 'NHWC' as const, dimRoundingMode: undefined };
+  const gradAttrs = { strides, pad, inputGrad: grads.x, filterGrad: grads.weights } satisfies GradAttrs as unknown as NamedAttrMap;
   const op = customGrad((...args: Array<Tensor | GradSaveFunc>) => {
     const [x, filter, bias, save] = args as [Tensor4D, Tensor4D, Tensor1D, GradSaveFunc];
     const [pooled, codes] = engine().runKernel(CONV_RELU_POOL, { x, filter, bias }, forwardAttrs) as [Tensor4D, Tensor4D];
-    save([x, filter, bias, pooled, codes]);
+    save([x, filter, pooled, codes]);
     return {
       value: pooled,
       gradFunc: (dy: Tensor, saved: Tensor[]) => {
-        const [sx, sFilter, sBias, sPooled, sCodes] = saved as [Tensor4D, Tensor4D, Tensor1D, Tensor4D, Tensor4D];
-        const [dz, dBias] = engine().runKernel(RELU_POOL_GRAD, { dy, pooled: sPooled, codes: sCodes },
-          { activationShape } satisfies ReluPoolGradAttrs as unknown as NamedAttrMap) as [Tensor4D, Tensor1D];
-        const dx = grads.x
-          ? engine().runKernel(Conv2DBackpropInput, { dy: dz, filter: sFilter }, { ...conv, inputShape: sx.shape } satisfies Conv2DBackpropInputAttrs as unknown as NamedAttrMap) as Tensor
-          : zerosLike(sx);
-        if (!grads.weights) return [dx, zerosLike(sFilter), zerosLike(sBias)];
-        const dFilter = engine().runKernel(Conv2DBackpropFilter, { x: sx, dy: dz }, { ...conv, filterShape: sFilter.shape } satisfies Conv2DBackpropFilterAttrs as unknown as NamedAttrMap) as Tensor;
-        return [dx, dFilter, dBias];
+        const [sx, sFilter, sPooled, sCodes] = saved as [Tensor4D, Tensor4D, Tensor4D, Tensor4D];
+        const out = grads.x || grads.weights
+          ? engine().runKernel(CONV_RELU_POOL_GRAD, { dy, x: sx, filter: sFilter, pooled: sPooled, codes: sCodes }, gradAttrs) as Tensor[]
+          : [];
+        const dx = grads.x ? out.shift()! : zerosLike(sx);
+        const [dFilter, dBias] = grads.weights ? out : [zerosLike(sFilter), zeros(bias.shape)];
+        return [dx, dFilter!, dBias!];
       },
     };
   });

@@ -21,7 +21,7 @@ const OP = 'conv2dDerFilter';
  * `lenet` conv1, Cout 6; im2col_t wins on `cnn` conv2, Cin 32, and loses on `lenet` conv2, Cin 6).
  */
 const DIRECT_MAX_TAPS = 32;
-const useDirect = (taps: number, outC: number): boolean => taps <= DIRECT_MAX_TAPS && outC % 16 === 0;
+export const useDirect = (taps: number, outC: number): boolean => taps <= DIRECT_MAX_TAPS && outC % 16 === 0;
 const gatherTransposed = (inC: number): boolean => inC % 4 === 0;
 
 /**

@@ -13,7 +13,7 @@ import { kernelsModule } from './module.js';
 interface NativeExports {
   im2col(x: number, col: number, geometry: number): void;
   im2col_t(x: number, colT: number, geometry: number): void;
-  filter_grad_direct(x: number, dy: number, dw: number, outC: number, geometry: number): void;
+  filter_grad_direct(x: number, dy: number, pooled: number, codes: number, scratch: number, dw: number, outC: number, geometry: number): void;
   col2im(col: number, dx: number, geometry: number): void;
   max_pool_grad(x: number, dy: number, dx: number, geometry: number): void;
   sum_rows(x: number, out: number, rows: number, channels: number): void;
@@ -37,8 +37,8 @@ interface NativeExports {
   winograd_scratch_floats(inC: number, outC: number): number;
   dropout(x: number, y: number, samples: number, perSample: number, seedMix: number, keyLow: number, keyHigh: number, threshold: number, scale: number): void;
   winograd_conv(x: number, w: number, bias: number, y: number, pooled: number, codes: number, scratch: number, outC: number, flags: number, geometry: number): void;
-  winograd_conv_dx(dy: number, w: number, dx: number, scratch: number, outC: number, geometry: number): void;
-  winograd_conv_dw(x: number, dy: number, dw: number, scratch: number, outC: number, geometry: number): void;
+  winograd_conv_dx(dy: number, pooled: number, codes: number, w: number, dx: number, scratch: number, outC: number, geometry: number): void;
+  winograd_conv_dw(x: number, dy: number, pooled: number, codes: number, dw: number, scratch: number, outC: number, geometry: number): void;
 }
 
 /**
@@ -53,6 +53,9 @@ const epilogueFlags = (bias: TensorInfo | undefined, relu: boolean): number => (
 
 /** Where a convolution kernel writes: its output y, or only the 2×2, stride-2 max pool of it and the pool's codes. */
 export type ConvOutput = { y: TensorInfo } | PooledWithCodes;
+
+/** The pooled output and codes a pooled gradient came through, and the direct filter gradient's scratch (2·OW·Cout floats). */
+export type PooledGradient = PooledWithCodes & { scratch: TensorInfo };
 
 /** int32 fields of native/kernels.h `conv_geometry`. */
 const GEOMETRY_INTS = 14;
@@ -91,9 +94,13 @@ class NativeKernels {
     this.exports.im2col_t(this.ptr(x), this.ptr(colT), this.geometry(g));
   }
 
-  /** dW[KH, KW, C, Cout] computed without a GEMM (for layers with few taps); overwrites dw. */
-  filterGradDirect(x: TensorInfo, dy: TensorInfo, dw: TensorInfo, g: ConvGeometry): void {
-    this.exports.filter_grad_direct(this.ptr(x), this.ptr(dy), this.ptr(dw), g.outC, this.geometry(g));
+  /**
+   * dW[KH, KW, C, Cout] computed without a GEMM (for layers with few taps; Cout a multiple of 16); overwrites dw. With
+   * `pooled`, dy is the gradient of a ReLU and a 2×2 max pool after the convolution (PooledGradient).
+   */
+  filterGradDirect(x: TensorInfo, dy: TensorInfo, dw: TensorInfo, g: ConvGeometry, pooled?: PooledGradient): void {
+    const [pool, codes, scratch] = pooled ? [this.ptr(pooled.pooled), this.ptr(pooled.codes), this.ptr(pooled.scratch)] : [0, 0, 0];
+    this.exports.filter_grad_direct(this.ptr(x), this.ptr(dy), pool, codes, scratch, this.ptr(dw), g.outC, this.geometry(g));
   }
 
   /** Overwrites dx (no need to zero it). */
@@ -235,14 +242,19 @@ class NativeKernels {
     this.exports.winograd_conv(this.ptr(x), this.ptr(w), bias ? this.ptr(bias) : 0, ...this.outputs(out), this.ptr(scratch), g.outC, epilogueFlags(bias, relu), this.geometry(g));
   }
 
-  /** dx[B, H, W, Cin] <- that convolution's input gradient; overwrites dx. */
-  winogradConvDx(dy: TensorInfo, w: TensorInfo, dx: TensorInfo, scratch: TensorInfo, g: ConvGeometry): void {
-    this.exports.winograd_conv_dx(this.ptr(dy), this.ptr(w), this.ptr(dx), this.ptr(scratch), g.outC, this.geometry(g));
+  /** dx[B, H, W, Cin] <- that convolution's input gradient; overwrites dx. With `pool`, dy is the pooled gradient. */
+  winogradConvDx(dy: TensorInfo, w: TensorInfo, dx: TensorInfo, scratch: TensorInfo, g: ConvGeometry, pool?: PooledWithCodes): void {
+    this.exports.winograd_conv_dx(this.ptr(dy), ...this.pool(pool), this.ptr(w), this.ptr(dx), this.ptr(scratch), g.outC, this.geometry(g));
   }
 
-  /** dw[3, 3, Cin, Cout] <- that convolution's filter gradient; overwrites dw. */
-  winogradConvDw(x: TensorInfo, dy: TensorInfo, dw: TensorInfo, scratch: TensorInfo, g: ConvGeometry): void {
-    this.exports.winograd_conv_dw(this.ptr(x), this.ptr(dy), this.ptr(dw), this.ptr(scratch), g.outC, this.geometry(g));
+  /** dw[3, 3, Cin, Cout] <- that convolution's filter gradient; overwrites dw. With `pool`, dy is the pooled gradient. */
+  winogradConvDw(x: TensorInfo, dy: TensorInfo, dw: TensorInfo, scratch: TensorInfo, g: ConvGeometry, pool?: PooledWithCodes): void {
+    this.exports.winograd_conv_dw(this.ptr(x), this.ptr(dy), ...this.pool(pool), this.ptr(dw), this.ptr(scratch), g.outC, this.geometry(g));
+  }
+
+  /** [pooled, codes] pointers, 0 and 0 without a pool. */
+  private pool(pool: PooledWithCodes | undefined): [number, number] {
+    return pool ? [this.ptr(pool.pooled), this.ptr(pool.codes)] : [0, 0];
   }
 
   /**

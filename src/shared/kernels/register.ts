@@ -4,18 +4,19 @@ import { batchNormTrainKernelConfigs } from './batch-norm-train.js';
 import { conv2dBackpropFilterConfig } from './conv2d-backprop-filter.js';
 import { conv2dBackpropInputConfig } from './conv2d-backprop-input.js';
 import { conv2dGradConfig } from './conv2d-grad.js';
-import { convReluPoolKernelConfig, reluPoolGradKernelConfig } from './conv-relu-pool.js';
+import { convReluPoolKernelConfig, convReluPoolGradKernelConfig } from './conv-relu-pool.js';
 import { dropoutKernelConfig } from './dropout.js';
 import { FAST_PATHS } from './fast-paths.js';
 import { filterGradByTapsKernel, webgpuFilterGrad } from './filter-grad-by-taps.js';
 import { maxPoolGradConfig } from './max-pool-grad.js';
 import { meanGradConfig } from './mean-grad.js';
 import { reluGradConfig, reluGradKernelConfig } from './relu-grad.js';
+import { softmaxCrossEntropyKernelConfigs } from './softmax-cross-entropy.js';
 
 /** The training kernels mnist-ddp adds to, or replaces in, tfjs-backend-wasm. */
 const WASM_TRAINING_KERNELS: readonly KernelConfig[] = [
   conv2dBackpropFilterConfig, conv2dBackpropInputConfig, maxPoolGradConfig, reluGradKernelConfig, batchNormGradKernelConfig,
-  convReluPoolKernelConfig, reluPoolGradKernelConfig, ...batchNormTrainKernelConfigs, dropoutKernelConfig,
+  convReluPoolKernelConfig, convReluPoolGradKernelConfig, ...batchNormTrainKernelConfigs, dropoutKernelConfig, ...softmaxCrossEntropyKernelConfigs,
 ];
 
 let registered = false;

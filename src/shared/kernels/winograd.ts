@@ -2,6 +2,7 @@ import type { TensorInfo } from '@tensorflow/tfjs';
 import type { ConvGeometry } from './geometry.js';
 import type { WasmBackend } from './heap.js';
 import { nativeKernels, type ConvOutput } from './native.js';
+import type { PooledWithCodes } from './pool-codes.js';
 
 /**
  * Winograd F(4×4, 3×3) convolutions (native/winograd.c): forward, input gradient and filter gradient of 3×3,
@@ -78,16 +79,19 @@ export function winogradConvTo(backend: WasmBackend, x: TensorInfo, filter: Tens
   withScratch(backend, g, (scratch) => nativeKernels(backend).winogradConv(x, filter, epilogue.bias, epilogue.relu ?? false, out, scratch, g));
 }
 
-/** dx[B, H, W, Cin] from dy, exactly [B, OH, OW, Cout]. */
-export function winogradInputGrad(backend: WasmBackend, dy: TensorInfo, filter: TensorInfo, g: ConvGeometry): TensorInfo {
+/**
+ * dx[B, H, W, Cin] from dy, exactly [B, OH, OW, Cout]; or, with `pool` (the convolution followed by a ReLU and a 2×2
+ * max pool, pool-codes.ts), from the pooled gradient, exactly pool.pooled's shape, unpooled tile by tile in cache.
+ */
+export function winogradInputGrad(backend: WasmBackend, dy: TensorInfo, filter: TensorInfo, g: ConvGeometry, pool?: PooledWithCodes): TensorInfo {
   const dx = backend.makeOutput([g.batch, g.inH, g.inW, g.inC], 'float32');
-  withScratch(backend, g, (scratch) => nativeKernels(backend).winogradConvDx(dy, filter, dx, scratch, g));
+  withScratch(backend, g, (scratch) => nativeKernels(backend).winogradConvDx(dy, filter, dx, scratch, g, pool));
   return dx;
 }
 
-/** dW as [9·Cin, Cout] (the filter's memory layout) from x and dy, exactly [B, OH, OW, Cout]. */
-export function winogradFilterGrad(backend: WasmBackend, x: TensorInfo, dy: TensorInfo, g: ConvGeometry): TensorInfo {
+/** dW as [9·Cin, Cout] (the filter's memory layout) from x and dy, as winogradInputGrad takes it. */
+export function winogradFilterGrad(backend: WasmBackend, x: TensorInfo, dy: TensorInfo, g: ConvGeometry, pool?: PooledWithCodes): TensorInfo {
   const dw = backend.makeOutput([9 * g.inC, g.outC], 'float32');
-  withScratch(backend, g, (scratch) => nativeKernels(backend).winogradConvDw(x, dy, dw, scratch, g));
+  withScratch(backend, g, (scratch) => nativeKernels(backend).winogradConvDw(x, dy, dw, scratch, g, pool));
   return dw;
 }

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { BackendSelection } from '../core/backend.js';
 import { roundTo } from '../core/stats.js';
-import { CONV_RELU_POOL } from '../kernels/conv-relu-pool.js';
+import { CONV_RELU_POOL, CONV_RELU_POOL_GRAD } from '../kernels/conv-relu-pool.js';
 
 /**
  * Where a step's time goes, kernel by kernel (issue #17, `bench --profile`): a few training steps run under
@@ -72,7 +72,8 @@ const size = (shape: readonly number[] | null | undefined): number => (shape ? s
 
 /**
  * Multiply-add FLOPs (2 per MAC) of one call of a GEMM or convolution kernel, from the shapes tf.profile records
- * (inputs in the op's own order: {a, b, …}, {x, filter, …}, {dy, filter}, {x, dy}); undefined for other kernels.
+ * (inputs in the op's own order: {a, b, …}, {x, filter, …}, {dy, filter}, {x, dy}, {dy, x, filter, …}); undefined for
+ * other kernels.
  * Padding is not subtracted: the figure counts what a dense GEMM of these shapes does.
  */
 export function kernelFlops(name: string, inputShapes: readonly (readonly number[] | null)[], outputShapes: readonly (readonly number[])[]): number | undefined {
@@ -99,6 +100,13 @@ export function kernelFlops(name: string, inputShapes: readonly (readonly number
       if (fh === undefined || fw === undefined || inC === undefined) return undefined;
       const outputs = name === 'Conv2DBackpropInput' ? size(first) : name === CONV_RELU_POOL ? 4 * size(out) : size(out);
       return 2 * outputs * fh * fw * inC;
+    }
+    case CONV_RELU_POOL_GRAD: {
+      // {dy (pooled), x, filter, …} → [dx] [dFilter, dBias]: each convolution gradient it returns (the 4-D outputs)
+      // takes fh·fw·inC MACs per element the pooled dy's windows cover (four per pooled element).
+      const [fh, fw, inC] = inputShapes[2] ?? [];
+      if (fh === undefined || fw === undefined || inC === undefined) return undefined;
+      return 2 * 4 * size(first) * fh * fw * inC * outputShapes.filter((s) => s.length === 4).length;
     }
     case 'Conv2DBackpropFilter': {
       // {x, dy} → filter [fh, fw, inC, outC]: each dy element meets fh·fw·inC inputs.

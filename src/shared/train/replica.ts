@@ -7,6 +7,7 @@ import { createOptimizer, type FlatOptimizer, type OptimizerConfig } from './opt
 import { paramLayout, weightsDigest, type ParamLayout, type ParamSlot } from '../model/layout.js';
 import { IMAGE_COLS, IMAGE_ROWS, NUM_CLASSES, type Batch } from '../data/mnist.js';
 import { passLimitFor, passSizes, PROBE_SAMPLES, UNSPLIT_SAMPLES } from './pass-limit.js';
+import { SOFTMAX_CROSS_ENTROPY, softmaxCrossEntropySum } from '../kernels/softmax-cross-entropy.js';
 import { trainingForward } from './training-forward.js';
 
 export type { Batch };
@@ -44,6 +45,8 @@ export class Replica {
   private readonly forward: (xs: tf.Tensor, sampleKey?: number) => tf.Tensor;
   /** Samples per pass: given, or measured on the first wasm batch above UNSPLIT_SAMPLES. */
   private passLimit: number | undefined;
+  /** gradientPass's values on wasm, reused from pass to pass. */
+  private passValues: Float32Array | undefined;
 
   /** Builds the replica and reads its initial parameters (asynchronous: see the class comment). */
   static async create(options: ReplicaOptions): Promise<Replica> {
@@ -139,21 +142,15 @@ export class Replica {
     let start = 0;
     for (const n of passes) {
       if (moving && start > 0) writeVars(this.syncedVars, layout.synced, moving, layout.paramCount);
-      const flat = this.gradientPass(batch, start, n);
-      try {
-        // On wasm a view of the tensor's memory, used before anything else runs; elsewhere a copy.
-        const values = wasmView(flat) ?? await flat.data() as Float32Array;
-        if (start === 0) {
-          out.set(values);
-          for (let i = layout.paramCount; i < layout.lossIndex; i++) out[i] = out[i]! * n;
-        } else {
-          for (let i = 0; i < layout.paramCount; i++) out[i] = out[i]! + values[i]!;
-          // Rounded as a rank's own buffer holds it, before the sum: passes add up exactly as ranks do.
-          for (let i = layout.paramCount; i < layout.lossIndex; i++) out[i] = out[i]! + Math.fround(values[i]! * n);
-          out[layout.lossIndex] = out[layout.lossIndex]! + values[layout.lossIndex]!;
-        }
-      } finally {
-        flat.dispose();
+      const values = await this.gradientPass(batch, start, n);
+      if (start === 0) {
+        out.set(values);
+        for (let i = layout.paramCount; i < layout.lossIndex; i++) out[i] = out[i]! * n;
+      } else {
+        for (let i = 0; i < layout.paramCount; i++) out[i] = out[i]! + values[i]!;
+        // Rounded as a rank's own buffer holds it, before the sum: passes add up exactly as ranks do.
+        for (let i = layout.paramCount; i < layout.lossIndex; i++) out[i] = out[i]! + Math.fround(values[i]! * n);
+        out[layout.lossIndex] = out[layout.lossIndex]! + values[layout.lossIndex]!;
       }
       start += n;
     }
@@ -161,25 +158,48 @@ export class Replica {
   }
 
   /**
-   * [gradients | synced buffers | loss] of samples [start, start + n) of the batch, in the all-reduce buffer's layout,
-   * as one tensor: one read per pass.
+   * [gradients | synced buffers | loss] of samples [start, start + n) of the batch, in the all-reduce buffer's layout
+   * (up to lossIndex inclusive), valid until the next pass. One read per pass: on wasm each part is copied from a
+   * view of wasm memory into `passValues` (no concatenation kernel, no reshapes); elsewhere the parts are
+   * concatenated on the device and read once.
    */
-  private gradientPass(batch: Batch, start: number, n: number): tf.Tensor1D {
+  private async gradientPass(batch: Batch, start: number, n: number): Promise<Float32Array> {
+    const { grads, loss } = this.gradientParts(batch, start, n);
+    // Read after the forward pass: training-mode batch norm has updated its moving statistics by now.
+    const parts = [...grads, ...this.syncedVars.map((v) => v.read()), loss];
+    try {
+      if (tf.getBackend() !== 'wasm') {
+        const flat = tf.tidy(() => tf.concat(parts.map((p) => p.reshape([-1]))));
+        try {
+          return await flat.data() as Float32Array;
+        } finally {
+          flat.dispose();
+        }
+      }
+      const { trainable, synced, lossIndex } = this.layout;
+      const values = (this.passValues ??= new Float32Array(lossIndex + 1));
+      const offsets = [...trainable.map((s) => s.offset), ...synced.map((s) => s.offset), lossIndex];
+      parts.forEach((part, i) => values.set(wasmView(part)!, offsets[i]));
+      return values;
+    } finally {
+      tf.dispose([...grads, loss]);
+    }
+  }
+
+  /** Each trainable weight's gradient (in layout order) and the loss, of samples [start, start + n) of the batch. */
+  private gradientParts(batch: Batch, start: number, n: number): { grads: tf.Tensor[]; loss: tf.Scalar } {
     const pixels = IMAGE_ROWS * IMAGE_COLS;
     return tf.tidy(() => {
       const xs = tf.tensor4d(batch.x.subarray(start * pixels, (start + n) * pixels), [n, IMAGE_ROWS, IMAGE_COLS, 1]);
-      const labels = tf.oneHot(tf.tensor1d(batch.y.subarray(start, start + n), 'int32'), NUM_CLASSES);
+      const labels = tf.tensor1d(batch.y.subarray(start, start + n), 'int32');
+      const fusedLoss = tf.getBackend() === 'wasm' && tf.getKernel(SOFTMAX_CROSS_ENTROPY, 'wasm') !== undefined;
       const vars = this.trainableVars.map((v) => v.read() as tf.Variable);
       const { value, grads } = tf.variableGrads(
-        () => tf.losses.softmaxCrossEntropy(labels, this.forward(xs, (batch.sampleKey ?? 0) + start) as tf.Tensor2D, undefined, undefined, tf.Reduction.SUM) as tf.Scalar,
+        () => softmaxCrossEntropySum(this.forward(xs, (batch.sampleKey ?? 0) + start) as tf.Tensor2D, labels, fusedLoss),
         vars,
       );
       // A weight the loss does not reach has no gradient: it contributes zeros, as before.
-      const parts = this.layout.trainable.map((slot, i) => grads[vars[i]!.name]?.reshape([-1]) ?? tf.zeros([slot.size]));
-      // Read after the forward pass: training-mode batch norm has updated its moving statistics by now.
-      for (const v of this.syncedVars) parts.push(v.read().reshape([-1]));
-      parts.push(value.reshape([1]));
-      return tf.concat(parts) as tf.Tensor1D;
+      return { grads: this.layout.trainable.map((slot, i) => grads[vars[i]!.name] ?? tf.zeros([slot.size])), loss: value };
     });
   }
 
@@ -194,7 +214,10 @@ export class Replica {
     if (tf.getBackend() !== 'wasm') return (this.passLimit = Infinity);
     const moving = this.syncedVars.length > 0 ? await readFlat(this.syncedVars) : undefined;
     const before = tf.memory().numBytes;
-    const profile = await tf.profile(() => tf.dispose(this.gradientPass(batch, 0, PROBE_SAMPLES)));
+    const profile = await tf.profile(() => {
+      const { grads, loss } = this.gradientParts(batch, 0, PROBE_SAMPLES);
+      tf.dispose([...grads, loss]);
+    });
     if (moving) writeVars(this.syncedVars, this.layout.synced, moving, this.layout.paramCount);
     return (this.passLimit = passLimitFor(profile.peakBytes - before, PROBE_SAMPLES));
   }

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import { MIN_ROWS } from '../kernels/batch-norm.js';
 import { BATCH_NORM_TRAIN_GRAD, batchNormTraining } from '../kernels/batch-norm-train.js';
-import { convReluPool, RELU_POOL_GRAD, type ConvReluPoolAttrs } from '../kernels/conv-relu-pool.js';
+import { convReluPool, CONV_RELU_POOL_GRAD, type ConvReluPoolAttrs } from '../kernels/conv-relu-pool.js';
 import { codesApply } from '../kernels/pool-codes.js';
 import { DROPOUT, dropoutOp } from '../kernels/dropout.js';
 import { convKernelsEnabled } from '../kernels/winograd.js';
@@ -203,7 +203,7 @@ export function trainingForward(model: tf.LayersModel): (xs: tf.Tensor, sampleKe
   // Registration is idempotent and never undone: once seen, it is not looked up again.
   let registered = false;
   return (xs, sampleKey = 0) => {
-    registered ||= [RELU_POOL_GRAD, BATCH_NORM_TRAIN_GRAD, DROPOUT].every((k) => tf.getKernel(k, 'wasm') !== undefined);
+    registered ||= [CONV_RELU_POOL_GRAD, BATCH_NORM_TRAIN_GRAD, DROPOUT].every((k) => tf.getKernel(k, 'wasm') !== undefined);
     const wasm = registered && convKernelsEnabled() && tf.getBackend() === 'wasm';
     let y = xs;
     steps.forEach((step, i) => {
