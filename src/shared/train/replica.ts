@@ -45,7 +45,7 @@ export class Replica {
   private readonly forward: (xs: tf.Tensor, sampleKey?: number) => tf.Tensor;
   /** Samples per pass: given, or measured on the first wasm batch above UNSPLIT_SAMPLES. */
   private passLimit: number | undefined;
-  /** gradientPass's values on wasm, reused from pass to pass. */
+  /** A pass's values after the first (gradientPass), reused from pass to pass. */
   private passValues: Float32Array | undefined;
 
   /** Builds the replica and reads its initial parameters (asynchronous: see the class comment). */
@@ -127,26 +127,28 @@ export class Replica {
   }
 
   /**
-   * Fills `out` (layout.bufferLength) with this rank's contribution: gradients of the SUMMED loss over the batch,
-   * synced buffers × batch size, the summed loss and the batch size. Summing these over ranks and dividing by the
-   * total count gives the exact mean over the global batch, however unevenly it was split. An empty batch
-   * contributes zeros. A batch above the pass limit (pass-limit.ts) is computed in passes whose contributions are
+   * Fills `out` (layout.bufferLength, then zeros to its end) with this rank's contribution: gradients of the SUMMED
+   * loss over the batch, synced buffers × batch size, the summed loss and the batch size. Summing these over ranks and
+   * dividing by the total count gives the exact mean over the global batch, however unevenly it was split. An empty
+   * batch contributes zeros. A batch above the pass limit (pass-limit.ts) is computed in passes whose contributions are
    * added the same way; each pass starts from the step's batch-norm moving statistics, as each rank does.
    */
   async computeGradients(batch: Batch, out: Float32Array): Promise<void> {
-    out.fill(0);
-    if (batch.size === 0) return;
+    if (batch.size === 0) {
+      out.fill(0);
+      return;
+    }
     const { layout } = this;
     const passes = passSizes(batch.size, await this.passLimitFor(batch));
     const moving = passes.length > 1 && this.syncedVars.length > 0 ? await readFlat(this.syncedVars) : undefined;
     let start = 0;
     for (const n of passes) {
       if (moving && start > 0) writeVars(this.syncedVars, layout.synced, moving, layout.paramCount);
-      const values = await this.gradientPass(batch, start, n);
       if (start === 0) {
-        out.set(values);
+        await this.gradientPass(batch, start, n, out);
         for (let i = layout.paramCount; i < layout.lossIndex; i++) out[i] = out[i]! * n;
       } else {
+        const values = await this.gradientPass(batch, start, n, (this.passValues ??= new Float32Array(layout.lossIndex + 1)));
         for (let i = 0; i < layout.paramCount; i++) out[i] = out[i]! + values[i]!;
         // Rounded as a rank's own buffer holds it, before the sum: passes add up exactly as ranks do.
         for (let i = layout.paramCount; i < layout.lossIndex; i++) out[i] = out[i]! + Math.fround(values[i]! * n);
@@ -155,15 +157,18 @@ export class Replica {
       start += n;
     }
     out[layout.countIndex] = batch.size;
+    // Past the count (other ranks' health reports, gradient-health.ts) the contribution is 0; every slot before it
+    // was written by the first pass.
+    out.fill(0, layout.countIndex + 1);
   }
 
   /**
-   * [gradients | synced buffers | loss] of samples [start, start + n) of the batch, in the all-reduce buffer's layout
-   * (up to lossIndex inclusive), valid until the next pass. One read per pass: on wasm each part is copied from a
-   * view of wasm memory into `passValues` (no concatenation kernel, no reshapes); elsewhere the parts are
-   * concatenated on the device and read once.
+   * Writes [gradients | synced buffers | loss] of samples [start, start + n) of the batch into `into`, in the
+   * all-reduce buffer's layout (up to lossIndex inclusive), and returns it. One read per pass: on wasm each part is
+   * copied from a view of wasm memory (no concatenation kernel, no reshapes); elsewhere the parts are concatenated on
+   * the device and read once.
    */
-  private async gradientPass(batch: Batch, start: number, n: number): Promise<Float32Array> {
+  private async gradientPass(batch: Batch, start: number, n: number, into: Float32Array): Promise<Float32Array> {
     const { grads, loss } = this.gradientParts(batch, start, n);
     // Read after the forward pass: training-mode batch norm has updated its moving statistics by now.
     const parts = [...grads, ...this.syncedVars.map((v) => v.read()), loss];
@@ -171,16 +176,16 @@ export class Replica {
       if (tf.getBackend() !== 'wasm') {
         const flat = tf.tidy(() => tf.concat(parts.map((p) => p.reshape([-1]))));
         try {
-          return await flat.data() as Float32Array;
+          into.set(await flat.data() as Float32Array);
+          return into;
         } finally {
           flat.dispose();
         }
       }
       const { trainable, synced, lossIndex } = this.layout;
-      const values = (this.passValues ??= new Float32Array(lossIndex + 1));
       const offsets = [...trainable.map((s) => s.offset), ...synced.map((s) => s.offset), lossIndex];
-      parts.forEach((part, i) => values.set(wasmView(part)!, offsets[i]));
-      return values;
+      parts.forEach((part, i) => into.set(wasmView(part)!, offsets[i]));
+      return into;
     } finally {
       tf.dispose([...grads, loss]);
     }
