@@ -130,52 +130,60 @@ ALWAYS_INLINE v128_t relu_masked(v128_t g, v128_t centred, v128_t f, v128_t o, i
 }
 
 /*
- * The first pass of both gradients: S1 = sum over rows of g and S2 = sum over rows of g (x - mean), per channel,
- * with g = dy, or with relu the ReLU-masked dy (relu_masked; f and o as batch_norm's). Float32 partials over 64 rows
- * are folded into float64 totals, left in dx as S1[C] then S2[C] doubles (dx must hold at least 4C floats: rows >= 4),
- * where the caller reads them.
+ * The first pass of both gradients, for one block of n rows (n <= 64: its float32 partials stay short): adds to the
+ * float64 totals s1 = sum over rows of g and s2 = sum over rows of g (x - mean), per channel, with g = dy, or with
+ * relu the ReLU-masked dy (relu_masked; f and o as batch_norm's).
+ */
+ALWAYS_INLINE void block_sums(const float* x, const float* dy, const float* mean, const float* variance, const float* scale,
+                              const float* offset, double epsilon, int relu, double* s1, double* s2, int n, int c) {
+  const int vec_c = c & ~3;
+  for (int c0 = 0; c0 < vec_c; c0 += 4) {
+    const v128_t m = wasm_v128_load(mean + c0);
+    const v128_t f = batch_norm_factor(variance, scale, c0, epsilon);
+    const v128_t o = offset ? wasm_v128_load(offset + c0) : wasm_f32x4_splat(0.0f);
+    v128_t p1 = wasm_f32x4_splat(0.0f), p2 = wasm_f32x4_splat(0.0f);
+    for (int r = 0; r < n; r++) {
+      const long at = (long)r * c + c0;
+      const v128_t centred = wasm_f32x4_sub(wasm_v128_load(x + at), m);
+      const v128_t g = relu_masked(wasm_v128_load(dy + at), centred, f, o, relu);
+      p1 = wasm_f32x4_add(p1, g);
+      p2 = MADD(g, centred, p2);
+    }
+    v128_t lo1 = wasm_v128_load(s1 + c0), hi1 = wasm_v128_load(s1 + c0 + 2);
+    v128_t lo2 = wasm_v128_load(s2 + c0), hi2 = wasm_v128_load(s2 + c0 + 2);
+    FOLD_F64(lo1, hi1, p1);
+    FOLD_F64(lo2, hi2, p2);
+    wasm_v128_store(s1 + c0, lo1), wasm_v128_store(s1 + c0 + 2, hi1);
+    wasm_v128_store(s2 + c0, lo2), wasm_v128_store(s2 + c0 + 2, hi2);
+  }
+  for (int c0 = vec_c; c0 < c; c0++) {
+    const float f = relu ? (float)((scale ? (double)scale[c0] : 1.0) / __builtin_sqrt((double)variance[c0] + epsilon)) : 1.0f;
+    const float o = offset ? offset[c0] : 0.0f;
+    float p1 = 0.0f, p2 = 0.0f;
+    for (int r = 0; r < n; r++) {
+      const long at = (long)r * c + c0;
+      const float centred = x[at] - mean[c0];
+      const float g = relu && !(centred * f + o > 0.0f) ? 0.0f : dy[at];
+      p1 += g;
+      p2 += g * centred;
+    }
+    s1[c0] += p1;
+    s2[c0] += p2;
+  }
+}
+
+/*
+ * The first pass over all rows, in blocks of 64. The totals are left in dx as S1[C] then S2[C] doubles (dx must hold
+ * at least 4C floats: rows >= 4), where the caller reads them.
  */
 ALWAYS_INLINE void gradient_sums(const float* x, const float* dy, const float* mean, const float* variance, const float* scale,
                                  const float* offset, double epsilon, int relu, float* dx, int rows, int c) {
   double* s1 = (double*)dx;
   double* s2 = s1 + c;
   __builtin_memset(dx, 0, (unsigned)(2 * c) * sizeof(double));
-  const int vec_c = c & ~3;
   for (int r0 = 0; r0 < rows; r0 += 64) {
-    const int r1 = r0 + 64 < rows ? r0 + 64 : rows;
-    for (int c0 = 0; c0 < vec_c; c0 += 4) {
-      const v128_t m = wasm_v128_load(mean + c0);
-      const v128_t f = batch_norm_factor(variance, scale, c0, epsilon);
-      const v128_t o = offset ? wasm_v128_load(offset + c0) : wasm_f32x4_splat(0.0f);
-      v128_t p1 = wasm_f32x4_splat(0.0f), p2 = wasm_f32x4_splat(0.0f);
-      for (int r = r0; r < r1; r++) {
-        const long at = (long)r * c + c0;
-        const v128_t centred = wasm_f32x4_sub(wasm_v128_load(x + at), m);
-        const v128_t g = relu_masked(wasm_v128_load(dy + at), centred, f, o, relu);
-        p1 = wasm_f32x4_add(p1, g);
-        p2 = MADD(g, centred, p2);
-      }
-      v128_t lo1 = wasm_v128_load(s1 + c0), hi1 = wasm_v128_load(s1 + c0 + 2);
-      v128_t lo2 = wasm_v128_load(s2 + c0), hi2 = wasm_v128_load(s2 + c0 + 2);
-      FOLD_F64(lo1, hi1, p1);
-      FOLD_F64(lo2, hi2, p2);
-      wasm_v128_store(s1 + c0, lo1), wasm_v128_store(s1 + c0 + 2, hi1);
-      wasm_v128_store(s2 + c0, lo2), wasm_v128_store(s2 + c0 + 2, hi2);
-    }
-    for (int c0 = vec_c; c0 < c; c0++) {
-      const float f = relu ? (float)((scale ? (double)scale[c0] : 1.0) / __builtin_sqrt((double)variance[c0] + epsilon)) : 1.0f;
-      const float o = offset ? offset[c0] : 0.0f;
-      float p1 = 0.0f, p2 = 0.0f;
-      for (int r = r0; r < r1; r++) {
-        const long at = (long)r * c + c0;
-        const float centred = x[at] - mean[c0];
-        const float g = relu && !(centred * f + o > 0.0f) ? 0.0f : dy[at];
-        p1 += g;
-        p2 += g * centred;
-      }
-      s1[c0] += p1;
-      s2[c0] += p2;
-    }
+    const long at = (long)r0 * c;
+    block_sums(x + at, dy + at, mean, variance, scale, offset, epsilon, relu, s1, s2, rows - r0 < 64 ? rows - r0 : 64, c);
   }
 }
 
@@ -217,6 +225,52 @@ EXPORT(batch_norm_grad) void batch_norm_grad(const float* x, const float* dy, co
   }
 }
 
+/* dOffset = S1 and dScale = r S2 per channel, from the first pass's totals. */
+ALWAYS_INLINE void train_grad_params(const double* s1, const double* s2, const float* variance, double epsilon, float* d_scale,
+                                     float* d_offset, int c) {
+  for (int i = 0; i < c; i++) {
+    const double r = 1.0 / __builtin_sqrt((double)variance[i] + epsilon);
+    d_offset[i] = (float)s1[i];
+    d_scale[i] = (float)(r * s2[i]);
+  }
+}
+
+/*
+ * The second pass for one block of n rows: dx = f (g - a - (x - mean) b) per channel with a = S1/R, b = r^2 S2/R =
+ * r dScale/R (R = inv_rows's reciprocal, all rows of the batch) and g as block_sums's.
+ */
+ALWAYS_INLINE void block_dx(const float* x, const float* dy, const float* mean, const float* variance, const float* scale,
+                            const float* offset, double epsilon, int relu, const float* d_scale, const float* d_offset,
+                            double inv_rows, float* dx, int n, int c) {
+  const int vec_c = c & ~3;
+  for (int c0 = 0; c0 < vec_c; c0 += 4) {
+    const v128_t f = batch_norm_factor(variance, scale, c0, epsilon);
+    const v128_t r_only = batch_norm_factor(variance, 0, c0, epsilon);
+    const v128_t o = offset ? wasm_v128_load(offset + c0) : wasm_f32x4_splat(0.0f);
+    const v128_t a = wasm_f32x4_mul(wasm_v128_load(d_offset + c0), wasm_f32x4_splat((float)inv_rows));
+    const v128_t b = wasm_f32x4_mul(wasm_f32x4_mul(wasm_v128_load(d_scale + c0), r_only), wasm_f32x4_splat((float)inv_rows));
+    const v128_t m = wasm_v128_load(mean + c0);
+    for (int r = 0; r < n; r++) {
+      const long at = (long)r * c + c0;
+      const v128_t centred = wasm_f32x4_sub(wasm_v128_load(x + at), m);
+      const v128_t g = relu_masked(wasm_v128_load(dy + at), centred, f, o, relu);
+      wasm_v128_store(dx + at, wasm_f32x4_mul(wasm_f32x4_sub(wasm_f32x4_sub(g, a), wasm_f32x4_mul(centred, b)), f));
+    }
+  }
+  for (int c0 = vec_c; c0 < c; c0++) {
+    const double r = 1.0 / __builtin_sqrt((double)variance[c0] + epsilon);
+    const float f = (float)((scale ? (double)scale[c0] : 1.0) / __builtin_sqrt((double)variance[c0] + epsilon));
+    const float o = offset ? offset[c0] : 0.0f;
+    const float a = (float)(d_offset[c0] * inv_rows), b = (float)(d_scale[c0] * r * inv_rows);
+    for (int r = 0; r < n; r++) {
+      const long at = (long)r * c + c0;
+      const float centred = x[at] - mean[c0];
+      const float g = relu && !(centred * f + o > 0.0f) ? 0.0f : dy[at];
+      dx[at] = (g - a - centred * b) * f;
+    }
+  }
+}
+
 /*
  * The gradient of training-mode batch norm, where mean and variance are the batch's own (computed from x), optionally
  * followed by a ReLU (relu = 1): with g = dy where the output y = (x - mean) f + offset is > 0 (or g = dy),
@@ -234,43 +288,54 @@ EXPORT(batch_norm_train_grad) void batch_norm_train_grad(const float* x, const f
                                                          const float* scale, const float* offset, double epsilon, int relu,
                                                          float* dx, float* d_scale, float* d_offset, int rows, int c) {
   gradient_sums(x, dy, mean, variance, scale, offset, epsilon, relu, dx, rows, c);
-  const double* s1 = (const double*)dx;
-  const double* s2 = s1 + c;
-  const int vec_c = c & ~3;
-  for (int i = 0; i < c; i++) {
-    const double r = 1.0 / __builtin_sqrt((double)variance[i] + epsilon);
-    d_offset[i] = (float)s1[i];
-    d_scale[i] = (float)(r * s2[i]);
-  }
-  /* Per channel: dx = f (g - a - (x - mean) b) with a = S1/R, b = r^2 S2/R = r dScale/R. */
-  const double inv_rows = 1.0 / rows;
+  train_grad_params((const double*)dx, (const double*)dx + c, variance, epsilon, d_scale, d_offset, c);
   for (int r0 = 0; r0 < rows; r0 += 64) {
-    const int r1 = r0 + 64 < rows ? r0 + 64 : rows;
-    for (int c0 = 0; c0 < vec_c; c0 += 4) {
-      const v128_t f = batch_norm_factor(variance, scale, c0, epsilon);
-      const v128_t r_only = batch_norm_factor(variance, 0, c0, epsilon);
-      const v128_t o = offset ? wasm_v128_load(offset + c0) : wasm_f32x4_splat(0.0f);
-      const v128_t a = wasm_f32x4_mul(wasm_v128_load(d_offset + c0), wasm_f32x4_splat((float)inv_rows));
-      const v128_t b = wasm_f32x4_mul(wasm_f32x4_mul(wasm_v128_load(d_scale + c0), r_only), wasm_f32x4_splat((float)inv_rows));
-      const v128_t m = wasm_v128_load(mean + c0);
-      for (int r = r0; r < r1; r++) {
-        const long at = (long)r * c + c0;
-        const v128_t centred = wasm_f32x4_sub(wasm_v128_load(x + at), m);
-        const v128_t g = relu_masked(wasm_v128_load(dy + at), centred, f, o, relu);
-        wasm_v128_store(dx + at, wasm_f32x4_mul(wasm_f32x4_sub(wasm_f32x4_sub(g, a), wasm_f32x4_mul(centred, b)), f));
+    const long at = (long)r0 * c;
+    block_dx(x + at, dy + at, mean, variance, scale, offset, epsilon, relu, d_scale, d_offset, 1.0 / rows, dx + at, rows - r0 < 64 ? rows - r0 : 64, c);
+  }
+}
+
+/*
+ * The same gradient when the ReLU is followed by a 2x2, stride-2 max pool (batch_norm_relu_pool's): dy is the pooled
+ * gradient, pooled and codes the forward's ([B, H/2, W/2, C], codes one byte each), x [B, H, W, C] with C a multiple
+ * of 4, `geometry` the pool's. Each pair of image rows of g is unpooled into scratch (2 x W x C floats) by pool.c's
+ * unpool_2x2_region while its block of x is read (where pooled > 0, which is also the ReLU's mask), so the gradient in
+ * front of the pool is never written to memory; rows and columns no window covers have g = 0. Overwrites dx, d_scale
+ * and d_offset.
+ */
+EXPORT(batch_norm_pool_grad) void batch_norm_pool_grad(const float* x, const float* dy, const float* pooled, const unsigned char* codes,
+                                                       const float* mean, const float* variance, const float* scale, const float* offset,
+                                                       double epsilon, float* scratch, float* dx, float* d_scale, float* d_offset,
+                                                       const int* geometry) {
+  const conv_geometry g = load_geometry(geometry);
+  const int c = g.in_c;
+  const long row = (long)g.in_w * c, pooled_row = (long)g.out_w * c;
+  const double inv_rows = 1.0 / ((double)g.batch * g.in_h * g.in_w);
+  double* s1 = (double*)dx;
+  double* s2 = s1 + c;
+  __builtin_memset(dx, 0, (unsigned)(2 * c) * sizeof(double));
+  __builtin_memset(scratch, 0, (unsigned)(2 * row) * sizeof(float));
+  for (int b = 0; b < g.batch; b++) {
+    for (int p = 0; p < g.out_h; p++) {
+      const long at = (long)(b * g.out_h + p) * pooled_row;
+      const float* xs = x + (long)(b * g.in_h + 2 * p) * row;
+      unpool_2x2_region(dy + at, pooled + at, codes + at, pooled_row, scratch, row, c, 1, g.out_w);
+      for (int r0 = 0; r0 < 2 * g.in_w; r0 += 64) {
+        block_sums(xs + (long)r0 * c, scratch + (long)r0 * c, mean, variance, scale, offset, epsilon, 0, s1, s2, 2 * g.in_w - r0 < 64 ? 2 * g.in_w - r0 : 64, c);
       }
     }
-    for (int c0 = vec_c; c0 < c; c0++) {
-      const double r = 1.0 / __builtin_sqrt((double)variance[c0] + epsilon);
-      const float f = (float)((scale ? (double)scale[c0] : 1.0) / __builtin_sqrt((double)variance[c0] + epsilon));
-      const float o = offset ? offset[c0] : 0.0f;
-      const float a = (float)(d_offset[c0] * inv_rows), b = (float)(d_scale[c0] * r * inv_rows);
-      for (int r = r0; r < r1; r++) {
-        const long at = (long)r * c + c0;
-        const float centred = x[at] - mean[c0];
-        const float g = relu && !(centred * f + o > 0.0f) ? 0.0f : dy[at];
-        dx[at] = (g - a - centred * b) * f;
-      }
+  }
+  train_grad_params(s1, s2, variance, epsilon, d_scale, d_offset, c);
+  for (int b = 0; b < g.batch; b++) {
+    for (int p = 0; p < g.out_h; p++) {
+      const long at = (long)(b * g.out_h + p) * pooled_row, image_at = (long)(b * g.in_h + 2 * p) * row;
+      unpool_2x2_region(dy + at, pooled + at, codes + at, pooled_row, scratch, row, c, 1, g.out_w);
+      block_dx(x + image_at, scratch, mean, variance, scale, offset, epsilon, 0, d_scale, d_offset, inv_rows, dx + image_at, 2 * g.in_w, c);
+    }
+    for (int ih = 2 * g.out_h; ih < g.in_h; ih++) {
+      const long image_at = (long)(b * g.in_h + ih) * row;
+      __builtin_memset(scratch, 0, (unsigned)row * sizeof(float));
+      block_dx(x + image_at, scratch, mean, variance, scale, offset, epsilon, 0, d_scale, d_offset, inv_rows, dx + image_at, g.in_w, c);
     }
   }
 }

@@ -23,8 +23,9 @@ import { assertFloat32 } from './validate.js';
  *
  * With pool (BatchNormalization → ReLU → 2×2, stride-2 MaxPooling2D: both blocks of `cnn-large`), the forward pass
  * pools as it normalises (batch_norm_relu_pool) and keeps the pool's codes (pool-codes.ts) instead of writing the
- * normalised output; the gradient scatters dy by code (max_pool_grad_2x2_codes: where pooled > 0, which is also the
- * ReLU's mask) and takes batch norm's gradient of that. tfjs runs MaxPool and MaxPoolGrad over the full output.
+ * normalised output; the gradient (batch_norm_pool_grad) unpools dy by code (where pooled > 0, which is also the
+ * ReLU's mask) one pair of image rows at a time, in cache, as each pass reads them, so the gradient in front of the
+ * pool is never written either. tfjs runs MaxPool and MaxPoolGrad over the full output.
  *
  * The batch's mean and variance go to `onMoments` during the forward pass, for the layer's moving averages. One
  * tape node with one output (tf.customGrad): see conv-relu-pool.ts for why not a kernel with several outputs.
@@ -94,7 +95,7 @@ function forward({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
 
 /**
  * [dx, dScale, dOffset]. With relu, the mask y > 0 is recomputed from x and the parameters (native/batch_norm.c);
- * with pool, dy is the pooled gradient, scattered by the codes first (inputs pooled and codes).
+ * with pool, dy is the pooled gradient, unpooled by the codes as it is read (inputs pooled and codes).
  */
 function gradient({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
   assertWasmBackend(backend);
@@ -104,24 +105,30 @@ function gradient({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
   assertFloat32('batchNormTrainGrad', { dy, x, mean, variance, scale, offset });
   const { rows, channels } = checkedRows('batchNormTrainGrad', x, { mean, variance, scale, offset });
   assertPoolable('batchNormTrainGrad', x, a);
-  const kernels = nativeKernels(backend);
-  let g = dy;
   if (a.pool) {
     if (!pooled || !codes) throw new Error('Error in batchNormTrainGrad: pooling needs the pooled output and its codes.');
     assertPooledWithCodes('batchNormTrainGrad', x.shape, dy, { pooled, codes });
-    g = backend.makeOutput([...x.shape], 'float32');
-    kernels.maxPoolGrad2x2Codes(dy, { pooled, codes }, g, poolGeometry(x.shape));
   } else {
     util.assertShapesMatch(dy.shape, x.shape, 'Error in batchNormTrainGrad: dy and x must have the same shape.');
   }
+  const kernels = nativeKernels(backend);
+  const params = { mean, variance, scale, offset };
   const out = {
     dx: backend.makeOutput([...x.shape], 'float32'),
     dScale: backend.makeOutput([channels], 'float32'),
     dOffset: backend.makeOutput([channels], 'float32'),
   };
-  // The scattered gradient already holds the ReLU's mask (dy reaches only outputs > 0).
-  kernels.batchNormTrainGrad(x, g, { mean, variance, scale, offset }, a.varianceEpsilon, a.relu && !a.pool, out, rows, channels);
-  if (g !== dy) backend.disposeData(g.dataId);
+  if (pooled && codes && a.pool) {
+    const g = poolGeometry(x.shape);
+    const scratch = backend.makeOutput([2 * g.inW * channels], 'float32');
+    try {
+      kernels.batchNormPoolGrad(x, dy, { pooled, codes }, params, a.varianceEpsilon, scratch, out, g);
+    } finally {
+      backend.disposeData(scratch.dataId);
+    }
+  } else {
+    kernels.batchNormTrainGrad(x, dy, params, a.varianceEpsilon, a.relu, out, rows, channels);
+  }
   return [out.dx, out.dScale, out.dOffset];
 }
 

@@ -23,6 +23,8 @@ interface NativeExports {
   moments_rows(x: number, mean: number, variance: number, stats: number, rows: number, channels: number): void;
   batch_norm_relu_pool(x: number, mean: number, variance: number, offset: number, scale: number, epsilon: number, factors: number, pooled: number, codes: number, geometry: number): void;
   batch_norm_train_grad(x: number, dy: number, mean: number, variance: number, scale: number, offset: number, epsilon: number, relu: number, dx: number, dScale: number, dOffset: number, rows: number, channels: number): void;
+  batch_norm_pool_grad(x: number, dy: number, pooled: number, codes: number, mean: number, variance: number, scale: number, offset: number, epsilon: number,
+    scratch: number, dx: number, dScale: number, dOffset: number, geometry: number): void;
   batch_norm_grad(x: number, dy: number, mean: number, variance: number, scale: number, epsilon: number, dx: number, dMean: number, dVariance: number, dScale: number, dOffset: number, rows: number, channels: number): void;
   channel_op(x: number, v: number, out: number, rows: number, channels: number, op: ChannelOp): void;
   relu_grad(dy: number, y: number, out: number, n: number): void;
@@ -166,6 +168,17 @@ class NativeKernels {
     out: { dx: TensorInfo; dScale: TensorInfo; dOffset: TensorInfo }, rows: number, channels: number): void {
     this.exports.batch_norm_train_grad(this.ptr(x), this.ptr(dy), this.ptr(params.mean), this.ptr(params.variance), this.ptr(params.scale), this.ptr(params.offset),
       epsilon, relu ? 1 : 0, this.ptr(out.dx), this.ptr(out.dScale), this.ptr(out.dOffset), rows, channels);
+  }
+
+  /**
+   * batchNormTrainGrad of BatchNormalization → ReLU → 2×2 max pool (batchNormReluPool's) from the pooled gradient dy,
+   * the pooled output and its codes: each pair of image rows of the gradient in front of the pool is unpooled into
+   * scratch (2·W·C floats) as it is used. `g` describes the pool; C a multiple of 4.
+   */
+  batchNormPoolGrad(x: TensorInfo, dy: TensorInfo, pool: PooledWithCodes, params: { mean: TensorInfo; variance: TensorInfo; scale: TensorInfo; offset: TensorInfo },
+    epsilon: number, scratch: TensorInfo, out: { dx: TensorInfo; dScale: TensorInfo; dOffset: TensorInfo }, g: ConvGeometry): void {
+    this.exports.batch_norm_pool_grad(this.ptr(x), this.ptr(dy), ...this.pool(pool), this.ptr(params.mean), this.ptr(params.variance), this.ptr(params.scale),
+      this.ptr(params.offset), epsilon, this.ptr(scratch), this.ptr(out.dx), this.ptr(out.dScale), this.ptr(out.dOffset), this.geometry(g));
   }
 
   /**
