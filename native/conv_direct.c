@@ -79,6 +79,45 @@ ALWAYS_INLINE void pixel_pair_inside(const float* x0, long x_step, const float* 
 }
 
 /*
+ * The pooled form for 3x3 one-channel undilated filters at stride 1 without padding (`cnn`'s first layer): each 2x2
+ * window of outputs is computed for 8 channels at a time in eight accumulators (four pixels, two vectors), then
+ * biased, ReLU'd and pooled in registers (pool_window), so no output row is staged. Same values and codes as
+ * computing the rows and pooling them. Measured against the staged form on [64, 28, 28, 1] ⋆ 3x3x1x32 with its pool
+ * (a development harness on this file's two loops, median of 31, three alternated runs): 1.18-1.20 ms staged,
+ * 0.92-1.03 ms in registers.
+ */
+ALWAYS_INLINE void conv3x3_relu_pool(const float* x, const float* w, const float* bias, float* pooled, unsigned char* codes, int out_c,
+                                     const conv_geometry* g) {
+  const int pool_h = g->out_h / 2, pool_w = g->out_w / 2, in_w = g->in_w;
+  const v128_t zero = wasm_f32x4_splat(0.0f);
+  long at = 0;
+  for (int b = 0; b < g->batch; b++) {
+    for (int ph = 0; ph < pool_h; ph++) {
+      for (int pw = 0; pw < pool_w; pw++, at += out_c) {
+        const float* x0 = x + ((long)b * g->in_h + 2 * ph) * in_w + 2 * pw;
+        for (int co = 0; co < out_c; co += 8) {
+          const v128_t bias0 = bias ? wasm_v128_load(bias + co) : zero, bias1 = bias ? wasm_v128_load(bias + co + 4) : zero;
+          v128_t a0 = bias0, a1 = bias1, b0 = bias0, b1 = bias1, c0 = bias0, c1 = bias1, d0 = bias0, d1 = bias1;
+          for (int kh = 0; kh < 3; kh++) {
+            for (int kw = 0; kw < 3; kw++) {
+              const float* ws = w + (long)(kh * 3 + kw) * out_c + co;
+              const float* xs = x0 + kh * in_w + kw;
+              const v128_t w0 = wasm_v128_load(ws), w1 = wasm_v128_load(ws + 4);
+              const v128_t s00 = wasm_f32x4_splat(xs[0]), s01 = wasm_f32x4_splat(xs[1]);
+              const v128_t s10 = wasm_f32x4_splat(xs[in_w]), s11 = wasm_f32x4_splat(xs[in_w + 1]);
+              a0 = MADD(s00, w0, a0), a1 = MADD(s00, w1, a1), b0 = MADD(s01, w0, b0), b1 = MADD(s01, w1, b1);
+              c0 = MADD(s10, w0, c0), c1 = MADD(s10, w1, c1), d0 = MADD(s11, w0, d0), d1 = MADD(s11, w1, d1);
+            }
+          }
+          pool_window(RELU(a0), RELU(b0), RELU(c0), RELU(d0), pooled + at + co, codes + at + co);
+          pool_window(RELU(a1), RELU(b1), RELU(c1), RELU(d1), pooled + at + co + 4, codes + at + co + 4);
+        }
+      }
+    }
+  }
+}
+
+/*
  * y[B, OH, OW, Cout] <- x conv w (w: [KH, KW, Cin, Cout], Cout a multiple of 16), then the epilogue `flags` asks for
  * (kernels.h); overwrites y. With pooled non-null instead (y is then unused): pooled[B, OH / 2, OW / 2, Cout] and
  * codes (bytes at pooled's indices) <- the 2x2, stride-2 max pool of that output (pool.c), each pair of rows written
@@ -90,6 +129,11 @@ EXPORT(conv_direct) void conv_direct(const float* x, const float* w, const float
   const int has_bias = flags & EPILOGUE_BIAS, relu = flags & EPILOGUE_RELU;
   const int pool_h = g.out_h / 2, pool_w = g.out_w / 2;
   const long out_row = (long)g.out_w * out_c;
+  if (pooled && relu && g.k_h == 3 && g.k_w == 3 && g.in_c == 1 && g.stride_h == 1 && g.stride_w == 1 && g.dil_h == 1 && g.dil_w == 1 &&
+      g.pad_top == 0 && g.pad_left == 0) {
+    conv3x3_relu_pool(x, w, has_bias ? bias : 0, pooled, codes, out_c, &g);
+    return;
+  }
   /* Rows no window covers are not computed when pooling: the last one of an odd height. */
   const int rows = pooled ? 2 * pool_h : g.out_h;
   float* out = y;
