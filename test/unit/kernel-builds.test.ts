@@ -104,16 +104,20 @@ describe.each(BUILDS)('the %s build of native/*.c', (_name, base64, available) =
     k.exports.conv_direct(k.put(x), k.put(w), 0, py, 0, 0, 0, c.cout, 0, k.geometry([c.b, c.h, c.w, 1, oh, ow, 3, 3, 2, 1, 1, 1, pt, pl]));
     expect(relError(k.read(py, c.b * oh * ow * c.cout), convForward(c, x, w))).toBeLessThan(1e-5);
 
-    const [m, kk, n] = [37, 45, 29];
-    const a = randomFloats(m * kk, 7), b = randomFloats(kk * n, 8);
-    const pc = k.alloc(m * n);
-    k.exports.gemm_f32(k.put(a), k.put(b), pc, m, kk, n, 0);
-    const want = Array.from({ length: m * n }, (_, i) => {
-      let s = 0;
-      for (let p = 0; p < kk; p++) s += a[Math.floor(i / n) * kk + p]! * b[p * n + (i % n)]!;
-      return s;
-    });
-    expect(relError(k.read(pc, m * n), want)).toBeLessThan(1e-5);
+    // Odd sizes (edge rows, 8-column tiles and a tail of fewer columns, K not in fours), A as stored or transposed, and
+    // K past one 128-step block (the tiles accumulate); [64, 1600] · [1600, 10] is a 10-class head.
+    for (const [m, kk, n, transposed] of [[37, 45, 29, 0], [37, 45, 29, 1], [64, 1600, 10, 0], [301, 9, 10, 1], [9, 300, 3, 1]] as const) {
+      const a = randomFloats(m * kk, 7), b = randomFloats(kk * n, 8);
+      const pc = k.alloc(m * n);
+      k.exports.gemm_f32(k.put(a), k.put(b), pc, m, kk, n, transposed);
+      const want = Array.from({ length: m * n }, (_, i) => {
+        const [row, col] = [Math.floor(i / n), i % n];
+        let s = 0;
+        for (let p = 0; p < kk; p++) s += a[transposed ? p * m + row : row * kk + p]! * b[p * n + col]!;
+        return s;
+      });
+      expect(relError(k.read(pc, m * n), want), `${m}×${kk}×${n}${transposed ? ', A transposed' : ''}`).toBeLessThan(1e-5);
+    }
     expect(k.intact()).toBe(true);
   });
 });
