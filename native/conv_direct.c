@@ -79,7 +79,8 @@ ALWAYS_INLINE void pixel_pair_inside(const float* x0, long x_step, const float* 
 }
 
 /*
- * The pooled form for 3x3 one-channel undilated filters at stride 1 without padding (`cnn`'s first layer): each 2x2
+ * The pooled form for 3x3 one-channel undilated filters at stride 1 without padding (`cnn`'s first layer; the caller
+ * checks that every window's 4x4 input patch lies inside x): each 2x2
  * window of outputs is computed for 8 channels at a time in eight accumulators (four pixels, two vectors), then
  * biased, ReLU'd and pooled in registers (pool_window), so no output row is staged. Same values and codes as
  * computing the rows and pooling them. Measured against the staged form on [64, 28, 28, 1] ⋆ 3x3x1x32 with its pool
@@ -129,8 +130,9 @@ EXPORT(conv_direct) void conv_direct(const float* x, const float* w, const float
   const int has_bias = flags & EPILOGUE_BIAS, relu = flags & EPILOGUE_RELU;
   const int pool_h = g.out_h / 2, pool_w = g.out_w / 2;
   const long out_row = (long)g.out_w * out_c;
+  /* Every window's 4x4 input patch inside x: no padding on any side (explicit padding may pad only the bottom or right). */
   if (pooled && relu && g.k_h == 3 && g.k_w == 3 && g.in_c == 1 && g.stride_h == 1 && g.stride_w == 1 && g.dil_h == 1 && g.dil_w == 1 &&
-      g.pad_top == 0 && g.pad_left == 0) {
+      g.pad_top == 0 && g.pad_left == 0 && 2 * (g.out_h / 2) + 2 <= g.in_h && 2 * (g.out_w / 2) + 2 <= g.in_w) {
     conv3x3_relu_pool(x, w, has_bias ? bias : 0, pooled, codes, out_c, &g);
     return;
   }

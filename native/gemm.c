@@ -68,12 +68,14 @@ static inline void tile_edge(const float* a, int lda, int transposed, const floa
 }
 
 /*
- * The last cols < 8 columns of a 4-row tile, vectorised over what is contiguous instead of running tile_edge's scalar
- * loop: a dense layer's 10-class head leaves 2 such columns on every row (`cnn`'s head: 64 x 1600 x 10 forward,
- * 1600 x 64 x 10 for its weight gradient).
+ * The last columns of a 4-row tile that tile_edge would run as scalar loops (fewer than 4 in the nn form; fewer than 8
+ * in the tn form, where each of tile_edge's rows reads its values of A one by one), vectorised over what is
+ * contiguous: a dense layer's 10-class head leaves 2 such columns on every row (`cnn`'s head: 64 x 1600 x 10
+ * forward, 1600 x 64 x 10 for its weight gradient).
  * - tn: the tile's four rows are adjacent in A (one v128 per step p), times one splat of B per column;
  * - nn: each row runs along K in A, so four steps of K at a time: four rows' slices times one gathered column
- *   slice of B, summed across lanes at the end (a different order of additions from tile_4x8's).
+ *   slice of B, summed across lanes at the end. This order of additions differs from tile_edge's, which the rows
+ *   past the last full tile (M mod 4) take: a row's value may differ in its last bits with its place in the batch.
  */
 static inline void tile_4_tail(const float* a, int lda, int transposed, const float* b, int ldb, float* c, int ldc, int cols, int k, int first) {
   for (int j = 0; j < cols; j++) {
@@ -141,7 +143,7 @@ static inline void gemm_run(const float* a, int transposed, const float* b, floa
       int i0 = 0;
       if (cols == 8) {
         for (; i0 + 4 <= m; i0 += 4) tile_4x8(ak + (long)i0 * lda, lda, 0, bp, n, c + (long)i0 * n + j0, n, kc, first);
-      } else {
+      } else if (cols < 4) {
         for (; i0 + 4 <= m; i0 += 4) tile_4_tail(ak + (long)i0 * lda, lda, 0, bp, n, c + (long)i0 * n + j0, n, cols, kc, first);
       }
       if (i0 < m) tile_edge(ak + (long)i0 * lda, lda, 0, bp, n, c + (long)i0 * n + j0, n, m - i0, cols, kc, first);

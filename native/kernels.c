@@ -238,7 +238,7 @@ ALWAYS_INLINE void filter_grad_row(const float* x, const float* dy_row, float* d
  * dy is [B, OH, OW, Cout]; or, with pooled non-null, the gradient of the 2x2 max pool that follows a ReLU of the
  * convolution's output (conv_direct with pooled): dy and pooled [B, OH / 2, OW / 2, Cout], codes at pooled's indices.
  * Each pair of output rows is then unpooled into scratch (2 x OW x Cout floats) by pool.c's unpool_2x2_region, in L1,
- * and the gradient in front of the pool is never written to memory; rows no window covers contribute nothing.
+ * and the gradient in front of the pool is never written to memory; rows and columns no window covers have dy = 0.
  */
 EXPORT(filter_grad_direct) void filter_grad_direct(const float* x, const float* dy, const float* pooled, const unsigned char* codes,
                                                    float* scratch, float* dw, int out_c, const int* geometry) {
@@ -262,6 +262,12 @@ EXPORT(filter_grad_direct) void filter_grad_direct(const float* x, const float* 
       unpool_2x2_region(dy + at, pooled + at, codes + at, pooled_row, scratch, dy_row, out_c, 1, pool_w);
       filter_grad_row(x, scratch, dw, &g, out_c, b, 2 * ph);
       filter_grad_row(x, scratch + dy_row, dw, &g, out_c, b, 2 * ph + 1);
+    }
+    /* A last row no window covers (odd OH) has dy = 0; it still meets its inputs, so a NaN or Inf among them makes dW
+     * non-finite exactly as the unpooled kernels do. */
+    for (int oh = 2 * pool_h; oh < g.out_h; oh++) {
+      __builtin_memset(scratch, 0, (unsigned)dy_row * sizeof(float));
+      filter_grad_row(x, scratch, dw, &g, out_c, b, oh);
     }
   }
 }

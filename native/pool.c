@@ -12,8 +12,9 @@
  *   src/shared/kernels/conv-relu-pool.ts call the region form on each block of their output while it is in L1, so the
  *   activation in front of the pool is never written to memory.
  * - unpool_2x2_region / max_pool_grad_2x2_codes: the gradient in front of a ReLU and the pool, from the codes and the
- *   pooled output. The gradients of src/shared/kernels/conv-relu-pool.ts call the region form on each block of dy they
- *   read (winograd.c, kernels.c's filter_grad_direct), so that gradient is never written to memory either.
+ *   pooled output. The gradients of src/shared/kernels/conv-relu-pool.ts and batch-norm-train.ts call the region form
+ *   on each block of dy they read (winograd.c, kernels.c's filter_grad_direct, batch_norm.c's batch_norm_pool_grad),
+ *   so that gradient is never written to memory either.
  */
 #include "kernels.h"
 

@@ -121,7 +121,7 @@
   wasm_v128_store(AT(p, plane, 0, s), v0), wasm_v128_store(AT(p, plane, 1, s), v1), wasm_v128_store(AT(p, plane, 2, s), v2); \
   wasm_v128_store(AT(p, plane, 3, s), v3), wasm_v128_store(AT(p, plane, 4, s), v4), wasm_v128_store(AT(p, plane, 5, s), v5)
 
-/* The gradients' scratch: their two filter-sized and two tile-block areas, then one 4x4 block of dy (unpool_block). */
+/* The gradients' scratch: their two filter-sized and two tile-block areas, then one 4x4 block of dy (dy_source's block). */
 #define TILE_AREAS(in_c, out_c) (AREA * (2 * PLANE(in_c, out_c) + PLANE(WINO_TB, in_c) + PLANE(WINO_TB, out_c)))
 
 EXPORT(winograd_scratch_floats) int winograd_scratch_floats(int in_c, int out_c) {

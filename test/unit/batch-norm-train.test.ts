@@ -20,6 +20,7 @@ const CASES = [
   { name: 'a mean far from 0 against the spread (x ≈ 500 ± 3) [3, 9, 9, 8], ReLU', shape: [3, 9, 9, 8], relu: true, shift: 500 },
   { name: 'conv output [4, 6, 6, 32], ReLU, 2×2 max pool', shape: [4, 6, 6, 32], relu: true, pool: true },
   { name: 'odd sides [3, 7, 5, 8], ReLU, 2×2 max pool (a row and a column no window covers)', shape: [3, 7, 5, 8], relu: true, pool: true },
+  { name: 'rows of 40 [2, 4, 40, 8], ReLU, 2×2 max pool (a pair of image rows spans two blocks of 64)', shape: [2, 4, 40, 8], relu: true, pool: true },
 ] as const;
 
 /** The op's output shape: the pooled one with pool. */

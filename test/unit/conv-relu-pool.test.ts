@@ -105,6 +105,28 @@ describe('convReluPool (kernels/conv-relu-pool.ts)', () => {
     });
   });
 
+  it('makes the filter gradient non-finite, as the unfused layers do, from a NaN that only a row no window covers reads', async () => {
+    const c = CASES.find((k) => k.name.startsWith('direct kernel, odd output'))!;
+    const v = inputs(c);
+    // x is 9×9: output row 6 (read from x rows 6–8) has no window; x row 8 reaches no other output.
+    v.x.fill(NaN, 8 * 9, 9 * 9);
+    const dFilter = () => tf.tidy(() => {
+      const [x, filter, bias] = [tf.tensor4d(v.x, c.x), tf.tensor4d(v.filter, c.filter), tf.tensor1d(v.bias)];
+      const f = (w: tf.Tensor) => tf.getBackend() === 'wasm'
+        ? convReluPool(x, w as tf.Tensor4D, bias, c.attrs, { x: false, weights: true })
+        : tf.maxPool(tf.relu(tf.add<tf.Tensor4D>(tf.conv2d(x, w as tf.Tensor4D, 1, 'valid'), bias)), 2, 2, 'valid');
+      return tf.grad((w: tf.Tensor) => tf.sum(f(w)))(filter).dataSync();
+    });
+    await tf.setBackend('cpu');
+    const want = dFilter();
+    await tf.setBackend('wasm');
+    const got = dFilter();
+    // The NaN guard (NON_FINITE_GRADIENT) must stop the step either way. Which entries are NaN differs: the layers
+    // take ReLU's gradient as dy · step(y), NaN wherever y is, while the op's mask is pooled > 0.
+    expect(want.some((g) => Number.isNaN(g))).toBe(true);
+    expect(got.some((g) => Number.isNaN(g))).toBe(true);
+  });
+
   it('pools NaN activations as the cpu backend does: a NaN is never the maximum, a window of NaN pools to -Infinity', async () => {
     const c = CASES[0]!;
     const v = inputs(c);
@@ -149,5 +171,13 @@ describe('convReluPool (kernels/conv-relu-pool.ts)', () => {
     expect(run([1, 2, 2, 4], [1, 2, 2, 4], [1, 2, 2, 1], [1, 4, 4, 4], [3, 3, 2, 4])).toThrow(/depth of input/);
     expect(run([1, 2, 2, 4], [1, 2, 2, 4], [1, 2, 2, 1], [1, 4, 4, 4], [3, 3, 4, 4], { x: 'int32' })).toThrow(/float32/);
     expect(run([2, 2, 4], [2, 2, 4], [2, 2, 1], [4, 4, 4], [3, 3, 4, 4])).toThrow(/rank 4/);
+    // Explicit padding never reaches the kernels through the op; runKernel with it is refused, forward and backward.
+    const explicit = [[0, 0], [0, 2], [0, 2], [0, 0]];
+    expect(() => tf.tidy(() => tf.engine().runKernel(CONV_RELU_POOL, { x: tf.zeros([1, 6, 6, 1]), filter: tf.zeros([3, 3, 1, 16]), bias: tf.zeros([16]) },
+      { strides: [1, 1], pad: explicit } as never))).toThrow(/pad must be 'valid' or 'same'/);
+    expect(() => tf.tidy(() => tf.engine().runKernel(CONV_RELU_POOL_GRAD, { dy: tf.zeros([1, 3, 3, 16]), x: tf.zeros([1, 6, 6, 1]), filter: tf.zeros([3, 3, 1, 16]),
+      pooled: tf.zeros([1, 3, 3, 16]), codes: tf.zeros([1, 3, 3, 4], 'int32') }, { strides: [1, 1], pad: explicit, inputGrad: false, filterGrad: true } as never))).toThrow(/pad must be 'valid' or 'same'/);
+    expect(() => tf.tidy(() => tf.engine().runKernel(CONV_RELU_POOL_GRAD, { dy: tf.zeros([1, 2, 2, 4]), x: tf.zeros([1, 4, 4, 4]), filter: tf.zeros([3, 3, 4, 4]) },
+      { strides: [1, 1], pad: 'same', inputGrad: true, filterGrad: true } as never))).toThrow(/needs the pooled output and its codes/);
   });
 });

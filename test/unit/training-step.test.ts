@@ -77,6 +77,20 @@ describe('training on the wasm backend', () => {
     expect(tf.memory().numBytes).toBe(bytesBefore);
   });
 
+  it('rewrites every slot of a reused all-reduce buffer longer than the layout: the contribution, then zeros to its end', async () => {
+    await tf.setBackend('wasm');
+    const replica = await Replica.create({ model: 'cnn', seed: 3, optimizer: { name: 'sgd', momentum: 0.9, weightDecay: 0 } });
+    const { bufferLength, countIndex } = replica.layout;
+    const size = 5;
+    const batch = { x: Float32Array.from({ length: size * 784 }, (_, i) => (i % 97) / 97), y: Int32Array.from({ length: size }, (_, i) => i), size };
+    // A multi-rank buffer ends with the ranks' health reports; the previous step's sums are still in it.
+    const out = new Float32Array(bufferLength + 9).fill(Number.NaN);
+    await replica.computeGradients(batch, out);
+    expect(out.every((v) => Number.isFinite(v))).toBe(true);
+    expect(out[countIndex]).toBe(size);
+    expect([...out.subarray(countIndex + 1)]).toEqual(new Array<number>(9).fill(0));
+  });
+
   it('refuses a non-finite gradient with NON_FINITE_GRADIENT naming the weight, and applies nothing', async () => {
     await tf.setBackend('wasm');
     const replica = await Replica.create({ model: 'cnn', seed: 3, optimizer: { name: 'sgd', momentum: 0.9, weightDecay: 0 } });

@@ -118,16 +118,16 @@ function gradient({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
     dScale: backend.makeOutput([channels], 'float32'),
     dOffset: backend.makeOutput([channels], 'float32'),
   };
-  if (pooled && codes && a.pool) {
-    const g = poolGeometry(x.shape);
-    const scratch = backend.makeOutput([2 * g.inW * channels], 'float32');
-    try {
-      kernels.batchNormPoolGrad(x, dy, { pooled, codes }, params, a.varianceEpsilon, scratch, out, g);
-    } finally {
-      backend.disposeData(scratch.dataId);
-    }
-  } else {
-    kernels.batchNormTrainGrad(x, dy, params, a.varianceEpsilon, a.relu, out, rows, channels);
+  const g = pooled && codes && a.pool ? poolGeometry(x.shape) : undefined;
+  const scratch = g ? backend.makeOutput([2 * g.inW * channels], 'float32') : undefined;
+  try {
+    if (g && scratch) kernels.batchNormPoolGrad(x, dy, { pooled: pooled!, codes: codes! }, params, a.varianceEpsilon, scratch, out, g);
+    else kernels.batchNormTrainGrad(x, dy, params, a.varianceEpsilon, a.relu, out, rows, channels);
+  } catch (err) {
+    for (const t of Object.values(out)) backend.disposeData(t.dataId);
+    throw err;
+  } finally {
+    if (scratch) backend.disposeData(scratch.dataId);
   }
   return [out.dx, out.dScale, out.dOffset];
 }

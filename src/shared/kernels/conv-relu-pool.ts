@@ -10,7 +10,7 @@ import { nhwcConvGeometry } from './geometry.js';
 import { assertWasmBackend } from './heap.js';
 import { nativeKernels } from './native.js';
 import { assertPooledWithCodes, codesApply, makePooledWithCodes, poolGeometry } from './pool-codes.js';
-import { assertFloat32, assertRank } from './validate.js';
+import { assertFloat32, assertGeometry, assertRank } from './validate.js';
 import { winogradApplies, winogradFilterGrad, winogradInputGrad } from './winograd.js';
 
 /**
@@ -55,12 +55,18 @@ export interface ConvReluPoolGrads {
 
 type KernelArgs = { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap };
 
+/** The op takes 'valid' and 'same' (ConvReluPoolAttrs); explicit padding reaches the kernels only through runKernel. */
+function assertPad(op: string, pad: unknown): void {
+  util.assert(pad === 'valid' || pad === 'same', () => `Error in ${op}: pad must be 'valid' or 'same', got ${JSON.stringify(pad)}.`);
+}
+
 /** [pooled, codes] of relu(x ⋆ filter + bias) (pool-codes.ts). */
 function convReluPoolForward({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
   assertWasmBackend(backend);
   const { x, filter, bias } = inputs as { x: TensorInfo; filter: TensorInfo; bias: TensorInfo };
   const { strides, pad } = attrs as unknown as ConvReluPoolAttrs;
   const convAttrs = { strides, pad, dataFormat: 'NHWC', dilations: 1, activation: 'relu' } as const;
+  assertPad('convReluPool', pad);
   assertFloat32('convReluPool', { x, filter, bias });
   assertRank('convReluPool', 'x', x.shape, 4);
   assertRank('convReluPool', 'filter', filter.shape, 4);
@@ -99,8 +105,10 @@ interface GradAttrs extends ConvReluPoolAttrs {
  */
 function convReluPoolGrad({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
   assertWasmBackend(backend);
-  const { dy, x, filter, pooled, codes } = inputs as { dy: TensorInfo; x: TensorInfo; filter: TensorInfo; pooled: TensorInfo; codes: TensorInfo };
+  const { dy, x, filter, pooled, codes } = inputs as { dy: TensorInfo; x: TensorInfo; filter: TensorInfo; pooled?: TensorInfo; codes?: TensorInfo };
   const { strides, pad, inputGrad, filterGrad } = attrs as unknown as GradAttrs;
+  assertPad('convReluPoolGrad', pad);
+  if (!pooled || !codes) throw new Error('Error in convReluPoolGrad: the gradient needs the pooled output and its codes.');
   assertFloat32('convReluPoolGrad', { dy, x, filter });
   assertRank('convReluPoolGrad', 'x', x.shape, 4);
   assertRank('convReluPoolGrad', 'filter', filter.shape, 4);
@@ -110,9 +118,10 @@ function convReluPoolGrad({ inputs, backend, attrs }: KernelArgs): TensorInfo[] 
   const activationShape = [g.batch, g.outH, g.outW, g.outC];
   const pool = { pooled, codes };
   assertPooledWithCodes('convReluPoolGrad', activationShape, dy, pool);
-  const kernels = nativeKernels(backend);
   // Empty tensors take the registered kernels, which handle them.
   const ours = !activationShape.includes(0) && x.shape[3]! > 0;
+  if (ours) assertGeometry('convReluPoolGrad', g, pad, undefined);
+  const kernels = nativeKernels(backend);
   let dz: TensorInfo | undefined;
   const unpooled = (): TensorInfo => {
     if (!dz) {
@@ -131,22 +140,26 @@ function convReluPoolGrad({ inputs, backend, attrs }: KernelArgs): TensorInfo[] 
         : run(Conv2DBackpropInput, { dy: unpooled(), filter }, { ...conv, inputShape: x.shape as [number, number, number, number] } satisfies Conv2DBackpropInputAttrs));
     }
     if (filterGrad) {
-      let dFilter: TensorInfo;
       if (ours && winogradApplies(g)) {
-        dFilter = { ...winogradFilterGrad(backend, x, dy, g, pool), shape: [...filter.shape] };
+        out.push({ ...winogradFilterGrad(backend, x, dy, g, pool), shape: [...filter.shape] });
       } else if (ours && useDirect(taps, g.outC)) {
-        dFilter = backend.makeOutput([...filter.shape], 'float32');
+        out.push(backend.makeOutput([...filter.shape], 'float32'));
         const scratch = backend.makeOutput([2 * g.outW * g.outC], 'float32');
-        kernels.filterGradDirect(x, dy, dFilter, g, { ...pool, scratch });
-        backend.disposeData(scratch.dataId);
+        try {
+          kernels.filterGradDirect(x, dy, out[out.length - 1]!, g, { ...pool, scratch });
+        } finally {
+          backend.disposeData(scratch.dataId);
+        }
       } else {
-        dFilter = run(Conv2DBackpropFilter, { x, dy: unpooled() }, { ...conv, filterShape: filter.shape as [number, number, number, number] } satisfies Conv2DBackpropFilterAttrs);
+        out.push(run(Conv2DBackpropFilter, { x, dy: unpooled() }, { ...conv, filterShape: filter.shape as [number, number, number, number] } satisfies Conv2DBackpropFilterAttrs));
       }
-      const dBias = backend.makeOutput([g.outC], 'float32');
+      out.push(backend.makeOutput([g.outC], 'float32'));
       // pooled > 0 exactly where dy reached an element > 0 of its window: the window's maximum is that element.
-      kernels.maskedSumRows(dy, pooled, dBias, g.batch * Math.floor(g.outH / 2) * Math.floor(g.outW / 2), g.outC);
-      out.push(dFilter, dBias);
+      kernels.maskedSumRows(dy, pooled, out[out.length - 1]!, g.batch * Math.floor(g.outH / 2) * Math.floor(g.outW / 2), g.outC);
     }
+  } catch (err) {
+    for (const t of out) backend.disposeData(t.dataId);
+    throw err;
   } finally {
     if (dz) backend.disposeData(dz.dataId);
   }
@@ -159,7 +172,8 @@ export const convReluPoolGradKernelConfig: KernelConfig = {
 
 /**
  * maxPool(relu(conv2d(x, filter) + bias)), 2×2 at stride 2, as one op (see the file comment). Only where
- * CONV_RELU_POOL and RELU_POOL_GRAD are registered: the wasm backend with mnist-ddp's training kernels (register.ts).
+ * CONV_RELU_POOL and CONV_RELU_POOL_GRAD are registered: the wasm backend with mnist-ddp's training kernels
+ * (register.ts).
  */
 export function convReluPool(x: Tensor4D, filter: Tensor4D, bias: Tensor1D, attrs: ConvReluPoolAttrs, grads: ConvReluPoolGrads): Tensor4D {
   const { strides, pad } = attrs;

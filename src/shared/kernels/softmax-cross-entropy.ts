@@ -13,7 +13,8 @@ import { assertFloat32 } from './validate.js';
  * tfjs computes it as OneHot, Cast, then about fifteen kernels forward (logSumExp's Max, Sub, Exp, Sum, Log, Add,
  * then Sub, Mul, Neg and two Sums) and as many backward, each an engine call with its tape bookkeeping; on `cnn` that
  * was about half of a step's kernel calls, for 640 numbers. The arithmetic is tfjs's, in the same order, each result
- * rounded to float32 as its kernel would store it; only the sums' order of additions may differ.
+ * rounded to float32 as its kernel would store it. The sums' order of additions may differ, and so may exp and log by
+ * an ulp: here they are Math.exp and Math.log rounded to float32, not the wasm backend's own.
  */
 export const SOFTMAX_CROSS_ENTROPY = 'MnistDdpSoftmaxCrossEntropy';
 export const SOFTMAX_CROSS_ENTROPY_GRAD = 'MnistDdpSoftmaxCrossEntropyGrad';

@@ -5,7 +5,7 @@ import { buildModel, logitsModel } from '../model/zoo.js';
 import { Evaluator } from './evaluator.js';
 import { createOptimizer, type FlatOptimizer, type OptimizerConfig } from './optimizers.js';
 import { paramLayout, weightsDigest, type ParamLayout, type ParamSlot } from '../model/layout.js';
-import { IMAGE_COLS, IMAGE_ROWS, NUM_CLASSES, type Batch } from '../data/mnist.js';
+import { IMAGE_COLS, IMAGE_ROWS, type Batch } from '../data/mnist.js';
 import { passLimitFor, passSizes, PROBE_SAMPLES, UNSPLIT_SAMPLES } from './pass-limit.js';
 import { SOFTMAX_CROSS_ENTROPY, softmaxCrossEntropySum } from '../kernels/softmax-cross-entropy.js';
 import { trainingForward } from './training-forward.js';
