@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { startCli, type BackgroundProcess } from '../helpers/cli.js';
 import { expectRunAccountedOnce } from '../helpers/exactly-once.js';
 import { readRecords, readSteps } from '../helpers/history.js';
-import { freePort } from '../helpers/net.js';
+import { loopbackCoordinator } from '../helpers/net.js';
 import { untilRecorded } from '../helpers/run-dir.js';
 
 // Issue #14: a seeded chaos run with real processes. Workers are SIGKILLed one at a time, two at once and while the
@@ -44,12 +44,11 @@ afterAll(async () => {
 describe('chaos', () => {
   it('survives worker kills (single, double, during recovery), a straggler and a coordinator kill, exactly once', async () => {
     process.stdout.write(`chaos seed ${SEED} (rerun with CHAOS_SEED=${SEED})\n`);
-    const [control, metrics] = await Promise.all([freePort(), freePort()]);
-    const endpoint = `tcp://127.0.0.1:${control}`;
+    const { endpoint, flags } = await loopbackCoordinator();
     // --min-workers 2, not 3: below it the coordinator waits for joiners (issue #14), and the kill at the epoch end
     // gets no replacement; the run goes on with two there, and waits for replacements after the double kills.
     const coordinatorArgs = [
-      'coordinator', '--bind', endpoint, '--min-workers', '2', '--coordinator-metrics-port', String(metrics),
+      'coordinator', ...flags, '--min-workers', '2',
       '--heartbeat-timeout-ms', '2500', '--rejoin-timeout-ms', '30000', '--checkpoint-every', '15', '--digest-every', '10',
       '--train-subset', String(TRAIN_SAMPLES), '--epochs', '1', '--validation-size', '500', '--batch-size', '32', '--seed', String(SEED % 1000),
       '--backend', 'wasm', '--no-report', '--run-dir', runDir,

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startCli, type BackgroundProcess } from '../helpers/cli.js';
-import { freePort } from '../helpers/net.js';
+import { loopbackCoordinator } from '../helpers/net.js';
+import { untilOutput } from '../helpers/process-output.js';
 
 /**
  * What a coordinator does after its run, on real processes. Under pm2 (`--no-exit-when-done`) it must keep serving
@@ -20,23 +21,16 @@ afterAll(async () => {
 describe('a coordinator after its run', () => {
   it('--no-exit-when-done: keeps serving /metrics and running after the run, until it is stopped', async () => {
     const runDir = join(mkdtempSync(join(tmpdir(), 'mnist-ddp-after-run-')), 'run');
-    const [control, metrics] = await Promise.all([freePort(), freePort()]);
-    const endpoint = `tcp://127.0.0.1:${control}`;
+    const { endpoint, metricsPort: metrics, flags } = await loopbackCoordinator();
     const coordinator = startCli('coordinator', [
-      'coordinator', '--bind', endpoint, '--min-workers', '1', '--coordinator-metrics-port', String(metrics), '--model', 'mlp',
+      'coordinator', ...flags, '--min-workers', '1', '--model', 'mlp',
       '--batch-size', '32', '--train-subset', '640', '--epochs', '1', '--validation-size', '200', '--warmup-steps', '0',
       '--no-report', '--run-dir', runDir, '--no-exit-when-done',
     ], { env: { MNIST_DDP_LOG_LEVEL: 'info' } });
     processes.push(coordinator, startCli('worker', ['worker', '--coordinator', endpoint, '--no-metrics']));
 
-    // The event: the coordinator says it is serving after its run (or exits first, which fails the test).
-    const serving = new Promise<'serving'>((resolve) => {
-      coordinator.child.stderr!.on('data', () => {
-        if (coordinator.stderr().includes('run finished; serving /metrics until stopped')) resolve('serving');
-      });
-    });
-    const outcome = await Promise.race([serving, coordinator.exited.then((code) => `exited with ${code}`)]);
-    expect(outcome, coordinator.stderr().slice(-3000)).toBe('serving');
+    // The event: the coordinator says it is serving after its run (exiting first rejects, with its output).
+    await untilOutput(coordinator, /run finished; serving \/metrics until stopped/, 'the line saying it serves after the run', 100_000);
     expect(existsSync(join(runDir, 'eval.json'))).toBe(true);
 
     const health = await fetch(`http://127.0.0.1:${metrics}/healthz`);

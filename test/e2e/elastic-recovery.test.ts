@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { startCli, type BackgroundProcess } from '../helpers/cli.js';
 import { expectRunAccountedOnce } from '../helpers/exactly-once.js';
 import { readSteps, type StepRecord } from '../helpers/history.js';
-import { freePort } from '../helpers/net.js';
+import { loopbackCoordinator } from '../helpers/net.js';
 import { untilRecorded } from '../helpers/run-dir.js';
 
 // Issue #5's elastic run against the harshest leave: a worker is SIGKILLed mid-epoch (no goodbye). The survivors'
@@ -42,10 +42,9 @@ async function until(what: string, probe: () => boolean, ms: number, describe: (
 
 /** A coordinator with --min-workers 3 and three workers, trained until 10 steps ran with all three. */
 async function startThree(dirOfRun: string, rejoinTimeoutMs: number): Promise<{ coordinator: BackgroundProcess; workers: BackgroundProcess[]; endpoint: string }> {
-  const [control, metrics] = await Promise.all([freePort(), freePort()]);
-  const endpoint = `tcp://127.0.0.1:${control}`;
+  const { endpoint, flags } = await loopbackCoordinator();
   const coordinator = start(`coordinator (${dirOfRun})`, [
-    'coordinator', '--bind', endpoint, '--min-workers', '3', '--rejoin-timeout-ms', String(rejoinTimeoutMs), '--coordinator-metrics-port', String(metrics),
+    'coordinator', ...flags, '--min-workers', '3', '--rejoin-timeout-ms', String(rejoinTimeoutMs),
     '--heartbeat-timeout-ms', '2000', '--train-subset', String(TRAIN_SAMPLES), '--epochs', '1', '--validation-size', '1000',
     '--backend', 'wasm', '--no-report', '--run-dir', dirOfRun,
   ]);
@@ -63,13 +62,13 @@ afterAll(async () => {
 
 describe('elastic run, worker killed', () => {
   it('re-forms the ring without a SIGKILLed worker, redoes its step, and uses every sample exactly once', async () => {
-    const [control, metrics] = await Promise.all([freePort(), freePort()]);
+    const { endpoint, flags } = await loopbackCoordinator();
     const coordinator = start('coordinator', [
-      'coordinator', '--bind', `tcp://127.0.0.1:${control}`, '--min-workers', '2', '--coordinator-metrics-port', String(metrics),
+      'coordinator', ...flags, '--min-workers', '2',
       '--heartbeat-timeout-ms', '2000', '--train-subset', String(TRAIN_SAMPLES), '--epochs', '1', '--validation-size', '1000',
       '--backend', 'wasm', '--no-report', '--run-dir', runDir,
     ]);
-    const workers = [0, 1, 2].map((i) => start(`worker ${i}`, ['worker', '--coordinator', `tcp://127.0.0.1:${control}`, '--backend', 'wasm', '--ring-timeout-ms', '2000', '--no-metrics']));
+    const workers = [0, 1, 2].map((i) => start(`worker ${i}`, ['worker', '--coordinator', endpoint, '--backend', 'wasm', '--ring-timeout-ms', '2000', '--no-metrics']));
 
     await untilRecorded(runDir, '10 steps with 3 workers', () => (steps().filter((s) => s.workers === 3).length >= 10 ? true : undefined), {
       deadlineMs: 60_000,

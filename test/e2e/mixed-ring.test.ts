@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startCli, type BackgroundProcess } from '../helpers/cli.js';
 import { expectRunAccountedOnce } from '../helpers/exactly-once.js';
-import { freePort } from '../helpers/net.js';
+import { loopbackCoordinator } from '../helpers/net.js';
 import { probeWebgpu } from '../helpers/webgpu-probe.js';
 
 /**
@@ -31,10 +31,9 @@ interface SharesLog {
 describe.skipIf(!probe.ok)(`a webgpu (${probe.adapter?.description ?? 'no adapter'}) and a wasm worker in one run`, () => {
   it('balances the global batch by measured throughput, uses every sample once and keeps the replicas identical', async () => {
     const runDir = join(mkdtempSync(join(tmpdir(), 'mnist-ddp-mixed-')), 'run');
-    const [control, metrics] = await Promise.all([freePort(), freePort()]);
-    const endpoint = `tcp://127.0.0.1:${control}`;
+    const { endpoint, flags } = await loopbackCoordinator();
     const coordinator = startCli('coordinator', [
-      'coordinator', '--bind', endpoint, '--min-workers', '2', '--coordinator-metrics-port', String(metrics), '--model', 'mlp',
+      'coordinator', ...flags, '--min-workers', '2', '--model', 'mlp',
       '--batch-size', String(BATCH_SIZE), '--train-subset', String(TRAIN_SAMPLES), '--epochs', '1', '--validation-size', '500', '--warmup-steps', '0',
       '--digest-every', '5', '--backend', 'wasm', '--no-report', '--run-dir', runDir,
     ], { env: { MNIST_DDP_LOG_LEVEL: 'info' } });

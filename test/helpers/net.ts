@@ -31,3 +31,13 @@ export async function freePortRange(count: number): Promise<number> {
 export function freePort(): Promise<number> {
   return freePortRange(1);
 }
+
+/**
+ * A coordinator's addresses on loopback, on free ports: its control endpoint (what workers pass to --coordinator),
+ * its metrics port, and the coordinator flags that bind both.
+ */
+export async function loopbackCoordinator(): Promise<{ endpoint: string; metricsPort: number; flags: string[] }> {
+  const [control, metricsPort] = await Promise.all([freePort(), freePort()]);
+  const endpoint = `tcp://127.0.0.1:${control}`;
+  return { endpoint, metricsPort, flags: ['--bind', endpoint, '--coordinator-metrics-port', String(metricsPort)] };
+}

@@ -3,9 +3,9 @@ import {
   type GradSaveFunc, type KernelConfig, type KernelFunc, type NamedAttrMap, type NamedTensorInfoMap, type Tensor, type TensorInfo,
 } from '@tensorflow/tfjs';
 import { MIN_ROWS, rowsOf } from './batch-norm.js';
-import { assertWasmBackend } from './heap.js';
+import { assertWasmBackend, withScratch } from './heap.js';
 import { nativeKernels } from './native.js';
-import { assertPooledWithCodes, codesApply, makePooledWithCodes, poolGeometry } from './pool-codes.js';
+import { assertPooledWithCodes, codesApply, makePooledWithCodes, poolGeometry, type PooledWithCodes } from './pool-codes.js';
 import { assertFloat32 } from './validate.js';
 
 /**
@@ -72,21 +72,16 @@ function forward({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
   if (channels % 4 !== 0) {
     kernels.meanRows(x, mean, rows, channels);
     kernels.varianceRows(x, mean, variance, rows, channels);
-    const y = backend.makeOutput([...x.shape], 'float32');
-    kernels.batchNorm(x, mean, variance, offset, scale, a.varianceEpsilon, y, rows, channels, a.relu);
-    return [y, mean, variance];
-  }
-  // Scratch for the moments' float64 sums (4C floats), then for the pooled pass's per-channel factors (C floats).
-  const scratch = backend.makeOutput([4 * channels], 'float32');
-  try {
-    kernels.momentsRows(x, mean, variance, scratch, rows, channels);
-    if (a.pool) {
+  } else {
+    // Scratch for the moments' float64 sums (4C floats), then for the pooled pass's per-channel factors (C floats).
+    const pooled = withScratch(backend, 4 * channels, (scratch) => {
+      kernels.momentsRows(x, mean, variance, scratch, rows, channels);
+      if (!a.pool) return undefined;
       const out = makePooledWithCodes(backend, x.shape);
       kernels.batchNormReluPool(x, { mean, variance, offset, scale }, a.varianceEpsilon, scratch, out, poolGeometry(x.shape));
-      return [out.pooled, out.codes, mean, variance];
-    }
-  } finally {
-    backend.disposeData(scratch.dataId);
+      return out;
+    });
+    if (pooled) return [pooled.pooled, pooled.codes, mean, variance];
   }
   const y = backend.makeOutput([...x.shape], 'float32');
   kernels.batchNorm(x, mean, variance, offset, scale, a.varianceEpsilon, y, rows, channels, a.relu);
@@ -105,9 +100,11 @@ function gradient({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
   assertFloat32('batchNormTrainGrad', { dy, x, mean, variance, scale, offset });
   const { rows, channels } = checkedRows('batchNormTrainGrad', x, { mean, variance, scale, offset });
   assertPoolable('batchNormTrainGrad', x, a);
+  let pool: PooledWithCodes | undefined;
   if (a.pool) {
     if (!pooled || !codes) throw new Error('Error in batchNormTrainGrad: pooling needs the pooled output and its codes.');
-    assertPooledWithCodes('batchNormTrainGrad', x.shape, dy, { pooled, codes });
+    pool = { pooled, codes };
+    assertPooledWithCodes('batchNormTrainGrad', x.shape, dy, pool);
   } else {
     util.assertShapesMatch(dy.shape, x.shape, 'Error in batchNormTrainGrad: dy and x must have the same shape.');
   }
@@ -118,16 +115,16 @@ function gradient({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
     dScale: backend.makeOutput([channels], 'float32'),
     dOffset: backend.makeOutput([channels], 'float32'),
   };
-  const g = pooled && codes && a.pool ? poolGeometry(x.shape) : undefined;
-  const scratch = g ? backend.makeOutput([2 * g.inW * channels], 'float32') : undefined;
   try {
-    if (g && scratch) kernels.batchNormPoolGrad(x, dy, { pooled: pooled!, codes: codes! }, params, a.varianceEpsilon, scratch, out, g);
-    else kernels.batchNormTrainGrad(x, dy, params, a.varianceEpsilon, a.relu, out, rows, channels);
+    if (pool) {
+      const g = poolGeometry(x.shape);
+      withScratch(backend, 2 * g.inW * channels, (scratch) => kernels.batchNormPoolGrad(x, dy, pool, params, a.varianceEpsilon, scratch, out, g));
+    } else {
+      kernels.batchNormTrainGrad(x, dy, params, a.varianceEpsilon, a.relu, out, rows, channels);
+    }
   } catch (err) {
     for (const t of Object.values(out)) backend.disposeData(t.dataId);
     throw err;
-  } finally {
-    if (scratch) backend.disposeData(scratch.dataId);
   }
   return [out.dx, out.dScale, out.dOffset];
 }

@@ -7,7 +7,7 @@ import {
 import { useDirect } from './conv2d-backprop-filter.js';
 import { convolveReluPool } from './conv2d.js';
 import { nhwcConvGeometry } from './geometry.js';
-import { assertWasmBackend } from './heap.js';
+import { assertWasmBackend, withScratch } from './heap.js';
 import { nativeKernels } from './native.js';
 import { assertPooledWithCodes, codesApply, makePooledWithCodes, poolGeometry } from './pool-codes.js';
 import { assertFloat32, assertGeometry, assertRank } from './validate.js';
@@ -143,19 +143,16 @@ function convReluPoolGrad({ inputs, backend, attrs }: KernelArgs): TensorInfo[] 
       if (ours && winogradApplies(g)) {
         out.push({ ...winogradFilterGrad(backend, x, dy, g, pool), shape: [...filter.shape] });
       } else if (ours && useDirect(taps, g.outC)) {
-        out.push(backend.makeOutput([...filter.shape], 'float32'));
-        const scratch = backend.makeOutput([2 * g.outW * g.outC], 'float32');
-        try {
-          kernels.filterGradDirect(x, dy, out[out.length - 1]!, g, { ...pool, scratch });
-        } finally {
-          backend.disposeData(scratch.dataId);
-        }
+        const dFilter = backend.makeOutput([...filter.shape], 'float32');
+        out.push(dFilter);
+        withScratch(backend, 2 * g.outW * g.outC, (scratch) => kernels.filterGradDirect(x, dy, dFilter, g, { ...pool, scratch }));
       } else {
         out.push(run(Conv2DBackpropFilter, { x, dy: unpooled() }, { ...conv, filterShape: filter.shape as [number, number, number, number] } satisfies Conv2DBackpropFilterAttrs));
       }
-      out.push(backend.makeOutput([g.outC], 'float32'));
+      const dBias = backend.makeOutput([g.outC], 'float32');
+      out.push(dBias);
       // pooled > 0 exactly where dy reached an element > 0 of its window: the window's maximum is that element.
-      kernels.maskedSumRows(dy, pooled, out[out.length - 1]!, g.batch * Math.floor(g.outH / 2) * Math.floor(g.outW / 2), g.outC);
+      kernels.maskedSumRows(dy, pooled, dBias, g.batch * Math.floor(g.outH / 2) * Math.floor(g.outW / 2), g.outC);
     }
   } catch (err) {
     for (const t of out) backend.disposeData(t.dataId);

@@ -3,7 +3,7 @@ import {
   type Conv2DAttrs, type FusedConv2DAttrs, type KernelFunc, type NamedAttrMap, type NamedTensorInfoMap, type TensorInfo,
 } from '@tensorflow/tfjs';
 import { geometryOf, type ConvGeometry } from './geometry.js';
-import { assertWasmBackend, type WasmBackend } from './heap.js';
+import { assertWasmBackend, withScratch, type WasmBackend } from './heap.js';
 import { nativeKernels } from './native.js';
 import { makePooledWithCodes, type PooledWithCodes } from './pool-codes.js';
 import { assertGeometry } from './validate.js';
@@ -78,12 +78,7 @@ export function convolveReluPool(backend: WasmBackend, x: TensorInfo, filter: Te
     winogradConvTo(backend, x, filter, g, epilogue, out);
     return out;
   }
-  const rows = backend.makeOutput([2 * g.outW * g.outC], 'float32');
-  try {
-    nativeKernels(backend).convDirect(x, filter, bias, true, out, g, rows);
-  } finally {
-    backend.disposeData(rows.dataId);
-  }
+  withScratch(backend, 2 * g.outW * g.outC, (rows) => nativeKernels(backend).convDirect(x, filter, bias, true, out, g, rows));
   return out;
 }
 

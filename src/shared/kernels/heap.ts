@@ -1,4 +1,4 @@
-import type { TensorInfo } from '@tensorflow/tfjs';
+import { backend as activeBackend, getBackend, type Tensor, type TensorInfo } from '@tensorflow/tfjs';
 
 /**
  * The slice of tfjs-backend-wasm internals our kernels use. tfjs-backend-wasm does not export these types for
@@ -48,7 +48,37 @@ export function entryOf(backend: WasmBackend, info: TensorInfo): TensorEntry {
  * allocation (makeOutput, XNNPACK operator creation) may do: take views after the last allocation of a phase.
  */
 export function f32(backend: WasmBackend, info: TensorInfo): Float32Array {
+  return new Float32Array(backend.wasm.HEAPF32.buffer, entryOf(backend, info).memoryOffset, sizeOf(info));
+}
+
+/** The same view of an int32 tensor (f32 says how long it is valid). */
+export function i32(backend: WasmBackend, info: TensorInfo): Int32Array {
+  return new Int32Array(backend.wasm.HEAP32.buffer, entryOf(backend, info).memoryOffset, sizeOf(info));
+}
+
+function sizeOf(info: TensorInfo): number {
   let size = 1;
   for (const d of info.shape) size *= d;
-  return new Float32Array(backend.wasm.HEAPF32.buffer, entryOf(backend, info).memoryOffset, size);
+  return size;
+}
+
+/**
+ * A float32 tensor's values as f32's view, on the active backend when it is wasm; undefined elsewhere (or for
+ * another dtype). For code outside kernels that reads a tensor at once, without copying it out.
+ */
+export function wasmView(t: Tensor): Float32Array | undefined {
+  if (getBackend() !== 'wasm' || t.dtype !== 'float32') return undefined;
+  const backend = activeBackend();
+  assertWasmBackend(backend);
+  return f32(backend, t);
+}
+
+/** run(scratch) with `floats` float32s of scratch from the backend, freed afterwards whatever happens. */
+export function withScratch<T>(backend: WasmBackend, floats: number, run: (scratch: TensorInfo) => T): T {
+  const scratch = backend.makeOutput([floats], 'float32');
+  try {
+    return run(scratch);
+  } finally {
+    backend.disposeData(scratch.dataId);
+  }
 }

@@ -1,9 +1,9 @@
 import {
-  customGrad, engine, losses, oneHot, Reduction, util,
+  customGrad, engine, getBackend, getKernel, losses, oneHot, Reduction, util,
   type GradSaveFunc, type KernelConfig, type KernelFunc, type NamedAttrMap, type NamedTensorInfoMap, type Scalar, type Tensor,
   type Tensor1D, type Tensor2D, type TensorInfo,
 } from '@tensorflow/tfjs';
-import { assertWasmBackend, entryOf, f32, type WasmBackend } from './heap.js';
+import { assertWasmBackend, f32, i32, type WasmBackend } from './heap.js';
 import { assertFloat32 } from './validate.js';
 
 /**
@@ -28,16 +28,12 @@ function checkedSizes(op: string, backend: WasmBackend, logits: TensorInfo, labe
   const [rows, classes] = logits.shape as [number, number];
   util.assert(labels.dtype === 'int32' && labels.shape.length === 1 && labels.shape[0] === rows, () =>
     `Error in ${op}: labels must be int32 [${rows}], got ${labels.dtype} [${labels.shape.join(',')}].`);
-  const y = labelsOf(backend, labels);
+  const y = i32(backend, labels);
   for (let b = 0; b < rows; b++) {
     const label = y[b]!;
     util.assert(label >= 0 && label < classes, () => `Error in ${op}: label ${label} of sample ${b} is outside [0, ${classes}).`);
   }
   return { rows, classes };
-}
-
-function labelsOf(backend: WasmBackend, labels: TensorInfo): Int32Array {
-  return new Int32Array(backend.wasm.HEAP32.buffer, entryOf(backend, labels).memoryOffset, labels.shape[0]!);
 }
 
 /** Row b's log-sum-exp as tfjs's logSumExp computes it: max + log(Σ exp(z − max)), each step rounded to float32. */
@@ -54,7 +50,7 @@ function forward({ inputs, backend }: KernelArgs): TensorInfo {
   const { logits, labels } = inputs as { logits: TensorInfo; labels: TensorInfo };
   const { rows, classes } = checkedSizes('softmaxCrossEntropy', backend, logits, labels);
   const loss = backend.makeOutput([], 'float32');
-  const [z, y] = [f32(backend, logits), labelsOf(backend, labels)];
+  const [z, y] = [f32(backend, logits), i32(backend, labels)];
   let total = 0;
   for (let b = 0; b < rows; b++) {
     const at = b * classes;
@@ -71,7 +67,7 @@ function gradient({ inputs, backend }: KernelArgs): TensorInfo {
   util.assert(dy.shape.length === 0, () => `Error in softmaxCrossEntropyGrad: dy must be a scalar, got [${dy.shape.join(',')}].`);
   const { rows, classes } = checkedSizes('softmaxCrossEntropyGrad', backend, logits, labels);
   const dz = backend.makeOutput([rows, classes], 'float32');
-  const [z, y, g, out] = [f32(backend, logits), labelsOf(backend, labels), f32(backend, dy)[0]!, f32(backend, dz)];
+  const [z, y, g, out] = [f32(backend, logits), i32(backend, labels), f32(backend, dy)[0]!, f32(backend, dz)];
   for (let b = 0; b < rows; b++) {
     const at = b * classes;
     const lse = logSumExp(z, at, classes);
@@ -90,11 +86,11 @@ export const softmaxCrossEntropyKernelConfigs: readonly KernelConfig[] = [
 
 /**
  * Softmax cross-entropy of `logits` [B, K] against class indices `labels` [B] (int32), summed over the batch: one op
- * where `fused` (the wasm backend with mnist-ddp's kernels registered), else tfjs's
+ * on the wasm backend with mnist-ddp's kernels registered (register.ts), else tfjs's
  * losses.softmaxCrossEntropy(oneHot(labels), logits, SUM). Only the logits get a gradient.
  */
-export function softmaxCrossEntropySum(logits: Tensor2D, labels: Tensor1D, fused: boolean): Scalar {
-  if (!fused) return losses.softmaxCrossEntropy(oneHot(labels, logits.shape[1]!), logits, undefined, undefined, Reduction.SUM) as Scalar;
+export function softmaxCrossEntropySum(logits: Tensor2D, labels: Tensor1D): Scalar {
+  if (getBackend() !== 'wasm' || getKernel(SOFTMAX_CROSS_ENTROPY, 'wasm') === undefined) return losses.softmaxCrossEntropy(oneHot(labels, logits.shape[1]!), logits, undefined, undefined, Reduction.SUM) as Scalar;
   const op = customGrad((...args: Array<Tensor | GradSaveFunc>) => {
     const [z, save] = args as [Tensor, GradSaveFunc];
     save([z]);

@@ -1,6 +1,6 @@
 import type { TensorInfo } from '@tensorflow/tfjs';
 import type { ConvGeometry } from './geometry.js';
-import type { WasmBackend } from './heap.js';
+import { withScratch as withBackendScratch, type WasmBackend } from './heap.js';
 import { nativeKernels, type ConvOutput } from './native.js';
 import type { PooledWithCodes } from './pool-codes.js';
 
@@ -49,13 +49,9 @@ export function winogradApplies(g: ConvGeometry): boolean {
     g.inC % 4 === 0 && g.outC % 4 === 0 && g.inC * g.outC <= WINOGRAD_MAX_CHANNEL_PAIRS;
 }
 
+/** run(scratch) with the scratch the Winograd kernels need for the layer. */
 function withScratch<T>(backend: WasmBackend, g: ConvGeometry, run: (scratch: TensorInfo) => T): T {
-  const scratch = backend.makeOutput([nativeKernels(backend).winogradScratchFloats(g.inC, g.outC)], 'float32');
-  try {
-    return run(scratch);
-  } finally {
-    backend.disposeData(scratch.dataId);
-  }
+  return withBackendScratch(backend, nativeKernels(backend).winogradScratchFloats(g.inC, g.outC), run);
 }
 
 /** What a convolution's kernel does as it writes each output: + bias (Cout floats), then ReLU. */

@@ -1,13 +1,13 @@
 import * as tf from '@tensorflow/tfjs';
 import { MnistDdpError } from '../core/errors.js';
-import { assertWasmBackend, f32 } from '../kernels/heap.js';
+import { wasmView } from '../kernels/heap.js';
 import { buildModel, logitsModel } from '../model/zoo.js';
 import { Evaluator } from './evaluator.js';
 import { createOptimizer, type FlatOptimizer, type OptimizerConfig } from './optimizers.js';
 import { paramLayout, weightsDigest, type ParamLayout, type ParamSlot } from '../model/layout.js';
 import { IMAGE_COLS, IMAGE_ROWS, type Batch } from '../data/mnist.js';
 import { passLimitFor, passSizes, PROBE_SAMPLES, UNSPLIT_SAMPLES } from './pass-limit.js';
-import { SOFTMAX_CROSS_ENTROPY, softmaxCrossEntropySum } from '../kernels/softmax-cross-entropy.js';
+import { softmaxCrossEntropySum } from '../kernels/softmax-cross-entropy.js';
 import { trainingForward } from './training-forward.js';
 
 export type { Batch };
@@ -197,10 +197,9 @@ export class Replica {
     return tf.tidy(() => {
       const xs = tf.tensor4d(batch.x.subarray(start * pixels, (start + n) * pixels), [n, IMAGE_ROWS, IMAGE_COLS, 1]);
       const labels = tf.tensor1d(batch.y.subarray(start, start + n), 'int32');
-      const fusedLoss = tf.getBackend() === 'wasm' && tf.getKernel(SOFTMAX_CROSS_ENTROPY, 'wasm') !== undefined;
       const vars = this.trainableVars.map((v) => v.read() as tf.Variable);
       const { value, grads } = tf.variableGrads(
-        () => softmaxCrossEntropySum(this.forward(xs, (batch.sampleKey ?? 0) + start) as tf.Tensor2D, labels, fusedLoss),
+        () => softmaxCrossEntropySum(this.forward(xs, (batch.sampleKey ?? 0) + start) as tf.Tensor2D, labels),
         vars,
       );
       // A weight the loss does not reach has no gradient: it contributes zeros, as before.
@@ -263,18 +262,6 @@ export class Replica {
 function nonFiniteGradient(layout: ParamLayout, index: number, value: number, step: number): MnistDdpError {
   const slot = [...layout.trainable, ...layout.synced].find((s) => index >= s.offset && index < s.offset + s.size);
   return new MnistDdpError('NON_FINITE_GRADIENT', `step ${step}: gradient of '${slot?.name ?? index}' is ${value}; the update was not applied. Lower the learning rate or check the input data.`, { step, weight: slot?.name });
-}
-
-/**
- * A float32 tensor's values as a view of wasm memory, on the wasm backend (undefined elsewhere): no array allocated
- * per read (1.9 MB per `cnn-large` step, which the garbage collector then has to chase). Valid until wasm memory next
- * grows, so it is used at once.
- */
-function wasmView(t: tf.Tensor): Float32Array | undefined {
-  const backend = tf.backend();
-  if (tf.getBackend() !== 'wasm' || t.dtype !== 'float32') return undefined;
-  assertWasmBackend(backend);
-  return f32(backend, t);
 }
 
 /**

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { MIN_ROWS } from '../kernels/batch-norm.js';
-import { assertWasmBackend, f32 } from '../kernels/heap.js';
+import { wasmView } from '../kernels/heap.js';
 import { BATCH_NORM_TRAIN_GRAD, batchNormTraining } from '../kernels/batch-norm-train.js';
 import { convReluPool, CONV_RELU_POOL_GRAD, type ConvReluPoolAttrs } from '../kernels/conv-relu-pool.js';
 import { codesApply } from '../kernels/pool-codes.js';
@@ -125,10 +125,7 @@ function batchNormStep(bn: tf.layers.Layer, next: tf.layers.Layer | undefined, a
  * float64 result of one operation on float32 values to float32 gives the float32 operation's result exactly.
  */
 function movingAverage(variable: tf.LayerVariable, value: tf.Tensor, momentum: number): void {
-  const backend = tf.backend();
-  assertWasmBackend(backend);
-  const orig = f32(backend, variable.read());
-  const batch = f32(backend, value);
+  const [orig, batch] = [wasmView(variable.read())!, wasmView(value)!];
   const keep = Math.fround(1 - momentum);
   const next = new Float32Array(orig.length);
   for (let i = 0; i < next.length; i++) next[i] = orig[i]! - Math.fround(Math.fround(orig[i]! - batch[i]!) * keep);
