@@ -296,6 +296,31 @@ EXPORT(batch_norm_train_grad) void batch_norm_train_grad(const float* x, const f
 }
 
 /*
+ * The first pass of batch_norm_pool_grad: the float64 totals S1 then S2 (C doubles each) into sums, from the pooled
+ * gradient unpooled one pair of image rows at a time into scratch (2 x W x C floats).
+ */
+ALWAYS_INLINE void pool_grad_sums(const float* x, const float* dy, const float* pooled, const unsigned char* codes, const float* mean,
+                                  const float* variance, const float* scale, const float* offset, double epsilon, float* scratch,
+                                  double* sums, const conv_geometry* g) {
+  const int c = g->in_c;
+  const long row = (long)g->in_w * c, pooled_row = (long)g->out_w * c;
+  double* s1 = sums;
+  double* s2 = s1 + c;
+  __builtin_memset(sums, 0, (unsigned)(2 * c) * sizeof(double));
+  __builtin_memset(scratch, 0, (unsigned)(2 * row) * sizeof(float));
+  for (int b = 0; b < g->batch; b++) {
+    for (int p = 0; p < g->out_h; p++) {
+      const long at = (long)(b * g->out_h + p) * pooled_row;
+      const float* xs = x + (long)(b * g->in_h + 2 * p) * row;
+      unpool_2x2_region(dy + at, pooled + at, codes + at, pooled_row, scratch, row, c, 1, g->out_w);
+      for (int r0 = 0; r0 < 2 * g->in_w; r0 += 64) {
+        block_sums(xs + (long)r0 * c, scratch + (long)r0 * c, mean, variance, scale, offset, epsilon, 0, s1, s2, 2 * g->in_w - r0 < 64 ? 2 * g->in_w - r0 : 64, c);
+      }
+    }
+  }
+}
+
+/*
  * The same gradient when the ReLU is followed by a 2x2, stride-2 max pool (batch_norm_relu_pool's): dy is the pooled
  * gradient, pooled and codes the forward's ([B, H/2, W/2, C], codes one byte each), x [B, H, W, C] with C a multiple
  * of 4, `geometry` the pool's. Each pair of image rows of g is unpooled into scratch (2 x W x C floats) by pool.c's
@@ -311,20 +336,9 @@ EXPORT(batch_norm_pool_grad) void batch_norm_pool_grad(const float* x, const flo
   const int c = g.in_c;
   const long row = (long)g.in_w * c, pooled_row = (long)g.out_w * c;
   const double inv_rows = 1.0 / ((double)g.batch * g.in_h * g.in_w);
-  double* s1 = (double*)dx;
-  double* s2 = s1 + c;
-  __builtin_memset(dx, 0, (unsigned)(2 * c) * sizeof(double));
-  __builtin_memset(scratch, 0, (unsigned)(2 * row) * sizeof(float));
-  for (int b = 0; b < g.batch; b++) {
-    for (int p = 0; p < g.out_h; p++) {
-      const long at = (long)(b * g.out_h + p) * pooled_row;
-      const float* xs = x + (long)(b * g.in_h + 2 * p) * row;
-      unpool_2x2_region(dy + at, pooled + at, codes + at, pooled_row, scratch, row, c, 1, g.out_w);
-      for (int r0 = 0; r0 < 2 * g.in_w; r0 += 64) {
-        block_sums(xs + (long)r0 * c, scratch + (long)r0 * c, mean, variance, scale, offset, epsilon, 0, s1, s2, 2 * g.in_w - r0 < 64 ? 2 * g.in_w - r0 : 64, c);
-      }
-    }
-  }
+  pool_grad_sums(x, dy, pooled, codes, mean, variance, scale, offset, epsilon, scratch, (double*)dx, &g);
+  const double* s1 = (const double*)dx;
+  const double* s2 = s1 + c;
   train_grad_params(s1, s2, variance, epsilon, d_scale, d_offset, c);
   for (int b = 0; b < g.batch; b++) {
     for (int p = 0; p < g.out_h; p++) {
@@ -337,5 +351,40 @@ EXPORT(batch_norm_pool_grad) void batch_norm_pool_grad(const float* x, const flo
       __builtin_memset(scratch, 0, (unsigned)row * sizeof(float));
       block_dx(x + image_at, scratch, mean, variance, scale, offset, epsilon, 0, d_scale, d_offset, inv_rows, dx + image_at, g.in_w, c);
     }
+  }
+}
+
+/*
+ * The first pass of batch_norm_train_grad (pooled null) or batch_norm_pool_grad (pooled non-null; relu is then
+ * implied) over x [B, H, W, C] (C a multiple of 4; `geometry` the pool's, whose in_* sizes are x's), for a kernel that
+ * computes dx itself block by block (winograd.c's batch_norm_block): d_scale and d_offset, and coef [mean | f |
+ * offset | a | b] (C floats each) with block_dx's f, a and b, so that dx = f (g - a - (x - mean) b) there is what
+ * the second pass would have written. scratch: 4C floats (the float64 totals), then with pooled 2 x W x C floats.
+ */
+EXPORT(batch_norm_grad_params) void batch_norm_grad_params(const float* x, const float* dy, const float* pooled, const unsigned char* codes,
+                                                           const float* mean, const float* variance, const float* scale,
+                                                           const float* offset, double epsilon, int relu, float* scratch,
+                                                           float* d_scale, float* d_offset, float* coef, const int* geometry) {
+  const conv_geometry g = load_geometry(geometry);
+  const int c = g.in_c, rows = g.batch * g.in_h * g.in_w;
+  double* sums = (double*)scratch;
+  if (pooled) {
+    pool_grad_sums(x, dy, pooled, codes, mean, variance, scale, offset, epsilon, scratch + 4 * c, sums, &g);
+  } else {
+    __builtin_memset(sums, 0, (unsigned)(2 * c) * sizeof(double));
+    for (int r0 = 0; r0 < rows; r0 += 64) {
+      const long at = (long)r0 * c;
+      block_sums(x + at, dy + at, mean, variance, scale, offset, epsilon, relu, sums, sums + c, rows - r0 < 64 ? rows - r0 : 64, c);
+    }
+  }
+  train_grad_params(sums, sums + c, variance, epsilon, d_scale, d_offset, c);
+  const double inv_rows = 1.0 / rows;
+  for (int c0 = 0; c0 < c; c0 += 4) {
+    const v128_t r_only = batch_norm_factor(variance, 0, c0, epsilon);
+    wasm_v128_store(coef + c0, wasm_v128_load(mean + c0));
+    wasm_v128_store(coef + c + c0, batch_norm_factor(variance, scale, c0, epsilon));
+    wasm_v128_store(coef + 2 * c + c0, wasm_v128_load(offset + c0));
+    wasm_v128_store(coef + 3 * c + c0, wasm_f32x4_mul(wasm_v128_load(d_offset + c0), wasm_f32x4_splat((float)inv_rows)));
+    wasm_v128_store(coef + 4 * c + c0, wasm_f32x4_mul(wasm_f32x4_mul(wasm_v128_load(d_scale + c0), r_only), wasm_f32x4_splat((float)inv_rows)));
   }
 }

@@ -10,9 +10,9 @@ import { randomFloats } from '../helpers/random.js';
 
 interface Exports {
   winograd_scratch_floats(inC: number, outC: number): number;
-  winograd_conv(x: number, w: number, bias: number, y: number, pooled: number, codes: number, scratch: number, outC: number, flags: number, geometry: number): void;
-  winograd_conv_dx(dy: number, pooled: number, codes: number, w: number, dx: number, scratch: number, outC: number, geometry: number): void;
-  winograd_conv_dw(x: number, dy: number, pooled: number, codes: number, dw: number, scratch: number, outC: number, geometry: number): void;
+  winograd_conv(x: number, w: number, bias: number, y: number, pooled: number, codes: number, scratch: number, outC: number, flags: number, tile: number, geometry: number): void;
+  winograd_conv_grad(x: number, dy: number, pooled: number, codes: number, bnX: number, bnCoef: number, w: number, dx: number, dw: number,
+    scratch: number, outC: number, flags: number, tile: number, geometry: number): void;
   conv_direct(x: number, w: number, bias: number, y: number, pooled: number, codes: number, scratch: number, outC: number, flags: number, geometry: number): void;
   gemm_f32(a: number, b: number, c: number, m: number, k: number, n: number, aTransposed: number): void;
 }
@@ -75,8 +75,8 @@ describe.each(BUILDS)('the %s build of native/*.c', (_name, base64, available) =
     { b: 3, h: 14, w: 14, cin: 64, cout: 64, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, pad: 'same' },
   ];
 
-  it.runIf(available).each(cases.map((c) => [`${c.h}x${c.w}x${c.cin}→${c.cout} ${c.pad}`, c] as const))(
-    'Winograd forward (with bias and ReLU), dx and dW match float64 within 1e-4: %s', (_label, c) => {
+  it.runIf(available).each(cases.flatMap((c) => [4, 5].map((tile) => [`${c.h}x${c.w}x${c.cin}→${c.cout} ${c.pad}, ${tile}x${tile} tiles`, c, tile] as const)))(
+    'Winograd forward (with bias and ReLU), dx and dW (together, and each alone) match float64 within 1e-4: %s', (_label, c, tile) => {
       const k = instantiate(base64);
       const { oh, ow, pt, pl } = outDims(c);
       const x = randomFloats(c.b * c.h * c.w * c.cin, 1), w = randomFloats(9 * c.cin * c.cout, 2);
@@ -85,13 +85,19 @@ describe.each(BUILDS)('the %s build of native/*.c', (_name, base64, available) =
       const [px, pw, pdy, pbias] = [k.put(x), k.put(w), k.put(dy), k.put(bias)];
       const scratch = k.alloc(k.exports.winograd_scratch_floats(c.cin, c.cout));
       const [py, pdx, pdw] = [k.alloc(dy.length), k.alloc(x.length), k.alloc(w.length)];
-      k.exports.winograd_conv(px, pw, pbias, py, 0, 0, scratch, c.cout, 3, g);
-      k.exports.winograd_conv_dx(pdy, 0, 0, pw, pdx, scratch, c.cout, g);
-      k.exports.winograd_conv_dw(px, pdy, 0, 0, pdw, scratch, c.cout, g);
+      k.exports.winograd_conv(px, pw, pbias, py, 0, 0, scratch, c.cout, 3, tile, g);
+      k.exports.winograd_conv_grad(px, pdy, 0, 0, 0, 0, pw, pdx, pdw, scratch, c.cout, 3, tile, g);
       const y = convForward(c, x, w).map((v, i) => Math.max(0, v + bias[i % c.cout]!));
       expect(relError(k.read(py, dy.length), y)).toBeLessThan(1e-4);
-      expect(relError(k.read(pdx, x.length), convGradInput(c, w, dy))).toBeLessThan(1e-4);
-      expect(relError(k.read(pdw, w.length), convGradFilter(c, x, dy))).toBeLessThan(1e-4);
+      const [dx, dw] = [k.read(pdx, x.length), k.read(pdw, w.length)];
+      expect(relError(dx, convGradInput(c, w, dy))).toBeLessThan(1e-4);
+      expect(relError(dw, convGradFilter(c, x, dy))).toBeLessThan(1e-4);
+      // Alone (flags 1: dx, 2: dW), with the pointer it does not read as 0: the same values.
+      const [pdx1, pdw1] = [k.alloc(x.length), k.alloc(w.length)];
+      k.exports.winograd_conv_grad(0, pdy, 0, 0, 0, 0, pw, pdx1, 0, scratch, c.cout, 1, tile, g);
+      k.exports.winograd_conv_grad(px, pdy, 0, 0, 0, 0, 0, 0, pdw1, scratch, c.cout, 2, tile, g);
+      expect(k.read(pdx1, x.length)).toEqual(dx);
+      expect(k.read(pdw1, w.length)).toEqual(dw);
       expect(k.intact()).toBe(true);
     });
 

@@ -11,7 +11,7 @@ import { assertWasmBackend, withScratch } from './heap.js';
 import { nativeKernels } from './native.js';
 import { assertPooledWithCodes, codesApply, makePooledWithCodes, poolGeometry } from './pool-codes.js';
 import { assertFloat32, assertGeometry, assertRank } from './validate.js';
-import { winogradApplies, winogradFilterGrad, winogradInputGrad } from './winograd.js';
+import { winogradApplies, winogradGrads } from './winograd.js';
 
 /**
  * A convolution with bias and ReLU followed by a 2×2, stride-2 max pool, as one op for training on wasm: the conv
@@ -134,14 +134,15 @@ function convReluPoolGrad({ inputs, backend, attrs }: KernelArgs): TensorInfo[] 
     getKernel(kernel, 'wasm')!.kernelFunc({ inputs: kernelInputs, backend, attrs: kernelAttrs as unknown as NamedAttrMap }) as TensorInfo;
   const out: TensorInfo[] = [];
   try {
+    const winograd = ours && winogradApplies(g)
+      ? winogradGrads(backend, dy, g, { filter: inputGrad ? filter : undefined, x: filterGrad ? x : undefined }, { pool })
+      : undefined;
     if (inputGrad) {
-      out.push(ours && winogradApplies(g)
-        ? winogradInputGrad(backend, dy, filter, g, pool)
-        : run(Conv2DBackpropInput, { dy: unpooled(), filter }, { ...conv, inputShape: x.shape as [number, number, number, number] } satisfies Conv2DBackpropInputAttrs));
+      out.push(winograd?.dx ?? run(Conv2DBackpropInput, { dy: unpooled(), filter }, { ...conv, inputShape: x.shape as [number, number, number, number] } satisfies Conv2DBackpropInputAttrs));
     }
     if (filterGrad) {
-      if (ours && winogradApplies(g)) {
-        out.push({ ...winogradFilterGrad(backend, x, dy, g, pool), shape: [...filter.shape] });
+      if (winograd?.dw) {
+        out.push({ ...winograd.dw, shape: [...filter.shape] });
       } else if (ours && useDirect(taps, g.outC)) {
         const dFilter = backend.makeOutput([...filter.shape], 'float32');
         out.push(dFilter);

@@ -8,7 +8,7 @@ import { assertWasmBackend, type WasmBackend } from './heap.js';
 import { nhwcConvGeometry, type ConvGeometry, type DilatedConvAttrs } from './geometry.js';
 import { nativeKernels } from './native.js';
 import { transpose2d } from './transpose.js';
-import { winogradApplies, winogradFilterGrad } from './winograd.js';
+import { winogradApplies, winogradGrads } from './winograd.js';
 import { assertDyShape, assertFloat32, assertGeometry, assertRank } from './validate.js';
 
 /** tfjs-core's name for this op in its error messages. */
@@ -63,7 +63,7 @@ function conv2dBackpropFilter(args: {
 
 /** dW as [taps, Cout] (the filter's memory layout); dy is exactly [B, OH, OW, Cout]. */
 function filterGradient(backend: WasmBackend, x: TensorInfo, dy: TensorInfo, g: ConvGeometry, p: number, taps: number): TensorInfo {
-  if (winogradApplies(g)) return winogradFilterGrad(backend, x, dy, g);
+  if (winogradApplies(g)) return winogradGrads(backend, dy, g, { x }).dw!;
   if (useDirect(taps, g.outC)) {
     const dw = backend.makeOutput([taps, g.outC], 'float32');
     nativeKernels(backend).filterGradDirect(x, dy, dw, g);

@@ -8,7 +8,7 @@ import { assertWasmBackend } from './heap.js';
 import { nhwcConvGeometry, type DilatedConvAttrs } from './geometry.js';
 import { nativeKernels } from './native.js';
 import { transpose2d } from './transpose.js';
-import { winogradApplies, winogradInputGrad } from './winograd.js';
+import { winogradApplies, winogradGrads } from './winograd.js';
 import { assertDyShape, assertFloat32, assertGeometry, assertRank } from './validate.js';
 
 /** tfjs-core's name for this op in its error messages. */
@@ -41,9 +41,9 @@ function conv2dBackpropInput(args: {
 
   const { dy, release } = dyWindow(backend, dyInput, g, g.outC);
   if (winogradApplies(g)) {
-    const dx = winogradInputGrad(backend, dy, filter, g);
+    const { dx } = winogradGrads(backend, dy, g, { filter });
     release();
-    return dx;
+    return dx!;
   }
   const wT = transpose2d(backend, filter, taps, g.outC);
   const colGrad = gemm(backend, dy, wT, p, g.outC, taps);

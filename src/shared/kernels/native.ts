@@ -38,9 +38,11 @@ interface NativeExports {
   conv_direct(x: number, w: number, bias: number, y: number, pooled: number, codes: number, scratch: number, outC: number, flags: number, geometry: number): void;
   winograd_scratch_floats(inC: number, outC: number): number;
   dropout(x: number, y: number, samples: number, perSample: number, seedMix: number, keyLow: number, keyHigh: number, threshold: number, scale: number): void;
-  winograd_conv(x: number, w: number, bias: number, y: number, pooled: number, codes: number, scratch: number, outC: number, flags: number, geometry: number): void;
-  winograd_conv_dx(dy: number, pooled: number, codes: number, w: number, dx: number, scratch: number, outC: number, geometry: number): void;
-  winograd_conv_dw(x: number, dy: number, pooled: number, codes: number, dw: number, scratch: number, outC: number, geometry: number): void;
+  winograd_conv(x: number, w: number, bias: number, y: number, pooled: number, codes: number, scratch: number, outC: number, flags: number, tile: number, geometry: number): void;
+  winograd_conv_grad(x: number, dy: number, pooled: number, codes: number, bnX: number, bnCoef: number, w: number, dx: number, dw: number,
+    scratch: number, outC: number, flags: number, tile: number, geometry: number): void;
+  batch_norm_grad_params(x: number, dy: number, pooled: number, codes: number, mean: number, variance: number, scale: number, offset: number,
+    epsilon: number, relu: number, scratch: number, dScale: number, dOffset: number, coef: number, geometry: number): void;
 }
 
 /**
@@ -55,6 +57,20 @@ const epilogueFlags = (bias: TensorInfo | undefined, relu: boolean): number => (
 
 /** Where a convolution kernel writes: its output y, or only the 2×2, stride-2 max pool of it and the pool's codes. */
 export type ConvOutput = { y: TensorInfo } | PooledWithCodes;
+
+/** Winograd's tile side: F(4×4, 3×3) or F(5×5, 3×3) (native/winograd.c). */
+export type WinogradTile = 4 | 5;
+
+/**
+ * What the gradient a Winograd gradient kernel takes is the gradient of (winograd.c dy_source): the convolution's
+ * output (neither given); a ReLU and 2×2 max pool of it (pool: dy is the pooled gradient); or training-mode batch norm
+ * of it (batchNorm: x is the convolution's output, coef batchNormGradParams's), then a ReLU if relu, then with pool
+ * also the max pool.
+ */
+export interface WinogradGradSource {
+  pool?: PooledWithCodes;
+  batchNorm?: { x: TensorInfo; coef: TensorInfo; relu: boolean };
+}
 
 /** The pooled output and codes a pooled gradient came through, and the direct filter gradient's scratch (2·OW·Cout floats). */
 export type PooledGradient = PooledWithCodes & { scratch: TensorInfo };
@@ -250,19 +266,40 @@ class NativeKernels {
     return this.exports.winograd_scratch_floats(inC, outC);
   }
 
-  /** x conv w (+ bias[Cout]) (then ReLU) by Winograd F(4×4, 3×3), to `out`. */
-  winogradConv(x: TensorInfo, w: TensorInfo, bias: TensorInfo | undefined, relu: boolean, out: ConvOutput, scratch: TensorInfo, g: ConvGeometry): void {
-    this.exports.winograd_conv(this.ptr(x), this.ptr(w), bias ? this.ptr(bias) : 0, ...this.outputs(out), this.ptr(scratch), g.outC, epilogueFlags(bias, relu), this.geometry(g));
+  /** x conv w (+ bias[Cout]) (then ReLU) by Winograd F(tile×tile, 3×3), tile 4 or 5 (4 when pooling), to `out`. */
+  winogradConv(x: TensorInfo, w: TensorInfo, bias: TensorInfo | undefined, relu: boolean, out: ConvOutput, scratch: TensorInfo, tile: WinogradTile, g: ConvGeometry): void {
+    this.exports.winograd_conv(this.ptr(x), this.ptr(w), bias ? this.ptr(bias) : 0, ...this.outputs(out), this.ptr(scratch), g.outC, epilogueFlags(bias, relu), tile, this.geometry(g));
   }
 
-  /** dx[B, H, W, Cin] <- that convolution's input gradient; overwrites dx. With `pool`, dy is the pooled gradient. */
-  winogradConvDx(dy: TensorInfo, w: TensorInfo, dx: TensorInfo, scratch: TensorInfo, g: ConvGeometry, pool?: PooledWithCodes): void {
-    this.exports.winograd_conv_dx(this.ptr(dy), ...this.pool(pool), this.ptr(w), this.ptr(dx), this.ptr(scratch), g.outC, this.geometry(g));
+  /**
+   * That convolution's gradients in one sweep over its tiles (native/winograd.c winograd_conv_grad): out.dx [B, H, W,
+   * Cin] from dy and the filter, out.dw [3, 3, Cin, Cout] from x and dy, each only when given; overwrites them. dy is
+   * the gradient of the convolution's output, or of what follows it (WinogradGradSource). tile as winogradConv's.
+   */
+  winogradConvGrad(
+    from: { filter?: TensorInfo; x?: TensorInfo }, dy: TensorInfo, out: { dx?: TensorInfo; dw?: TensorInfo }, source: WinogradGradSource, scratch: TensorInfo,
+    tile: WinogradTile, g: ConvGeometry,
+  ): void {
+    if (!out.dx !== !from.filter || !out.dw !== !from.x) throw new Error('mnist-ddp wasm kernels: winograd_conv_grad needs the filter for dx and x for dW');
+    const bn = source.batchNorm;
+    const flags = (out.dx ? 1 : 0) | (out.dw ? 2 : 0) | (bn?.relu ? 4 : 0);
+    this.exports.winograd_conv_grad(from.x ? this.ptr(from.x) : 0, this.ptr(dy), ...this.pool(source.pool), bn ? this.ptr(bn.x) : 0, bn ? this.ptr(bn.coef) : 0,
+      from.filter ? this.ptr(from.filter) : 0,
+      out.dx ? this.ptr(out.dx) : 0, out.dw ? this.ptr(out.dw) : 0, this.ptr(scratch), g.outC, flags, tile, this.geometry(g));
   }
 
-  /** dw[3, 3, Cin, Cout] <- that convolution's filter gradient; overwrites dw. With `pool`, dy is the pooled gradient. */
-  winogradConvDw(x: TensorInfo, dy: TensorInfo, dw: TensorInfo, scratch: TensorInfo, g: ConvGeometry, pool?: PooledWithCodes): void {
-    this.exports.winograd_conv_dw(this.ptr(x), this.ptr(dy), ...this.pool(pool), this.ptr(dw), this.ptr(scratch), g.outC, this.geometry(g));
+  /**
+   * The first pass of batch norm's training gradient over x [B, H, W, C] (C in fours; `g` the pool's geometry of x,
+   * native/batch_norm.c batch_norm_grad_params): out.dScale, out.dOffset, and out.coef (5·C floats) for a kernel that
+   * computes dx block by block. With `pool`, dy is the pooled gradient (the ReLU is implied). Scratch: 4·C floats, plus
+   * 2·W·C with `pool`.
+   */
+  batchNormGradParams(
+    x: TensorInfo, dy: TensorInfo, pool: PooledWithCodes | undefined, params: { mean: TensorInfo; variance: TensorInfo; scale: TensorInfo; offset: TensorInfo },
+    epsilon: number, relu: boolean, scratch: TensorInfo, out: { dScale: TensorInfo; dOffset: TensorInfo; coef: TensorInfo }, g: ConvGeometry,
+  ): void {
+    this.exports.batch_norm_grad_params(this.ptr(x), this.ptr(dy), ...this.pool(pool), this.ptr(params.mean), this.ptr(params.variance), this.ptr(params.scale),
+      this.ptr(params.offset), epsilon, relu ? 1 : 0, this.ptr(scratch), this.ptr(out.dScale), this.ptr(out.dOffset), this.ptr(out.coef), this.geometry(g));
   }
 
   /** [pooled, codes] pointers, 0 and 0 without a pool. */

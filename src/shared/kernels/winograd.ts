@@ -1,12 +1,11 @@
 import type { TensorInfo } from '@tensorflow/tfjs';
 import type { ConvGeometry } from './geometry.js';
 import { withScratch as withBackendScratch, type WasmBackend } from './heap.js';
-import { nativeKernels, type ConvOutput } from './native.js';
-import type { PooledWithCodes } from './pool-codes.js';
+import { nativeKernels, type ConvOutput, type WinogradGradSource, type WinogradTile } from './native.js';
 
 /**
- * Winograd F(4×4, 3×3) convolutions (native/winograd.c): forward, input gradient and filter gradient of 3×3,
- * stride-1, undilated layers, any padding. They replace im2col + GEMM (and XNNPACK's forward convolution) on the
+ * Winograd F(4×4, 3×3) and F(5×5, 3×3) convolutions (native/winograd.c; winogradTile picks the tile per layer):
+ * forward, input gradient and filter gradient of 3×3, stride-1, undilated layers, any padding. They replace im2col + GEMM (and XNNPACK's forward convolution) on the
  * layers where they were measured faster: winogradApplies says which. `npx tsx bench/conv-layers.ts` (B=64,
  * median of 15, M3), forward / dx / dW speed-up over im2col + GEMM and XNNPACK: `cnn` conv2 3.3 / 3.0 / 3.7;
  * `cnn-large` conv1b 3.5 / 5.7 / 8.2, conv2a 3.1 / 2.8 / 3.7, conv2b 3.3 / 3.9 / 4.3.
@@ -49,6 +48,18 @@ export function winogradApplies(g: ConvGeometry): boolean {
     g.inC % 4 === 0 && g.outC % 4 === 0 && g.inC * g.outC <= WINOGRAD_MAX_CHANNEL_PAIRS;
 }
 
+/**
+ * The tile side for a layer: the one whose GEMMs do fewer multiply-adds, which is the one with fewer transformed
+ * positions, tiles × (tile + 2)² (each position is one row of a [Cin] × [Cout] product); on a tie, 4 (its transforms
+ * cost less per output). Pooled outputs and gradients (conv-relu-pool.ts) take 4: a 2×2 window must lie in one tile.
+ * On `cnn-large`'s 14×14 'same' layers 5-tiles cover 15×15 with 9 tiles per image (441 positions) where 4-tiles
+ * cover 16×16 with 16 (576); on 28×28 both need 1 764, and on `cnn`'s 11×11 output 4-tiles need 324, 5-tiles 441.
+ */
+export function winogradTile(g: ConvGeometry, pooled: boolean): WinogradTile {
+  const positions = (tile: number): number => Math.ceil(g.outH / tile) * Math.ceil(g.outW / tile) * (tile + 2) ** 2;
+  return !pooled && positions(5) < positions(4) ? 5 : 4;
+}
+
 /** run(scratch) with the scratch the Winograd kernels need for the layer. */
 function withScratch<T>(backend: WasmBackend, g: ConvGeometry, run: (scratch: TensorInfo) => T): T {
   return withBackendScratch(backend, nativeKernels(backend).winogradScratchFloats(g.inC, g.outC), run);
@@ -72,22 +83,31 @@ export function winogradConv(backend: WasmBackend, x: TensorInfo, filter: Tensor
 
 /** The same convolution written to `out`: its output, or only its 2×2 max pool and the pool's codes. */
 export function winogradConvTo(backend: WasmBackend, x: TensorInfo, filter: TensorInfo, g: ConvGeometry, epilogue: ConvEpilogue, out: ConvOutput): void {
-  withScratch(backend, g, (scratch) => nativeKernels(backend).winogradConv(x, filter, epilogue.bias, epilogue.relu ?? false, out, scratch, g));
+  const tile = winogradTile(g, !('y' in out));
+  withScratch(backend, g, (scratch) => nativeKernels(backend).winogradConv(x, filter, epilogue.bias, epilogue.relu ?? false, out, scratch, tile, g));
 }
 
 /**
- * dx[B, H, W, Cin] from dy, exactly [B, OH, OW, Cout]; or, with `pool` (the convolution followed by a ReLU and a 2×2
- * max pool, pool-codes.ts), from the pooled gradient, exactly pool.pooled's shape, unpooled tile by tile in cache.
+ * The gradients of the convolution of x by filter, in one sweep over the tiles (each tile's transform of dy serves
+ * both): dx [B, H, W, Cin] when `from.filter` is given, dW as [9·Cin, Cout] (the filter's memory layout) when `from.x`
+ * is. dy is exactly [B, OH, OW, Cout]; or with source.pool exactly pool.pooled's shape (the gradient of a ReLU and 2×2
+ * max pool of the output, unpooled tile by tile in cache); or the gradient of batch norm (then a ReLU, then the pool)
+ * of the output (source.batchNorm: batch norm's dx is computed tile by tile from dy and the convolution's output, and
+ * never written).
  */
-export function winogradInputGrad(backend: WasmBackend, dy: TensorInfo, filter: TensorInfo, g: ConvGeometry, pool?: PooledWithCodes): TensorInfo {
-  const dx = backend.makeOutput([g.batch, g.inH, g.inW, g.inC], 'float32');
-  withScratch(backend, g, (scratch) => nativeKernels(backend).winogradConvDx(dy, filter, dx, scratch, g, pool));
-  return dx;
-}
-
-/** dW as [9·Cin, Cout] (the filter's memory layout) from x and dy, as winogradInputGrad takes it. */
-export function winogradFilterGrad(backend: WasmBackend, x: TensorInfo, dy: TensorInfo, g: ConvGeometry, pool?: PooledWithCodes): TensorInfo {
-  const dw = backend.makeOutput([9 * g.inC, g.outC], 'float32');
-  withScratch(backend, g, (scratch) => nativeKernels(backend).winogradConvDw(x, dy, dw, scratch, g, pool));
-  return dw;
+export function winogradGrads(
+  backend: WasmBackend, dy: TensorInfo, g: ConvGeometry, from: { filter?: TensorInfo; x?: TensorInfo }, source: WinogradGradSource = {},
+): { dx?: TensorInfo; dw?: TensorInfo } {
+  const out = {
+    dx: from.filter ? backend.makeOutput([g.batch, g.inH, g.inW, g.inC], 'float32') : undefined,
+    dw: from.x ? backend.makeOutput([9 * g.inC, g.outC], 'float32') : undefined,
+  };
+  try {
+    const tile = winogradTile(g, source.pool !== undefined);
+    withScratch(backend, g, (scratch) => nativeKernels(backend).winogradConvGrad(from, dy, out, source, scratch, tile, g));
+  } catch (err) {
+    for (const t of [out.dx, out.dw]) if (t) backend.disposeData(t.dataId);
+    throw err;
+  }
+  return out;
 }
