@@ -248,7 +248,7 @@ ALWAYS_INLINE int end_inside(int from, int n, int size) { return from + n > size
  * Where dy_tile reads a tile's T x T block of dy:
  * - dy itself;
  * - when the convolution is followed by a ReLU and a 2x2 max pool (pooled non-null), the pooled gradient, unpooled
- *   block by block into `block` (tile x tile x Cout floats of scratch) by pool.c's unpool_2x2_region;
+ *   block by block into `block` (scratch) by pool.c's unpool_2x2_region;
  * - when it is followed by training-mode batch norm (bn_x non-null: the convolution's output, batch norm's input),
  *   then optionally a ReLU (bn_relu) or a ReLU and the pool (pooled non-null), the gradient of that chain: batch
  *   norm's dx = f (g - a - (x - mean) b) computed per block into `block` from g (dy, ReLU-masked, or unpooled) and
@@ -272,9 +272,14 @@ typedef struct {
   int r_hi, s_hi;
 } dy_block;
 
+/* The side of the even-aligned block of the pooled gradient's windows that a tile's rows or columns touch: 4 or 6. */
+ALWAYS_INLINE int window_side(int tile) { return 2 * ((tile + 1) / 2); }
+
 /*
- * Batch norm's dx over tile o's block (bn_x non-null): block_dx's arithmetic (batch_norm.c), so the values are those
- * batch_norm_train_grad and batch_norm_pool_grad would have written; 0 beyond the output.
+ * Batch norm's dx over tile o's block (bn_x non-null) into `block` (tile x tile x Cout floats): block_dx's arithmetic
+ * (batch_norm.c), so the values are those batch_norm_train_grad and batch_norm_pool_grad would have written; 0
+ * beyond the output. With pooled, g is unpooled first into the scratch after the block (window_side(tile)² x Cout
+ * floats), the even-aligned block of the windows the tile touches: a 5-tile may start at an odd row or column.
  */
 ALWAYS_INLINE dy_block batch_norm_block(dy_source src, const conv_geometry* g, int out_c, tile_origin o, int tile) {
   const long row = (long)g->out_w * out_c, block_row = (long)tile * out_c;
@@ -283,15 +288,18 @@ ALWAYS_INLINE dy_block batch_norm_block(dy_source src, const conv_geometry* g, i
   const float* gs = src.dy + at;
   long g_row = row;
   if (src.pooled) {
-    /* g: the pooled gradient unpooled into the block (0 where no window reaches), then rewritten in place. */
-    const int pool_h = g->out_h / 2, pool_w = g->out_w / 2;
-    const int windows_h = end_inside(o.oh0 / 2, tile / 2, pool_h), windows_w = end_inside(o.ow0 / 2, tile / 2, pool_w);
-    __builtin_memset(src.block, 0, (unsigned)(tile * tile * out_c) * sizeof(float));
+    /* g: the windows from (wr0, wc0) on, unpooled (0 where no window reaches). */
+    const int side = window_side(tile), pool_h = g->out_h / 2, pool_w = g->out_w / 2;
+    const int wr0 = o.oh0 / 2, wc0 = o.ow0 / 2;
+    const int windows_h = end_inside(wr0, (o.oh0 + tile + 1) / 2 - wr0, pool_h), windows_w = end_inside(wc0, (o.ow0 + tile + 1) / 2 - wc0, pool_w);
+    float* region = src.block + tile * block_row;
+    const long region_row = (long)side * out_c;
+    __builtin_memset(region, 0, (unsigned)(side * side * out_c) * sizeof(float));
     if (windows_h > 0 && windows_w > 0) {
-      const long p_at = (((long)o.b * pool_h + o.oh0 / 2) * pool_w + o.ow0 / 2) * out_c;
-      unpool_2x2_region(src.dy + p_at, src.pooled + p_at, src.codes + p_at, (long)pool_w * out_c, src.block, block_row, out_c, windows_h, windows_w);
+      const long p_at = (((long)o.b * pool_h + wr0) * pool_w + wc0) * out_c;
+      unpool_2x2_region(src.dy + p_at, src.pooled + p_at, src.codes + p_at, (long)pool_w * out_c, region, region_row, out_c, windows_h, windows_w);
     }
-    gs = src.block, g_row = block_row;
+    gs = region + (o.oh0 - 2 * wr0) * region_row + (long)(o.ow0 - 2 * wc0) * out_c, g_row = region_row;
   }
   const float* xs = src.bn_x + at;
   const float *mean = src.bn_coef, *f = mean + out_c, *offset = f + out_c, *a = offset + out_c, *b = a + out_c;
@@ -319,7 +327,7 @@ ALWAYS_INLINE dy_block batch_norm_block(dy_source src, const conv_geometry* g, i
   return d;
 }
 
-/* With pooled, tile must be even (every window in one tile). */
+/* With pooled and no batch norm, tile must be even (every window in one tile). */
 ALWAYS_INLINE dy_block block_of(dy_source src, const conv_geometry* g, int out_c, tile_origin o, int tile) {
   if (src.bn_x) return batch_norm_block(src, g, out_c, o, tile);
   dy_block d;
@@ -380,7 +388,8 @@ EXPORT(winograd_conv) void winograd_conv(const float* x, const float* w, const f
  * that follows a ReLU of the convolution's output (winograd_conv with pooled): dy and pooled [B, OH / 2, OW / 2,
  * Cout], codes at pooled's indices; or with bn_x non-null the gradient of batch norm (then a ReLU if flags &
  * WINO_GRAD_BN_RELU, or the ReLU and the pool with pooled non-null) over the convolution's output bn_x. Overwrites
- * what it computes; x is read only for dw, w only for dx. tile as winograd_conv's (a pooled dy takes 4-tiles).
+ * what it computes; x is read only for dw, w only for dx. tile as winograd_conv's (a pooled dy without batch norm
+ * takes 4-tiles).
  */
 #define WINO_GRAD_DX 1
 #define WINO_GRAD_DW 2
@@ -391,6 +400,6 @@ EXPORT(winograd_conv_grad) void winograd_conv_grad(const float* x, const float* 
   const conv_geometry g = load_geometry(geometry);
   const dy_source src = {dy, pooled, codes, 0, bn_x, bn_coef, flags & WINO_GRAD_BN_RELU};
   const int want_dx = flags & WINO_GRAD_DX, want_dw = flags & WINO_GRAD_DW;
-  if (tile == 5 && !pooled) f5_conv_grad(x, src, w, dx, dw, scratch, out_c, want_dx, want_dw, &g);
+  if (tile == 5 && (!pooled || bn_x)) f5_conv_grad(x, src, w, dx, dw, scratch, out_c, want_dx, want_dw, &g);
   else f4_conv_grad(x, src, w, dx, dw, scratch, out_c, want_dx, want_dw, &g);
 }

@@ -177,13 +177,13 @@ ALWAYS_INLINE void WFN(filter_gradient_inverse)(float* du, float* dw, int in_c, 
 }
 
 /* Scratch: two filter-sized areas and three tile-block areas (the gradient's V, Ŷ and M; the forward pass uses the
- * first two), then one T x T block of dy (dy_source's block). */
+ * first two), then dy_source's block: T x T values of dy, then batch_norm_block's window_side(T)² of the pooled gradient. */
 ALWAYS_INLINE long WFN(tile_areas)(int in_c, int out_c) {
   return AREA * (2 * PLANE(in_c, out_c) + 2 * PLANE(WINO_TB, in_c) + PLANE(WINO_TB, out_c));
 }
 
 ALWAYS_INLINE long WFN(scratch_floats)(int in_c, int out_c) {
-  return WFN(tile_areas)(in_c, out_c) + TILE * TILE * out_c;
+  return WFN(tile_areas)(in_c, out_c) + (long)(TILE * TILE + window_side(TILE) * window_side(TILE)) * out_c;
 }
 
 /* winograd_conv (winograd.c) with this family's tiles; with pooled, T must be even (every window in one tile). */

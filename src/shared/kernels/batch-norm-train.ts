@@ -30,10 +30,11 @@ import { assertFloat32 } from './validate.js';
  * The batch's mean and variance go to `onMoments` during the forward pass, for the layer's moving averages. One
  * tape node with one output (tf.customGrad): see conv-relu-pool.ts for why not a kernel with several outputs.
  */
-const BATCH_NORM_TRAIN = 'MnistDdpBatchNormTrain';
+export const BATCH_NORM_TRAIN = 'MnistDdpBatchNormTrain';
 export const BATCH_NORM_TRAIN_GRAD = 'MnistDdpBatchNormTrainGrad';
 
-interface Attrs {
+/** The batch-norm kernels' attributes. */
+export interface BatchNormTrainAttrs {
   varianceEpsilon: number;
   relu: boolean;
   /** A 2×2, stride-2 max pool after the ReLU (relu must be on; x [B, H, W, C] with C a multiple of 4). */
@@ -53,7 +54,7 @@ function checkedRows(op: string, x: TensorInfo, params: Record<string, TensorInf
 }
 
 /** Checks the pool option: after a ReLU, over [B, H, W, C] with C in fours (the codes pack four channels). */
-function assertPoolable(op: string, x: TensorInfo, { relu, pool }: Attrs): void {
+function assertPoolable(op: string, x: TensorInfo, { relu, pool }: BatchNormTrainAttrs): void {
   util.assert(!pool || (relu && x.shape.length === 4 && codesApply(x.shape[3]!)), () =>
     `Error in ${op}: pooling needs relu and x [B, H, W, C] with C a multiple of 4, got relu ${relu} and x [${x.shape.join(',')}].`);
 }
@@ -62,7 +63,7 @@ function assertPoolable(op: string, x: TensorInfo, { relu, pool }: Attrs): void 
 function forward({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
   assertWasmBackend(backend);
   const { x, scale, offset } = inputs as { x: TensorInfo; scale: TensorInfo; offset: TensorInfo };
-  const a = attrs as unknown as Attrs;
+  const a = attrs as unknown as BatchNormTrainAttrs;
   assertFloat32('batchNormTrain', { x, scale, offset });
   const { rows, channels } = checkedRows('batchNormTrain', x, { scale, offset });
   assertPoolable('batchNormTrain', x, a);
@@ -96,7 +97,7 @@ function gradient({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
   assertWasmBackend(backend);
   const { dy, x, mean, variance, scale, offset, pooled, codes } =
     inputs as { dy: TensorInfo; x: TensorInfo; mean: TensorInfo; variance: TensorInfo; scale: TensorInfo; offset: TensorInfo; pooled?: TensorInfo; codes?: TensorInfo };
-  const a = attrs as unknown as Attrs;
+  const a = attrs as unknown as BatchNormTrainAttrs;
   assertFloat32('batchNormTrainGrad', { dy, x, mean, variance, scale, offset });
   const { rows, channels } = checkedRows('batchNormTrainGrad', x, { mean, variance, scale, offset });
   assertPoolable('batchNormTrainGrad', x, a);
@@ -143,7 +144,7 @@ export function batchNormTraining(
   x: Tensor, scale: Tensor, offset: Tensor, options: { epsilon: number; relu: boolean; pool?: boolean },
   onMoments: (mean: Tensor, variance: Tensor) => void,
 ): Tensor {
-  const attrs: Attrs = { varianceEpsilon: options.epsilon, relu: options.relu, pool: options.pool ?? false };
+  const attrs: BatchNormTrainAttrs = { varianceEpsilon: options.epsilon, relu: options.relu, pool: options.pool ?? false };
   const op = customGrad((...args: Array<Tensor | GradSaveFunc>) => {
     const [x, scale, offset, save] = args as [Tensor, Tensor, Tensor, GradSaveFunc];
     const outputs = engine().runKernel(BATCH_NORM_TRAIN, { x, scale, offset }, attrs as unknown as NamedAttrMap) as Tensor[];

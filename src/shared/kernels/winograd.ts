@@ -51,7 +51,8 @@ export function winogradApplies(g: ConvGeometry): boolean {
 /**
  * The tile side for a layer: the one whose GEMMs do fewer multiply-adds, which is the one with fewer transformed
  * positions, tiles × (tile + 2)² (each position is one row of a [Cin] × [Cout] product); on a tie, 4 (its transforms
- * cost less per output). Pooled outputs and gradients (conv-relu-pool.ts) take 4: a 2×2 window must lie in one tile.
+ * cost less per output). Pooled outputs and their gradients (conv-relu-pool.ts) take 4: each 2×2 window must lie in one
+ * tile there.
  * On `cnn-large`'s 14×14 'same' layers 5-tiles cover 15×15 with 9 tiles per image (441 positions) where 4-tiles
  * cover 16×16 with 16 (576); on 28×28 both need 1 764, and on `cnn`'s 11×11 output 4-tiles need 324, 5-tiles 441.
  */
@@ -103,7 +104,8 @@ export function winogradGrads(
     dw: from.x ? backend.makeOutput([9 * g.inC, g.outC], 'float32') : undefined,
   };
   try {
-    const tile = winogradTile(g, source.pool !== undefined);
+    // Batch norm's tiles unpool an even-aligned block around each tile (winograd.c), so take either size.
+    const tile = winogradTile(g, source.pool !== undefined && source.batchNorm === undefined);
     withScratch(backend, g, (scratch) => nativeKernels(backend).winogradConvGrad(from, dy, out, source, scratch, tile, g));
   } catch (err) {
     for (const t of [out.dx, out.dw]) if (t) backend.disposeData(t.dataId);

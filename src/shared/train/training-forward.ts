@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs';
 import { MIN_ROWS } from '../kernels/batch-norm.js';
 import { wasmView } from '../kernels/heap.js';
 import { BATCH_NORM_TRAIN_GRAD, batchNormTraining } from '../kernels/batch-norm-train.js';
+import { convBatchNorm, CONV_BATCH_NORM_GRAD } from '../kernels/conv-batch-norm.js';
 import { convReluPool, CONV_RELU_POOL_GRAD, type ConvReluPoolAttrs } from '../kernels/conv-relu-pool.js';
 import { codesApply } from '../kernels/pool-codes.js';
 import { DROPOUT, dropoutOp } from '../kernels/dropout.js';
@@ -16,12 +17,22 @@ type Step = { layers: tf.layers.Layer[] } & (
   | { kind: 'layer' }
   | { kind: 'conv-relu-pool'; kernel: tf.LayerVariable; bias: tf.LayerVariable; trainable: () => boolean; attrs: ConvReluPoolAttrs }
   | { kind: 'conv'; kernel: tf.LayerVariable; strides: [number, number]; pad: 'valid' | 'same'; dilations: [number, number] }
-  | { kind: 'batch-norm'; bn: BatchNormWeights; epsilon: number; momentum: number; relu: boolean; pool: boolean }
+  | { kind: 'batch-norm' } & BatchNormPart
+  | { kind: 'conv-batch-norm'; conv: Extract<Step, { kind: 'conv' }>; trainable: () => boolean } & BatchNormPart
   | { kind: 'dropout'; rate: number; seed: number }
 );
 
+/** A batch-norm step's layer (→ ReLU (→ pool)) as batch-norm-train.ts computes it. */
+interface BatchNormPart {
+  bn: BatchNormWeights;
+  epsilon: number;
+  momentum: number;
+  relu: boolean;
+  pool: boolean;
+}
+
 /** The kinds whose ops are mnist-ddp's wasm kernels. */
-const WASM_KINDS: ReadonlySet<Step['kind']> = new Set(['conv-relu-pool', 'conv', 'batch-norm']);
+const WASM_KINDS: ReadonlySet<Step['kind']> = new Set(['conv-relu-pool', 'conv', 'batch-norm', 'conv-batch-norm']);
 
 /** A layer's weight by its name within the layer (`kernel`, `gamma`, …), looked up once when the plan is built. */
 const weightOf = (layer: tf.layers.Layer, name: string): tf.LayerVariable | undefined =>
@@ -173,12 +184,24 @@ function chainOf(model: tf.LayersModel): tf.layers.Layer[] | undefined {
   return linked && layers.length > 0 && output === layers[layers.length - 1] ? layers : undefined;
 }
 
+/**
+ * A plain convolution step followed by a batch-norm step, as one convBatchNorm op (kernels/conv-batch-norm.ts), when
+ * the convolution is undilated (the op's kernels are).
+ */
+function convBatchNormStep(layers: tf.layers.Layer[], i: number): Step | undefined {
+  const conv = plainConvStep(layers[i]!);
+  const bn = layers[i + 1] && batchNormStep(layers[i + 1]!, layers[i + 2], layers[i + 3]);
+  if (conv?.kind !== 'conv' || bn?.kind !== 'batch-norm' || !isPair(conv.dilations, 1)) return undefined;
+  const convLayer = layers[i]!;
+  return { ...bn, kind: 'conv-batch-norm', layers: [convLayer, ...bn.layers], conv, trainable: () => convLayer.trainable };
+}
+
 function planOf(layers: tf.layers.Layer[]): Step[] {
   const steps: Step[] = [];
   for (let i = 0; i < layers.length;) {
     const layer = layers[i]!;
-    const step: Step = convReluPoolStep(layer, layers[i + 1]) ?? batchNormStep(layer, layers[i + 1], layers[i + 2]) ?? plainConvStep(layer) ??
-      dropoutStep(layer, i) ?? { kind: 'layer', layers: [layer] };
+    const step: Step = convReluPoolStep(layer, layers[i + 1]) ?? convBatchNormStep(layers, i) ?? batchNormStep(layer, layers[i + 1], layers[i + 2]) ??
+      plainConvStep(layer) ?? dropoutStep(layer, i) ?? { kind: 'layer', layers: [layer] };
     steps.push(step);
     i += step.layers.length;
   }
@@ -197,7 +220,9 @@ function planOf(layers: tf.layers.Layer[]): Step[] {
  *   four fewer passes over the convolution's output per step, forward and backward;
  * - each BatchNormalization (→ ReLU (→ 2×2 MaxPooling2D)) runs as one batchNormTraining op (kernels/batch-norm-train.ts),
  *   which updates the layer's moving mean and variance with tfjs-layers' own arithmetic;
- * - each Conv2D without bias or activation runs as tf.conv2d (plainConvStep).
+ * - each Conv2D without bias or activation runs as tf.conv2d (plainConvStep), and as one convBatchNorm op with such a
+ *   batch norm after it (kernels/conv-batch-norm.ts: batch norm's input gradient is computed inside the convolution's
+ *   gradient kernels, never written).
  * Every other layer runs as tfjs-layers runs it (`layer.apply`, as the model's own executor calls it), and so do
  * the wasm steps' layers on other backends or with our kernels switched off (winograd.ts setConvKernelsEnabled).
  * The model's input is treated as a constant (the first conv block computes no gradient for it): differentiate
@@ -213,7 +238,7 @@ export function trainingForward(model: tf.LayersModel): (xs: tf.Tensor, sampleKe
   // Registration is idempotent and never undone: once seen, it is not looked up again.
   let registered = false;
   return (xs, sampleKey = 0) => {
-    registered ||= [CONV_RELU_POOL_GRAD, BATCH_NORM_TRAIN_GRAD, DROPOUT].every((k) => tf.getKernel(k, 'wasm') !== undefined);
+    registered ||= [CONV_RELU_POOL_GRAD, BATCH_NORM_TRAIN_GRAD, CONV_BATCH_NORM_GRAD, DROPOUT].every((k) => tf.getKernel(k, 'wasm') !== undefined);
     const wasm = registered && convKernelsEnabled() && tf.getBackend() === 'wasm';
     let y = xs;
     steps.forEach((step, i) => {
@@ -224,7 +249,9 @@ export function trainingForward(model: tf.LayersModel): (xs: tf.Tensor, sampleKe
       } else if (step.kind === 'batch-norm') {
         y = batchNorm(step, y);
       } else if (step.kind === 'conv') {
-        y = tf.conv2d(y as tf.Tensor4D, step.kernel.read() as tf.Tensor4D, step.strides, step.pad, 'NHWC', step.dilations);
+        y = conv2d(step, y);
+      } else if (step.kind === 'conv-batch-norm') {
+        y = convThenBatchNorm(step, y, i > 0);
       } else {
         // The first step's input is the images: a constant. Frozen weights are constants too.
         const grads = { x: i > 0, weights: step.trainable() };
@@ -252,26 +279,58 @@ function dropout(x: tf.Tensor, step: Extract<Step, { kind: 'dropout' }>, sampleK
   return tf.mul(x, tf.tensor(mask, x.shape, 'float32'));
 }
 
-/** A batch-norm step: one op, or the layers themselves for batches too small for it (fewer than MIN_ROWS rows). */
+function conv2d(step: Extract<Step, { kind: 'conv' }>, x: tf.Tensor): tf.Tensor {
+  return tf.conv2d(x as tf.Tensor4D, step.kernel.read() as tf.Tensor4D, step.strides, step.pad, 'NHWC', step.dilations);
+}
+
+/** Whether x has too few rows per channel for the batch-norm kernels (MIN_ROWS): the layers themselves run then. */
+const tooFewRows = (x: tf.Tensor): boolean => x.size / x.shape[x.shape.length - 1]! < MIN_ROWS;
+
+/** The rows per channel of an undilated convolution's output (batch × OH × OW). */
+function convOutputRows(x: tf.Tensor, step: Extract<Step, { kind: 'conv' }>): number {
+  const [batch, h, w] = x.shape as [number, number, number, number];
+  const [kh, kw] = step.kernel.shape as [number, number, number, number];
+  const side = (n: number, k: number, stride: number): number => Math.ceil((step.pad === 'same' ? n : n - k + 1) / stride);
+  return batch * side(h, kh, step.strides[0]) * side(w, kw, step.strides[1]);
+}
+
+/** Updates the layer's moving mean and variance from the batch's, as tfjs-layers does. */
+const movingAverages = (step: BatchNormPart) => (mean: tf.Tensor, variance: tf.Tensor): void => {
+  movingAverage(step.bn.movingMean, mean, step.momentum);
+  movingAverage(step.bn.movingVariance, variance, step.momentum);
+};
+
+/** A batch-norm step: one op, or the layers themselves for batches too small for it. */
 function batchNorm(step: Extract<Step, { kind: 'batch-norm' }>, x: tf.Tensor): tf.Tensor {
-  const channels = x.shape[x.shape.length - 1]!;
-  if (x.size / channels < MIN_ROWS) return applyLayers(step.layers, x);
-  const { gamma, beta, movingMean, movingVariance } = step.bn;
-  return batchNormTraining(x, gamma.read(), beta.read(), { epsilon: step.epsilon, relu: step.relu, pool: step.pool }, (mean, variance) => {
-    movingAverage(movingMean, mean, step.momentum);
-    movingAverage(movingVariance, variance, step.momentum);
-  });
+  if (tooFewRows(x)) return applyLayers(step.layers, x);
+  return batchNormTraining(x, step.bn.gamma.read(), step.bn.beta.read(), { epsilon: step.epsilon, relu: step.relu, pool: step.pool }, movingAverages(step));
+}
+
+/** A convolution and its batch norm: one op, or for batches too small for it the convolution, then the layers. */
+function convThenBatchNorm(step: Extract<Step, { kind: 'conv-batch-norm' }>, x: tf.Tensor, inputGrad: boolean): tf.Tensor {
+  const { conv } = step;
+  if (convOutputRows(x, conv) < MIN_ROWS) return applyLayers(step.layers.slice(1), conv2d(conv, x));
+  return convBatchNorm(
+    x as tf.Tensor4D, conv.kernel.read() as tf.Tensor4D, step.bn.gamma.read() as tf.Tensor1D, step.bn.beta.read() as tf.Tensor1D,
+    { strides: conv.strides, pad: conv.pad, varianceEpsilon: step.epsilon, relu: step.relu, pool: step.pool },
+    { x: inputGrad, filter: step.trainable() }, movingAverages(step),
+  );
 }
 
 /** How many steps of each kind other than 'layer' `trainingForward(model)` plans (test/unit/training-forward.test.ts). */
-export function fusedSteps(model: tf.LayersModel): { convReluPool: number; conv: number; batchNorm: number; batchNormRelu: number; batchNormReluPool: number; dropout: number } {
+export function fusedSteps(model: tf.LayersModel): {
+  convReluPool: number; conv: number; convBatchNorm: number; batchNorm: number; batchNormRelu: number; batchNormReluPool: number; dropout: number;
+} {
   const steps = planOf(chainOf(model) ?? []);
+  // A conv-batch-norm step counts once as convBatchNorm and once among the batch-norm kinds.
+  const bn = steps.filter((s) => s.kind === 'batch-norm' || s.kind === 'conv-batch-norm') as BatchNormPart[];
   return {
     dropout: steps.filter((s) => s.kind === 'dropout').length,
     convReluPool: steps.filter((s) => s.kind === 'conv-relu-pool').length,
     conv: steps.filter((s) => s.kind === 'conv').length,
-    batchNorm: steps.filter((s) => s.kind === 'batch-norm' && !s.relu).length,
-    batchNormRelu: steps.filter((s) => s.kind === 'batch-norm' && s.relu && !s.pool).length,
-    batchNormReluPool: steps.filter((s) => s.kind === 'batch-norm' && s.pool).length,
+    convBatchNorm: steps.filter((s) => s.kind === 'conv-batch-norm').length,
+    batchNorm: bn.filter((s) => !s.relu).length,
+    batchNormRelu: bn.filter((s) => s.relu && !s.pool).length,
+    batchNormReluPool: bn.filter((s) => s.pool).length,
   };
 }

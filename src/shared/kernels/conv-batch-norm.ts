@@ -1,0 +1,167 @@
+import {
+  Conv2D, Conv2DBackpropFilter, Conv2DBackpropInput, customGrad, engine, getKernel, util, zerosLike,
+  type Conv2DAttrs, type Conv2DBackpropFilterAttrs, type Conv2DBackpropInputAttrs, type GradSaveFunc, type KernelConfig,
+  type KernelFunc, type NamedAttrMap, type NamedTensorInfoMap, type Tensor, type Tensor1D, type Tensor4D, type TensorInfo,
+} from '@tensorflow/tfjs';
+import { BATCH_NORM_TRAIN, BATCH_NORM_TRAIN_GRAD, type BatchNormTrainAttrs } from './batch-norm-train.js';
+import { nhwcConvGeometry } from './geometry.js';
+import { assertWasmBackend, withScratch, type WasmBackend } from './heap.js';
+import { nativeKernels } from './native.js';
+import { assertPooledWithCodes, poolGeometry, type PooledWithCodes } from './pool-codes.js';
+import { assertFloat32, assertGeometry, assertRank } from './validate.js';
+import { winogradApplies, winogradGrads } from './winograd.js';
+
+/**
+ * A convolution without bias followed by training-mode batch norm (then optionally a ReLU, then optionally a 2×2 max
+ * pool), as one op for training on wasm: `cnn-large`'s conv → BatchNormalization → ReLU layers.
+ *
+ * - Forward: the convolution (the registered Conv2D: Winograd or the direct kernel), then batch-norm-train.ts's
+ *   kernel on its output z. z is kept for the gradient, as the two ops would keep it.
+ * - Backward (CONV_BATCH_NORM_GRAD): batch norm's gradient has two passes, its sums and then dz = f (g - a - (z -
+ *   mean) b) (native/batch_norm.c). Where the convolution takes Winograd, only the sums run as a pass
+ *   (batch_norm_grad_params); the convolution's gradient kernel computes dz tile by tile from dy and z as it reads it
+ *   (winograd.c's dy_source), so dz, as large as z, is never written or read back, and dx and dW come from one sweep.
+ *   Other layers (`cnn-large`'s first, whose one input channel takes the direct kernels) get dz written by
+ *   batch-norm-train.ts's gradient kernel, then the registered Conv2DBackpropInput and Conv2DBackpropFilter.
+ *
+ * One tape node with one output (tf.customGrad): see conv-relu-pool.ts for why. Same values as the two ops, bit for bit
+ * (test/unit/conv-batch-norm.test.ts): dz per tile is block_dx's arithmetic, and the gradient kernels are the same.
+ */
+export const CONV_BATCH_NORM_GRAD = 'MnistDdpConvBatchNormGrad';
+
+/** The convolution's attributes (undilated, NHWC) and batch norm's. */
+export interface ConvBatchNormAttrs extends BatchNormTrainAttrs {
+  strides: [number, number];
+  pad: 'valid' | 'same';
+}
+
+/** Which gradients the tape needs besides batch norm's scale and offset (conv-relu-pool.ts ConvReluPoolGrads). */
+export interface ConvBatchNormGrads {
+  x: boolean;
+  filter: boolean;
+}
+
+type GradAttrs = ConvBatchNormAttrs & { inputGrad: boolean; filterGrad: boolean };
+type KernelArgs = { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap };
+
+const convAttrsOf = (a: ConvBatchNormAttrs) => ({ strides: a.strides, pad: a.pad, dataFormat: 'NHWC' as const, dilations: [1, 1] as [number, number], dimRoundingMode: undefined });
+
+/**
+ * [dx] if inputGrad, then [dFilter] if filterGrad, then [dScale, dOffset], from the op's gradient dy (pooled with
+ * pool), x, the filter, the convolution's output z, batch norm's parameters and batch moments, and with pool the
+ * pooled output and codes.
+ */
+function convBatchNormGrad({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
+  assertWasmBackend(backend);
+  const { dy, x, filter, z, scale, offset, mean, variance, pooled, codes } = inputs as Record<string, TensorInfo | undefined> as {
+    dy: TensorInfo; x: TensorInfo; filter: TensorInfo; z: TensorInfo; scale: TensorInfo; offset: TensorInfo; mean: TensorInfo; variance: TensorInfo;
+    pooled?: TensorInfo; codes?: TensorInfo;
+  };
+  const a = attrs as unknown as GradAttrs;
+  const op = 'convBatchNormGrad';
+  util.assert(a.pad === 'valid' || a.pad === 'same', () => `Error in ${op}: pad must be 'valid' or 'same', got ${JSON.stringify(a.pad)}.`);
+  assertFloat32(op, { dy, x, filter, z, scale, offset, mean, variance });
+  assertRank(op, 'x', x.shape, 4);
+  assertRank(op, 'filter', filter.shape, 4);
+  const conv = convAttrsOf(a);
+  const { g } = nhwcConvGeometry(CONV_BATCH_NORM_GRAD, x.shape as [number, number, number, number], filter.shape as [number, number, number, number], conv);
+  util.assertShapesMatch(z.shape, [g.batch, g.outH, g.outW, g.outC], `Error in ${op}: z must be the convolution's output.`);
+  for (const [name, p] of Object.entries({ scale, offset, mean, variance })) {
+    util.assert(p.shape.length === 1 && p.shape[0] === g.outC, () => `Error in ${op}: ${name} must have shape [${g.outC}], got [${p.shape.join(',')}].`);
+  }
+  let pool: PooledWithCodes | undefined;
+  if (a.pool) {
+    if (!pooled || !codes) throw new Error(`Error in ${op}: pooling needs the pooled output and its codes.`);
+    pool = { pooled, codes };
+    assertPooledWithCodes(op, z.shape, dy, pool);
+  } else {
+    util.assertShapesMatch(dy.shape, z.shape, `Error in ${op}: dy and z must have the same shape.`);
+  }
+  const channels = g.outC;
+  const ours = winogradApplies(g) && !z.shape.includes(0);
+  if (ours) assertGeometry(op, g, a.pad, undefined);
+  if (!ours) return unfusedGrad(backend, { dy, x, filter, z, scale, offset, mean, variance, ...pool }, a);
+  const kernels = nativeKernels(backend);
+  const dScale = backend.makeOutput([channels], 'float32');
+  const dOffset = backend.makeOutput([channels], 'float32');
+  try {
+    const relu = a.relu && !pool;
+    const sumsFloats = 4 * channels + (pool ? 2 * g.outW * channels : 0);
+    // coef: 5·C floats, batch norm's per-channel coefficients for the tiles' dz (batch_norm_grad_params).
+    const { dx, dw } = withScratch(backend, 5 * channels, (coef) => {
+      withScratch(backend, sumsFloats, (scratch) =>
+        kernels.batchNormGradParams(z, dy, pool, { mean, variance, scale, offset }, a.varianceEpsilon, relu, scratch, { dScale, dOffset, coef }, poolGeometry(z.shape)));
+      if (!a.inputGrad && !a.filterGrad) return {};
+      return winogradGrads(backend, dy, g, { filter: a.inputGrad ? filter : undefined, x: a.filterGrad ? x : undefined }, { pool, batchNorm: { x: z, coef, relu } });
+    });
+    return [...(dx ? [dx] : []), ...(dw ? [{ ...dw, shape: [...filter.shape] }] : []), dScale, dOffset];
+  } catch (err) {
+    backend.disposeData(dScale.dataId);
+    backend.disposeData(dOffset.dataId);
+    throw err;
+  }
+}
+
+/** Batch norm's gradient kernel writes dz, then the registered convolution gradients read it. */
+function unfusedGrad(backend: WasmBackend, t: Record<string, TensorInfo>, a: GradAttrs): TensorInfo[] {
+  const run = (kernel: string, inputs: NamedTensorInfoMap, kernelAttrs: object): TensorInfo[] => {
+    const result = getKernel(kernel, 'wasm')!.kernelFunc({ inputs, backend, attrs: kernelAttrs as unknown as NamedAttrMap });
+    return Array.isArray(result) ? result : [result];
+  };
+  const bnInputs = { dy: t.dy!, x: t.z!, mean: t.mean!, variance: t.variance!, scale: t.scale!, offset: t.offset!, ...(a.pool ? { pooled: t.pooled!, codes: t.codes! } : {}) };
+  const [dz, dScale, dOffset] = run(BATCH_NORM_TRAIN_GRAD, bnInputs, { varianceEpsilon: a.varianceEpsilon, relu: a.relu, pool: a.pool } satisfies BatchNormTrainAttrs) as [TensorInfo, TensorInfo, TensorInfo];
+  const out: TensorInfo[] = [];
+  try {
+    const conv = convAttrsOf(a);
+    if (a.inputGrad) out.push(...run(Conv2DBackpropInput, { dy: dz, filter: t.filter! }, { ...conv, inputShape: t.x!.shape as [number, number, number, number] } satisfies Conv2DBackpropInputAttrs));
+    if (a.filterGrad) out.push(...run(Conv2DBackpropFilter, { x: t.x!, dy: dz }, { ...conv, filterShape: t.filter!.shape as [number, number, number, number] } satisfies Conv2DBackpropFilterAttrs));
+  } catch (err) {
+    for (const info of [...out, dScale, dOffset]) backend.disposeData(info.dataId);
+    throw err;
+  } finally {
+    backend.disposeData(dz.dataId);
+  }
+  return [...out, dScale, dOffset];
+}
+
+export const convBatchNormGradKernelConfig: KernelConfig = {
+  kernelName: CONV_BATCH_NORM_GRAD, backendName: 'wasm', kernelFunc: convBatchNormGrad as unknown as KernelFunc,
+};
+
+/**
+ * relu?(batchNorm(conv2d(x, filter))) (then a 2×2 max pool), batch norm on the batch's moments, as one op (see the file
+ * comment); the moments go to `onMoments` (batch-norm-train.ts). Only where the kernels are registered: the wasm
+ * backend with mnist-ddp's training kernels (register.ts).
+ */
+export function convBatchNorm(
+  x: Tensor4D, filter: Tensor4D, scale: Tensor1D, offset: Tensor1D, attrs: ConvBatchNormAttrs, grads: ConvBatchNormGrads,
+  onMoments: (mean: Tensor, variance: Tensor) => void,
+): Tensor4D {
+  const bnAttrs = { varianceEpsilon: attrs.varianceEpsilon, relu: attrs.relu, pool: attrs.pool } satisfies BatchNormTrainAttrs as unknown as NamedAttrMap;
+  const gradAttrs = { ...attrs, inputGrad: grads.x, filterGrad: grads.filter } satisfies GradAttrs as unknown as NamedAttrMap;
+  const op = customGrad((...args: Array<Tensor | GradSaveFunc>) => {
+    const [x, filter, scale, offset, save] = args as [Tensor4D, Tensor4D, Tensor1D, Tensor1D, GradSaveFunc];
+    const z = engine().runKernel(Conv2D, { x, filter }, convAttrsOf(attrs) satisfies Conv2DAttrs as unknown as NamedAttrMap) as Tensor4D;
+    const outputs = engine().runKernel(BATCH_NORM_TRAIN, { x: z, scale, offset }, bnAttrs) as Tensor[];
+    const [mean, variance] = outputs.slice(-2) as [Tensor, Tensor];
+    // [y, …] or, with pool, [pooled, codes, …]: the op's value comes first.
+    const [value, codes] = outputs as [Tensor4D, Tensor];
+    onMoments(mean, variance);
+    save([x, filter, z, scale, offset, mean, variance, ...(attrs.pool ? [value, codes] : [])]);
+    return {
+      value,
+      gradFunc: (dy: Tensor, saved: Tensor[]) => {
+        const [sx, sFilter, sz, sScale, sOffset, sMean, sVariance, sPooled, sCodes] = saved as Tensor[];
+        const inputs = {
+          dy, x: sx!, filter: sFilter!, z: sz!, scale: sScale!, offset: sOffset!, mean: sMean!, variance: sVariance!,
+          ...(attrs.pool ? { pooled: sPooled!, codes: sCodes! } : {}),
+        };
+        const out = engine().runKernel(CONV_BATCH_NORM_GRAD, inputs, gradAttrs) as Tensor[];
+        const dx = grads.x ? out.shift()! : zerosLike(sx!);
+        const dFilter = grads.filter ? out.shift()! : zerosLike(sFilter!);
+        return [dx, dFilter, out[0]!, out[1]!];
+      },
+    };
+  });
+  return op(x, filter, scale, offset) as Tensor4D;
+}
