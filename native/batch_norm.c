@@ -50,21 +50,11 @@ EXPORT(batch_norm) void batch_norm(const float* x, const float* mean, const floa
   }
 }
 
-/* Chan's pairwise update of two channels' running (mean, M2) in float64 by a block's (mean, M2) in float32. */
-ALWAYS_INLINE void chan_update(double* run_mean, double* run_m2, v128_t block_mean, v128_t block_m2, v128_t w_b, v128_t w_ab) {
-  const v128_t ma = wasm_v128_load(run_mean), d = wasm_f64x2_sub(wasm_f64x2_promote_low_f32x4(block_mean), ma);
-  wasm_v128_store(run_mean, wasm_f64x2_add(ma, wasm_f64x2_mul(d, w_b)));
-  const v128_t m2 = wasm_f64x2_add(wasm_v128_load(run_m2), wasm_f64x2_promote_low_f32x4(block_m2));
-  wasm_v128_store(run_m2, wasm_f64x2_add(m2, wasm_f64x2_mul(wasm_f64x2_mul(d, d), w_ab)));
-}
-
 /*
  * The batch's mean and (biased) variance per channel of x[R, C], C a multiple of 4, in one pass over memory: each
  * block of 64 rows (in L1 after its first channels are read) gives its own mean and sum of squared deviations from
- * it in two sweeps, and the blocks are combined in float64 by Chan et al.'s pairwise update
- *   n = n_a + n_b, d = mean_b - mean_a, mean = mean_a + d n_b / n, M2 = M2_a + M2_b + d^2 n_a n_b / n,
- * which, unlike E[x^2] - mean^2, does not cancel when the mean is large against the spread. stats is scratch for 4C
- * floats (C running means then C M2 sums, as doubles).
+ * it in two sweeps, and the blocks are combined in float64 by Chan et al.'s pairwise update (kernels.h chan_update).
+ * stats is scratch for 4C floats (C running means then C M2 sums, as doubles).
  */
 EXPORT(moments_rows) void moments_rows(const float* x, float* mean, float* variance, float* stats, int rows, int c) {
   double* run_mean = (double*)stats;
@@ -84,8 +74,7 @@ EXPORT(moments_rows) void moments_rows(const float* x, float* mean, float* varia
         const v128_t d = wasm_f32x4_sub(wasm_v128_load(x + (long)r * c + c0), block_mean);
         m2 = MADD(d, d, m2);
       }
-      chan_update(run_mean + c0, run_m2 + c0, block_mean, m2, w_b, w_ab);
-      chan_update(run_mean + c0 + 2, run_m2 + c0 + 2, wasm_i32x4_shuffle(block_mean, block_mean, 2, 3, 0, 1), wasm_i32x4_shuffle(m2, m2, 2, 3, 0, 1), w_b, w_ab);
+      chan_update4(run_mean + c0, run_m2 + c0, block_mean, m2, w_b, w_ab);
     }
   }
   for (int i = 0; i < c; i++) {

@@ -52,6 +52,24 @@ static inline conv_geometry load_geometry(const int* g) {
     hi = wasm_f64x2_add(hi, wasm_f64x2_promote_low_f32x4(wasm_i32x4_shuffle(p, p, 2, 3, 0, 1))); \
   } while (0)
 
+/*
+ * Chan's pairwise update of four channels' running (mean, M2), float64 in run_mean[0..3] and run_m2[0..3], by a block
+ * of n_b values per channel with (mean, M2) in float32, after n_a values:
+ *   n = n_a + n_b, d = mean_b - mean_a, mean = mean_a + d n_b / n, M2 = M2_a + M2_b + d^2 n_a n_b / n,
+ * which, unlike E[x^2] - mean^2, does not cancel when the mean is large against the spread. w_b = n_b / n and
+ * w_ab = n_a n_b / n, both splat as float64x2.
+ */
+ALWAYS_INLINE void chan_update(double* run_mean, double* run_m2, v128_t block_mean, v128_t block_m2, v128_t w_b, v128_t w_ab) {
+  const v128_t ma = wasm_v128_load(run_mean), d = wasm_f64x2_sub(wasm_f64x2_promote_low_f32x4(block_mean), ma);
+  wasm_v128_store(run_mean, wasm_f64x2_add(ma, wasm_f64x2_mul(d, w_b)));
+  const v128_t m2 = wasm_f64x2_add(wasm_v128_load(run_m2), wasm_f64x2_promote_low_f32x4(block_m2));
+  wasm_v128_store(run_m2, wasm_f64x2_add(m2, wasm_f64x2_mul(wasm_f64x2_mul(d, d), w_ab)));
+}
+ALWAYS_INLINE void chan_update4(double* run_mean, double* run_m2, v128_t block_mean, v128_t block_m2, v128_t w_b, v128_t w_ab) {
+  chan_update(run_mean, run_m2, block_mean, block_m2, w_b, w_ab);
+  chan_update(run_mean + 2, run_m2 + 2, wasm_i32x4_shuffle(block_mean, block_mean, 2, 3, 0, 1), wasm_i32x4_shuffle(block_m2, block_m2, 2, 3, 0, 1), w_b, w_ab);
+}
+
 /* C[M, N] (+)= A[M, K] · B[K, N], all row-major and contiguous (gemm.c). accumulate = 0 overwrites C. */
 void gemm_nn(const float* a, const float* b, float* c, int m, int k, int n, int accumulate);
 /* C[M, N] (+)= Aᵀ · B with A stored as [K, M] row-major, B as [K, N] (gemm.c). accumulate = 0 overwrites C. */

@@ -349,6 +349,32 @@ ALWAYS_INLINE dy_block block_of(dy_source src, const conv_geometry* g, int out_c
   return d;
 }
 
+/*
+ * Folds one tile's outputs (r_hi x s_hi positions of dst, rows `row` floats apart, just written and in cache) into
+ * the running float64 means and M2 sums after `seen` positions: the tile's own mean and M2 in two sweeps, then Chan's
+ * update (kernels.h), as moments_rows (batch_norm.c) folds its blocks of rows.
+ */
+ALWAYS_INLINE void tile_moments(const float* dst, long row, int r_hi, int s_hi, int out_c, double* run_mean, double* run_m2, double seen) {
+  const double n_b = r_hi * s_hi, n = seen + n_b;
+  const v128_t inv_b = wasm_f32x4_splat((float)(1.0 / n_b));
+  const v128_t w_b = wasm_f64x2_splat(n_b / n), w_ab = wasm_f64x2_splat(seen * n_b / n);
+  for (int c = 0; c < out_c; c += 4) {
+    v128_t sum = wasm_f32x4_splat(0.0f);
+    for (int r = 0; r < r_hi; r++) {
+      for (int s = 0; s < s_hi; s++) sum = ADD(sum, wasm_v128_load(dst + r * row + (long)s * out_c + c));
+    }
+    const v128_t mean = MUL(sum, inv_b);
+    v128_t m2 = wasm_f32x4_splat(0.0f);
+    for (int r = 0; r < r_hi; r++) {
+      for (int s = 0; s < s_hi; s++) {
+        const v128_t d = SUB(wasm_v128_load(dst + r * row + (long)s * out_c + c), mean);
+        m2 = MADD(d, d, m2);
+      }
+    }
+    chan_update4(run_mean + c, run_m2 + c, mean, m2, w_b, w_ab);
+  }
+}
+
 #define WF f4
 #define TILE 4
 #include "winograd_family.h"
@@ -361,10 +387,15 @@ ALWAYS_INLINE dy_block block_of(dy_source src, const conv_geometry* g, int out_c
 #undef TILE
 #undef WF
 
-/* Floats of scratch any of the kernels below needs for a layer, for either tile size. */
-EXPORT(winograd_scratch_floats) int winograd_scratch_floats(int in_c, int out_c) {
+/* Floats of scratch any of the kernels below needs for a layer, for either tile size: the larger family's, then the
+ * forward pass's moments (4 x Cout floats: Cout doubles of means, then of M2 sums). */
+ALWAYS_INLINE long family_scratch_floats(int in_c, int out_c) {
   const long f4 = f4_scratch_floats(in_c, out_c), f5 = f5_scratch_floats(in_c, out_c);
-  return (int)(f4 > f5 ? f4 : f5);
+  return f4 > f5 ? f4 : f5;
+}
+
+EXPORT(winograd_scratch_floats) int winograd_scratch_floats(int in_c, int out_c) {
+  return (int)(family_scratch_floats(in_c, out_c) + 4L * out_c);
 }
 
 /*
@@ -372,13 +403,22 @@ EXPORT(winograd_scratch_floats) int winograd_scratch_floats(int in_c, int out_c)
  * With pooled non-null instead (y is then unused): pooled[B, OH / 2, OW / 2, Cout] and codes (bytes at pooled's
  * indices) <- the 2x2, stride-2 max pool of that output (pool.c), each tile staged in scratch and pooled there, so
  * the output itself never reaches memory. tile is 4 or 5 (F(4x4, 3x3) or F(5x5, 3x3)); pooling always takes 4-tiles,
- * which start at multiples of 4, so every window lies in one tile.
+ * which start at multiples of 4, so every window lies in one tile. With mean non-null (and y written), also the
+ * output's mean and (biased) variance per channel over all its positions, as moments_rows (batch_norm.c) would give
+ * them up to the order of the additions: batch norm's moments without another pass over y.
  */
 EXPORT(winograd_conv) void winograd_conv(const float* x, const float* w, const float* bias, float* y, float* pooled, unsigned char* codes,
-                                         float* scratch, int out_c, int flags, int tile, const int* geometry) {
+                                         float* mean, float* variance, float* scratch, int out_c, int flags, int tile, const int* geometry) {
   const conv_geometry g = load_geometry(geometry);
-  if (tile == 5 && !pooled) f5_conv(x, w, bias, y, pooled, codes, scratch, out_c, flags, &g);
-  else f4_conv(x, w, bias, y, pooled, codes, scratch, out_c, flags, &g);
+  double* stats = mean && !pooled ? (double*)(scratch + family_scratch_floats(g.in_c, out_c)) : 0;
+  if (tile == 5 && !pooled) f5_conv(x, w, bias, y, pooled, codes, scratch, stats, out_c, flags, &g);
+  else f4_conv(x, w, bias, y, pooled, codes, scratch, stats, out_c, flags, &g);
+  if (!stats) return;
+  const double positions = (double)g.batch * g.out_h * g.out_w;
+  for (int i = 0; i < out_c; i++) {
+    mean[i] = (float)stats[i];
+    variance[i] = (float)(stats[out_c + i] / positions);
+  }
 }
 
 /*

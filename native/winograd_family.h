@@ -186,9 +186,13 @@ ALWAYS_INLINE long WFN(scratch_floats)(int in_c, int out_c) {
   return WFN(tile_areas)(in_c, out_c) + (long)(TILE * TILE + window_side(TILE) * window_side(TILE)) * out_c;
 }
 
-/* winograd_conv (winograd.c) with this family's tiles; with pooled, T must be even (every window in one tile). */
+/*
+ * winograd_conv (winograd.c) with this family's tiles; with pooled, T must be even (every window in one tile). With
+ * stats non-null (and y written), each tile's outputs, still in cache, fold into the running float64 means and M2
+ * sums (stats: Cout doubles each) by tile_moments.
+ */
 ALWAYS_INLINE void WFN(conv)(const float* x, const float* w, const float* bias, float* y, float* pooled, unsigned char* codes, float* scratch,
-                             int out_c, int flags, const conv_geometry* gp) {
+                             double* stats, int out_c, int flags, const conv_geometry* gp) {
   const conv_geometry g = *gp;
   const int in_c = g.in_c, tiles = tile_count(&g, TILE);
   float* u = scratch;
@@ -198,6 +202,8 @@ ALWAYS_INLINE void WFN(conv)(const float* x, const float* w, const float* bias, 
   float* m = v + AREA * PLANE(WINO_TB, in_c);
   const float* b = flags & EPILOGUE_BIAS ? bias : 0;
   const int relu = flags & EPILOGUE_RELU, pool_h = g.out_h / 2, pool_w = g.out_w / 2;
+  double seen = 0;
+  if (stats) __builtin_memset(stats, 0, (unsigned)(2 * out_c) * sizeof(double));
   WFN(filter_transform)(w, u, in_c, out_c);
   for (int t0 = 0; t0 < tiles; t0 += WINO_TB) {
     const int nt = tiles - t0 < WINO_TB ? tiles - t0 : WINO_TB;
@@ -210,7 +216,12 @@ ALWAYS_INLINE void WFN(conv)(const float* x, const float* w, const float* bias, 
       const int r_hi = end_inside(o.oh0, TILE, g.out_h), s_hi = end_inside(o.ow0, TILE, g.out_w);
       if (!pooled) {
         const long row = (long)g.out_w * out_c;
-        WFN(output_tile)(m + (long)t * out_c, PLANE(nt, out_c), y + ((long)o.b * g.out_h + o.oh0) * row + (long)o.ow0 * out_c, row, r_hi, s_hi, out_c, b, relu);
+        float* dst = y + ((long)o.b * g.out_h + o.oh0) * row + (long)o.ow0 * out_c;
+        WFN(output_tile)(m + (long)t * out_c, PLANE(nt, out_c), dst, row, r_hi, s_hi, out_c, b, relu);
+        if (stats) {
+          tile_moments(dst, row, r_hi, s_hi, out_c, stats, stats + out_c, seen);
+          seen += r_hi * s_hi;
+        }
         continue;
       }
       /* The tile's windows: those of its rows and columns below 2 * pool_h and 2 * pool_w. */

@@ -10,7 +10,8 @@ import { randomFloats } from '../helpers/random.js';
 
 interface Exports {
   winograd_scratch_floats(inC: number, outC: number): number;
-  winograd_conv(x: number, w: number, bias: number, y: number, pooled: number, codes: number, scratch: number, outC: number, flags: number, tile: number, geometry: number): void;
+  winograd_conv(x: number, w: number, bias: number, y: number, pooled: number, codes: number, mean: number, variance: number, scratch: number, outC: number,
+    flags: number, tile: number, geometry: number): void;
   winograd_conv_grad(x: number, dy: number, pooled: number, codes: number, bnX: number, bnCoef: number, w: number, dx: number, dw: number,
     scratch: number, outC: number, flags: number, tile: number, geometry: number): void;
   conv_direct(x: number, w: number, bias: number, y: number, pooled: number, codes: number, scratch: number, outC: number, flags: number, geometry: number): void;
@@ -76,7 +77,7 @@ describe.each(BUILDS)('the %s build of native/*.c', (_name, base64, available) =
   ];
 
   it.runIf(available).each(cases.flatMap((c) => [4, 5].map((tile) => [`${c.h}x${c.w}x${c.cin}→${c.cout} ${c.pad}, ${tile}x${tile} tiles`, c, tile] as const)))(
-    'Winograd forward (with bias and ReLU), dx and dW (together, and each alone) match float64 within 1e-4: %s', (_label, c, tile) => {
+    'Winograd forward (with bias and ReLU, and the output\'s moments), dx and dW (together, and each alone) match float64 within 1e-4: %s', (_label, c, tile) => {
       const k = instantiate(base64);
       const { oh, ow, pt, pl } = outDims(c);
       const x = randomFloats(c.b * c.h * c.w * c.cin, 1), w = randomFloats(9 * c.cin * c.cout, 2);
@@ -85,10 +86,17 @@ describe.each(BUILDS)('the %s build of native/*.c', (_name, base64, available) =
       const [px, pw, pdy, pbias] = [k.put(x), k.put(w), k.put(dy), k.put(bias)];
       const scratch = k.alloc(k.exports.winograd_scratch_floats(c.cin, c.cout));
       const [py, pdx, pdw] = [k.alloc(dy.length), k.alloc(x.length), k.alloc(w.length)];
-      k.exports.winograd_conv(px, pw, pbias, py, 0, 0, scratch, c.cout, 3, tile, g);
+      const [pmean, pvariance] = [k.alloc(c.cout), k.alloc(c.cout)];
+      k.exports.winograd_conv(px, pw, pbias, py, 0, 0, pmean, pvariance, scratch, c.cout, 3, tile, g);
       k.exports.winograd_conv_grad(px, pdy, 0, 0, 0, 0, pw, pdx, pdw, scratch, c.cout, 3, tile, g);
       const y = convForward(c, x, w).map((v, i) => Math.max(0, v + bias[i % c.cout]!));
       expect(relError(k.read(py, dy.length), y)).toBeLessThan(1e-4);
+      // The moments of y per channel, in float64.
+      const mean = new Float64Array(c.cout), variance = new Float64Array(c.cout);
+      y.forEach((v, i) => (mean[i % c.cout]! += v / (y.length / c.cout)));
+      y.forEach((v, i) => (variance[i % c.cout]! += (v - mean[i % c.cout]!) ** 2 / (y.length / c.cout)));
+      expect(relError(k.read(pmean, c.cout), mean)).toBeLessThan(1e-4);
+      expect(relError(k.read(pvariance, c.cout), variance)).toBeLessThan(1e-4);
       const [dx, dw] = [k.read(pdx, x.length), k.read(pdw, w.length)];
       expect(relError(dx, convGradInput(c, w, dy))).toBeLessThan(1e-4);
       expect(relError(dw, convGradFilter(c, x, dy))).toBeLessThan(1e-4);

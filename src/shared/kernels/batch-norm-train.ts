@@ -3,7 +3,7 @@ import {
   type GradSaveFunc, type KernelConfig, type KernelFunc, type NamedAttrMap, type NamedTensorInfoMap, type Tensor, type TensorInfo,
 } from '@tensorflow/tfjs';
 import { MIN_ROWS, rowsOf } from './batch-norm.js';
-import { assertWasmBackend, withScratch } from './heap.js';
+import { assertWasmBackend, withScratch, type WasmBackend } from './heap.js';
 import { nativeKernels } from './native.js';
 import { assertPooledWithCodes, codesApply, makePooledWithCodes, poolGeometry, type PooledWithCodes } from './pool-codes.js';
 import { assertFloat32 } from './validate.js';
@@ -74,19 +74,30 @@ function forward({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
     kernels.meanRows(x, mean, rows, channels);
     kernels.varianceRows(x, mean, variance, rows, channels);
   } else {
-    // Scratch for the moments' float64 sums (4C floats), then for the pooled pass's per-channel factors (C floats).
-    const pooled = withScratch(backend, 4 * channels, (scratch) => {
-      kernels.momentsRows(x, mean, variance, scratch, rows, channels);
-      if (!a.pool) return undefined;
-      const out = makePooledWithCodes(backend, x.shape);
-      kernels.batchNormReluPool(x, { mean, variance, offset, scale }, a.varianceEpsilon, scratch, out, poolGeometry(x.shape));
-      return out;
-    });
-    if (pooled) return [pooled.pooled, pooled.codes, mean, variance];
+    // Scratch for the moments' float64 sums (4C floats).
+    withScratch(backend, 4 * channels, (scratch) => kernels.momentsRows(x, mean, variance, scratch, rows, channels));
+  }
+  return [...normalizeTraining(backend, x, { mean, variance, scale, offset }, a), mean, variance];
+}
+
+/**
+ * [y] or, with pool, [pooled, codes]: x [..., C] normalised by the given batch moments (then the ReLU, then the pool,
+ * as the op computes them; x, its parameters and the options checked by the caller).
+ */
+export function normalizeTraining(
+  backend: WasmBackend, x: TensorInfo, p: { mean: TensorInfo; variance: TensorInfo; scale: TensorInfo; offset: TensorInfo }, a: BatchNormTrainAttrs,
+): TensorInfo[] {
+  const kernels = nativeKernels(backend);
+  const { rows, channels } = rowsOf(x);
+  if (a.pool) {
+    const out = makePooledWithCodes(backend, x.shape);
+    // Scratch for the per-channel factors (C floats).
+    withScratch(backend, channels, (scratch) => kernels.batchNormReluPool(x, p, a.varianceEpsilon, scratch, out, poolGeometry(x.shape)));
+    return [out.pooled, out.codes];
   }
   const y = backend.makeOutput([...x.shape], 'float32');
-  kernels.batchNorm(x, mean, variance, offset, scale, a.varianceEpsilon, y, rows, channels, a.relu);
-  return [y, mean, variance];
+  kernels.batchNorm(x, p.mean, p.variance, p.offset, p.scale, a.varianceEpsilon, y, rows, channels, a.relu);
+  return [y];
 }
 
 /**

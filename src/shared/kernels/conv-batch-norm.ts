@@ -3,20 +3,23 @@ import {
   type Conv2DAttrs, type Conv2DBackpropFilterAttrs, type Conv2DBackpropInputAttrs, type GradSaveFunc, type KernelConfig,
   type KernelFunc, type NamedAttrMap, type NamedTensorInfoMap, type Tensor, type Tensor1D, type Tensor4D, type TensorInfo,
 } from '@tensorflow/tfjs';
-import { BATCH_NORM_TRAIN, BATCH_NORM_TRAIN_GRAD, type BatchNormTrainAttrs } from './batch-norm-train.js';
+import { MIN_ROWS } from './batch-norm.js';
+import { BATCH_NORM_TRAIN, BATCH_NORM_TRAIN_GRAD, normalizeTraining, type BatchNormTrainAttrs } from './batch-norm-train.js';
 import { nhwcConvGeometry } from './geometry.js';
 import { assertWasmBackend, withScratch, type WasmBackend } from './heap.js';
 import { nativeKernels } from './native.js';
 import { assertPooledWithCodes, poolGeometry, type PooledWithCodes } from './pool-codes.js';
 import { assertFloat32, assertGeometry, assertRank } from './validate.js';
-import { winogradApplies, winogradGrads } from './winograd.js';
+import { winogradApplies, winogradConvTo, winogradGrads } from './winograd.js';
 
 /**
  * A convolution without bias followed by training-mode batch norm (then optionally a ReLU, then optionally a 2×2 max
  * pool), as one op for training on wasm: `cnn-large`'s conv → BatchNormalization → ReLU layers.
  *
- * - Forward: the convolution (the registered Conv2D: Winograd or the direct kernel), then batch-norm-train.ts's
- *   kernel on its output z. z is kept for the gradient, as the two ops would keep it.
+ * - Forward (CONV_BATCH_NORM): the convolution's output z, kept for the gradient as the two ops would keep it, then
+ *   batch norm of z. Where the convolution takes Winograd, its kernel folds each tile's outputs into the batch
+ *   moments as it writes them (winograd.c tile_moments), so batch norm makes one pass over z instead of two; other
+ *   layers run the registered Conv2D, then batch-norm-train.ts's kernel.
  * - Backward (CONV_BATCH_NORM_GRAD): batch norm's gradient has two passes, its sums and then dz = f (g - a - (z -
  *   mean) b) (native/batch_norm.c). Where the convolution takes Winograd, only the sums run as a pass
  *   (batch_norm_grad_params); the convolution's gradient kernel computes dz tile by tile from dy and z as it reads it
@@ -24,9 +27,11 @@ import { winogradApplies, winogradGrads } from './winograd.js';
  *   Other layers (`cnn-large`'s first, whose one input channel takes the direct kernels) get dz written by
  *   batch-norm-train.ts's gradient kernel, then the registered Conv2DBackpropInput and Conv2DBackpropFilter.
  *
- * One tape node with one output (tf.customGrad): see conv-relu-pool.ts for why. Same values as the two ops, bit for bit
- * (test/unit/conv-batch-norm.test.ts): dz per tile is block_dx's arithmetic, and the gradient kernels are the same.
+ * One tape node with one output (tf.customGrad): see conv-relu-pool.ts for why. The moments equal the batch-norm
+ * kernel's up to the order of their additions; given the same moments, the gradient is the two ops' bit for bit
+ * (test/unit/conv-batch-norm.test.ts): dz per tile is block_dx's arithmetic, and the convolution kernels are the same.
  */
+export const CONV_BATCH_NORM = 'MnistDdpConvBatchNorm';
 export const CONV_BATCH_NORM_GRAD = 'MnistDdpConvBatchNormGrad';
 
 /** The convolution's attributes (undilated, NHWC) and batch norm's. */
@@ -46,6 +51,49 @@ type KernelArgs = { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedA
 
 const convAttrsOf = (a: ConvBatchNormAttrs) => ({ strides: a.strides, pad: a.pad, dataFormat: 'NHWC' as const, dilations: [1, 1] as [number, number], dimRoundingMode: undefined });
 
+/** Checks the op's attributes, x, the filter and batch norm's [Cout] parameters; the convolution's geometry. */
+function checked(op: string, x: TensorInfo, filter: TensorInfo, params: Record<string, TensorInfo>, a: ConvBatchNormAttrs) {
+  util.assert(a.pad === 'valid' || a.pad === 'same', () => `Error in ${op}: pad must be 'valid' or 'same', got ${JSON.stringify(a.pad)}.`);
+  util.assert(!a.pool || a.relu, () => `Error in ${op}: the pool comes after a ReLU.`);
+  assertFloat32(op, { x, filter, ...params });
+  assertRank(op, 'x', x.shape, 4);
+  assertRank(op, 'filter', filter.shape, 4);
+  util.assert(x.shape[3] === filter.shape[2], () => `Error in ${op}: depth of input (${x.shape[3]}) must match input depth for filter ${filter.shape[2]}.`);
+  const { g } = nhwcConvGeometry(op, x.shape as [number, number, number, number], filter.shape as [number, number, number, number], convAttrsOf(a));
+  for (const [name, p] of Object.entries(params)) {
+    util.assert(p.shape.length === 1 && p.shape[0] === g.outC, () => `Error in ${op}: ${name} must have shape [${g.outC}], got [${p.shape.join(',')}].`);
+  }
+  return g;
+}
+
+/** [z, y, mean, variance], or with pool [z, pooled, codes, mean, variance]: z the convolution's output. */
+function convBatchNormForward({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
+  assertWasmBackend(backend);
+  const { x, filter, scale, offset } = inputs as { x: TensorInfo; filter: TensorInfo; scale: TensorInfo; offset: TensorInfo };
+  const a = attrs as unknown as ConvBatchNormAttrs;
+  const g = checked('convBatchNorm', x, filter, { scale, offset }, a);
+  const bn: BatchNormTrainAttrs = { varianceEpsilon: a.varianceEpsilon, relu: a.relu, pool: a.pool };
+  const z = winogradApplies(g) && g.batch * g.outH * g.outW >= MIN_ROWS ? backend.makeOutput([g.batch, g.outH, g.outW, g.outC], 'float32') : undefined;
+  if (!z) {
+    const conv = getKernel(Conv2D, 'wasm')!.kernelFunc({ inputs: { x, filter }, backend, attrs: convAttrsOf(a) satisfies Conv2DAttrs as unknown as NamedAttrMap }) as TensorInfo;
+    try {
+      return [conv, ...(getKernel(BATCH_NORM_TRAIN, 'wasm')!.kernelFunc({ inputs: { x: conv, scale, offset }, backend, attrs: bn as unknown as NamedAttrMap }) as TensorInfo[])];
+    } catch (err) {
+      backend.disposeData(conv.dataId);
+      throw err;
+    }
+  }
+  const moments = { mean: backend.makeOutput([g.outC], 'float32'), variance: backend.makeOutput([g.outC], 'float32') };
+  try {
+    assertGeometry('convBatchNorm', g, a.pad, undefined);
+    winogradConvTo(backend, x, filter, g, {}, { y: z }, moments);
+    return [z, ...normalizeTraining(backend, z, { ...moments, scale, offset }, bn), moments.mean, moments.variance];
+  } catch (err) {
+    for (const t of [z, moments.mean, moments.variance]) backend.disposeData(t.dataId);
+    throw err;
+  }
+}
+
 /**
  * [dx] if inputGrad, then [dFilter] if filterGrad, then [dScale, dOffset], from the op's gradient dy (pooled with
  * pool), x, the filter, the convolution's output z, batch norm's parameters and batch moments, and with pool the
@@ -59,16 +107,9 @@ function convBatchNormGrad({ inputs, backend, attrs }: KernelArgs): TensorInfo[]
   };
   const a = attrs as unknown as GradAttrs;
   const op = 'convBatchNormGrad';
-  util.assert(a.pad === 'valid' || a.pad === 'same', () => `Error in ${op}: pad must be 'valid' or 'same', got ${JSON.stringify(a.pad)}.`);
-  assertFloat32(op, { dy, x, filter, z, scale, offset, mean, variance });
-  assertRank(op, 'x', x.shape, 4);
-  assertRank(op, 'filter', filter.shape, 4);
-  const conv = convAttrsOf(a);
-  const { g } = nhwcConvGeometry(CONV_BATCH_NORM_GRAD, x.shape as [number, number, number, number], filter.shape as [number, number, number, number], conv);
+  const g = checked(op, x, filter, { scale, offset, mean, variance }, a);
+  assertFloat32(op, { dy, z });
   util.assertShapesMatch(z.shape, [g.batch, g.outH, g.outW, g.outC], `Error in ${op}: z must be the convolution's output.`);
-  for (const [name, p] of Object.entries({ scale, offset, mean, variance })) {
-    util.assert(p.shape.length === 1 && p.shape[0] === g.outC, () => `Error in ${op}: ${name} must have shape [${g.outC}], got [${p.shape.join(',')}].`);
-  }
   let pool: PooledWithCodes | undefined;
   if (a.pool) {
     if (!pooled || !codes) throw new Error(`Error in ${op}: pooling needs the pooled output and its codes.`);
@@ -124,9 +165,10 @@ function unfusedGrad(backend: WasmBackend, t: Record<string, TensorInfo>, a: Gra
   return [...out, dScale, dOffset];
 }
 
-export const convBatchNormGradKernelConfig: KernelConfig = {
-  kernelName: CONV_BATCH_NORM_GRAD, backendName: 'wasm', kernelFunc: convBatchNormGrad as unknown as KernelFunc,
-};
+export const convBatchNormKernelConfigs: readonly KernelConfig[] = [
+  { kernelName: CONV_BATCH_NORM, backendName: 'wasm', kernelFunc: convBatchNormForward as unknown as KernelFunc },
+  { kernelName: CONV_BATCH_NORM_GRAD, backendName: 'wasm', kernelFunc: convBatchNormGrad as unknown as KernelFunc },
+];
 
 /**
  * relu?(batchNorm(conv2d(x, filter))) (then a 2×2 max pool), batch norm on the batch's moments, as one op (see the file
@@ -137,12 +179,12 @@ export function convBatchNorm(
   x: Tensor4D, filter: Tensor4D, scale: Tensor1D, offset: Tensor1D, attrs: ConvBatchNormAttrs, grads: ConvBatchNormGrads,
   onMoments: (mean: Tensor, variance: Tensor) => void,
 ): Tensor4D {
-  const bnAttrs = { varianceEpsilon: attrs.varianceEpsilon, relu: attrs.relu, pool: attrs.pool } satisfies BatchNormTrainAttrs as unknown as NamedAttrMap;
+  const forwardAttrs = { ...attrs } satisfies ConvBatchNormAttrs as unknown as NamedAttrMap;
   const gradAttrs = { ...attrs, inputGrad: grads.x, filterGrad: grads.filter } satisfies GradAttrs as unknown as NamedAttrMap;
   const op = customGrad((...args: Array<Tensor | GradSaveFunc>) => {
     const [x, filter, scale, offset, save] = args as [Tensor4D, Tensor4D, Tensor1D, Tensor1D, GradSaveFunc];
-    const z = engine().runKernel(Conv2D, { x, filter }, convAttrsOf(attrs) satisfies Conv2DAttrs as unknown as NamedAttrMap) as Tensor4D;
-    const outputs = engine().runKernel(BATCH_NORM_TRAIN, { x: z, scale, offset }, bnAttrs) as Tensor[];
+    const outputs = engine().runKernel(CONV_BATCH_NORM, { x, filter, scale, offset }, forwardAttrs) as Tensor[];
+    const z = outputs.shift()!;
     const [mean, variance] = outputs.slice(-2) as [Tensor, Tensor];
     // [y, …] or, with pool, [pooled, codes, …]: the op's value comes first.
     const [value, codes] = outputs as [Tensor4D, Tensor];

@@ -38,7 +38,8 @@ interface NativeExports {
   conv_direct(x: number, w: number, bias: number, y: number, pooled: number, codes: number, scratch: number, outC: number, flags: number, geometry: number): void;
   winograd_scratch_floats(inC: number, outC: number): number;
   dropout(x: number, y: number, samples: number, perSample: number, seedMix: number, keyLow: number, keyHigh: number, threshold: number, scale: number): void;
-  winograd_conv(x: number, w: number, bias: number, y: number, pooled: number, codes: number, scratch: number, outC: number, flags: number, tile: number, geometry: number): void;
+  winograd_conv(x: number, w: number, bias: number, y: number, pooled: number, codes: number, mean: number, variance: number, scratch: number, outC: number,
+    flags: number, tile: number, geometry: number): void;
   winograd_conv_grad(x: number, dy: number, pooled: number, codes: number, bnX: number, bnCoef: number, w: number, dx: number, dw: number,
     scratch: number, outC: number, flags: number, tile: number, geometry: number): void;
   batch_norm_grad_params(x: number, dy: number, pooled: number, codes: number, mean: number, variance: number, scale: number, offset: number,
@@ -266,9 +267,17 @@ class NativeKernels {
     return this.exports.winograd_scratch_floats(inC, outC);
   }
 
-  /** x conv w (+ bias[Cout]) (then ReLU) by Winograd F(tile×tile, 3×3), tile 4 or 5 (4 when pooling), to `out`. */
-  winogradConv(x: TensorInfo, w: TensorInfo, bias: TensorInfo | undefined, relu: boolean, out: ConvOutput, scratch: TensorInfo, tile: WinogradTile, g: ConvGeometry): void {
-    this.exports.winograd_conv(this.ptr(x), this.ptr(w), bias ? this.ptr(bias) : 0, ...this.outputs(out), this.ptr(scratch), g.outC, epilogueFlags(bias, relu), tile, this.geometry(g));
+  /**
+   * x conv w (+ bias[Cout]) (then ReLU) by Winograd F(tile×tile, 3×3), tile 4 or 5 (4 when pooling), to `out`; with
+   * `moments` and out.y, also y's mean and biased variance per channel, computed as it is written.
+   */
+  winogradConv(
+    x: TensorInfo, w: TensorInfo, bias: TensorInfo | undefined, relu: boolean, out: ConvOutput, scratch: TensorInfo, tile: WinogradTile, g: ConvGeometry,
+    moments?: { mean: TensorInfo; variance: TensorInfo },
+  ): void {
+    if (moments && !('y' in out)) throw new Error('mnist-ddp wasm kernels: winograd_conv computes moments only of an output it writes');
+    this.exports.winograd_conv(this.ptr(x), this.ptr(w), bias ? this.ptr(bias) : 0, ...this.outputs(out), moments ? this.ptr(moments.mean) : 0,
+      moments ? this.ptr(moments.variance) : 0, this.ptr(scratch), g.outC, epilogueFlags(bias, relu), tile, this.geometry(g));
   }
 
   /**

@@ -4,7 +4,7 @@ import { batchNormTrainKernelConfigs } from './batch-norm-train.js';
 import { conv2dBackpropFilterConfig } from './conv2d-backprop-filter.js';
 import { conv2dBackpropInputConfig } from './conv2d-backprop-input.js';
 import { conv2dGradConfig } from './conv2d-grad.js';
-import { convBatchNormGradKernelConfig } from './conv-batch-norm.js';
+import { convBatchNormKernelConfigs } from './conv-batch-norm.js';
 import { convReluPoolKernelConfig, convReluPoolGradKernelConfig } from './conv-relu-pool.js';
 import { dropoutKernelConfig } from './dropout.js';
 import { FAST_PATHS } from './fast-paths.js';
@@ -17,7 +17,7 @@ import { softmaxCrossEntropyKernelConfigs } from './softmax-cross-entropy.js';
 /** The training kernels mnist-ddp adds to, or replaces in, tfjs-backend-wasm. */
 const WASM_TRAINING_KERNELS: readonly KernelConfig[] = [
   conv2dBackpropFilterConfig, conv2dBackpropInputConfig, maxPoolGradConfig, reluGradKernelConfig, batchNormGradKernelConfig,
-  convReluPoolKernelConfig, convReluPoolGradKernelConfig, ...batchNormTrainKernelConfigs, convBatchNormGradKernelConfig, dropoutKernelConfig, ...softmaxCrossEntropyKernelConfigs,
+  convReluPoolKernelConfig, convReluPoolGradKernelConfig, ...batchNormTrainKernelConfigs, ...convBatchNormKernelConfigs, dropoutKernelConfig, ...softmaxCrossEntropyKernelConfigs,
 ];
 
 let registered = false;

@@ -82,10 +82,17 @@ export function winogradConv(backend: WasmBackend, x: TensorInfo, filter: Tensor
   return y;
 }
 
-/** The same convolution written to `out`: its output, or only its 2×2 max pool and the pool's codes. */
-export function winogradConvTo(backend: WasmBackend, x: TensorInfo, filter: TensorInfo, g: ConvGeometry, epilogue: ConvEpilogue, out: ConvOutput): void {
+/**
+ * The same convolution written to `out`: its output, or only its 2×2 max pool and the pool's codes. With `moments`
+ * (and out.y), also the output's batch mean and biased variance per channel, folded tile by tile as it is written
+ * (batch norm's moments without another pass over it).
+ */
+export function winogradConvTo(
+  backend: WasmBackend, x: TensorInfo, filter: TensorInfo, g: ConvGeometry, epilogue: ConvEpilogue, out: ConvOutput,
+  moments?: { mean: TensorInfo; variance: TensorInfo },
+): void {
   const tile = winogradTile(g, !('y' in out));
-  withScratch(backend, g, (scratch) => nativeKernels(backend).winogradConv(x, filter, epilogue.bias, epilogue.relu ?? false, out, scratch, tile, g));
+  withScratch(backend, g, (scratch) => nativeKernels(backend).winogradConv(x, filter, epilogue.bias, epilogue.relu ?? false, out, scratch, tile, g, moments));
 }
 
 /**
