@@ -61,26 +61,10 @@ EXPORT(moments_rows) void moments_rows(const float* x, float* mean, float* varia
   double* run_m2 = run_mean + c;
   __builtin_memset(stats, 0, (unsigned)(2 * c) * sizeof(double));
   for (int r0 = 0; r0 < rows; r0 += 64) {
-    const int r1 = r0 + 64 < rows ? r0 + 64 : rows;
-    const double n_a = r0, n_b = r1 - r0, n = r1;
-    const v128_t inv_b = wasm_f32x4_splat((float)(1.0 / n_b));
-    const v128_t w_b = wasm_f64x2_splat(n_b / n), w_ab = wasm_f64x2_splat(n_a * n_b / n);
-    for (int c0 = 0; c0 < c; c0 += 4) {
-      v128_t sum = wasm_f32x4_splat(0.0f);
-      for (int r = r0; r < r1; r++) sum = wasm_f32x4_add(sum, wasm_v128_load(x + (long)r * c + c0));
-      const v128_t block_mean = wasm_f32x4_mul(sum, inv_b);
-      v128_t m2 = wasm_f32x4_splat(0.0f);
-      for (int r = r0; r < r1; r++) {
-        const v128_t d = wasm_f32x4_sub(wasm_v128_load(x + (long)r * c + c0), block_mean);
-        m2 = MADD(d, d, m2);
-      }
-      chan_update4(run_mean + c0, run_m2 + c0, block_mean, m2, w_b, w_ab);
-    }
+    const int n = rows - r0 < 64 ? rows - r0 : 64;
+    fold_moments(x + (long)r0 * c, (long)n * c, 1, n, c, run_mean, run_m2, r0);
   }
-  for (int i = 0; i < c; i++) {
-    mean[i] = (float)run_mean[i];
-    variance[i] = (float)(run_m2[i] / rows);
-  }
+  store_moments(run_mean, run_m2, rows, mean, variance, c);
 }
 
 /*

@@ -122,10 +122,15 @@ ALWAYS_INLINE void conv3x3_relu_pool(const float* x, const float* w, const float
  * y[B, OH, OW, Cout] <- x conv w (w: [KH, KW, Cin, Cout], Cout a multiple of 16), then the epilogue `flags` asks for
  * (kernels.h); overwrites y. With pooled non-null instead (y is then unused): pooled[B, OH / 2, OW / 2, Cout] and
  * codes (bytes at pooled's indices) <- the 2x2, stride-2 max pool of that output (pool.c), each pair of rows written
- * to scratch (2 * OW * Cout floats) and pooled there, so the output itself never reaches memory.
+ * to scratch (2 * OW * Cout floats) and pooled there, so the output itself never reaches memory. With mean non-null
+ * (and y written), also y's mean and (biased) variance per channel, each row folded in as it is written (kernels.h
+ * fold_moments; scratch then holds the 4 * Cout floats of running sums): batch norm's moments without another pass.
  */
-EXPORT(conv_direct) void conv_direct(const float* x, const float* w, const float* bias, float* y, float* pooled, unsigned char* codes, float* scratch, int out_c, int flags, const int* geometry) {
+EXPORT(conv_direct) void conv_direct(const float* x, const float* w, const float* bias, float* y, float* pooled, unsigned char* codes,
+                                     float* mean, float* variance, float* scratch, int out_c, int flags, const int* geometry) {
   const conv_geometry g = load_geometry(geometry);
+  double* stats = mean && !pooled ? (double*)scratch : 0;
+  if (stats) __builtin_memset(stats, 0, (unsigned)(2 * out_c) * sizeof(double));
   const v128_t zero = wasm_f32x4_splat(0.0f);
   const int has_bias = flags & EPILOGUE_BIAS, relu = flags & EPILOGUE_RELU;
   const int pool_h = g.out_h / 2, pool_w = g.out_w / 2;
@@ -162,6 +167,8 @@ EXPORT(conv_direct) void conv_direct(const float* x, const float* w, const float
         const long at = ((long)b * pool_h + oh / 2) * pool_w * out_c;
         max_pool_2x2_region(scratch, out_row, pooled + at, codes + at, (long)pool_w * out_c, out_c, 1, pool_w);
       }
+      if (stats) fold_moments(out - out_row, out_row, 1, g.out_w, out_c, stats, stats + out_c, ((double)b * g.out_h + oh) * g.out_w);
     }
   }
+  if (stats) store_moments(stats, stats + out_c, (double)g.batch * g.out_h * g.out_w, mean, variance, out_c);
 }

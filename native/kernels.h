@@ -70,6 +70,63 @@ ALWAYS_INLINE void chan_update4(double* run_mean, double* run_m2, v128_t block_m
   chan_update(run_mean + 2, run_m2 + 2, wasm_i32x4_shuffle(block_mean, block_mean, 2, 3, 0, 1), wasm_i32x4_shuffle(block_m2, block_m2, 2, 3, 0, 1), w_b, w_ab);
 }
 
+/*
+ * Folds the values of rows x cols positions (position (r, s) at base + r * row + s * c, C channels in fours; in cache)
+ * into the running float64 means and M2 sums after `seen` positions: the block's own mean and M2 in two sweeps, then
+ * Chan's update. moments_rows (batch_norm.c) folds blocks of 64 rows this way, the convolutions their outputs as they
+ * write them (winograd.c per tile, conv_direct.c per row).
+ */
+ALWAYS_INLINE void fold_moments(const float* base, long row, int rows, int cols, int c, double* run_mean, double* run_m2, double seen) {
+  const double n_b = (double)rows * cols, n = seen + n_b;
+  const v128_t inv_b = wasm_f32x4_splat((float)(1.0 / n_b));
+  const v128_t w_b = wasm_f64x2_splat(n_b / n), w_ab = wasm_f64x2_splat(seen * n_b / n);
+  for (int c0 = 0; c0 < c; c0 += 4) {
+    v128_t sum = wasm_f32x4_splat(0.0f);
+    for (int r = 0; r < rows; r++) {
+      for (int s = 0; s < cols; s++) sum = wasm_f32x4_add(sum, wasm_v128_load(base + r * row + (long)s * c + c0));
+    }
+    const v128_t mean = wasm_f32x4_mul(sum, inv_b);
+    v128_t m2 = wasm_f32x4_splat(0.0f);
+    for (int r = 0; r < rows; r++) {
+      for (int s = 0; s < cols; s++) {
+        const v128_t d = wasm_f32x4_sub(wasm_v128_load(base + r * row + (long)s * c + c0), mean);
+        m2 = MADD(d, d, m2);
+      }
+    }
+    chan_update4(run_mean + c0, run_m2 + c0, mean, m2, w_b, w_ab);
+  }
+}
+
+/* mean[i] and variance[i] (biased: M2 / positions) from the running float64 sums, for C channels. */
+ALWAYS_INLINE void store_moments(const double* run_mean, const double* run_m2, double positions, float* mean, float* variance, int c) {
+  for (int i = 0; i < c; i++) {
+    mean[i] = (float)run_mean[i];
+    variance[i] = (float)(run_m2[i] / positions);
+  }
+}
+
+/*
+ * Batch norm's input gradient for n positions of C channels (in fours), each `c` floats apart in g, z and out:
+ * out = f (g' - a - (z - mean) b), g' = g, or with relu g masked where the output (z - mean) f + offset is > 0, and
+ * coef = [mean | f | offset | a | b] (C floats each: batch_norm.c batch_norm_grad_params). The same operations, in the
+ * same order, as batch_norm.c's second gradient pass, so the values are those it would have written.
+ */
+ALWAYS_INLINE void batch_norm_dx_run(const float* g, const float* z, const float* coef, int relu, float* out, int n, int c) {
+  const float *mean = coef, *f = mean + c, *offset = f + c, *a = offset + c, *b = a + c;
+  const v128_t zero = wasm_f32x4_splat(0.0f);
+  for (int s = 0; s < n; s++) {
+    const long at = (long)s * c;
+    for (int c0 = 0; c0 < c; c0 += 4) {
+      const v128_t fc = wasm_v128_load(f + c0);
+      const v128_t centred = wasm_f32x4_sub(wasm_v128_load(z + at + c0), wasm_v128_load(mean + c0));
+      v128_t gv = wasm_v128_load(g + at + c0);
+      if (relu) gv = wasm_v128_and(gv, wasm_f32x4_gt(wasm_f32x4_add(wasm_f32x4_mul(centred, fc), wasm_v128_load(offset + c0)), zero));
+      const v128_t d = wasm_f32x4_sub(wasm_f32x4_sub(gv, wasm_v128_load(a + c0)), wasm_f32x4_mul(centred, wasm_v128_load(b + c0)));
+      wasm_v128_store(out + at + c0, wasm_f32x4_mul(d, fc));
+    }
+  }
+}
+
 /* C[M, N] (+)= A[M, K] · B[K, N], all row-major and contiguous (gemm.c). accumulate = 0 overwrites C. */
 void gemm_nn(const float* a, const float* b, float* c, int m, int k, int n, int accumulate);
 /* C[M, N] (+)= Aᵀ · B with A stored as [K, M] row-major, B as [K, N] (gemm.c). accumulate = 0 overwrites C. */

@@ -276,9 +276,9 @@ typedef struct {
 ALWAYS_INLINE int window_side(int tile) { return 2 * ((tile + 1) / 2); }
 
 /*
- * Batch norm's dx over tile o's block (bn_x non-null) into `block` (tile x tile x Cout floats): block_dx's arithmetic
- * (batch_norm.c), so the values are those batch_norm_train_grad and batch_norm_pool_grad would have written; 0
- * beyond the output. With pooled, g is unpooled first into the scratch after the block (window_side(tile)² x Cout
+ * Batch norm's dx over tile o's block (bn_x non-null) into `block` (tile x tile x Cout floats) by batch_norm_dx_run
+ * (kernels.h), so the values are those batch_norm_train_grad and batch_norm_pool_grad would have written; 0 beyond
+ * the output. With pooled, g is unpooled first into the scratch after the block (window_side(tile)² x Cout
  * floats), the even-aligned block of the windows the tile touches: a 5-tile may start at an odd row or column.
  */
 ALWAYS_INLINE dy_block batch_norm_block(dy_source src, const conv_geometry* g, int out_c, tile_origin o, int tile) {
@@ -302,26 +302,11 @@ ALWAYS_INLINE dy_block batch_norm_block(dy_source src, const conv_geometry* g, i
     gs = region + (o.oh0 - 2 * wr0) * region_row + (long)(o.ow0 - 2 * wc0) * out_c, g_row = region_row;
   }
   const float* xs = src.bn_x + at;
-  const float *mean = src.bn_coef, *f = mean + out_c, *offset = f + out_c, *a = offset + out_c, *b = a + out_c;
-  const v128_t zero = wasm_f32x4_splat(0.0f);
   for (int r = 0; r < tile; r++) {
-    for (int s = 0; s < tile; s++) {
-      float* q = src.block + r * block_row + (long)s * out_c;
-      if (r >= r_hi || s >= s_hi) {
-        for (int c = 0; c < out_c; c += 4) wasm_v128_store(q + c, zero);
-        continue;
-      }
-      const float* gq = gs + r * g_row + (long)s * out_c;
-      const float* xq = xs + r * row + (long)s * out_c;
-      for (int c = 0; c < out_c; c += 4) {
-        const v128_t fc = wasm_v128_load(f + c);
-        const v128_t centred = wasm_f32x4_sub(wasm_v128_load(xq + c), wasm_v128_load(mean + c));
-        v128_t gv = wasm_v128_load(gq + c);
-        if (src.bn_relu) gv = wasm_v128_and(gv, wasm_f32x4_gt(wasm_f32x4_add(wasm_f32x4_mul(centred, fc), wasm_v128_load(offset + c)), zero));
-        const v128_t d = wasm_f32x4_sub(wasm_f32x4_sub(gv, wasm_v128_load(a + c)), wasm_f32x4_mul(centred, wasm_v128_load(b + c)));
-        wasm_v128_store(q + c, wasm_f32x4_mul(d, fc));
-      }
-    }
+    float* q = src.block + r * block_row;
+    const int n = r < r_hi ? s_hi : 0;
+    batch_norm_dx_run(gs + r * g_row, xs + r * row, src.bn_coef, src.bn_relu, q, n, out_c);
+    __builtin_memset(q + (long)n * out_c, 0, (unsigned)((tile - n) * out_c) * sizeof(float));
   }
   const dy_block d = {src.block, block_row, tile, tile};
   return d;
@@ -347,32 +332,6 @@ ALWAYS_INLINE dy_block block_of(dy_source src, const conv_geometry* g, int out_c
     unpool_2x2_region(src.dy + at, src.pooled + at, src.codes + at, (long)pool_w * out_c, src.block, d.row, out_c, windows_h, windows_w);
   }
   return d;
-}
-
-/*
- * Folds one tile's outputs (r_hi x s_hi positions of dst, rows `row` floats apart, just written and in cache) into
- * the running float64 means and M2 sums after `seen` positions: the tile's own mean and M2 in two sweeps, then Chan's
- * update (kernels.h), as moments_rows (batch_norm.c) folds its blocks of rows.
- */
-ALWAYS_INLINE void tile_moments(const float* dst, long row, int r_hi, int s_hi, int out_c, double* run_mean, double* run_m2, double seen) {
-  const double n_b = r_hi * s_hi, n = seen + n_b;
-  const v128_t inv_b = wasm_f32x4_splat((float)(1.0 / n_b));
-  const v128_t w_b = wasm_f64x2_splat(n_b / n), w_ab = wasm_f64x2_splat(seen * n_b / n);
-  for (int c = 0; c < out_c; c += 4) {
-    v128_t sum = wasm_f32x4_splat(0.0f);
-    for (int r = 0; r < r_hi; r++) {
-      for (int s = 0; s < s_hi; s++) sum = ADD(sum, wasm_v128_load(dst + r * row + (long)s * out_c + c));
-    }
-    const v128_t mean = MUL(sum, inv_b);
-    v128_t m2 = wasm_f32x4_splat(0.0f);
-    for (int r = 0; r < r_hi; r++) {
-      for (int s = 0; s < s_hi; s++) {
-        const v128_t d = SUB(wasm_v128_load(dst + r * row + (long)s * out_c + c), mean);
-        m2 = MADD(d, d, m2);
-      }
-    }
-    chan_update4(run_mean + c, run_m2 + c, mean, m2, w_b, w_ab);
-  }
 }
 
 #define WF f4
@@ -413,12 +372,7 @@ EXPORT(winograd_conv) void winograd_conv(const float* x, const float* w, const f
   double* stats = mean && !pooled ? (double*)(scratch + family_scratch_floats(g.in_c, out_c)) : 0;
   if (tile == 5 && !pooled) f5_conv(x, w, bias, y, pooled, codes, scratch, stats, out_c, flags, &g);
   else f4_conv(x, w, bias, y, pooled, codes, scratch, stats, out_c, flags, &g);
-  if (!stats) return;
-  const double positions = (double)g.batch * g.out_h * g.out_w;
-  for (int i = 0; i < out_c; i++) {
-    mean[i] = (float)stats[i];
-    variance[i] = (float)(stats[out_c + i] / positions);
-  }
+  if (stats) store_moments(stats, stats + out_c, (double)g.batch * g.out_h * g.out_w, mean, variance, out_c);
 }
 
 /*

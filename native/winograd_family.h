@@ -189,7 +189,7 @@ ALWAYS_INLINE long WFN(scratch_floats)(int in_c, int out_c) {
 /*
  * winograd_conv (winograd.c) with this family's tiles; with pooled, T must be even (every window in one tile). With
  * stats non-null (and y written), each tile's outputs, still in cache, fold into the running float64 means and M2
- * sums (stats: Cout doubles each) by tile_moments.
+ * sums (stats: Cout doubles each) by fold_moments (kernels.h).
  */
 ALWAYS_INLINE void WFN(conv)(const float* x, const float* w, const float* bias, float* y, float* pooled, unsigned char* codes, float* scratch,
                              double* stats, int out_c, int flags, const conv_geometry* gp) {
@@ -219,7 +219,7 @@ ALWAYS_INLINE void WFN(conv)(const float* x, const float* w, const float* bias, 
         float* dst = y + ((long)o.b * g.out_h + o.oh0) * row + (long)o.ow0 * out_c;
         WFN(output_tile)(m + (long)t * out_c, PLANE(nt, out_c), dst, row, r_hi, s_hi, out_c, b, relu);
         if (stats) {
-          tile_moments(dst, row, r_hi, s_hi, out_c, stats, stats + out_c, seen);
+          fold_moments(dst, row, r_hi, s_hi, out_c, stats, stats + out_c, seen);
           seen += r_hi * s_hi;
         }
         continue;

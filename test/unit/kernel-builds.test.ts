@@ -14,7 +14,8 @@ interface Exports {
     flags: number, tile: number, geometry: number): void;
   winograd_conv_grad(x: number, dy: number, pooled: number, codes: number, bnX: number, bnCoef: number, w: number, dx: number, dw: number,
     scratch: number, outC: number, flags: number, tile: number, geometry: number): void;
-  conv_direct(x: number, w: number, bias: number, y: number, pooled: number, codes: number, scratch: number, outC: number, flags: number, geometry: number): void;
+  conv_direct(x: number, w: number, bias: number, y: number, pooled: number, codes: number, mean: number, variance: number, scratch: number, outC: number,
+    flags: number, geometry: number): void;
   gemm_f32(a: number, b: number, c: number, m: number, k: number, n: number, aTransposed: number): void;
 }
 
@@ -109,14 +110,22 @@ describe.each(BUILDS)('the %s build of native/*.c', (_name, base64, available) =
       expect(k.intact()).toBe(true);
     });
 
-  it.runIf(available)('the direct forward kernel and the GEMM match float64', () => {
+  it.runIf(available)('the direct forward kernel (and its output\'s moments) and the GEMM match float64', () => {
     const k = instantiate(base64);
     const c: RefConv = { b: 2, h: 10, w: 9, cin: 1, cout: 32, kh: 3, kw: 3, sh: 2, sw: 1, dh: 1, dw: 1, pad: 'same' };
     const { oh, ow, pt, pl } = outDims(c);
     const x = randomFloats(c.b * c.h * c.w, 5), w = randomFloats(9 * c.cout, 6);
     const py = k.alloc(c.b * oh * ow * c.cout);
-    k.exports.conv_direct(k.put(x), k.put(w), 0, py, 0, 0, 0, c.cout, 0, k.geometry([c.b, c.h, c.w, 1, oh, ow, 3, 3, 2, 1, 1, 1, pt, pl]));
-    expect(relError(k.read(py, c.b * oh * ow * c.cout), convForward(c, x, w))).toBeLessThan(1e-5);
+    const [pmean, pvariance, stats] = [k.alloc(c.cout), k.alloc(c.cout), k.alloc(4 * c.cout)];
+    k.exports.conv_direct(k.put(x), k.put(w), 0, py, 0, 0, pmean, pvariance, stats, c.cout, 0, k.geometry([c.b, c.h, c.w, 1, oh, ow, 3, 3, 2, 1, 1, 1, pt, pl]));
+    const y = convForward(c, x, w);
+    expect(relError(k.read(py, c.b * oh * ow * c.cout), y)).toBeLessThan(1e-5);
+    // And the moments of y per channel, folded row by row, against float64.
+    const mean = new Float64Array(c.cout), variance = new Float64Array(c.cout);
+    y.forEach((v, i) => (mean[i % c.cout]! += v / (y.length / c.cout)));
+    y.forEach((v, i) => (variance[i % c.cout]! += (v - mean[i % c.cout]!) ** 2 / (y.length / c.cout)));
+    expect(relError(k.read(pmean, c.cout), mean)).toBeLessThan(1e-5);
+    expect(relError(k.read(pvariance, c.cout), variance)).toBeLessThan(1e-5);
 
     // Odd sizes (edge rows, 8-column tiles and a tail of fewer columns, K not in fours), A as stored or transposed, and
     // K past one 128-step block (the tiles accumulate); [64, 1600] · [1600, 10] is a 10-class head.

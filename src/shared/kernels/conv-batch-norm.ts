@@ -10,26 +10,30 @@ import { assertWasmBackend, withScratch, type WasmBackend } from './heap.js';
 import { nativeKernels } from './native.js';
 import { assertPooledWithCodes, poolGeometry, type PooledWithCodes } from './pool-codes.js';
 import { assertFloat32, assertGeometry, assertRank } from './validate.js';
-import { winogradApplies, winogradConvTo, winogradGrads } from './winograd.js';
+import { convolveWithMoments } from './conv2d.js';
+import { useDirect } from './conv2d-backprop-filter.js';
+import { convKernelsEnabled, winogradApplies, winogradGrads } from './winograd.js';
 
 /**
  * A convolution without bias followed by training-mode batch norm (then optionally a ReLU, then optionally a 2×2 max
  * pool), as one op for training on wasm: `cnn-large`'s conv → BatchNormalization → ReLU layers.
  *
  * - Forward (CONV_BATCH_NORM): the convolution's output z, kept for the gradient as the two ops would keep it, then
- *   batch norm of z. Where the convolution takes Winograd, its kernel folds each tile's outputs into the batch
- *   moments as it writes them (winograd.c tile_moments), so batch norm makes one pass over z instead of two; other
- *   layers run the registered Conv2D, then batch-norm-train.ts's kernel.
+ *   batch norm of z. Where our convolution kernels take the layer (Winograd, or the direct kernel of first layers),
+ *   the kernel folds its output into the batch moments as it writes it (per tile or per row: kernels.h fold_moments,
+ *   conv2d.ts convolveWithMoments), so batch norm makes one pass over z instead of two; other layers run the
+ *   registered Conv2D, then batch-norm-train.ts's kernel.
  * - Backward (CONV_BATCH_NORM_GRAD): batch norm's gradient has two passes, its sums and then dz = f (g - a - (z -
- *   mean) b) (native/batch_norm.c). Where the convolution takes Winograd, only the sums run as a pass
- *   (batch_norm_grad_params); the convolution's gradient kernel computes dz tile by tile from dy and z as it reads it
- *   (winograd.c's dy_source), so dz, as large as z, is never written or read back, and dx and dW come from one sweep.
- *   Other layers (`cnn-large`'s first, whose one input channel takes the direct kernels) get dz written by
- *   batch-norm-train.ts's gradient kernel, then the registered Conv2DBackpropInput and Conv2DBackpropFilter.
+ *   mean) b) (native/batch_norm.c). Only the sums run as a pass (batch_norm_grad_params) where the convolution's
+ *   gradient kernel can compute dz itself from dy and z as it reads them (kernels.h batch_norm_dx_run): Winograd's,
+ *   tile by tile (winograd.c dy_source), dx and dW from one sweep; and the direct filter gradient of a first layer
+ *   (no input gradient, no pool), row by row. dz, as large as z, is then never written or read back. Other layers
+ *   get dz written by batch-norm-train.ts's gradient kernel, then the registered Conv2DBackpropInput and
+ *   Conv2DBackpropFilter.
  *
  * One tape node with one output (tf.customGrad): see conv-relu-pool.ts for why. The moments equal the batch-norm
  * kernel's up to the order of their additions; given the same moments, the gradient is the two ops' bit for bit
- * (test/unit/conv-batch-norm.test.ts): dz per tile is block_dx's arithmetic, and the convolution kernels are the same.
+ * (test/unit/conv-batch-norm.test.ts): dz is block_dx's arithmetic, and the convolution kernels are the same.
  */
 export const CONV_BATCH_NORM = 'MnistDdpConvBatchNorm';
 export const CONV_BATCH_NORM_GRAD = 'MnistDdpConvBatchNormGrad';
@@ -73,23 +77,23 @@ function convBatchNormForward({ inputs, backend, attrs }: KernelArgs): TensorInf
   const a = attrs as unknown as ConvBatchNormAttrs;
   const g = checked('convBatchNorm', x, filter, { scale, offset }, a);
   const bn: BatchNormTrainAttrs = { varianceEpsilon: a.varianceEpsilon, relu: a.relu, pool: a.pool };
-  const z = winogradApplies(g) && g.batch * g.outH * g.outW >= MIN_ROWS ? backend.makeOutput([g.batch, g.outH, g.outW, g.outC], 'float32') : undefined;
-  if (!z) {
-    const conv = getKernel(Conv2D, 'wasm')!.kernelFunc({ inputs: { x, filter }, backend, attrs: convAttrsOf(a) satisfies Conv2DAttrs as unknown as NamedAttrMap }) as TensorInfo;
-    try {
-      return [conv, ...(getKernel(BATCH_NORM_TRAIN, 'wasm')!.kernelFunc({ inputs: { x: conv, scale, offset }, backend, attrs: bn as unknown as NamedAttrMap }) as TensorInfo[])];
-    } catch (err) {
-      backend.disposeData(conv.dataId);
-      throw err;
-    }
-  }
   const moments = { mean: backend.makeOutput([g.outC], 'float32'), variance: backend.makeOutput([g.outC], 'float32') };
+  let z: TensorInfo | undefined;
   try {
-    assertGeometry('convBatchNorm', g, a.pad, undefined);
-    winogradConvTo(backend, x, filter, g, {}, { y: z }, moments);
-    return [z, ...normalizeTraining(backend, z, { ...moments, scale, offset }, bn), moments.mean, moments.variance];
+    z = g.batch * g.outH * g.outW >= MIN_ROWS ? convolveWithMoments(backend, x, filter, convAttrsOf(a) as Conv2DAttrs, moments) : undefined;
+    if (z) return [z, ...normalizeTraining(backend, z, { ...moments, scale, offset }, bn), moments.mean, moments.variance];
   } catch (err) {
-    for (const t of [z, moments.mean, moments.variance]) backend.disposeData(t.dataId);
+    for (const t of [z, moments.mean, moments.variance]) if (t) backend.disposeData(t.dataId);
+    throw err;
+  }
+  // Layers our convolution kernels do not take: the registered Conv2D, then batch norm's kernel.
+  backend.disposeData(moments.mean.dataId);
+  backend.disposeData(moments.variance.dataId);
+  const conv = getKernel(Conv2D, 'wasm')!.kernelFunc({ inputs: { x, filter }, backend, attrs: convAttrsOf(a) satisfies Conv2DAttrs as unknown as NamedAttrMap }) as TensorInfo;
+  try {
+    return [conv, ...(getKernel(BATCH_NORM_TRAIN, 'wasm')!.kernelFunc({ inputs: { x: conv, scale, offset }, backend, attrs: bn as unknown as NamedAttrMap }) as TensorInfo[])];
+  } catch (err) {
+    backend.disposeData(conv.dataId);
     throw err;
   }
 }
@@ -119,21 +123,32 @@ function convBatchNormGrad({ inputs, backend, attrs }: KernelArgs): TensorInfo[]
     util.assertShapesMatch(dy.shape, z.shape, `Error in ${op}: dy and z must have the same shape.`);
   }
   const channels = g.outC;
-  const ours = winogradApplies(g) && !z.shape.includes(0);
-  if (ours) assertGeometry(op, g, a.pad, undefined);
-  if (!ours) return unfusedGrad(backend, { dy, x, filter, z, scale, offset, mean, variance, ...pool }, a);
+  const nonEmpty = !z.shape.includes(0) && g.inC > 0;
+  const winograd = nonEmpty && winogradApplies(g);
+  // The direct filter gradient (first layers) computes dz row by row; it has no input gradient, nor a pooled form here.
+  const direct = nonEmpty && !winograd && convKernelsEnabled() && useDirect(g.kH * g.kW * g.inC, g.outC) && !a.inputGrad && !pool;
+  if (!winograd && !direct) return unfusedGrad(backend, { dy, x, filter, z, scale, offset, mean, variance, ...pool }, a);
+  assertGeometry(op, g, a.pad, undefined);
   const kernels = nativeKernels(backend);
   const dScale = backend.makeOutput([channels], 'float32');
   const dOffset = backend.makeOutput([channels], 'float32');
   try {
     const relu = a.relu && !pool;
     const sumsFloats = 4 * channels + (pool ? 2 * g.outW * channels : 0);
-    // coef: 5·C floats, batch norm's per-channel coefficients for the tiles' dz (batch_norm_grad_params).
+    // coef: 5·C floats, batch norm's per-channel coefficients for the gradient kernels' dz (batch_norm_grad_params).
     const { dx, dw } = withScratch(backend, 5 * channels, (coef) => {
       withScratch(backend, sumsFloats, (scratch) =>
         kernels.batchNormGradParams(z, dy, pool, { mean, variance, scale, offset }, a.varianceEpsilon, relu, scratch, { dScale, dOffset, coef }, poolGeometry(z.shape)));
       if (!a.inputGrad && !a.filterGrad) return {};
-      return winogradGrads(backend, dy, g, { filter: a.inputGrad ? filter : undefined, x: a.filterGrad ? x : undefined }, { pool, batchNorm: { x: z, coef, relu } });
+      if (winograd) return winogradGrads(backend, dy, g, { filter: a.inputGrad ? filter : undefined, x: a.filterGrad ? x : undefined }, { pool, batchNorm: { x: z, coef, relu } });
+      const dFilter = backend.makeOutput([...filter.shape], 'float32');
+      try {
+        withScratch(backend, g.outW * channels, (rows) => kernels.filterGradDirect(x, dy, dFilter, g, undefined, { z, coef, relu, scratch: rows }));
+      } catch (err) {
+        backend.disposeData(dFilter.dataId);
+        throw err;
+      }
+      return { dw: dFilter };
     });
     return [...(dx ? [dx] : []), ...(dw ? [{ ...dw, shape: [...filter.shape] }] : []), dScale, dOffset];
   } catch (err) {

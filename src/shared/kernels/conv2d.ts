@@ -83,6 +83,29 @@ export function convolveReluPool(backend: WasmBackend, x: TensorInfo, filter: Te
 }
 
 /**
+ * The convolution's output, with its batch mean and biased variance per channel written to `moments` as the kernel
+ * writes the output (Winograd per tile, the direct kernel per row: no other pass over it), for training-mode batch
+ * norm after it (conv-batch-norm.ts). Undefined where our kernels do not take the layer (route) or its output is
+ * empty; the caller then convolves another way.
+ */
+export function convolveWithMoments(
+  backend: WasmBackend, x: TensorInfo, filter: TensorInfo, attrs: Conv2DAttrs, moments: { mean: TensorInfo; variance: TensorInfo },
+): TensorInfo | undefined {
+  const r = route(OP, x, filter, attrs);
+  if (!r || r.kernel === 'empty') return undefined;
+  const { g } = r;
+  const y = backend.makeOutput([g.batch, g.outH, g.outW, g.outC], 'float32');
+  try {
+    if (r.kernel === 'winograd') winogradConvTo(backend, x, filter, g, {}, { y }, moments);
+    else withScratch(backend, 4 * g.outC, (stats) => nativeKernels(backend).convDirect(x, filter, undefined, false, { y }, g, stats, moments));
+  } catch (err) {
+    backend.disposeData(y.dataId);
+    throw err;
+  }
+  return y;
+}
+
+/**
  * Conv2D in front of tfjs-backend-wasm's (XNNPACK's) for the layers our kernels take (route). Before touching memory
  * it checks what tfjs-core's conv2d op checks, so a direct runKernel call with mismatched shapes throws as the op
  * would.

@@ -13,7 +13,8 @@ import { kernelsModule } from './module.js';
 interface NativeExports {
   im2col(x: number, col: number, geometry: number): void;
   im2col_t(x: number, colT: number, geometry: number): void;
-  filter_grad_direct(x: number, dy: number, pooled: number, codes: number, scratch: number, dw: number, outC: number, geometry: number): void;
+  filter_grad_direct(x: number, dy: number, pooled: number, codes: number, bnZ: number, bnCoef: number, relu: number, scratch: number, dw: number, outC: number,
+    geometry: number): void;
   col2im(col: number, dx: number, geometry: number): void;
   max_pool_grad(x: number, dy: number, dx: number, geometry: number): void;
   sum_rows(x: number, out: number, rows: number, channels: number): void;
@@ -35,7 +36,8 @@ interface NativeExports {
   max_pool_2x2_codes(z: number, pooled: number, codes: number, channels: number, geometry: number): void;
   max_pool_grad_2x2_codes(dy: number, pooled: number, codes: number, dz: number, channels: number, geometry: number): void;
   masked_sum_rows(x: number, mask: number, out: number, rows: number, channels: number): void;
-  conv_direct(x: number, w: number, bias: number, y: number, pooled: number, codes: number, scratch: number, outC: number, flags: number, geometry: number): void;
+  conv_direct(x: number, w: number, bias: number, y: number, pooled: number, codes: number, mean: number, variance: number, scratch: number, outC: number,
+    flags: number, geometry: number): void;
   winograd_scratch_floats(inC: number, outC: number): number;
   dropout(x: number, y: number, samples: number, perSample: number, seedMix: number, keyLow: number, keyHigh: number, threshold: number, scale: number): void;
   winograd_conv(x: number, w: number, bias: number, y: number, pooled: number, codes: number, mean: number, variance: number, scratch: number, outC: number,
@@ -115,11 +117,18 @@ class NativeKernels {
 
   /**
    * dW[KH, KW, C, Cout] computed without a GEMM (for layers with few taps; Cout a multiple of 16); overwrites dw. With
-   * `pooled`, dy is the gradient of a ReLU and a 2×2 max pool after the convolution (PooledGradient).
+   * `pooled`, dy is the gradient of a ReLU and a 2×2 max pool after the convolution (PooledGradient); with
+   * `batchNorm`, the gradient of batch norm (then a ReLU if relu) of the convolution's output z, whose rows are
+   * computed in `batchNorm.scratch` (OW·Cout floats) from coef (batchNormGradParams).
    */
-  filterGradDirect(x: TensorInfo, dy: TensorInfo, dw: TensorInfo, g: ConvGeometry, pooled?: PooledGradient): void {
-    const [pool, codes, scratch] = pooled ? [this.ptr(pooled.pooled), this.ptr(pooled.codes), this.ptr(pooled.scratch)] : [0, 0, 0];
-    this.exports.filter_grad_direct(this.ptr(x), this.ptr(dy), pool, codes, scratch, this.ptr(dw), g.outC, this.geometry(g));
+  filterGradDirect(
+    x: TensorInfo, dy: TensorInfo, dw: TensorInfo, g: ConvGeometry, pooled?: PooledGradient,
+    batchNorm?: { z: TensorInfo; coef: TensorInfo; relu: boolean; scratch: TensorInfo },
+  ): void {
+    const [pool, codes] = pooled ? [this.ptr(pooled.pooled), this.ptr(pooled.codes)] : [0, 0];
+    const scratch = pooled ? this.ptr(pooled.scratch) : batchNorm ? this.ptr(batchNorm.scratch) : 0;
+    const [z, coef, relu] = batchNorm ? [this.ptr(batchNorm.z), this.ptr(batchNorm.coef), batchNorm.relu ? 1 : 0] : [0, 0, 0];
+    this.exports.filter_grad_direct(this.ptr(x), this.ptr(dy), pool, codes, z, coef, relu, scratch, this.ptr(dw), g.outC, this.geometry(g));
   }
 
   /** Overwrites dx (no need to zero it). */
@@ -242,11 +251,17 @@ class NativeKernels {
 
   /**
    * x conv w (+ bias[Cout]) (then ReLU) computed directly (few taps; Cout a multiple of 16), to `out`. Pooling needs
-   * scratch of 2·OW·Cout floats.
+   * scratch of 2·OW·Cout floats; `moments` (with out.y: y's mean and biased variance per channel, folded row by row as
+   * it is written) needs scratch of 4·Cout floats.
    */
-  convDirect(x: TensorInfo, w: TensorInfo, bias: TensorInfo | undefined, relu: boolean, out: ConvOutput, g: ConvGeometry, scratch?: TensorInfo): void {
+  convDirect(
+    x: TensorInfo, w: TensorInfo, bias: TensorInfo | undefined, relu: boolean, out: ConvOutput, g: ConvGeometry, scratch?: TensorInfo,
+    moments?: { mean: TensorInfo; variance: TensorInfo },
+  ): void {
     if (!('y' in out) && !scratch) throw new Error('mnist-ddp wasm kernels: conv_direct pools through scratch of 2·OW·Cout floats');
-    this.exports.conv_direct(this.ptr(x), this.ptr(w), bias ? this.ptr(bias) : 0, ...this.outputs(out), scratch ? this.ptr(scratch) : 0, g.outC, epilogueFlags(bias, relu), this.geometry(g));
+    if (moments && (!('y' in out) || !scratch)) throw new Error('mnist-ddp wasm kernels: conv_direct computes moments of an output it writes, in scratch of 4·Cout floats');
+    this.exports.conv_direct(this.ptr(x), this.ptr(w), bias ? this.ptr(bias) : 0, ...this.outputs(out), moments ? this.ptr(moments.mean) : 0,
+      moments ? this.ptr(moments.variance) : 0, scratch ? this.ptr(scratch) : 0, g.outC, epilogueFlags(bias, relu), this.geometry(g));
   }
 
   /** [y, pooled, codes] pointers of a ConvOutput, 0 for those it lacks. */
