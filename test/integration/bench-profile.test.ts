@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { BenchResult } from '../../src/commands/bench.js';
+import { CONV_BATCH_NORM, CONV_BATCH_NORM_GRAD } from '../../src/shared/kernels/conv-batch-norm.js';
 import { CONV_RELU_POOL, CONV_RELU_POOL_GRAD } from '../../src/shared/kernels/conv-relu-pool.js';
 import { kernelFlops } from '../../src/shared/train/profile.js';
 import type { StepProfile } from '../../src/shared/train/profile.js';
@@ -82,6 +83,12 @@ describe('kernelFlops: 2 FLOPs per multiply-add, from the shapes tf.profile reco
     const gradInputs = [pooled, [...x.shape], [...filter.shape], pooled, [2, 14, 14, 4]];
     expect(kernelFlops(CONV_RELU_POOL_GRAD, gradInputs, [[...x.shape], [...filter.shape], [16]])).toBe(2 * 2 * macs);
     expect(kernelFlops(CONV_RELU_POOL_GRAD, gradInputs, [[...filter.shape], [16]])).toBe(2 * macs);
+    // conv-batch-norm's kernels: the forward's first output is the convolution's; the gradient counts its 4-D outputs.
+    const z = [2, 28, 28, 16];
+    expect(kernelFlops(CONV_BATCH_NORM, [[...x.shape], [...filter.shape], [16], [16]], [z, z, [16], [16]])).toBe(2 * macs);
+    const bnGradInputs = [z, [...x.shape], [...filter.shape], z, [16], [16], [16], [16]];
+    expect(kernelFlops(CONV_BATCH_NORM_GRAD, bnGradInputs, [[...x.shape], [...filter.shape], [16], [16]])).toBe(2 * 2 * macs);
+    expect(kernelFlops(CONV_BATCH_NORM_GRAD, bnGradInputs, [[...filter.shape], [16], [16]])).toBe(2 * macs);
     const [relu] = await kernelsOf('Relu', () => tf.relu(x));
     expect(kernelFlops('Relu', relu!.inputShapes, relu!.outputShapes)).toBeUndefined();
     tf.dispose([x, filter]);

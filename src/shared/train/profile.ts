@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { BackendSelection } from '../core/backend.js';
 import { roundTo } from '../core/stats.js';
+import { CONV_BATCH_NORM, CONV_BATCH_NORM_GRAD } from '../kernels/conv-batch-norm.js';
 import { CONV_RELU_POOL, CONV_RELU_POOL_GRAD } from '../kernels/conv-relu-pool.js';
 
 /**
@@ -92,10 +93,12 @@ export function kernelFlops(name: string, inputShapes: readonly (readonly number
     }
     case 'Conv2D':
     case 'FusedConv2D':
+    case CONV_BATCH_NORM:
     case CONV_RELU_POOL:
     case 'Conv2DBackpropInput': {
       // filter [fh, fw, inC, outC]: each output (Conv2D), each dy element (BackpropInput) or each of the four outputs
-      // a 2×2 window of CONV_RELU_POOL's pooled output covers takes fh·fw·inC MACs.
+      // a 2×2 window of CONV_RELU_POOL's pooled output covers takes fh·fw·inC MACs; CONV_BATCH_NORM's first output is
+      // the convolution's.
       const [fh, fw, inC] = second;
       if (fh === undefined || fw === undefined || inC === undefined) return undefined;
       const outputs = name === 'Conv2DBackpropInput' ? size(first) : name === CONV_RELU_POOL ? 4 * size(out) : size(out);
@@ -107,6 +110,14 @@ export function kernelFlops(name: string, inputShapes: readonly (readonly number
       const [fh, fw, inC] = inputShapes[2] ?? [];
       if (fh === undefined || fw === undefined || inC === undefined) return undefined;
       return 2 * 4 * size(first) * fh * fw * inC * outputShapes.filter((s) => s.length === 4).length;
+    }
+    case CONV_BATCH_NORM_GRAD: {
+      // {dy, x, filter, z, …} → [dx] [dFilter] dScale dOffset: each convolution gradient it returns (the 4-D outputs)
+      // takes fh·fw·inC MACs per element of the convolution's output z.
+      const [fh, fw, inC] = inputShapes[2] ?? [];
+      const z = inputShapes[3];
+      if (fh === undefined || fw === undefined || inC === undefined || !z) return undefined;
+      return 2 * size(z) * fh * fw * inC * outputShapes.filter((s) => s.length === 4).length;
     }
     case 'Conv2DBackpropFilter': {
       // {x, dy} → filter [fh, fw, inC, outC]: each dy element meets fh·fw·inC inputs.
