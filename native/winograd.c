@@ -276,31 +276,35 @@ typedef struct {
 ALWAYS_INLINE int window_side(int tile) { return 2 * ((tile + 1) / 2); }
 
 /*
+ * The pooled gradient around tile o unpooled (pool.c unpool_2x2_region) into `region`, window_side(tile)² x Cout floats
+ * of scratch: the even-aligned block of the windows the tile's rows and columns touch (a 5-tile may start at an odd
+ * row or column), 0 where no window reaches. Returns where the tile's top-left lies in it; its rows are
+ * window_side(tile) x Cout floats apart.
+ */
+ALWAYS_INLINE const float* unpooled_region(dy_source src, const conv_geometry* g, int out_c, tile_origin o, int tile, float* region) {
+  const int side = window_side(tile), pool_h = g->out_h / 2, pool_w = g->out_w / 2;
+  const int wr0 = o.oh0 / 2, wc0 = o.ow0 / 2;
+  const int windows_h = end_inside(wr0, (o.oh0 + tile + 1) / 2 - wr0, pool_h), windows_w = end_inside(wc0, (o.ow0 + tile + 1) / 2 - wc0, pool_w);
+  const long region_row = (long)side * out_c;
+  __builtin_memset(region, 0, (unsigned)(side * side * out_c) * sizeof(float));
+  if (windows_h > 0 && windows_w > 0) {
+    const long p_at = (((long)o.b * pool_h + wr0) * pool_w + wc0) * out_c;
+    unpool_2x2_region(src.dy + p_at, src.pooled + p_at, src.codes + p_at, (long)pool_w * out_c, region, region_row, out_c, windows_h, windows_w);
+  }
+  return region + (o.oh0 - 2 * wr0) * region_row + (long)(o.ow0 - 2 * wc0) * out_c;
+}
+
+/*
  * Batch norm's dx over tile o's block (bn_x non-null) into `block` (tile x tile x Cout floats) by batch_norm_dx_run
  * (kernels.h), so the values are those batch_norm_train_grad and batch_norm_pool_grad would have written; 0 beyond
- * the output. With pooled, g is unpooled first into the scratch after the block (window_side(tile)² x Cout
- * floats), the even-aligned block of the windows the tile touches: a 5-tile may start at an odd row or column.
+ * the output. With pooled, g is the unpooled region after the block (unpooled_region).
  */
 ALWAYS_INLINE dy_block batch_norm_block(dy_source src, const conv_geometry* g, int out_c, tile_origin o, int tile) {
   const long row = (long)g->out_w * out_c, block_row = (long)tile * out_c;
   const int r_hi = end_inside(o.oh0, tile, g->out_h), s_hi = end_inside(o.ow0, tile, g->out_w);
   const long at = ((long)o.b * g->out_h + o.oh0) * row + (long)o.ow0 * out_c;
-  const float* gs = src.dy + at;
-  long g_row = row;
-  if (src.pooled) {
-    /* g: the windows from (wr0, wc0) on, unpooled (0 where no window reaches). */
-    const int side = window_side(tile), pool_h = g->out_h / 2, pool_w = g->out_w / 2;
-    const int wr0 = o.oh0 / 2, wc0 = o.ow0 / 2;
-    const int windows_h = end_inside(wr0, (o.oh0 + tile + 1) / 2 - wr0, pool_h), windows_w = end_inside(wc0, (o.ow0 + tile + 1) / 2 - wc0, pool_w);
-    float* region = src.block + tile * block_row;
-    const long region_row = (long)side * out_c;
-    __builtin_memset(region, 0, (unsigned)(side * side * out_c) * sizeof(float));
-    if (windows_h > 0 && windows_w > 0) {
-      const long p_at = (((long)o.b * pool_h + wr0) * pool_w + wc0) * out_c;
-      unpool_2x2_region(src.dy + p_at, src.pooled + p_at, src.codes + p_at, (long)pool_w * out_c, region, region_row, out_c, windows_h, windows_w);
-    }
-    gs = region + (o.oh0 - 2 * wr0) * region_row + (long)(o.ow0 - 2 * wc0) * out_c, g_row = region_row;
-  }
+  const float* gs = src.pooled ? unpooled_region(src, g, out_c, o, tile, src.block + tile * block_row) : src.dy + at;
+  const long g_row = src.pooled ? (long)window_side(tile) * out_c : row;
   const float* xs = src.bn_x + at;
   for (int r = 0; r < tile; r++) {
     float* q = src.block + r * block_row;
@@ -312,7 +316,6 @@ ALWAYS_INLINE dy_block batch_norm_block(dy_source src, const conv_geometry* g, i
   return d;
 }
 
-/* With pooled and no batch norm, tile must be even (every window in one tile). */
 ALWAYS_INLINE dy_block block_of(dy_source src, const conv_geometry* g, int out_c, tile_origin o, int tile) {
   if (src.bn_x) return batch_norm_block(src, g, out_c, o, tile);
   dy_block d;
@@ -323,14 +326,7 @@ ALWAYS_INLINE dy_block block_of(dy_source src, const conv_geometry* g, int out_c
     return d;
   }
   /* The tile's windows, as winograd_conv pools them; positions no window covers get 0. */
-  const int pool_h = g->out_h / 2, pool_w = g->out_w / 2;
-  const int windows_h = end_inside(o.oh0 / 2, tile / 2, pool_h), windows_w = end_inside(o.ow0 / 2, tile / 2, pool_w);
-  d.row = (long)tile * out_c, d.base = src.block, d.r_hi = tile, d.s_hi = tile;
-  if (windows_h < tile / 2 || windows_w < tile / 2) __builtin_memset(src.block, 0, (unsigned)(tile * tile * out_c) * sizeof(float));
-  if (windows_h > 0 && windows_w > 0) {
-    const long at = (((long)o.b * pool_h + o.oh0 / 2) * pool_w + o.ow0 / 2) * out_c;
-    unpool_2x2_region(src.dy + at, src.pooled + at, src.codes + at, (long)pool_w * out_c, src.block, d.row, out_c, windows_h, windows_w);
-  }
+  d.base = unpooled_region(src, g, out_c, o, tile, src.block), d.row = (long)window_side(tile) * out_c, d.r_hi = tile, d.s_hi = tile;
   return d;
 }
 
@@ -358,20 +354,39 @@ EXPORT(winograd_scratch_floats) int winograd_scratch_floats(int in_c, int out_c)
 }
 
 /*
+ * The outputs a 2x2, stride-2 max pool reads: all but the last row and column of odd sides, which no window covers.
+ * Convolutions followed by the pool compute only these (and their gradients see dy = 0 beyond them).
+ */
+ALWAYS_INLINE conv_geometry pooled_part(conv_geometry g) {
+  g.out_h = 2 * (g.out_h / 2), g.out_w = 2 * (g.out_w / 2);
+  return g;
+}
+
+/*
  * y[B, OH, OW, Cout] <- x conv w (w: [3, 3, Cin, Cout]), then the epilogue `flags` asks for (kernels.h); overwrites y.
- * With pooled non-null instead (y is then unused): pooled[B, OH / 2, OW / 2, Cout] and codes (bytes at pooled's
- * indices) <- the 2x2, stride-2 max pool of that output (pool.c), each tile staged in scratch and pooled there, so
- * the output itself never reaches memory. tile is 4 or 5 (F(4x4, 3x3) or F(5x5, 3x3)); pooling always takes 4-tiles,
- * which start at multiples of 4, so every window lies in one tile. With mean non-null (and y written), also the
- * output's mean and (biased) variance per channel over all its positions, as moments_rows (batch_norm.c) would give
- * them up to the order of the additions: batch norm's moments without another pass over y.
+ * tile is 4 or 5 (F(4x4, 3x3) or F(5x5, 3x3)). With mean non-null (and y written), also the output's mean and (biased)
+ * variance per channel over all its positions, as moments_rows (batch_norm.c) would give them up to the order of the
+ * additions: batch norm's moments without another pass over y.
+ * With pooled non-null: pooled[B, OH / 2, OW / 2, Cout] and codes (bytes at pooled's indices) <- the 2x2, stride-2 max
+ * pool of that output (pool.c), of which only the part some window reads is computed. 4-tiles start at multiples of
+ * 4, so every window lies in one tile, which is staged in scratch and pooled there: the output never reaches memory
+ * (y is unused). 5-tiles do not keep windows whole: y is then scratch for that part ([B, 2 (OH / 2), 2 (OW / 2), Cout]
+ * floats), written, then pooled image by image.
  */
 EXPORT(winograd_conv) void winograd_conv(const float* x, const float* w, const float* bias, float* y, float* pooled, unsigned char* codes,
                                          float* mean, float* variance, float* scratch, int out_c, int flags, int tile, const int* geometry) {
   const conv_geometry g = load_geometry(geometry);
+  const conv_geometry part = pooled ? pooled_part(g) : g;
   double* stats = mean && !pooled ? (double*)(scratch + family_scratch_floats(g.in_c, out_c)) : 0;
-  if (tile == 5 && !pooled) f5_conv(x, w, bias, y, pooled, codes, scratch, stats, out_c, flags, &g);
-  else f4_conv(x, w, bias, y, pooled, codes, scratch, stats, out_c, flags, &g);
+  if (tile == 5) f5_conv(x, w, bias, y, 0, 0, scratch, stats, out_c, flags, &part);
+  else f4_conv(x, w, bias, pooled ? 0 : y, pooled, codes, scratch, stats, out_c, flags, &part);
+  if (pooled && tile == 5) {
+    const long image = (long)part.out_h * part.out_w * out_c, pooled_image = image / 4;
+    for (int b = 0; b < g.batch; b++) {
+      max_pool_2x2_region(y + b * image, (long)part.out_w * out_c, pooled + b * pooled_image, codes + b * pooled_image, (long)(part.out_w / 2) * out_c,
+                          out_c, part.out_h / 2, part.out_w / 2);
+    }
+  }
   if (stats) store_moments(stats, stats + out_c, (double)g.batch * g.out_h * g.out_w, mean, variance, out_c);
 }
 
@@ -382,8 +397,8 @@ EXPORT(winograd_conv) void winograd_conv(const float* x, const float* w, const f
  * that follows a ReLU of the convolution's output (winograd_conv with pooled): dy and pooled [B, OH / 2, OW / 2,
  * Cout], codes at pooled's indices; or with bn_x non-null the gradient of batch norm (then a ReLU if flags &
  * WINO_GRAD_BN_RELU, or the ReLU and the pool with pooled non-null) over the convolution's output bn_x. Overwrites
- * what it computes; x is read only for dw, w only for dx. tile as winograd_conv's (a pooled dy without batch norm
- * takes 4-tiles).
+ * what it computes; x is read only for dw, w only for dx. tile as winograd_conv's; either size reads a pooled dy
+ * (unpooled_region).
  */
 #define WINO_GRAD_DX 1
 #define WINO_GRAD_DW 2
@@ -391,9 +406,11 @@ EXPORT(winograd_conv) void winograd_conv(const float* x, const float* w, const f
 EXPORT(winograd_conv_grad) void winograd_conv_grad(const float* x, const float* dy, const float* pooled, const unsigned char* codes,
                                                    const float* bn_x, const float* bn_coef, const float* w, float* dx, float* dw,
                                                    float* scratch, int out_c, int flags, int tile, const int* geometry) {
-  const conv_geometry g = load_geometry(geometry);
+  const conv_geometry full = load_geometry(geometry);
+  /* Through the pool alone, dy is 0 where no window reads: the tiles cover only the windows' part (pooled_part). */
+  const conv_geometry g = pooled && !bn_x ? pooled_part(full) : full;
   const dy_source src = {dy, pooled, codes, 0, bn_x, bn_coef, flags & WINO_GRAD_BN_RELU};
   const int want_dx = flags & WINO_GRAD_DX, want_dw = flags & WINO_GRAD_DW;
-  if (tile == 5 && (!pooled || bn_x)) f5_conv_grad(x, src, w, dx, dw, scratch, out_c, want_dx, want_dw, &g);
+  if (tile == 5) f5_conv_grad(x, src, w, dx, dw, scratch, out_c, want_dx, want_dw, &g);
   else f4_conv_grad(x, src, w, dx, dw, scratch, out_c, want_dx, want_dw, &g);
 }

@@ -20,11 +20,12 @@ interface Case {
 
 const CASES: Case[] = [
   { name: "cnn's conv1 (direct kernel, 26×26 → 13×13)", x: [3, 28, 28, 1], filter: [3, 3, 1, 32], attrs: { strides: [1, 1], pad: 'valid' } },
-  { name: "cnn's conv2 (Winograd, 11×11: the last row and column no window covers)", x: [3, 13, 13, 32], filter: [3, 3, 32, 64], attrs: { strides: [1, 1], pad: 'valid' } },
+  { name: "cnn's conv2 (Winograd with 5×5 tiles over the 10×10 the windows read of its 11×11 output)", x: [3, 13, 13, 32], filter: [3, 3, 32, 64], attrs: { strides: [1, 1], pad: 'valid' } },
   { name: 'direct kernel, odd output (7×7 → 3×3)', x: [2, 9, 9, 1], filter: [3, 3, 1, 16], attrs: { strides: [1, 1], pad: 'valid' } },
   { name: "direct kernel, same (10×10 → 5×5: rows staged, then pooled)", x: [2, 10, 10, 1], filter: [3, 3, 1, 16], attrs: { strides: [1, 1], pad: 'same' } },
-  { name: "Winograd, same, cnn-large's second block (14×14 → 7×7)", x: [2, 14, 14, 8], filter: [3, 3, 8, 16], attrs: { strides: [1, 1], pad: 'same' } },
-  { name: 'Winograd, 10×10: a last tile row that is half outside', x: [2, 12, 12, 4], filter: [3, 3, 4, 8], attrs: { strides: [1, 1], pad: 'valid' } },
+  { name: "Winograd, same, 14×14 → 7×7 (5×5 tiles: windows across tiles)", x: [2, 14, 14, 8], filter: [3, 3, 8, 16], attrs: { strides: [1, 1], pad: 'same' } },
+  { name: 'Winograd, 10×10 (5×5 tiles, staged then pooled)', x: [2, 12, 12, 4], filter: [3, 3, 4, 8], attrs: { strides: [1, 1], pad: 'valid' } },
+  { name: 'Winograd, 7×7 same (4×4 tiles over the 6×6 the windows read)', x: [2, 7, 7, 4], filter: [3, 3, 4, 8], attrs: { strides: [1, 1], pad: 'same' } },
   { name: '5×5 same (stock convolution)', x: [2, 10, 10, 6], filter: [5, 5, 6, 16], attrs: { strides: [1, 1], pad: 'same' } },
   { name: 'stride 2, same, odd output (stock)', x: [2, 9, 9, 4], filter: [3, 3, 4, 8], attrs: { strides: [2, 2], pad: 'same' } },
   { name: 'mostly ReLU zeros: all-zero windows and ties', x: [2, 8, 8, 4], filter: [3, 3, 4, 4], attrs: { strides: [1, 1], pad: 'same' }, negativeBias: true },

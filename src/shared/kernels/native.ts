@@ -58,8 +58,11 @@ export type ChannelOp = (typeof CHANNEL_OP)[keyof typeof CHANNEL_OP];
 /** The flags of a convolution's epilogue (native/kernels.h EPILOGUE_BIAS, EPILOGUE_RELU). */
 const epilogueFlags = (bias: TensorInfo | undefined, relu: boolean): number => (bias ? 1 : 0) | (relu ? 2 : 0);
 
-/** Where a convolution kernel writes: its output y, or only the 2×2, stride-2 max pool of it and the pool's codes. */
-export type ConvOutput = { y: TensorInfo } | PooledWithCodes;
+/**
+ * Where a convolution kernel writes: its output y, or only the 2×2, stride-2 max pool of it and the pool's codes
+ * (with `staged`, scratch where winograd_conv's 5-tiles write the part of the output the pool reads).
+ */
+export type ConvOutput = { y: TensorInfo } | (PooledWithCodes & { staged?: TensorInfo });
 
 /** Winograd's tile side: F(4×4, 3×3) or F(5×5, 3×3) (native/winograd.c). */
 export type WinogradTile = 4 | 5;
@@ -264,9 +267,9 @@ class NativeKernels {
       moments ? this.ptr(moments.variance) : 0, scratch ? this.ptr(scratch) : 0, g.outC, epilogueFlags(bias, relu), this.geometry(g));
   }
 
-  /** [y, pooled, codes] pointers of a ConvOutput, 0 for those it lacks. */
+  /** [y, pooled, codes] pointers of a ConvOutput (y: the staging scratch of a pooled one), 0 for those it lacks. */
   private outputs(out: ConvOutput): [number, number, number] {
-    return 'y' in out ? [this.ptr(out.y), 0, 0] : [0, this.ptr(out.pooled), this.ptr(out.codes)];
+    return 'y' in out ? [this.ptr(out.y), 0, 0] : [out.staged ? this.ptr(out.staged) : 0, this.ptr(out.pooled), this.ptr(out.codes)];
   }
 
   /**
@@ -283,14 +286,16 @@ class NativeKernels {
   }
 
   /**
-   * x conv w (+ bias[Cout]) (then ReLU) by Winograd F(tile×tile, 3×3), tile 4 or 5 (4 when pooling), to `out`; with
-   * `moments` and out.y, also y's mean and biased variance per channel, computed as it is written.
+   * x conv w (+ bias[Cout]) (then ReLU) by Winograd F(tile×tile, 3×3), tile 4 or 5, to `out` (pooling with 5-tiles
+   * needs out.staged: B·2⌊OH/2⌋·2⌊OW/2⌋·Cout floats); with `moments` and out.y, also y's mean and biased variance per
+   * channel, computed as it is written.
    */
   winogradConv(
     x: TensorInfo, w: TensorInfo, bias: TensorInfo | undefined, relu: boolean, out: ConvOutput, scratch: TensorInfo, tile: WinogradTile, g: ConvGeometry,
     moments?: { mean: TensorInfo; variance: TensorInfo },
   ): void {
     if (moments && !('y' in out)) throw new Error('mnist-ddp wasm kernels: winograd_conv computes moments only of an output it writes');
+    if (!('y' in out) && tile === 5 && !out.staged) throw new Error('mnist-ddp wasm kernels: winograd_conv pools 5-tiles through staged scratch');
     this.exports.winograd_conv(this.ptr(x), this.ptr(w), bias ? this.ptr(bias) : 0, ...this.outputs(out), moments ? this.ptr(moments.mean) : 0,
       moments ? this.ptr(moments.variance) : 0, this.ptr(scratch), g.outC, epilogueFlags(bias, relu), tile, this.geometry(g));
   }

@@ -51,14 +51,15 @@ export function winogradApplies(g: ConvGeometry): boolean {
 /**
  * The tile side for a layer: the one whose GEMMs do fewer multiply-adds, which is the one with fewer transformed
  * positions, tiles × (tile + 2)² (each position is one row of a [Cin] × [Cout] product); on a tie, 4 (its transforms
- * cost less per output). Pooled outputs and their gradients (conv-relu-pool.ts) take 4: each 2×2 window must lie in one
- * tile there.
- * On `cnn-large`'s 14×14 'same' layers 5-tiles cover 15×15 with 9 tiles per image (441 positions) where 4-tiles
- * cover 16×16 with 16 (576); on 28×28 both need 1 764, and on `cnn`'s 11×11 output 4-tiles need 324, 5-tiles 441.
+ * cost less per output). The tiles cover the convolution's output, or with `covered` 'pooled' (a 2×2 max pool reads
+ * it, and nothing else: conv-relu-pool.ts) only the part some window reads, 2·⌊OH/2⌋ × 2·⌊OW/2⌋ (native/winograd.c
+ * pooled_part). Per image: `cnn-large`'s 14×14 layers, 5-tiles 9 × 49 = 441 positions, 4-tiles 16 × 36 = 576; its
+ * 28×28 layers, 1 764 either way; `cnn`'s conv2 (11×11, pooled: 10×10), 4 × 49 = 196 against 9 × 36 = 324.
  */
-export function winogradTile(g: ConvGeometry, pooled: boolean): WinogradTile {
-  const positions = (tile: number): number => Math.ceil(g.outH / tile) * Math.ceil(g.outW / tile) * (tile + 2) ** 2;
-  return !pooled && positions(5) < positions(4) ? 5 : 4;
+export function winogradTile(g: ConvGeometry, covered: 'all' | 'pooled'): WinogradTile {
+  const [h, w] = covered === 'pooled' ? [2 * Math.floor(g.outH / 2), 2 * Math.floor(g.outW / 2)] : [g.outH, g.outW];
+  const positions = (tile: number): number => Math.ceil(h / tile) * Math.ceil(w / tile) * (tile + 2) ** 2;
+  return positions(5) < positions(4) ? 5 : 4;
 }
 
 /** run(scratch) with the scratch the Winograd kernels need for the layer. */
@@ -91,8 +92,14 @@ export function winogradConvTo(
   backend: WasmBackend, x: TensorInfo, filter: TensorInfo, g: ConvGeometry, epilogue: ConvEpilogue, out: ConvOutput,
   moments?: { mean: TensorInfo; variance: TensorInfo },
 ): void {
-  const tile = winogradTile(g, !('y' in out));
-  withScratch(backend, g, (scratch) => nativeKernels(backend).winogradConv(x, filter, epilogue.bias, epilogue.relu ?? false, out, scratch, tile, g, moments));
+  const pooled = !('y' in out);
+  const tile = winogradTile(g, pooled ? 'pooled' : 'all');
+  const convolve = (target: ConvOutput): void =>
+    withScratch(backend, g, (scratch) => nativeKernels(backend).winogradConv(x, filter, epilogue.bias, epilogue.relu ?? false, target, scratch, tile, g, moments));
+  if (!pooled || tile === 4) return convolve(out);
+  // 5-tiles do not keep the pool's windows whole: the part of the output the windows read is staged, then pooled.
+  const staged = g.batch * 2 * Math.floor(g.outH / 2) * 2 * Math.floor(g.outW / 2) * g.outC;
+  withBackendScratch(backend, staged, (scratch) => convolve({ ...out, staged: scratch }));
 }
 
 /**
@@ -111,8 +118,8 @@ export function winogradGrads(
     dw: from.x ? backend.makeOutput([9 * g.inC, g.outC], 'float32') : undefined,
   };
   try {
-    // Batch norm's tiles unpool an even-aligned block around each tile (winograd.c), so take either size.
-    const tile = winogradTile(g, source.pool !== undefined && source.batchNorm === undefined);
+    // Through a pool alone the tiles cover the windows' part; batch norm's gradient reaches every output.
+    const tile = winogradTile(g, source.pool !== undefined && source.batchNorm === undefined ? 'pooled' : 'all');
     withScratch(backend, g, (scratch) => nativeKernels(backend).winogradConvGrad(from, dy, out, source, scratch, tile, g));
   } catch (err) {
     for (const t of [out.dx, out.dw]) if (t) backend.disposeData(t.dataId);
