@@ -239,17 +239,19 @@ ALWAYS_INLINE void WFN(conv_grad)(const float* x, dy_source src, const float* w,
                                   int want_dx, int want_dw, const conv_geometry* gp) {
   const conv_geometry g = *gp;
   const int in_c = g.in_c, tiles = tile_count(&g, TILE);
-  /* The filter's transform is only needed transposed: once that is made, its area holds dU. */
-  float* u = scratch;
-  float* du = u;
-  float* ut = u + AREA * PLANE(in_c, out_c);
+  /*
+   * dx needs the filter's transform transposed, [xi][Cout][Cin]: the transform of the filter transposed per tap
+   * (9 small transposes instead of AREA), staged in dU's area before dU is written.
+   */
+  float* du = scratch;
+  float* ut = du + AREA * PLANE(in_c, out_c);
   float* v = ut + AREA * PLANE(in_c, out_c);
   float* yh = v + AREA * PLANE(WINO_TB, in_c);
   float* m = yh + AREA * PLANE(WINO_TB, out_c);
   src.block = scratch + WFN(tile_areas)(in_c, out_c);
   if (want_dx) {
-    WFN(filter_transform)(w, u, in_c, out_c);
-    for (int xi = 0; xi < AREA; xi++) transpose_2d(u + xi * PLANE(in_c, out_c), ut + xi * PLANE(in_c, out_c), in_c, out_c);
+    for (int tap = 0; tap < 9; tap++) transpose_2d(w + (long)tap * in_c * out_c, du + (long)tap * in_c * out_c, in_c, out_c);
+    WFN(filter_transform)(du, ut, out_c, in_c);
     __builtin_memset(dx, 0, (unsigned)(g.batch * g.in_h * g.in_w * in_c) * sizeof(float));
   }
   for (int t0 = 0; t0 < tiles; t0 += WINO_TB) {
