@@ -1,8 +1,8 @@
 /*
- * Winograd F(4x4, 3x3) convolutions for 3x3, stride 1, undilated layers (issue #17, part 3): the forward pass, the
- * input gradient and the filter gradient, NHWC, any padding. Each 4x4 block of outputs ("tile") reads a 6x6 block of
- * the input; in the transformed domain the convolution is 36 independent GEMMs, one per position xi of the 6x6
- * block, over channels:
+ * Winograd F(4x4, 3x3) and F(5x5, 3x3) convolutions for 3x3, stride 1, undilated layers (issue #17, part 3): the
+ * forward pass, the input gradient and the filter gradient, NHWC, any padding. Each 4x4 block of outputs ("tile")
+ * reads a 6x6 block of the input; in the transformed domain the convolution is 36 independent GEMMs, one per
+ * position xi of the 6x6 block, over channels (5x5 tiles: 7x7 blocks, 49 GEMMs; below, the 4x4 family):
  *
  *   forward  Y   = Aᵀ [ U ⊙ V ] A        M[xi] = V[xi] · U[xi]      ([tiles, Cin] · [Cin, Cout])
  *   dx       dX += B [ U ⊙ Ŷ ] Bᵀ         M[xi] = Ŷ[xi] · U[xi]ᵀ     ([tiles, Cout] · [Cout, Cin])
@@ -36,8 +36,15 @@
  * The price is rounding: 4x4 tiles' relative error against a float64 reference is about 2e-6 to 2e-5 (2x2: 2e-7 to
  * 4e-6), inside the 1e-4 the kernel tests require. WINO_TB = 32 was as fast as 64 and faster than 16.
  *
- * A NaN or ±Inf in an input tile makes all 16 outputs of its tile NaN (the transforms mix the tile; Inf - Inf is NaN),
- * a superset of the outputs a direct convolution makes non-finite.
+ * Why 5x5 tiles too: a GEMM does (T + 2)² multiply-adds per T² outputs, 2.25 per output for T = 4, 1.96 for T = 5,
+ * but tiles overhang the output. 14x14 takes 16 4-tiles (576 positions per image) or 9 5-tiles (441); 28x28 takes
+ * 1 764 either way, and a pool's 10x10 of cnn's 11x11 takes 324 or 196 (src/shared/kernels/winograd.ts winogradTile
+ * picks per layer). 5-tiles' transforms cost more per tile (7-point rows), and 7x7 tiles (F(7x7, 3x3), 1.65 per
+ * output) round too much: 5e-5 to 4e-4 relative error in a float32 model of the transforms, over the 1e-4 the tests
+ * require (F(5x5, 3x3): 3e-6 to 1e-5 by the same measure). Both families are one template, winograd_family.h.
+ *
+ * A NaN or ±Inf in an input tile makes all 16 (or 25) outputs of its tile NaN (the transforms mix the tile; Inf - Inf
+ * is NaN), a superset of the outputs a direct convolution makes non-finite.
  *
  * Channels go four to a v128: in_c and out_c must be multiples of 4 (src/shared/kernels/winograd.ts routes only
  * such layers here). Scratch is one caller-allocated buffer of winograd_scratch_floats(in_c, out_c) floats.
