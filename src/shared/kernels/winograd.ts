@@ -5,10 +5,11 @@ import { nativeKernels, type ConvOutput, type WinogradGradSource, type WinogradT
 
 /**
  * Winograd F(4×4, 3×3) and F(5×5, 3×3) convolutions (native/winograd.c; winogradTile picks the tile per layer):
- * forward, input gradient and filter gradient of 3×3, stride-1, undilated layers, any padding. They replace im2col + GEMM (and XNNPACK's forward convolution) on the
- * layers where they were measured faster: winogradApplies says which. `npx tsx bench/conv-layers.ts` (B=64,
- * median of 15, M3), forward / dx / dW speed-up over im2col + GEMM and XNNPACK: `cnn` conv2 3.3 / 3.0 / 3.7;
- * `cnn-large` conv1b 3.5 / 5.7 / 8.2, conv2a 3.1 / 2.8 / 3.7, conv2b 3.3 / 3.9 / 4.3.
+ * forward, input gradient and filter gradient of 3×3, stride-1, undilated layers, any padding. They replace im2col +
+ * GEMM (and XNNPACK's forward convolution) on the layers where they were measured faster: winogradApplies says which.
+ * `npx tsx bench/conv-layers.ts --reps 11` (B=64, M3, 2026-12-05), forward / dx / dW speed-up over im2col + GEMM and
+ * XNNPACK: `cnn` conv2 (unpooled, 4-tiles) 3.5 / 3.0 / 3.7; `cnn-large` conv1b (4-tiles) 3.5 / 5.5 / 8.1, conv2a
+ * (5-tiles) 3.8 / 3.5 / 4.3, conv2b (5-tiles) 3.8 / 4.6 / 5.2.
  *
  * Non-finite values spread further than in a direct convolution: a NaN or ±Inf anywhere in a 6×6 input tile makes
  * all 16 outputs of its tile NaN (the transforms add and subtract the tile's values, and Inf − Inf is NaN). Every
