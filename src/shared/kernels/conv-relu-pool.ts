@@ -23,7 +23,7 @@ import { winogradApplies, winogradGrads } from './winograd.js';
  *   needs of the activation. Our convolution kernels pool each block of their output while it is in cache and never
  *   write the activation (conv2d.ts convolveReluPool); other layers run FusedConv2D, then pool it with codes.
  * - Backward (CONV_RELU_POOL_GRAD): the convolution's gradients read the pooled gradient through the codes, one block
- *   at a time in cache (Winograd's 4×4 tiles, the direct filter gradient's row pairs), so the gradient in front of
+ *   at a time in cache (Winograd's tiles, the direct filter gradient's row pairs), so the gradient in front of
  *   the ReLU (5.5 MB on `cnn`'s conv1) is never written either; the bias gradient is summed over the pooled gradient,
  *   a quarter of the elements (masked_sum_rows). Layers our kernels do not take get that gradient written once
  *   (max_pool_grad_2x2_codes) for Conv2DBackpropFilter and Conv2DBackpropInput.
