@@ -19,6 +19,22 @@
 /* Position (r, s) of the N x N block whose position 0 is at p, planes `plane` floats apart. */
 #define AT(p, plane, r, s) ((p) + (long)((r) * N + (s)) * (plane))
 
+/* Row r of the block at p: its first `in` values through the transform t, stored back as its first `out`. */
+ALWAYS_INLINE void WFN(row_pass)(float* p, long plane, int r, int in, int out, vec7 (*t)(vec7)) {
+  vec7 v;
+  UNROLL for (int s = 0; s < N; s++) if (s < in) v.v[s] = wasm_v128_load(AT(p, plane, r, s));
+  const vec7 w = t(v);
+  UNROLL for (int s = 0; s < N; s++) if (s < out) wasm_v128_store(AT(p, plane, r, s), w.v[s]);
+}
+
+/* Column s likewise. */
+ALWAYS_INLINE void WFN(column_pass)(float* p, long plane, int s, int in, int out, vec7 (*t)(vec7)) {
+  vec7 v;
+  UNROLL for (int r = 0; r < N; r++) if (r < in) v.v[r] = wasm_v128_load(AT(p, plane, r, s));
+  const vec7 w = t(v);
+  UNROLL for (int r = 0; r < N; r++) if (r < out) wasm_v128_store(AT(p, plane, r, s), w.v[r]);
+}
+
 /* V = Bᵀ d B for one tile: d is the N x N input block at (oh0 - pad_top, ow0 - pad_left), zero outside x. */
 ALWAYS_INLINE void WFN(input_tile)(const float* x, const conv_geometry* g, tile_origin o, float* out, long plane) {
   const int ih0 = o.oh0 - g->pad_top, iw0 = o.ow0 - g->pad_left, ch = g->in_c;
@@ -43,12 +59,7 @@ ALWAYS_INLINE void WFN(input_tile)(const float* x, const conv_geometry* g, tile_
       const vec7 w = WFN(bt)(d);
       UNROLL for (int s = 0; s < N; s++) wasm_v128_store(AT(p, plane, r, s), w.v[s]);
     }
-    for (int s = 0; s < N; s++) {
-      vec7 w;
-      UNROLL for (int r = 0; r < N; r++) w.v[r] = wasm_v128_load(AT(p, plane, r, s));
-      const vec7 v = WFN(bt)(w);
-      UNROLL for (int r = 0; r < N; r++) wasm_v128_store(AT(p, plane, r, s), v.v[r]);
-    }
+    for (int s = 0; s < N; s++) WFN(column_pass)(p, plane, s, N, N, WFN(bt));
   }
 }
 
@@ -65,12 +76,7 @@ ALWAYS_INLINE void WFN(dy_tile)(dy_source src, const conv_geometry* g, int out_c
       const vec7 q = WFN(aa)(y);
       UNROLL for (int s = 0; s < N; s++) wasm_v128_store(AT(p, plane, r, s), q.v[s]);
     }
-    for (int s = 0; s < N; s++) {
-      vec7 q;
-      UNROLL for (int r = 0; r < TILE; r++) q.v[r] = wasm_v128_load(AT(p, plane, r, s));
-      const vec7 v = WFN(aa)(q);
-      UNROLL for (int r = 0; r < N; r++) wasm_v128_store(AT(p, plane, r, s), v.v[r]);
-    }
+    for (int s = 0; s < N; s++) WFN(column_pass)(p, plane, s, TILE, N, WFN(aa));
   }
 }
 
@@ -83,12 +89,7 @@ ALWAYS_INLINE void WFN(output_tile)(float* m, long plane, float* dst, long row, 
   const v128_t zero = wasm_f32x4_splat(0.0f);
   for (int c = 0; c < out_c; c += 4) {
     float* p = m + c;
-    for (int r = 0; r < N; r++) {
-      vec7 mv;
-      UNROLL for (int s = 0; s < N; s++) mv.v[s] = wasm_v128_load(AT(p, plane, r, s));
-      const vec7 z = WFN(at)(mv);
-      UNROLL for (int s = 0; s < TILE; s++) wasm_v128_store(AT(p, plane, r, s), z.v[s]);
-    }
+    for (int r = 0; r < N; r++) WFN(row_pass)(p, plane, r, N, TILE, WFN(at));
     const v128_t b = bias ? wasm_v128_load(bias + c) : zero;
     for (int s = 0; s < s_hi; s++) {
       vec7 z;
@@ -114,12 +115,7 @@ ALWAYS_INLINE void WFN(scatter_tile)(float* m, long plane, float* dx, const conv
   const int s_lo = first_inside(iw0), s_hi = end_inside(iw0, N, g->in_w);
   for (int c = 0; c < ch; c += 4) {
     float* p = m + c;
-    for (int r = 0; r < N; r++) {
-      vec7 mv;
-      UNROLL for (int s = 0; s < N; s++) mv.v[s] = wasm_v128_load(AT(p, plane, r, s));
-      const vec7 w = WFN(bb)(mv);
-      UNROLL for (int s = 0; s < N; s++) wasm_v128_store(AT(p, plane, r, s), w.v[s]);
-    }
+    for (int r = 0; r < N; r++) WFN(row_pass)(p, plane, r, N, N, WFN(bb));
     for (int s = s_lo; s < s_hi; s++) {
       vec7 w;
       UNROLL for (int r = 0; r < N; r++) w.v[r] = wasm_v128_load(AT(p, plane, r, s));
@@ -147,12 +143,7 @@ ALWAYS_INLINE void WFN(filter_transform)(const float* w, float* u, int in_c, int
       const vec7 h = WFN(gg)(gv);
       UNROLL for (int s = 0; s < N; s++) wasm_v128_store(AT(p, plane, kh, s), h.v[s]);
     }
-    for (int s = 0; s < N; s++) {
-      vec7 h;
-      UNROLL for (int kh = 0; kh < 3; kh++) h.v[kh] = wasm_v128_load(AT(p, plane, kh, s));
-      const vec7 uv = WFN(gg)(h);
-      UNROLL for (int r = 0; r < N; r++) wasm_v128_store(AT(p, plane, r, s), uv.v[r]);
-    }
+    for (int s = 0; s < N; s++) WFN(column_pass)(p, plane, s, 3, N, WFN(gg));
   }
 }
 
@@ -161,12 +152,7 @@ ALWAYS_INLINE void WFN(filter_gradient_inverse)(float* du, float* dw, int in_c, 
   const long plane = PLANE(in_c, out_c), taps = (long)in_c * out_c;
   for (long i = 0; i < taps; i += 4) {
     float* p = du + i;
-    for (int r = 0; r < N; r++) {
-      vec7 mv;
-      UNROLL for (int s = 0; s < N; s++) mv.v[s] = wasm_v128_load(AT(p, plane, r, s));
-      const vec7 e = WFN(gt)(mv);
-      UNROLL for (int s = 0; s < 3; s++) wasm_v128_store(AT(p, plane, r, s), e.v[s]);
-    }
+    for (int r = 0; r < N; r++) WFN(row_pass)(p, plane, r, N, 3, WFN(gt));
     for (int s = 0; s < 3; s++) {
       vec7 e;
       UNROLL for (int r = 0; r < N; r++) e.v[r] = wasm_v128_load(AT(p, plane, r, s));
