@@ -304,7 +304,7 @@ ALWAYS_INLINE const float* unpooled_region(dy_source src, const conv_geometry* g
 /*
  * Batch norm's dx over tile o's block (bn_x non-null) into `block` (tile x tile x Cout floats) by batch_norm_dx_run
  * (kernels.h), so the values are those batch_norm_train_grad and batch_norm_pool_grad would have written; 0 beyond
- * the output. With pooled, g is the unpooled region after the block (unpooled_region).
+ * the output. With pooled, the gradient it takes is the unpooled region after the block (unpooled_region).
  */
 ALWAYS_INLINE dy_block batch_norm_block(dy_source src, const conv_geometry* g, int out_c, tile_origin o, int tile) {
   const long row = (long)g->out_w * out_c, block_row = (long)tile * out_c;
@@ -398,6 +398,41 @@ EXPORT(winograd_conv) void winograd_conv(const float* x, const float* w, const f
 }
 
 /*
+ * The stock gradients multiply every input by the dy of each output it meets, 0 included, so a NaN or ±Inf input met
+ * only by the output row or column that no pool window reads still makes dW non-finite (0 x NaN), and the NaN guard
+ * stops that step. The cropped tiles (pooled_part) never read that input row (column): if it holds a non-finite value,
+ * every entry of dw is made NaN, a superset of the entries the stock kernel makes non-finite.
+ */
+ALWAYS_INLINE void poison_uncovered(const float* x, const conv_geometry* full, const conv_geometry* part, float* dw, int n) {
+  const int c = full->in_c;
+  const long row = (long)full->in_w * c;
+  /* The input row (column) that only the last output row (column) reads: 2 below it, 3x3 stride 1. */
+  const int ih = full->out_h - 1 + 2 - full->pad_top, iw = full->out_w - 1 + 2 - full->pad_left;
+  v128_t bad = wasm_f32x4_splat(0.0f);
+  for (int b = 0; b < full->batch; b++) {
+    const float* image = x + (long)b * full->in_h * row;
+    if (part->out_h < full->out_h && ih >= 0 && ih < full->in_h) {
+      for (long i = 0; i < row; i += 4) {
+        const v128_t v = wasm_v128_load(image + ih * row + i);
+        bad = wasm_f32x4_add(bad, wasm_f32x4_sub(v, v));
+      }
+    }
+    if (part->out_w < full->out_w && iw >= 0 && iw < full->in_w) {
+      for (int h = 0; h < full->in_h; h++) {
+        for (int ci = 0; ci < c; ci += 4) {
+          const v128_t v = wasm_v128_load(image + h * row + (long)iw * c + ci);
+          bad = wasm_f32x4_add(bad, wasm_f32x4_sub(v, v));
+        }
+      }
+    }
+  }
+  /* bad is 0 in every lane for finite inputs, NaN in a lane that met a non-finite one. */
+  const float any = wasm_f32x4_extract_lane(bad, 0) + wasm_f32x4_extract_lane(bad, 1) + wasm_f32x4_extract_lane(bad, 2) + wasm_f32x4_extract_lane(bad, 3);
+  if (any == 0.0f) return;
+  for (int i = 0; i < n; i++) dw[i] += any;
+}
+
+/*
  * The gradients of that convolution, dx[B, H, W, Cin] (flags & WINO_GRAD_DX) and dw[3, 3, Cin, Cout] (flags &
  * WINO_GRAD_DW), in one sweep over the tiles: each tile's Ŷ = A dy Aᵀ, computed once, feeds both, and dy is read
  * once. dy comes through dy_source: dy [B, OH, OW, Cout]; or with pooled non-null the gradient of the 2x2 max pool
@@ -418,6 +453,8 @@ EXPORT(winograd_conv_grad) void winograd_conv_grad(const float* x, const float* 
   const conv_geometry g = pooled && !bn_x ? pooled_part(full) : full;
   const dy_source src = {dy, pooled, codes, 0, bn_x, bn_coef, flags & WINO_GRAD_BN_RELU};
   const int want_dx = flags & WINO_GRAD_DX, want_dw = flags & WINO_GRAD_DW;
+  if (!want_dx && !want_dw) return;
   if (tile == 5) f5_conv_grad(x, src, w, dx, dw, scratch, out_c, want_dx, want_dw, &g);
   else f4_conv_grad(x, src, w, dx, dw, scratch, out_c, want_dx, want_dw, &g);
+  if (want_dw && (g.out_h < full.out_h || g.out_w < full.out_w)) poison_uncovered(x, &full, &g, dw, 9 * g.in_c * out_c);
 }

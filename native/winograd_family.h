@@ -259,7 +259,9 @@ ALWAYS_INLINE void WFN(conv_grad)(const float* x, dy_source src, const float* w,
       }
     }
   }
-  if (want_dw) WFN(filter_gradient_inverse)(du, dw, in_c, out_c);
+  /* No tiles (an output with no positions): dW is 0, as a sum over no positions. */
+  if (want_dw && tiles > 0) WFN(filter_gradient_inverse)(du, dw, in_c, out_c);
+  if (want_dw && tiles == 0) __builtin_memset(dw, 0, (unsigned)(9 * in_c * out_c) * sizeof(float));
 }
 
 #undef AT

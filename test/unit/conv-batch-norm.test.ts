@@ -23,7 +23,8 @@ interface Case {
 
 const CASES: Case[] = [
   { name: "cnn-large's second block, ReLU (14×14: 5×5 tiles)", x: [2, 14, 14, 8], filter: [3, 3, 8, 16], attrs: { strides: [1, 1], pad: 'same', relu: true, pool: false } },
-  { name: 'ReLU and pool, 14×14 (4×4 tiles: a window lies in one tile)', x: [2, 14, 14, 8], filter: [3, 3, 8, 8], attrs: { strides: [1, 1], pad: 'same', relu: true, pool: true } },
+  { name: 'ReLU and pool, 14×14 (5×5 tiles: windows across tiles)', x: [2, 14, 14, 8], filter: [3, 3, 8, 8], attrs: { strides: [1, 1], pad: 'same', relu: true, pool: true } },
+  { name: 'ReLU and pool, 8×8 (4×4 tiles: each window in one tile)', x: [3, 8, 8, 4], filter: [3, 3, 4, 8], attrs: { strides: [1, 1], pad: 'same', relu: true, pool: true } },
   { name: 'ReLU and pool, odd sides 9×7 (a row and a column no window covers)', x: [3, 9, 7, 4], filter: [3, 3, 4, 8], attrs: { strides: [1, 1], pad: 'same', relu: true, pool: true } },
   { name: 'no ReLU, valid, 10×10 → 8×8 (4×4 tiles)', x: [2, 10, 10, 4], filter: [3, 3, 4, 12], attrs: { strides: [1, 1], pad: 'valid', relu: false, pool: false } },
   { name: 'ReLU, 11×11 valid → 9×9 (5×5 tiles, a last tile row that is mostly outside)', x: [2, 11, 11, 4], filter: [3, 3, 4, 4], attrs: { strides: [1, 1], pad: 'valid', relu: true, pool: false } },

@@ -106,11 +106,22 @@ describe('convReluPool (kernels/conv-relu-pool.ts)', () => {
     });
   });
 
-  it('makes the filter gradient non-finite, as the unfused layers do, from a NaN that only a row no window covers reads', async () => {
-    const c = CASES.find((k) => k.name.startsWith('direct kernel, odd output'))!;
+  // The direct kernel computes the row no window covers with dy = 0; Winograd's tiles cover only the windows' part and
+  // check the input row and column only that row and column read (winograd.c poison_uncovered).
+  it.each([
+    ['the direct kernel', 'direct kernel, odd output', 'row'],
+    ['Winograd, a row', "cnn's conv2", 'row'],
+    ['Winograd, a column', "cnn's conv2", 'column'],
+  ] as const)('makes the filter gradient non-finite, as the unfused layers do, from a NaN that only a row or column no window covers reads: %s', async (_label, prefix, where) => {
+    const c = CASES.find((k) => k.name.startsWith(prefix))!;
     const v = inputs(c);
-    // x is 9×9: output row 6 (read from x rows 6–8) has no window; x row 8 reaches no other output.
-    v.x.fill(NaN, 8 * 9, 9 * 9);
+    // A valid 3×3 convolution of an odd side H: output row H - 3 has no window, and x's last row (column) reaches no
+    // other output. NaN in image 0's last row, or in its last column.
+    const [h, w, ch] = [c.x[1], c.x[2], c.x[3]];
+    for (let i = 0; i < h * w * ch; i++) {
+      const [row, col] = [Math.floor(i / (w * ch)), Math.floor(i / ch) % w];
+      if (where === 'row' ? row === h - 1 : col === w - 1) v.x[i] = NaN;
+    }
     const dFilter = () => tf.tidy(() => {
       const [x, filter, bias] = [tf.tensor4d(v.x, c.x), tf.tensor4d(v.filter, c.filter), tf.tensor1d(v.bias)];
       const f = (w: tf.Tensor) => tf.getBackend() === 'wasm'
@@ -126,6 +137,14 @@ describe('convReluPool (kernels/conv-relu-pool.ts)', () => {
     // take ReLU's gradient as dy · step(y), NaN wherever y is, while the op's mask is pooled > 0.
     expect(want.some((g) => Number.isNaN(g))).toBe(true);
     expect(got.some((g) => Number.isNaN(g))).toBe(true);
+  });
+
+  it('gives zero gradients for an output of one row (no window: the pooled output is empty)', async () => {
+    const c: Case = { name: 'one output row', x: [2, 3, 9, 4], filter: [3, 3, 4, 8], attrs: { strides: [1, 1], pad: 'valid' } };
+    const v = inputs(c);
+    const out = fused(c, v, new Float32Array(0));
+    expect(out[0]!.length).toBe(0);
+    for (const grad of out.slice(1)) expect(grad.length > 0 && grad.every((g) => g === 0)).toBe(true);
   });
 
   it('pools NaN activations as the cpu backend does: a NaN is never the maximum, a window of NaN pools to -Infinity', async () => {

@@ -17,6 +17,8 @@ interface Exports {
   conv_direct(x: number, w: number, bias: number, y: number, pooled: number, codes: number, mean: number, variance: number, scratch: number, outC: number,
     flags: number, geometry: number): void;
   gemm_f32(a: number, b: number, c: number, m: number, k: number, n: number, aTransposed: number): void;
+  batch_norm_grad_params(x: number, dy: number, pooled: number, codes: number, mean: number, variance: number, scale: number, offset: number,
+    epsilon: number, relu: number, scratch: number, dScale: number, dOffset: number, coef: number, geometry: number): void;
 }
 
 interface Instance {
@@ -24,6 +26,7 @@ interface Instance {
   put(values: ArrayLike<number>): number;
   alloc(n: number): number;
   read(ptr: number, n: number): Float32Array;
+  bytes(ptr: number, n: number): Uint8Array;
   geometry(g: number[]): number;
   /** No kernel wrote past the end of a buffer (into the canary after it). */
   intact(): boolean;
@@ -57,6 +60,7 @@ function instantiate(base64: string): Instance {
       return ptr;
     },
     read: (ptr, n) => new Float32Array(memory.buffer, ptr, n).slice(),
+    bytes: (ptr, n) => new Uint8Array(memory.buffer, ptr, n).slice(),
     geometry: (g) => {
       const ptr = alloc(g.length);
       new Int32Array(memory.buffer, ptr, g.length).set(g);
@@ -73,8 +77,8 @@ describe.each(BUILDS)('the %s build of native/*.c', (_name, base64, available) =
   const cases: RefConv[] = [
     { b: 2, h: 13, w: 13, cin: 32, cout: 64, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, pad: 'valid' },
     { b: 3, h: 7, w: 9, cin: 8, cout: 12, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, pad: 'same' },
-    // 48 tiles: a full block of 32 and a partial one (dW accumulates across blocks).
-    { b: 3, h: 14, w: 14, cin: 64, cout: 64, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, pad: 'same' },
+    // 64 4-tiles or 36 5-tiles: a full block of 32 and a partial one either way (dW accumulates across blocks).
+    { b: 4, h: 14, w: 14, cin: 64, cout: 64, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, pad: 'same' },
   ];
 
   it.runIf(available).each(cases.flatMap((c) => [4, 5].map((tile) => [`${c.h}x${c.w}x${c.cin}→${c.cout} ${c.pad}, ${tile}x${tile} tiles`, c, tile] as const)))(
@@ -107,6 +111,72 @@ describe.each(BUILDS)('the %s build of native/*.c', (_name, base64, available) =
       k.exports.winograd_conv_grad(px, pdy, 0, 0, 0, 0, 0, 0, pdw1, scratch, c.cout, 2, tile, g);
       expect(k.read(pdx1, x.length)).toEqual(dx);
       expect(k.read(pdw1, w.length)).toEqual(dw);
+      expect(k.intact()).toBe(true);
+    });
+
+  // The gradient's other sources of dy (winograd.c dy_source): through a ReLU and a 2×2 pool (unpooled around each
+  // tile; with 5-tiles the tiles cover the windows' part only, and the forward pools through staged scratch), and
+  // through training-mode batch norm and a ReLU (batch norm's dz computed per tile). Odd outputs: a row and a column no
+  // window reads.
+  const sourceCases: RefConv[] = [
+    { b: 3, h: 9, w: 9, cin: 8, cout: 8, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, pad: 'same' },
+    { b: 2, h: 13, w: 13, cin: 4, cout: 8, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, pad: 'valid' },
+  ];
+  it.runIf(available).each(sourceCases.flatMap((c) => [4, 5].map((tile) => [`${c.h}x${c.w}x${c.cin}→${c.cout} ${c.pad}, ${tile}x${tile} tiles`, c, tile] as const)))(
+    'Winograd through a pool and through batch norm: the pooled output, dx and dW match float64 within 1e-4, no buffer overrun: %s', (_label, c, tile) => {
+      const k = instantiate(base64);
+      const { oh, ow, pt, pl } = outDims(c);
+      const [ph, pw] = [Math.floor(oh / 2), Math.floor(ow / 2)];
+      const x = randomFloats(c.b * c.h * c.w * c.cin, 11), w = randomFloats(9 * c.cin * c.cout, 12), bias = randomFloats(c.cout, 13);
+      const g = k.geometry([c.b, c.h, c.w, c.cin, oh, ow, 3, 3, 1, 1, 1, 1, pt, pl]);
+      const [px, pw_, pbias] = [k.put(x), k.put(w), k.put(bias)];
+      const scratch = k.alloc(k.exports.winograd_scratch_floats(c.cin, c.cout));
+      const pooledN = c.b * ph * pw * c.cout;
+      const [ppooled, pcodes, staged] = [k.alloc(pooledN), k.alloc(pooledN), k.alloc(c.b * 2 * ph * 2 * pw * c.cout)];
+      k.exports.winograd_conv(px, pw_, pbias, staged, ppooled, pcodes, 0, 0, scratch, c.cout, 3, tile, g);
+      // float64: y = relu(conv + bias), pooled by the first maximum, dz = dy at the window's maximum where it is > 0.
+      const y = convForward(c, x, w).map((v, i) => Math.max(0, v + bias[i % c.cout]!));
+      const at = (b: number, r: number, s: number, ch: number): number => ((b * oh + r) * ow + s) * c.cout + ch;
+      const pooledRef = new Float64Array(pooledN);
+      const dyPooled = randomFloats(pooledN, 14);
+      const dz = new Float64Array(y.length);
+      for (let i = 0; i < pooledN; i++) {
+        const ch = i % c.cout, q = Math.floor(i / c.cout), s = q % pw, r = Math.floor(q / pw) % ph, b = Math.floor(q / (pw * ph));
+        const window = [at(b, 2 * r, 2 * s, ch), at(b, 2 * r, 2 * s + 1, ch), at(b, 2 * r + 1, 2 * s, ch), at(b, 2 * r + 1, 2 * s + 1, ch)];
+        const best = window.reduce((m, j) => (y[j]! > y[m]! ? j : m), window[0]!);
+        pooledRef[i] = y[best]!;
+        if (y[best]! > 0) dz[best] = dyPooled[i]!;
+      }
+      expect(relError(k.read(ppooled, pooledN), pooledRef)).toBeLessThan(1e-4);
+      const [pdx, pdw] = [k.alloc(x.length), k.alloc(w.length)];
+      k.exports.winograd_conv_grad(px, k.put(dyPooled), ppooled, pcodes, 0, 0, pw_, pdx, pdw, scratch, c.cout, 3, tile, g);
+      expect(relError(k.read(pdx, x.length), convGradInput(c, w, dz))).toBeLessThan(1e-4);
+      expect(relError(k.read(pdw, w.length), convGradFilter(c, x, dz))).toBeLessThan(1e-4);
+
+      // Batch norm (epsilon 1e-3) and a ReLU after the convolution z, without bias: its moments from the forward kernel.
+      const z = convForward(c, x, w);
+      const [pz, pmean, pvariance] = [k.alloc(z.length), k.alloc(c.cout), k.alloc(c.cout)];
+      k.exports.winograd_conv(px, pw_, 0, pz, 0, 0, pmean, pvariance, scratch, c.cout, 0, tile, g);
+      const scale = randomFloats(c.cout, 15, 0.5, 1.5), offset = randomFloats(c.cout, 16, -0.5, 0.2), dyBn = randomFloats(z.length, 17);
+      const [pdScale, pdOffset, pcoef, sums] = [k.alloc(c.cout), k.alloc(c.cout), k.alloc(5 * c.cout), k.alloc(4 * c.cout)];
+      const pdyBn = k.put(dyBn);
+      k.exports.batch_norm_grad_params(pz, pdyBn, 0, 0, pmean, pvariance, k.put(scale), k.put(offset), 1e-3, 1, sums, pdScale, pdOffset, pcoef,
+        k.geometry([c.b, oh, ow, c.cout, ph, pw, 2, 2, 2, 2, 1, 1, 0, 0]));
+      // float64 batch norm dx from the kernel's own z and moments: f (g - mean(g) - (z - m) r² mean(g (z - m))).
+      const [zk, m, v] = [k.read(pz, z.length), k.read(pmean, c.cout), k.read(pvariance, c.cout)];
+      const rows = z.length / c.cout;
+      const r = Array.from(v, (vi) => 1 / Math.sqrt(vi + 1e-3));
+      const gMasked = Array.from(zk, (zi, i) => ((zi - m[i % c.cout]!) * r[i % c.cout]! * scale[i % c.cout]! + offset[i % c.cout]! > 0 ? dyBn[i]! : 0));
+      const [s1, s2] = [new Float64Array(c.cout), new Float64Array(c.cout)];
+      gMasked.forEach((gi, i) => { s1[i % c.cout]! += gi; s2[i % c.cout]! += gi * (zk[i]! - m[i % c.cout]!); });
+      const dzBn = gMasked.map((gi, i) => {
+        const ch = i % c.cout;
+        return scale[ch]! * r[ch]! * (gi - s1[ch]! / rows - (zk[i]! - m[ch]!) * r[ch]! ** 2 * s2[ch]! / rows);
+      });
+      const [pdx2, pdw2] = [k.alloc(x.length), k.alloc(w.length)];
+      k.exports.winograd_conv_grad(px, pdyBn, 0, 0, pz, pcoef, pw_, pdx2, pdw2, scratch, c.cout, 3 | 4, tile, g);
+      expect(relError(k.read(pdx2, x.length), convGradInput(c, w, dzBn))).toBeLessThan(1e-4);
+      expect(relError(k.read(pdw2, w.length), convGradFilter(c, x, dzBn))).toBeLessThan(1e-4);
       expect(k.intact()).toBe(true);
     });
 

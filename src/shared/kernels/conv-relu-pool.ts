@@ -98,7 +98,7 @@ interface GradAttrs extends ConvReluPoolAttrs {
 /**
  * [dx] if inputGrad, then [dFilter, dBias] if filterGrad, from the pooled gradient dy, x, the filter, and the pooled
  * output and codes of the forward pass. The convolution kernels that take the layer read dy through the codes block by
- * block (Winograd: each 4×4 tile; the direct filter gradient of first layers: each pair of rows), so the gradient in
+ * block (Winograd: each tile; the direct filter gradient of first layers: each pair of rows), so the gradient in
  * front of the pool is never written; other layers get it written once (max_pool_grad_2x2_codes) for the registered
  * Conv2DBackpropInput and Conv2DBackpropFilter. dBias is the pooled gradient summed where pooled > 0 (the windows
  * whose maximum passed the ReLU), a quarter of the elements (masked_sum_rows).

@@ -11,14 +11,17 @@ import { nativeKernels, type ConvOutput, type WinogradGradSource, type WinogradT
  * XNNPACK: `cnn` conv2 (unpooled, 4-tiles) 3.5 / 3.0 / 3.7; `cnn-large` conv1b (4-tiles) 3.5 / 5.5 / 8.1, conv2a
  * (5-tiles) 3.8 / 3.5 / 4.3, conv2b (5-tiles) 3.8 / 4.6 / 5.2.
  *
- * Non-finite values spread further than in a direct convolution: a NaN or ±Inf anywhere in a 6×6 input tile makes
- * all 16 outputs of its tile NaN (the transforms add and subtract the tile's values, and Inf − Inf is NaN). Every
- * output that is non-finite on the stock kernels is non-finite here too, so the NaN guard stops the same steps.
+ * Non-finite values spread further than in a direct convolution: a NaN or ±Inf anywhere in a 6×6 (7×7) input tile
+ * makes all 16 (25) outputs of its tile NaN (the transforms add and subtract the tile's values, and Inf − Inf is NaN).
+ * Every output that is non-finite on the stock kernels is non-finite here too, so the NaN guard stops the same steps;
+ * where the tiles skip an output row no pool window reads, a non-finite input only that row reads makes all of dW NaN
+ * (native/winograd.c poison_uncovered).
  */
 
 /**
- * The scratch grows with Cin·Cout (72 floats per pair: the filter's transform and its transpose); up to 2^20 pairs
- * (1024 × 1024 channels) it stays under 80 M floats and winograd_scratch_floats's int. Wider layers keep im2col.
+ * The scratch grows with Cin·Cout (98 floats per pair: two filter-sized areas of 49 positions, for 5×5 tiles); up to
+ * 2^20 pairs (1024 × 1024 channels) it stays under 108 M floats and winograd_scratch_floats's int. Wider layers keep
+ * im2col.
  */
 const WINOGRAD_MAX_CHANNEL_PAIRS = 1 << 20;
 
