@@ -73,21 +73,30 @@ function instantiate(base64: string): Instance {
 const relaxedAvailable = kernelsVariant() === 'relaxed-simd';
 const BUILDS = [['SIMD128', KERNELS_WASM_BASE64, true], ['relaxed SIMD', KERNELS_RELAXED_WASM_BASE64, relaxedAvailable]] as const;
 
-describe.each(BUILDS)('the %s build of native/*.c', (_name, base64, available) => {
-  const cases: RefConv[] = [
-    { b: 2, h: 13, w: 13, cin: 32, cout: 64, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, pad: 'valid' },
-    { b: 3, h: 7, w: 9, cin: 8, cout: 12, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, pad: 'same' },
-    // 64 4-tiles or 36 5-tiles: a full block of 32 and a partial one either way (dW accumulates across blocks).
-    { b: 4, h: 14, w: 14, cin: 64, cout: 64, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, pad: 'same' },
-  ];
+/** A 3×3, stride-1, undilated convolution (the layers Winograd takes). */
+const conv3x3 = (b: number, h: number, w: number, cin: number, cout: number, pad: 'valid' | 'same'): RefConv =>
+  ({ b, h, w, cin, cout, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, pad });
 
-  it.runIf(available).each(cases.flatMap((c) => [4, 5].map((tile) => [`${c.h}x${c.w}x${c.cin}→${c.cout} ${c.pad}, ${tile}x${tile} tiles`, c, tile] as const)))(
+/** Each 3×3 stride-1 case with 4×4 and with 5×5 Winograd tiles: [label, case, tile]. */
+const byTile = (cases: RefConv[]) =>
+  cases.flatMap((c) => [4, 5].map((tile) => [`${c.h}x${c.w}x${c.cin}→${c.cout} ${c.pad}, ${tile}x${tile} tiles`, c, tile] as const));
+
+/** A case's output sides, padding, and its geometry in the instance's memory (winograd.c's layout). */
+function winogradGeometry(k: Instance, c: RefConv) {
+  const { oh, ow, pt, pl } = outDims(c);
+  return { oh, ow, g: k.geometry([c.b, c.h, c.w, c.cin, oh, ow, 3, 3, 1, 1, 1, 1, pt, pl]) };
+}
+
+describe.each(BUILDS)('the %s build of native/*.c', (_name, base64, available) => {
+  // The last: 64 4-tiles or 36 5-tiles, a full block of 32 and a partial one either way (dW accumulates across blocks).
+  const cases = [conv3x3(2, 13, 13, 32, 64, 'valid'), conv3x3(3, 7, 9, 8, 12, 'same'), conv3x3(4, 14, 14, 64, 64, 'same')];
+
+  it.runIf(available).each(byTile(cases))(
     'Winograd forward (with bias and ReLU, and the output\'s moments), dx and dW (together, and each alone) match float64 within 1e-4: %s', (_label, c, tile) => {
       const k = instantiate(base64);
-      const { oh, ow, pt, pl } = outDims(c);
+      const { oh, ow, g } = winogradGeometry(k, c);
       const x = randomFloats(c.b * c.h * c.w * c.cin, 1), w = randomFloats(9 * c.cin * c.cout, 2);
       const dy = randomFloats(c.b * oh * ow * c.cout, 3), bias = randomFloats(c.cout, 4);
-      const g = k.geometry([c.b, c.h, c.w, c.cin, oh, ow, 3, 3, 1, 1, 1, 1, pt, pl]);
       const [px, pw, pdy, pbias] = [k.put(x), k.put(w), k.put(dy), k.put(bias)];
       const scratch = k.alloc(k.exports.winograd_scratch_floats(c.cin, c.cout));
       const [py, pdx, pdw] = [k.alloc(dy.length), k.alloc(x.length), k.alloc(w.length)];
@@ -118,17 +127,13 @@ describe.each(BUILDS)('the %s build of native/*.c', (_name, base64, available) =
   // tile; with 5-tiles the tiles cover the windows' part only, and the forward pools through staged scratch), and
   // through training-mode batch norm and a ReLU (batch norm's dz computed per tile). Odd outputs: a row and a column no
   // window reads.
-  const sourceCases: RefConv[] = [
-    { b: 3, h: 9, w: 9, cin: 8, cout: 8, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, pad: 'same' },
-    { b: 2, h: 13, w: 13, cin: 4, cout: 8, kh: 3, kw: 3, sh: 1, sw: 1, dh: 1, dw: 1, pad: 'valid' },
-  ];
-  it.runIf(available).each(sourceCases.flatMap((c) => [4, 5].map((tile) => [`${c.h}x${c.w}x${c.cin}→${c.cout} ${c.pad}, ${tile}x${tile} tiles`, c, tile] as const)))(
+  const sourceCases = [conv3x3(3, 9, 9, 8, 8, 'same'), conv3x3(2, 13, 13, 4, 8, 'valid')];
+  it.runIf(available).each(byTile(sourceCases))(
     'Winograd through a pool and through batch norm: the pooled output, dx and dW match float64 within 1e-4, no buffer overrun: %s', (_label, c, tile) => {
       const k = instantiate(base64);
-      const { oh, ow, pt, pl } = outDims(c);
+      const { oh, ow, g } = winogradGeometry(k, c);
       const [ph, pw] = [Math.floor(oh / 2), Math.floor(ow / 2)];
       const x = randomFloats(c.b * c.h * c.w * c.cin, 11), w = randomFloats(9 * c.cin * c.cout, 12), bias = randomFloats(c.cout, 13);
-      const g = k.geometry([c.b, c.h, c.w, c.cin, oh, ow, 3, 3, 1, 1, 1, 1, pt, pl]);
       const [px, pw_, pbias] = [k.put(x), k.put(w), k.put(bias)];
       const scratch = k.alloc(k.exports.winograd_scratch_floats(c.cin, c.cout));
       const pooledN = c.b * ph * pw * c.cout;
