@@ -98,14 +98,10 @@ EXPORT(batch_norm_relu_pool) void batch_norm_relu_pool(const float* x, const flo
   }
 }
 
-ALWAYS_INLINE v128_t relu_masked(v128_t g, v128_t centred, v128_t f, v128_t o, int relu) {
-  return relu ? wasm_v128_and(g, wasm_f32x4_gt(wasm_f32x4_add(wasm_f32x4_mul(centred, f), o), wasm_f32x4_splat(0.0f))) : g;
-}
-
 /*
  * The first pass of both gradients, for one block of n rows (n <= 64: its float32 partials stay short): adds to the
  * float64 totals s1 = sum over rows of g and s2 = sum over rows of g (x - mean), per channel, with g = dy, or with
- * relu the ReLU-masked dy (relu_masked; f and o as batch_norm's).
+ * relu the ReLU-masked dy (kernels.h relu_masked; f and o as batch_norm's).
  */
 ALWAYS_INLINE void block_sums(const float* x, const float* dy, const float* mean, const float* variance, const float* scale,
                               const float* offset, double epsilon, int relu, double* s1, double* s2, int n, int c) {
@@ -145,18 +141,13 @@ ALWAYS_INLINE void block_sums(const float* x, const float* dy, const float* mean
   }
 }
 
-/*
- * The first pass over all rows, in blocks of 64. The totals are left in dx as S1[C] then S2[C] doubles (dx must hold
- * at least 4C floats: rows >= 4), where the caller reads them.
- */
+/* The first pass over all rows, in blocks of 64: the float64 totals S1 then S2 (C doubles each) into sums. */
 ALWAYS_INLINE void gradient_sums(const float* x, const float* dy, const float* mean, const float* variance, const float* scale,
-                                 const float* offset, double epsilon, int relu, float* dx, int rows, int c) {
-  double* s1 = (double*)dx;
-  double* s2 = s1 + c;
-  __builtin_memset(dx, 0, (unsigned)(2 * c) * sizeof(double));
+                                 const float* offset, double epsilon, int relu, double* sums, int rows, int c) {
+  __builtin_memset(sums, 0, (unsigned)(2 * c) * sizeof(double));
   for (int r0 = 0; r0 < rows; r0 += 64) {
     const long at = (long)r0 * c;
-    block_sums(x + at, dy + at, mean, variance, scale, offset, epsilon, relu, s1, s2, rows - r0 < 64 ? rows - r0 : 64, c);
+    block_sums(x + at, dy + at, mean, variance, scale, offset, epsilon, relu, sums, sums + c, rows - r0 < 64 ? rows - r0 : 64, c);
   }
 }
 
@@ -171,7 +162,8 @@ ALWAYS_INLINE void gradient_sums(const float* x, const float* dy, const float* m
 EXPORT(batch_norm_grad) void batch_norm_grad(const float* x, const float* dy, const float* mean, const float* variance,
                                              const float* scale, double epsilon, float* dx, float* d_mean, float* d_variance,
                                              float* d_scale, float* d_offset, int rows, int c) {
-  gradient_sums(x, dy, mean, variance, scale, 0, epsilon, 0, dx, rows, c);
+  /* The totals live in dx (2C doubles: rows >= 4) until the second pass overwrites it. */
+  gradient_sums(x, dy, mean, variance, scale, 0, epsilon, 0, (double*)dx, rows, c);
   const double* s1 = (const double*)dx;
   const double* s2 = s1 + c;
   const int vec_c = c & ~3;
@@ -208,9 +200,17 @@ ALWAYS_INLINE void train_grad_params(const double* s1, const double* s2, const f
   }
 }
 
+/* a = S1/R and b = r^2 S2/R = r dScale/R (R = inv_rows's reciprocal) for four channels, as float32 products. */
+ALWAYS_INLINE void dx_coefficients(const float* d_offset, const float* d_scale, const float* variance, int c0, double epsilon, double inv_rows,
+                                   v128_t* a, v128_t* b) {
+  const v128_t r_only = batch_norm_factor(variance, 0, c0, epsilon), inv = wasm_f32x4_splat((float)inv_rows);
+  *a = wasm_f32x4_mul(wasm_v128_load(d_offset + c0), inv);
+  *b = wasm_f32x4_mul(wasm_f32x4_mul(wasm_v128_load(d_scale + c0), r_only), inv);
+}
+
 /*
- * The second pass for one block of n rows: dx = f (g - a - (x - mean) b) per channel with a = S1/R, b = r^2 S2/R =
- * r dScale/R (R = inv_rows's reciprocal, all rows of the batch) and g as block_sums's.
+ * The second pass for one block of n rows: dx = f (g - a - (x - mean) b) per channel (kernels.h batch_norm_dx4; a and
+ * b from dx_coefficients, all rows of the batch) and g as block_sums's.
  */
 ALWAYS_INLINE void block_dx(const float* x, const float* dy, const float* mean, const float* variance, const float* scale,
                             const float* offset, double epsilon, int relu, const float* d_scale, const float* d_offset,
@@ -218,16 +218,13 @@ ALWAYS_INLINE void block_dx(const float* x, const float* dy, const float* mean, 
   const int vec_c = c & ~3;
   for (int c0 = 0; c0 < vec_c; c0 += 4) {
     const v128_t f = batch_norm_factor(variance, scale, c0, epsilon);
-    const v128_t r_only = batch_norm_factor(variance, 0, c0, epsilon);
     const v128_t o = offset ? wasm_v128_load(offset + c0) : wasm_f32x4_splat(0.0f);
-    const v128_t a = wasm_f32x4_mul(wasm_v128_load(d_offset + c0), wasm_f32x4_splat((float)inv_rows));
-    const v128_t b = wasm_f32x4_mul(wasm_f32x4_mul(wasm_v128_load(d_scale + c0), r_only), wasm_f32x4_splat((float)inv_rows));
     const v128_t m = wasm_v128_load(mean + c0);
+    v128_t a, b;
+    dx_coefficients(d_offset, d_scale, variance, c0, epsilon, inv_rows, &a, &b);
     for (int r = 0; r < n; r++) {
       const long at = (long)r * c + c0;
-      const v128_t centred = wasm_f32x4_sub(wasm_v128_load(x + at), m);
-      const v128_t g = relu_masked(wasm_v128_load(dy + at), centred, f, o, relu);
-      wasm_v128_store(dx + at, wasm_f32x4_mul(wasm_f32x4_sub(wasm_f32x4_sub(g, a), wasm_f32x4_mul(centred, b)), f));
+      wasm_v128_store(dx + at, batch_norm_dx4(wasm_v128_load(dy + at), wasm_f32x4_sub(wasm_v128_load(x + at), m), f, o, a, b, relu));
     }
   }
   for (int c0 = vec_c; c0 < c; c0++) {
@@ -260,7 +257,7 @@ ALWAYS_INLINE void block_dx(const float* x, const float* dy, const float* mean, 
 EXPORT(batch_norm_train_grad) void batch_norm_train_grad(const float* x, const float* dy, const float* mean, const float* variance,
                                                          const float* scale, const float* offset, double epsilon, int relu,
                                                          float* dx, float* d_scale, float* d_offset, int rows, int c) {
-  gradient_sums(x, dy, mean, variance, scale, offset, epsilon, relu, dx, rows, c);
+  gradient_sums(x, dy, mean, variance, scale, offset, epsilon, relu, (double*)dx, rows, c);
   train_grad_params((const double*)dx, (const double*)dx + c, variance, epsilon, d_scale, d_offset, c);
   for (int r0 = 0; r0 < rows; r0 += 64) {
     const long at = (long)r0 * c;
@@ -341,23 +338,16 @@ EXPORT(batch_norm_grad_params) void batch_norm_grad_params(const float* x, const
   const conv_geometry g = load_geometry(geometry);
   const int c = g.in_c, rows = g.batch * g.in_h * g.in_w;
   double* sums = (double*)scratch;
-  if (pooled) {
-    pool_grad_sums(x, dy, pooled, codes, mean, variance, scale, offset, epsilon, scratch + 4 * c, sums, &g);
-  } else {
-    __builtin_memset(sums, 0, (unsigned)(2 * c) * sizeof(double));
-    for (int r0 = 0; r0 < rows; r0 += 64) {
-      const long at = (long)r0 * c;
-      block_sums(x + at, dy + at, mean, variance, scale, offset, epsilon, relu, sums, sums + c, rows - r0 < 64 ? rows - r0 : 64, c);
-    }
-  }
+  if (pooled) pool_grad_sums(x, dy, pooled, codes, mean, variance, scale, offset, epsilon, scratch + 4 * c, sums, &g);
+  else gradient_sums(x, dy, mean, variance, scale, offset, epsilon, relu, sums, rows, c);
   train_grad_params(sums, sums + c, variance, epsilon, d_scale, d_offset, c);
-  const double inv_rows = 1.0 / rows;
   for (int c0 = 0; c0 < c; c0 += 4) {
-    const v128_t r_only = batch_norm_factor(variance, 0, c0, epsilon);
+    v128_t a, b;
+    dx_coefficients(d_offset, d_scale, variance, c0, epsilon, 1.0 / rows, &a, &b);
     wasm_v128_store(coef + c0, wasm_v128_load(mean + c0));
     wasm_v128_store(coef + c + c0, batch_norm_factor(variance, scale, c0, epsilon));
     wasm_v128_store(coef + 2 * c + c0, wasm_v128_load(offset + c0));
-    wasm_v128_store(coef + 3 * c + c0, wasm_f32x4_mul(wasm_v128_load(d_offset + c0), wasm_f32x4_splat((float)inv_rows)));
-    wasm_v128_store(coef + 4 * c + c0, wasm_f32x4_mul(wasm_f32x4_mul(wasm_v128_load(d_scale + c0), r_only), wasm_f32x4_splat((float)inv_rows)));
+    wasm_v128_store(coef + 3 * c + c0, a);
+    wasm_v128_store(coef + 4 * c + c0, b);
   }
 }

@@ -80,9 +80,9 @@ ALWAYS_INLINE void pixel_pair_inside(const float* x0, long x_step, const float* 
 
 /*
  * The pooled form for 3x3 one-channel undilated filters at stride 1 without padding (`cnn`'s first layer; the caller
- * checks that every window's 4x4 input patch lies inside x): each 2x2
- * window of outputs is computed for 8 channels at a time in eight accumulators (four pixels, two vectors), then
- * biased, ReLU'd and pooled in registers (pool_window), so no output row is staged. Same values and codes as
+ * checks that every window's 4x4 input patch lies inside x): each 2x2 window of outputs is computed for 8 channels at
+ * a time in eight accumulators (four pixels, two vectors), then biased, ReLU'd and pooled in registers (pool_window),
+ * so no output row is staged. Same values and codes as
  * computing the rows and pooling them. Measured against the staged form on [64, 28, 28, 1] ⋆ 3x3x1x32 with its pool
  * (a development harness on this file's two loops, median of 31, three alternated runs): 1.18-1.20 ms staged,
  * 0.92-1.03 ms in registers.

@@ -105,24 +105,32 @@ ALWAYS_INLINE void store_moments(const double* run_mean, const double* run_m2, d
   }
 }
 
+/* g where the batch-norm output centred f + o is > 0 (with relu; NaN compares false), else g itself. */
+ALWAYS_INLINE v128_t relu_masked(v128_t g, v128_t centred, v128_t f, v128_t o, int relu) {
+  return relu ? wasm_v128_and(g, wasm_f32x4_gt(wasm_f32x4_add(wasm_f32x4_mul(centred, f), o), wasm_f32x4_splat(0.0f))) : g;
+}
+
 /*
- * Batch norm's input gradient for n positions of C channels (in fours), each `c` floats apart in g, z and out:
- * out = f (g' - a - (z - mean) b), g' = g, or with relu g masked where the output (z - mean) f + offset is > 0, and
- * coef = [mean | f | offset | a | b] (C floats each: batch_norm.c batch_norm_grad_params). The same operations, in the
- * same order, as batch_norm.c's second gradient pass, so the values are those it would have written.
+ * Batch norm's input gradient for four channels of one position: f (g' - a - centred b), g' = relu_masked(g), centred
+ * = z - mean. batch_norm.c's second gradient pass and batch_norm_dx_run both compute it here, so they agree bit for bit.
+ */
+ALWAYS_INLINE v128_t batch_norm_dx4(v128_t g, v128_t centred, v128_t f, v128_t o, v128_t a, v128_t b, int relu) {
+  const v128_t masked = relu_masked(g, centred, f, o, relu);
+  return wasm_f32x4_mul(wasm_f32x4_sub(wasm_f32x4_sub(masked, a), wasm_f32x4_mul(centred, b)), f);
+}
+
+/*
+ * batch_norm_dx4 for n positions of C channels (in fours), each `c` floats apart in g, z and out, with coef = [mean |
+ * f | offset | a | b] (C floats each: batch_norm.c batch_norm_grad_params).
  */
 ALWAYS_INLINE void batch_norm_dx_run(const float* g, const float* z, const float* coef, int relu, float* out, int n, int c) {
   const float *mean = coef, *f = mean + c, *offset = f + c, *a = offset + c, *b = a + c;
-  const v128_t zero = wasm_f32x4_splat(0.0f);
   for (int s = 0; s < n; s++) {
     const long at = (long)s * c;
     for (int c0 = 0; c0 < c; c0 += 4) {
-      const v128_t fc = wasm_v128_load(f + c0);
       const v128_t centred = wasm_f32x4_sub(wasm_v128_load(z + at + c0), wasm_v128_load(mean + c0));
-      v128_t gv = wasm_v128_load(g + at + c0);
-      if (relu) gv = wasm_v128_and(gv, wasm_f32x4_gt(wasm_f32x4_add(wasm_f32x4_mul(centred, fc), wasm_v128_load(offset + c0)), zero));
-      const v128_t d = wasm_f32x4_sub(wasm_f32x4_sub(gv, wasm_v128_load(a + c0)), wasm_f32x4_mul(centred, wasm_v128_load(b + c0)));
-      wasm_v128_store(out + at + c0, wasm_f32x4_mul(d, fc));
+      wasm_v128_store(out + at + c0, batch_norm_dx4(wasm_v128_load(g + at + c0), centred, wasm_v128_load(f + c0), wasm_v128_load(offset + c0),
+                                                    wasm_v128_load(a + c0), wasm_v128_load(b + c0), relu));
     }
   }
 }

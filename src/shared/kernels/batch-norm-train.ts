@@ -4,7 +4,7 @@ import {
 } from '@tensorflow/tfjs';
 import { MIN_ROWS, rowsOf } from './batch-norm.js';
 import { assertWasmBackend, withScratch, type WasmBackend } from './heap.js';
-import { nativeKernels } from './native.js';
+import { nativeKernels, type BatchNormParams } from './native.js';
 import { assertPooledWithCodes, codesApply, makePooledWithCodes, poolGeometry, type PooledWithCodes } from './pool-codes.js';
 import { assertFloat32 } from './validate.js';
 
@@ -85,7 +85,7 @@ function forward({ inputs, backend, attrs }: KernelArgs): TensorInfo[] {
  * as the op computes them; x, its parameters and the options checked by the caller).
  */
 export function normalizeTraining(
-  backend: WasmBackend, x: TensorInfo, p: { mean: TensorInfo; variance: TensorInfo; scale: TensorInfo; offset: TensorInfo }, a: BatchNormTrainAttrs,
+  backend: WasmBackend, x: TensorInfo, p: BatchNormParams, a: BatchNormTrainAttrs,
 ): TensorInfo[] {
   const kernels = nativeKernels(backend);
   const { rows, channels } = rowsOf(x);

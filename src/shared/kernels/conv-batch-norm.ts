@@ -77,18 +77,16 @@ function convBatchNormForward({ inputs, backend, attrs }: KernelArgs): TensorInf
   const a = attrs as unknown as ConvBatchNormAttrs;
   const g = checked('convBatchNorm', x, filter, { scale, offset }, a);
   const bn: BatchNormTrainAttrs = { varianceEpsilon: a.varianceEpsilon, relu: a.relu, pool: a.pool };
-  const moments = { mean: backend.makeOutput([g.outC], 'float32'), variance: backend.makeOutput([g.outC], 'float32') };
-  let z: TensorInfo | undefined;
-  try {
-    z = g.batch * g.outH * g.outW >= MIN_ROWS ? convolveWithMoments(backend, x, filter, convAttrsOf(a) as Conv2DAttrs, moments) : undefined;
-    if (z) return [z, ...normalizeTraining(backend, z, { ...moments, scale, offset }, bn), moments.mean, moments.variance];
-  } catch (err) {
-    for (const t of [z, moments.mean, moments.variance]) if (t) backend.disposeData(t.dataId);
-    throw err;
+  const ours = g.batch * g.outH * g.outW >= MIN_ROWS ? convolveWithMoments(backend, x, filter, convAttrsOf(a) as Conv2DAttrs) : undefined;
+  if (ours) {
+    try {
+      return [ours.z, ...normalizeTraining(backend, ours.z, { ...ours, scale, offset }, bn), ours.mean, ours.variance];
+    } catch (err) {
+      for (const t of Object.values(ours)) backend.disposeData(t.dataId);
+      throw err;
+    }
   }
   // Layers our convolution kernels do not take: the registered Conv2D, then batch norm's kernel.
-  backend.disposeData(moments.mean.dataId);
-  backend.disposeData(moments.variance.dataId);
   const conv = getKernel(Conv2D, 'wasm')!.kernelFunc({ inputs: { x, filter }, backend, attrs: convAttrsOf(a) satisfies Conv2DAttrs as unknown as NamedAttrMap }) as TensorInfo;
   try {
     return [conv, ...(getKernel(BATCH_NORM_TRAIN, 'wasm')!.kernelFunc({ inputs: { x: conv, scale, offset }, backend, attrs: bn as unknown as NamedAttrMap }) as TensorInfo[])];

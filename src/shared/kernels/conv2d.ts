@@ -4,7 +4,7 @@ import {
 } from '@tensorflow/tfjs';
 import { geometryOf, type ConvGeometry } from './geometry.js';
 import { assertWasmBackend, withScratch, type WasmBackend } from './heap.js';
-import { nativeKernels } from './native.js';
+import { nativeKernels, type BatchMoments } from './native.js';
 import { makePooledWithCodes, type PooledWithCodes } from './pool-codes.js';
 import { assertGeometry } from './validate.js';
 import { convKernelsEnabled, winogradApplies, winogradConv, winogradConvTo, type ConvEpilogue } from './winograd.js';
@@ -83,26 +83,28 @@ export function convolveReluPool(backend: WasmBackend, x: TensorInfo, filter: Te
 }
 
 /**
- * The convolution's output, with its batch mean and biased variance per channel written to `moments` as the kernel
- * writes the output (Winograd per tile, the direct kernel per row: no other pass over it), for training-mode batch
- * norm after it (conv-batch-norm.ts). Undefined where our kernels do not take the layer (route) or its output is
- * empty; the caller then convolves another way.
+ * The convolution's output z and its batch mean and biased variance per channel, which the kernel computes as it
+ * writes z (Winograd per tile, the direct kernel per row: no other pass over it), for training-mode batch norm after
+ * it (conv-batch-norm.ts). Undefined where our kernels do not take the layer (route) or its output is empty; the
+ * caller then convolves another way.
  */
-export function convolveWithMoments(
-  backend: WasmBackend, x: TensorInfo, filter: TensorInfo, attrs: Conv2DAttrs, moments: { mean: TensorInfo; variance: TensorInfo },
-): TensorInfo | undefined {
+export function convolveWithMoments(backend: WasmBackend, x: TensorInfo, filter: TensorInfo, attrs: Conv2DAttrs): ({ z: TensorInfo } & BatchMoments) | undefined {
   const r = route(OP, x, filter, attrs);
   if (!r || r.kernel === 'empty') return undefined;
   const { g } = r;
-  const y = backend.makeOutput([g.batch, g.outH, g.outW, g.outC], 'float32');
+  const out = {
+    z: backend.makeOutput([g.batch, g.outH, g.outW, g.outC], 'float32'),
+    mean: backend.makeOutput([g.outC], 'float32'),
+    variance: backend.makeOutput([g.outC], 'float32'),
+  };
   try {
-    if (r.kernel === 'winograd') winogradConvTo(backend, x, filter, g, {}, { y }, moments);
-    else withScratch(backend, 4 * g.outC, (stats) => nativeKernels(backend).convDirect(x, filter, undefined, false, { y }, g, stats, moments));
+    if (r.kernel === 'winograd') winogradConvTo(backend, x, filter, g, {}, { y: out.z }, out);
+    else withScratch(backend, 4 * g.outC, (stats) => nativeKernels(backend).convDirect(x, filter, undefined, false, { y: out.z }, g, stats, out));
   } catch (err) {
-    backend.disposeData(y.dataId);
+    for (const t of Object.values(out)) backend.disposeData(t.dataId);
     throw err;
   }
-  return y;
+  return out;
 }
 
 /**

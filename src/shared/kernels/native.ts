@@ -64,6 +64,18 @@ const epilogueFlags = (bias: TensorInfo | undefined, relu: boolean): number => (
  */
 export type ConvOutput = { y: TensorInfo } | (PooledWithCodes & { staged?: TensorInfo });
 
+/** A batch's mean and biased variance per channel ([C] each). */
+export interface BatchMoments {
+  mean: TensorInfo;
+  variance: TensorInfo;
+}
+
+/** Batch norm's per-channel tensors: the batch moments, scale and offset ([C] each). */
+export interface BatchNormParams extends BatchMoments {
+  scale: TensorInfo;
+  offset: TensorInfo;
+}
+
 /** Winograd's tile side: F(4×4, 3×3) or F(5×5, 3×3) (native/winograd.c). */
 export type WinogradTile = 4 | 5;
 
@@ -170,7 +182,7 @@ class NativeKernels {
    * batchNorm with ReLU of x [B, H, W, C], pooled 2×2 at stride 2 with codes as it is computed (pool-codes.ts); the
    * normalised output is not written. factors is scratch of C floats; `g` describes the pool; C in fours.
    */
-  batchNormReluPool(x: TensorInfo, params: { mean: TensorInfo; variance: TensorInfo; offset: TensorInfo; scale: TensorInfo }, epsilon: number,
+  batchNormReluPool(x: TensorInfo, params: BatchNormParams, epsilon: number,
     factors: TensorInfo, out: PooledWithCodes, g: ConvGeometry): void {
     this.exports.batch_norm_relu_pool(this.ptr(x), this.ptr(params.mean), this.ptr(params.variance), this.ptr(params.offset), this.ptr(params.scale), epsilon,
       this.ptr(factors), this.ptr(out.pooled), this.ptr(out.codes), this.geometry(g));
@@ -193,7 +205,7 @@ class NativeKernels {
    * Training-mode batch norm's gradient with the batch's own mean and variance (native/batch_norm.c), through a ReLU
    * on its output with relu: overwrites dx [rows, C], dScale and dOffset [C]. rows >= 4.
    */
-  batchNormTrainGrad(x: TensorInfo, dy: TensorInfo, params: { mean: TensorInfo; variance: TensorInfo; scale: TensorInfo; offset: TensorInfo }, epsilon: number, relu: boolean,
+  batchNormTrainGrad(x: TensorInfo, dy: TensorInfo, params: BatchNormParams, epsilon: number, relu: boolean,
     out: { dx: TensorInfo; dScale: TensorInfo; dOffset: TensorInfo }, rows: number, channels: number): void {
     this.exports.batch_norm_train_grad(this.ptr(x), this.ptr(dy), this.ptr(params.mean), this.ptr(params.variance), this.ptr(params.scale), this.ptr(params.offset),
       epsilon, relu ? 1 : 0, this.ptr(out.dx), this.ptr(out.dScale), this.ptr(out.dOffset), rows, channels);
@@ -204,7 +216,7 @@ class NativeKernels {
    * the pooled output and its codes: each pair of image rows of the gradient in front of the pool is unpooled into
    * scratch (2·W·C floats) as it is used. `g` describes the pool; C a multiple of 4.
    */
-  batchNormPoolGrad(x: TensorInfo, dy: TensorInfo, pool: PooledWithCodes, params: { mean: TensorInfo; variance: TensorInfo; scale: TensorInfo; offset: TensorInfo },
+  batchNormPoolGrad(x: TensorInfo, dy: TensorInfo, pool: PooledWithCodes, params: BatchNormParams,
     epsilon: number, scratch: TensorInfo, out: { dx: TensorInfo; dScale: TensorInfo; dOffset: TensorInfo }, g: ConvGeometry): void {
     this.exports.batch_norm_pool_grad(this.ptr(x), this.ptr(dy), ...this.pool(pool), this.ptr(params.mean), this.ptr(params.variance), this.ptr(params.scale),
       this.ptr(params.offset), epsilon, this.ptr(scratch), this.ptr(out.dx), this.ptr(out.dScale), this.ptr(out.dOffset), this.geometry(g));
@@ -259,7 +271,7 @@ class NativeKernels {
    */
   convDirect(
     x: TensorInfo, w: TensorInfo, bias: TensorInfo | undefined, relu: boolean, out: ConvOutput, g: ConvGeometry, scratch?: TensorInfo,
-    moments?: { mean: TensorInfo; variance: TensorInfo },
+    moments?: BatchMoments,
   ): void {
     if (!('y' in out) && !scratch) throw new Error('mnist-ddp wasm kernels: conv_direct pools through scratch of 2·OW·Cout floats');
     if (moments && (!('y' in out) || !scratch)) throw new Error('mnist-ddp wasm kernels: conv_direct computes moments of an output it writes, in scratch of 4·Cout floats');
@@ -292,7 +304,7 @@ class NativeKernels {
    */
   winogradConv(
     x: TensorInfo, w: TensorInfo, bias: TensorInfo | undefined, relu: boolean, out: ConvOutput, scratch: TensorInfo, tile: WinogradTile, g: ConvGeometry,
-    moments?: { mean: TensorInfo; variance: TensorInfo },
+    moments?: BatchMoments,
   ): void {
     if (moments && !('y' in out)) throw new Error('mnist-ddp wasm kernels: winograd_conv computes moments only of an output it writes');
     if (!('y' in out) && tile === 5 && !out.staged) throw new Error('mnist-ddp wasm kernels: winograd_conv pools 5-tiles through staged scratch');
@@ -324,7 +336,7 @@ class NativeKernels {
    * 2·W·C with `pool`.
    */
   batchNormGradParams(
-    x: TensorInfo, dy: TensorInfo, pool: PooledWithCodes | undefined, params: { mean: TensorInfo; variance: TensorInfo; scale: TensorInfo; offset: TensorInfo },
+    x: TensorInfo, dy: TensorInfo, pool: PooledWithCodes | undefined, params: BatchNormParams,
     epsilon: number, relu: boolean, scratch: TensorInfo, out: { dScale: TensorInfo; dOffset: TensorInfo; coef: TensorInfo }, g: ConvGeometry,
   ): void {
     this.exports.batch_norm_grad_params(this.ptr(x), this.ptr(dy), ...this.pool(pool), this.ptr(params.mean), this.ptr(params.variance), this.ptr(params.scale),

@@ -90,7 +90,9 @@ export const softmaxCrossEntropyKernelConfigs: readonly KernelConfig[] = [
  * losses.softmaxCrossEntropy(oneHot(labels), logits, SUM). Only the logits get a gradient.
  */
 export function softmaxCrossEntropySum(logits: Tensor2D, labels: Tensor1D): Scalar {
-  if (getBackend() !== 'wasm' || getKernel(SOFTMAX_CROSS_ENTROPY, 'wasm') === undefined) return losses.softmaxCrossEntropy(oneHot(labels, logits.shape[1]!), logits, undefined, undefined, Reduction.SUM) as Scalar;
+  if (getBackend() !== 'wasm' || getKernel(SOFTMAX_CROSS_ENTROPY, 'wasm') === undefined) {
+    return losses.softmaxCrossEntropy(oneHot(labels, logits.shape[1]!), logits, undefined, undefined, Reduction.SUM) as Scalar;
+  }
   const op = customGrad((...args: Array<Tensor | GradSaveFunc>) => {
     const [z, save] = args as [Tensor, GradSaveFunc];
     save([z]);

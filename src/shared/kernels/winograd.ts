@@ -1,7 +1,7 @@
 import type { TensorInfo } from '@tensorflow/tfjs';
 import type { ConvGeometry } from './geometry.js';
 import { withScratch as withBackendScratch, type WasmBackend } from './heap.js';
-import { nativeKernels, type ConvOutput, type WinogradGradSource, type WinogradTile } from './native.js';
+import { nativeKernels, type BatchMoments, type ConvOutput, type WinogradGradSource, type WinogradTile } from './native.js';
 
 /**
  * Winograd F(4×4, 3×3) and F(5×5, 3×3) convolutions (native/winograd.c; winogradTile picks the tile per layer):
@@ -61,10 +61,13 @@ export function winogradApplies(g: ConvGeometry): boolean {
  * 28×28 layers, 1 764 either way; `cnn`'s conv2 (11×11, pooled: 10×10), 4 × 49 = 196 against 9 × 36 = 324.
  */
 export function winogradTile(g: ConvGeometry, covered: 'all' | 'pooled'): WinogradTile {
-  const [h, w] = covered === 'pooled' ? [2 * Math.floor(g.outH / 2), 2 * Math.floor(g.outW / 2)] : [g.outH, g.outW];
+  const [h, w] = covered === 'pooled' ? pooledPart(g) : [g.outH, g.outW];
   const positions = (tile: number): number => Math.ceil(h / tile) * Math.ceil(w / tile) * (tile + 2) ** 2;
   return positions(5) < positions(4) ? 5 : 4;
 }
+
+/** The output rows and columns a 2×2, stride-2 pool reads (native/winograd.c pooled_part). */
+const pooledPart = (g: ConvGeometry): [number, number] => [2 * Math.floor(g.outH / 2), 2 * Math.floor(g.outW / 2)];
 
 /** run(scratch) with the scratch the Winograd kernels need for the layer. */
 function withScratch<T>(backend: WasmBackend, g: ConvGeometry, run: (scratch: TensorInfo) => T): T {
@@ -94,7 +97,7 @@ export function winogradConv(backend: WasmBackend, x: TensorInfo, filter: Tensor
  */
 export function winogradConvTo(
   backend: WasmBackend, x: TensorInfo, filter: TensorInfo, g: ConvGeometry, epilogue: ConvEpilogue, out: ConvOutput,
-  moments?: { mean: TensorInfo; variance: TensorInfo },
+  moments?: BatchMoments,
 ): void {
   const pooled = !('y' in out);
   const tile = winogradTile(g, pooled ? 'pooled' : 'all');
@@ -102,7 +105,8 @@ export function winogradConvTo(
     withScratch(backend, g, (scratch) => nativeKernels(backend).winogradConv(x, filter, epilogue.bias, epilogue.relu ?? false, target, scratch, tile, g, moments));
   if (!pooled || tile === 4) return convolve(out);
   // 5-tiles do not keep the pool's windows whole: the part of the output the windows read is staged, then pooled.
-  const staged = g.batch * 2 * Math.floor(g.outH / 2) * 2 * Math.floor(g.outW / 2) * g.outC;
+  const [h, w] = pooledPart(g);
+  const staged = g.batch * h * w * g.outC;
   withBackendScratch(backend, staged, (scratch) => convolve({ ...out, staged: scratch }));
 }
 

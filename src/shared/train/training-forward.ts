@@ -286,12 +286,11 @@ function conv2d(step: Extract<Step, { kind: 'conv' }>, x: tf.Tensor): tf.Tensor 
 /** Whether x has too few rows per channel for the batch-norm kernels (MIN_ROWS): the layers themselves run then. */
 const tooFewRows = (x: tf.Tensor): boolean => x.size / x.shape[x.shape.length - 1]! < MIN_ROWS;
 
-/** The rows per channel of an undilated convolution's output (batch × OH × OW). */
+/** The rows per channel of the convolution's output (batch × OH × OW), as tfjs-core sizes it. */
 function convOutputRows(x: tf.Tensor, step: Extract<Step, { kind: 'conv' }>): number {
-  const [batch, h, w] = x.shape as [number, number, number, number];
-  const [kh, kw] = step.kernel.shape as [number, number, number, number];
-  const side = (n: number, k: number, stride: number): number => Math.ceil((step.pad === 'same' ? n : n - k + 1) / stride);
-  return batch * side(h, kh, step.strides[0]) * side(w, kw, step.strides[1]);
+  const info = tf.backend_util.computeConv2DInfo(x.shape as [number, number, number, number], step.kernel.shape as [number, number, number, number],
+    step.strides, step.dilations, step.pad);
+  return info.batchSize * info.outHeight * info.outWidth;
 }
 
 /** Updates the layer's moving mean and variance from the batch's, as tfjs-layers does. */
