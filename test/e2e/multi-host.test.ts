@@ -258,7 +258,9 @@ describe.skipIf(UNAVAILABLE !== undefined)('multi-host training in network names
     const CUT_MS = 30_000;
     const lab = newLab();
     const runDir = join(dir, 'cut');
-    const coordinator = startCoordinator(lab, runDir, ['--min-workers', '2', '--train-subset', '55000', '--epochs', '3', '--heartbeat-timeout-ms', String(HEARTBEAT_MS)]);
+    // The run must outlast the cut, the rejoin and a step after it at any training speed, so it is given far more
+    // epochs than that takes (3 epochs once lasted 33 s and ended before the link returned); afterEach stops it.
+    const coordinator = startCoordinator(lab, runDir, ['--min-workers', '2', '--train-subset', '55000', '--epochs', '40', '--heartbeat-timeout-ms', String(HEARTBEAT_MS)]);
     for (const w of WORKERS) startWorker(lab, w, ['--no-metrics', '--ring-timeout-ms', '3000']);
     await untilSteps(runDir, 3, 3, coordinator);
 
