@@ -91,7 +91,9 @@ describe.skipIf(UNAVAILABLE !== undefined)('multi-host training in network names
   });
 
   it('trains to completion with every sample once; workers advertise the interface that routes to the coordinator, inboxes bind --ring-ports, and the targets file lists scrapable addresses', async () => {
-    const SAMPLES = 4000;
+    // The scrapes below run while it trains: 20 000 samples (about 4 s here) leave them seconds, not the fraction of a
+    // second that 4 000 did.
+    const SAMPLES = 20_000;
     // A decoy interface ahead of eth0 on every host, as docker0 is: a worker that advertised the first external
     // address would name it, and the ring would never form.
     const lab = newLab({ decoyInterface: true });
@@ -220,7 +222,9 @@ describe.skipIf(UNAVAILABLE !== undefined)('multi-host training in network names
   }, 180_000);
 
   it('takes a worker that joins from another host mid-run and lets one leave (SIGTERM): the ring re-forms each time, every sample once', async () => {
-    const SAMPLES = 12_000;
+    // About 10 s of training here: w2's cold start and join, three steps, the leave and a step after it must all fit
+    // inside the one epoch.
+    const SAMPLES = 48_000;
     const lab = newLab();
     const runDir = join(dir, 'elastic');
     const coordinator = startCoordinator(lab, runDir, ['--min-workers', '2', '--train-subset', String(SAMPLES)]);
@@ -292,7 +296,8 @@ describe.skipIf(UNAVAILABLE !== undefined)('multi-host training in network names
     const lab = newLab();
     const runDir = join(dir, 'unreachable');
     const coordinatorAddress = lab.host('coordinator').address;
-    const coordinator = startCoordinator(lab, runDir, ['--min-workers', '2', '--train-subset', '20000']);
+    // Far more epochs than the test needs (afterEach stops it): the refused workers may come after the ring formed.
+    const coordinator = startCoordinator(lab, runDir, ['--min-workers', '2', '--train-subset', '20000', '--epochs', '40']);
     // A 20 s start-up deadline: without the report from the ring, the refusal would wait that long.
     const ringFlags = ['--no-metrics', '--ring-timeout-ms', '20000'];
     for (const w of ['w0', 'w1']) startWorker(lab, w, ringFlags);

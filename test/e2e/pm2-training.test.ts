@@ -16,7 +16,11 @@ import { untilRecorded } from '../helpers/run-dir.js';
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'mnist-ddp-pm2-'));
 const runDir = join(dir, 'run');
-const TRAIN_SAMPLES = 24_000;
+// Five epochs of 16 000 (about 15 s of training here): the scale up, its five steps, the scale down and a step after
+// it all happen inside the run at any training speed we have had (one epoch of 24 000 lasted under 5 s, close to
+// the ~4 s those events take).
+const TRAIN_SAMPLES = 16_000;
+const EPOCHS = 5;
 
 let env: NodeJS.ProcessEnv = {};
 const pm2 = (...args: string[]): Promise<string> => runPm2({ cwd: REPO, env }, ...args);
@@ -39,7 +43,7 @@ describe('pm2 ecosystem with elastic scaling', () => {
       MNIST_DDP_TARGETS_FILE: join(dir, 'targets.json'),
       MNIST_DDP_RUN_DIR: runDir,
       MNIST_DDP_TRAIN_SUBSET: String(TRAIN_SAMPLES),
-      MNIST_DDP_EPOCHS: '1',
+      MNIST_DDP_EPOCHS: String(EPOCHS),
       MNIST_DDP_VALIDATION_SIZE: '1000',
       MNIST_DDP_BACKEND: 'wasm',
       MNIST_DDP_REPORT: 'false',
@@ -57,7 +61,7 @@ describe('pm2 ecosystem with elastic scaling', () => {
     const all = steps();
     expect(back.generation).toBeGreaterThan(three.generation);
     expect(new Set(all.map((s) => s.workers))).toEqual(new Set([2, 3]));
-    expectEverySampleOnce(all, TRAIN_SAMPLES);
+    expectEverySampleOnce(all, TRAIN_SAMPLES, EPOCHS);
     const evaluation = JSON.parse(readFileSync(join(runDir, 'eval.json'), 'utf8')) as { accuracy: number; count: number };
     expect(evaluation.count).toBe(10_000);
     expect(evaluation.accuracy).toBeGreaterThan(0.9);
@@ -67,6 +71,7 @@ describe('pm2 ecosystem with elastic scaling', () => {
   }, 420_000);
 
   it('restarts a SIGKILLed coordinator, which resumes the run from its latest periodic checkpoint (issue #14)', async () => {
+    const RESTART_SAMPLES = 24_000;
     await stopPm2({ cwd: REPO, env });
     const restartDir = join(dir, 'restart-run');
     const restartSteps = (): StepRecord[] => readSteps(restartDir);
@@ -79,13 +84,15 @@ describe('pm2 ecosystem with elastic scaling', () => {
       MNIST_DDP_COORDINATOR_METRICS_PORT: String(metrics),
       MNIST_DDP_METRICS_PORT: String(workerMetrics),
       MNIST_DDP_RUN_DIR: restartDir,
-      MNIST_DDP_TRAIN_SUBSET: '12000',
+      MNIST_DDP_TRAIN_SUBSET: String(RESTART_SAMPLES),
+      MNIST_DDP_EPOCHS: '1',
       MNIST_DDP_CHECKPOINT_EVERY: '10',
     };
     await pm2('start', 'ecosystem.config.js');
-    await untilRecorded(restartDir, 'a periodic checkpoint and a few steps after it', () => (restartSteps().length >= 14 ? true : undefined), { deadlineMs: 90_000, describeLast: last });
+    // Its pid first (`pm2 jlist` takes about a second): the kill must land mid-run, within moments of the 14th step.
     const before = JSON.parse(await pm2('jlist')) as Array<{ name: string; pid: number; pm2_env: { restart_time: number } }>;
     const coordinator = before.find((p) => p.name === 'coordinator')!;
+    await untilRecorded(restartDir, 'a periodic checkpoint and a few steps after it', () => (restartSteps().length >= 14 ? true : undefined), { deadlineMs: 90_000, describeLast: last });
     process.kill(coordinator.pid, 'SIGKILL');
     await untilRecorded(restartDir, 'the resumed run to finish', () => (existsSync(join(restartDir, 'eval.json')) ? true : undefined), { deadlineMs: 180_000, describeLast: last });
 
@@ -93,7 +100,7 @@ describe('pm2 ecosystem with elastic scaling', () => {
     expect(after.find((p) => p.name === 'coordinator')!.pm2_env.restart_time).toBeGreaterThan(coordinator.pm2_env.restart_time);
     // The redone steps follow a `rewind` record; readSteps drops what it supersedes, so each step counts once.
     expect(readRecords(restartDir).some((r) => r.type === 'rewind')).toBe(true);
-    expectEverySampleOnce(restartSteps(), 12_000);
+    expectEverySampleOnce(restartSteps(), RESTART_SAMPLES);
     const evaluation = JSON.parse(readFileSync(join(restartDir, 'eval.json'), 'utf8')) as { count: number };
     expect(evaluation.count).toBe(10_000);
   }, 360_000);
