@@ -2,8 +2,8 @@
  * Per-layer convolution benchmark (issue #17, part 3): each 3×3 convolution of `cnn` and `cnn-large` at B=64, forward
  * (FusedConv2D with bias, as tfjs-layers runs it), input gradient and filter gradient, on the wasm backend with our
  * kernels, through two routes in one run:
- *   - ours: what training uses (native/winograd.c for 3×3 stride-1 layers; native/conv_direct.c for the first layers'
- *     forward pass, whose gradients stay as before);
+ *   - ours: what training uses (native/winograd.c for 3×3 stride-1 layers; for the first layers, native/conv_direct.c
+ *     forward and kernels.c filter_grad_direct for dW);
  *   - im2col: our convolution kernels turned off (setConvKernelsEnabled(false)): im2col + GEMM for the gradients and
  *     XNNPACK for the forward pass.
  * Each kernel is called through the engine, alternating the routes, `reps` times after 2 warm-up calls; its output is

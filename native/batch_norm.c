@@ -5,12 +5,8 @@
  */
 #include "kernels.h"
 
-/*
- * out[R, C] <- (x - mean) * f + offset with f = scale / sqrt(variance + epsilon) per channel: FusedBatchNorm with
- * [C] parameters (offset 0 and scale 1 where their pointer is 0). The stock kernel takes a square root and a
- * division per element; here f is computed in float64 and rounded once, for 4 channels at a time per block of 64
- * rows (which stays in L1 while its channels are swept).
- */
+/* f = scale / sqrt(variance + epsilon) for channels [c0, c0 + 4), computed in float64 and rounded once (scale 1 where
+ * its pointer is 0). */
 ALWAYS_INLINE v128_t batch_norm_factor(const float* variance, const float* scale, int c0, double epsilon) {
   const v128_t v = wasm_v128_load(variance + c0);
   const v128_t s = scale ? wasm_v128_load(scale + c0) : wasm_f32x4_splat(1.0f);
@@ -22,6 +18,12 @@ ALWAYS_INLINE v128_t batch_norm_factor(const float* variance, const float* scale
   return wasm_i32x4_shuffle(wasm_f32x4_demote_f64x2_zero(lo), wasm_f32x4_demote_f64x2_zero(hi), 0, 1, 4, 5);
 }
 
+/*
+ * out[R, C] <- (x - mean) * f + offset with f per channel (batch_norm_factor): FusedBatchNorm with [C] parameters
+ * (offset 0 and scale 1 where their pointer is 0). The stock kernel takes a square root and a division per element;
+ * here f is computed once, for 4 channels at a time per block of 64 rows (which stays in L1 while its channels are
+ * swept).
+ */
 EXPORT(batch_norm) void batch_norm(const float* x, const float* mean, const float* variance, const float* offset,
                                    const float* scale, double epsilon, int relu, float* out, int rows, int c) {
   /* relu = 1 applies RELU (kernels.h: NaN stays NaN, for the non-finite guard downstream) as it writes. */
@@ -69,7 +71,7 @@ EXPORT(moments_rows) void moments_rows(const float* x, float* mean, float* varia
 
 /*
  * The same normalisation and ReLU of x[B, H, W, C] (C a multiple of 4), pooled 2x2 at stride 2 with codes as it is
- * computed (pool.c's pool_window): pooled and codes [B, H/2, W/2, C] (codes one byte each), and the normalised output
+ * computed (kernels.h pool_window): pooled and codes [B, H/2, W/2, C] (codes one byte each), and the normalised output
  * itself is never written. offset and scale must be given (batch_norm's may be 0). factors is scratch for C floats
  * (each channel's scale / sqrt(variance + epsilon), computed once, with batch_norm's arithmetic). `geometry` is the
  * pool's (in_* x's sizes, out_* the pooled ones).
@@ -327,9 +329,9 @@ EXPORT(batch_norm_pool_grad) void batch_norm_pool_grad(const float* x, const flo
 /*
  * The first pass of batch_norm_train_grad (pooled null) or batch_norm_pool_grad (pooled non-null; relu is then
  * implied) over x [B, H, W, C] (C a multiple of 4; `geometry` the pool's, whose in_* sizes are x's), for a kernel that
- * computes dx itself block by block (winograd.c's batch_norm_block): d_scale and d_offset, and coef [mean | f |
- * offset | a | b] (C floats each) with block_dx's f, a and b, so that dx = f (g - a - (x - mean) b) there is what
- * the second pass would have written. scratch: 4C floats (the float64 totals), then with pooled 2 x W x C floats.
+ * computes dx itself, block by block (winograd.c's batch_norm_block) or row by row (kernels.c filter_grad_direct):
+ * d_scale and d_offset, and coef [mean | f | offset | a | b] (C floats each) with block_dx's f, a and b, so that
+ * dx = f (g - a - (x - mean) b) there is what the second pass would have written. scratch: 4C floats (the float64 totals), then with pooled 2 x W x C floats.
  */
 EXPORT(batch_norm_grad_params) void batch_norm_grad_params(const float* x, const float* dy, const float* pooled, const unsigned char* codes,
                                                            const float* mean, const float* variance, const float* scale,

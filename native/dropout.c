@@ -7,7 +7,9 @@
  */
 #include "kernels.h"
 
+/* 2^32 / golden ratio: the counter's Weyl step, which spreads consecutive indices over the finaliser's input. */
 #define GOLDEN 0x9e3779b9u
+/* xxHash's PRIME32_4, an odd constant: mixes a key's high 32 bits into its low ones. */
 #define KEY_HIGH_MIX 0x27d4eb2fu
 
 static inline unsigned fmix32(unsigned h) {

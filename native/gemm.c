@@ -8,11 +8,12 @@
  */
 #include "kernels.h"
 
+/* 128 x 8 floats: a 4 KiB panel of B, which stays in L1 while the tiles of its rows of C are swept. */
 #define GEMM_KC 128
 
 /*
- * One 4x8 tile of C over k steps. A's four values for step p are at a_at(p) + {0, 1, 2, 3} * a_row (nn: a_row = lda,
- * consecutive p are adjacent) or in one v128 at a + p * lda (tn: the four rows are adjacent in memory).
+ * One 4x8 tile of C over k steps. A's four values for step p are at a + p + {0, 1, 2, 3} * lda (nn: consecutive p are
+ * adjacent) or in one v128 at a + p * lda (tn: the four rows are adjacent in memory).
  */
 static inline void tile_4x8(const float* a, int lda, int transposed, const float* b, int ldb, float* c, int ldc, int k, int first) {
   v128_t c00, c01, c10, c11, c20, c21, c30, c31;

@@ -1,8 +1,9 @@
 /*
  * mnist-ddp training glue kernels, WebAssembly SIMD128: the memory-bound passes around the convolution GEMMs
  * (im2col and its adjoint, max-pool and ReLU gradients, bias sums, transposes, channel-wise arithmetic) and the
- * ring's adds. The other files of native/ hold one kernel family each (gemm.c, winograd.c, conv_direct.c, pool.c,
- * batch_norm.c); kernels.h says how they share tfjs-backend-wasm's memory.
+ * ring's adds, and the first layers' direct filter gradient (filter_grad_direct). The other files of native/ hold one
+ * kernel family each (gemm.c, winograd.c, conv_direct.c, pool.c, batch_norm.c, dropout.c); kernels.h holds what they
+ * share and says how they use tfjs-backend-wasm's memory. native/README.md maps them to their TypeScript callers.
  * Each kernel's caller in src/shared/kernels/ gives the stock kernel it replaces and the times measured.
  */
 #include "kernels.h"
@@ -16,7 +17,7 @@ static inline void add_run(float* restrict dst, const float* restrict src, int n
 }
 
 /*
- * dst[i] += src[i] for i < n: the ring all-reduce's reduce-scatter add (src/worker/sum-into.ts), which runs this
+ * dst[i] += src[i] for i < n: the ring all-reduce's reduce-scatter add (src/worker/ring/sum-arena.ts), which runs this
  * module on a WebAssembly.Memory of its own rather than on tfjs's.
  */
 EXPORT(add_f32) void add_f32(float* restrict dst, const float* restrict src, int n) { add_run(dst, src, n); }
@@ -465,7 +466,11 @@ EXPORT(masked_sum_rows) void masked_sum_rows(const float* x, const float* mask, 
   column_sums(x, mask, 0, out, rows, c, 1.0);
 }
 
-/* out[i] <- dy[i] where y[i] > 0, else 0: the ReLU gradient in one pass (tfjs runs Step, Cast and Multiply). */
+/*
+ * out[i] <- dy[i] where y[i] > 0, else 0: the ReLU gradient in one pass (tfjs runs Step, Cast and Multiply). y may be
+ * the ReLU's output or its input: both are > 0 at the same places. A NaN there gives 0 here where tfjs's dy * step(x)
+ * gives NaN; the forward pass is already NaN from that element on, so the step's loss and gradients are not finite.
+ */
 EXPORT(relu_grad) void relu_grad(const float* dy, const float* y, float* out, int n) {
   int i = 0;
   const v128_t zero = wasm_f32x4_splat(0);

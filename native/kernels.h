@@ -5,8 +5,12 @@
  * The module imports tfjs-backend-wasm's linear memory and works in place on tensor buffers (pointers are the
  * tensors' byte offsets). It therefore owns no memory of its own: no static data, no stack frames (every function
  * works on scalars and v128 values; a local array or an address-taken local only where inlining and full unrolling
- * turn it into registers), and no libc — memcpy/memset lower to bulk-memory instructions. scripts/build-wasm.sh checks the linked module for data segments and for a
- * stack pointer before embedding it. Scratch space, where a kernel needs it, is a tensor its caller allocated.
+ * turn it into registers), and no libc — memcpy/memset lower to bulk-memory instructions. scripts/build-wasm.sh
+ * checks the linked module for data segments and for a stack pointer before embedding it. Scratch space, where a
+ * kernel needs it, is a tensor its caller allocated.
+ *
+ * `long` is 32 bits on wasm32, as int is: the `(long)` casts on offsets give no extra range. None is needed: a wasm32
+ * memory holds at most 4 GiB, 2^30 floats, so every element offset fits in an int.
  */
 #ifndef MNIST_DDP_KERNELS_H
 #define MNIST_DDP_KERNELS_H

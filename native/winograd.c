@@ -27,7 +27,7 @@
  *
  * Why 4x4 tiles and not 2x2 (F(2x2, 3x3): 16 GEMMs, 2.25x fewer multiply-adds): both were built and measured on the
  * layers of `cnn` and `cnn-large` at B=64, with a development harness that called each build's kernels on memory of
- * its own (not kept, nor is the 2x2 code; bench/conv-layers.ts measures the kept kernels). Ms per pass, forward /
+ * its own (bench/conv-layers.ts measures the kernels of this file). Ms per pass, forward /
  * dx / dW, median of 15, Node 20, 2 vCPU Xeon:
  *   13x13x32->64 valid  2x2: 3.9 / 4.1 / 4.0   4x4: 2.5 / 2.6 / 2.4
  *   28x28x32->32 same   2x2: 12.4 / 12.6 / 12.1  4x4: 8.2 / 8.7 / 8.0
@@ -54,9 +54,8 @@
 /*
  * Consecutive positions' planes are PLANE floats apart: the matrix plus one cache line. The transforms touch all 36
  * planes of a tile, and planes a power of two apart (32 tiles x 32 channels is exactly 4 KiB) all map to the same L1
- * sets, and every transform then evicts the planes it just wrote. (Measured on the 2x2-tile version of this file,
- * which was not kept: on `cnn`'s second layer at B=64 the padding took each pass from 5.0-7.0 ms to 3.9 ms, median
- * of 15, Node 20, 2 vCPU Xeon.)
+ * sets, and every transform then evicts the planes it just wrote. (Measured with 2x2 tiles on `cnn`'s second layer
+ * at B=64: the padding took each pass from 5.0-7.0 ms to 3.9 ms, median of 15, Node 20, 2 vCPU Xeon.)
  */
 #define PLANE(rows, cols) ((long)(rows) * (cols) + 16)
 
@@ -247,7 +246,8 @@ ALWAYS_INLINE int tile_count(const conv_geometry* g, int tile) {
   return g->batch * ((g->out_h + tile - 1) / tile) * ((g->out_w + tile - 1) / tile);
 }
 
-/* How many of n positions starting at `from` lie in [0, size): the run [lo, hi) of offsets that do. */
+/* The offsets [lo, hi) of the n positions starting at `from` that lie in [0, size): lo = first_inside, hi =
+ * end_inside, which is <= lo (possibly negative) when none does. */
 ALWAYS_INLINE int first_inside(int from) { return from < 0 ? -from : 0; }
 ALWAYS_INLINE int end_inside(int from, int n, int size) { return from + n > size ? size - from : n; }
 
@@ -349,13 +349,14 @@ ALWAYS_INLINE dy_block block_of(dy_source src, const conv_geometry* g, int out_c
 #undef TILE
 #undef WF
 
-/* Floats of scratch any of the kernels below needs for a layer, for either tile size: the larger family's, then the
- * forward pass's moments (4 x Cout floats: Cout doubles of means, then of M2 sums). */
+/* Floats of scratch any of the kernels below needs for a layer, for either tile size: the larger family's. */
 ALWAYS_INLINE long family_scratch_floats(int in_c, int out_c) {
   const long f4 = f4_scratch_floats(in_c, out_c), f5 = f5_scratch_floats(in_c, out_c);
   return f4 > f5 ? f4 : f5;
 }
 
+/* The scratch a caller allocates: the family's, then the forward pass's moments (4 x Cout floats: Cout doubles of
+ * means, then of M2 sums). */
 EXPORT(winograd_scratch_floats) int winograd_scratch_floats(int in_c, int out_c) {
   return (int)(family_scratch_floats(in_c, out_c) + 4L * out_c);
 }

@@ -162,8 +162,10 @@ ALWAYS_INLINE void WFN(filter_gradient_inverse)(float* du, float* dw, int in_c, 
   }
 }
 
-/* Scratch: two filter-sized areas and three tile-block areas (the gradient's V, Ŷ and M; the forward pass uses the
- * first two), then dy_source's block: T x T values of dy, then batch_norm_block's window_side(T)² of the pooled gradient. */
+/* Scratch: two filter-sized areas and three tile-block areas (the gradient's V, Ŷ and M; the forward pass keeps the
+ * filter's transform and one staged output tile in the filter-sized areas, V in the first block area and M [TB, Cout]
+ * from the second on), then dy_source's block: T x T values of dy, then batch_norm_block's window_side(T)² of the
+ * pooled gradient. */
 ALWAYS_INLINE long WFN(tile_areas)(int in_c, int out_c) {
   return AREA * (2 * PLANE(in_c, out_c) + 2 * PLANE(WINO_TB, in_c) + PLANE(WINO_TB, out_c));
 }
@@ -182,7 +184,8 @@ ALWAYS_INLINE void WFN(conv)(const float* x, const float* w, const float* bias, 
   const conv_geometry g = *gp;
   const int in_c = g.in_c, tiles = tile_count(&g, TILE);
   float* u = scratch;
-  /* The forward pass needs one filter transform; the second filter-sized area holds a pooled tile (T x T x Cout). */
+  /* The forward pass needs one filter transform; the second filter-sized area holds one tile's output (T x T x Cout)
+   * before it is pooled. */
   float* staged = u + AREA * PLANE(in_c, out_c);
   float* v = u + 2 * AREA * PLANE(in_c, out_c);
   float* m = v + AREA * PLANE(WINO_TB, in_c);

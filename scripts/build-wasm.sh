@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds native/*.c (linked into one module) into the embedded modules of src/shared/kernels/module.generated.ts: a plain SIMD128 build
-# and a relaxed-SIMD build (f32x4.relaxed_madd in gemm_f32; issue #17), chosen at start-up by module.ts.
+# and a relaxed-SIMD build (every MADD of native/kernels.h as f32x4.relaxed_madd: GEMM, Winograd, direct convolution,
+# moments; issue #17), chosen at start-up by module.ts.
 # Reproducible: one pinned compiler (clang 16: the first with the relaxed-SIMD builtins; Debian 12 `clang-16 lld-16 llvm-16`),
 # fixed flags, no timestamps, no paths in the output. `--check` rebuilds into a temporary file and fails if the
 # committed module differs (.ci/run installs clang-16 and runs it).
@@ -48,6 +49,7 @@ const mod = new WebAssembly.Module(bytes);
 // The module shares tfjs-backend-wasm's memory, so it must not own any: no data segments, only the memory import.
 const imports = WebAssembly.Module.imports(mod);
 if (imports.length !== 1 || imports[0].kind !== 'memory') throw new Error(`unexpected imports: ${JSON.stringify(imports)}`);
+// Section ids after the 8-byte header (magic and version); 11 is the data section.
 const sections = [];
 for (let i = 8; i < bytes.length;) { const id = bytes[i++]; let size = 0, shift = 0, b; do { b = bytes[i++]; size |= (b & 0x7f) << shift; shift += 7; } while (b & 0x80); sections.push(id); i += size; }
 if (sections.includes(11)) throw new Error('the module has a data section: it would overwrite tfjs-backend-wasm memory');

@@ -10,8 +10,9 @@ import { assertFloat32 } from './validate.js';
 
 /**
  * Training-mode batch normalisation over the last axis, optionally followed by a ReLU and then a 2×2 max pool, as one
- * op on wasm: every BatchNormalization → ReLU of `cnn-large` (four after convolutions, two of them before a pool, one
- * after a dense layer).
+ * op on wasm: a BatchNormalization (→ ReLU (→ pool)) that no convolution feeds (`cnn-large`'s, after its dense layer),
+ * and the normalisation half of conv-batch-norm.ts, which shares normalizeTraining and these kernels where its own do
+ * not apply.
  *
  * tfjs-layers computes it as moments (Mean, Sub, Square, Mean), FusedBatchNorm and Relu, and tfjs-core
  * differentiates each: the gradients through the batch mean and variance alone take about a dozen full passes and
@@ -21,9 +22,9 @@ import { assertFloat32 } from './validate.js';
  * - backward: batch_norm_train_grad (native/batch_norm.c), the closed form of the whole gradient, ReLU included: two
  *   passes over x and dy (the ReLU's mask is recomputed from x, so the output is not kept).
  *
- * With pool (BatchNormalization → ReLU → 2×2, stride-2 MaxPooling2D: both blocks of `cnn-large`), the forward pass
- * pools as it normalises (batch_norm_relu_pool) and keeps the pool's codes (pool-codes.ts) instead of writing the
- * normalised output; the gradient (batch_norm_pool_grad) unpools dy by code (where pooled > 0, which is also the
+ * With pool (BatchNormalization → ReLU → 2×2, stride-2 MaxPooling2D, as at the end of both blocks of `cnn-large`), the
+ * forward pass pools as it normalises (batch_norm_relu_pool) and keeps the pool's codes (pool-codes.ts) instead of
+ * writing the normalised output; the gradient (batch_norm_pool_grad) unpools dy by code (where pooled > 0, which is also the
  * ReLU's mask) one pair of image rows at a time, in cache, as each pass reads them, so the gradient in front of the
  * pool is never written either. tfjs runs MaxPool and MaxPoolGrad over the full output.
  *

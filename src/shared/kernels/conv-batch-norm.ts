@@ -10,9 +10,8 @@ import { assertWasmBackend, withScratch, type WasmBackend } from './heap.js';
 import { nativeKernels } from './native.js';
 import { assertPooledWithCodes, poolGeometry, type PooledWithCodes } from './pool-codes.js';
 import { assertFloat32, assertGeometry, assertRank } from './validate.js';
-import { convolveWithMoments } from './conv2d.js';
-import { useDirect } from './conv2d-backprop-filter.js';
-import { convKernelsEnabled, winogradApplies, winogradGrads } from './winograd.js';
+import { convolveWithMoments, useDirect } from './conv2d.js';
+import { winogradApplies, winogradGrads } from './winograd.js';
 
 /**
  * A convolution without bias followed by training-mode batch norm (then optionally a ReLU, then optionally a 2×2 max
@@ -33,7 +32,7 @@ import { convKernelsEnabled, winogradApplies, winogradGrads } from './winograd.j
  *
  * One tape node with one output (tf.customGrad): see conv-relu-pool.ts for why. The moments equal the batch-norm
  * kernel's up to the order of their additions; given the same moments, the gradient is the two ops' bit for bit
- * (test/unit/conv-batch-norm.test.ts): dz is block_dx's arithmetic, and the convolution kernels are the same.
+ * (test/unit/conv-batch-norm.test.ts): dz is batch_norm_dx4's arithmetic (native/kernels.h), which block_dx also uses, and the convolution kernels are the same.
  */
 export const CONV_BATCH_NORM = 'MnistDdpConvBatchNorm';
 export const CONV_BATCH_NORM_GRAD = 'MnistDdpConvBatchNormGrad';
@@ -124,7 +123,7 @@ function convBatchNormGrad({ inputs, backend, attrs }: KernelArgs): TensorInfo[]
   const nonEmpty = !z.shape.includes(0) && g.inC > 0;
   const winograd = nonEmpty && winogradApplies(g);
   // The direct filter gradient (first layers) computes dz row by row; it has no input gradient, nor a pooled form here.
-  const direct = nonEmpty && !winograd && convKernelsEnabled() && useDirect(g.kH * g.kW * g.inC, g.outC) && !a.inputGrad && !pool;
+  const direct = nonEmpty && !winograd && useDirect(g.kH * g.kW * g.inC, g.outC) && !a.inputGrad && !pool;
   if (!winograd && !direct) return unfusedGrad(backend, { dy, x, filter, z, scale, offset, mean, variance, ...pool }, a);
   assertGeometry(op, g, a.pad, undefined);
   const kernels = nativeKernels(backend);

@@ -4,8 +4,7 @@ import {
   type KernelFunc, type NamedAttrMap, type NamedTensorInfoMap, type Tensor, type Tensor1D, type Tensor4D,
   type TensorInfo,
 } from '@tensorflow/tfjs';
-import { useDirect } from './conv2d-backprop-filter.js';
-import { convolveReluPool } from './conv2d.js';
+import { convolveReluPool, useDirect } from './conv2d.js';
 import { nhwcConvGeometry } from './geometry.js';
 import { assertWasmBackend, withScratch } from './heap.js';
 import { nativeKernels } from './native.js';

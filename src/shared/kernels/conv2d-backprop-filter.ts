@@ -2,6 +2,7 @@ import {
   Conv2DBackpropFilter, util,
   type Conv2DBackpropFilterAttrs, type KernelConfig, type NamedAttrMap, type NamedTensorInfoMap, type TensorInfo,
 } from '@tensorflow/tfjs';
+import { useDirect } from './conv2d.js';
 import { gemm } from './gemm.js';
 import { dyWindow } from './dy-window.js';
 import { assertWasmBackend, type WasmBackend } from './heap.js';
@@ -15,25 +16,22 @@ import { assertDyShape, assertFloat32, assertGeometry, assertRank } from './vali
 const OP = 'conv2dDerFilter';
 
 /**
- * The direct kernel (first layers: few taps, KH·KW·Cin) and the gathered col(x)ᵀ (im2col_t) pay off only where their
- * SIMD loops cover the layer: 16 output channels at a time, 4 input channels at a time. Elsewhere they run scalar
- * loops and lose to im2col + a blocked transpose (e.g. the direct kernel wins on `cnn` conv1, Cout 32, and loses on
- * `lenet` conv1, Cout 6; im2col_t wins on `cnn` conv2, Cin 32, and loses on `lenet` conv2, Cin 6).
+ * The gathered col(x)ᵀ (im2col_t) pays off only where its SIMD loop covers the layer, 4 input channels at a time;
+ * elsewhere it runs a scalar loop and loses to im2col + a blocked transpose (it wins on `cnn` conv2, Cin 32, and
+ * loses on `lenet` conv2, Cin 6).
  */
-const DIRECT_MAX_TAPS = 32;
-export const useDirect = (taps: number, outC: number): boolean => taps <= DIRECT_MAX_TAPS && outC % 16 === 0;
 const gatherTransposed = (inC: number): boolean => inC % 4 === 0;
 
 /**
- * dW[KH,KW,Cin,Cout] = col(x)ᵀ · dy with P = B·OH·OW rows, as one untransposed GEMM (see gemm.ts), except
- * for layers with few taps (Cin = 1), where a direct SIMD kernel avoids a GEMM of a poor shape (K = KH·KW).
- *
- * XNNPACK packs the right-hand operand of every new tensor, at a cost that grows with that operand's size: packing
- * the larger of col(x) and dy can cost more than the product itself. So the orientation is chosen per call by which
- * operand is cheaper to pack:
- *   - col(x) larger than dy (deep layers):  [Kc, P] · [P, Cout]  = dW directly; col(x)ᵀ is gathered directly when
- *     Cin is a multiple of 4, else built by im2col and a transpose.
- *   - dy larger than col(x) (few channels in, many out): [Cout, P] · [P, Kc] = dWᵀ, then a small transpose.
+ * dW[KH,KW,Cin,Cout] = col(x)ᵀ · dy with P = B·OH·OW rows, as one GEMM (gemm.ts), for the layers neither Winograd
+ * (3×3, stride 1: winograd.ts) nor the direct kernel (few taps, Cin = 1: conv2d.ts useDirect) takes. The GEMM's rows
+ * are the larger of Kc (taps) and Cout:
+ *   - Kc ≥ Cout (deep layers): [Kc, P] · [P, Cout] = dW directly; col(x)ᵀ is gathered directly when Cin is a multiple
+ *     of 4, else built by im2col and a transpose.
+ *   - Cout > Kc (few channels in, many out): [Cout, P] · [P, Kc] = dWᵀ, then a small transpose.
+ * That rule was set by XNNPACK's cost of packing the right-hand operand on every call; gemm_f32, which replaced it
+ * here, does not pack, and the rule has not been measured again on it (with our kernels on, none of the zoo's layers
+ * takes the second form).
  */
 function conv2dBackpropFilter(args: {
   inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap;

@@ -16,11 +16,17 @@ const OP = 'conv2d';
 const FUSED_OP = 'fused conv2d';
 
 /**
- * Layers with at most this many taps (KH·KW·Cin) and Cout a multiple of 16 take the direct kernel
- * (native/conv_direct.c): first layers, Cin = 1. `npx tsx bench/conv-layers.ts` (B=64, median of 15, M3):
- * 1.18 vs XNNPACK's 1.84 ms on `cnn`'s conv1, 1.41 vs 2.11 ms on `cnn-large`'s conv1a.
+ * Layers with at most this many taps (KH·KW·Cin: first layers, Cin = 1) take the direct kernels, forward
+ * (native/conv_direct.c) and filter gradient (native/kernels.c filter_grad_direct), where neither a GEMM (K too short)
+ * nor Winograd (one input channel) pays off. Their SIMD loops cover 16 output channels at a time: with Cout not a
+ * multiple of 16 they would run scalar loops and lose (the filter gradient wins on `cnn` conv1, Cout 32, and loses on
+ * `lenet` conv1, Cout 6). `npx tsx bench/conv-layers.ts` (B=64, median of 15, M3), forward: 1.18 vs XNNPACK's
+ * 1.84 ms on `cnn`'s conv1, 1.41 vs 2.11 ms on `cnn-large`'s conv1a.
  */
 const DIRECT_MAX_TAPS = 32;
+
+/** Whether the direct kernels take a layer of `taps` taps and `outC` output channels (off with our kernels switched off). */
+export const useDirect = (taps: number, outC: number): boolean => convKernelsEnabled() && taps <= DIRECT_MAX_TAPS && outC % 16 === 0;
 
 type Route = { g: ConvGeometry; kernel: 'winograd' | 'direct' | 'empty' };
 
@@ -45,8 +51,7 @@ function route(op: string, x: TensorInfo, filter: TensorInfo, attrs: Conv2DAttrs
   const sizes = [g.batch, g.outH, g.outW, g.outC];
   if (g.inC > 0 && sizes.every((d) => Number.isInteger(d) && d >= 0) && sizes.includes(0)) return { g, kernel: 'empty' };
   if ([g.inC, ...sizes].some((d) => Number.isInteger(d) && d <= 0)) return undefined;
-  const direct = convKernelsEnabled() && g.kH * g.kW * g.inC <= DIRECT_MAX_TAPS && g.outC % 16 === 0;
-  const kernel = winogradApplies(g) ? 'winograd' : direct ? 'direct' : undefined;
+  const kernel = winogradApplies(g) ? 'winograd' : useDirect(g.kH * g.kW * g.inC, g.outC) ? 'direct' : undefined;
   if (!kernel) return undefined;
   assertGeometry(op, g, attrs.pad, attrs.dimRoundingMode);
   return { g, kernel };
@@ -112,7 +117,7 @@ export function convolveWithMoments(backend: WasmBackend, x: TensorInfo, filter:
  * it checks what tfjs-core's conv2d op checks, so a direct runKernel call with mismatched shapes throws as the op
  * would.
  */
-export function conv2dWinogradPath(stock: KernelFunc): KernelFunc {
+export function conv2dNativePath(stock: KernelFunc): KernelFunc {
   return ((args: KernelArgs) => {
     const x = args.inputs.x!;
     const filter = args.inputs.filter!;
@@ -129,7 +134,7 @@ export function conv2dWinogradPath(stock: KernelFunc): KernelFunc {
  * along the last axis and a linear or ReLU activation, which our kernels apply as they write each output. Other
  * activations and bias shapes go to the stock kernel.
  */
-export function fusedConv2dWinogradPath(stock: KernelFunc): KernelFunc {
+export function fusedConv2dNativePath(stock: KernelFunc): KernelFunc {
   return ((args: KernelArgs) => {
     const { x, filter, bias, preluActivationWeights } = args.inputs;
     const attrs = args.attrs as unknown as FusedConv2DAttrs;
@@ -148,6 +153,6 @@ export function fusedConv2dWinogradPath(stock: KernelFunc): KernelFunc {
 }
 
 export const CONV2D_PATHS: ReadonlyArray<{ kernelName: string; wrap: (stock: KernelFunc) => KernelFunc }> = [
-  { kernelName: Conv2D, wrap: conv2dWinogradPath },
-  { kernelName: FusedConv2D, wrap: fusedConv2dWinogradPath },
+  { kernelName: Conv2D, wrap: conv2dNativePath },
+  { kernelName: FusedConv2D, wrap: fusedConv2dNativePath },
 ];

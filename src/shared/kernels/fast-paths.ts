@@ -27,6 +27,8 @@ type KernelArgs = { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedA
  * - Conv2D and FusedConv2D of the layers the Winograd or direct kernels take (conv2d.ts).
  * - BatchMatMul with a transposed operand and batch 1 (both dense-layer gradients), and _FusedMatMul without
  *   transposes (the dense layers' forward pass): our GEMM (batchMatMulFastPath, fusedMatMulFastPath say why).
+ * - Tile that repeats the whole input block (batch norm's gradient through tfjs-core's ops): back-to-back copies
+ *   (tileFastPath).
  */
 /**
  * Sum or Mean of a float32 tensor over every axis but the last (Sum: the bias gradient of every conv and dense layer;

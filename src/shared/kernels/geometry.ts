@@ -27,7 +27,7 @@ export function geometryOf(info: backend_util.Conv2DInfo): ConvGeometry {
 
 /**
  * The attributes both convolution backprop kernels read, plus an optional `dilations` (tfjs-core's own Conv2D
- * gradient never passes one; ours, conv2d_grad.ts, does).
+ * gradient never passes one; ours, conv2d-grad.ts, does).
  */
 export type DilatedConvAttrs = Pick<Conv2DBackpropFilterAttrs, 'strides' | 'pad' | 'dataFormat' | 'dimRoundingMode'> & {
   dilations?: number | [number, number];

@@ -21,8 +21,8 @@ function relaxedSimdCompiles(bytes: Uint8Array<ArrayBuffer>): boolean {
 }
 
 /**
- * native/*.c, compiled on first use and shared: its relaxed-SIMD build (fused multiply-adds in gemm_f32,
- * issue #17) where the runtime compiles it, else the SIMD128 build of the same code. It imports only `env.memory`,
+ * native/*.c, compiled on first use and shared: its relaxed-SIMD build (every MADD of native/kernels.h a fused
+ * multiply-add, issue #17) where the runtime compiles it, else the SIMD128 build of the same code. It imports only `env.memory`,
  * so each user instantiates it on the memory it works in: tfjs-backend-wasm's heap (native.ts) or a ring's own arena
  * (src/worker/ring/sum-arena.ts).
  */

@@ -58,6 +58,9 @@ export type ChannelOp = (typeof CHANNEL_OP)[keyof typeof CHANNEL_OP];
 /** The flags of a convolution's epilogue (native/kernels.h EPILOGUE_BIAS, EPILOGUE_RELU). */
 const epilogueFlags = (bias: TensorInfo | undefined, relu: boolean): number => (bias ? 1 : 0) | (relu ? 2 : 0);
 
+/** The flags of winograd_conv_grad (native/winograd.c WINO_GRAD_DX, WINO_GRAD_DW, WINO_GRAD_BN_RELU). */
+const winogradGradFlags = (dx: boolean, dw: boolean, batchNormRelu: boolean): number => (dx ? 1 : 0) | (dw ? 2 : 0) | (batchNormRelu ? 4 : 0);
+
 /**
  * Where a convolution kernel writes: its output y, or only the 2×2, stride-2 max pool of it and the pool's codes
  * (with `staged`, scratch where winograd_conv's 5-tiles write the part of the output the pool reads).
@@ -323,7 +326,7 @@ class NativeKernels {
   ): void {
     if (!out.dx !== !from.filter || !out.dw !== !from.x) throw new Error('mnist-ddp wasm kernels: winograd_conv_grad needs the filter for dx and x for dW');
     const bn = source.batchNorm;
-    const flags = (out.dx ? 1 : 0) | (out.dw ? 2 : 0) | (bn?.relu ? 4 : 0);
+    const flags = winogradGradFlags(out.dx !== undefined, out.dw !== undefined, bn?.relu ?? false);
     this.exports.winograd_conv_grad(from.x ? this.ptr(from.x) : 0, this.ptr(dy), ...this.pool(source.pool), bn ? this.ptr(bn.x) : 0, bn ? this.ptr(bn.coef) : 0,
       from.filter ? this.ptr(from.filter) : 0,
       out.dx ? this.ptr(out.dx) : 0, out.dw ? this.ptr(out.dw) : 0, this.ptr(scratch), g.outC, flags, tile, this.geometry(g));

@@ -32,14 +32,14 @@ export function assertDyShape(op: string, dy: TensorInfo, g: ConvGeometry, chann
     `is read in its top-left window, as tfjs's cpu kernels do), but got [${dy.shape.join(',')}].`);
 }
 
+type Pad = Parameters<typeof backend_util.checkPadOnDimRoundingMode>[1];
+type RoundingMode = Parameters<typeof backend_util.checkPadOnDimRoundingMode>[2];
+
 /**
  * Every size in the geometry is a positive whole number (non-positive or fractional strides, dilations or a window
  * larger than a 'valid' input give zero, negative or NaN sizes), so the native loops' bounds are those of the
  * tensors. Also tfjs-core's rule that a rounding mode needs an integer pad.
  */
-type Pad = Parameters<typeof backend_util.checkPadOnDimRoundingMode>[1];
-type RoundingMode = Parameters<typeof backend_util.checkPadOnDimRoundingMode>[2];
-
 export function assertGeometry(op: string, g: ConvGeometry, pad: Pad, dimRoundingMode: RoundingMode): void {
   backend_util.checkPadOnDimRoundingMode(op, pad, dimRoundingMode);
   const sizes = [g.batch, g.inH, g.inW, g.inC, g.outH, g.outW, g.outC, g.kH, g.kW, g.strideH, g.strideW, g.dilH, g.dilW];

@@ -19,17 +19,17 @@ import { nativeKernels, type BatchMoments, type ConvOutput, type WinogradGradSou
  */
 
 /**
- * The scratch grows with Cin·Cout (98 floats per pair: two filter-sized areas of 49 positions, for 5×5 tiles); up to
- * 2^20 pairs (1024 × 1024 channels) it stays under 108 M floats and winograd_scratch_floats's int. Wider layers keep
- * im2col.
+ * The scratch grows with Cin·Cout (98 floats per pair: two filter-sized areas of 49 positions, for 5×5 tiles) plus
+ * the tile blocks' 49·32·(2·Cin + Cout) floats: about 108 M floats at 1024 × 1024 channels. The cap on the pairs keeps
+ * winograd_scratch_floats within its int; wider layers keep im2col.
  */
 const WINOGRAD_MAX_CHANNEL_PAIRS = 1 << 20;
 
 let enabled = true;
 
 /**
- * Turns our convolution kernels (Winograd, and conv2d.ts's direct forward kernel) off for the process, or back on:
- * layers then take im2col + GEMM for their gradients and XNNPACK for their forward pass. bench/conv-layers.ts
+ * Turns our convolution kernels (Winograd, and conv2d.ts's direct kernels for first layers) off for the process, or
+ * back on: layers then take im2col + GEMM for their gradients and XNNPACK for their forward pass. bench/conv-layers.ts
  * measures both routes on the same layers.
  */
 export function setConvKernelsEnabled(on: boolean): void {
