@@ -256,10 +256,10 @@ ALWAYS_INLINE int end_inside(int from, int n, int size) { return from + n > size
  * - dy itself;
  * - when the convolution is followed by a ReLU and a 2x2 max pool (pooled non-null), the pooled gradient, unpooled
  *   block by block into `block` (scratch) by pool.c's unpool_2x2_region;
- * - when it is followed by training-mode batch norm (bn_x non-null: the convolution's output, batch norm's input),
+ * - when it is followed by training-mode batch norm (bn_z non-null: the convolution's output, batch norm's input),
  *   then optionally a ReLU (bn_relu) or a ReLU and the pool (pooled non-null), the gradient of that chain: batch
  *   norm's dx = f (g - a - (x - mean) b) computed per block into `block` from g (dy, ReLU-masked, or unpooled) and
- *   bn_x, with bn_coef [mean | f | offset | a | b] (Cout floats each: batch_norm.c batch_norm_grad_params).
+ *   bn_z, with bn_coef [mean | f | offset | a | b] (Cout floats each: batch_norm.c batch_norm_grad_params).
  * Either way the gradient in front of the pool or the batch norm is never written to memory.
  */
 typedef struct {
@@ -267,7 +267,7 @@ typedef struct {
   const float* pooled;
   const unsigned char* codes;
   float* block;
-  const float* bn_x;
+  const float* bn_z;
   const float* bn_coef;
   int bn_relu;
 } dy_source;
@@ -302,7 +302,7 @@ ALWAYS_INLINE const float* unpooled_region(dy_source src, const conv_geometry* g
 }
 
 /*
- * Batch norm's dx over tile o's block (bn_x non-null) into `block` (tile x tile x Cout floats) by batch_norm_dx_run
+ * Batch norm's dx over tile o's block (bn_z non-null) into `block` (tile x tile x Cout floats) by batch_norm_dx_run
  * (kernels.h), so the values are those batch_norm_train_grad and batch_norm_pool_grad would have written; 0 beyond
  * the output. With pooled, the gradient it takes is the unpooled region after the block (unpooled_region).
  */
@@ -312,7 +312,7 @@ ALWAYS_INLINE dy_block batch_norm_block(dy_source src, const conv_geometry* g, i
   const long at = ((long)o.b * g->out_h + o.oh0) * row + (long)o.ow0 * out_c;
   const float* gs = src.pooled ? unpooled_region(src, g, out_c, o, tile, src.block + tile * block_row) : src.dy + at;
   const long g_row = src.pooled ? (long)window_side(tile) * out_c : row;
-  const float* xs = src.bn_x + at;
+  const float* xs = src.bn_z + at;
   for (int r = 0; r < tile; r++) {
     float* q = src.block + r * block_row;
     const int n = r < r_hi ? s_hi : 0;
@@ -324,7 +324,7 @@ ALWAYS_INLINE dy_block batch_norm_block(dy_source src, const conv_geometry* g, i
 }
 
 ALWAYS_INLINE dy_block block_of(dy_source src, const conv_geometry* g, int out_c, tile_origin o, int tile) {
-  if (src.bn_x) return batch_norm_block(src, g, out_c, o, tile);
+  if (src.bn_z) return batch_norm_block(src, g, out_c, o, tile);
   dy_block d;
   if (!src.pooled) {
     d.row = (long)g->out_w * out_c;
@@ -438,8 +438,8 @@ ALWAYS_INLINE void poison_uncovered(const float* x, const conv_geometry* full, c
  * WINO_GRAD_DW), in one sweep over the tiles: each tile's Ŷ = A dy Aᵀ, computed once, feeds both, and dy is read
  * once. dy comes through dy_source: dy [B, OH, OW, Cout]; or with pooled non-null the gradient of the 2x2 max pool
  * that follows a ReLU of the convolution's output (winograd_conv with pooled): dy and pooled [B, OH / 2, OW / 2,
- * Cout], codes at pooled's indices; or with bn_x non-null the gradient of batch norm (then a ReLU if flags &
- * WINO_GRAD_BN_RELU, or the ReLU and the pool with pooled non-null) over the convolution's output bn_x. Overwrites
+ * Cout], codes at pooled's indices; or with bn_z non-null the gradient of batch norm (then a ReLU if flags &
+ * WINO_GRAD_BN_RELU, or the ReLU and the pool with pooled non-null) over the convolution's output bn_z. Overwrites
  * what it computes; x is read only for dw, w only for dx. tile as winograd_conv's; either size reads a pooled dy
  * (unpooled_region).
  */
@@ -447,12 +447,12 @@ ALWAYS_INLINE void poison_uncovered(const float* x, const conv_geometry* full, c
 #define WINO_GRAD_DW 2
 #define WINO_GRAD_BN_RELU 4
 EXPORT(winograd_conv_grad) void winograd_conv_grad(const float* x, const float* dy, const float* pooled, const unsigned char* codes,
-                                                   const float* bn_x, const float* bn_coef, const float* w, float* dx, float* dw,
+                                                   const float* bn_z, const float* bn_coef, const float* w, float* dx, float* dw,
                                                    float* scratch, int out_c, int flags, int tile, const int* geometry) {
   const conv_geometry full = load_geometry(geometry);
   /* Through the pool alone, dy is 0 where no window reads: the tiles cover only the windows' part (pooled_part). */
-  const conv_geometry g = pooled && !bn_x ? pooled_part(full) : full;
-  const dy_source src = {dy, pooled, codes, 0, bn_x, bn_coef, flags & WINO_GRAD_BN_RELU};
+  const conv_geometry g = pooled && !bn_z ? pooled_part(full) : full;
+  const dy_source src = {dy, pooled, codes, 0, bn_z, bn_coef, flags & WINO_GRAD_BN_RELU};
   const int want_dx = flags & WINO_GRAD_DX, want_dw = flags & WINO_GRAD_DW;
   if (!want_dx && !want_dw) return;
   if (tile == 5) f5_conv_grad(x, src, w, dx, dw, scratch, out_c, want_dx, want_dw, &g);

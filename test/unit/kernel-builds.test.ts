@@ -12,7 +12,7 @@ interface Exports {
   winograd_scratch_floats(inC: number, outC: number): number;
   winograd_conv(x: number, w: number, bias: number, y: number, pooled: number, codes: number, mean: number, variance: number, scratch: number, outC: number,
     flags: number, tile: number, geometry: number): void;
-  winograd_conv_grad(x: number, dy: number, pooled: number, codes: number, bnX: number, bnCoef: number, w: number, dx: number, dw: number,
+  winograd_conv_grad(x: number, dy: number, pooled: number, codes: number, bnZ: number, bnCoef: number, w: number, dx: number, dw: number,
     scratch: number, outC: number, flags: number, tile: number, geometry: number): void;
   conv_direct(x: number, w: number, bias: number, y: number, pooled: number, codes: number, mean: number, variance: number, scratch: number, outC: number,
     flags: number, geometry: number): void;

@@ -137,7 +137,7 @@ function convBatchNormGrad({ inputs, backend, attrs }: KernelArgs): TensorInfo[]
       withScratch(backend, sumsFloats, (scratch) =>
         kernels.batchNormGradParams(z, dy, pool, { mean, variance, scale, offset }, a.varianceEpsilon, relu, scratch, { dScale, dOffset, coef }, poolGeometry(z.shape)));
       if (!a.inputGrad && !a.filterGrad) return {};
-      if (winograd) return winogradGrads(backend, dy, g, { filter: a.inputGrad ? filter : undefined, x: a.filterGrad ? x : undefined }, { pool, batchNorm: { x: z, coef, relu } });
+      if (winograd) return winogradGrads(backend, dy, g, { filter: a.inputGrad ? filter : undefined, x: a.filterGrad ? x : undefined }, { pool, batchNorm: { z, coef, relu } });
       const dFilter = backend.makeOutput([...filter.shape], 'float32');
       try {
         withScratch(backend, g.outW * channels, (rows) => kernels.filterGradDirect(x, dy, dFilter, g, undefined, { z, coef, relu, scratch: rows }));

@@ -42,7 +42,7 @@ interface NativeExports {
   dropout(x: number, y: number, samples: number, perSample: number, seedMix: number, keyLow: number, keyHigh: number, threshold: number, scale: number): void;
   winograd_conv(x: number, w: number, bias: number, y: number, pooled: number, codes: number, mean: number, variance: number, scratch: number, outC: number,
     flags: number, tile: number, geometry: number): void;
-  winograd_conv_grad(x: number, dy: number, pooled: number, codes: number, bnX: number, bnCoef: number, w: number, dx: number, dw: number,
+  winograd_conv_grad(x: number, dy: number, pooled: number, codes: number, bnZ: number, bnCoef: number, w: number, dx: number, dw: number,
     scratch: number, outC: number, flags: number, tile: number, geometry: number): void;
   batch_norm_grad_params(x: number, dy: number, pooled: number, codes: number, mean: number, variance: number, scale: number, offset: number,
     epsilon: number, relu: number, scratch: number, dScale: number, dOffset: number, coef: number, geometry: number): void;
@@ -85,12 +85,12 @@ export type WinogradTile = 4 | 5;
 /**
  * What the gradient a Winograd gradient kernel takes is the gradient of (winograd.c dy_source): the convolution's
  * output (neither given); a ReLU and 2×2 max pool of it (pool: dy is the pooled gradient); or training-mode batch norm
- * of it (batchNorm: x is the convolution's output, coef batchNormGradParams's), then a ReLU if relu, then with pool
+ * of it (batchNorm: z is the convolution's output, coef batchNormGradParams's), then a ReLU if relu, then with pool
  * also the max pool.
  */
 export interface WinogradGradSource {
   pool?: PooledWithCodes;
-  batchNorm?: { x: TensorInfo; coef: TensorInfo; relu: boolean };
+  batchNorm?: { z: TensorInfo; coef: TensorInfo; relu: boolean };
 }
 
 /** The pooled output and codes a pooled gradient came through, and the direct filter gradient's scratch (2·OW·Cout floats). */
@@ -327,7 +327,7 @@ class NativeKernels {
     if (!out.dx !== !from.filter || !out.dw !== !from.x) throw new Error('mnist-ddp wasm kernels: winograd_conv_grad needs the filter for dx and x for dW');
     const bn = source.batchNorm;
     const flags = winogradGradFlags(out.dx !== undefined, out.dw !== undefined, bn?.relu ?? false);
-    this.exports.winograd_conv_grad(from.x ? this.ptr(from.x) : 0, this.ptr(dy), ...this.pool(source.pool), bn ? this.ptr(bn.x) : 0, bn ? this.ptr(bn.coef) : 0,
+    this.exports.winograd_conv_grad(from.x ? this.ptr(from.x) : 0, this.ptr(dy), ...this.pool(source.pool), bn ? this.ptr(bn.z) : 0, bn ? this.ptr(bn.coef) : 0,
       from.filter ? this.ptr(from.filter) : 0,
       out.dx ? this.ptr(out.dx) : 0, out.dw ? this.ptr(out.dw) : 0, this.ptr(scratch), g.outC, flags, tile, this.geometry(g));
   }
