@@ -240,7 +240,7 @@ ALWAYS_INLINE void filter_grad_row(const float* x, const float* dy_row, float* d
  * convolution's output (conv_direct with pooled): dy and pooled [B, OH / 2, OW / 2, Cout], codes at pooled's indices.
  * Each pair of output rows is then unpooled into scratch (2 x OW x Cout floats) by pool.c's unpool_2x2_region, in L1,
  * and the gradient in front of the pool is never written to memory; rows and columns no window covers have dy = 0.
- * Or, with bn_z non-null (and pooled null), dy is the gradient of training-mode batch norm (then a ReLU if relu) of
+ * Or, with bn_z non-null (and pooled null; bn_z is not read with pooled), dy is the gradient of training-mode batch norm (then a ReLU if relu) of
  * the convolution's output bn_z: each output row of batch norm's input gradient is computed into scratch (OW x Cout
  * floats) by batch_norm_dx_run (kernels.h) from dy, bn_z and bn_coef, and never written to memory either.
  */
@@ -251,19 +251,13 @@ EXPORT(filter_grad_direct) void filter_grad_direct(const float* x, const float* 
   const int taps = g.k_h * g.k_w * g.in_c;
   __builtin_memset(dw, 0, (unsigned)(taps * out_c) * sizeof(float));
   const long dy_row = (long)g.out_w * out_c;
-  if (bn_z && !pooled) {
+  if (!pooled) {
     for (int b = 0; b < g.batch; b++) {
       for (int oh = 0; oh < g.out_h; oh++) {
         const long at = (long)(b * g.out_h + oh) * dy_row;
-        batch_norm_dx_run(dy + at, bn_z + at, bn_coef, relu, scratch, g.out_w, out_c);
-        filter_grad_row(x, scratch, dw, &g, out_c, b, oh);
+        if (bn_z) batch_norm_dx_run(dy + at, bn_z + at, bn_coef, relu, scratch, g.out_w, out_c);
+        filter_grad_row(x, bn_z ? scratch : dy + at, dw, &g, out_c, b, oh);
       }
-    }
-    return;
-  }
-  if (!pooled) {
-    for (int b = 0; b < g.batch; b++) {
-      for (int oh = 0; oh < g.out_h; oh++) filter_grad_row(x, dy + (long)(b * g.out_h + oh) * dy_row, dw, &g, out_c, b, oh);
     }
     return;
   }

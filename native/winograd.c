@@ -291,9 +291,10 @@ ALWAYS_INLINE int window_side(int tile) { return 2 * ((tile + 1) / 2); }
 ALWAYS_INLINE const float* unpooled_region(dy_source src, const conv_geometry* g, int out_c, tile_origin o, int tile, float* region) {
   const int side = window_side(tile), pool_h = g->out_h / 2, pool_w = g->out_w / 2;
   const int wr0 = o.oh0 / 2, wc0 = o.ow0 / 2;
-  const int windows_h = end_inside(wr0, (o.oh0 + tile + 1) / 2 - wr0, pool_h), windows_w = end_inside(wc0, (o.ow0 + tile + 1) / 2 - wc0, pool_w);
+  const int windows_h = end_inside(wr0, side / 2, pool_h), windows_w = end_inside(wc0, side / 2, pool_w);
   const long region_row = (long)side * out_c;
-  __builtin_memset(region, 0, (unsigned)(side * side * out_c) * sizeof(float));
+  /* unpool_2x2_region writes all four positions of every window: only a region the windows do not fill needs zeros. */
+  if (windows_h < side / 2 || windows_w < side / 2) __builtin_memset(region, 0, (unsigned)(side * side * out_c) * sizeof(float));
   if (windows_h > 0 && windows_w > 0) {
     const long p_at = (((long)o.b * pool_h + wr0) * pool_w + wc0) * out_c;
     unpool_2x2_region(src.dy + p_at, src.pooled + p_at, src.codes + p_at, (long)pool_w * out_c, region, region_row, out_c, windows_h, windows_w);
@@ -303,8 +304,9 @@ ALWAYS_INLINE const float* unpooled_region(dy_source src, const conv_geometry* g
 
 /*
  * Batch norm's dx over tile o's block (bn_z non-null) into `block` (tile x tile x Cout floats) by batch_norm_dx_run
- * (kernels.h), so the values are those batch_norm_train_grad and batch_norm_pool_grad would have written; 0 beyond
- * the output. With pooled, the gradient it takes is the unpooled region after the block (unpooled_region).
+ * (kernels.h), so the values are those batch_norm_train_grad and batch_norm_pool_grad would have written; only the
+ * rows and columns inside the output (dy_tile reads 0 beyond them). With pooled, the gradient it takes is the
+ * unpooled region after the block (unpooled_region).
  */
 ALWAYS_INLINE dy_block batch_norm_block(dy_source src, const conv_geometry* g, int out_c, tile_origin o, int tile) {
   const long row = (long)g->out_w * out_c, block_row = (long)tile * out_c;
@@ -313,13 +315,8 @@ ALWAYS_INLINE dy_block batch_norm_block(dy_source src, const conv_geometry* g, i
   const float* gs = src.pooled ? unpooled_region(src, g, out_c, o, tile, src.block + tile * block_row) : src.dy + at;
   const long g_row = src.pooled ? (long)window_side(tile) * out_c : row;
   const float* xs = src.bn_z + at;
-  for (int r = 0; r < tile; r++) {
-    float* q = src.block + r * block_row;
-    const int n = r < r_hi ? s_hi : 0;
-    batch_norm_dx_run(gs + r * g_row, xs + r * row, src.bn_coef, src.bn_relu, q, n, out_c);
-    __builtin_memset(q + (long)n * out_c, 0, (unsigned)((tile - n) * out_c) * sizeof(float));
-  }
-  const dy_block d = {src.block, block_row, tile, tile};
+  for (int r = 0; r < r_hi; r++) batch_norm_dx_run(gs + r * g_row, xs + r * row, src.bn_coef, src.bn_relu, src.block + r * block_row, s_hi, out_c);
+  const dy_block d = {src.block, block_row, r_hi, s_hi};
   return d;
 }
 
@@ -379,21 +376,19 @@ ALWAYS_INLINE conv_geometry pooled_part(conv_geometry g) {
  * pool of that output (pool.c), of which only the part some window reads is computed. 4-tiles start at multiples of
  * 4, so every window lies in one tile, which is staged in scratch and pooled there: the output never reaches memory
  * (y is unused). 5-tiles do not keep windows whole: y is then scratch for that part ([B, 2 (OH / 2), 2 (OW / 2), Cout]
- * floats), written, then pooled image by image.
+ * floats), written, then pooled.
  */
 EXPORT(winograd_conv) void winograd_conv(const float* x, const float* w, const float* bias, float* y, float* pooled, unsigned char* codes,
                                          float* mean, float* variance, float* scratch, int out_c, int flags, int tile, const int* geometry) {
   const conv_geometry g = load_geometry(geometry);
   const conv_geometry part = pooled ? pooled_part(g) : g;
   double* stats = mean && !pooled ? (double*)(scratch + family_scratch_floats(g.in_c, out_c)) : 0;
+  if (stats) __builtin_memset(stats, 0, (unsigned)(2 * out_c) * sizeof(double));
   if (tile == 5) f5_conv(x, w, bias, y, 0, 0, scratch, stats, out_c, flags, &part);
   else f4_conv(x, w, bias, pooled ? 0 : y, pooled, codes, scratch, stats, out_c, flags, &part);
+  /* The part's sides are even, so its rows pair within each image and the whole batch pools as one tall image. */
   if (pooled && tile == 5) {
-    const long image = (long)part.out_h * part.out_w * out_c, pooled_image = image / 4;
-    for (int b = 0; b < g.batch; b++) {
-      max_pool_2x2_region(y + b * image, (long)part.out_w * out_c, pooled + b * pooled_image, codes + b * pooled_image, (long)(part.out_w / 2) * out_c,
-                          out_c, part.out_h / 2, part.out_w / 2);
-    }
+    max_pool_2x2_region(y, (long)part.out_w * out_c, pooled, codes, (long)(part.out_w / 2) * out_c, out_c, g.batch * part.out_h / 2, part.out_w / 2);
   }
   if (stats) store_moments(stats, stats + out_c, (double)g.batch * g.out_h * g.out_w, mean, variance, out_c);
 }

@@ -192,7 +192,6 @@ ALWAYS_INLINE void WFN(conv)(const float* x, const float* w, const float* bias, 
   const float* b = flags & EPILOGUE_BIAS ? bias : 0;
   const int relu = flags & EPILOGUE_RELU, pool_h = g.out_h / 2, pool_w = g.out_w / 2;
   double seen = 0;
-  if (stats) __builtin_memset(stats, 0, (unsigned)(2 * out_c) * sizeof(double));
   WFN(filter_transform)(w, u, in_c, out_c);
   for (int t0 = 0; t0 < tiles; t0 += WINO_TB) {
     const int nt = tiles - t0 < WINO_TB ? tiles - t0 : WINO_TB;
@@ -213,9 +212,8 @@ ALWAYS_INLINE void WFN(conv)(const float* x, const float* w, const float* bias, 
         }
         continue;
       }
-      /* The tile's windows: those of its rows and columns below 2 * pool_h and 2 * pool_w. */
-      const int windows_h = end_inside(o.oh0 / 2, TILE / 2, pool_h), windows_w = end_inside(o.ow0 / 2, TILE / 2, pool_w);
-      if (windows_h <= 0 || windows_w <= 0) continue;
+      /* The tile's windows: g is the pool's part (even sides) and tiles start at even rows and columns. */
+      const int windows_h = r_hi / 2, windows_w = s_hi / 2;
       WFN(output_tile)(m + (long)t * out_c, PLANE(nt, out_c), staged, (long)TILE * out_c, r_hi, s_hi, out_c, b, relu);
       const long at = (((long)o.b * pool_h + o.oh0 / 2) * pool_w + o.ow0 / 2) * out_c;
       max_pool_2x2_region(staged, (long)TILE * out_c, pooled + at, codes + at, (long)pool_w * out_c, out_c, windows_h, windows_w);

@@ -81,6 +81,15 @@ const conv3x3 = (b: number, h: number, w: number, cin: number, cout: number, pad
 const byTile = (cases: RefConv[]) =>
   cases.flatMap((c) => [4, 5].map((tile) => [`${c.h}x${c.w}x${c.cin}→${c.cout} ${c.pad}, ${tile}x${tile} tiles`, c, tile] as const));
 
+/** The float64 mean and biased variance per channel of `y` ([rows, channels], channels last). */
+function channelMoments(y: ArrayLike<number>, channels: number): { mean: Float64Array; variance: Float64Array } {
+  const rows = y.length / channels;
+  const mean = new Float64Array(channels), variance = new Float64Array(channels);
+  for (let i = 0; i < y.length; i++) mean[i % channels]! += y[i]! / rows;
+  for (let i = 0; i < y.length; i++) variance[i % channels]! += (y[i]! - mean[i % channels]!) ** 2 / rows;
+  return { mean, variance };
+}
+
 /** A case's output sides, padding, and its geometry in the instance's memory (winograd.c's layout). */
 function winogradGeometry(k: Instance, c: RefConv) {
   const { oh, ow, pt, pl } = outDims(c);
@@ -105,10 +114,7 @@ describe.each(BUILDS)('the %s build of native/*.c', (_name, base64, available) =
       k.exports.winograd_conv_grad(px, pdy, 0, 0, 0, 0, pw, pdx, pdw, scratch, c.cout, 3, tile, g);
       const y = convForward(c, x, w).map((v, i) => Math.max(0, v + bias[i % c.cout]!));
       expect(relError(k.read(py, dy.length), y)).toBeLessThan(1e-4);
-      // The moments of y per channel, in float64.
-      const mean = new Float64Array(c.cout), variance = new Float64Array(c.cout);
-      y.forEach((v, i) => (mean[i % c.cout]! += v / (y.length / c.cout)));
-      y.forEach((v, i) => (variance[i % c.cout]! += (v - mean[i % c.cout]!) ** 2 / (y.length / c.cout)));
+      const { mean, variance } = channelMoments(y, c.cout);
       expect(relError(k.read(pmean, c.cout), mean)).toBeLessThan(1e-4);
       expect(relError(k.read(pvariance, c.cout), variance)).toBeLessThan(1e-4);
       const [dx, dw] = [k.read(pdx, x.length), k.read(pdw, w.length)];
@@ -195,10 +201,8 @@ describe.each(BUILDS)('the %s build of native/*.c', (_name, base64, available) =
     k.exports.conv_direct(k.put(x), k.put(w), 0, py, 0, 0, pmean, pvariance, stats, c.cout, 0, k.geometry([c.b, c.h, c.w, 1, oh, ow, 3, 3, 2, 1, 1, 1, pt, pl]));
     const y = convForward(c, x, w);
     expect(relError(k.read(py, c.b * oh * ow * c.cout), y)).toBeLessThan(1e-5);
-    // And the moments of y per channel, folded row by row, against float64.
-    const mean = new Float64Array(c.cout), variance = new Float64Array(c.cout);
-    y.forEach((v, i) => (mean[i % c.cout]! += v / (y.length / c.cout)));
-    y.forEach((v, i) => (variance[i % c.cout]! += (v - mean[i % c.cout]!) ** 2 / (y.length / c.cout)));
+    // And the moments of y per channel, folded row by row.
+    const { mean, variance } = channelMoments(y, c.cout);
     expect(relError(k.read(pmean, c.cout), mean)).toBeLessThan(1e-5);
     expect(relError(k.read(pvariance, c.cout), variance)).toBeLessThan(1e-5);
 

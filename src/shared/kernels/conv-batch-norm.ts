@@ -1,5 +1,5 @@
 import {
-  Conv2D, Conv2DBackpropFilter, Conv2DBackpropInput, customGrad, engine, getKernel, util, zerosLike,
+  Conv2D, Conv2DBackpropFilter, Conv2DBackpropInput, customGrad, engine, util, zerosLike,
   type Conv2DAttrs, type Conv2DBackpropFilterAttrs, type Conv2DBackpropInputAttrs, type GradSaveFunc, type KernelConfig,
   type KernelFunc, type NamedAttrMap, type NamedTensorInfoMap, type Tensor, type Tensor1D, type Tensor4D, type TensorInfo,
 } from '@tensorflow/tfjs';
@@ -9,6 +9,7 @@ import { nhwcConvGeometry } from './geometry.js';
 import { assertWasmBackend, withScratch, type WasmBackend } from './heap.js';
 import { nativeKernels } from './native.js';
 import { assertPooledWithCodes, poolGeometry, type PooledWithCodes } from './pool-codes.js';
+import { runWasmKernel } from './registered.js';
 import { assertFloat32, assertGeometry, assertRank } from './validate.js';
 import { convolveWithMoments, useDirect } from './conv2d.js';
 import { winogradApplies, winogradGrads } from './winograd.js';
@@ -53,6 +54,7 @@ type GradAttrs = ConvBatchNormAttrs & { inputGrad: boolean; filterGrad: boolean 
 type KernelArgs = { inputs: NamedTensorInfoMap; backend: unknown; attrs?: NamedAttrMap };
 
 const convAttrsOf = (a: ConvBatchNormAttrs) => ({ strides: a.strides, pad: a.pad, dataFormat: 'NHWC' as const, dilations: [1, 1] as [number, number], dimRoundingMode: undefined });
+const batchNormAttrsOf = (a: ConvBatchNormAttrs): BatchNormTrainAttrs => ({ varianceEpsilon: a.varianceEpsilon, relu: a.relu, pool: a.pool });
 
 /** Checks the op's attributes, x, the filter and batch norm's [Cout] parameters; the convolution's geometry. */
 function checked(op: string, x: TensorInfo, filter: TensorInfo, params: Record<string, TensorInfo>, a: ConvBatchNormAttrs) {
@@ -75,7 +77,7 @@ function convBatchNormForward({ inputs, backend, attrs }: KernelArgs): TensorInf
   const { x, filter, scale, offset } = inputs as { x: TensorInfo; filter: TensorInfo; scale: TensorInfo; offset: TensorInfo };
   const a = attrs as unknown as ConvBatchNormAttrs;
   const g = checked('convBatchNorm', x, filter, { scale, offset }, a);
-  const bn: BatchNormTrainAttrs = { varianceEpsilon: a.varianceEpsilon, relu: a.relu, pool: a.pool };
+  const bn = batchNormAttrsOf(a);
   const ours = g.batch * g.outH * g.outW >= MIN_ROWS ? convolveWithMoments(backend, x, filter, convAttrsOf(a) as Conv2DAttrs) : undefined;
   if (ours) {
     try {
@@ -86,9 +88,9 @@ function convBatchNormForward({ inputs, backend, attrs }: KernelArgs): TensorInf
     }
   }
   // Layers our convolution kernels do not take: the registered Conv2D, then batch norm's kernel.
-  const conv = getKernel(Conv2D, 'wasm')!.kernelFunc({ inputs: { x, filter }, backend, attrs: convAttrsOf(a) satisfies Conv2DAttrs as unknown as NamedAttrMap }) as TensorInfo;
+  const [conv] = runWasmKernel(backend, Conv2D, { x, filter }, convAttrsOf(a) satisfies Conv2DAttrs) as [TensorInfo];
   try {
-    return [conv, ...(getKernel(BATCH_NORM_TRAIN, 'wasm')!.kernelFunc({ inputs: { x: conv, scale, offset }, backend, attrs: bn as unknown as NamedAttrMap }) as TensorInfo[])];
+    return [conv, ...runWasmKernel(backend, BATCH_NORM_TRAIN, { x: conv, scale, offset }, bn)];
   } catch (err) {
     backend.disposeData(conv.dataId);
     throw err;
@@ -157,17 +159,13 @@ function convBatchNormGrad({ inputs, backend, attrs }: KernelArgs): TensorInfo[]
 
 /** Batch norm's gradient kernel writes dz, then the registered convolution gradients read it. */
 function unfusedGrad(backend: WasmBackend, t: Record<string, TensorInfo>, a: GradAttrs): TensorInfo[] {
-  const run = (kernel: string, inputs: NamedTensorInfoMap, kernelAttrs: object): TensorInfo[] => {
-    const result = getKernel(kernel, 'wasm')!.kernelFunc({ inputs, backend, attrs: kernelAttrs as unknown as NamedAttrMap });
-    return Array.isArray(result) ? result : [result];
-  };
   const bnInputs = { dy: t.dy!, x: t.z!, mean: t.mean!, variance: t.variance!, scale: t.scale!, offset: t.offset!, ...(a.pool ? { pooled: t.pooled!, codes: t.codes! } : {}) };
-  const [dz, dScale, dOffset] = run(BATCH_NORM_TRAIN_GRAD, bnInputs, { varianceEpsilon: a.varianceEpsilon, relu: a.relu, pool: a.pool } satisfies BatchNormTrainAttrs) as [TensorInfo, TensorInfo, TensorInfo];
+  const [dz, dScale, dOffset] = runWasmKernel(backend, BATCH_NORM_TRAIN_GRAD, bnInputs, batchNormAttrsOf(a)) as [TensorInfo, TensorInfo, TensorInfo];
   const out: TensorInfo[] = [];
   try {
     const conv = convAttrsOf(a);
-    if (a.inputGrad) out.push(...run(Conv2DBackpropInput, { dy: dz, filter: t.filter! }, { ...conv, inputShape: t.x!.shape as [number, number, number, number] } satisfies Conv2DBackpropInputAttrs));
-    if (a.filterGrad) out.push(...run(Conv2DBackpropFilter, { x: t.x!, dy: dz }, { ...conv, filterShape: t.filter!.shape as [number, number, number, number] } satisfies Conv2DBackpropFilterAttrs));
+    if (a.inputGrad) out.push(...runWasmKernel(backend, Conv2DBackpropInput, { dy: dz, filter: t.filter! }, { ...conv, inputShape: t.x!.shape as [number, number, number, number] } satisfies Conv2DBackpropInputAttrs));
+    if (a.filterGrad) out.push(...runWasmKernel(backend, Conv2DBackpropFilter, { x: t.x!, dy: dz }, { ...conv, filterShape: t.filter!.shape as [number, number, number, number] } satisfies Conv2DBackpropFilterAttrs));
   } catch (err) {
     for (const info of [...out, dScale, dOffset]) backend.disposeData(info.dataId);
     throw err;

@@ -1,5 +1,5 @@
 import {
-  Conv2DBackpropFilter, Conv2DBackpropInput, customGrad, engine, FusedConv2D, getKernel, util, zeros, zerosLike,
+  Conv2DBackpropFilter, Conv2DBackpropInput, customGrad, engine, FusedConv2D, util, zeros, zerosLike,
   type Conv2DAttrs, type Conv2DBackpropFilterAttrs, type Conv2DBackpropInputAttrs, type GradSaveFunc, type KernelConfig,
   type KernelFunc, type NamedAttrMap, type NamedTensorInfoMap, type Tensor, type Tensor1D, type Tensor4D,
   type TensorInfo,
@@ -9,6 +9,7 @@ import { nhwcConvGeometry } from './geometry.js';
 import { assertWasmBackend, withScratch } from './heap.js';
 import { nativeKernels } from './native.js';
 import { assertPooledWithCodes, codesApply, makePooledWithCodes, poolGeometry } from './pool-codes.js';
+import { runWasmKernel } from './registered.js';
 import { assertFloat32, assertGeometry, assertRank } from './validate.js';
 import { winogradApplies, winogradGrads } from './winograd.js';
 
@@ -74,7 +75,7 @@ function convReluPoolForward({ inputs, backend, attrs }: KernelArgs): TensorInfo
     `Error in convReluPool: bias must hold one value per filter (${filter.shape[3]}), got shape [${bias.shape.join(',')}].`);
   const fused = convolveReluPool(backend, x, filter, bias, convAttrs as unknown as Conv2DAttrs);
   if (fused) return [fused.pooled, fused.codes];
-  const activation = getKernel(FusedConv2D, 'wasm')!.kernelFunc({ inputs: { x, filter, bias }, backend, attrs: convAttrs as unknown as NamedAttrMap }) as TensorInfo;
+  const [activation] = runWasmKernel(backend, FusedConv2D, { x, filter, bias }, convAttrs) as [TensorInfo];
   try {
     const out = makePooledWithCodes(backend, activation.shape);
     nativeKernels(backend).maxPool2x2Codes(activation, out, poolGeometry(activation.shape));
@@ -129,8 +130,7 @@ function convReluPoolGrad({ inputs, backend, attrs }: KernelArgs): TensorInfo[] 
     }
     return dz;
   };
-  const run = (kernel: string, kernelInputs: NamedTensorInfoMap, kernelAttrs: object): TensorInfo =>
-    getKernel(kernel, 'wasm')!.kernelFunc({ inputs: kernelInputs, backend, attrs: kernelAttrs as unknown as NamedAttrMap }) as TensorInfo;
+  const run = (kernel: string, kernelInputs: NamedTensorInfoMap, kernelAttrs: object): TensorInfo => runWasmKernel(backend, kernel, kernelInputs, kernelAttrs)[0]!;
   const out: TensorInfo[] = [];
   try {
     const winograd = ours && winogradApplies(g)
